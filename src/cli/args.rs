@@ -1,0 +1,93 @@
+//! Command-line arguments (clap only: no I/O here).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Plan and apply service choreographies.
+#[derive(Debug, Parser)]
+#[command(name = "enact", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Run as if started in DIR (the config repository, or a directory inside it).
+    #[arg(short = 'C', global = true, value_name = "DIR")]
+    pub directory: Option<PathBuf>,
+    /// The environment (default: `defaultEnv` of enact.json, else `dev`).
+    #[arg(short = 'e', long = "env", global = true, value_name = "ENV")]
+    pub env: Option<String>,
+    /// No colour, even on a terminal (NO_COLOR is honoured too).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More detail.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a config repository here: enact.json, chor.json, envs/, state/, .gitignore.
+    Init,
+    /// Check enact.json, chor.json and the overlays (every environment, or -e ENV).
+    Validate,
+    /// Rewrite chor.json, envs/*.json and enact.json in canonical layout.
+    Fmt {
+        /// Change nothing; exit 1 if a file is not formatted.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Print the JSON Schema of chor.json.
+    Schema,
+    /// Show what apply would change in an environment.
+    Plan(PlanArgs),
+    /// Show a saved plan, or the recorded state of the environment.
+    Show {
+        /// Print the machine form.
+        #[arg(long)]
+        json: bool,
+        /// A plan saved with `plan --out`.
+        planfile: Option<PathBuf>,
+    },
+    /// Show the service graph, providers first.
+    Graph {
+        #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+        format: GraphFormat,
+    },
+    /// Print the effective spec of the environment, canonical and deterministic.
+    Export {
+        /// Rebuild the spec from the recorded state instead.
+        #[arg(long)]
+        from_state: bool,
+    },
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PlanArgs {
+    /// Save the plan to FILE, for `enact apply FILE` and `enact show FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Print the machine form (DESIGN §5) instead of the human one.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 0 with no changes, 1 on error, 2 with changes.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Limit the plan to this service and what it depends on (repeatable).
+    #[arg(long, value_name = "SVC")]
+    pub target: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Text,
+    Dot,
+    Svg,
+}

@@ -1,0 +1,383 @@
+//! One function per command: gather inputs, call the library, hand the result to the printer.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::args::{GraphFormat, PlanArgs};
+use super::{Context, Outcome};
+use crate::diagnostic::{Diagnostic, SourceFile, strip_position};
+use crate::error::{Error, Result};
+use crate::graph::ServiceGraph;
+use crate::plan::{self, Plan, PlanInput};
+use crate::repo::{ENVS_DIR, SETTINGS_FILE, SPEC_FILE, STATE_DIR, read_optional};
+use crate::spec::format;
+use crate::spec::parse::{FileKind, parse_spec_file};
+use crate::state::store::write_atomic;
+use crate::state::{AppliedSpec, FileStore, State, StateStore};
+
+const STARTER_SPEC: &str = r#"{
+  "deployableServiceSpecs": [],
+  "legacyServiceSpecs": []
+}
+"#;
+
+const STARTER_SETTINGS: &str = r#"{
+  "defaultEnv": "dev",
+  "defaultAccount": "local",
+  "accounts": {
+    "local": {
+      "provider": "local"
+    }
+  }
+}
+"#;
+
+const GITIGNORE: &str = "# enact: locks, journals and backups stay out of git; state/<env>.json goes in.\n\
+state/*.lock\nstate/*.journal\nstate/.backups/\nstate/.*.tmp.*\n";
+
+pub fn init(ctx: &Context) -> Result<Outcome> {
+    let root = &ctx.cwd;
+    if root.join(SPEC_FILE).exists() {
+        return Err(Diagnostic::new(format!(
+            "{} is already a config repository (it has {SPEC_FILE})",
+            root.display()
+        ))
+        .hint("run `enact validate` to check it")
+        .into());
+    }
+    for dir in [root.join(ENVS_DIR), root.join(STATE_DIR)] {
+        std::fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
+    }
+    let mut files = vec![(SPEC_FILE.to_string(), STARTER_SPEC.to_string())];
+    if !root.join(SETTINGS_FILE).exists() {
+        files.push((SETTINGS_FILE.to_string(), STARTER_SETTINGS.to_string()));
+    }
+    for env in ["dev", "test", "prod"] {
+        let path = format!("{ENVS_DIR}/{env}.json");
+        if !root.join(&path).exists() {
+            files.push((path, "{}\n".to_string()));
+        }
+    }
+    let gitignore = root.join(".gitignore");
+    let existing = read_optional(&gitignore)?.unwrap_or_default();
+    if !existing.contains("state/*.lock") {
+        let mut text = existing;
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(GITIGNORE);
+        files.push((".gitignore".to_string(), text));
+    }
+    for (path, text) in &files {
+        write_atomic(&root.join(path), text.as_bytes())?;
+    }
+    let created: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+    ctx.printer.info(&format!(
+        "Created a config repository in {}: {}.\nAdd services to {SPEC_FILE}, then run `enact plan`.",
+        root.display(),
+        created.join(", ")
+    ));
+    Ok(Outcome::Success)
+}
+
+pub fn validate(ctx: &Context) -> Result<Outcome> {
+    let repo = ctx.repo()?;
+    let envs: Vec<String> = match &ctx.env_arg {
+        Some(env) => vec![env.clone()],
+        None => {
+            let mut envs = repo.known_envs();
+            envs.insert(repo.default_env());
+            envs.into_iter().collect()
+        }
+    };
+    let mut lines = Vec::new();
+    let mut errors = Vec::new();
+    for env in &envs {
+        match repo.load(env) {
+            Ok(effective) => {
+                let chor = &effective.choreography;
+                let graph = ServiceGraph::build(chor);
+                let groups = graph.groups();
+                let cycles = groups.iter().filter(|g| g.len() > 1).count();
+                let mut line = format!(
+                    "env `{env}`: {} services ({} deployable, {} legacy)",
+                    chor.len(),
+                    chor.deployable_service_specs.len(),
+                    chor.legacy_service_specs.len()
+                );
+                if cycles > 0 {
+                    let _ = write!(line, ", {cycles} dependency cycle(s) deployed as groups");
+                }
+                lines.push(line);
+            }
+            Err(Error::Invalid(d)) => {
+                // The same base-file problem shows once, not once per environment.
+                for diagnostic in d.0 {
+                    if !errors.contains(&diagnostic) {
+                        errors.push(diagnostic);
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors.into());
+    }
+    ctx.printer.out(&format!(
+        "{} The configuration is valid.\n",
+        ctx.printer.paint.green("✓")
+    ));
+    for line in lines {
+        ctx.printer.out(&format!("  {line}\n"));
+    }
+    Ok(Outcome::Success)
+}
+
+pub fn fmt(ctx: &Context, check: bool) -> Result<Outcome> {
+    let repo = ctx.repo()?;
+    let mut files = vec![(SPEC_FILE.to_string(), FileKind::Base)];
+    if let Ok(entries) = std::fs::read_dir(repo.root.join(ENVS_DIR)) {
+        let mut overlays: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| n.ends_with(".json"))
+            .map(|n| format!("{ENVS_DIR}/{n}"))
+            .collect();
+        overlays.sort();
+        files.extend(overlays.into_iter().map(|f| (f, FileKind::Overlay)));
+    }
+    // Parse everything first: a file with an error stops the run before anything is written.
+    let mut rewritten = Vec::new();
+    let mut errors = Vec::new();
+    for (path, kind) in &files {
+        let full = repo.root.join(path);
+        let text = std::fs::read_to_string(&full).map_err(Error::io("read", &full))?;
+        match parse_spec_file(&SourceFile::new(path, text.clone()), *kind) {
+            Ok(value) => rewritten.push((
+                path.clone(),
+                text,
+                format::to_text(&format::canonical(&value)),
+            )),
+            Err(e) => errors.extend(e),
+        }
+    }
+    if let Some(text) = read_optional(&repo.root.join(SETTINGS_FILE))? {
+        let source = SourceFile::new(SETTINGS_FILE, text.clone());
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(value) => rewritten.push((SETTINGS_FILE.to_string(), text, format::to_text(&value))),
+            Err(e) => errors.push(source.syntax_error(&e)),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors.into());
+    }
+    let unformatted: Vec<&(String, String, String)> = rewritten
+        .iter()
+        .filter(|(_, old, new)| old != new)
+        .collect();
+    if check {
+        for (path, _, _) in &unformatted {
+            ctx.printer.out(&format!("{path}\n"));
+        }
+        if unformatted.is_empty() {
+            return Ok(Outcome::Success);
+        }
+        ctx.printer.error(&format!(
+            "{} file(s) are not formatted; run `enact fmt` to rewrite them",
+            unformatted.len()
+        ));
+        return Ok(Outcome::Failed);
+    }
+    for (path, _, new) in &unformatted {
+        write_atomic(&repo.root.join(path), new.as_bytes())?;
+        ctx.printer.out(&format!("{path}\n"));
+    }
+    Ok(Outcome::Success)
+}
+
+pub fn schema(ctx: &Context) -> Result<Outcome> {
+    ctx.printer.out(&format::to_text(&crate::spec::schema()));
+    Ok(Outcome::Success)
+}
+
+pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
+    let repo = ctx.repo()?;
+    let env = ctx.env(&repo)?;
+    let effective = repo.load(&env)?;
+    let store = FileStore::new(repo.state_dir());
+    let state = store.read_or_empty(&env)?;
+    if state.lineage.is_empty() && !repo.known_envs().contains(&env) && env != repo.default_env() {
+        ctx.printer.warn(&format!(
+            "env `{env}` has no overlay ({ENVS_DIR}/{env}.json), no settings and no state: planning the base spec alone"
+        ));
+    }
+    let planned = plan::plan(PlanInput {
+        env: &env,
+        spec: &effective.choreography,
+        state: &state,
+        settings: &repo.settings,
+        targets: &args.target,
+    })?;
+    let plan = planned.plan;
+    if let Some(out) = &args.out {
+        let path = ctx.resolve(out);
+        write_atomic(&path, plan.to_json().as_bytes())?;
+        ctx.printer.info(&format!(
+            "Saved the plan to {}; `enact apply {}` carries out exactly this plan.",
+            out.display(),
+            out.display()
+        ));
+    }
+    if args.json {
+        ctx.printer.out(&plan.to_json());
+    } else {
+        ctx.printer
+            .out(&plan::render::render(&plan, ctx.printer.paint));
+    }
+    Ok(if args.detailed_exitcode && plan.has_changes() {
+        Outcome::Changes
+    } else {
+        Outcome::Success
+    })
+}
+
+/// Reads a saved plan, with errors located in it.
+pub fn read_plan(ctx: &Context, file: &Path) -> Result<Plan> {
+    let path = ctx.resolve(file);
+    let text = std::fs::read_to_string(&path).map_err(Error::io("read plan file", &path))?;
+    let source = SourceFile::new(file, String::new());
+    let plan: Plan = serde_json::from_str(&text).map_err(|e| {
+        Diagnostic::new(format!(
+            "not a plan file: {}",
+            strip_position(&e.to_string())
+        ))
+        .at(Some(source.location_at(e.line(), e.column())))
+        .hint("save a plan with `enact plan --out FILE`")
+    })?;
+    if plan.format_version != plan::model::PLAN_FORMAT_VERSION {
+        return Err(Diagnostic::new(format!(
+            "plan formatVersion {} is not supported",
+            plan.format_version
+        ))
+        .in_file(file)
+        .hint("make the plan again with this enact")
+        .into());
+    }
+    Ok(plan)
+}
+
+pub fn show(ctx: &Context, json: bool, planfile: Option<&Path>) -> Result<Outcome> {
+    if let Some(file) = planfile {
+        let plan = read_plan(ctx, file)?;
+        if json {
+            ctx.printer.out(&plan.to_json());
+        } else {
+            ctx.printer
+                .out(&plan::render::render(&plan, ctx.printer.paint));
+        }
+        return Ok(Outcome::Success);
+    }
+    let repo = ctx.repo()?;
+    let env = ctx.env(&repo)?;
+    let store = FileStore::new(repo.state_dir());
+    let Some(state) = store.read(&env)? else {
+        if json {
+            ctx.printer.out(&State::empty(&env).to_json());
+        } else {
+            ctx.printer.out(&format!(
+                "env `{env}` has never been applied: no state/{env}.json.\n"
+            ));
+        }
+        return Ok(Outcome::Success);
+    };
+    if json {
+        ctx.printer.out(&state.to_json());
+    } else {
+        ctx.printer.out(&render_state(&state, ctx));
+    }
+    Ok(Outcome::Success)
+}
+
+fn render_state(state: &State, ctx: &Context) -> String {
+    let paint = ctx.printer.paint;
+    let mut out = format!(
+        "env `{}` · serial {} · lineage {}\n",
+        state.env, state.serial, state.lineage
+    );
+    for (name, service) in &state.services {
+        match &service.spec {
+            AppliedSpec::Legacy(s) => {
+                let _ = writeln!(
+                    out,
+                    "\n{} (legacy)  {}",
+                    paint.bold(name),
+                    s.native_uris.join(" ")
+                );
+            }
+            AppliedSpec::Deployable(s) => {
+                let _ = writeln!(
+                    out,
+                    "\n{}  {} instance(s) · {} · version {}{}",
+                    paint.bold(name),
+                    service.instances.len(),
+                    s.memory(),
+                    s.version.as_deref().unwrap_or("-"),
+                    if service.paused { " · paused" } else { "" }
+                );
+                for i in &service.instances {
+                    let status = format!("{:?}", i.status).to_lowercase();
+                    let _ = writeln!(
+                        out,
+                        "  {:<20} {:<8} {:<12} {}",
+                        i.id, status, i.node, i.native_uri
+                    );
+                }
+            }
+        }
+    }
+    if !state.nodes.is_empty() {
+        let _ = writeln!(out, "\nnodes:");
+        for (id, node) in &state.nodes {
+            let size = node
+                .size
+                .clone()
+                .or_else(|| node.memory.map(|m| m.to_string()))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {:<20} {:<10} {:<16} {}",
+                id, node.account, node.address, size
+            );
+        }
+    }
+    out
+}
+
+pub fn graph(ctx: &Context, format: GraphFormat) -> Result<Outcome> {
+    let repo = ctx.repo()?;
+    let env = ctx.env(&repo)?;
+    let effective = repo.load(&env)?;
+    let graph = ServiceGraph::build(&effective.choreography);
+    let text = match format {
+        GraphFormat::Text => graph.to_text(),
+        GraphFormat::Dot => graph.to_dot(),
+        GraphFormat::Svg => graph.to_svg(),
+    };
+    ctx.printer.out(&text);
+    Ok(Outcome::Success)
+}
+
+pub fn export(ctx: &Context, from_state: bool) -> Result<Outcome> {
+    let repo = ctx.repo()?;
+    let env = ctx.env(&repo)?;
+    let chor = if from_state {
+        FileStore::new(repo.state_dir())
+            .read_or_empty(&env)?
+            .choreography()
+    } else {
+        repo.load(&env)?.choreography
+    };
+    ctx.printer.out(&chor.to_canonical_json());
+    Ok(Outcome::Success)
+}

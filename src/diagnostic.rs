@@ -1,0 +1,438 @@
+//! Diagnostics: what is wrong, where (file:line:column, service, host) and what to do about it.
+//!
+//! Input errors are collected, never thrown one at a time, so a user sees every problem of a
+//! file in one run. [`SourceFile`] turns a JSON pointer into a line and column on demand: the
+//! happy path never pays for positions.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A place in a file, 1-based like every editor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+/// One problem with the user's input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub location: Option<Location>,
+    /// The file when no line is known.
+    pub file: Option<PathBuf>,
+    /// The service the problem is about.
+    pub service: Option<String>,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn new(message: impl Into<String>) -> Self {
+        Diagnostic {
+            location: None,
+            file: None,
+            service: None,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn at(mut self, location: Option<Location>) -> Self {
+        self.location = location;
+        self
+    }
+
+    pub fn in_file(mut self, file: impl Into<PathBuf>) -> Self {
+        self.file = Some(file.into());
+        self
+    }
+
+    pub fn service(mut self, name: impl Into<String>) -> Self {
+        self.service = Some(name.into());
+        self
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(location) = &self.location {
+            write!(f, "{location}: ")?;
+        } else if let Some(file) = &self.file {
+            write!(f, "{}: ", file.display())?;
+        }
+        if let Some(service) = &self.service {
+            write!(f, "service `{service}`: ")?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  help: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Several diagnostics shown together.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\nerror: ")?;
+            }
+            write!(f, "{d}")?;
+        }
+        if self.0.len() > 1 {
+            write!(f, "\n{} problems found; nothing was changed", self.0.len())?;
+        }
+        Ok(())
+    }
+}
+
+impl From<Diagnostic> for Diagnostics {
+    fn from(d: Diagnostic) -> Self {
+        Diagnostics(vec![d])
+    }
+}
+
+/// One segment of a JSON pointer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+impl fmt::Display for Segment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Segment::Key(k) => f.write_str(&k.replace('~', "~0").replace('/', "~1")),
+            Segment::Index(i) => write!(f, "{i}"),
+        }
+    }
+}
+
+/// Formats segments as an RFC 6901 JSON pointer.
+pub fn pointer(segments: &[Segment]) -> String {
+    segments.iter().map(|s| format!("/{s}")).collect()
+}
+
+/// A JSON file the user wrote, kept so errors can point into it.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// The path shown to the user (relative to the config repository).
+    pub display: PathBuf,
+    pub text: String,
+}
+
+impl SourceFile {
+    pub fn new(display: impl AsRef<Path>, text: String) -> Self {
+        SourceFile {
+            display: display.as_ref().to_path_buf(),
+            text,
+        }
+    }
+
+    /// Where the value at `segments` starts; for a key that is missing, where its object starts.
+    /// `key_position` points at the key rather than the value (for "unknown field" errors).
+    pub fn locate(&self, segments: &[Segment], key_position: bool) -> Location {
+        let offset = Locator::new(&self.text)
+            .find(segments, key_position)
+            .unwrap_or(0);
+        self.location_of(offset)
+    }
+
+    pub fn location_of(&self, offset: usize) -> Location {
+        let before = &self.text.as_bytes()[..offset.min(self.text.len())];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1);
+        let column = self.text[line_start..offset.min(self.text.len())]
+            .chars()
+            .count()
+            + 1;
+        Location {
+            file: self.display.clone(),
+            line,
+            column,
+        }
+    }
+
+    /// A location from serde_json's 1-based line and column.
+    pub fn location_at(&self, line: usize, column: usize) -> Location {
+        Location {
+            file: self.display.clone(),
+            line: line.max(1),
+            column: column.max(1),
+        }
+    }
+
+    /// A diagnostic for a JSON syntax error of this file.
+    pub fn syntax_error(&self, err: &serde_json::Error) -> Diagnostic {
+        let message = strip_position(&err.to_string());
+        Diagnostic::new(format!("invalid JSON: {message}"))
+            .at(Some(self.location_at(err.line(), err.column())))
+            .hint("fix the JSON syntax; `enact fmt` rewrites a file that parses")
+    }
+}
+
+/// serde_json appends " at line L column C"; the location is shown in front instead.
+pub fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// A small scanner over valid JSON that finds the byte offset of the value a pointer names.
+struct Locator<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Locator<'a> {
+    fn new(text: &'a str) -> Self {
+        Locator {
+            bytes: text.as_bytes(),
+            pos: 0,
+        }
+    }
+
+    fn find(mut self, segments: &[Segment], key_position: bool) -> Option<usize> {
+        self.skip_ws();
+        let mut best = self.pos;
+        for (i, segment) in segments.iter().enumerate() {
+            let last = i + 1 == segments.len();
+            match (segment, self.peek()?) {
+                (Segment::Key(key), b'{') => {
+                    let object_start = self.pos;
+                    match self.find_key(key)? {
+                        Some(key_start) => {
+                            if last && key_position {
+                                return Some(key_start);
+                            }
+                        }
+                        None => return Some(object_start),
+                    }
+                }
+                (Segment::Index(index), b'[') => {
+                    let array_start = self.pos;
+                    if !self.find_index(*index)? {
+                        return Some(array_start);
+                    }
+                }
+                _ => return Some(best),
+            }
+            best = self.pos;
+        }
+        Some(self.pos)
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b) = self.peek() {
+            if b.is_ascii_whitespace() {
+                self.pos += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Positions at the value of `key` in the object here; Some(None) when there is no such key.
+    fn find_key(&mut self, key: &str) -> Option<Option<usize>> {
+        self.pos += 1; // '{'
+        loop {
+            self.skip_ws();
+            match self.peek()? {
+                b'}' => return Some(None),
+                b',' => {
+                    self.pos += 1;
+                    continue;
+                }
+                b'"' => {}
+                _ => return None,
+            }
+            let key_start = self.pos;
+            let name = self.read_string()?;
+            self.skip_ws();
+            if self.peek()? != b':' {
+                return None;
+            }
+            self.pos += 1;
+            self.skip_ws();
+            if name == key {
+                return Some(Some(key_start));
+            }
+            self.skip_value()?;
+        }
+    }
+
+    fn find_index(&mut self, index: usize) -> Option<bool> {
+        self.pos += 1; // '['
+        let mut i = 0;
+        loop {
+            self.skip_ws();
+            match self.peek()? {
+                b']' => return Some(false),
+                b',' => {
+                    self.pos += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            if i == index {
+                return Some(true);
+            }
+            self.skip_value()?;
+            i += 1;
+        }
+    }
+
+    fn read_string(&mut self) -> Option<String> {
+        let start = self.pos;
+        self.skip_string()?;
+        serde_json::from_slice(&self.bytes[start..self.pos]).ok()
+    }
+
+    fn skip_string(&mut self) -> Option<()> {
+        self.pos += 1; // opening quote
+        loop {
+            match self.peek()? {
+                b'\\' => self.pos += 2,
+                b'"' => {
+                    self.pos += 1;
+                    return Some(());
+                }
+                _ => self.pos += 1,
+            }
+        }
+    }
+
+    fn skip_value(&mut self) -> Option<()> {
+        self.skip_ws();
+        match self.peek()? {
+            b'"' => self.skip_string(),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                loop {
+                    match self.peek()? {
+                        b'"' => {
+                            self.skip_string()?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                self.pos += 1;
+                                return Some(());
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.pos += 1;
+                }
+            }
+            _ => {
+                while let Some(b) = self.peek() {
+                    if b == b',' || b == b'}' || b == b']' || b.is_ascii_whitespace() {
+                        break;
+                    }
+                    self.pos += 1;
+                }
+                Some(())
+            }
+        }
+    }
+}
+
+/// Deserializes `value` as `T`, turning a failure into a diagnostic located in `source` at the
+/// exact field (`base` is where `value` sits in the file).
+pub fn from_value_located<T: serde::de::DeserializeOwned>(
+    value: &serde_json::Value,
+    source: &SourceFile,
+    base: &[Segment],
+) -> Result<T, Diagnostic> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let mut segments = base.to_vec();
+        for seg in err.path().iter() {
+            match seg {
+                serde_path_to_error::Segment::Seq { index } => {
+                    segments.push(Segment::Index(*index))
+                }
+                serde_path_to_error::Segment::Map { key } => {
+                    segments.push(Segment::Key(key.clone()))
+                }
+                serde_path_to_error::Segment::Enum { .. }
+                | serde_path_to_error::Segment::Unknown => {}
+            }
+        }
+        let inner = err.into_inner().to_string();
+        let unknown = inner.starts_with("unknown field");
+        let message = if unknown {
+            inner
+        } else if segments.len() > base.len() {
+            format!("{}: {inner}", pointer(&segments[base.len()..]))
+        } else {
+            inner
+        };
+        let mut d = Diagnostic::new(message).at(Some(source.locate(&segments, unknown)));
+        if unknown {
+            d = d.hint("remove the field or fix its spelling (`enact schema` lists every field)");
+        }
+        d
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(k: &str) -> Segment {
+        Segment::Key(k.to_string())
+    }
+
+    #[test]
+    fn locates_nested_values_and_keys() {
+        let text = "{\n  \"a\": [1, {\"b\": \"x\"}],\n  \"c\": {\"d\": null}\n}\n";
+        let src = SourceFile::new("f.json", text.to_string());
+        let at = src.locate(&[key("a"), Segment::Index(1), key("b")], false);
+        assert_eq!((at.line, at.column), (2, 18));
+        let at = src.locate(&[key("c"), key("d")], true);
+        assert_eq!((at.line, at.column), (3, 9));
+        // A missing key points at its object.
+        let at = src.locate(&[key("c"), key("zzz")], false);
+        assert_eq!((at.line, at.column), (3, 8));
+    }
+
+    #[test]
+    fn strings_with_brackets_do_not_confuse_the_scanner() {
+        let text = r#"{"a": "}]\"{", "b": 2}"#;
+        let src = SourceFile::new("f.json", text.to_string());
+        let at = src.locate(&[key("b")], false);
+        assert_eq!(at.column, 21);
+    }
+
+    #[test]
+    fn pointer_escapes_segments() {
+        assert_eq!(pointer(&[key("a/b"), Segment::Index(3)]), "/a~1b/3");
+    }
+}

@@ -1,0 +1,3 @@
+//! Environments: overlays merged onto the base spec.
+
+pub mod overlay;

@@ -1,0 +1,346 @@
+//! The service graph: petgraph nodes are services, an edge runs from provider to consumer.
+//!
+//! Cycles are legal (callbacks): strongly connected components are condensed into groups that
+//! are deployed together and wired once all members are up. [`ServiceGraph::groups`] gives the
+//! groups in a deterministic topological order, providers first.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::fmt::Write as _;
+
+use petgraph::Direction;
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::EdgeRef;
+
+use crate::spec::{Choreography, Service};
+
+/// A service in the graph.
+#[derive(Debug, Clone)]
+pub struct Vertex {
+    pub name: String,
+    pub legacy: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceGraph {
+    graph: DiGraph<Vertex, String>,
+    index: HashMap<String, NodeIndex>,
+}
+
+impl ServiceGraph {
+    /// Builds the graph of a choreography; dependencies on unknown services are skipped
+    /// (validation reports them).
+    pub fn build(chor: &Choreography) -> ServiceGraph {
+        let mut services: Vec<Service<'_>> = chor.services().collect();
+        services.sort_by(|a, b| a.name().cmp(b.name()));
+        let mut graph = DiGraph::with_capacity(services.len(), services.len());
+        let mut index = HashMap::with_capacity(services.len());
+        for s in &services {
+            let i = graph.add_node(Vertex {
+                name: s.name().to_string(),
+                legacy: s.is_legacy(),
+            });
+            index.insert(s.name().to_string(), i);
+        }
+        for s in &services {
+            let consumer = index[s.name()];
+            for dep in s.dependencies() {
+                if let Some(&provider) = index.get(&dep.service_spec_name) {
+                    graph.add_edge(provider, consumer, dep.service_spec_role.clone());
+                }
+            }
+        }
+        ServiceGraph { graph, index }
+    }
+
+    pub fn len(&self) -> usize {
+        self.graph.node_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// The services `name` depends on.
+    pub fn providers(&self, name: &str) -> BTreeSet<&str> {
+        self.neighbors(name, Direction::Incoming)
+    }
+
+    /// The services that depend on `name`.
+    pub fn consumers(&self, name: &str) -> BTreeSet<&str> {
+        self.neighbors(name, Direction::Outgoing)
+    }
+
+    fn neighbors(&self, name: &str, direction: Direction) -> BTreeSet<&str> {
+        self.index
+            .get(name)
+            .map(|&i| {
+                self.graph
+                    .neighbors_directed(i, direction)
+                    .map(|n| self.graph[n].name.as_str())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Strongly connected components in topological order (providers first); members sorted;
+    /// among groups ready at the same time, the one with the smallest name comes first.
+    pub fn groups(&self) -> Vec<Vec<&str>> {
+        let sccs = tarjan_scc(&self.graph);
+        let mut group_of = vec![0usize; self.graph.node_count()];
+        let mut members: Vec<Vec<&str>> = Vec::with_capacity(sccs.len());
+        for (g, scc) in sccs.iter().enumerate() {
+            for &n in scc {
+                group_of[n.index()] = g;
+            }
+            let mut names: Vec<&str> = scc.iter().map(|&n| self.graph[n].name.as_str()).collect();
+            names.sort_unstable();
+            members.push(names);
+        }
+        // Kahn's algorithm on the condensation, smallest first name first.
+        let mut indegree = vec![0usize; sccs.len()];
+        let mut successors: Vec<Vec<usize>> = vec![Vec::new(); sccs.len()];
+        for edge in self.graph.edge_references() {
+            let (from, to) = (
+                group_of[edge.source().index()],
+                group_of[edge.target().index()],
+            );
+            if from != to {
+                successors[from].push(to);
+                indegree[to] += 1;
+            }
+        }
+        let mut ready: BinaryHeap<Reverse<(&str, usize)>> = (0..sccs.len())
+            .filter(|&g| indegree[g] == 0)
+            .map(|g| Reverse((members[g][0], g)))
+            .collect();
+        let mut order = Vec::with_capacity(sccs.len());
+        while let Some(Reverse((_, g))) = ready.pop() {
+            order.push(g);
+            for &next in &successors[g] {
+                indegree[next] -= 1;
+                if indegree[next] == 0 {
+                    ready.push(Reverse((members[next][0], next)));
+                }
+            }
+        }
+        let mut by_index: Vec<Option<Vec<&str>>> = members.into_iter().map(Some).collect();
+        order
+            .into_iter()
+            .filter_map(|g| by_index[g].take())
+            .collect()
+    }
+
+    /// Edges as (provider, consumer, role), sorted.
+    pub fn edges(&self) -> Vec<(&str, &str, &str)> {
+        let mut edges: Vec<_> = self
+            .graph
+            .edge_references()
+            .map(|e| {
+                (
+                    self.graph[e.source()].name.as_str(),
+                    self.graph[e.target()].name.as_str(),
+                    e.weight().as_str(),
+                )
+            })
+            .collect();
+        edges.sort_unstable();
+        edges
+    }
+
+    fn vertex(&self, name: &str) -> Option<&Vertex> {
+        self.index.get(name).map(|&i| &self.graph[i])
+    }
+
+    /// Graphviz DOT, edges from provider to consumer labelled with the role, legacy services dashed, cycles boxed together.
+    pub fn to_dot(&self) -> String {
+        let mut out = String::from("digraph choreography {\n  node [shape=box, style=rounded];\n");
+        for (g, group) in self.groups().iter().enumerate() {
+            let cluster = group.len() > 1;
+            if cluster {
+                let _ = writeln!(
+                    out,
+                    "  subgraph cluster_{g} {{\n    label=\"cycle\";\n    style=dashed;"
+                );
+            }
+            for name in group {
+                let legacy = self.vertex(name).is_some_and(|v| v.legacy);
+                let indent = if cluster { "    " } else { "  " };
+                let style = if legacy {
+                    " [style=\"rounded,dashed\", xlabel=\"legacy\"]"
+                } else {
+                    ""
+                };
+                let _ = writeln!(out, "{indent}{}{style};", dot_id(name));
+            }
+            if cluster {
+                out.push_str("  }\n");
+            }
+        }
+        for (provider, consumer, role) in self.edges() {
+            let _ = writeln!(
+                out,
+                "  {} -> {} [label={}];",
+                dot_id(provider),
+                dot_id(consumer),
+                dot_id(role)
+            );
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    /// A text view: one line per service in deployment order, with what it calls.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for (step, group) in self.groups().iter().enumerate() {
+            let cycle = group.len() > 1;
+            for name in group {
+                let vertex = self.vertex(name);
+                let mut line = format!("{:>4}  {name}", step + 1);
+                if vertex.is_some_and(|v| v.legacy) {
+                    line.push_str(" (legacy)");
+                }
+                let calls: Vec<String> = self
+                    .edges()
+                    .into_iter()
+                    .filter(|(_, c, _)| c == name)
+                    .map(|(p, _, role)| {
+                        if p == role {
+                            p.to_string()
+                        } else {
+                            format!("{p} as {role}")
+                        }
+                    })
+                    .collect();
+                if !calls.is_empty() {
+                    let _ = write!(line, "  → calls {}", calls.join(", "));
+                }
+                if cycle {
+                    line.push_str("  [cycle: deployed together]");
+                }
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// An SVG drawing, laid out in-process (no Graphviz needed).
+    pub fn to_svg(&self) -> String {
+        use layout::backends::svg::SVGWriter;
+        use layout::core::base::Orientation;
+        use layout::core::geometry::Point;
+        use layout::core::style::StyleAttr;
+        use layout::std_shapes::shapes::{Arrow, Element, ShapeKind};
+        use layout::topo::layout::VisualGraph;
+
+        let mut vg = VisualGraph::new(Orientation::TopToBottom);
+        let mut handles = HashMap::new();
+        for group in self.groups() {
+            for name in group {
+                let legacy = self.vertex(name).is_some_and(|v| v.legacy);
+                let label = if legacy {
+                    format!("{name} (legacy)")
+                } else {
+                    name.to_string()
+                };
+                let width = 24.0 + 8.0 * label.chars().count() as f64;
+                let element = Element::create(
+                    ShapeKind::new_box(&label),
+                    StyleAttr::simple(),
+                    Orientation::LeftToRight,
+                    Point::new(width, 40.0),
+                );
+                handles.insert(name, vg.add_node(element));
+            }
+        }
+        for (provider, consumer, role) in self.edges() {
+            let mut arrow = Arrow::simple(role);
+            arrow.look = StyleAttr::simple();
+            vg.add_edge(arrow, handles[provider], handles[consumer]);
+        }
+        let mut svg = SVGWriter::new();
+        if !self.is_empty() {
+            vg.do_it(false, false, false, &mut svg);
+        }
+        svg.finalize()
+    }
+}
+
+/// A DOT identifier, always quoted.
+fn dot_id(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chor(edges: &[(&str, &str)], names: &[&str]) -> Choreography {
+        let mut c = Choreography::default();
+        for n in names {
+            c.deployable_service_specs
+                .push(crate::spec::DeployableServiceSpec {
+                    name: (*n).to_string(),
+                    roles: vec![(*n).to_string()],
+                    dependencies: edges
+                        .iter()
+                        .filter(|(_, consumer)| consumer == n)
+                        .map(|(p, _)| crate::spec::ServiceDependency {
+                            service_spec_name: (*p).to_string(),
+                            service_spec_role: (*p).to_string(),
+                        })
+                        .collect(),
+                    ..Default::default()
+                });
+        }
+        c
+    }
+
+    #[test]
+    fn groups_put_providers_first_and_condense_cycles() {
+        let c = chor(
+            &[("a", "b"), ("b", "c"), ("c", "b"), ("c", "d"), ("z", "a")],
+            &["d", "c", "b", "a", "z", "e"],
+        );
+        let g = ServiceGraph::build(&c);
+        assert_eq!(
+            g.groups(),
+            vec![vec!["e"], vec!["z"], vec!["a"], vec!["b", "c"], vec!["d"]]
+        );
+        assert_eq!(
+            g.providers("b").into_iter().collect::<Vec<_>>(),
+            vec!["a", "c"]
+        );
+        assert_eq!(
+            g.consumers("c").into_iter().collect::<Vec<_>>(),
+            vec!["b", "d"]
+        );
+    }
+
+    #[test]
+    fn renderings_name_every_service_and_edge() {
+        let c = chor(&[("airline", "travel")], &["travel", "airline"]);
+        let g = ServiceGraph::build(&c);
+        let dot = g.to_dot();
+        assert!(
+            dot.contains("\"airline\" -> \"travel\" [label=\"airline\"]"),
+            "{dot}"
+        );
+        assert_eq!(
+            g.to_text(),
+            "   1  airline\n   2  travel  → calls airline\n"
+        );
+        let svg = g.to_svg();
+        assert!(
+            svg.contains("<svg") && svg.contains("airline") && svg.contains("travel"),
+            "{svg}"
+        );
+    }
+}

@@ -1,0 +1,498 @@
+//! The plan as a pure function of effective spec × recorded state × settings: no network, no
+//! clock, no randomness; the same inputs give the same bytes. Linear in the number of services.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::model::{
+    Action, Change, FieldChange, FromTo, NodeChanges, PLAN_FORMAT_VERSION, Plan, PriorState, Step,
+    Summary,
+};
+use super::placement::{Demand, Placement, place};
+use crate::diagnostic::Diagnostic;
+use crate::graph::ServiceGraph;
+use crate::repo::settings::Settings;
+use crate::spec::{Choreography, Service};
+use crate::state::{AppliedSpec, State};
+
+/// Fields whose change replaces every instance (a redeploy).
+pub const REDEPLOY_FIELDS: [&str; 6] = [
+    "version",
+    "packageUri",
+    "packageType",
+    "port",
+    "endpointName",
+    "serviceType",
+];
+
+/// What a plan is computed from.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanInput<'a> {
+    pub env: &'a str,
+    /// The effective spec, normalized.
+    pub spec: &'a Choreography,
+    pub state: &'a State,
+    pub settings: &'a Settings,
+    /// `--target`s: limit the plan to these services and what they depend on.
+    pub targets: &'a [String],
+}
+
+/// A plan together with the placement it was computed with (apply needs both).
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub plan: Plan,
+    pub placement: Placement,
+}
+
+/// SHA-256 of the canonical JSON of a spec.
+pub fn spec_digest(spec: &Choreography) -> String {
+    let digest = Sha256::digest(spec.to_canonical_json().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Computes the plan that takes `input.state` to `input.spec`.
+pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
+    let desired: HashMap<&str, Service<'_>> =
+        input.spec.services().map(|s| (s.name(), s)).collect();
+    let recorded = &input.state.services;
+
+    // The set of services the plan may touch.
+    let scope = scope(input, &desired)?;
+    let in_scope = |name: &str| scope.as_ref().is_none_or(|s| s.contains(name));
+
+    // Pass 1: per-service changes, without rewiring.
+    let mut names: BTreeSet<&str> = desired.keys().copied().collect();
+    names.extend(recorded.keys().map(String::as_str));
+    let mut changes: BTreeMap<&str, Change> = BTreeMap::new();
+    let mut endpoints_change: HashSet<&str> = HashSet::new();
+    for &name in &names {
+        if !in_scope(name) {
+            continue;
+        }
+        let before = recorded.get(name).map(|s| s.spec.as_service());
+        let after = desired.get(name).copied();
+        if let Some(change) = compare(name, before, after) {
+            let moves = change.action != Action::Create
+                && (change.action == Action::Replace
+                    || change.action == Action::Destroy
+                    || change.instances.is_some()
+                    || change.memory.is_some()
+                    || change
+                        .fields
+                        .iter()
+                        .any(|f| f.path == "/nativeURIs" || f.path == "/cloudAccount"));
+            if moves {
+                endpoints_change.insert(name);
+            }
+            changes.insert(name, change);
+        }
+    }
+
+    // Pass 2: consumers told again about providers whose endpoints change, and about
+    // dependencies added or removed.
+    for &name in &names {
+        if !in_scope(name) {
+            continue;
+        }
+        let (Some(before), Some(after)) = (recorded.get(name), desired.get(name)) else {
+            continue;
+        };
+        let old: BTreeSet<&str> = before
+            .spec
+            .as_service()
+            .dependencies()
+            .iter()
+            .map(|d| d.service_spec_name.as_str())
+            .collect();
+        let new: BTreeSet<&str> = after
+            .dependencies()
+            .iter()
+            .map(|d| d.service_spec_name.as_str())
+            .collect();
+        let mut rewire: BTreeSet<&str> = new.symmetric_difference(&old).copied().collect();
+        rewire.extend(new.iter().filter(|p| endpoints_change.contains(*p)));
+        rewire.retain(|p| *p != name || endpoints_change.contains(p));
+        if rewire.is_empty() {
+            continue;
+        }
+        let change = changes.entry(name).or_insert_with(|| Change {
+            service: name.to_string(),
+            action: Action::Update,
+            instances: None,
+            memory: None,
+            fields: Vec::new(),
+            rewire: Vec::new(),
+            forced_by: Vec::new(),
+            legacy: after.is_legacy(),
+            before: Some(before.spec.as_service().to_value()),
+            after: Some(after.to_value()),
+        });
+        change.rewire = rewire.into_iter().map(str::to_string).collect();
+    }
+
+    // Placement of the instances that start and stop.
+    let demands: Vec<Demand<'_>> = changes
+        .values()
+        .filter(|c| {
+            !c.legacy
+                && (c.instances.is_some()
+                    || c.memory.is_some()
+                    || matches!(c.action, Action::Replace | Action::Create | Action::Destroy)
+                    || c.fields.iter().any(|f| f.path == "/cloudAccount"))
+        })
+        .filter_map(|c| {
+            let spec = match desired.get(c.service.as_str()) {
+                Some(Service::Deployable(s)) => Some(*s),
+                Some(Service::Legacy(_)) => None,
+                None => None,
+            };
+            if spec.is_none()
+                && !matches!(
+                    recorded.get(c.service.as_str()).map(|s| &s.spec),
+                    Some(AppliedSpec::Deployable(_))
+                )
+            {
+                return None;
+            }
+            Some(Demand {
+                service: &c.service,
+                spec,
+                replace_all: c.action == Action::Replace
+                    || c.memory.is_some()
+                    || c.fields.iter().any(|f| f.path == "/cloudAccount"),
+            })
+        })
+        .collect();
+    let view = input.settings.env_view(input.env);
+    let placement = place(&view, input.state, &demands)?;
+
+    let mut nodes: BTreeMap<String, NodeChanges> = BTreeMap::new();
+    for node in placement.new_nodes.iter().filter(|n| n.provisioned) {
+        *nodes
+            .entry(node.account.clone())
+            .or_default()
+            .create
+            .entry(node.size.clone())
+            .or_default() += 1;
+    }
+    for id in &placement.freed_nodes {
+        if let Some(node) = input.state.nodes.get(id) {
+            let size = node
+                .size
+                .clone()
+                .or_else(|| node.memory.map(|m| m.to_string()))
+                .unwrap_or_default();
+            *nodes
+                .entry(node.account.clone())
+                .or_default()
+                .destroy
+                .entry(size)
+                .or_default() += 1;
+        }
+    }
+
+    let steps = steps(input, &changes);
+    let mut summary = Summary::default();
+    for change in changes.values() {
+        match change.action {
+            Action::Create => summary.create += 1,
+            Action::Update => summary.update += 1,
+            Action::Replace => summary.replace += 1,
+            Action::Destroy => summary.destroy += 1,
+        }
+    }
+    let plan = Plan {
+        format_version: PLAN_FORMAT_VERSION,
+        env: input.env.to_string(),
+        prior_state: PriorState {
+            lineage: (!input.state.lineage.is_empty()).then(|| input.state.lineage.clone()),
+            serial: input.state.serial,
+        },
+        spec_digest: spec_digest(input.spec),
+        changes: changes.into_values().collect(),
+        steps,
+        nodes,
+        summary,
+        targets: {
+            let mut t = input.targets.to_vec();
+            t.sort();
+            t.dedup();
+            t
+        },
+    };
+    Ok(Planned { plan, placement })
+}
+
+/// `None` without targets; else the targets and, transitively, the services they depend on.
+fn scope<'a>(
+    input: PlanInput<'a>,
+    desired: &HashMap<&'a str, Service<'a>>,
+) -> Result<Option<HashSet<&'a str>>, Vec<Diagnostic>> {
+    if input.targets.is_empty() {
+        return Ok(None);
+    }
+    let mut errors = Vec::new();
+    let mut scope: HashSet<&str> = HashSet::new();
+    let mut queue: Vec<&str> = Vec::new();
+    for target in input.targets {
+        if desired.contains_key(target.as_str())
+            || input.state.services.contains_key(target.as_str())
+        {
+            queue.push(target.as_str());
+        } else {
+            errors.push(
+                Diagnostic::new(format!(
+                    "`--target {target}` names no service of the spec or the state"
+                ))
+                .hint("`enact graph --format text` lists the services"),
+            );
+        }
+    }
+    while let Some(name) = queue.pop() {
+        if !scope.insert(name) {
+            continue;
+        }
+        if let Some(service) = desired.get(name) {
+            queue.extend(
+                service
+                    .dependencies()
+                    .iter()
+                    .map(|d| d.service_spec_name.as_str()),
+            );
+        }
+    }
+    if errors.is_empty() {
+        Ok(Some(scope))
+    } else {
+        Err(errors)
+    }
+}
+
+/// Compares one service's recorded and desired spec.
+fn compare(name: &str, before: Option<Service<'_>>, after: Option<Service<'_>>) -> Option<Change> {
+    let instances_of = |s: Option<Service<'_>>| match s {
+        Some(Service::Deployable(d)) => d.instances(),
+        _ => 0,
+    };
+    let memory_of = |s: Option<Service<'_>>| match s {
+        Some(Service::Deployable(d)) => Some(d.memory()),
+        _ => None,
+    };
+    let action = match (before, after) {
+        (None, None) => return None,
+        (None, Some(_)) => Action::Create,
+        (Some(_), None) => Action::Destroy,
+        (Some(b), Some(a)) => {
+            if same_spec(b, a) {
+                return None;
+            }
+            Action::Update
+        }
+    };
+    let before_value = before.map(Service::to_value);
+    let after_value = after.map(Service::to_value);
+    let mut fields = Vec::new();
+    diff_values(
+        "",
+        before_value.as_ref().unwrap_or(&Value::Null),
+        after_value.as_ref().unwrap_or(&Value::Null),
+        &mut fields,
+    );
+    let kind_changes =
+        matches!((before, after), (Some(b), Some(a)) if b.is_legacy() != a.is_legacy());
+    let mut forced_by: Vec<String> = Vec::new();
+    if action == Action::Update {
+        if kind_changes {
+            forced_by.push("/kind".to_string());
+        }
+        forced_by.extend(
+            fields
+                .iter()
+                .filter(|f| {
+                    REDEPLOY_FIELDS
+                        .iter()
+                        .any(|r| f.path.strip_prefix('/') == Some(*r))
+                })
+                .map(|f| f.path.clone()),
+        );
+    }
+    let action = if forced_by.is_empty() {
+        action
+    } else {
+        Action::Replace
+    };
+    let (from, to) = (instances_of(before), instances_of(after));
+    let (memory_from, memory_to) = (memory_of(before), memory_of(after));
+    Some(Change {
+        service: name.to_string(),
+        action,
+        instances: (from != to).then_some(FromTo { from, to }),
+        memory: (memory_from != memory_to).then_some(FromTo {
+            from: memory_from,
+            to: memory_to,
+        }),
+        fields,
+        rewire: Vec::new(),
+        forced_by,
+        legacy: after.or(before).is_some_and(Service::is_legacy),
+        before: before_value,
+        after: after_value,
+    })
+}
+
+fn same_spec(a: Service<'_>, b: Service<'_>) -> bool {
+    match (a, b) {
+        (Service::Deployable(a), Service::Deployable(b)) => {
+            let (mut a, mut b) = (a.clone(), b.clone());
+            a.normalize();
+            b.normalize();
+            a == b
+        }
+        (Service::Legacy(a), Service::Legacy(b)) => {
+            let (mut a, mut b) = (a.clone(), b.clone());
+            a.normalize();
+            b.normalize();
+            a == b
+        }
+        _ => false,
+    }
+}
+
+/// Every leaf that differs, by JSON pointer; arrays compare whole.
+fn diff_values(path: &str, before: &Value, after: &Value, out: &mut Vec<FieldChange>) {
+    match (before, after) {
+        (Value::Object(b), Value::Object(a)) => {
+            let keys: BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+            // Key order of the spec model, not alphabetical, reads better: keep `name` first.
+            let mut keys: Vec<&String> = keys.into_iter().collect();
+            keys.sort_by_key(|k| (k.as_str() != "name", field_rank(k)));
+            for key in keys {
+                let child = format!("{path}/{}", key.replace('~', "~0").replace('/', "~1"));
+                diff_values(
+                    &child,
+                    b.get(key).unwrap_or(&Value::Null),
+                    a.get(key).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        }
+        (Value::Object(b), Value::Null) if !path.is_empty() || !b.is_empty() => {
+            diff_values(path, before, &Value::Object(serde_json::Map::new()), out);
+        }
+        (Value::Null, Value::Object(_)) => {
+            diff_values(path, &Value::Object(serde_json::Map::new()), after, out);
+        }
+        (b, a) if b != a => out.push(FieldChange {
+            path: path.to_string(),
+            from: b.clone(),
+            to: a.clone(),
+        }),
+        _ => {}
+    }
+}
+
+/// The position of a field in the spec model, so field lists follow the model's order.
+fn field_rank(key: &str) -> usize {
+    const ORDER: [&str; 21] = [
+        "name",
+        "roles",
+        "dependencies",
+        "serviceType",
+        "packageType",
+        "packageUri",
+        "endpointName",
+        "port",
+        "numberOfInstances",
+        "resourceImpact",
+        "memory",
+        "cpu",
+        "storage",
+        "network",
+        "version",
+        "cloudAccount",
+        "desiredQoS",
+        "responseTimeMetric",
+        "acceptablePercentage",
+        "maxDesiredResponseTime",
+        "nativeURIs",
+    ];
+    ORDER.iter().position(|k| *k == key).unwrap_or(ORDER.len())
+}
+
+/// Orders the changes: providers before consumers for everything that starts or rewires,
+/// consumers before providers for what is destroyed; cycles form one group.
+fn steps(input: PlanInput<'_>, changes: &BTreeMap<&str, Change>) -> Vec<Step> {
+    if changes.is_empty() {
+        return Vec::new();
+    }
+    // The graph of the spec plus the destroyed services with their recorded dependencies.
+    let mut combined = input.spec.clone();
+    for change in changes.values().filter(|c| c.action == Action::Destroy) {
+        match input.state.services.get(&change.service).map(|s| &s.spec) {
+            Some(AppliedSpec::Deployable(s)) => combined.deployable_service_specs.push(s.clone()),
+            Some(AppliedSpec::Legacy(s)) => combined.legacy_service_specs.push(s.clone()),
+            None => {}
+        }
+    }
+    let graph = ServiceGraph::build(&combined);
+    let groups = graph.groups();
+    let group_of: HashMap<&str, usize> = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(g, members)| members.iter().map(move |m| (*m, g)))
+        .collect();
+    let mut old_consumers: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    for (consumer, service) in &input.state.services {
+        for dep in service.spec.as_service().dependencies() {
+            old_consumers
+                .entry(dep.service_spec_name.as_str())
+                .or_default()
+                .insert(consumer.as_str());
+        }
+    }
+    let same_group = |a: &str, b: &str| group_of.get(a) == group_of.get(b);
+    let mut forward = Vec::new();
+    let mut backward = Vec::new();
+    for group in &groups {
+        for &name in group {
+            let Some(change) = changes.get(name) else {
+                continue;
+            };
+            if change.action == Action::Destroy {
+                // Every recorded consumer is unwired (or destroyed) first.
+                let mut after: BTreeSet<&str> = graph.consumers(name);
+                after.extend(old_consumers.get(name).into_iter().flatten().copied());
+                let after: Vec<String> = after
+                    .into_iter()
+                    .filter(|c| *c != name && changes.contains_key(c) && !same_group(c, name))
+                    .map(str::to_string)
+                    .collect();
+                backward.push(Step {
+                    service: name.to_string(),
+                    action: change.action,
+                    after,
+                });
+            } else {
+                let after: Vec<String> = graph
+                    .providers(name)
+                    .into_iter()
+                    .filter(|p| {
+                        changes.get(p).is_some_and(|c| c.action != Action::Destroy)
+                            && !same_group(p, name)
+                    })
+                    .map(str::to_string)
+                    .collect();
+                forward.push(Step {
+                    service: name.to_string(),
+                    action: change.action,
+                    after,
+                });
+            }
+        }
+    }
+    backward.reverse();
+    forward.extend(backward);
+    forward
+}

@@ -1,0 +1,145 @@
+//! The plan as plain data: the machine form of DESIGN §5 (`plan --json`, `plan --out`).
+//! Computing it lives in [`super::diff`], showing it in [`super::render`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::spec::Memory;
+
+pub const PLAN_FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub format_version: u32,
+    pub env: String,
+    pub prior_state: PriorState,
+    /// SHA-256 of the canonical effective spec the plan was made from.
+    pub spec_digest: String,
+    pub changes: Vec<Change>,
+    /// The order apply follows: each step starts once the steps it is `after` are done.
+    pub steps: Vec<Step>,
+    /// Per account: nodes to create and destroy, by size (on EC2, the instance type).
+    pub nodes: BTreeMap<String, NodeChanges>,
+    pub summary: Summary,
+    /// The `--target`s the plan was limited to, if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PriorState {
+    /// `null` when the environment was never applied.
+    pub lineage: Option<String>,
+    pub serial: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Update,
+    Replace,
+    Destroy,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Replace => "replace",
+            Action::Destroy => "destroy",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Change {
+    pub service: String,
+    pub action: Action,
+    /// Present when the instance count changes (`from` 0 on create, `to` 0 on destroy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<FromTo<u32>>,
+    /// Present when the memory size changes (`from` null on create, `to` null on destroy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<FromTo<Option<Memory>>>,
+    /// Every changed spec field, by JSON pointer.
+    pub fields: Vec<FieldChange>,
+    /// Dependencies whose endpoint lists this service must be told again.
+    pub rewire: Vec<String>,
+    /// For `replace`: the pointers of the fields that force it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forced_by: Vec<String>,
+    /// Whether the service is a legacy service (nothing deployed, only wired).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub legacy: bool,
+    /// The service spec before (null on create) and after (null on destroy).
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FromTo<T> {
+    pub from: T,
+    pub to: T,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldChange {
+    pub path: String,
+    pub from: Value,
+    pub to: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    pub service: String,
+    pub action: Action,
+    /// Services whose steps must finish first.
+    pub after: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeChanges {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub create: BTreeMap<String, u32>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub destroy: BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub replace: usize,
+    pub destroy: usize,
+}
+
+impl Summary {
+    pub fn total(&self) -> usize {
+        self.create + self.update + self.replace + self.destroy
+    }
+}
+
+impl Plan {
+    pub fn has_changes(&self) -> bool {
+        !self.changes.is_empty()
+    }
+
+    /// The machine form: pretty JSON with a final newline, the same bytes for the same plan.
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+
+    pub fn change(&self, service: &str) -> Option<&Change> {
+        self.changes.iter().find(|c| c.service == service)
+    }
+}

@@ -1,0 +1,372 @@
+//! Placement: which node every instance runs on, written once for every provider.
+//!
+//! Node selection per account: `ALWAYS_CREATE` (a node per instance), `ROUND_ROBIN` (the
+//! least-loaded fitting node, else a new one), `LIMITED_ROUND_ROBIN` (new nodes up to `vmLimit`,
+//! then round robin). SSH accounts have a fixed set of hosts and never create nodes. Two instances
+//! that need the same port never share a node; a placement that cannot work is refused here, at
+//! plan time, before anything runs. The result is pure data, the same for the same inputs.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::diagnostic::Diagnostic;
+use crate::repo::settings::{Account, EnvView, Policy};
+use crate::spec::{DeployableServiceSpec, Memory};
+use crate::state::{AppliedSpec, State};
+
+/// Where one instance goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacedInstance {
+    pub service: String,
+    pub id: String,
+    pub node: String,
+}
+
+/// A node the plan creates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNode {
+    pub id: String,
+    pub account: String,
+    pub provider: &'static str,
+    pub memory: Memory,
+    pub size: String,
+    /// For fixed hosts (ssh) the host's address; made up by the provider otherwise.
+    pub address: Option<String>,
+    /// Whether it costs anything to create (false for an ssh host used the first time).
+    pub provisioned: bool,
+}
+
+/// What changes in placement for a set of services.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// New instances, per service in index order.
+    pub started: Vec<PlacedInstance>,
+    /// Instance ids that stop, per service.
+    pub stopped: BTreeMap<String, Vec<String>>,
+    pub new_nodes: Vec<NewNode>,
+    /// Existing nodes left empty by the plan, which are freed.
+    pub freed_nodes: Vec<String>,
+}
+
+/// What a changed service needs from placement.
+#[derive(Debug, Clone)]
+pub struct Demand<'a> {
+    pub service: &'a str,
+    /// The desired spec; `None` when the service is destroyed.
+    pub spec: Option<&'a DeployableServiceSpec>,
+    /// Whether every current instance is replaced (redeploy, resize, account move).
+    pub replace_all: bool,
+}
+
+#[derive(Debug, Clone)]
+struct NodeSlot {
+    account: String,
+    memory: Option<Memory>,
+    ports: BTreeSet<u16>,
+    instances: usize,
+    /// Existing nodes that lost an instance in this plan, to free them if they end up empty.
+    touched: bool,
+    existing: bool,
+    fixed: bool,
+    order: usize,
+}
+
+/// The port an instance of `spec` listens on.
+pub fn port_of(spec: &DeployableServiceSpec) -> u16 {
+    spec.port
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(if spec.package_type() == "TOMCAT" {
+            8080
+        } else {
+            0
+        })
+}
+
+/// The number at the end of an id like `airline-12` or `local-3`.
+pub fn id_number(id: &str) -> u64 {
+    id.rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Places the instances `demands` need, starting from what `state` records.
+pub fn place(
+    view: &EnvView<'_>,
+    state: &State,
+    demands: &[Demand<'_>],
+) -> Result<Placement, Vec<Diagnostic>> {
+    let settings = view.settings;
+    let mut slots: BTreeMap<String, NodeSlot> = BTreeMap::new();
+    for (order, (id, node)) in state.nodes.iter().enumerate() {
+        slots.insert(
+            id.clone(),
+            NodeSlot {
+                account: node.account.clone(),
+                memory: node.memory,
+                ports: BTreeSet::new(),
+                instances: 0,
+                touched: false,
+                existing: true,
+                fixed: node.provider == "ssh",
+                order,
+            },
+        );
+    }
+    for service in state.services.values() {
+        let AppliedSpec::Deployable(spec) = &service.spec else {
+            continue;
+        };
+        for instance in &service.instances {
+            if let Some(slot) = slots.get_mut(&instance.node) {
+                slot.instances += 1;
+                slot.ports.insert(port_of(spec));
+            }
+        }
+    }
+    // Next free node number per account.
+    let mut next_node: HashMap<String, u64> = HashMap::new();
+    for (id, node) in &state.nodes {
+        let n = next_node.entry(node.account.clone()).or_insert(1);
+        *n = (*n).max(id_number(id) + 1);
+    }
+
+    let mut placement = Placement::default();
+    let mut errors = Vec::new();
+
+    // First every leaving instance frees its slot, so new ones can use it.
+    let mut keep_count: HashMap<&str, usize> = HashMap::new();
+    for demand in demands {
+        let recorded = state.services.get(demand.service);
+        let instances = recorded.map(|s| s.instances.as_slice()).unwrap_or_default();
+        let recorded_port = match recorded.map(|s| &s.spec) {
+            Some(AppliedSpec::Deployable(s)) => Some(port_of(s)),
+            _ => None,
+        };
+        let keep = match demand.spec {
+            Some(spec) if !demand.replace_all => (spec.instances() as usize).min(instances.len()),
+            _ => 0,
+        };
+        keep_count.insert(demand.service, keep);
+        let mut sorted: Vec<&crate::state::InstanceState> = instances.iter().collect();
+        sorted.sort_by_key(|i| id_number(&i.id));
+        for leaving in &sorted[keep..] {
+            placement
+                .stopped
+                .entry(demand.service.to_string())
+                .or_default()
+                .push(leaving.id.clone());
+            if let Some(slot) = slots.get_mut(&leaving.node) {
+                slot.instances = slot.instances.saturating_sub(1);
+                if let Some(port) = recorded_port {
+                    slot.ports.remove(&port);
+                }
+                slot.touched = true;
+            }
+        }
+    }
+
+    // Then new instances, service by service in name order.
+    let mut sorted_demands: Vec<&Demand<'_>> = demands.iter().collect();
+    sorted_demands.sort_by_key(|d| d.service);
+    for demand in sorted_demands {
+        let Some(spec) = demand.spec else {
+            continue;
+        };
+        let account_name = spec
+            .cloud_account
+            .clone()
+            .unwrap_or_else(|| view.default_account.clone());
+        let Some(account) = settings.account(&account_name) else {
+            errors.push(
+                Diagnostic::new(format!(
+                    "account `{account_name}` is not defined in enact.json"
+                ))
+                .service(demand.service),
+            );
+            continue;
+        };
+        let recorded = state.services.get(demand.service);
+        let mut next_instance = recorded
+            .map(|s| {
+                s.instances
+                    .iter()
+                    .map(|i| id_number(&i.id))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+            + 1;
+        let keep = keep_count.get(demand.service).copied().unwrap_or(0);
+        let wanted = spec.instances() as usize;
+        let port = port_of(spec);
+        let memory = spec.memory();
+        #[allow(
+            clippy::explicit_counter_loop,
+            reason = "instance numbers continue from the recorded ones"
+        )]
+        for _ in keep..wanted {
+            let node = match choose_node(view, account, &account_name, &slots, memory, port) {
+                Ok(Some(node)) => node,
+                Ok(None) => {
+                    let number = next_node.entry(account_name.clone()).or_insert(1);
+                    let id = format!("{account_name}-{number}");
+                    *number += 1;
+                    placement.new_nodes.push(NewNode {
+                        id: id.clone(),
+                        account: account_name.clone(),
+                        provider: account.provider(),
+                        memory,
+                        size: account.node_size(memory),
+                        address: None,
+                        provisioned: true,
+                    });
+                    let order = slots.len();
+                    slots.insert(
+                        id.clone(),
+                        NodeSlot {
+                            account: account_name.clone(),
+                            memory: Some(memory),
+                            ports: BTreeSet::new(),
+                            instances: 0,
+                            touched: false,
+                            existing: false,
+                            fixed: false,
+                            order,
+                        },
+                    );
+                    id
+                }
+                Err(d) => {
+                    errors.push(d.service(demand.service));
+                    break;
+                }
+            };
+            if let Account::Ssh(ssh) = account
+                && !slots.contains_key(&node)
+            {
+                // A fixed host used for the first time becomes a node of the state.
+                let host = ssh
+                    .hosts
+                    .iter()
+                    .find(|h| host_node_id(&account_name, &h.address) == node);
+                placement.new_nodes.push(NewNode {
+                    id: node.clone(),
+                    account: account_name.clone(),
+                    provider: "ssh",
+                    memory: host.and_then(|h| h.memory).unwrap_or(memory),
+                    size: host.and_then(|h| h.memory).unwrap_or(memory).to_string(),
+                    address: host.map(|h| h.address.clone()),
+                    provisioned: false,
+                });
+                let order = slots.len();
+                slots.insert(
+                    node.clone(),
+                    NodeSlot {
+                        account: account_name.clone(),
+                        memory: host.and_then(|h| h.memory),
+                        ports: BTreeSet::new(),
+                        instances: 0,
+                        touched: false,
+                        existing: false,
+                        fixed: true,
+                        order,
+                    },
+                );
+            }
+            if let Some(slot) = slots.get_mut(&node) {
+                slot.instances += 1;
+                slot.ports.insert(port);
+            }
+            placement.started.push(PlacedInstance {
+                service: demand.service.to_string(),
+                id: format!("{}-{next_instance}", demand.service),
+                node,
+            });
+            next_instance += 1;
+        }
+    }
+
+    placement.freed_nodes = slots
+        .iter()
+        .filter(|(_, s)| s.existing && s.touched && s.instances == 0 && !s.fixed)
+        .map(|(id, _)| id.clone())
+        .collect();
+    if errors.is_empty() {
+        Ok(placement)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The node id of a fixed host.
+pub fn host_node_id(account: &str, address: &str) -> String {
+    format!("{account}-{address}")
+}
+
+/// Picks an existing node for an instance, `Ok(None)` to create one, or explains why none fits.
+fn choose_node(
+    view: &EnvView<'_>,
+    account: &Account,
+    account_name: &str,
+    slots: &BTreeMap<String, NodeSlot>,
+    memory: Memory,
+    port: u16,
+) -> Result<Option<String>, Diagnostic> {
+    // Least-loaded fitting node; ties go to the oldest node.
+    let least_loaded = |fits: &dyn Fn(&NodeSlot) -> bool| {
+        slots
+            .iter()
+            .filter(|(_, s)| s.account == account_name && !s.ports.contains(&port) && fits(s))
+            .min_by_key(|(_, s)| (s.instances, s.order))
+            .map(|(id, _)| id.clone())
+    };
+    if let Account::Ssh(ssh) = account {
+        // Fixed hosts: the nodes are the hosts; make sure every host has a slot.
+        let mut candidates: Vec<(usize, usize, String)> = Vec::new();
+        for (order, host) in ssh.hosts.iter().enumerate() {
+            if host.memory.is_some_and(|m| m < memory) {
+                continue;
+            }
+            let id = host_node_id(account_name, &host.address);
+            let (busy, load) = slots
+                .get(&id)
+                .map_or((false, 0), |s| (s.ports.contains(&port), s.instances));
+            if !busy {
+                candidates.push((load, order, id));
+            }
+        }
+        return candidates.into_iter().min().map(|(_, _, id)| Some(id)).ok_or_else(|| {
+            let fitting = ssh.hosts.iter().filter(|h| h.memory.is_none_or(|m| m >= memory)).count();
+            Diagnostic::new(format!(
+                "cannot place another {memory} instance on port {port} in ssh account `{account_name}`: \
+                 {fitting} of its {} hosts take {memory} instances and each already runs one on that port",
+                ssh.hosts.len()
+            ))
+            .hint("add hosts to the account, lower `numberOfInstances`, or give the service another port")
+        });
+    }
+    let same_size = |s: &NodeSlot| s.memory == Some(memory);
+    match view.node_selector.policy {
+        Policy::AlwaysCreate => Ok(None),
+        Policy::RoundRobin => Ok(least_loaded(&same_size)),
+        Policy::LimitedRoundRobin => {
+            let limit = view.node_selector.vm_limit.unwrap_or(1) as usize;
+            let live = slots
+                .values()
+                .filter(|s| s.account == account_name && (s.instances > 0 || !s.touched))
+                .count();
+            if live < limit {
+                return Ok(None);
+            }
+            least_loaded(&|s: &NodeSlot| s.memory == Some(memory) && (s.instances > 0 || !s.touched))
+                .map(Some)
+                .ok_or_else(|| {
+                    Diagnostic::new(format!(
+                        "cannot place another {memory} instance on port {port} in account `{account_name}`: \
+                         `vmLimit` {limit} is reached and every {memory} node already runs an instance on that port"
+                    ))
+                    .hint("raise `nodeSelector.vmLimit` in enact.json, lower `numberOfInstances`, or use another port")
+                })
+        }
+    }
+}

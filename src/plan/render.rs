@@ -1,0 +1,169 @@
+//! Showing a plan to a person, like Terraform: `+` create, `-` destroy, `~` update, `-/+`
+//! replace, a unified diff of each changed service spec, the nodes placement needs, a summary.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+use similar::{ChangeTag, TextDiff};
+
+use super::model::{Action, Change, Plan};
+use crate::paint::Painter;
+
+/// The human form of a plan.
+pub fn render(plan: &Plan, paint: Painter) -> String {
+    let mut out = String::new();
+    let serial = match &plan.prior_state.lineage {
+        Some(_) => format!("state serial {}", plan.prior_state.serial),
+        None => "never applied".to_string(),
+    };
+    if !plan.has_changes() {
+        let _ = writeln!(
+            out,
+            "{} env `{}` matches its spec ({serial}); apply would change nothing.",
+            paint.green("No changes."),
+            plan.env
+        );
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "enact will perform these actions on env `{}` ({serial}):",
+        plan.env
+    );
+    if !plan.targets.is_empty() {
+        let _ = writeln!(
+            out,
+            "{}",
+            paint.yellow(&format!(
+                "  (limited to --target {} and what they depend on)",
+                plan.targets.join(", ")
+            ))
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  {} create  {} update in place  {} destroy  {} replace",
+        paint.green("+"),
+        paint.yellow("~"),
+        paint.red("-"),
+        paint.magenta("-/+")
+    );
+    for step in &plan.steps {
+        if let Some(change) = plan.change(&step.service) {
+            out.push('\n');
+            render_change(&mut out, change, paint);
+        }
+    }
+    out.push('\n');
+    for (account, nodes) in &plan.nodes {
+        let mut parts = Vec::new();
+        for (size, n) in &nodes.create {
+            parts.push(paint.green(&format!("+{n} {size}")));
+        }
+        for (size, n) in &nodes.destroy {
+            parts.push(paint.red(&format!("-{n} {size}")));
+        }
+        let _ = writeln!(out, "Nodes in account `{account}`: {}", parts.join(", "));
+    }
+    let s = &plan.summary;
+    let _ = writeln!(
+        out,
+        "{} {} to create, {} to update, {} to replace, {} to destroy.",
+        paint.bold("Plan:"),
+        s.create,
+        s.update,
+        s.replace,
+        s.destroy
+    );
+    out
+}
+
+fn render_change(out: &mut String, change: &Change, paint: Painter) {
+    let kind = if change.legacy {
+        "legacy service"
+    } else {
+        "service"
+    };
+    let name = &change.service;
+    let (symbol, headline) = match change.action {
+        Action::Create => (
+            paint.green("  +"),
+            format!("{kind} `{name}` will be created"),
+        ),
+        Action::Destroy => (
+            paint.red("  -"),
+            format!("{kind} `{name}` will be destroyed"),
+        ),
+        Action::Update => (
+            paint.yellow("  ~"),
+            format!("{kind} `{name}` will be updated in place"),
+        ),
+        Action::Replace => (
+            paint.magenta("-/+"),
+            format!(
+                "{kind} `{name}` will be redeployed, one instance at a time (forced by {})",
+                change.forced_by.join(", ")
+            ),
+        ),
+    };
+    let mut notes = Vec::new();
+    if let Some(i) = change.instances {
+        notes.push(format!("instances {} → {}", i.from, i.to));
+    }
+    if let Some(m) = change.memory
+        && change.action != Action::Create
+        && change.action != Action::Destroy
+    {
+        let show = |m: Option<crate::spec::Memory>| m.map_or("none".to_string(), |m| m.to_string());
+        notes.push(format!(
+            "memory {} → {}, instances move to new nodes",
+            show(m.from),
+            show(m.to)
+        ));
+    }
+    if !change.rewire.is_empty() {
+        notes.push(format!("rewired to {}", change.rewire.join(", ")));
+    }
+    let _ = writeln!(out, "  {} {headline}", paint.dim("#"));
+    if !notes.is_empty() {
+        let _ = writeln!(out, "  {} {}", paint.dim("#"), notes.join("; "));
+    }
+    let _ = writeln!(out, "{symbol} {name}");
+    let before = pretty(change.before.as_ref());
+    let after = pretty(change.after.as_ref());
+    if change.action == Action::Destroy {
+        return;
+    }
+    let diff = TextDiff::from_lines(&before, &after);
+    for group in diff.grouped_ops(2) {
+        if change.action != Action::Create {
+            let first = group
+                .first()
+                .map(|op| op.old_range().start + 1)
+                .unwrap_or(0);
+            let _ = writeln!(out, "      {}", paint.dim(&format!("@@ line {first} @@")));
+        }
+        for op in group {
+            for line in diff.iter_changes(&op) {
+                let text = line.value().trim_end_matches('\n');
+                let shown = match line.tag() {
+                    ChangeTag::Delete => paint.red(&format!("    - {text}")),
+                    ChangeTag::Insert => paint.green(&format!("    + {text}")),
+                    ChangeTag::Equal => format!("      {text}"),
+                };
+                let _ = writeln!(out, "  {shown}");
+            }
+        }
+    }
+}
+
+fn pretty(value: Option<&Value>) -> String {
+    match value {
+        Some(v) => {
+            let mut text = serde_json::to_string_pretty(v).unwrap_or_default();
+            text.push('\n');
+            text
+        }
+        None => String::new(),
+    }
+}

@@ -1,0 +1,230 @@
+//! The config repository: found like cargo finds Cargo.toml (walk up to `chor.json`), holding
+//! `enact.json`, the base spec, one overlay per environment and the recorded state.
+
+pub mod settings;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::diagnostic::{Diagnostic, Location, Segment, SourceFile};
+use crate::env::overlay;
+use crate::error::{Error, Result};
+use crate::spec::Choreography;
+use crate::spec::parse::{FileKind, LISTS, parse_spec_file};
+use crate::spec::validate::{is_valid_name, validate};
+pub use settings::Settings;
+
+pub const SPEC_FILE: &str = "chor.json";
+pub const SETTINGS_FILE: &str = "enact.json";
+pub const ENVS_DIR: &str = "envs";
+pub const STATE_DIR: &str = "state";
+pub const FALLBACK_ENV: &str = "dev";
+
+/// An opened config repository with its settings parsed and validated.
+#[derive(Debug, Clone)]
+pub struct ConfigRepo {
+    pub root: PathBuf,
+    pub settings: Settings,
+}
+
+/// The spec of one environment: base and overlay merged, validated and normalized.
+#[derive(Debug, Clone)]
+pub struct EffectiveSpec {
+    pub env: String,
+    pub choreography: Choreography,
+    base: (SourceFile, Value),
+    overlay: Option<(SourceFile, Value)>,
+}
+
+impl ConfigRepo {
+    /// Walks up from `start` to the first directory holding `chor.json`.
+    pub fn discover(start: &Path) -> Result<PathBuf> {
+        let mut dir = Some(start);
+        while let Some(d) = dir {
+            if d.join(SPEC_FILE).is_file() {
+                return Ok(d.to_path_buf());
+            }
+            dir = d.parent();
+        }
+        Err(Diagnostic::new(format!(
+            "no config repository: neither {} nor any parent directory holds {SPEC_FILE}",
+            start.display()
+        ))
+        .hint("run `enact init` to create one here, or pass `-C DIR`")
+        .into())
+    }
+
+    /// Opens the repository at `root` (which must hold `chor.json`).
+    pub fn open(root: &Path) -> Result<ConfigRepo> {
+        if !root.join(SPEC_FILE).is_file() {
+            return Err(
+                Diagnostic::new(format!("{} holds no {SPEC_FILE}", root.display()))
+                    .hint("pass `-C` a config repository, or run `enact init` there")
+                    .into(),
+            );
+        }
+        let settings = match read_optional(&root.join(SETTINGS_FILE))? {
+            Some(text) => Settings::parse(&SourceFile::new(SETTINGS_FILE, text))?,
+            None => Settings::default(),
+        };
+        Ok(ConfigRepo {
+            root: root.to_path_buf(),
+            settings,
+        })
+    }
+
+    /// `-e`'s default: `defaultEnv` of enact.json, else `dev`.
+    pub fn default_env(&self) -> String {
+        self.settings
+            .default_env
+            .clone()
+            .unwrap_or_else(|| FALLBACK_ENV.to_string())
+    }
+
+    pub fn overlay_path(&self, env: &str) -> PathBuf {
+        self.root.join(ENVS_DIR).join(format!("{env}.json"))
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join(STATE_DIR)
+    }
+
+    /// Environments this repository knows: overlays, `envs` of enact.json and recorded states.
+    pub fn known_envs(&self) -> BTreeSet<String> {
+        let mut envs: BTreeSet<String> = self.settings.envs.keys().cloned().collect();
+        for dir in [self.root.join(ENVS_DIR), self.state_dir()] {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if let Some(env) = name.strip_suffix(".json")
+                    && is_valid_name(env)
+                {
+                    envs.insert(env.to_string());
+                }
+            }
+        }
+        envs
+    }
+
+    /// Checks an environment name before it becomes a file name.
+    pub fn check_env_name(env: &str) -> Result<()> {
+        if is_valid_name(env) {
+            Ok(())
+        } else {
+            Err(Diagnostic::new(format!(
+                "`{}` is not a valid environment name",
+                env.escape_debug()
+            ))
+            .hint("environment names are letters, digits, `.`, `_` and `-`, like `dev` or `prod`")
+            .into())
+        }
+    }
+
+    /// Loads, merges and validates the effective spec of `env`.
+    pub fn load(&self, env: &str) -> Result<EffectiveSpec> {
+        Self::check_env_name(env)?;
+        let base_text = std::fs::read_to_string(self.root.join(SPEC_FILE))
+            .map_err(Error::io("read", self.root.join(SPEC_FILE)))?;
+        let base_source = SourceFile::new(SPEC_FILE, base_text);
+        let mut errors = Vec::new();
+        let base_value = parse_spec_file(&base_source, FileKind::Base).unwrap_or_else(|e| {
+            errors.extend(e);
+            Value::Null
+        });
+        let overlay_display = PathBuf::from(ENVS_DIR).join(format!("{env}.json"));
+        let overlay = match read_optional(&self.overlay_path(env))? {
+            Some(text) => {
+                let source = SourceFile::new(&overlay_display, text);
+                match parse_spec_file(&source, FileKind::Overlay) {
+                    Ok(value) => Some((source, value)),
+                    Err(e) => {
+                        errors.extend(e);
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        if !errors.is_empty() {
+            return Err(errors.into());
+        }
+        let mut merged = base_value.clone();
+        if let Some((source, value)) = &overlay {
+            overlay::merge(&mut merged, value, source)?;
+        }
+        let choreography: Choreography = serde_json::from_value(merged).map_err(|e| {
+            Diagnostic::new(format!("the merged spec of env `{env}` is not valid: {e}"))
+                .in_file(&overlay_display)
+        })?;
+        let mut effective = EffectiveSpec {
+            env: env.to_string(),
+            choreography,
+            base: (base_source, base_value),
+            overlay,
+        };
+        let errors = validate(&effective.choreography, &self.settings, &|service, path| {
+            effective.locate(service, path)
+        });
+        if !errors.is_empty() {
+            return Err(errors.into());
+        }
+        effective.choreography.normalize();
+        Ok(effective)
+    }
+}
+
+impl EffectiveSpec {
+    /// Where a field of a service was written: the overlay when it sets that field, else the base.
+    pub fn locate(&self, service: &str, path: &[Segment]) -> Option<Location> {
+        let layers = self.overlay.iter().chain(std::iter::once(&self.base));
+        for (source, value) in layers {
+            for list in LISTS {
+                let Some(Value::Array(items)) = value.get(list) else {
+                    continue;
+                };
+                let Some(index) = items
+                    .iter()
+                    .position(|s| s.get("name").and_then(Value::as_str) == Some(service))
+                else {
+                    continue;
+                };
+                let sets_field = match path.first() {
+                    Some(Segment::Key(k)) => items[index].get(k).is_some(),
+                    _ => true,
+                };
+                if sets_field {
+                    let mut at = vec![Segment::Key(list.to_string()), Segment::Index(index)];
+                    at.extend_from_slice(path);
+                    return Some(source.locate(&at, false));
+                }
+            }
+        }
+        None
+    }
+
+    /// The files this spec was made of, for messages.
+    pub fn files(&self) -> Vec<&Path> {
+        let mut files = vec![self.base.0.display.as_path()];
+        if let Some((source, _)) = &self.overlay {
+            files.push(source.display.as_path());
+        }
+        files
+    }
+}
+
+pub(crate) fn read_optional(path: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::Io {
+            action: "read",
+            path: path.to_path_buf(),
+            source: e,
+        }),
+    }
+}

@@ -1,0 +1,548 @@
+//! `enact.json`: accounts of every provider kind, node selection, reservoir, package types and
+//! per-environment overrides. Parsed and validated in full before anything else runs.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::diagnostic::{Diagnostic, Segment, SourceFile, from_value_located};
+use crate::spec::model::Memory;
+use crate::spec::validate::is_valid_name;
+
+/// The built-in account every service goes to when nothing else is said.
+pub const LOCAL_ACCOUNT: &str = "local";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Settings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_account: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub accounts: BTreeMap<String, Account>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<NodeSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservoir: Option<Reservoir>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub package_types: BTreeMap<String, PackageType>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub envs: BTreeMap<String, EnvSettings>,
+}
+
+/// A named place to get nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "provider", rename_all = "lowercase")]
+pub enum Account {
+    Local(LocalAccount),
+    Ssh(SshAccount),
+    Ec2(Ec2Account),
+    Simulated(SimulatedAccount),
+}
+
+impl Account {
+    pub fn provider(&self) -> &'static str {
+        match self {
+            Account::Local(_) => "local",
+            Account::Ssh(_) => "ssh",
+            Account::Ec2(_) => "ec2",
+            Account::Simulated(_) => "simulated",
+        }
+    }
+
+    /// Whether nodes are made on demand (local, ec2, simulated) or fixed (ssh hosts).
+    pub fn creates_nodes(&self) -> bool {
+        !matches!(self, Account::Ssh(_))
+    }
+
+    /// The size label of a node of `memory`: the EC2 instance type, else the memory size.
+    pub fn node_size(&self, memory: Memory) -> String {
+        match self {
+            Account::Ec2(ec2) => ec2
+                .instance_types
+                .get(&memory)
+                .cloned()
+                .unwrap_or_else(|| default_instance_type(memory).to_string()),
+            _ => memory.to_string(),
+        }
+    }
+}
+
+pub fn default_instance_type(memory: Memory) -> &'static str {
+    match memory {
+        Memory::Small => "t3.small",
+        Memory::Medium => "t3.medium",
+        Memory::Large => "t3.large",
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LocalAccount {}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SshAccount {
+    /// An OpenSSH known_hosts file the hosts' keys are checked against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts: Option<String>,
+    pub hosts: Vec<SshHost>,
+    /// Tomcat's webapps directory on the hosts, for `TOMCAT` packages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tomcat_webapps: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SshHost {
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+    pub user: String,
+    /// A path to the private key (never the key itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// The largest instance this host takes; any when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Ec2Account {
+    pub region: String,
+    pub image_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub instance_types: BTreeMap<Memory, String>,
+    /// Another EC2 API endpoint (an emulator in tests); AWS's when null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SimulatedAccount {
+    #[serde(default)]
+    pub latency_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Policy {
+    #[default]
+    AlwaysCreate,
+    RoundRobin,
+    LimitedRoundRobin,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NodeSelector {
+    pub policy: Policy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Reservoir {
+    pub initial_size: u32,
+    #[serde(default)]
+    pub threshold: i64,
+}
+
+/// A start recipe: the command that runs a package, with `{package}` and friends filled in.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PackageType {
+    pub start: String,
+}
+
+/// The placeholders a package type's recipe may use.
+pub const RECIPE_PLACEHOLDERS: [&str; 6] =
+    ["package", "port", "host", "name", "endpoint", "instance"];
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EnvSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<NodeSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservoir: Option<Reservoir>,
+}
+
+/// The settings that apply to one environment, overrides resolved.
+#[derive(Debug, Clone)]
+pub struct EnvView<'a> {
+    pub settings: &'a Settings,
+    pub default_account: String,
+    pub node_selector: NodeSelector,
+}
+
+const BUILTIN_LOCAL: Account = Account::Local(LocalAccount {});
+
+impl Settings {
+    pub fn account(&self, name: &str) -> Option<&Account> {
+        match self.accounts.get(name) {
+            Some(a) => Some(a),
+            None if name == LOCAL_ACCOUNT => Some(&BUILTIN_LOCAL),
+            None => None,
+        }
+    }
+
+    pub fn env_view(&self, env: &str) -> EnvView<'_> {
+        let overrides = self.envs.get(env);
+        let default_account = overrides
+            .and_then(|o| o.default_account.clone())
+            .or_else(|| self.default_account.clone())
+            .unwrap_or_else(|| LOCAL_ACCOUNT.to_string());
+        let node_selector = overrides
+            .and_then(|o| o.node_selector)
+            .or(self.node_selector)
+            .unwrap_or_default();
+        EnvView {
+            settings: self,
+            default_account,
+            node_selector,
+        }
+    }
+
+    pub fn knows_package_type(&self, name: &str) -> bool {
+        crate::spec::model::BUILTIN_PACKAGE_TYPES.contains(&name)
+            || self.package_types.contains_key(name)
+    }
+
+    /// Parses and validates `enact.json`, collecting every problem.
+    pub fn parse(source: &SourceFile) -> Result<Settings, Vec<Diagnostic>> {
+        let value: Value =
+            serde_json::from_str(&source.text).map_err(|e| vec![source.syntax_error(&e)])?;
+        let mut errors = Vec::new();
+        let Value::Object(top) = &value else {
+            return Err(vec![
+                Diagnostic::new("enact.json must hold a JSON object")
+                    .at(Some(source.locate(&[], false))),
+            ]);
+        };
+        // Accounts one by one so each bad account is reported, then the rest as a whole.
+        let mut accounts = BTreeMap::new();
+        if let Some(Value::Object(raw)) = top.get("accounts") {
+            for (name, raw_account) in raw {
+                let at = [Segment::Key("accounts".into()), Segment::Key(name.clone())];
+                match from_value_located::<Account>(raw_account, source, &at) {
+                    Ok(account) => {
+                        accounts.insert(name.clone(), account);
+                    }
+                    Err(d) => errors.push(d.hint(
+                        "an account needs `provider` (local, ssh, ec2 or simulated) and that provider's fields; see DESIGN §3",
+                    )),
+                }
+            }
+        }
+        let mut rest = top.clone();
+        rest.remove("accounts");
+        let mut settings = match from_value_located::<Settings>(&Value::Object(rest), source, &[]) {
+            Ok(s) => s,
+            Err(d) => {
+                errors.push(d);
+                return Err(errors);
+            }
+        };
+        settings.accounts = accounts;
+        errors.extend(settings.validate(source));
+        if errors.is_empty() {
+            Ok(settings)
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn validate(&self, source: &SourceFile) -> Vec<Diagnostic> {
+        let mut errors = Vec::new();
+        let loc = |segments: &[&str]| {
+            let segs: Vec<Segment> = segments
+                .iter()
+                .map(|s| Segment::Key((*s).to_string()))
+                .collect();
+            Some(source.locate(&segs, false))
+        };
+        let account_hint = |name: &str| {
+            let known: Vec<&str> = self
+                .accounts
+                .keys()
+                .map(String::as_str)
+                .chain(std::iter::once(LOCAL_ACCOUNT))
+                .collect();
+            format!(
+                "define account `{name}` under `accounts`, or use one of: {}",
+                known.join(", ")
+            )
+        };
+        if let Some(name) = &self.default_account
+            && self.account(name).is_none()
+        {
+            errors.push(
+                Diagnostic::new(format!(
+                    "`defaultAccount` names account `{name}`, which is not defined"
+                ))
+                .at(loc(&["defaultAccount"]))
+                .hint(account_hint(name)),
+            );
+        }
+        if let Some(env) = &self.default_env
+            && !is_valid_name(env)
+        {
+            errors.push(
+                Diagnostic::new(format!(
+                    "`defaultEnv` `{env}` is not a valid environment name"
+                ))
+                .at(loc(&["defaultEnv"])),
+            );
+        }
+        for (name, account) in &self.accounts {
+            if !is_valid_name(name) {
+                errors.push(
+                    Diagnostic::new(format!("account name `{name}` is not valid"))
+                        .at(loc(&["accounts", name]))
+                        .hint("names are letters, digits, `.`, `_` and `-`, starting with a letter or digit"),
+                );
+            }
+            match account {
+                Account::Ssh(ssh) => {
+                    if ssh.hosts.is_empty() {
+                        errors.push(
+                            Diagnostic::new(format!("ssh account `{name}` lists no hosts"))
+                                .at(loc(&["accounts", name, "hosts"]))
+                                .hint("add at least one host with `address` and `user`"),
+                        );
+                    }
+                    for (i, host) in ssh.hosts.iter().enumerate() {
+                        let at = Some(source.locate(
+                            &[
+                                Segment::Key("accounts".into()),
+                                Segment::Key(name.clone()),
+                                Segment::Key("hosts".into()),
+                                Segment::Index(i),
+                            ],
+                            false,
+                        ));
+                        if !is_valid_host(&host.address) {
+                            errors.push(
+                                Diagnostic::new(format!(
+                                    "host address `{}` is not a host name or IP address",
+                                    host.address
+                                ))
+                                .at(at.clone()),
+                            );
+                        }
+                        if !is_valid_name(&host.user) {
+                            errors.push(
+                                Diagnostic::new(format!(
+                                    "host user `{}` is not a valid user name",
+                                    host.user
+                                ))
+                                .at(at.clone()),
+                            );
+                        }
+                        if let Some(port) = host.port
+                            && !(1..=65535).contains(&port)
+                        {
+                            errors.push(
+                                Diagnostic::new(format!("host port {port} is outside 1–65535"))
+                                    .at(at.clone()),
+                            );
+                        }
+                    }
+                }
+                Account::Ec2(ec2) => {
+                    if ec2.region.is_empty() || !is_valid_name(&ec2.region) {
+                        errors.push(
+                            Diagnostic::new(format!("ec2 account `{name}` has no valid `region`"))
+                                .at(loc(&["accounts", name, "region"])),
+                        );
+                    }
+                    if !ec2.image_id.starts_with("ami-") {
+                        errors.push(
+                            Diagnostic::new(format!(
+                                "ec2 account `{name}`: `imageId` `{}` is not an AMI id",
+                                ec2.image_id
+                            ))
+                            .at(loc(&["accounts", name, "imageId"]))
+                            .hint("AMI ids look like `ami-0abc1234`"),
+                        );
+                    }
+                    if let Some(endpoint) = &ec2.endpoint
+                        && crate::spec::validate::check_http_uri(endpoint).is_err()
+                    {
+                        errors.push(Diagnostic::new(format!("ec2 account `{name}`: `endpoint` `{endpoint}` is not an http(s) URL")).at(loc(&["accounts", name, "endpoint"])));
+                    }
+                }
+                Account::Local(_) | Account::Simulated(_) => {}
+            }
+        }
+        let check_selector = |selector: &NodeSelector,
+                              at: &[&str],
+                              errors: &mut Vec<Diagnostic>| {
+            if selector.policy == Policy::LimitedRoundRobin && selector.vm_limit.unwrap_or(0) == 0 {
+                errors.push(
+                    Diagnostic::new("`LIMITED_ROUND_ROBIN` needs a `vmLimit` of at least 1")
+                        .at(loc(at))
+                        .hint("add `\"vmLimit\": 10`, or choose `ROUND_ROBIN`"),
+                );
+            }
+        };
+        if let Some(selector) = &self.node_selector {
+            check_selector(selector, &["nodeSelector"], &mut errors);
+        }
+        for (name, recipe) in &self.package_types {
+            if !is_valid_name(name) {
+                errors.push(
+                    Diagnostic::new(format!("package type name `{name}` is not valid"))
+                        .at(loc(&["packageTypes", name])),
+                );
+            }
+            if let Err(message) = check_recipe(&recipe.start) {
+                errors.push(
+                    Diagnostic::new(format!("package type `{name}`: {message}"))
+                        .at(loc(&["packageTypes", name, "start"]))
+                        .hint(format!(
+                            "placeholders are {}",
+                            RECIPE_PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
+                        )),
+                );
+            }
+        }
+        for (env, overrides) in &self.envs {
+            if !is_valid_name(env) {
+                errors.push(
+                    Diagnostic::new(format!("environment name `{env}` is not valid"))
+                        .at(loc(&["envs", env])),
+                );
+            }
+            if let Some(name) = &overrides.default_account
+                && self.account(name).is_none()
+            {
+                errors.push(
+                    Diagnostic::new(format!(
+                        "env `{env}`: `defaultAccount` names account `{name}`, which is not defined"
+                    ))
+                    .at(loc(&["envs", env, "defaultAccount"]))
+                    .hint(account_hint(name)),
+                );
+            }
+            if let Some(selector) = &overrides.node_selector {
+                check_selector(selector, &["envs", env, "nodeSelector"], &mut errors);
+            }
+        }
+        errors
+    }
+}
+
+/// A recipe is non-empty and uses only known `{placeholders}`.
+fn check_recipe(start: &str) -> Result<(), String> {
+    if start.trim().is_empty() {
+        return Err("`start` is empty".into());
+    }
+    let mut rest = start;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            return Err("`{` without a closing `}`".into());
+        };
+        let name = &after[..close];
+        if !RECIPE_PLACEHOLDERS.contains(&name) {
+            return Err(format!("unknown placeholder `{{{name}}}`"));
+        }
+        rest = &after[close + 1..];
+    }
+    Ok(())
+}
+
+/// Host names and IP addresses: letters, digits, `.`, `-`, and `:` for IPv6.
+pub fn is_valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+        && !host.starts_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Settings, Vec<Diagnostic>> {
+        Settings::parse(&SourceFile::new("enact.json", text.to_string()))
+    }
+
+    #[test]
+    fn the_design_example_parses() {
+        let s = parse(
+            r#"{ "defaultEnv": "dev", "defaultAccount": "local",
+  "accounts": {
+    "local": { "provider": "local" },
+    "lab": { "provider": "ssh", "knownHosts": "~/.ssh/known_hosts",
+             "hosts": [ { "address": "10.0.0.11", "port": 22, "user": "deploy",
+                          "privateKey": "~/.ssh/id_ed25519", "memory": "MEDIUM" } ] },
+    "aws": { "provider": "ec2", "region": "us-east-1", "imageId": "ami-0abc", "keyName": "deploy",
+             "user": "ubuntu", "privateKey": "~/.ssh/deploy.pem",
+             "instanceTypes": { "SMALL": "t3.small", "MEDIUM": "t3.medium", "LARGE": "t3.large" },
+             "endpoint": null },
+    "rehearsal": { "provider": "simulated", "latencyMs": 200 } },
+  "nodeSelector": { "policy": "LIMITED_ROUND_ROBIN", "vmLimit": 10 },
+  "reservoir": { "initialSize": 2, "threshold": 1 },
+  "packageTypes": { "PYTHON": { "start": "python3 {package}" } },
+  "envs": { "prod": { "defaultAccount": "aws" } } }"#,
+        )
+        .unwrap();
+        assert_eq!(s.accounts.len(), 4);
+        assert_eq!(s.env_view("prod").default_account, "aws");
+        assert_eq!(s.env_view("dev").node_selector.vm_limit, Some(10));
+        assert_eq!(
+            s.account("aws").map(|a| a.node_size(Memory::Large)),
+            Some("t3.large".to_string())
+        );
+    }
+
+    #[test]
+    fn every_bad_account_is_reported_with_its_place() {
+        let errs = parse(
+            "{\"accounts\": {\n \"a\": {\"provider\": \"gcp\"},\n \"b\": {\"provider\": \"ssh\", \"hosts\": [], \"x\": 1}}}",
+        )
+        .unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].message.contains("gcp"));
+        assert_eq!(errs[0].location.as_ref().map(|l| l.line), Some(2));
+        assert!(errs[1].message.contains("unknown field `x`"));
+    }
+
+    #[test]
+    fn references_and_recipes_are_checked() {
+        let errs = parse(
+            r#"{"defaultAccount": "nope", "envs": {"prod": {"defaultAccount": "gone"}},
+                "packageTypes": {"PY": {"start": "python3 {pkg}"}},
+                "nodeSelector": {"policy": "LIMITED_ROUND_ROBIN"}}"#,
+        )
+        .unwrap_err();
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(errs.len(), 4, "{text:?}");
+        assert!(
+            text.iter()
+                .any(|t| t.contains("unknown placeholder `{pkg}`"))
+        );
+        assert!(text.iter().any(|t| t.contains("vmLimit")));
+    }
+}

@@ -1,0 +1,80 @@
+//! Canonical layout of spec files for `enact fmt`: services sorted by name, keys in the order
+//! of the spec model, 2-space indent, final newline. Content is kept as written (defaults,
+//! `null`s and `$delete` included): formatting never changes meaning.
+
+use serde_json::{Map, Value};
+
+/// The order keys appear in: the spec model's, directives last, anything else alphabetical.
+const ORDER: [&str; 25] = [
+    "deployableServiceSpecs",
+    "legacyServiceSpecs",
+    "name",
+    "roles",
+    "dependencies",
+    "serviceSpecName",
+    "serviceSpecRole",
+    "serviceType",
+    "packageType",
+    "packageUri",
+    "endpointName",
+    "port",
+    "numberOfInstances",
+    "resourceImpact",
+    "memory",
+    "cpu",
+    "storage",
+    "network",
+    "version",
+    "cloudAccount",
+    "desiredQoS",
+    "responseTimeMetric",
+    "acceptablePercentage",
+    "maxDesiredResponseTime",
+    "nativeURIs",
+];
+
+fn rank(key: &str) -> (usize, &str) {
+    match ORDER.iter().position(|k| *k == key) {
+        Some(i) => (i, ""),
+        None if key.starts_with('$') => (ORDER.len() + 1, key),
+        None => (ORDER.len(), key),
+    }
+}
+
+/// Reorders a parsed spec file into its canonical layout.
+pub fn canonical(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_by(|a, b| rank(a).cmp(&rank(b)));
+            let mut out = Map::new();
+            for key in keys {
+                let mut child = canonical(&map[key]);
+                if (key == "deployableServiceSpecs" || key == "legacyServiceSpecs")
+                    && let Value::Array(items) = &mut child
+                {
+                    items.sort_by(|a, b| {
+                        let name = |v: &Value| {
+                            v.get("name")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_string()
+                        };
+                        name(a).cmp(&name(b))
+                    });
+                }
+                out.insert(key.clone(), child);
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Pretty JSON with a final newline.
+pub fn to_text(value: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.push('\n');
+    text
+}

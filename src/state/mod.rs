@@ -1,0 +1,7 @@
+//! Recorded state: the model of `state/<env>.json` and the stores that read and write it.
+
+pub mod model;
+pub mod store;
+
+pub use model::{AppliedSpec, InstanceState, InstanceStatus, NodeState, ServiceState, State};
+pub use store::{FileStore, MemoryStore, StateStore};

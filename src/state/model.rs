@@ -1,0 +1,218 @@
+//! The recorded state of an environment (`state/<env>.json`): what was applied, where every
+//! instance runs, and the nodes that exist. Maps are ordered so the file is deterministic.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+use crate::spec::{Choreography, DeployableServiceSpec, LegacyServiceSpec, Memory, Service};
+
+pub const STATE_FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    pub format_version: u32,
+    pub lineage: String,
+    pub serial: u64,
+    pub env: String,
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceState>,
+    #[serde(default)]
+    pub nodes: BTreeMap<String, NodeState>,
+}
+
+/// One applied service: its spec as applied and its instances.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceState {
+    pub spec: AppliedSpec,
+    pub instances: Vec<InstanceState>,
+    /// Instances stopped on purpose (`enact pause`) but not forgotten.
+    pub paused: bool,
+}
+
+/// The applied spec of a service, of either kind.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per service, never moved around in bulk"
+)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppliedSpec {
+    Deployable(DeployableServiceSpec),
+    Legacy(LegacyServiceSpec),
+}
+
+impl AppliedSpec {
+    pub fn as_service(&self) -> Service<'_> {
+        match self {
+            AppliedSpec::Deployable(s) => Service::Deployable(s),
+            AppliedSpec::Legacy(s) => Service::Legacy(s),
+        }
+    }
+
+    pub fn from_service(service: Service<'_>) -> Self {
+        match service {
+            Service::Deployable(s) => AppliedSpec::Deployable(s.clone()),
+            Service::Legacy(s) => AppliedSpec::Legacy(s.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceState {
+    pub id: String,
+    pub node: String,
+    pub status: InstanceStatus,
+    pub native_uri: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The process's start time (clock ticks since boot on Linux): a pid is only signalled
+    /// while this still matches, so a reused pid is never killed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<u64>,
+    /// The memory size the instance was placed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceStatus {
+    Running,
+    Paused,
+    Starting,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeState {
+    pub account: String,
+    pub provider: String,
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
+    /// The provider's size label (an EC2 instance type); the memory size elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// The provider's own id (an EC2 instance id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<String>,
+}
+
+impl State {
+    /// The state of an environment never applied: no lineage yet, serial 0.
+    pub fn empty(env: &str) -> State {
+        State {
+            format_version: STATE_FORMAT_VERSION,
+            lineage: String::new(),
+            serial: 0,
+            env: env.to_string(),
+            services: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+        }
+    }
+
+    /// The choreography this state records (as `export --from-state` prints it).
+    pub fn choreography(&self) -> Choreography {
+        let mut chor = Choreography::default();
+        for service in self.services.values() {
+            match &service.spec {
+                AppliedSpec::Deployable(s) => chor.deployable_service_specs.push(s.clone()),
+                AppliedSpec::Legacy(s) => chor.legacy_service_specs.push(s.clone()),
+            }
+        }
+        chor.normalize();
+        chor
+    }
+
+    /// The endpoints consumers are told for `service`: its instances' URIs, or a legacy
+    /// service's `nativeURIs`.
+    pub fn endpoints(&self, service: &str) -> Vec<String> {
+        match self.services.get(service) {
+            Some(ServiceState {
+                spec: AppliedSpec::Legacy(s),
+                ..
+            }) => s.native_uris.clone(),
+            Some(s) => s
+                .instances
+                .iter()
+                .filter(|i| i.status == InstanceStatus::Running)
+                .map(|i| i.native_uri.clone())
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Deterministic pretty JSON with a final newline, so git diffs of state stay small.
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RawServiceStateRef<'a> {
+    kind: Kind,
+    spec: Value,
+    instances: &'a [InstanceState],
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    paused: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawServiceState {
+    kind: Kind,
+    spec: Value,
+    #[serde(default)]
+    instances: Vec<InstanceState>,
+    #[serde(default)]
+    paused: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum Kind {
+    Deployable,
+    Legacy,
+}
+
+impl Serialize for ServiceState {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (kind, spec) = match &self.spec {
+            AppliedSpec::Deployable(s) => (Kind::Deployable, serde_json::to_value(s)),
+            AppliedSpec::Legacy(s) => (Kind::Legacy, serde_json::to_value(s)),
+        };
+        RawServiceStateRef {
+            kind,
+            spec: spec.map_err(serde::ser::Error::custom)?,
+            instances: &self.instances,
+            paused: self.paused,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ServiceState {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = RawServiceState::deserialize(deserializer)?;
+        let spec = match raw.kind {
+            Kind::Deployable => AppliedSpec::Deployable(
+                serde_json::from_value(raw.spec).map_err(serde::de::Error::custom)?,
+            ),
+            Kind::Legacy => AppliedSpec::Legacy(
+                serde_json::from_value(raw.spec).map_err(serde::de::Error::custom)?,
+            ),
+        };
+        Ok(ServiceState {
+            spec,
+            instances: raw.instances,
+            paused: raw.paused,
+        })
+    }
+}
