@@ -13,7 +13,7 @@ use crate::repo::{ENVS_DIR, SETTINGS_FILE, SPEC_FILE, STATE_DIR, read_optional};
 use crate::spec::format;
 use crate::spec::parse::{FileKind, parse_spec_file};
 use crate::state::store::write_atomic;
-use crate::state::{AppliedSpec, FileStore, State, StateStore};
+use crate::state::{AppliedSpec, State, StateStore};
 
 const STARTER_SPEC: &str = r#"{
   "deployableServiceSpecs": [],
@@ -205,7 +205,7 @@ pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
     let effective = repo.load(&env)?;
-    let store = FileStore::new(repo.state_dir());
+    let store = repo.store();
     let state = store.read_or_empty(&env)?;
     if state.lineage.is_empty() && !repo.known_envs().contains(&env) && env != repo.default_env() {
         ctx.printer.warn(&format!(
@@ -280,7 +280,7 @@ pub fn show(ctx: &Context, json: bool, planfile: Option<&Path>) -> Result<Outcom
     }
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
-    let store = FileStore::new(repo.state_dir());
+    let store = repo.store();
     let Some(state) = store.read(&env)? else {
         if json {
             ctx.printer.out(&State::empty(&env).to_json());
@@ -372,9 +372,7 @@ pub fn export(ctx: &Context, from_state: bool) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
     let chor = if from_state {
-        FileStore::new(repo.state_dir())
-            .read_or_empty(&env)?
-            .choreography()
+        repo.store().read_or_empty(&env)?.choreography()
     } else {
         repo.load(&env)?.choreography
     };

@@ -87,8 +87,22 @@ impl ConfigRepo {
         self.root.join(ENVS_DIR).join(format!("{env}.json"))
     }
 
+    /// `state/`, or `stateDir` of enact.json (relative to the repository).
     pub fn state_dir(&self) -> PathBuf {
-        self.root.join(STATE_DIR)
+        match &self.settings.state_dir {
+            Some(dir) => self.root.join(dir),
+            None => self.root.join(STATE_DIR),
+        }
+    }
+
+    /// The store of this repository's recorded states.
+    pub fn store(&self) -> crate::state::FileStore {
+        let display = self
+            .settings
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| STATE_DIR.to_string());
+        crate::state::FileStore::new(self.state_dir()).with_display(display)
     }
 
     /// Environments this repository knows: overlays, `envs` of enact.json and recorded states.

@@ -19,6 +19,9 @@ pub const LOCAL_ACCOUNT: &str = "local";
 pub struct Settings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_env: Option<String>,
+    /// Where states, locks and journals live, relative to the config repository (`state`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_account: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -309,6 +312,15 @@ impl Settings {
                     "`defaultEnv` `{env}` is not a valid environment name"
                 ))
                 .at(loc(&["defaultEnv"])),
+            );
+        }
+        if let Some(dir) = &self.state_dir
+            && (dir.trim().is_empty() || dir.chars().any(char::is_control))
+        {
+            errors.push(
+                Diagnostic::new("`stateDir` must be a directory path")
+                    .at(loc(&["stateDir"]))
+                    .hint("leave it out to use `state/` in the config repository"),
             );
         }
         for (name, account) in &self.accounts {

@@ -148,6 +148,12 @@ impl FileStore {
         }
     }
 
+    /// Paths in messages start with `display` (the state directory as the user knows it).
+    pub fn with_display(mut self, display: impl Into<PathBuf>) -> Self {
+        self.display_prefix = display.into();
+        self
+    }
+
     pub fn path(&self, env: &str) -> PathBuf {
         self.dir.join(format!("{env}.json"))
     }

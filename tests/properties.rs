@@ -1,0 +1,187 @@
+//! Property tests of the plan: deterministic, and carrying out a plan's changes (in the model)
+//! leaves nothing to plan.
+
+use enact::plan::converge::apply_model;
+use enact::plan::{PlanInput, plan};
+use enact::repo::settings::{NodeSelector, Policy, Settings};
+use enact::spec::{
+    Choreography, DeployableServiceSpec, LegacyServiceSpec, Memory, ServiceDependency, ServiceType,
+};
+use enact::state::State;
+use proptest::prelude::*;
+
+/// A service before names and dependencies are resolved.
+#[derive(Debug, Clone)]
+struct Shape {
+    legacy: bool,
+    instances: i64,
+    memory: Memory,
+    port: i64,
+    version: u8,
+    rest: bool,
+    deps: Vec<usize>,
+}
+
+fn shape() -> impl Strategy<Value = Shape> {
+    (
+        prop::bool::weighted(0.15),
+        0i64..4,
+        prop_oneof![
+            Just(Memory::Small),
+            Just(Memory::Medium),
+            Just(Memory::Large)
+        ],
+        // Few ports, so instances often need distinct nodes.
+        prop_oneof![Just(8000i64), Just(8001), Just(9000)],
+        0u8..3,
+        any::<bool>(),
+        prop::collection::vec(0usize..64, 0..3),
+    )
+        .prop_map(
+            |(legacy, instances, memory, port, version, rest, deps)| Shape {
+                legacy,
+                instances,
+                memory,
+                port,
+                version,
+                rest,
+                deps,
+            },
+        )
+}
+
+/// A valid choreography from shapes: dependencies point at other services (cycles allowed).
+fn build(shapes: &[Shape], names: &[usize]) -> Choreography {
+    let mut chor = Choreography::default();
+    let n = names.len();
+    for (i, s) in shapes.iter().enumerate().take(n) {
+        let name = format!("svc{}", names[i]);
+        let dependencies: Vec<ServiceDependency> = s
+            .deps
+            .iter()
+            .map(|d| format!("svc{}", names[d % n]))
+            .filter(|d| *d != name)
+            .map(|d| ServiceDependency {
+                service_spec_name: d.clone(),
+                service_spec_role: d,
+            })
+            .collect();
+        if s.legacy {
+            chor.legacy_service_specs.push(LegacyServiceSpec {
+                name: name.clone(),
+                roles: vec![name.clone()],
+                dependencies,
+                service_type: None,
+                native_uris: vec![format!("http://10.0.0.{}:80/{name}", i + 1)],
+            });
+        } else {
+            chor.deployable_service_specs.push(DeployableServiceSpec {
+                name: name.clone(),
+                roles: vec![name.clone()],
+                dependencies,
+                service_type: s.rest.then_some(ServiceType::Rest),
+                package_uri: Some(format!("services/{name}.py")),
+                port: Some(s.port),
+                number_of_instances: Some(s.instances),
+                resource_impact: Some(enact::spec::model::ResourceImpact {
+                    memory: Some(s.memory),
+                    ..Default::default()
+                }),
+                version: Some(format!("1.{}", s.version)),
+                ..Default::default()
+            });
+        }
+    }
+    chor.normalize();
+    chor
+}
+
+fn settings(policy: u8) -> Settings {
+    let policy = match policy % 3 {
+        0 => Policy::AlwaysCreate,
+        1 => Policy::RoundRobin,
+        _ => Policy::LimitedRoundRobin,
+    };
+    Settings {
+        node_selector: Some(NodeSelector {
+            policy,
+            vm_limit: Some(10_000),
+        }),
+        ..Default::default()
+    }
+}
+
+fn input<'a>(spec: &'a Choreography, state: &'a State, settings: &'a Settings) -> PlanInput<'a> {
+    PlanInput {
+        env: "dev",
+        spec,
+        state,
+        settings,
+        targets: &[],
+    }
+}
+
+/// Two random choreographies over overlapping names: the first is applied, the second planned.
+fn scenario() -> impl Strategy<Value = (Choreography, Choreography, u8)> {
+    (
+        prop::collection::vec(shape(), 0..24),
+        prop::collection::vec(shape(), 0..24),
+        any::<u8>(),
+        0usize..12,
+    )
+        .prop_map(|(old, new, policy, shift)| {
+            let old_names: Vec<usize> = (0..old.len()).collect();
+            let new_names: Vec<usize> = (shift..shift + new.len()).collect();
+            (build(&old, &old_names), build(&new, &new_names), policy)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_plan_is_deterministic((old, new, policy) in scenario(), seed in any::<u64>()) {
+        let settings = settings(policy);
+        let empty = State::empty("dev");
+        let prior = apply_model(&empty, &old, &plan(input(&old, &empty, &settings)).unwrap());
+        let first = plan(input(&new, &prior, &settings)).unwrap().plan.to_json();
+        let second = plan(input(&new, &prior, &settings)).unwrap().plan.to_json();
+        prop_assert_eq!(&first, &second);
+
+        // The order services are written in does not matter either.
+        let mut shuffled = new.clone();
+        let len = shuffled.deployable_service_specs.len();
+        if len > 1 {
+            shuffled.deployable_service_specs.rotate_left((seed as usize) % len);
+            shuffled.deployable_service_specs.swap(0, len - 1);
+        }
+        shuffled.normalize();
+        let third = plan(input(&shuffled, &prior, &settings)).unwrap().plan.to_json();
+        prop_assert_eq!(&first, &third);
+    }
+
+    #[test]
+    fn carrying_out_a_plan_leaves_nothing_to_plan((old, new, policy) in scenario()) {
+        let settings = settings(policy);
+        let empty = State::empty("dev");
+        let prior = apply_model(&empty, &old, &plan(input(&old, &empty, &settings)).unwrap());
+        let planned = plan(input(&new, &prior, &settings)).unwrap();
+        let after = apply_model(&prior, &new, &planned);
+        let again = plan(input(&new, &after, &settings)).unwrap().plan;
+        prop_assert!(!again.has_changes(), "changes left: {}", again.to_json());
+        prop_assert!(again.nodes.is_empty(), "nodes left: {:?}", again.nodes);
+
+        // Every instance the model recorded sits on a node it knows, and no node holds two
+        // instances on one port.
+        let mut used = std::collections::HashSet::new();
+        for (name, service) in &after.services {
+            if let enact::state::AppliedSpec::Deployable(spec) = &service.spec {
+                prop_assert_eq!(service.instances.len() as u32, spec.instances(), "{}", name);
+                for instance in &service.instances {
+                    prop_assert!(after.nodes.contains_key(&instance.node), "{} on unknown node", instance.id);
+                    prop_assert!(used.insert((instance.node.clone(), spec.port)), "port {:?} twice on {}", spec.port, instance.node);
+                }
+            }
+        }
+    }
+}
