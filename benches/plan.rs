@@ -1,1 +1,756 @@
-fn main() {}
+//! `cargo bench --bench plan`: how `enact plan` scales with the number of services.
+//!
+//! For every size N (1,000, 10,000 and 100,000 services, or `ENACT_BENCH_SIZES=1000,10000`) it
+//! generates, deterministically, a config repository whose recorded state differs from the spec
+//! in about 12% of the services, then measures
+//!
+//! - in process, phase by phase, what `enact plan` does (median of 5 runs, 3 at 100,000 and more):
+//!   load (open + parse + merge + validate), reading the state file, the graph, the diff, and the
+//!   two renderings;
+//! - end to end, the release binary running `enact -C DIR plan --json > /dev/null` (median of 5
+//!   runs) and its peak RSS (`ru_maxrss` from `wait4`).
+//!
+//! It prints a Markdown table and checks two targets (printed, not asserted): `plan --json` at
+//! 10,000 services within 300 ms end to end, and 10× the services within 12× the time.
+//! See `benches/README.md`.
+
+#![allow(
+    unsafe_code,
+    reason = "libc::wait4 is the way to read a child's peak RSS"
+)]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a benchmark reports on the terminal"
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use enact::graph::ServiceGraph;
+use enact::paint::Painter;
+use enact::plan::converge::apply_model;
+use enact::plan::render::render;
+use enact::plan::{PlanInput, plan};
+use enact::repo::ConfigRepo;
+use enact::repo::settings::Settings;
+use enact::spec::model::ResourceImpact;
+use enact::spec::{Choreography, DeployableServiceSpec, Memory, ServiceDependency};
+use enact::state::{FileStore, State, StateStore};
+
+const DEFAULT_SIZES: [usize; 3] = [1_000, 10_000, 100_000];
+const ENV: &str = "dev";
+const E2E_RUNS: usize = 5;
+/// `plan --json` at 10,000 services, end to end.
+const TARGET_10K_MS: f64 = 300.0;
+/// time(10 N) / time(N), end to end.
+const TARGET_RATIO: f64 = 12.0;
+
+type BenchResult<T> = Result<T, String>;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("bench plan: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> BenchResult<()> {
+    let sizes = sizes()?;
+    let binary = release_binary();
+    let hwm_reset = reset_hwm();
+    let mut rows = Vec::new();
+    for &n in &sizes {
+        eprintln!("N = {n}: generating the config repository…");
+        let started = Instant::now();
+        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let workload = generate(dir.path(), n)?;
+        eprintln!(
+            "N = {n}: generated in {:.1} s: {}",
+            started.elapsed().as_secs_f64(),
+            workload.describe()
+        );
+        let runs = if n >= 100_000 { 3 } else { 5 };
+        reset_hwm();
+        let phases = measure_phases(dir.path(), runs)?;
+        let hwm = vm_hwm_kib();
+        eprintln!("N = {n}: in-process phases: {}", phases.describe());
+        let e2e = match &binary {
+            Ok(bin) => Some(measure_end_to_end(bin, dir.path())?),
+            Err(_) => None,
+        };
+        if let Some(e) = &e2e {
+            eprintln!(
+                "N = {n}: `plan --json` end to end: median {:.1} ms, peak RSS {:.1} MB",
+                ms(e.median),
+                mb(e.max_rss_kib)
+            );
+        }
+        rows.push(Row {
+            n,
+            workload,
+            phases,
+            e2e,
+            in_process_hwm_kib: hwm,
+        });
+    }
+    report(&rows, &binary, hwm_reset);
+    Ok(())
+}
+
+/// The sizes to run, in increasing order (the in-process peak RSS can only grow).
+fn sizes() -> BenchResult<Vec<usize>> {
+    let Ok(list) = std::env::var("ENACT_BENCH_SIZES") else {
+        return Ok(DEFAULT_SIZES.to_vec());
+    };
+    let mut sizes = list
+        .split(',')
+        .map(|s| s.trim().replace('_', ""))
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("ENACT_BENCH_SIZES: `{s}` is not a positive number"))
+        })
+        .collect::<BenchResult<Vec<usize>>>()?;
+    sizes.sort_unstable();
+    sizes.dedup();
+    if sizes.is_empty() {
+        return Err("ENACT_BENCH_SIZES lists no size".to_string());
+    }
+    Ok(sizes)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The workload
+
+/// xorshift64*: small, seeded, the same sequence on every machine.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        // Never zero: xorshift stays at zero forever.
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform enough in `0..n` (n > 0).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// True with probability `per_mille` / 1000.
+    fn chance(&mut self, per_mille: u64) -> bool {
+        self.next() % 1000 < per_mille
+    }
+}
+
+/// One generated service, before it becomes a spec.
+#[derive(Clone)]
+struct Gen {
+    instances: i64,
+    memory: Memory,
+    version: &'static str,
+    /// Indices (1-based) of the services it depends on.
+    deps: BTreeSet<usize>,
+}
+
+const MEMORIES: [Memory; 3] = [Memory::Small, Memory::Medium, Memory::Large];
+
+fn name(i: usize) -> String {
+    format!("svc-{i:05}")
+}
+
+fn spec_of(i: usize, g: &Gen, excluded: &BTreeSet<usize>) -> DeployableServiceSpec {
+    DeployableServiceSpec {
+        name: name(i),
+        roles: vec![name(i)],
+        dependencies: g
+            .deps
+            .iter()
+            .filter(|d| !excluded.contains(d))
+            .map(|&d| ServiceDependency {
+                service_spec_name: name(d),
+                service_spec_role: name(d),
+            })
+            .collect(),
+        package_uri: Some("services/svc.py".to_string()),
+        port: Some(20_000 + (i % 40_000) as i64),
+        number_of_instances: Some(g.instances),
+        resource_impact: Some(ResourceImpact {
+            memory: Some(g.memory),
+            ..ResourceImpact::default()
+        }),
+        version: Some(g.version.to_string()),
+        ..DeployableServiceSpec::default()
+    }
+}
+
+/// What was generated, for the report.
+#[derive(Debug, Clone, Default)]
+struct Workload {
+    services: usize,
+    dependencies: usize,
+    back_edges: usize,
+    state_services: usize,
+    changed: [usize; 3],
+    added: usize,
+    deleted: usize,
+    spec_bytes: u64,
+    state_bytes: u64,
+    /// create, update, replace, destroy of the resulting plan.
+    summary: [usize; 4],
+}
+
+impl Workload {
+    fn describe(&self) -> String {
+        let [create, update, replace, destroy] = self.summary;
+        format!(
+            "{} services, {} dependencies ({} back edges), chor.json {:.1} MB; state of {} services, {:.1} MB \
+             ({} instance counts, {} versions, {} memory sizes changed; {} added, {} deleted); \
+             plan: {create} create, {update} update, {replace} replace, {destroy} destroy",
+            self.services,
+            self.dependencies,
+            self.back_edges,
+            self.spec_bytes as f64 / 1e6,
+            self.state_services,
+            self.state_bytes as f64 / 1e6,
+            self.changed[0],
+            self.changed[1],
+            self.changed[2],
+            self.added,
+            self.deleted,
+        )
+    }
+}
+
+/// Writes `chor.json`, `services/svc.py` and `state/dev.json` for `n` services under `root`.
+fn generate(root: &Path, n: usize) -> BenchResult<Workload> {
+    let mut rng = Rng::new(0x656e_6163_74 ^ n as u64);
+    let extra = (n / 100).max(1);
+    let total = n + extra;
+
+    // The universe: services 1..=total; deps on smaller indices, a few back edges (cycles).
+    let mut all: Vec<Gen> = Vec::with_capacity(total + 1);
+    all.push(Gen {
+        instances: 0,
+        memory: Memory::Small,
+        version: "",
+        deps: BTreeSet::new(),
+    });
+    let mut workload = Workload::default();
+    for i in 1..=total {
+        let mut deps = BTreeSet::new();
+        if i > 1 {
+            for _ in 0..rng.below(4) {
+                deps.insert(1 + rng.below(i - 1));
+            }
+        }
+        if i < total && rng.chance(5) {
+            deps.insert(i + 1 + rng.below(total - i));
+            workload.back_edges += 1;
+        }
+        all.push(Gen {
+            instances: 1 + rng.below(3) as i64,
+            memory: MEMORIES[rng.below(3)],
+            version: "1.0",
+            deps,
+        });
+    }
+
+    // ~1% only in the spec (added), ~1% only in the state (deleted from the spec).
+    let mut added = BTreeSet::new();
+    while added.len() < extra {
+        added.insert(1 + rng.below(total));
+    }
+    let mut deleted = BTreeSet::new();
+    while deleted.len() < extra {
+        let i = 1 + rng.below(total);
+        if !added.contains(&i) {
+            deleted.insert(i);
+        }
+    }
+
+    let mut spec = Choreography::default();
+    for i in (1..=total).filter(|i| !deleted.contains(i)) {
+        let s = spec_of(i, &all[i], &deleted);
+        workload.dependencies += s.dependencies.len();
+        spec.deployable_service_specs.push(s);
+    }
+    workload.services = spec.deployable_service_specs.len();
+    workload.added = added.len();
+    workload.deleted = deleted.len();
+
+    // The state's spec: ~10% of the services in both differ, a third in each way.
+    let mut applied = Choreography::default();
+    for i in (1..=total).filter(|i| !added.contains(i)) {
+        let mut g = all[i].clone();
+        if !deleted.contains(&i) && rng.chance(100) {
+            let way = rng.below(3);
+            match way {
+                0 => g.instances = g.instances % 3 + 1,
+                1 => g.version = "0.9",
+                _ => {
+                    g.memory = MEMORIES
+                        [(MEMORIES.iter().position(|m| *m == g.memory).unwrap_or(0) + 1) % 3];
+                }
+            }
+            workload.changed[way] += 1;
+        }
+        applied
+            .deployable_service_specs
+            .push(spec_of(i, &g, &added));
+    }
+    applied.normalize();
+    workload.state_services = applied.deployable_service_specs.len();
+
+    let spec_text = serde_json::to_string_pretty(&spec).map_err(|e| e.to_string())? + "\n";
+    fs::write(root.join("chor.json"), &spec_text).map_err(|e| format!("write chor.json: {e}"))?;
+    fs::create_dir_all(root.join("services")).map_err(|e| e.to_string())?;
+    fs::write(
+        root.join("services/svc.py"),
+        "print('a benchmark service')\n",
+    )
+    .map_err(|e| e.to_string())?;
+
+    // The state: what applying `applied` to an empty environment records.
+    let settings = Settings::default();
+    let empty = State::empty(ENV);
+    let planned = plan(PlanInput {
+        env: ENV,
+        spec: &applied,
+        state: &empty,
+        settings: &settings,
+        targets: &[],
+    })
+    .map_err(|d| format!("planning the state: {}", enact::Error::from(d)))?;
+    let state = apply_model(&empty, &applied, &planned);
+    let store = FileStore::new(root.join("state"));
+    store
+        .write(&state)
+        .map_err(|e| format!("writing the state: {e}"))?;
+
+    workload.spec_bytes = spec_text.len() as u64;
+    workload.state_bytes = fs::metadata(store.path(ENV))
+        .map_err(|e| e.to_string())?
+        .len();
+
+    // The plan the benchmark measures, for the record.
+    let repo = ConfigRepo::open(root).map_err(|e| e.to_string())?;
+    let effective = repo.load(ENV).map_err(|e| e.to_string())?;
+    let state = store.read_or_empty(ENV).map_err(|e| e.to_string())?;
+    let planned = plan(PlanInput {
+        env: ENV,
+        spec: &effective.choreography,
+        state: &state,
+        settings: &repo.settings,
+        targets: &[],
+    })
+    .map_err(|d| enact::Error::from(d).to_string())?;
+    let s = &planned.plan.summary;
+    workload.summary = [s.create, s.update, s.replace, s.destroy];
+    Ok(workload)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measuring
+
+#[derive(Debug, Clone, Default)]
+struct Phases {
+    load: Duration,
+    state: Duration,
+    graph: Duration,
+    diff: Duration,
+    json: Duration,
+    human: Duration,
+    runs: usize,
+    json_bytes: usize,
+    human_bytes: usize,
+}
+
+impl Phases {
+    fn total(&self) -> Duration {
+        self.load + self.state + self.graph + self.diff + self.json + self.human
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "load {:.1} ms, state {:.1} ms, graph {:.1} ms, diff {:.1} ms, json {:.1} ms ({:.1} MB), \
+             human {:.1} ms ({:.1} MB) (median of {})",
+            ms(self.load),
+            ms(self.state),
+            ms(self.graph),
+            ms(self.diff),
+            ms(self.json),
+            self.json_bytes as f64 / 1e6,
+            ms(self.human),
+            self.human_bytes as f64 / 1e6,
+            self.runs
+        )
+    }
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort_unstable();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
+}
+
+/// Each phase of `enact plan`, in process; the median of `runs` runs per phase.
+fn measure_phases(root: &Path, runs: usize) -> BenchResult<Phases> {
+    let mut samples: [Vec<Duration>; 6] = Default::default();
+    let mut json_bytes = 0;
+    let mut human_bytes = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let repo = ConfigRepo::open(root).map_err(|e| e.to_string())?;
+        let effective = repo.load(ENV).map_err(|e| e.to_string())?;
+        samples[0].push(t.elapsed());
+
+        let t = Instant::now();
+        let state = FileStore::new(repo.state_dir())
+            .read_or_empty(ENV)
+            .map_err(|e| e.to_string())?;
+        samples[1].push(t.elapsed());
+
+        let t = Instant::now();
+        let graph = ServiceGraph::build(&effective.choreography);
+        let groups = graph.groups();
+        samples[2].push(t.elapsed());
+        std::hint::black_box(groups.len());
+
+        let t = Instant::now();
+        let planned = plan(PlanInput {
+            env: ENV,
+            spec: &effective.choreography,
+            state: &state,
+            settings: &repo.settings,
+            targets: &[],
+        })
+        .map_err(|d| enact::Error::from(d).to_string())?;
+        samples[3].push(t.elapsed());
+
+        let t = Instant::now();
+        let json = planned.plan.to_json();
+        samples[4].push(t.elapsed());
+        json_bytes = json.len();
+
+        let t = Instant::now();
+        let human = render(&planned.plan, Painter::new(false));
+        samples[5].push(t.elapsed());
+        human_bytes = human.len();
+
+        // Drops (of a 100 MB state, say) are part of the real run too, but not of any phase.
+        drop((json, human, planned, graph, state, effective, repo));
+    }
+    let [load, state, graph, diff, json, human] = samples.map(median);
+    Ok(Phases {
+        load,
+        state,
+        graph,
+        diff,
+        json,
+        human,
+        runs,
+        json_bytes,
+        human_bytes,
+    })
+}
+
+#[derive(Debug, Clone)]
+struct EndToEnd {
+    median: Duration,
+    max_rss_kib: u64,
+}
+
+/// `enact -C DIR plan --json > /dev/null`, `E2E_RUNS` times after one warm-up run.
+fn measure_end_to_end(binary: &Path, root: &Path) -> BenchResult<EndToEnd> {
+    let mut times = Vec::new();
+    let mut max_rss_kib = 0;
+    for run in 0..=E2E_RUNS {
+        let (elapsed, rss) = run_child(binary, root)?;
+        if run > 0 {
+            times.push(elapsed);
+            max_rss_kib = max_rss_kib.max(rss);
+        }
+    }
+    Ok(EndToEnd {
+        median: median(times),
+        max_rss_kib,
+    })
+}
+
+/// Runs the binary once; its wall time and peak RSS (KiB).
+fn run_child(binary: &Path, root: &Path) -> BenchResult<(Duration, u64)> {
+    let stderr_path = root.join("enact.stderr");
+    let stderr = fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let child = Command::new(binary)
+        .arg("-C")
+        .arg(root)
+        .args(["plan", "--json"])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+    let pid = libc::pid_t::try_from(child.id()).map_err(|e| e.to_string())?;
+    let mut status: libc::c_int = 0;
+    // SAFETY: an all-zero `rusage` is a valid value of that plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `pid` is our own child, not yet reaped (the `Child` is never waited on), and
+        // both pointers point to live, writable locals of the right types.
+        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if reaped == pid {
+            break;
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(format!("wait4: {error}"));
+        }
+    }
+    let elapsed = started.elapsed();
+    drop(child);
+    let status = ExitStatus::from_raw(status);
+    if !status.success() {
+        let text = fs::read_to_string(&stderr_path).unwrap_or_default();
+        return Err(format!(
+            "`{} -C {} plan --json` failed ({status}):\n{text}",
+            binary.display(),
+            root.display()
+        ));
+    }
+    // ru_maxrss is in KiB on Linux.
+    Ok((elapsed, u64::try_from(usage.ru_maxrss).unwrap_or(0)))
+}
+
+/// The release binary: the one cargo built for this bench, else `target/release/enact` beside
+/// this bench executable (`target/release/deps/plan-…`).
+fn release_binary() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("ENACT_BENCH_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    if let Some(path) = option_env!("CARGO_BIN_EXE_enact").map(PathBuf::from)
+        && path.is_file()
+    {
+        return Ok(path);
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let candidate = exe
+        .ancestors()
+        .find(|dir| dir.file_name().is_some_and(|n| n == "release"))
+        .map(|release| release.join("enact"));
+    match candidate {
+        Some(path) if path.is_file() => Ok(path),
+        Some(path) => Err(format!(
+            "{} does not exist: run `cargo build --release` first (end-to-end figures skipped)",
+            path.display()
+        )),
+        None => Err(format!(
+            "cannot find target/release above {}: run `cargo build --release` first, or set \
+             ENACT_BENCH_BIN (end-to-end figures skipped)",
+            exe.display()
+        )),
+    }
+}
+
+/// Resets this process's peak RSS to its current RSS (Linux ≥ 4.0); whether that worked.
+fn reset_hwm() -> bool {
+    fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// VmHWM of /proc/self/status, in KiB.
+fn vm_hwm_kib() -> Option<u64> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reporting
+
+struct Row {
+    n: usize,
+    workload: Workload,
+    phases: Phases,
+    e2e: Option<EndToEnd>,
+    in_process_hwm_kib: Option<u64>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn mb(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn fmt_ms(d: Duration) -> String {
+    let v = ms(d);
+    if v < 10.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn report(rows: &[Row], binary: &Result<PathBuf, String>, hwm_reset: bool) {
+    let by_n: BTreeMap<usize, &Row> = rows.iter().map(|r| (r.n, r)).collect();
+    let smaller = |r: &Row| (r.n % 10 == 0).then(|| by_n.get(&(r.n / 10))).flatten();
+
+    println!();
+    println!("## `enact plan` scaling");
+    println!();
+    for r in rows {
+        println!("- N = {}: {}", thousands(r.n), r.workload.describe());
+    }
+    match binary {
+        Ok(path) => println!(
+            "- end to end: `{} -C DIR plan --json > /dev/null`",
+            path.display()
+        ),
+        Err(why) => println!("- **end to end not measured**: {why}"),
+    }
+    println!();
+    println!(
+        "| N | load ms | state ms | graph ms | diff ms | json ms | human ms | `plan --json` ms (e2e) | peak RSS MB (e2e) | e2e time(N)/time(N/10) | in-process peak RSS MB |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let p = &r.phases;
+        let (e2e, rss) = match &r.e2e {
+            Some(e) => (fmt_ms(e.median), format!("{:.1}", mb(e.max_rss_kib))),
+            None => ("—".to_string(), "—".to_string()),
+        };
+        let ratio = match (smaller(r).and_then(|s| s.e2e.as_ref()), &r.e2e) {
+            (Some(small), Some(big)) => format!("{:.2}", ms(big.median) / ms(small.median)),
+            _ => "—".to_string(),
+        };
+        let hwm = r
+            .in_process_hwm_kib
+            .map_or("—".to_string(), |k| format!("{:.1}", mb(k)));
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {e2e} | {rss} | {ratio} | {hwm} |",
+            thousands(r.n),
+            fmt_ms(p.load),
+            fmt_ms(p.state),
+            fmt_ms(p.graph),
+            fmt_ms(p.diff),
+            fmt_ms(p.json),
+            fmt_ms(p.human)
+        );
+    }
+    println!();
+    println!(
+        "In-process phases: median of 5 runs (3 at N ≥ 100,000). End to end: median of {E2E_RUNS} runs \
+         after one warm-up; peak RSS is the largest `ru_maxrss` of those runs."
+    );
+    println!(
+        "In-process peak RSS is VmHWM of the bench process after the phases of that N; sizes run in \
+         increasing order. {}",
+        if hwm_reset {
+            "It is reset (`/proc/self/clear_refs`) before each size, but memory the allocator kept \
+             from generating the workload still counts."
+        } else {
+            "It could not be reset, so it accumulates across sizes (and includes generating the workload)."
+        }
+    );
+
+    // Scaling of each phase, to spot a non-linear one.
+    let pairs: Vec<(&Row, &Row)> = rows
+        .iter()
+        .filter_map(|r| smaller(r).map(|s| (*s, r)))
+        .collect();
+    if !pairs.is_empty() {
+        println!();
+        println!("Scaling per phase, time(N)/time(N/10) (linear ≈ 10):");
+        println!();
+        println!("| N | load | state | graph | diff | json | human | in-process total |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for (s, b) in pairs {
+            let q = |f: fn(&Phases) -> Duration| {
+                format!("{:.1}", ms(f(&b.phases)) / ms(f(&s.phases)).max(1e-6))
+            };
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                thousands(b.n),
+                q(|p| p.load),
+                q(|p| p.state),
+                q(|p| p.graph),
+                q(|p| p.diff),
+                q(|p| p.json),
+                q(|p| p.human),
+                q(Phases::total)
+            );
+        }
+    }
+
+    println!();
+    println!("### Targets");
+    println!();
+    match by_n.get(&10_000).and_then(|r| r.e2e.as_ref()) {
+        Some(e) => println!(
+            "- {}: `plan --json` at 10,000 services ≤ {TARGET_10K_MS:.0} ms end to end: {:.1} ms",
+            pass(ms(e.median) <= TARGET_10K_MS),
+            ms(e.median)
+        ),
+        None => println!(
+            "- NOT MEASURED: `plan --json` at 10,000 services ≤ {TARGET_10K_MS:.0} ms end to end \
+             (needs N = 10000 and the release binary)"
+        ),
+    }
+    let ratios: Vec<(usize, f64)> = rows
+        .iter()
+        .filter_map(|r| {
+            let small = smaller(r)?.e2e.as_ref()?;
+            let big = r.e2e.as_ref()?;
+            Some((r.n, ms(big.median) / ms(small.median)))
+        })
+        .collect();
+    if ratios.is_empty() {
+        println!(
+            "- NOT MEASURED: 10× services ≤ {TARGET_RATIO:.0}× time (needs sizes N and 10 N and the release binary)"
+        );
+    } else {
+        for (n, ratio) in ratios {
+            println!(
+                "- {}: 10× services ≤ {TARGET_RATIO:.0}× time, {} → {} services: {ratio:.2}×",
+                pass(ratio <= TARGET_RATIO),
+                thousands(n / 10),
+                thousands(n)
+            );
+        }
+    }
+}
+
+fn pass(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "FAIL" }
+}

@@ -27,6 +27,8 @@ pub struct Diagnostic {
     pub location: Option<Location>,
     /// The file when no line is known.
     pub file: Option<PathBuf>,
+    /// The environment whose effective spec has the problem (when an overlay is involved).
+    pub env: Option<String>,
     /// The service the problem is about.
     pub service: Option<String>,
     pub message: String,
@@ -38,6 +40,7 @@ impl Diagnostic {
         Diagnostic {
             location: None,
             file: None,
+            env: None,
             service: None,
             message: message.into(),
             hint: None,
@@ -51,6 +54,11 @@ impl Diagnostic {
 
     pub fn in_file(mut self, file: impl Into<PathBuf>) -> Self {
         self.file = Some(file.into());
+        self
+    }
+
+    pub fn env(mut self, env: impl Into<String>) -> Self {
+        self.env = Some(env.into());
         self
     }
 
@@ -71,6 +79,9 @@ impl fmt::Display for Diagnostic {
             write!(f, "{location}: ")?;
         } else if let Some(file) = &self.file {
             write!(f, "{}: ", file.display())?;
+        }
+        if let Some(env) = &self.env {
+            write!(f, "env `{env}`: ")?;
         }
         if let Some(service) = &self.service {
             write!(f, "service `{service}`: ")?;

@@ -91,7 +91,8 @@ pub fn validate(ctx: &Context) -> Result<Outcome> {
         }
     };
     let mut lines = Vec::new();
-    let mut errors = Vec::new();
+    // Each problem once, with the environments it shows in.
+    let mut errors: Vec<(Diagnostic, Vec<String>)> = Vec::new();
     for env in &envs {
         match repo.load(env) {
             Ok(effective) => {
@@ -111,10 +112,11 @@ pub fn validate(ctx: &Context) -> Result<Outcome> {
                 lines.push(line);
             }
             Err(Error::Invalid(d)) => {
-                // The same base-file problem shows once, not once per environment.
-                for diagnostic in d.0 {
-                    if !errors.contains(&diagnostic) {
-                        errors.push(diagnostic);
+                for mut diagnostic in d.0 {
+                    diagnostic.env = None;
+                    match errors.iter_mut().find(|(known, _)| *known == diagnostic) {
+                        Some((_, in_envs)) => in_envs.push(env.clone()),
+                        None => errors.push((diagnostic, vec![env.clone()])),
                     }
                 }
             }
@@ -122,6 +124,16 @@ pub fn validate(ctx: &Context) -> Result<Outcome> {
         }
     }
     if !errors.is_empty() {
+        let errors: Vec<Diagnostic> = errors
+            .into_iter()
+            .map(|(d, in_envs)| {
+                if in_envs.len() == envs.len() && envs.len() > 1 {
+                    d
+                } else {
+                    d.env(in_envs.join("`, `"))
+                }
+            })
+            .collect();
         return Err(errors.into());
     }
     ctx.printer.out(&format!(

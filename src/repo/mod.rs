@@ -185,6 +185,11 @@ impl ConfigRepo {
             effective.locate(service, path)
         });
         if !errors.is_empty() {
+            // With an overlay in play the same base line can be fine in one env and not another.
+            let errors: Vec<Diagnostic> = match &effective.overlay {
+                Some(_) => errors.into_iter().map(|d| d.env(env)).collect(),
+                None => errors,
+            };
             return Err(errors.into());
         }
         effective.choreography.normalize();

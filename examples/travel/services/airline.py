@@ -120,6 +120,7 @@ def buy_flight():
 
 class Handler(BaseHTTPRequestHandler):
     server_version = f"{NAME}/1.0"
+    timeout = 10  # a silent client cannot hold up a SIGTERM for long
 
     def log_message(self, *args):  # keep stdout to one line per event
         pass
@@ -180,6 +181,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def main():
     server = ThreadingHTTPServer((HOST, PORT), Handler)
+    server.daemon_threads = False  # on SIGTERM, server_close() lets requests in flight finish
 
     def stop(signum, _frame):
         log(f"stopping ({signal.Signals(signum).name})")

@@ -131,6 +131,7 @@ def buy_trip():
 
 class Handler(BaseHTTPRequestHandler):
     server_version = f"{NAME}/1.0"
+    timeout = 10  # a silent client cannot hold up a SIGTERM for long
 
     def log_message(self, *args):  # keep stdout to one line per event
         pass
@@ -181,6 +182,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def main():
     server = ThreadingHTTPServer((HOST, PORT), Handler)
+    server.daemon_threads = False  # on SIGTERM, server_close() lets requests in flight finish
 
     def stop(signum, _frame):
         log(f"stopping ({signal.Signals(signum).name})")

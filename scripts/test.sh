@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every check and test of enact: formatting, lints, unit, property and integration tests.
+# This is the command the README names and the one CI (.ci/run) calls; it must never be weaker.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --locked
+
+step "the README's first command works on this checkout"
+cargo run --quiet --locked -- -C examples/travel -e prod plan --no-color --detailed-exitcode >/dev/null && code=0 || code=$?
+if [ "$code" != 2 ]; then
+  echo "expected the committed prod state to plan changes (exit 2), got exit $code" >&2
+  exit 1
+fi
+echo "all checks passed"
