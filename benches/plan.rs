@@ -12,6 +12,7 @@
 //!
 //! It prints a Markdown table and checks two targets (printed, not asserted): `plan --json` at
 //! 10,000 services within 300 ms end to end, and 10× the services within 12× the time.
+//! `ENACT_BENCH_KEEP=DIR` keeps the generated repositories in `DIR/<N>` (to profile on them).
 //! See `benches/README.md`.
 
 #![allow(
@@ -67,7 +68,7 @@ fn run() -> BenchResult<()> {
     for &n in &sizes {
         eprintln!("N = {n}: generating the config repository…");
         let started = Instant::now();
-        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let dir = repo_dir(n)?;
         let workload = generate(dir.path(), n)?;
         eprintln!(
             "N = {n}: generated in {:.1} s: {}",
@@ -100,6 +101,38 @@ fn run() -> BenchResult<()> {
     }
     report(&rows, &binary, hwm_reset);
     Ok(())
+}
+
+/// Where the repository of size `n` is generated: a temporary directory, removed at the end,
+/// or `$ENACT_BENCH_KEEP/<n>`, kept (to profile the binary on it afterwards).
+fn repo_dir(n: usize) -> BenchResult<RepoDir> {
+    match std::env::var_os("ENACT_BENCH_KEEP") {
+        Some(keep) => {
+            let path = PathBuf::from(keep).join(n.to_string());
+            if path.exists() {
+                fs::remove_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(RepoDir::Kept(path))
+        }
+        None => tempfile::tempdir()
+            .map(RepoDir::Temp)
+            .map_err(|e| format!("temp dir: {e}")),
+    }
+}
+
+enum RepoDir {
+    Temp(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl RepoDir {
+    fn path(&self) -> &Path {
+        match self {
+            RepoDir::Temp(dir) => dir.path(),
+            RepoDir::Kept(path) => path,
+        }
+    }
 }
 
 /// The sizes to run, in increasing order (the in-process peak RSS can only grow).

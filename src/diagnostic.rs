@@ -195,10 +195,57 @@ impl SourceFile {
     /// A diagnostic for a JSON syntax error of this file.
     pub fn syntax_error(&self, err: &serde_json::Error) -> Diagnostic {
         let message = strip_position(&err.to_string());
+        let (mut line, mut column) = (err.line(), err.column());
+        if column == 0 && line > 1 {
+            // serde_json reports a raw newline inside a string at column 0 of the next line;
+            // the problem is at the end of the line before.
+            line -= 1;
+            column = self
+                .text
+                .lines()
+                .nth(line - 1)
+                .map_or(0, |l| l.chars().count())
+                + 1;
+        }
         Diagnostic::new(format!("invalid JSON: {message}"))
-            .at(Some(self.location_at(err.line(), err.column())))
+            .at(Some(self.location_at(line, column)))
             .hint("fix the JSON syntax; `enact fmt` rewrites a file that parses")
     }
+
+    /// Keys that appear twice in one object (serde_json keeps the last one silently), with
+    /// the path of the second one.
+    pub fn duplicate_keys(&self) -> Vec<(Vec<Segment>, Location)> {
+        let mut found = Vec::new();
+        let mut locator = Locator::new(&self.text);
+        locator.skip_ws();
+        locator.duplicates(&mut Vec::new(), &mut found, 0);
+        found
+            .into_iter()
+            .map(|(path, offset)| (path, self.location_of(offset)))
+            .collect()
+    }
+
+    /// The source text of the value at `segments` (a number as written, say).
+    pub fn raw_value(&self, segments: &[Segment]) -> Option<&str> {
+        let start = Locator::new(&self.text).find(segments, false)?;
+        let mut end = Locator::new(&self.text);
+        end.pos = start;
+        end.skip_value()?;
+        self.text.get(start..end.pos)
+    }
+}
+
+/// serde's type names in words a user of the JSON knows.
+fn friendly(message: &str) -> String {
+    message
+        .replace("expected i64", "expected a whole number")
+        .replace("expected u64", "expected a whole number ≥ 0")
+        .replace("expected u32", "expected a whole number ≥ 0")
+        .replace("expected f64", "expected a number")
+        .replace("expected a sequence", "expected a list")
+        .replace("invalid type: sequence", "invalid type: list")
+        .replace("expected a map", "expected an object")
+        .replace("invalid type: map", "invalid type: object")
 }
 
 /// serde_json appends " at line L column C"; the location is shown in front instead.
@@ -251,6 +298,72 @@ impl<'a> Locator<'a> {
             best = self.pos;
         }
         Some(self.pos)
+    }
+
+    /// Walks the value here, recording keys seen twice in an object.
+    fn duplicates(
+        &mut self,
+        path: &mut Vec<Segment>,
+        found: &mut Vec<(Vec<Segment>, usize)>,
+        depth: usize,
+    ) -> Option<()> {
+        if depth > 256 {
+            return self.skip_value();
+        }
+        self.skip_ws();
+        match self.peek()? {
+            b'{' => {
+                self.pos += 1;
+                let mut seen = std::collections::HashSet::new();
+                loop {
+                    self.skip_ws();
+                    match self.peek()? {
+                        b'}' => {
+                            self.pos += 1;
+                            return Some(());
+                        }
+                        b',' => {
+                            self.pos += 1;
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    let key_start = self.pos;
+                    let key = self.read_string()?;
+                    self.skip_ws();
+                    self.pos += 1; // ':'
+                    path.push(Segment::Key(key.clone()));
+                    if !seen.insert(key) {
+                        found.push((path.clone(), key_start));
+                    }
+                    self.duplicates(path, found, depth + 1)?;
+                    path.pop();
+                }
+            }
+            b'[' => {
+                self.pos += 1;
+                let mut index = 0;
+                loop {
+                    self.skip_ws();
+                    match self.peek()? {
+                        b']' => {
+                            self.pos += 1;
+                            return Some(());
+                        }
+                        b',' => {
+                            self.pos += 1;
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    path.push(Segment::Index(index));
+                    self.duplicates(path, found, depth + 1)?;
+                    path.pop();
+                    index += 1;
+                }
+            }
+            _ => self.skip_value(),
+        }
     }
 
     fn peek(&self) -> Option<u8> {
@@ -387,17 +500,31 @@ pub fn from_value_located<T: serde::de::DeserializeOwned>(
         for seg in err.path().iter() {
             match seg {
                 serde_path_to_error::Segment::Seq { index } => {
-                    segments.push(Segment::Index(*index))
+                    segments.push(Segment::Index(*index));
                 }
                 serde_path_to_error::Segment::Map { key } => {
-                    segments.push(Segment::Key(key.clone()))
+                    segments.push(Segment::Key(key.clone()));
                 }
                 serde_path_to_error::Segment::Enum { .. }
                 | serde_path_to_error::Segment::Unknown => {}
             }
         }
-        let inner = err.into_inner().to_string();
+        let inner = friendly(&err.into_inner().to_string());
         let unknown = inner.starts_with("unknown field");
+        if inner.starts_with("invalid type: floating point")
+            && let Some(Segment::Key(field)) = segments.last()
+        {
+            let raw = source
+                .raw_value(&segments)
+                .unwrap_or("the number")
+                .to_string();
+            let message = if field == "port" {
+                format!("`port` {raw} is outside 1–65535")
+            } else {
+                format!("`{field}` {raw} is not a whole number in range")
+            };
+            return Diagnostic::new(message).at(Some(source.locate(&segments, false)));
+        }
         let message = if unknown {
             inner
         } else if segments.len() > base.len() {

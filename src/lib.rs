@@ -10,6 +10,7 @@
 //! - [`plan`] diffs the effective spec against the state (a pure function) and renders it;
 //! - [`cli`] turns arguments into one of these operations and its output.
 
+pub mod apply;
 pub mod cli;
 pub mod diagnostic;
 pub mod env;
@@ -17,8 +18,10 @@ pub mod error;
 pub mod graph;
 pub mod paint;
 pub mod plan;
+pub mod provider;
 pub mod repo;
 pub mod spec;
 pub mod state;
+pub mod time;
 
 pub use error::{Error, Result};

@@ -149,7 +149,7 @@ proptest! {
         prop_assert_eq!(&first, &second);
 
         // The order services are written in does not matter either.
-        let mut shuffled = new.clone();
+        let mut shuffled = new;
         let len = shuffled.deployable_service_specs.len();
         if len > 1 {
             shuffled.deployable_service_specs.rotate_left((seed as usize) % len);

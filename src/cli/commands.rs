@@ -234,6 +234,18 @@ pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
     let plan = planned.plan;
     if let Some(out) = &args.out {
         let path = ctx.resolve(out);
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
+        {
+            return Err(Diagnostic::new(format!(
+                "cannot save the plan to {}: {} is not a directory",
+                out.display(),
+                dir.display()
+            ))
+            .hint("create the directory first, or pick another path")
+            .into());
+        }
         write_atomic(&path, plan.to_json().as_bytes())?;
         ctx.printer.info(&format!(
             "Saved the plan to {}; `enact apply {}` carries out exactly this plan.",
@@ -257,7 +269,10 @@ pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
 /// Reads a saved plan, with errors located in it.
 pub fn read_plan(ctx: &Context, file: &Path) -> Result<Plan> {
     let path = ctx.resolve(file);
-    let text = std::fs::read_to_string(&path).map_err(Error::io("read plan file", &path))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Diagnostic::new(format!("cannot read plan file {}: {e}", file.display()))
+            .hint("save a plan with `enact plan --out FILE` first")
+    })?;
     let source = SourceFile::new(file, String::new());
     let plan: Plan = serde_json::from_str(&text).map_err(|e| {
         Diagnostic::new(format!(

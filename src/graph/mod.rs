@@ -9,6 +9,8 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::fmt::Write as _;
 
 use petgraph::Direction;
+
+pub mod walk;
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;

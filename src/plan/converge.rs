@@ -71,6 +71,7 @@ pub fn apply_model(prior: &State, spec: &Choreography, planned: &Planned) -> Sta
                 spec: AppliedSpec::from_service(*service),
                 instances: Vec::new(),
                 paused: false,
+                incomplete: false,
             });
         entry.spec = AppliedSpec::from_service(*service);
         if let Some(stopped) = placement.stopped.get(name) {

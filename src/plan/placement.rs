@@ -205,7 +205,8 @@ pub fn place(
             reason = "instance numbers continue from the recorded ones"
         )]
         for _ in keep..wanted {
-            let node = match choose_node(view, account, &account_name, &slots, memory, port) {
+            let node = match choose_node(view, account, &account_name, &slots, memory, port, wanted)
+            {
                 Ok(Some(node)) => node,
                 Ok(None) => {
                     let number = next_node.entry(account_name.clone()).or_insert(1);
@@ -311,6 +312,7 @@ fn choose_node(
     slots: &BTreeMap<String, NodeSlot>,
     memory: Memory,
     port: u16,
+    wanted: usize,
 ) -> Result<Option<String>, Diagnostic> {
     // Least-loaded fitting node; ties go to the oldest node.
     let least_loaded = |fits: &dyn Fn(&NodeSlot) -> bool| {
@@ -339,7 +341,7 @@ fn choose_node(
             let fitting = ssh.hosts.iter().filter(|h| h.memory.is_none_or(|m| m >= memory)).count();
             Diagnostic::new(format!(
                 "cannot place another {memory} instance on port {port} in ssh account `{account_name}`: \
-                 {fitting} of its {} hosts take {memory} instances and each already runs one on that port",
+                 {fitting} of its {} hosts take {memory} instances and each already runs one on that port; the service wants {wanted} instances",
                 ssh.hosts.len()
             ))
             .hint("add hosts to the account, lower `numberOfInstances`, or give the service another port")
@@ -363,7 +365,7 @@ fn choose_node(
                 .ok_or_else(|| {
                     Diagnostic::new(format!(
                         "cannot place another {memory} instance on port {port} in account `{account_name}`: \
-                         `vmLimit` {limit} is reached and every {memory} node already runs an instance on that port"
+                         `vmLimit` {limit} is reached and every {memory} node already runs an instance on that port; the service wants {wanted} instances"
                     ))
                     .hint("raise `nodeSelector.vmLimit` in enact.json, lower `numberOfInstances`, or use another port")
                 })

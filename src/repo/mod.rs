@@ -181,9 +181,11 @@ impl ConfigRepo {
             base: (base_source, base_value),
             overlay,
         };
-        let errors = validate(&effective.choreography, &self.settings, &|service, path| {
-            effective.locate(service, path)
-        });
+        let errors = validate(
+            &effective.choreography,
+            &self.settings,
+            &|service, occurrence, path| effective.locate_occurrence(service, occurrence, path),
+        );
         if !errors.is_empty() {
             // With an overlay in play the same base line can be fine in one env and not another.
             let errors: Vec<Diagnostic> = match &effective.overlay {
@@ -200,18 +202,34 @@ impl ConfigRepo {
 impl EffectiveSpec {
     /// Where a field of a service was written: the overlay when it sets that field, else the base.
     pub fn locate(&self, service: &str, path: &[Segment]) -> Option<Location> {
+        self.locate_occurrence(service, 0, path)
+    }
+
+    /// As [`Self::locate`], for the `occurrence`th service of that name (0 is the first).
+    pub fn locate_occurrence(
+        &self,
+        service: &str,
+        occurrence: usize,
+        path: &[Segment],
+    ) -> Option<Location> {
         let layers = self.overlay.iter().chain(std::iter::once(&self.base));
         for (source, value) in layers {
+            let mut skip = occurrence;
             for list in LISTS {
                 let Some(Value::Array(items)) = value.get(list) else {
                     continue;
                 };
-                let Some(index) = items
+                let matches: Vec<usize> = items
                     .iter()
-                    .position(|s| s.get("name").and_then(Value::as_str) == Some(service))
-                else {
+                    .enumerate()
+                    .filter(|(_, s)| s.get("name").and_then(Value::as_str) == Some(service))
+                    .map(|(i, _)| i)
+                    .collect();
+                if matches.len() <= skip {
+                    skip -= matches.len();
                     continue;
-                };
+                }
+                let index = matches[skip];
                 let sets_field = match path.first() {
                     Some(Segment::Key(k)) => items[index].get(k).is_some(),
                     _ => true,

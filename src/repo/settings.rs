@@ -232,7 +232,22 @@ impl Settings {
     pub fn parse(source: &SourceFile) -> Result<Settings, Vec<Diagnostic>> {
         let value: Value =
             serde_json::from_str(&source.text).map_err(|e| vec![source.syntax_error(&e)])?;
-        let mut errors = Vec::new();
+        let mut errors: Vec<Diagnostic> = source
+            .duplicate_keys()
+            .into_iter()
+            .map(|(path, location)| {
+                let what = match path.as_slice() {
+                    [Segment::Key(a), Segment::Key(name)] if a == "accounts" => {
+                        format!("duplicate account `{name}`")
+                    }
+                    [.., Segment::Key(key)] => format!("duplicate field `{key}`"),
+                    _ => "duplicate field".to_string(),
+                };
+                Diagnostic::new(what)
+                    .at(Some(location))
+                    .hint("JSON keeps only the last of the two; rename or remove one")
+            })
+            .collect();
         let Value::Object(top) = &value else {
             return Err(vec![
                 Diagnostic::new("enact.json must hold a JSON object")
@@ -244,13 +259,22 @@ impl Settings {
         if let Some(Value::Object(raw)) = top.get("accounts") {
             for (name, raw_account) in raw {
                 let at = [Segment::Key("accounts".into()), Segment::Key(name.clone())];
-                match from_value_located::<Account>(raw_account, source, &at) {
+                match parse_account(raw_account, source, &at) {
                     Ok(account) => {
                         accounts.insert(name.clone(), account);
                     }
-                    Err(d) => errors.push(d.hint(
-                        "an account needs `provider` (local, ssh, ec2 or simulated) and that provider's fields; see DESIGN §3",
-                    )),
+                    Err(d) => {
+                        let hint = d.hint.clone().unwrap_or_else(|| {
+                            "an account needs `provider` (local, ssh, ec2 or simulated) and that provider's fields".to_string()
+                        });
+                        errors.push(
+                            Diagnostic {
+                                message: format!("account `{name}`: {}", d.message),
+                                ..d
+                            }
+                            .hint(hint),
+                        );
+                    }
                 }
             }
         }
@@ -282,12 +306,11 @@ impl Settings {
             Some(source.locate(&segs, false))
         };
         let account_hint = |name: &str| {
-            let known: Vec<&str> = self
-                .accounts
-                .keys()
-                .map(String::as_str)
-                .chain(std::iter::once(LOCAL_ACCOUNT))
-                .collect();
+            let mut known: Vec<&str> = self.accounts.keys().map(String::as_str).collect();
+            if !known.contains(&LOCAL_ACCOUNT) {
+                known.push(LOCAL_ACCOUNT);
+            }
+            known.sort_unstable();
             format!(
                 "define account `{name}` under `accounts`, or use one of: {}",
                 known.join(", ")
@@ -459,6 +482,44 @@ impl Settings {
             }
         }
         errors
+    }
+}
+
+/// One account: the `provider` tag picks the shape, so errors keep their exact place.
+fn parse_account(raw: &Value, source: &SourceFile, at: &[Segment]) -> Result<Account, Diagnostic> {
+    let mut fields = raw.clone();
+    let provider = match fields.as_object_mut().map(|o| o.remove("provider")) {
+        Some(Some(Value::String(p))) => p,
+        Some(Some(_)) => {
+            let mut here = at.to_vec();
+            here.push(Segment::Key("provider".into()));
+            return Err(Diagnostic::new("`provider` must be a string")
+                .at(Some(source.locate(&here, false))));
+        }
+        Some(None) => {
+            return Err(
+                Diagnostic::new("missing field `provider`").at(Some(source.locate(at, false)))
+            );
+        }
+        None => {
+            return Err(Diagnostic::new("an account must be a JSON object")
+                .at(Some(source.locate(at, false))));
+        }
+    };
+    match provider.as_str() {
+        "local" => from_value_located(&fields, source, at).map(Account::Local),
+        "ssh" => from_value_located(&fields, source, at).map(Account::Ssh),
+        "ec2" => from_value_located(&fields, source, at).map(Account::Ec2),
+        "simulated" => from_value_located(&fields, source, at).map(Account::Simulated),
+        other => {
+            let mut here = at.to_vec();
+            here.push(Segment::Key("provider".into()));
+            Err(
+                Diagnostic::new(format!("unknown provider `{}`", other.escape_debug()))
+                    .at(Some(source.locate(&here, false)))
+                    .hint("`provider` is one of local, ssh, ec2, simulated"),
+            )
+        }
     }
 }
 

@@ -21,7 +21,7 @@ pub enum FileKind {
 pub fn parse_spec_file(source: &SourceFile, kind: FileKind) -> Result<Value, Vec<Diagnostic>> {
     let value: Value =
         serde_json::from_str(&source.text).map_err(|e| vec![source.syntax_error(&e)])?;
-    let mut errors = Vec::new();
+    let mut errors = duplicate_key_errors(source, &value);
     let Value::Object(top) = &value else {
         return Err(vec![
             Diagnostic::new("a spec file must hold a JSON object")
@@ -70,6 +70,34 @@ pub fn parse_spec_file(source: &SourceFile, kind: FileKind) -> Result<Value, Vec
     } else {
         Err(errors)
     }
+}
+
+/// JSON allows a key twice and keeps the last; in a spec that silently loses data, so it is an
+/// error, located at the second key.
+pub fn duplicate_key_errors(source: &SourceFile, value: &Value) -> Vec<Diagnostic> {
+    source
+        .duplicate_keys()
+        .into_iter()
+        .map(|(path, location)| {
+            let key = match path.last() {
+                Some(Segment::Key(k)) => k.clone(),
+                _ => String::new(),
+            };
+            let mut d = Diagnostic::new(format!("duplicate field `{key}`"))
+                .at(Some(location))
+                .hint("JSON keeps only the last of the two; remove one");
+            if let [Segment::Key(list), Segment::Index(i), _, ..] = path.as_slice()
+                && let Some(name) = value
+                    .get(list)
+                    .and_then(|l| l.get(*i))
+                    .and_then(|s| s.get("name"))
+                    .and_then(Value::as_str)
+            {
+                d = d.service(name);
+            }
+            d
+        })
+        .collect()
 }
 
 fn check_service(

@@ -7,8 +7,9 @@ use super::model::{Choreography, Service};
 use crate::diagnostic::{Diagnostic, Location, Segment};
 use crate::repo::settings::Settings;
 
-/// Finds where a field of a service was written: `(service, path inside the service)`.
-pub type Locate<'a> = &'a dyn Fn(&str, &[Segment]) -> Option<Location>;
+/// Finds where a field of a service was written: `(service, occurrence, path inside the
+/// service)`; occurrence 1 is the second service of that name (for duplicates), else 0.
+pub type Locate<'a> = &'a dyn Fn(&str, usize, &[Segment]) -> Option<Location>;
 
 /// Names end up in file names, tags and remote commands: `[A-Za-z0-9][A-Za-z0-9._-]*`.
 pub fn is_valid_name(name: &str) -> bool {
@@ -88,12 +89,12 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
     let err = |service: &str, path: &[Segment], message: String| {
         Diagnostic::new(message)
             .service(service)
-            .at(locate(service, path))
+            .at(locate(service, 0, path))
     };
     let key = |k: &str| vec![Segment::Key(k.to_string())];
 
     // Names: valid and unique across both lists.
-    let mut seen: HashMap<&str, bool> = HashMap::new();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
     for service in chor.services() {
         let name = service.name();
         if !is_valid_name(name) {
@@ -102,23 +103,31 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
                     "service name `{}` is not valid",
                     name.escape_debug()
                 ))
-                .at(locate(name, &key("name")))
+                .at(locate(name, 0, &key("name")))
                 .hint(NAME_HINT),
             );
         }
-        if seen.insert(name, service.is_legacy()).is_some() {
+        let count = seen.entry(name).or_insert(0);
+        *count += 1;
+        if *count > 1 {
             errors.push(
-                err(name, &key("name"), "the name is used by another service too".into())
+                Diagnostic::new("the name is used by another service too")
+                    .service(name)
+                    .at(locate(name, *count - 1, &key("name")))
                     .hint("service names are identities and must be unique across deployable and legacy services"),
             );
         }
     }
 
-    // Roles each service declares, for dependency checks.
-    let roles: HashMap<&str, HashSet<&str>> = chor
-        .services()
-        .map(|s| (s.name(), s.roles().iter().map(String::as_str).collect()))
-        .collect();
+    // Roles each service declares, for dependency checks (of every service of a name, so a
+    // duplicate name is reported once and not again as a missing role).
+    let mut roles: HashMap<&str, HashSet<&str>> = HashMap::new();
+    for s in chor.services() {
+        roles
+            .entry(s.name())
+            .or_default()
+            .extend(s.roles().iter().map(String::as_str));
+    }
 
     for service in chor.services() {
         let name = service.name();
@@ -270,7 +279,8 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
                 {
                     errors.push(err(
                         name,
-                        &key("desiredQoS"),
+                        &["desiredQoS", "responseTimeMetric", "acceptablePercentage"]
+                            .map(|k| Segment::Key(k.into())),
                         "`acceptablePercentage` must be within 0–100".into(),
                     ));
                 }
@@ -336,7 +346,7 @@ mod tests {
             ], "legacyServiceSpecs": [{"name": "w", "nativeURIs": ["not a uri"]}]}"#,
         )
         .unwrap();
-        let errors = validate(&chor, &Settings::default(), &|_, _| None);
+        let errors = validate(&chor, &Settings::default(), &|_, _, _| None);
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(errors.len(), 7, "{text:#?}");
     }

@@ -21,6 +21,9 @@ pub struct State {
     pub services: BTreeMap<String, ServiceState>,
     #[serde(default)]
     pub nodes: BTreeMap<String, NodeState>,
+    /// When this serial was written (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<String>,
 }
 
 /// One applied service: its spec as applied and its instances.
@@ -30,6 +33,9 @@ pub struct ServiceState {
     pub instances: Vec<InstanceState>,
     /// Instances stopped on purpose (`enact pause`) but not forgotten.
     pub paused: bool,
+    /// An apply was interrupted or failed while changing this service: the next plan
+    /// replaces its instances so it converges.
+    pub incomplete: bool,
 }
 
 /// The applied spec of a service, of either kind.
@@ -112,6 +118,7 @@ impl State {
             env: env.to_string(),
             services: BTreeMap::new(),
             nodes: BTreeMap::new(),
+            applied_at: None,
         }
     }
 
@@ -162,6 +169,8 @@ struct RawServiceStateRef<'a> {
     instances: &'a [InstanceState],
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     paused: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    incomplete: bool,
 }
 
 #[derive(Deserialize)]
@@ -173,6 +182,8 @@ struct RawServiceState {
     instances: Vec<InstanceState>,
     #[serde(default)]
     paused: bool,
+    #[serde(default)]
+    incomplete: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy)]
@@ -193,6 +204,7 @@ impl Serialize for ServiceState {
             spec: spec.map_err(serde::ser::Error::custom)?,
             instances: &self.instances,
             paused: self.paused,
+            incomplete: self.incomplete,
         }
         .serialize(serializer)
     }
@@ -213,6 +225,7 @@ impl<'de> Deserialize<'de> for ServiceState {
             spec,
             instances: raw.instances,
             paused: raw.paused,
+            incomplete: raw.incomplete,
         })
     }
 }

@@ -1,0 +1,3 @@
+//! Apply: carrying a plan out on real machines, in dependency order.
+
+pub mod wiring;

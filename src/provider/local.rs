@@ -1,0 +1,335 @@
+//! The local provider: nodes are loopback addresses (127.0.0.2, 127.0.0.3, …) of this machine;
+//! an instance is a process in its own session (so it outlives enact), its output in a log file.
+//!
+//! A process is identified by its pid *and* its start time (from `/proc/<pid>/stat`): enact
+//! signals a pid only while both match, so a pid reused by the kernel is never killed.
+
+use std::collections::BTreeSet;
+use std::fs::OpenOptions;
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{Provider, ProviderError, ProviderResult, StartRequest, Started};
+use crate::plan::placement::NewNode;
+use crate::state::{InstanceState, NodeState};
+
+#[derive(Debug, Default)]
+pub struct LocalProvider;
+
+impl LocalProvider {
+    pub fn new() -> Self {
+        LocalProvider
+    }
+}
+
+/// The `n`th loopback address handed out: 127.0.0.2 for n = 1.
+pub fn loopback(n: u32) -> String {
+    let v = n + 1;
+    format!("127.{}.{}.{}", (v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff)
+}
+
+/// State and start time of a process, from `/proc/<pid>/stat`.
+fn proc_stat(pid: u32) -> Option<(char, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: fields start after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let start_time = fields.get(19)?.parse().ok()?;
+    Some((state, start_time))
+}
+
+/// Whether `pid` is still the process that was started (same start time) and not a zombie.
+pub fn process_alive(pid: u32, start_time: Option<u64>) -> bool {
+    match proc_stat(pid) {
+        Some((state, started)) => {
+            state != 'Z' && state != 'X' && start_time.is_none_or(|t| t == started)
+        }
+        None => false,
+    }
+}
+
+#[allow(unsafe_code)]
+fn signal_group(pid: u32, signal: i32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    if pid <= 1 {
+        return;
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid signals the process
+    // group the instance leads (it was made a session leader at start), so children go too.
+    unsafe {
+        libc::kill(-pid, signal);
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Provider for LocalProvider {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    fn create_nodes(
+        &self,
+        nodes: &[NewNode],
+        taken: &BTreeSet<String>,
+    ) -> ProviderResult<Vec<NodeState>> {
+        let mut used = taken.clone();
+        let mut next = 1u32;
+        let mut made = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            let address = loop {
+                let candidate = loopback(next);
+                next += 1;
+                if !used.contains(&candidate) {
+                    break candidate;
+                }
+                if next > 0x00ff_fffd {
+                    return Err(ProviderError::new(
+                        "no free loopback address is left in 127.0.0.0/8",
+                    ));
+                }
+            };
+            used.insert(address.clone());
+            made.push(NodeState {
+                account: node.account.clone(),
+                provider: "local".into(),
+                address,
+                memory: Some(node.memory),
+                size: Some(node.size.clone()),
+                provider_id: None,
+            });
+        }
+        Ok(made)
+    }
+
+    fn destroy_node(&self, _id: &str, _node: &NodeState) -> ProviderResult<()> {
+        Ok(())
+    }
+
+    #[allow(unsafe_code)]
+    fn start(&self, request: &StartRequest<'_>) -> ProviderResult<Started> {
+        let port = crate::plan::placement::port_of(request.spec);
+        let address = format!("{}:{port}", request.node.address);
+        if let Ok(addr) = address.parse::<SocketAddr>()
+            && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        {
+            return Err(ProviderError::new(format!(
+                "{address} is already in use by another process; stop it, or give the service another port"
+            )));
+        }
+        let Some((program, args)) = request.command.split_first() else {
+            return Err(ProviderError::new(
+                "the package type's start command is empty",
+            ));
+        };
+        if let Some(dir) = request.log.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                ProviderError::new(format!(
+                    "cannot create log directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&request.log)
+            .map_err(|e| {
+                ProviderError::new(format!("cannot open log {}: {e}", request.log.display()))
+            })?;
+        let log_err = log.try_clone().map_err(|e| {
+            ProviderError::new(format!("cannot open log {}: {e}", request.log.display()))
+        })?;
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .envs(request.environment());
+        if let Some(dir) = Path::new(program).parent().filter(|d| d.is_dir()) {
+            command.current_dir(dir);
+        }
+        // SAFETY: setsid(2) is async-signal-safe and touches no memory of the parent; it makes
+        // the instance a session leader so it outlives enact and can be stopped as a group.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                " (is the package executable? `chmod +x` it, or give it a package type with a start recipe)"
+            } else if e.kind() == std::io::ErrorKind::NotFound {
+                " (no such program or package file)"
+            } else {
+                ""
+            };
+            ProviderError::new(format!("cannot start `{program}`: {e}{hint}"))
+        })?;
+        let pid = child.id();
+        let start_time = proc_stat(pid).map(|(_, t)| t);
+        // Reap the child if it exits while enact still runs, so it never lingers as a zombie.
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        Ok(Started {
+            pid: Some(pid),
+            start_time,
+        })
+    }
+
+    fn wait_healthy(
+        &self,
+        instance: &InstanceState,
+        node: &NodeState,
+        port: u16,
+        timeout: Duration,
+    ) -> ProviderResult<()> {
+        let address = format!("{}:{port}", node.address);
+        let addr: SocketAddr = address
+            .parse()
+            .map_err(|_| ProviderError::new(format!("`{address}` is not a socket address")))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(pid) = instance.pid
+                && !process_alive(pid, instance.start_time)
+            {
+                return Err(ProviderError::new(format!(
+                    "instance {} exited before it answered on {address}",
+                    instance.id
+                )));
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(250)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(ProviderError::new(format!(
+                    "instance {} did not answer on {address} within {} s",
+                    instance.id,
+                    timeout.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(
+        &self,
+        instance: &InstanceState,
+        _node: &NodeState,
+        grace: Duration,
+    ) -> ProviderResult<()> {
+        let Some(pid) = instance.pid else {
+            return Ok(());
+        };
+        if !process_alive(pid, instance.start_time) {
+            return Ok(());
+        }
+        signal_group(pid, libc::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if !process_alive(pid, instance.start_time) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if process_alive(pid, instance.start_time) {
+            signal_group(pid, libc::SIGKILL);
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if !process_alive(pid, instance.start_time) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(ProviderError::new(format!(
+            "instance {} (pid {pid}) did not stop after SIGKILL",
+            instance.id
+        )))
+    }
+
+    fn alive(&self, instance: &InstanceState, _node: &NodeState) -> bool {
+        instance
+            .pid
+            .is_some_and(|pid| process_alive(pid, instance.start_time))
+    }
+
+    fn logs(
+        &self,
+        _instance: &InstanceState,
+        _node: &NodeState,
+        log: &Path,
+        lines: usize,
+    ) -> ProviderResult<String> {
+        if !log.exists() {
+            return Err(ProviderError::new(format!(
+                "no log file at {}",
+                log.display()
+            )));
+        }
+        Ok(tail(log, lines))
+    }
+
+    fn find(&self, _node: &NodeState, token: &str) -> Option<Started> {
+        let needle = format!("ENACT_TOKEN={token}");
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            if environ
+                .split(|&b| b == 0)
+                .any(|var| var == needle.as_bytes())
+            {
+                let (state, start_time) = proc_stat(pid)?;
+                if state != 'Z' {
+                    return Some(Started {
+                        pid: Some(pid),
+                        start_time: Some(start_time),
+                    });
+                }
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_addresses_start_at_two() {
+        assert_eq!(loopback(1), "127.0.0.2");
+        assert_eq!(loopback(254), "127.0.0.255");
+        assert_eq!(loopback(255), "127.0.1.0");
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_wrong_start_time_is_not() {
+        let me = std::process::id();
+        let (_, started) = proc_stat(me).unwrap();
+        assert!(process_alive(me, Some(started)));
+        assert!(!process_alive(me, Some(started + 1)));
+        assert!(!process_alive(u32::MAX - 1, None));
+    }
+}

@@ -1,0 +1,221 @@
+//! Providers: where nodes come from and how instances run on them. One trait, one file per
+//! implementation:
+//!
+//! - [`local`]: nodes are loopback addresses 127.0.0.2, 127.0.0.3, …; an instance is a detached
+//!   process on this machine (the default);
+//! - [`simulated`]: nothing runs; every operation takes the account's `latencyMs` (rehearsals
+//!   and benchmarks).
+//!
+//! Placement (which node an instance goes to) is decided once for every provider, at plan time,
+//! in [`crate::plan::placement`]; providers only carry it out.
+
+pub mod local;
+pub mod simulated;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::plan::placement::NewNode;
+use crate::repo::settings::{Account, Settings};
+use crate::spec::DeployableServiceSpec;
+use crate::state::{InstanceState, NodeState};
+
+/// A provider operation that failed, with what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ProviderError {
+    pub message: String,
+}
+
+impl ProviderError {
+    pub fn new(message: impl Into<String>) -> Self {
+        ProviderError {
+            message: message.into(),
+        }
+    }
+}
+
+pub type ProviderResult<T> = Result<T, ProviderError>;
+
+/// Everything needed to start one instance.
+#[derive(Debug, Clone)]
+pub struct StartRequest<'a> {
+    pub env: &'a str,
+    pub spec: &'a DeployableServiceSpec,
+    pub instance_id: &'a str,
+    pub node: &'a NodeState,
+    /// The command that runs the package, placeholders already filled, one argument per item.
+    pub command: Vec<String>,
+    /// A random token put in the instance's environment (`ENACT_TOKEN`), by which an instance
+    /// whose start was interrupted can be found again.
+    pub token: &'a str,
+    /// Where the instance's output goes.
+    pub log: PathBuf,
+}
+
+impl StartRequest<'_> {
+    /// The environment variables every instance gets.
+    pub fn environment(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("HOST", self.node.address.clone()),
+            (
+                "PORT",
+                crate::plan::placement::port_of(self.spec).to_string(),
+            ),
+            ("SERVICE_NAME", self.spec.name.clone()),
+            ("INSTANCE_ID", self.instance_id.to_string()),
+            ("ENDPOINT_NAME", self.spec.endpoint_name().to_string()),
+            ("ENACT_ENV", self.env.to_string()),
+            ("ENACT_TOKEN", self.token.to_string()),
+        ]
+    }
+}
+
+/// What a provider knows about an instance it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Started {
+    pub pid: Option<u32>,
+    pub start_time: Option<u64>,
+}
+
+/// Nodes and instances of one kind of infrastructure.
+pub trait Provider: Send + Sync {
+    /// `local`, `ssh`, `ec2`, `simulated`.
+    fn kind(&self) -> &'static str;
+
+    /// Makes the nodes; `taken` are addresses already in use by other nodes.
+    fn create_nodes(
+        &self,
+        nodes: &[NewNode],
+        taken: &BTreeSet<String>,
+    ) -> ProviderResult<Vec<NodeState>>;
+
+    fn destroy_node(&self, id: &str, node: &NodeState) -> ProviderResult<()>;
+
+    /// Starts an instance, detached; does not wait for it to be healthy.
+    fn start(&self, request: &StartRequest<'_>) -> ProviderResult<Started>;
+
+    /// Waits until the instance accepts connections on its port.
+    fn wait_healthy(
+        &self,
+        instance: &InstanceState,
+        node: &NodeState,
+        port: u16,
+        timeout: Duration,
+    ) -> ProviderResult<()>;
+
+    /// Stops an instance: SIGTERM, then SIGKILL after `grace`; never a process whose identity
+    /// changed (a reused pid).
+    fn stop(
+        &self,
+        instance: &InstanceState,
+        node: &NodeState,
+        grace: Duration,
+    ) -> ProviderResult<()>;
+
+    /// Whether the instance's process still runs.
+    fn alive(&self, instance: &InstanceState, node: &NodeState) -> bool;
+
+    /// The last `lines` lines of the instance's output.
+    fn logs(
+        &self,
+        instance: &InstanceState,
+        node: &NodeState,
+        log: &std::path::Path,
+        lines: usize,
+    ) -> ProviderResult<String>;
+
+    /// Finds an instance by its start token after an interrupted apply.
+    fn find(&self, node: &NodeState, token: &str) -> Option<Started>;
+
+    /// Tells one consumer instance the endpoints of a provider; real providers go over HTTP.
+    fn wire(&self, call: &crate::apply::wiring::WireCall<'_>) -> Result<(), String> {
+        crate::apply::wiring::send(call)
+    }
+}
+
+/// The provider of an account.
+pub fn for_account(account: &Account) -> Result<Box<dyn Provider>, ProviderError> {
+    match account {
+        Account::Local(_) => Ok(Box::new(local::LocalProvider::new())),
+        Account::Simulated(s) => Ok(Box::new(simulated::SimulatedProvider::new(
+            Duration::from_millis(s.latency_ms),
+        ))),
+        Account::Ssh(_) | Account::Ec2(_) => Err(ProviderError::new(format!(
+            "the {} provider is not available in this version of enact",
+            account.provider()
+        ))),
+    }
+}
+
+/// The command that runs a package of `package_type`, without a shell: the recipe is split into
+/// words and each placeholder filled in, so no value is ever interpreted by a shell.
+pub fn command_for(
+    settings: &Settings,
+    spec: &DeployableServiceSpec,
+    package: &str,
+    host: &str,
+    instance_id: &str,
+) -> Result<Vec<String>, ProviderError> {
+    let package_type = spec.package_type();
+    if let Some(recipe) = settings.package_types.get(package_type) {
+        let port = crate::plan::placement::port_of(spec).to_string();
+        return Ok(recipe
+            .start
+            .split_whitespace()
+            .map(|word| {
+                word.replace("{package}", package)
+                    .replace("{port}", &port)
+                    .replace("{host}", host)
+                    .replace("{name}", &spec.name)
+                    .replace("{endpoint}", spec.endpoint_name())
+                    .replace("{instance}", instance_id)
+            })
+            .collect());
+    }
+    match package_type {
+        "COMMAND_LINE" if package.ends_with(".jar") => {
+            Ok(vec!["java".into(), "-jar".into(), package.into()])
+        }
+        "COMMAND_LINE" => Ok(vec![package.into()]),
+        other => Err(ProviderError::new(format!(
+            "package type `{other}` needs a container this provider does not run; define a recipe for it under `packageTypes` in enact.json"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::settings::PackageType;
+
+    #[test]
+    fn recipes_fill_placeholders_word_by_word_without_a_shell() {
+        let mut settings = Settings::default();
+        settings.package_types.insert(
+            "PYTHON".into(),
+            PackageType {
+                start: "python3 {package} --port {port}".into(),
+            },
+        );
+        let spec = DeployableServiceSpec {
+            name: "a".into(),
+            package_type: Some("PYTHON".into()),
+            port: Some(8080),
+            ..Default::default()
+        };
+        let hostile = "/tmp/x; rm -rf / $(id)";
+        let argv = command_for(&settings, &spec, hostile, "127.0.0.2", "a-1").unwrap();
+        assert_eq!(argv, vec!["python3", hostile, "--port", "8080"]);
+        let jar = DeployableServiceSpec::default();
+        assert_eq!(
+            command_for(&settings, &jar, "/p/a.jar", "h", "i").unwrap(),
+            vec!["java", "-jar", "/p/a.jar"]
+        );
+        assert_eq!(
+            command_for(&settings, &jar, "/p/a.py", "h", "i").unwrap(),
+            vec!["/p/a.py"]
+        );
+    }
+}

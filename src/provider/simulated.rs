@@ -1,0 +1,102 @@
+//! The simulated provider: nodes and instances exist only in state, and every operation takes
+//! the account's `latencyMs`. For rehearsing a large apply (how long, how many nodes) and for
+//! benchmarks of the executor.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use super::{Provider, ProviderResult, StartRequest, Started};
+use crate::plan::placement::NewNode;
+use crate::state::{InstanceState, NodeState};
+
+#[derive(Debug, Clone)]
+pub struct SimulatedProvider {
+    latency: Duration,
+}
+
+impl SimulatedProvider {
+    pub fn new(latency: Duration) -> Self {
+        SimulatedProvider { latency }
+    }
+
+    fn pause(&self) {
+        if !self.latency.is_zero() {
+            std::thread::sleep(self.latency);
+        }
+    }
+}
+
+impl Provider for SimulatedProvider {
+    fn kind(&self) -> &'static str {
+        "simulated"
+    }
+
+    fn create_nodes(
+        &self,
+        nodes: &[NewNode],
+        _taken: &BTreeSet<String>,
+    ) -> ProviderResult<Vec<NodeState>> {
+        // One call per batch, as a cloud API would take.
+        self.pause();
+        Ok(nodes
+            .iter()
+            .map(|n| NodeState {
+                account: n.account.clone(),
+                provider: "simulated".into(),
+                address: format!("{}.simulated.invalid", n.id),
+                memory: Some(n.memory),
+                size: Some(n.size.clone()),
+                provider_id: None,
+            })
+            .collect())
+    }
+
+    fn destroy_node(&self, _id: &str, _node: &NodeState) -> ProviderResult<()> {
+        self.pause();
+        Ok(())
+    }
+
+    fn start(&self, _request: &StartRequest<'_>) -> ProviderResult<Started> {
+        self.pause();
+        Ok(Started::default())
+    }
+
+    fn wait_healthy(
+        &self,
+        _: &InstanceState,
+        _: &NodeState,
+        _: u16,
+        _: Duration,
+    ) -> ProviderResult<()> {
+        Ok(())
+    }
+
+    fn stop(&self, _: &InstanceState, _: &NodeState, _: Duration) -> ProviderResult<()> {
+        self.pause();
+        Ok(())
+    }
+
+    fn alive(&self, instance: &InstanceState, _: &NodeState) -> bool {
+        instance.status == crate::state::InstanceStatus::Running
+    }
+
+    fn logs(
+        &self,
+        instance: &InstanceState,
+        _: &NodeState,
+        _: &Path,
+        _: usize,
+    ) -> ProviderResult<String> {
+        Ok(format!("{} is simulated: it has no output", instance.id))
+    }
+
+    fn find(&self, _: &NodeState, _: &str) -> Option<Started> {
+        None
+    }
+
+    fn wire(&self, _call: &crate::apply::wiring::WireCall<'_>) -> Result<(), String> {
+        self.pause();
+        Ok(())
+    }
+}

@@ -1,0 +1,734 @@
+//! Happy paths of the command line, driven through the built binary in temporary config
+//! repositories. Outputs are snapshots (`tests/snapshots/cli__*.snap`) with the temporary
+//! directory shown as `[REPO]`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+use serde_json::Value;
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures and helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A small choreography: two deployable services (one consuming the other and a legacy
+/// service) and a legacy service.
+const CHOR: &str = r#"{
+  "deployableServiceSpecs": [
+    {
+      "name": "airline",
+      "roles": ["airline"],
+      "serviceType": "SOAP",
+      "packageType": "COMMAND_LINE",
+      "packageUri": "services/airline.py",
+      "endpointName": "airline",
+      "port": 1234,
+      "numberOfInstances": 2,
+      "resourceImpact": { "memory": "SMALL" },
+      "version": "1.0"
+    },
+    {
+      "name": "travelagency",
+      "roles": ["travelagency"],
+      "dependencies": [
+        { "serviceSpecName": "airline", "serviceSpecRole": "airline" },
+        { "serviceSpecName": "weather", "serviceSpecRole": "weather" }
+      ],
+      "serviceType": "REST",
+      "packageUri": "services/travel.py",
+      "port": 1235,
+      "resourceImpact": { "memory": "MEDIUM" },
+      "version": "1.0"
+    }
+  ],
+  "legacyServiceSpecs": [
+    {
+      "name": "weather",
+      "roles": ["weather"],
+      "nativeURIs": ["http://10.0.0.5:8192/weather"]
+    }
+  ]
+}
+"#;
+
+/// The same choreography with services and keys in another order, and other whitespace.
+const CHOR_SHUFFLED: &str = r#"{"legacyServiceSpecs": [{"nativeURIs": ["http://10.0.0.5:8192/weather"], "roles": ["weather"], "name": "weather"}],
+ "deployableServiceSpecs": [
+  {"version": "1.0", "resourceImpact": {"memory": "MEDIUM"}, "port": 1235, "packageUri": "services/travel.py",
+   "serviceType": "REST",
+   "dependencies": [{"serviceSpecRole": "weather", "serviceSpecName": "weather"},
+                    {"serviceSpecRole": "airline", "serviceSpecName": "airline"}],
+   "roles": ["travelagency"], "name": "travelagency"},
+  {"version": "1.0", "resourceImpact": {"memory": "SMALL"}, "numberOfInstances": 2, "port": 1234,
+   "endpointName": "airline", "packageUri": "services/airline.py", "packageType": "COMMAND_LINE",
+   "serviceType": "SOAP", "roles": ["airline"], "name": "airline"}]}
+"#;
+
+const DEV_OVERLAY: &str = r#"{
+  "deployableServiceSpecs": [
+    { "name": "airline", "numberOfInstances": 1 }
+  ]
+}
+"#;
+
+const PROD_OVERLAY: &str = r#"{
+  "deployableServiceSpecs": [
+    { "name": "airline", "numberOfInstances": 3, "resourceImpact": { "memory": "LARGE" } },
+    { "name": "travelagency", "version": "1.1" }
+  ]
+}
+"#;
+
+const SETTINGS: &str = r#"{
+  "defaultEnv": "dev",
+  "defaultAccount": "local",
+  "accounts": {
+    "local": { "provider": "local" }
+  }
+}
+"#;
+
+/// One deployable service, and a state recording exactly it.
+const ONE_SERVICE: &str = r#"{
+  "deployableServiceSpecs": [
+    {
+      "name": "airline",
+      "roles": ["airline"],
+      "packageUri": "services/airline.py",
+      "port": 1234,
+      "version": "1.0"
+    }
+  ]
+}
+"#;
+
+const ONE_SERVICE_STATE: &str = r#"{
+  "formatVersion": 1,
+  "lineage": "3f2c0000-0000-4000-8000-000000000001",
+  "serial": 7,
+  "env": "dev",
+  "services": {
+    "airline": {
+      "kind": "deployable",
+      "spec": {
+        "name": "airline",
+        "roles": ["airline"],
+        "packageUri": "services/airline.py",
+        "port": 1234,
+        "version": "1.0"
+      },
+      "instances": [
+        {
+          "id": "airline-1",
+          "node": "local-1",
+          "status": "running",
+          "nativeUri": "http://127.0.0.2:1234/airline",
+          "pid": 41234
+        }
+      ]
+    }
+  },
+  "nodes": {
+    "local-1": { "account": "local", "provider": "local", "address": "127.0.0.2", "memory": "SMALL" }
+  }
+}
+"#;
+
+/// A temporary config repository.
+struct Repo {
+    dir: TempDir,
+}
+
+impl Repo {
+    fn empty() -> Repo {
+        Repo {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    fn with(files: &[(&str, &str)]) -> Repo {
+        let repo = Repo::empty();
+        for (path, text) in files {
+            repo.write(path, text);
+        }
+        repo
+    }
+
+    /// The travel choreography with dev and prod overlays.
+    fn travel() -> Repo {
+        Repo::with(&[
+            ("chor.json", CHOR),
+            ("enact.json", SETTINGS),
+            ("envs/dev.json", DEV_OVERLAY),
+            ("envs/prod.json", PROD_OVERLAY),
+        ])
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn file(&self, path: &str) -> PathBuf {
+        self.path().join(path)
+    }
+
+    fn write(&self, path: &str, text: &str) {
+        let full = self.file(path);
+        fs::create_dir_all(full.parent().expect("parent")).expect("create dirs");
+        fs::write(full, text).expect("write file");
+    }
+
+    fn read(&self, path: &str) -> String {
+        fs::read_to_string(self.file(path)).expect("read file")
+    }
+
+    /// `enact ARGS` run inside the repository, stdout and stderr piped, `NO_COLOR` unset.
+    fn cmd(&self) -> Command {
+        let mut cmd = Command::cargo_bin("enact").expect("the enact binary");
+        cmd.current_dir(self.path()).env_remove("NO_COLOR");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run enact")
+    }
+
+    /// Replaces the repository's path by `[REPO]`.
+    fn redact(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        let mut paths = vec![self.path().to_string_lossy().into_owned()];
+        if let Ok(canonical) = self.path().canonicalize() {
+            paths.push(canonical.to_string_lossy().into_owned());
+        }
+        paths.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in paths {
+            text = text.replace(&p, "[REPO]");
+        }
+        text
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("stdout is UTF-8")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).expect("stderr is UTF-8")
+}
+
+/// Asserts the exit code, showing both streams when it differs.
+#[track_caller]
+fn assert_code(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "exit code\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn parse_json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
+}
+
+fn has_ansi(text: &str) -> bool {
+    text.contains('\u{1b}')
+}
+
+// ---------------------------------------------------------------------------------------------
+// init
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn init_creates_a_repository_and_refuses_a_second_time() {
+    let repo = Repo::empty();
+    let output = repo.run(&["init"]);
+    assert_code(&output, 0);
+    for file in [
+        "chor.json",
+        "enact.json",
+        "envs/dev.json",
+        "envs/test.json",
+        "envs/prod.json",
+        ".gitignore",
+    ] {
+        assert!(repo.file(file).is_file(), "init did not create {file}");
+    }
+    assert!(repo.file("state").is_dir(), "init did not create state/");
+    assert_eq!(stdout(&output), "", "init prints its report on stderr");
+    insta::assert_snapshot!("init_stderr", repo.redact(&stderr(&output)));
+    insta::assert_snapshot!("init_chor_json", repo.read("chor.json"));
+    insta::assert_snapshot!("init_enact_json", repo.read("enact.json"));
+    insta::assert_snapshot!("init_gitignore", repo.read(".gitignore"));
+    assert_eq!(repo.read("envs/dev.json"), "{}\n");
+
+    // The new repository is valid and plans nothing.
+    assert_code(&repo.run(&["validate"]), 0);
+    assert_code(&repo.run(&["plan", "--detailed-exitcode"]), 0);
+
+    // A second init is refused and changes nothing.
+    let before = repo.read("chor.json");
+    repo.write("chor.json", CHOR);
+    let again = repo.run(&["init"]);
+    assert_code(&again, 1);
+    assert_eq!(repo.read("chor.json"), CHOR);
+    assert_ne!(before, CHOR);
+    insta::assert_snapshot!("init_again_stderr", repo.redact(&stderr(&again)));
+}
+
+#[test]
+fn init_with_dash_c_creates_the_repository_there() {
+    let outer = Repo::empty();
+    let output = outer.run(&["-C", "sub", "init"]);
+    assert_code(&output, 0);
+    assert!(outer.file("sub/chor.json").is_file());
+    assert!(!outer.file("chor.json").exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// validate
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn validate_checks_every_environment() {
+    let repo = Repo::travel();
+    let output = repo.run(&["validate"]);
+    assert_code(&output, 0);
+    insta::assert_snapshot!("validate_all_envs", stdout(&output));
+
+    let output = repo.run(&["validate", "-e", "prod"]);
+    assert_code(&output, 0);
+    insta::assert_snapshot!("validate_prod", stdout(&output));
+}
+
+// ---------------------------------------------------------------------------------------------
+// plan
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn plan_against_no_state_creates_everything() {
+    let repo = Repo::travel();
+    let output = repo.run(&["plan"]);
+    assert_code(&output, 0);
+    insta::assert_snapshot!("plan_dev_no_state", stdout(&output));
+
+    let output = repo.run(&["plan", "-e", "prod"]);
+    assert_code(&output, 0);
+    insta::assert_snapshot!("plan_prod_no_state", stdout(&output));
+}
+
+#[test]
+fn plan_json_has_the_machine_form_of_design_5() {
+    let repo = Repo::travel();
+    let output = repo.run(&["plan", "--json"]);
+    assert_code(&output, 0);
+    let text = stdout(&output);
+    let plan = parse_json(&text);
+    assert_eq!(plan["formatVersion"], 1);
+    assert_eq!(plan["env"], "dev");
+    assert_eq!(plan["priorState"]["lineage"], Value::Null);
+    assert_eq!(plan["priorState"]["serial"], 0);
+    let changes = plan["changes"].as_array().expect("changes is a list");
+    assert_eq!(changes.len(), 3, "{text}");
+    for change in changes {
+        assert_eq!(change["action"], "create", "{change}");
+        assert!(change["service"].is_string());
+        assert!(change["fields"].is_array());
+        assert!(change["rewire"].is_array());
+    }
+    let airline = changes
+        .iter()
+        .find(|c| c["service"] == "airline")
+        .expect("airline is planned");
+    assert_eq!(airline["instances"]["from"], 0);
+    assert_eq!(airline["instances"]["to"], 1, "dev overlay sets 1 instance");
+    assert_eq!(plan["summary"]["create"], 3);
+    for key in ["update", "replace", "destroy"] {
+        assert_eq!(plan["summary"][key], 0, "summary.{key}");
+    }
+    assert!(plan["nodes"].is_object());
+    assert!(text.ends_with("}\n"), "final newline");
+    insta::assert_snapshot!("plan_dev_no_state_json", text);
+
+    // Pure: the same inputs give the same bytes.
+    assert_eq!(stdout(&repo.run(&["plan", "--json"])), text);
+}
+
+#[test]
+fn plan_detailed_exitcode_is_2_with_changes_and_0_without() {
+    let repo = Repo::with(&[("chor.json", ONE_SERVICE)]);
+    let output = repo.run(&["plan", "--detailed-exitcode"]);
+    assert_code(&output, 2);
+    // Without the flag, changes are not an exit code.
+    assert_code(&repo.run(&["plan"]), 0);
+
+    repo.write("state/dev.json", ONE_SERVICE_STATE);
+    let output = repo.run(&["plan", "--detailed-exitcode"]);
+    assert_code(&output, 0);
+    insta::assert_snapshot!("plan_no_changes", stdout(&output));
+    let plan = parse_json(&stdout(&repo.run(&["plan", "--json"])));
+    assert_eq!(plan["changes"], Value::Array(Vec::new()));
+    assert_eq!(
+        plan["priorState"]["lineage"],
+        "3f2c0000-0000-4000-8000-000000000001"
+    );
+    assert_eq!(plan["priorState"]["serial"], 7);
+
+    // A version bump is a redeploy: changes again.
+    repo.write("chor.json", &ONE_SERVICE.replace("\"1.0\"", "\"1.1\""));
+    let output = repo.run(&["plan", "--detailed-exitcode"]);
+    assert_code(&output, 2);
+    insta::assert_snapshot!("plan_version_bump", stdout(&output));
+    let plan = parse_json(&stdout(&repo.run(&["plan", "--json"])));
+    assert_eq!(plan["changes"][0]["action"], "replace");
+    assert_eq!(plan["changes"][0]["fields"][0]["path"], "/version");
+    assert_eq!(plan["summary"]["replace"], 1);
+}
+
+#[test]
+fn plan_target_limits_the_plan_to_a_service_and_its_providers() {
+    let repo = Repo::travel();
+    let output = repo.run(&["plan", "--json", "--target", "airline"]);
+    assert_code(&output, 0);
+    let plan = parse_json(&stdout(&output));
+    let services: Vec<&str> = plan["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .map(|c| c["service"].as_str().expect("service"))
+        .collect();
+    assert_eq!(services, ["airline"]);
+
+    let output = repo.run(&["plan", "--json", "--target", "travelagency"]);
+    let plan = parse_json(&stdout(&output));
+    assert_eq!(
+        plan["summary"]["create"], 3,
+        "travelagency needs both providers"
+    );
+}
+
+#[test]
+fn plan_out_then_show_and_show_json() {
+    let repo = Repo::travel();
+    let planned = repo.run(&["plan", "--out", "dev.plan.json"]);
+    assert_code(&planned, 0);
+    insta::assert_snapshot!("plan_out_stderr", repo.redact(&stderr(&planned)));
+    let saved = repo.read("dev.plan.json");
+    assert_eq!(
+        saved,
+        stdout(&repo.run(&["plan", "--json"])),
+        "the saved plan is the machine form"
+    );
+
+    let shown = repo.run(&["show", "dev.plan.json"]);
+    assert_code(&shown, 0);
+    assert_eq!(
+        stdout(&shown),
+        stdout(&planned),
+        "show prints the plan as plan did"
+    );
+    insta::assert_snapshot!("show_plan", stdout(&shown));
+
+    let shown_json = repo.run(&["show", "--json", "dev.plan.json"]);
+    assert_code(&shown_json, 0);
+    assert_eq!(
+        stdout(&shown_json),
+        saved,
+        "show --json is byte-equal to the file"
+    );
+
+    // -C and a plan path relative to the repository.
+    let elsewhere = Repo::empty();
+    let output = elsewhere
+        .cmd()
+        .arg("-C")
+        .arg(repo.path())
+        .args(["show", "--json", "dev.plan.json"])
+        .output()
+        .expect("run enact");
+    assert_code(&output, 0);
+    assert_eq!(stdout(&output), saved);
+}
+
+#[test]
+fn show_prints_the_recorded_state() {
+    let repo = Repo::with(&[("chor.json", ONE_SERVICE)]);
+    let output = repo.run(&["show"]);
+    assert_code(&output, 0);
+    insta::assert_snapshot!("show_never_applied", stdout(&output));
+
+    repo.write("state/dev.json", ONE_SERVICE_STATE);
+    let output = repo.run(&["show"]);
+    assert_code(&output, 0);
+    insta::assert_snapshot!("show_state", stdout(&output));
+    let output = repo.run(&["show", "--json"]);
+    assert_code(&output, 0);
+    let state = parse_json(&stdout(&output));
+    assert_eq!(state["serial"], 7);
+    assert_eq!(state["env"], "dev");
+}
+
+// ---------------------------------------------------------------------------------------------
+// export
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn export_is_deterministic_and_ignores_service_and_key_order() {
+    let repo = Repo::travel();
+    let first = repo.run(&["export"]);
+    assert_code(&first, 0);
+    let second = repo.run(&["export"]);
+    assert_eq!(first.stdout, second.stdout, "two runs, same bytes");
+    insta::assert_snapshot!("export_dev", stdout(&first));
+
+    let shuffled = Repo::with(&[
+        ("chor.json", CHOR_SHUFFLED),
+        ("enact.json", SETTINGS),
+        ("envs/dev.json", DEV_OVERLAY),
+        ("envs/prod.json", PROD_OVERLAY),
+    ]);
+    let other = shuffled.run(&["export"]);
+    assert_code(&other, 0);
+    assert_eq!(
+        stdout(&first),
+        stdout(&other),
+        "service and key order do not matter"
+    );
+
+    for env in ["prod", "test"] {
+        let a = repo.run(&["export", "-e", env]);
+        let b = shuffled.run(&["export", "-e", env]);
+        assert_code(&a, 0);
+        assert_eq!(a.stdout, b.stdout, "env {env}");
+    }
+    insta::assert_snapshot!("export_prod", stdout(&repo.run(&["export", "-e", "prod"])));
+}
+
+#[test]
+fn export_from_state_rebuilds_the_spec() {
+    let repo = Repo::with(&[
+        ("chor.json", ONE_SERVICE),
+        ("state/dev.json", ONE_SERVICE_STATE),
+    ]);
+    let from_state = repo.run(&["export", "--from-state"]);
+    assert_code(&from_state, 0);
+    assert_eq!(
+        from_state.stdout,
+        repo.run(&["export"]).stdout,
+        "the state records exactly the spec"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// fmt
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn fmt_check_fails_on_an_unformatted_repository_and_passes_after_fmt() {
+    let repo = Repo::with(&[
+        ("chor.json", CHOR_SHUFFLED),
+        (
+            "enact.json",
+            "{\"accounts\": {\"local\": {\"provider\": \"local\"}}, \"defaultEnv\": \"dev\"}",
+        ),
+        ("envs/dev.json", DEV_OVERLAY),
+    ]);
+    let check = repo.run(&["fmt", "--check"]);
+    assert_code(&check, 1);
+    assert_eq!(
+        repo.read("chor.json"),
+        CHOR_SHUFFLED,
+        "--check writes nothing"
+    );
+    insta::assert_snapshot!("fmt_check_stdout", stdout(&check));
+    insta::assert_snapshot!("fmt_check_stderr", repo.redact(&stderr(&check)));
+
+    let export_before = repo.run(&["export"]).stdout;
+    let fmt = repo.run(&["fmt"]);
+    assert_code(&fmt, 0);
+    insta::assert_snapshot!("fmt_stdout", stdout(&fmt));
+    insta::assert_snapshot!("fmt_chor_json", repo.read("chor.json"));
+    insta::assert_snapshot!("fmt_enact_json", repo.read("enact.json"));
+
+    let check = repo.run(&["fmt", "--check"]);
+    assert_code(&check, 0);
+    assert_eq!(stdout(&check), "");
+    assert_eq!(
+        repo.run(&["export"]).stdout,
+        export_before,
+        "fmt does not change the meaning"
+    );
+
+    // fmt is idempotent.
+    let again = repo.run(&["fmt"]);
+    assert_code(&again, 0);
+    assert_eq!(stdout(&again), "");
+}
+
+// ---------------------------------------------------------------------------------------------
+// graph, schema, completions
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn graph_in_every_format() {
+    let repo = Repo::travel();
+    let text = repo.run(&["graph"]);
+    assert_code(&text, 0);
+    assert_eq!(
+        text.stdout,
+        repo.run(&["graph", "--format", "text"]).stdout,
+        "text is the default"
+    );
+    insta::assert_snapshot!("graph_text", stdout(&text));
+
+    let dot = repo.run(&["graph", "--format", "dot"]);
+    assert_code(&dot, 0);
+    let dot = stdout(&dot);
+    assert!(dot.trim_start().starts_with("digraph"), "{dot}");
+    insta::assert_snapshot!("graph_dot", dot);
+
+    let svg = repo.run(&["graph", "--format", "svg"]);
+    assert_code(&svg, 0);
+    let svg = stdout(&svg);
+    assert!(svg.contains("<svg"), "{svg}");
+    assert!(svg.trim_end().ends_with("</svg>"), "{svg}");
+    for name in ["airline", "travelagency", "weather"] {
+        assert!(svg.contains(name), "the svg names {name}");
+    }
+    assert_eq!(
+        stdout(&repo.run(&["graph", "--format", "svg"])),
+        svg,
+        "deterministic"
+    );
+}
+
+#[test]
+fn schema_is_json_describing_chor_json() {
+    let repo = Repo::empty();
+    let output = repo.run(&["schema"]);
+    assert_code(&output, 0);
+    let schema = parse_json(&stdout(&output));
+    let properties = &schema["properties"];
+    assert!(properties["deployableServiceSpecs"].is_object(), "{schema}");
+    assert!(properties["legacyServiceSpecs"].is_object(), "{schema}");
+    assert_eq!(
+        schema["additionalProperties"], false,
+        "unknown fields are errors"
+    );
+}
+
+#[test]
+fn completions_for_bash() {
+    let repo = Repo::empty();
+    let output = repo.run(&["completions", "bash"]);
+    assert_code(&output, 0);
+    let script = stdout(&output);
+    assert!(!script.trim().is_empty());
+    assert!(script.contains("enact"), "{script}");
+    for command in ["plan", "validate", "export", "completions"] {
+        assert!(script.contains(command), "completes {command}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// colour
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn no_colour_when_piped() {
+    let repo = Repo::travel();
+    for args in [
+        &["plan"][..],
+        &["validate"],
+        &["plan", "-e", "prod"],
+        &["graph"],
+    ] {
+        let output = repo.run(args);
+        assert_code(&output, 0);
+        assert!(!has_ansi(&stdout(&output)), "{args:?}: {}", stdout(&output));
+        assert!(!has_ansi(&stderr(&output)), "{args:?}: {}", stderr(&output));
+    }
+    // An error on a pipe has no colour either.
+    repo.write(
+        "envs/dev.json",
+        "{\"deployableServiceSpecs\": [{\"name\": \"airline\", \"port\": 0}]}",
+    );
+    let output = repo.run(&["plan"]);
+    assert_code(&output, 1);
+    assert!(
+        stderr(&output).starts_with("error: "),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!has_ansi(&stderr(&output)), "{}", stderr(&output));
+}
+
+/// Runs `enact ARGS` on a pseudo-terminal (through util-linux `script`), returning what the
+/// terminal showed; `None` when `script` is not available.
+fn on_terminal(repo: &Repo, args: &str, no_color: Option<&str>) -> Option<String> {
+    let binary = assert_cmd::cargo::cargo_bin("enact");
+    let mut cmd = std::process::Command::new("script");
+    cmd.current_dir(repo.path())
+        .args(["-q", "-e", "-c"])
+        .arg(format!("{} {args}", binary.display()))
+        .arg("/dev/null")
+        .env_remove("NO_COLOR")
+        .env("TERM", "xterm");
+    if let Some(value) = no_color {
+        cmd.env("NO_COLOR", value);
+    }
+    let output = cmd.output().ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[test]
+#[allow(
+    clippy::print_stderr,
+    reason = "says why the test is skipped where no terminal can be made"
+)]
+fn colour_on_a_terminal_unless_no_color_or_the_flag() {
+    let repo = Repo::travel();
+    let Some(coloured) = on_terminal(&repo, "plan", None) else {
+        eprintln!("skipped: util-linux `script` is not available to make a terminal");
+        return;
+    };
+    assert!(has_ansi(&coloured), "a terminal gets colour:\n{coloured}");
+
+    let plain = on_terminal(&repo, "plan", Some("1")).expect("script ran before");
+    assert!(!has_ansi(&plain), "NO_COLOR=1 is honoured:\n{plain}");
+
+    let plain = on_terminal(&repo, "--no-color plan", None).expect("script ran before");
+    assert!(!has_ansi(&plain), "--no-color is honoured:\n{plain}");
+
+    // An empty NO_COLOR does not count (no-color.org).
+    let coloured = on_terminal(&repo, "plan", Some("")).expect("script ran before");
+    assert!(
+        has_ansi(&coloured),
+        "an empty NO_COLOR is ignored:\n{coloured}"
+    );
+}
+
+#[test]
+fn no_color_env_is_honoured_when_piped() {
+    let repo = Repo::travel();
+    let output = repo
+        .cmd()
+        .env("NO_COLOR", "1")
+        .arg("plan")
+        .output()
+        .expect("run");
+    assert_code(&output, 0);
+    assert!(!has_ansi(&stdout(&output)));
+    assert_eq!(
+        stdout(&output),
+        stdout(&repo.run(&["--no-color", "plan"])),
+        "NO_COLOR and --no-color print the same"
+    );
+}
