@@ -53,8 +53,16 @@ const TARGET_RATIO: f64 = 12.0;
 
 type BenchResult<T> = Result<T, String>;
 
+/// The argument that makes this executable the small process that runs `enact` once.
+const CHILD_ARG: &str = "--enact-measure-child";
+
 fn main() {
-    if let Err(e) = run() {
+    let args: Vec<String> = std::env::args().collect();
+    let result = match args.get(1).map(String::as_str) {
+        Some(CHILD_ARG) => measure_child(&args[2..]),
+        _ => run(),
+    };
+    if let Err(e) = result {
         eprintln!("bench plan: {e}");
         std::process::exit(1);
     }
@@ -525,8 +533,39 @@ fn measure_end_to_end(binary: &Path, root: &Path) -> BenchResult<EndToEnd> {
     })
 }
 
-/// Runs the binary once; its wall time and peak RSS (KiB).
+/// Runs the binary once, from a fresh, small copy of this executable (see [`measure_child`]);
+/// its wall time and peak RSS (KiB).
+///
+/// Not spawned from here directly: Linux counts the parent's peak RSS at the time of `exec`
+/// into the child's `ru_maxrss` (posix_spawn shares the parent's memory until `exec`), and this
+/// process holds the whole workload in memory.
 fn run_child(binary: &Path, root: &Path) -> BenchResult<(Duration, u64)> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let output = Command::new(exe)
+        .arg(CHILD_ARG)
+        .arg(binary)
+        .arg(root)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot re-run the bench as {CHILD_ARG}: {e}"))?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut fields = text.split_whitespace().map(str::parse::<u64>);
+    match (fields.next(), fields.next()) {
+        (Some(Ok(nanos)), Some(Ok(rss))) => Ok((Duration::from_nanos(nanos), rss)),
+        _ => Err(format!("{CHILD_ARG} printed `{text}`")),
+    }
+}
+
+/// `--enact-measure-child BINARY DIR`: runs `BINARY -C DIR plan --json > /dev/null` and prints
+/// its wall time in nanoseconds and its peak RSS in KiB (`ru_maxrss` from `wait4`).
+fn measure_child(args: &[String]) -> BenchResult<()> {
+    let [binary, root] = args else {
+        return Err(format!("usage: {CHILD_ARG} BINARY DIR"));
+    };
+    let root = Path::new(root);
     let stderr_path = root.join("enact.stderr");
     let stderr = fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
     let started = Instant::now();
@@ -539,7 +578,7 @@ fn run_child(binary: &Path, root: &Path) -> BenchResult<(Duration, u64)> {
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+        .map_err(|e| format!("cannot run {binary}: {e}"))?;
     let pid = libc::pid_t::try_from(child.id()).map_err(|e| e.to_string())?;
     let mut status: libc::c_int = 0;
     // SAFETY: an all-zero `rusage` is a valid value of that plain C struct.
@@ -562,13 +601,17 @@ fn run_child(binary: &Path, root: &Path) -> BenchResult<(Duration, u64)> {
     if !status.success() {
         let text = fs::read_to_string(&stderr_path).unwrap_or_default();
         return Err(format!(
-            "`{} -C {} plan --json` failed ({status}):\n{text}",
-            binary.display(),
+            "`{binary} -C {} plan --json` failed ({status}):\n{text}",
             root.display()
         ));
     }
     // ru_maxrss is in KiB on Linux.
-    Ok((elapsed, u64::try_from(usage.ru_maxrss).unwrap_or(0)))
+    println!(
+        "{} {}",
+        elapsed.as_nanos(),
+        u64::try_from(usage.ru_maxrss).unwrap_or(0)
+    );
+    Ok(())
 }
 
 /// The release binary: the one cargo built for this bench, else `target/release/enact` beside

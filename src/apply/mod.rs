@@ -1,3 +1,14 @@
-//! Apply: carrying a plan out on real machines, in dependency order.
+//! Apply: carrying a plan out on real machines, in dependency order, without losing anything.
+//!
+//! - [`executor`] walks the plan's steps and drives the providers;
+//! - [`wiring`] tells consumers their providers' endpoints over HTTP (SOAP or REST);
+//! - [`journal`] records intents and outcomes so a killed apply can be replayed;
+//! - [`events`] is what the executor reports, and the progress display;
+//! - [`package`] finds a service's package on this machine.
 
+pub mod events;
+pub mod executor;
+pub mod journal;
+pub mod package;
+pub mod session;
 pub mod wiring;

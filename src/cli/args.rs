@@ -62,6 +62,43 @@ pub enum Command {
         #[arg(long)]
         from_state: bool,
     },
+    /// Carry out a plan: the one computed now (after confirmation), or a saved one.
+    Apply(ApplyArgs),
+    /// Stop and remove every service of the environment.
+    Destroy {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        auto_approve: bool,
+        #[arg(long, default_value_t = 10, value_name = "N")]
+        parallelism: usize,
+    },
+    /// Live health of every instance.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The output of a service's instances.
+    Logs {
+        service: String,
+        /// How many lines per instance.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+    },
+    /// The recorded states of the environment (serials, times).
+    History,
+    /// Plan and apply toward the spec recorded at SERIAL.
+    Rollback {
+        serial: u64,
+        #[arg(long)]
+        auto_approve: bool,
+    },
+    /// Stop a service's instances (or every service's) without forgetting them.
+    Pause { service: Option<String> },
+    /// Start paused instances again and wire them.
+    Resume { service: Option<String> },
+    /// Inspect or repair recorded state.
+    #[command(subcommand)]
+    State(StateCommand),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -83,6 +120,34 @@ pub struct PlanArgs {
     /// Limit the plan to this service and what it depends on (repeatable).
     #[arg(long, value_name = "SVC")]
     pub target: Vec<String>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApplyArgs {
+    /// A plan saved with `plan --out`: carried out exactly, if the state did not change since.
+    pub planfile: Option<PathBuf>,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// How many steps run at once.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub parallelism: usize,
+    /// Limit the apply to this service and what it depends on (repeatable).
+    #[arg(long, value_name = "SVC")]
+    pub target: Vec<String>,
+    /// Seconds an instance has to start answering on its port.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub health_timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Every environment with a recorded state.
+    List,
+    /// The recorded state of the environment, as JSON.
+    Show,
+    /// Remove the environment's lock, whoever holds it.
+    Unlock,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

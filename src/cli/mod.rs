@@ -4,6 +4,7 @@
 
 pub mod args;
 mod commands;
+mod operate;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -157,6 +158,21 @@ pub fn run(cli: Cli, printer: Printer) -> Result<Outcome> {
         Command::Show { json, planfile } => commands::show(&ctx, json, planfile.as_deref()),
         Command::Graph { format } => commands::graph(&ctx, format),
         Command::Export { from_state } => commands::export(&ctx, from_state),
+        Command::Apply(args) => operate::apply(&ctx, &args),
+        Command::Destroy {
+            auto_approve,
+            parallelism,
+        } => operate::destroy(&ctx, auto_approve, parallelism),
+        Command::Status { json } => operate::status(&ctx, json),
+        Command::Logs { service, lines } => operate::logs(&ctx, &service, lines),
+        Command::History => operate::history(&ctx),
+        Command::Rollback {
+            serial,
+            auto_approve,
+        } => operate::rollback(&ctx, serial, auto_approve),
+        Command::Pause { service } => operate::pause(&ctx, service.as_deref(), true),
+        Command::Resume { service } => operate::pause(&ctx, service.as_deref(), false),
+        Command::State(command) => operate::state(&ctx, &command),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut buffer = Vec::new();

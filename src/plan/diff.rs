@@ -15,7 +15,7 @@ use crate::diagnostic::Diagnostic;
 use crate::graph::ServiceGraph;
 use crate::repo::settings::Settings;
 use crate::spec::{Choreography, Service};
-use crate::state::{AppliedSpec, State};
+use crate::state::{AppliedSpec, ServiceState, State};
 
 /// Fields whose change replaces every instance (a redeploy).
 pub const REDEPLOY_FIELDS: [&str; 6] = [
@@ -46,6 +46,30 @@ pub struct Planned {
     pub placement: Placement,
 }
 
+impl Planned {
+    /// A plan that changes nothing (for operations outside a plan: pause, resume).
+    pub fn empty(env: &str, state: &State) -> Planned {
+        Planned {
+            plan: Plan {
+                format_version: PLAN_FORMAT_VERSION,
+                env: env.to_string(),
+                prior_state: PriorState {
+                    lineage: (!state.lineage.is_empty()).then(|| state.lineage.clone()),
+                    serial: state.serial,
+                },
+                spec_digest: String::new(),
+                changes: Vec::new(),
+                steps: Vec::new(),
+                nodes: BTreeMap::new(),
+                summary: Summary::default(),
+                paused: Vec::new(),
+                targets: Vec::new(),
+            },
+            placement: Placement::default(),
+        }
+    }
+}
+
 /// SHA-256 of the canonical JSON of a spec.
 pub fn spec_digest(spec: &Choreography) -> String {
     let digest = Sha256::digest(spec.to_canonical_json().as_bytes());
@@ -66,14 +90,26 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
     let mut names: BTreeSet<&str> = desired.keys().copied().collect();
     names.extend(recorded.keys().map(String::as_str));
     let mut changes: BTreeMap<&str, Change> = BTreeMap::new();
+    let mut paused: Vec<String> = Vec::new();
     let mut endpoints_change: HashSet<&str> = HashSet::new();
     for &name in &names {
         if !in_scope(name) {
             continue;
         }
-        let before = recorded.get(name).map(|s| s.spec.as_service());
+        let recorded_service = recorded.get(name);
+        if recorded_service.is_some_and(|s| s.paused) {
+            // Held until `enact resume`: a paused service is not changed by apply.
+            if !recorded_service.is_some_and(|s| {
+                desired
+                    .get(name)
+                    .is_some_and(|d| same_spec(s.spec.as_service(), *d))
+            }) {
+                paused.push(name.to_string());
+            }
+            continue;
+        }
         let after = desired.get(name).copied();
-        if let Some(change) = compare(name, before, after) {
+        if let Some(change) = compare(name, recorded_service, after) {
             let moves = change.action != Action::Create
                 && (change.action == Action::Replace
                     || change.action == Action::Destroy
@@ -215,6 +251,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
         steps,
         nodes,
         summary,
+        paused,
         targets: {
             let mut t = input.targets.to_vec();
             t.sort();
@@ -271,7 +308,20 @@ fn scope<'a>(
 }
 
 /// Compares one service's recorded and desired spec.
-fn compare(name: &str, before: Option<Service<'_>>, after: Option<Service<'_>>) -> Option<Change> {
+fn compare(
+    name: &str,
+    recorded: Option<&ServiceState>,
+    after: Option<Service<'_>>,
+) -> Option<Change> {
+    let before = recorded.map(|s| s.spec.as_service());
+    let incomplete = recorded.is_some_and(|s| s.incomplete);
+    // What runs, not what the spec said: after a failure the two can differ.
+    let recorded_instances = match recorded {
+        Some(s) if !s.spec.as_service().is_legacy() => {
+            u32::try_from(s.instances.len()).unwrap_or(u32::MAX)
+        }
+        _ => 0,
+    };
     let instances_of = |s: Option<Service<'_>>| match s {
         Some(Service::Deployable(d)) => d.instances(),
         _ => 0,
@@ -285,7 +335,7 @@ fn compare(name: &str, before: Option<Service<'_>>, after: Option<Service<'_>>) 
         (None, Some(_)) => Action::Create,
         (Some(_), None) => Action::Destroy,
         (Some(b), Some(a)) => {
-            if same_spec(b, a) {
+            if same_spec(b, a) && !incomplete && recorded_instances == instances_of(after) {
                 return None;
             }
             Action::Update
@@ -304,6 +354,9 @@ fn compare(name: &str, before: Option<Service<'_>>, after: Option<Service<'_>>) 
         matches!((before, after), (Some(b), Some(a)) if b.is_legacy() != a.is_legacy());
     let mut forced_by: Vec<String> = Vec::new();
     if action == Action::Update {
+        if incomplete {
+            forced_by.push("incomplete".to_string());
+        }
         if kind_changes {
             forced_by.push("/kind".to_string());
         }
@@ -323,7 +376,7 @@ fn compare(name: &str, before: Option<Service<'_>>, after: Option<Service<'_>>) 
     } else {
         Action::Replace
     };
-    let (from, to) = (instances_of(before), instances_of(after));
+    let (from, to) = (recorded_instances, instances_of(after));
     let (memory_from, memory_to) = (memory_of(before), memory_of(after));
     Some(Change {
         service: name.to_string(),

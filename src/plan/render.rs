@@ -23,6 +23,12 @@ pub fn render(plan: &Plan, paint: Painter) -> String {
             paint.green("No changes."),
             plan.env
         );
+        for service in &plan.paused {
+            let _ = writeln!(
+                out,
+                "Service `{service}` is paused: its changes wait for `enact resume {service}`."
+            );
+        }
         return out;
     }
     let _ = writeln!(
@@ -55,6 +61,13 @@ pub fn render(plan: &Plan, paint: Painter) -> String {
         }
     }
     out.push('\n');
+    for service in &plan.paused {
+        let _ = writeln!(
+            out,
+            "{} service `{service}` is paused: its changes wait for `enact resume {service}`",
+            paint.yellow("~")
+        );
+    }
     for (account, nodes) in &plan.nodes {
         let mut parts = Vec::new();
         for (size, n) in &nodes.create {
@@ -102,7 +115,16 @@ fn render_change(out: &mut String, change: &Change, paint: Painter) {
             paint.magenta("-/+"),
             format!(
                 "{kind} `{name}` will be redeployed, one instance at a time (forced by {})",
-                change.forced_by.join(", ")
+                change
+                    .forced_by
+                    .iter()
+                    .map(|f| if f == "incomplete" {
+                        "an earlier apply that did not finish"
+                    } else {
+                        f.as_str()
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ),
     };

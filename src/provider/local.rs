@@ -42,6 +42,11 @@ fn proc_stat(pid: u32) -> Option<(char, u64)> {
     Some((state, start_time))
 }
 
+/// The start time of a running process (clock ticks since boot).
+pub fn start_time_of(pid: u32) -> Option<u64> {
+    proc_stat(pid).map(|(_, t)| t)
+}
+
 /// Whether `pid` is still the process that was started (same start time) and not a zombie.
 pub fn process_alive(pid: u32, start_time: Option<u64>) -> bool {
     match proc_stat(pid) {

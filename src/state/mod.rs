@@ -1,5 +1,6 @@
 //! Recorded state: the model of `state/<env>.json` and the stores that read and write it.
 
+pub mod lock;
 pub mod model;
 pub mod store;
 

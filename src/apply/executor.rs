@@ -1,0 +1,1054 @@
+//! The executor: carries a plan out. Nodes are created first (batched per account), then the
+//! plan's steps are walked concurrently ([`crate::graph::walk`]): a step starts as soon as the
+//! steps it waits for are done. Within a step the ordering rules of DESIGN §5 hold:
+//!
+//! - an instance is started and health-checked before anyone is told about it;
+//! - a leaving instance is removed from every consumer's endpoint list before it is stopped;
+//! - a redeploy or resize rolls one instance at a time, new before old.
+//!
+//! Every side effect is preceded by an intent in the journal and followed by its outcome, and
+//! the live state is kept by the same function that replays a journal after a crash.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::events::{Event, Subscriber};
+use super::journal::{Journal, Record, apply_record};
+use super::wiring::WireCall;
+use crate::graph::walk::{Outcome, walk};
+use crate::plan::converge::native_uri;
+use crate::plan::placement::{PlacedInstance, port_of};
+use crate::plan::{Action, Change, Planned};
+use crate::provider::{self, Provider, StartRequest};
+use crate::repo::settings::Settings;
+use crate::spec::{Choreography, DeployableServiceSpec, Service, ServiceType};
+use crate::state::{AppliedSpec, InstanceState, InstanceStatus, NodeState, ServiceState, State};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub parallelism: usize,
+    pub health_timeout: Duration,
+    pub stop_grace: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            parallelism: 10,
+            health_timeout: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What an apply did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub done: Vec<String>,
+    pub failed: Vec<(String, String)>,
+    pub skipped: Vec<String>,
+    /// Node problems that are not one service's (a node that could not be created or freed).
+    pub node_errors: Vec<String>,
+    pub state: State,
+}
+
+impl Report {
+    pub fn succeeded(&self) -> bool {
+        self.failed.is_empty() && self.skipped.is_empty() && self.node_errors.is_empty()
+    }
+}
+
+/// Where an apply runs and with what.
+pub struct Executor<'a> {
+    pub repo_root: &'a Path,
+    pub state_dir: &'a Path,
+    pub env: &'a str,
+    pub settings: &'a Settings,
+    /// The desired choreography (normalized).
+    pub spec: &'a Choreography,
+    pub planned: &'a Planned,
+    pub journal: &'a Journal,
+    pub events: &'a dyn Subscriber,
+    pub options: Options,
+    live: Mutex<State>,
+    providers: HashMap<String, Box<dyn Provider>>,
+    wiring_locks: HashMap<String, Mutex<()>>,
+    leaving: Mutex<HashSet<String>>,
+    packages: Mutex<HashMap<String, String>>,
+    desired: HashMap<&'a str, Service<'a>>,
+}
+
+impl std::fmt::Debug for Executor<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("env", &self.env)
+            .finish_non_exhaustive()
+    }
+}
+
+type StepResult = Result<(), String>;
+
+impl<'a> Executor<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        repo_root: &'a Path,
+        state_dir: &'a Path,
+        env: &'a str,
+        settings: &'a Settings,
+        spec: &'a Choreography,
+        planned: &'a Planned,
+        prior: State,
+        journal: &'a Journal,
+        events: &'a dyn Subscriber,
+        options: Options,
+    ) -> Result<Self, String> {
+        let providers = providers_for(settings, &prior, planned)?;
+        let mut names: BTreeSet<String> = prior.services.keys().cloned().collect();
+        names.extend(spec.services().map(|s| s.name().to_string()));
+        Ok(Executor {
+            repo_root,
+            state_dir,
+            env,
+            settings,
+            spec,
+            planned,
+            journal,
+            events,
+            options,
+            live: Mutex::new(prior),
+            providers,
+            wiring_locks: names.into_iter().map(|n| (n, Mutex::new(()))).collect(),
+            leaving: Mutex::new(HashSet::new()),
+            packages: Mutex::new(HashMap::new()),
+            desired: spec.services().map(|s| (s.name(), s)).collect(),
+        })
+    }
+
+    fn live(&self) -> MutexGuard<'_, State> {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Journals a record and applies it to the live state.
+    fn record(&self, record: Record) -> StepResult {
+        self.journal.append(&record)?;
+        apply_record(&mut self.live(), &record);
+        Ok(())
+    }
+
+    fn provider_of_node(&self, node: &NodeState) -> Result<&dyn Provider, String> {
+        self.providers
+            .get(&node.account)
+            .map(Box::as_ref)
+            .ok_or_else(|| format!("no provider for account `{}`", node.account))
+    }
+
+    fn progress(&self, service: &str, message: String) {
+        self.events.on(&Event::Progress { service, message });
+    }
+
+    /// Runs the whole plan; the caller writes the resulting state.
+    pub fn run(self) -> Report {
+        let plan = &self.planned.plan;
+        let prior = self.live().clone();
+        let mut report = Report {
+            done: Vec::new(),
+            failed: Vec::new(),
+            skipped: Vec::new(),
+            node_errors: Vec::new(),
+            state: prior.clone(),
+        };
+        if let Err(e) = self.record(Record::Begin {
+            lineage: prior.lineage.clone(),
+            serial: prior.serial,
+            command: format!("apply -e {}", self.env),
+        }) {
+            report.node_errors.push(e);
+            return report;
+        }
+        self.events.on(&Event::Begin {
+            steps: plan.steps.len(),
+        });
+        report.node_errors.extend(self.create_nodes());
+
+        let index: HashMap<&str, usize> = plan
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.service.as_str(), i))
+            .collect();
+        let deps: Vec<Vec<usize>> = plan
+            .steps
+            .iter()
+            .map(|s| {
+                s.after
+                    .iter()
+                    .filter_map(|a| index.get(a.as_str()).copied())
+                    .collect()
+            })
+            .collect();
+        let outcomes = walk(&deps, self.options.parallelism, |i| {
+            let step = &plan.steps[i];
+            let started = Instant::now();
+            self.events.on(&Event::StepStarted {
+                service: &step.service,
+                action: step.action,
+            });
+            let result = match plan.change(&step.service) {
+                Some(change) => self.run_step(change),
+                None => Ok(()),
+            };
+            match &result {
+                Ok(()) => self.events.on(&Event::StepDone {
+                    service: &step.service,
+                    action: step.action,
+                    elapsed: started.elapsed(),
+                }),
+                Err(e) => self.events.on(&Event::StepFailed {
+                    service: &step.service,
+                    error: e,
+                }),
+            }
+            result
+        });
+        for (step, outcome) in plan.steps.iter().zip(outcomes) {
+            match outcome {
+                Outcome::Done => report.done.push(step.service.clone()),
+                Outcome::Failed(e) => report.failed.push((step.service.clone(), e)),
+                Outcome::Skipped => {
+                    self.events.on(&Event::StepSkipped {
+                        service: &step.service,
+                    });
+                    report.skipped.push(step.service.clone());
+                }
+            }
+        }
+        report.node_errors.extend(self.free_nodes());
+        if let Err(e) = self.journal.flush() {
+            report.node_errors.push(e);
+        }
+        report.state = self.live().clone();
+        report
+    }
+
+    /// Creates every node the placement needs, one batch per account.
+    fn create_nodes(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        let mut by_account: HashMap<&str, Vec<&crate::plan::placement::NewNode>> = HashMap::new();
+        for node in &self.planned.placement.new_nodes {
+            by_account.entry(&node.account).or_default().push(node);
+        }
+        let mut accounts: Vec<&str> = by_account.keys().copied().collect();
+        accounts.sort_unstable();
+        for account in accounts {
+            let nodes = &by_account[account];
+            let Some(provider) = self.providers.get(account) else {
+                errors.push(format!("no provider for account `{account}`"));
+                continue;
+            };
+            let (fixed, made): (
+                Vec<&crate::plan::placement::NewNode>,
+                Vec<&crate::plan::placement::NewNode>,
+            ) = nodes.iter().copied().partition(|n| n.address.is_some());
+            for node in fixed {
+                let state = NodeState {
+                    account: node.account.clone(),
+                    provider: node.provider.to_string(),
+                    address: node.address.clone().unwrap_or_default(),
+                    memory: Some(node.memory),
+                    size: Some(node.size.clone()),
+                    provider_id: None,
+                };
+                if let Err(e) = self.record(Record::NodeCreated {
+                    node: node.id.clone(),
+                    state,
+                }) {
+                    errors.push(e);
+                }
+            }
+            if made.is_empty() {
+                continue;
+            }
+            let ids: Vec<String> = made.iter().map(|n| n.id.clone()).collect();
+            if let Err(e) = self.record(Record::NodeCreateIntent { nodes: ids.clone() }) {
+                errors.push(e);
+                continue;
+            }
+            let taken: BTreeSet<String> = self.taken_addresses();
+            let batch: Vec<_> = made.iter().map(|n| (*n).clone()).collect();
+            match provider.create_nodes(&batch, &taken) {
+                Ok(states) => {
+                    for (id, state) in ids.into_iter().zip(states) {
+                        if let Err(e) = self.record(Record::NodeCreated { node: id, state }) {
+                            errors.push(e);
+                        }
+                    }
+                }
+                Err(e) => errors.push(format!(
+                    "account `{account}`: cannot create {} node(s): {e}",
+                    batch.len()
+                )),
+            }
+        }
+        errors
+    }
+
+    /// Addresses of nodes of every environment of this repository, so two environments applied
+    /// on one machine never share a loopback address.
+    fn taken_addresses(&self) -> BTreeSet<String> {
+        let mut taken: BTreeSet<String> = self
+            .live()
+            .nodes
+            .values()
+            .map(|n| n.address.clone())
+            .collect();
+        if let Ok(entries) = std::fs::read_dir(self.state_dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(env) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                    continue;
+                };
+                if env == self.env {
+                    continue;
+                }
+                if let Ok(text) = std::fs::read_to_string(entry.path())
+                    && let Ok(state) = serde_json::from_str::<State>(&text)
+                {
+                    taken.extend(state.nodes.into_values().map(|n| n.address));
+                }
+            }
+        }
+        taken
+    }
+
+    /// Frees the nodes the plan leaves empty.
+    fn free_nodes(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for id in &self.planned.placement.freed_nodes {
+            let (node, used) = {
+                let live = self.live();
+                let used = live
+                    .services
+                    .values()
+                    .any(|s| s.instances.iter().any(|i| i.node == *id));
+                (live.nodes.get(id).cloned(), used)
+            };
+            let Some(node) = node else { continue };
+            if used {
+                continue;
+            }
+            let result = self.provider_of_node(&node).and_then(|provider| {
+                self.record(Record::NodeDestroyIntent { node: id.clone() })?;
+                provider
+                    .destroy_node(id, &node)
+                    .map_err(|e| e.to_string())?;
+                self.record(Record::NodeDestroyed { node: id.clone() })
+            });
+            if let Err(e) = result {
+                errors.push(format!("node `{id}`: cannot free it: {e}"));
+            }
+        }
+        errors
+    }
+
+    /// One service's change.
+    fn run_step(&self, change: &Change) -> StepResult {
+        let name = change.service.as_str();
+        let desired = self.desired.get(name).copied();
+        let entry = desired.map(|s| ServiceState {
+            spec: AppliedSpec::from_service(s),
+            instances: Vec::new(),
+            paused: false,
+            incomplete: false,
+        });
+        self.record(Record::StepBegun {
+            service: name.to_string(),
+            entry: entry.clone(),
+        })?;
+        let started: Vec<&PlacedInstance> = self
+            .planned
+            .placement
+            .started
+            .iter()
+            .filter(|p| p.service == name)
+            .collect();
+        let stopped: Vec<String> = self
+            .planned
+            .placement
+            .stopped
+            .get(name)
+            .cloned()
+            .unwrap_or_default();
+        match change.action {
+            Action::Destroy => {
+                self.roll(name, None, &[], &stopped)?;
+                self.record(Record::ServiceRemoved {
+                    service: name.to_string(),
+                })?;
+                return Ok(());
+            }
+            Action::Create | Action::Replace => {
+                let spec = match desired {
+                    Some(Service::Deployable(s)) => Some(s),
+                    _ => None,
+                };
+                self.roll(name, spec, &started, &stopped)?;
+                if started.is_empty() && stopped.is_empty() {
+                    // A legacy service, or one with no instances: wire it and tell its consumers.
+                    self.wire_service(name, None)?;
+                    self.push(name)?;
+                }
+            }
+            Action::Update => {
+                let spec = match desired {
+                    Some(Service::Deployable(s)) => Some(s),
+                    _ => None,
+                };
+                let rolling = change.memory.is_some()
+                    || change.fields.iter().any(|f| f.path == "/cloudAccount");
+                if rolling {
+                    self.roll(name, spec, &started, &stopped)?;
+                } else {
+                    // Scale out: new instances up and wired, then announced.
+                    let mut fresh = Vec::new();
+                    for placed in &started {
+                        if let Some(spec) = spec {
+                            fresh.push(self.start_instance(name, spec, placed)?);
+                        }
+                    }
+                    if !fresh.is_empty() {
+                        self.wire_instances(name, &fresh)?;
+                    }
+                    // Scale in: leaving instances unannounced, then stopped.
+                    self.leave(&stopped);
+                    if !fresh.is_empty()
+                        || !stopped.is_empty()
+                        || change.fields.iter().any(|f| f.path == "/nativeURIs")
+                    {
+                        self.push(name)?;
+                    }
+                    for id in &stopped {
+                        self.stop_instance(name, id)?;
+                    }
+                }
+                self.rewire(name, change)?;
+            }
+        }
+        if let Some(entry) = entry {
+            self.record(Record::ServiceApplied {
+                service: name.to_string(),
+                entry,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Replaces `stopped` by `started` one at a time, new before old: start, health-check and
+    /// wire the new one; take the old one out of every consumer's list; stop it.
+    fn roll(
+        &self,
+        name: &str,
+        spec: Option<&DeployableServiceSpec>,
+        started: &[&PlacedInstance],
+        stopped: &[String],
+    ) -> StepResult {
+        let rounds = started.len().max(stopped.len());
+        for i in 0..rounds {
+            if let (Some(placed), Some(spec)) = (started.get(i), spec) {
+                let instance = self.start_instance(name, spec, placed)?;
+                self.wire_instances(name, std::slice::from_ref(&instance))?;
+            }
+            if let Some(old) = stopped.get(i) {
+                self.leave(std::slice::from_ref(old));
+            }
+            self.push(name)?;
+            if let Some(old) = stopped.get(i) {
+                self.stop_instance(name, old)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn leave(&self, ids: &[String]) {
+        let mut leaving = self
+            .leaving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        leaving.extend(ids.iter().cloned());
+    }
+
+    /// The package of a service as a path on this machine.
+    fn package(&self, spec: &DeployableServiceSpec) -> Result<String, String> {
+        if let Some(p) = self
+            .packages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&spec.name)
+        {
+            return Ok(p.clone());
+        }
+        let uri = spec.package_uri.as_deref().unwrap_or_default();
+        let resolved = super::package::resolve(uri, self.repo_root, self.state_dir)?;
+        self.packages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(spec.name.clone(), resolved.clone());
+        Ok(resolved)
+    }
+
+    fn start_instance(
+        &self,
+        name: &str,
+        spec: &DeployableServiceSpec,
+        placed: &PlacedInstance,
+    ) -> Result<InstanceState, String> {
+        self.start_instance_with(name, spec, placed)
+    }
+
+    fn start_instance_with(
+        &self,
+        name: &str,
+        spec: &DeployableServiceSpec,
+        placed: &PlacedInstance,
+    ) -> Result<InstanceState, String> {
+        let node = self
+            .live()
+            .nodes
+            .get(&placed.node)
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "node `{}` for instance {} was not created",
+                    placed.node, placed.id
+                )
+            })?;
+        let provider = self.provider_of_node(&node)?;
+        let package = if provider.kind() == "simulated" {
+            String::new()
+        } else {
+            self.package(spec)?
+        };
+        let command =
+            provider::command_for(self.settings, spec, &package, &node.address, &placed.id)
+                .map_err(|e| e.to_string())?;
+        let token = crate::state::store::new_lineage();
+        let mut instance = InstanceState {
+            id: placed.id.clone(),
+            node: placed.node.clone(),
+            status: InstanceStatus::Running,
+            native_uri: native_uri(&node.address, spec),
+            pid: None,
+            start_time: None,
+            memory: Some(spec.memory()),
+        };
+        self.record(Record::StartIntent {
+            service: name.to_string(),
+            instance: instance.clone(),
+            token: token.clone(),
+        })?;
+        let log = log_path(self.state_dir, self.env, &placed.id);
+        let request = StartRequest {
+            env: self.env,
+            spec,
+            instance_id: &placed.id,
+            node: &node,
+            command,
+            token: &token,
+            log: log.clone(),
+        };
+        let started = provider
+            .start(&request)
+            .map_err(|e| format!("instance {}: {e}", placed.id))?;
+        instance.pid = started.pid;
+        instance.start_time = started.start_time;
+        self.record(Record::Started {
+            service: name.to_string(),
+            instance: instance.clone(),
+        })?;
+        self.progress(
+            name,
+            format!(
+                "{} started on {} ({})",
+                placed.id, placed.node, node.address
+            ),
+        );
+        if let Err(e) =
+            provider.wait_healthy(&instance, &node, port_of(spec), self.options.health_timeout)
+        {
+            let tail = provider.logs(&instance, &node, &log, 5).unwrap_or_default();
+            let _ = self.stop_instance(name, &placed.id);
+            let tail = if tail.trim().is_empty() {
+                String::new()
+            } else {
+                format!("\n  last output:\n    {}", tail.replace('\n', "\n    "))
+            };
+            return Err(format!("{e}{tail}"));
+        }
+        Ok(instance)
+    }
+
+    fn stop_instance(&self, name: &str, id: &str) -> StepResult {
+        let (instance, node) = {
+            let live = self.live();
+            let instance = live
+                .services
+                .get(name)
+                .and_then(|s| s.instances.iter().find(|i| i.id == id))
+                .cloned();
+            let node = instance
+                .as_ref()
+                .and_then(|i| live.nodes.get(&i.node))
+                .cloned();
+            (instance, node)
+        };
+        let (Some(instance), Some(node)) = (instance, node) else {
+            return Ok(());
+        };
+        let provider = self.provider_of_node(&node)?;
+        self.record(Record::StopIntent {
+            service: name.to_string(),
+            instance: id.to_string(),
+        })?;
+        provider
+            .stop(&instance, &node, self.options.stop_grace)
+            .map_err(|e| e.to_string())?;
+        self.record(Record::Stopped {
+            service: name.to_string(),
+            instance: id.to_string(),
+        })?;
+        self.progress(name, format!("{id} stopped"));
+        Ok(())
+    }
+
+    /// The endpoints consumers are told for `service` now: its running instances that are not
+    /// leaving, or a legacy service's URIs.
+    fn endpoints(&self, live: &State, service: &str) -> Vec<String> {
+        let leaving = self
+            .leaving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match live.services.get(service) {
+            Some(ServiceState {
+                spec: AppliedSpec::Legacy(s),
+                ..
+            }) => match self.desired.get(service) {
+                Some(Service::Legacy(d)) => d.native_uris.clone(),
+                _ => s.native_uris.clone(),
+            },
+            Some(s) if s.paused => Vec::new(),
+            Some(s) => s
+                .instances
+                .iter()
+                .filter(|i| i.status == InstanceStatus::Running && !leaving.contains(&i.id))
+                .map(|i| i.native_uri.clone())
+                .collect(),
+            None => match self.desired.get(service) {
+                Some(Service::Legacy(d)) => d.native_uris.clone(),
+                _ => Vec::new(),
+            },
+        }
+    }
+
+    /// Where to reach a consumer: (uri, provider to call through, service type) per instance.
+    fn consumer_targets(
+        &self,
+        live: &State,
+        consumer: &str,
+    ) -> Vec<(String, Option<String>, ServiceType)> {
+        let leaving = self
+            .leaving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let spec = self
+            .desired
+            .get(consumer)
+            .copied()
+            .or_else(|| live.services.get(consumer).map(|s| s.spec.as_service()));
+        match spec {
+            Some(Service::Legacy(l)) => l
+                .native_uris
+                .iter()
+                .map(|u| (u.clone(), None, l.service_type()))
+                .collect(),
+            Some(Service::Deployable(d)) => live
+                .services
+                .get(consumer)
+                .map(|s| {
+                    s.instances
+                        .iter()
+                        .filter(|i| i.status == InstanceStatus::Running && !leaving.contains(&i.id))
+                        .map(|i| {
+                            let account = live.nodes.get(&i.node).map(|n| n.account.clone());
+                            (i.native_uri.clone(), account, d.service_type())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+
+    fn call(&self, account: Option<&str>, call: &WireCall<'_>) -> StepResult {
+        let result = match account.and_then(|a| self.providers.get(a)) {
+            Some(provider) => provider.wire(call),
+            None => super::wiring::send(call),
+        };
+        result.map_err(|e| format!("cannot wire {}: {e}", call.consumer))
+    }
+
+    /// The roles in which `consumer` calls `provider`, per its desired (else recorded) spec.
+    fn roles(&self, live: &State, consumer: &str, provider: &str) -> Vec<String> {
+        let spec = self
+            .desired
+            .get(consumer)
+            .copied()
+            .or_else(|| live.services.get(consumer).map(|s| s.spec.as_service()));
+        spec.map(|s| {
+            s.dependencies()
+                .iter()
+                .filter(|d| d.service_spec_name == provider)
+                .map(|d| d.service_spec_role.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// Tells every current consumer instance of `service` its endpoint list.
+    fn push(&self, service: &str) -> StepResult {
+        let _guard = self
+            .wiring_locks
+            .get(service)
+            .map(|l| l.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let mut calls = Vec::new();
+        {
+            let live = self.live();
+            let endpoints = self.endpoints(&live, service);
+            let mut consumers: BTreeSet<String> = BTreeSet::new();
+            for (name, s) in &live.services {
+                if s.spec
+                    .as_service()
+                    .dependencies()
+                    .iter()
+                    .any(|d| d.service_spec_name == service)
+                {
+                    consumers.insert(name.clone());
+                }
+            }
+            for s in self.spec.services() {
+                if s.dependencies()
+                    .iter()
+                    .any(|d| d.service_spec_name == service)
+                {
+                    consumers.insert(s.name().to_string());
+                }
+            }
+            for consumer in consumers {
+                let roles = self.roles(&live, &consumer, service);
+                for (uri, account, service_type) in self.consumer_targets(&live, &consumer) {
+                    for role in &roles {
+                        calls.push((
+                            uri.clone(),
+                            account.clone(),
+                            service_type,
+                            role.clone(),
+                            endpoints.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+        let mut errors = Vec::new();
+        for (uri, account, service_type, role, endpoints) in &calls {
+            let call = WireCall {
+                service_type: *service_type,
+                consumer: uri,
+                role,
+                provider: service,
+                endpoints,
+            };
+            if let Err(e) = self.call(account.as_deref(), &call) {
+                errors.push(e);
+            }
+        }
+        if !calls.is_empty() {
+            self.progress(
+                service,
+                format!("told {} consumer instance(s) its endpoints", calls.len()),
+            );
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// Wires some instances of `service` to every dependency.
+    fn wire_instances(&self, service: &str, instances: &[InstanceState]) -> StepResult {
+        let Some(spec) = self.desired.get(service).copied() else {
+            return Ok(());
+        };
+        self.wire_instances_of(service, spec, instances)
+    }
+
+    fn wire_instances_of(
+        &self,
+        service: &str,
+        spec: Service<'_>,
+        instances: &[InstanceState],
+    ) -> StepResult {
+        let service_type = match spec {
+            Service::Deployable(d) => d.service_type(),
+            Service::Legacy(l) => l.service_type(),
+        };
+        let providers: BTreeSet<&str> = spec
+            .dependencies()
+            .iter()
+            .map(|d| d.service_spec_name.as_str())
+            .collect();
+        for provider in providers {
+            self.wire_to(service, provider, service_type, Some(instances))?;
+        }
+        Ok(())
+    }
+
+    /// Wires every instance of `service` (or a legacy service's URIs) to one provider, or to
+    /// all of its dependencies when `provider` is `None`.
+    fn wire_service(&self, service: &str, provider: Option<&str>) -> StepResult {
+        let Some(spec) = self.desired.get(service).copied() else {
+            return Ok(());
+        };
+        let service_type = match spec {
+            Service::Deployable(d) => d.service_type(),
+            Service::Legacy(l) => l.service_type(),
+        };
+        let providers: BTreeSet<&str> = match provider {
+            Some(p) => std::iter::once(p).collect(),
+            None => spec
+                .dependencies()
+                .iter()
+                .map(|d| d.service_spec_name.as_str())
+                .collect(),
+        };
+        for p in providers {
+            self.wire_to(service, p, service_type, None)?;
+        }
+        Ok(())
+    }
+
+    fn wire_to(
+        &self,
+        service: &str,
+        provider: &str,
+        service_type: ServiceType,
+        only: Option<&[InstanceState]>,
+    ) -> StepResult {
+        let _guard = self
+            .wiring_locks
+            .get(provider)
+            .map(|l| l.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let (endpoints, roles, targets) = {
+            let live = self.live();
+            let endpoints = self.endpoints(&live, provider);
+            let mut roles = self.roles(&live, service, provider);
+            if roles.is_empty() {
+                // A dependency that was removed: tell the recorded roles there is no one.
+                if let Some(s) = live.services.get(service) {
+                    roles = s
+                        .spec
+                        .as_service()
+                        .dependencies()
+                        .iter()
+                        .filter(|d| d.service_spec_name == provider)
+                        .map(|d| d.service_spec_role.clone())
+                        .collect();
+                }
+            }
+            let targets: Vec<(String, Option<String>)> = match only {
+                Some(instances) => instances
+                    .iter()
+                    .map(|i| {
+                        (
+                            i.native_uri.clone(),
+                            live.nodes.get(&i.node).map(|n| n.account.clone()),
+                        )
+                    })
+                    .collect(),
+                None => self
+                    .consumer_targets(&live, service)
+                    .into_iter()
+                    .map(|(u, a, _)| (u, a))
+                    .collect(),
+            };
+            (endpoints, roles, targets)
+        };
+        let still_depends = self.desired.get(service).is_some_and(|s| {
+            s.dependencies()
+                .iter()
+                .any(|d| d.service_spec_name == provider)
+        });
+        let endpoints = if still_depends { endpoints } else { Vec::new() };
+        for (uri, account) in &targets {
+            for role in &roles {
+                let call = WireCall {
+                    service_type,
+                    consumer: uri,
+                    role,
+                    provider,
+                    endpoints: &endpoints,
+                };
+                self.call(account.as_deref(), &call)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells the service again about the dependencies the plan lists.
+    fn rewire(&self, service: &str, change: &Change) -> StepResult {
+        for provider in &change.rewire {
+            self.wire_service(service, Some(provider))?;
+        }
+        Ok(())
+    }
+}
+
+impl Executor<'_> {
+    /// Ends a session of operations outside a plan: the journal flushed, the live state.
+    pub fn finish(self, failed: Vec<(String, String)>) -> Report {
+        let mut node_errors = Vec::new();
+        if let Err(e) = self.journal.flush() {
+            node_errors.push(e);
+        }
+        Report {
+            done: Vec::new(),
+            failed,
+            skipped: Vec::new(),
+            node_errors,
+            state: self.live().clone(),
+        }
+    }
+
+    /// Records the start of an operation outside a plan.
+    pub fn begin(&self, command: &str) -> StepResult {
+        let state = self.live().clone();
+        self.record(Record::Begin {
+            lineage: state.lineage,
+            serial: state.serial,
+            command: command.to_string(),
+        })
+    }
+
+    /// `enact pause`: takes the service's instances out of every consumer's list, then stops
+    /// them; they stay in the state, paused.
+    pub fn pause(&self, service: &str) -> StepResult {
+        let ids: Vec<String> = self
+            .live()
+            .services
+            .get(service)
+            .map(|s| s.instances.iter().map(|i| i.id.clone()).collect())
+            .unwrap_or_default();
+        self.leave(&ids);
+        self.push(service)?;
+        for id in &ids {
+            self.stop_instance_keeping(service, id)?;
+        }
+        self.record(Record::Paused {
+            service: service.to_string(),
+            paused: true,
+        })
+    }
+
+    /// `enact resume`: starts the paused instances again where they were, wires them and
+    /// announces them.
+    pub fn resume(&self, service: &str) -> StepResult {
+        let (spec, instances) = {
+            let live = self.live();
+            match live.services.get(service) {
+                Some(ServiceState {
+                    spec: AppliedSpec::Deployable(spec),
+                    instances,
+                    ..
+                }) => (spec.clone(), instances.clone()),
+                _ => return Ok(()),
+            }
+        };
+        let mut fresh = Vec::new();
+        for instance in &instances {
+            let placed = PlacedInstance {
+                service: service.to_string(),
+                id: instance.id.clone(),
+                node: instance.node.clone(),
+            };
+            fresh.push(self.start_instance_with(service, &spec, &placed)?);
+        }
+        self.record(Record::Paused {
+            service: service.to_string(),
+            paused: false,
+        })?;
+        self.wire_instances_of(service, Service::Deployable(&spec), &fresh)?;
+        self.push(service)
+    }
+
+    /// Stops an instance but keeps it in the state (paused).
+    fn stop_instance_keeping(&self, name: &str, id: &str) -> StepResult {
+        let (instance, node) = {
+            let live = self.live();
+            let instance = live
+                .services
+                .get(name)
+                .and_then(|s| s.instances.iter().find(|i| i.id == id))
+                .cloned();
+            let node = instance
+                .as_ref()
+                .and_then(|i| live.nodes.get(&i.node))
+                .cloned();
+            (instance, node)
+        };
+        let (Some(instance), Some(node)) = (instance, node) else {
+            return Ok(());
+        };
+        let provider = self.provider_of_node(&node)?;
+        provider
+            .stop(&instance, &node, self.options.stop_grace)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Where an instance's output goes: `state/.logs/<env>/<instance>.log`.
+pub fn log_path(state_dir: &Path, env: &str, instance: &str) -> PathBuf {
+    state_dir
+        .join(".logs")
+        .join(env)
+        .join(format!("{instance}.log"))
+}
+
+/// A provider for every account the plan or the state touches.
+fn providers_for(
+    settings: &Settings,
+    prior: &State,
+    planned: &Planned,
+) -> Result<HashMap<String, Box<dyn Provider>>, String> {
+    let mut accounts: BTreeSet<String> = prior.nodes.values().map(|n| n.account.clone()).collect();
+    accounts.extend(
+        planned
+            .placement
+            .new_nodes
+            .iter()
+            .map(|n| n.account.clone()),
+    );
+    let mut providers = HashMap::new();
+    for account in accounts {
+        let Some(settings_account) = settings.account(&account) else {
+            return Err(format!(
+                "the state has nodes in account `{account}`, which enact.json no longer defines; restore the account to apply"
+            ));
+        };
+        let provider = provider::for_account(settings_account)
+            .map_err(|e| format!("account `{account}`: {e}"))?;
+        providers.insert(account, provider);
+    }
+    Ok(providers)
+}

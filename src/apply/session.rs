@@ -1,0 +1,238 @@
+//! One locked session on an environment: recover a journal left by a killed apply, carry out a
+//! plan, record the new state atomically, remove the journal.
+
+use std::path::{Path, PathBuf};
+
+use super::events::Subscriber;
+use super::executor::{Executor, Options, Report};
+use super::journal::{self, Journal, OpenIntent, apply_record};
+use crate::diagnostic::Diagnostic;
+use crate::error::{Error, Result};
+use crate::plan::Planned;
+use crate::provider;
+use crate::repo::ConfigRepo;
+use crate::spec::Choreography;
+use crate::state::lock::{self, Lock};
+use crate::state::{FileStore, State, StateStore};
+
+pub fn journal_path(state_dir: &Path, env: &str) -> PathBuf {
+    state_dir.join(format!("{env}.journal"))
+}
+
+/// An environment held under its lock, with its state recovered.
+#[derive(Debug)]
+pub struct Session<'a> {
+    pub repo: &'a ConfigRepo,
+    pub env: String,
+    pub store: FileStore,
+    pub state: State,
+    /// What recovery found, for the user.
+    pub notes: Vec<String>,
+    _lock: Lock,
+}
+
+impl<'a> Session<'a> {
+    /// Takes the lock and replays a left-over journal.
+    pub fn open(repo: &'a ConfigRepo, env: &str, command: &str) -> Result<Session<'a>> {
+        let state_dir = repo.state_dir();
+        let lock = lock::acquire(&state_dir, env, command)?;
+        let mut notes = Vec::new();
+        if let Some(previous) = &lock.took_over {
+            notes.push(format!(
+                "took over the lock of pid {} ({}), which is no longer running",
+                previous.pid, previous.command
+            ));
+        }
+        let store = repo.store();
+        let mut state = store.read_or_empty(env)?;
+        if let Some(recovered) = recover(&state_dir, env, &state, repo)? {
+            let (next, recovery_notes) = recovered;
+            notes.extend(recovery_notes);
+            state = store.write(&next)?;
+            let path = journal_path(&state_dir, env);
+            std::fs::remove_file(&path).map_err(Error::io("remove", &path))?;
+        }
+        Ok(Session {
+            repo,
+            env: env.to_string(),
+            store,
+            state,
+            notes,
+            _lock: lock,
+        })
+    }
+
+    /// Carries out `planned` toward `spec`, then records the state. Returns the report with
+    /// the state as written.
+    pub fn apply(
+        &mut self,
+        spec: &Choreography,
+        planned: &Planned,
+        events: &dyn Subscriber,
+        options: Options,
+    ) -> Result<Report> {
+        self.run(
+            spec,
+            planned,
+            events,
+            options,
+            |executor| Ok(executor.run()),
+        )
+    }
+
+    /// Runs something with an executor, then records the state.
+    pub fn run(
+        &mut self,
+        spec: &Choreography,
+        planned: &Planned,
+        events: &dyn Subscriber,
+        options: Options,
+        work: impl FnOnce(Executor<'_>) -> Result<Report, String>,
+    ) -> Result<Report> {
+        let state_dir = self.repo.state_dir();
+        let path = journal_path(&state_dir, &self.env);
+        let durable = !only_simulated(self.repo, &self.state, planned);
+        let journal = Journal::create(&path, durable)?;
+        let executor = Executor::new(
+            &self.repo.root,
+            &state_dir,
+            &self.env,
+            &self.repo.settings,
+            spec,
+            planned,
+            self.state.clone(),
+            &journal,
+            events,
+            options,
+        )
+        .map_err(|e| Error::from(Diagnostic::new(e)))?;
+        let mut report = work(executor).map_err(|e| Error::from(Diagnostic::new(e)))?;
+        let mut next = report.state.clone();
+        next.serial = self.state.serial;
+        next.lineage = self.state.lineage.clone();
+        next.applied_at = Some(crate::time::now_rfc3339());
+        let written = self.store.write(&next)?;
+        drop(journal);
+        std::fs::remove_file(&path).map_err(Error::io("remove", &path))?;
+        self.state = written.clone();
+        report.state = written;
+        Ok(report)
+    }
+}
+
+/// Whether every node involved is simulated (then intents need not wait for the disk).
+fn only_simulated(repo: &ConfigRepo, state: &State, planned: &Planned) -> bool {
+    let mut accounts = state.nodes.values().map(|n| n.account.as_str()).chain(
+        planned
+            .placement
+            .new_nodes
+            .iter()
+            .map(|n| n.account.as_str()),
+    );
+    accounts.all(|a| {
+        matches!(
+            repo.settings.account(a),
+            Some(crate::repo::settings::Account::Simulated(_))
+        )
+    })
+}
+
+/// Replays the journal of `env` onto `state`, if one was left behind. Returns the recovered
+/// state (to be written) and notes for the user; `None` when there is nothing to recover.
+pub fn recover(
+    state_dir: &Path,
+    env: &str,
+    state: &State,
+    repo: &ConfigRepo,
+) -> Result<Option<(State, Vec<String>)>> {
+    let path = journal_path(state_dir, env);
+    let Some(replay) = journal::read(&path)? else {
+        return Ok(None);
+    };
+    let mut notes = Vec::new();
+    let belongs = replay
+        .begin
+        .as_ref()
+        .is_some_and(|(lineage, serial)| *lineage == state.lineage && *serial == state.serial);
+    if !belongs {
+        // The apply that wrote it got as far as recording its state: nothing is missing.
+        notes.push(format!(
+            "removed a journal of an apply whose state was already recorded ({})",
+            path.display()
+        ));
+        std::fs::remove_file(&path).map_err(Error::io("remove", &path))?;
+        return Ok(None);
+    }
+    let mut next = state.clone();
+    for record in &replay.records {
+        apply_record(&mut next, record);
+    }
+    let (mut found, mut lost) = (0, 0);
+    for open in &replay.open {
+        match open {
+            OpenIntent::Start {
+                service,
+                instance,
+                token,
+            } => {
+                let Some(node) = next.nodes.get(&instance.node).cloned() else {
+                    continue;
+                };
+                let Some(provider) = repo
+                    .settings
+                    .account(&node.account)
+                    .and_then(|a| provider::for_account(a).ok())
+                else {
+                    continue;
+                };
+                if let Some(started) = provider.find(&node, token) {
+                    let mut instance = instance.clone();
+                    instance.pid = started.pid;
+                    instance.start_time = started.start_time;
+                    if let Some(s) = next.services.get_mut(service) {
+                        s.instances.retain(|i| i.id != instance.id);
+                        s.instances.push(instance);
+                        s.incomplete = true;
+                        found += 1;
+                    }
+                }
+            }
+            OpenIntent::Stop { service, instance } => {
+                let Some(s) = next.services.get_mut(service) else {
+                    continue;
+                };
+                let Some(i) = s.instances.iter().find(|i| i.id == *instance).cloned() else {
+                    continue;
+                };
+                let Some(node) = next.nodes.get(&i.node).cloned() else {
+                    continue;
+                };
+                let alive = repo
+                    .settings
+                    .account(&node.account)
+                    .and_then(|a| provider::for_account(a).ok())
+                    .is_some_and(|p| p.alive(&i, &node));
+                if !alive {
+                    s.instances.retain(|x| x.id != *instance);
+                    lost += 1;
+                }
+            }
+        }
+    }
+    let incomplete: Vec<&String> = next
+        .services
+        .iter()
+        .filter(|(_, s)| s.incomplete)
+        .map(|(n, _)| n)
+        .collect();
+    notes.push(format!(
+        "recovered an interrupted apply from {}: {} record(s){}{}; {} service(s) will be redeployed to converge: {}",
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        replay.records.len(),
+        if found > 0 { format!(", {found} instance(s) found running") } else { String::new() },
+        if lost > 0 { format!(", {lost} instance(s) found stopped") } else { String::new() },
+        incomplete.len(),
+        incomplete.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+    ));
+    Ok(Some((next, notes)))
+}

@@ -1,0 +1,707 @@
+//! The commands that change an environment (apply, destroy, rollback, pause, resume) and those
+//! that look at it live (status, logs, history, state).
+
+use std::fmt::Write as _;
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::args::{ApplyArgs, StateCommand};
+use super::commands::read_plan;
+use super::{Context, Outcome};
+use crate::apply::events::Progress;
+use crate::apply::executor::{Options, Report, log_path};
+use crate::apply::session::Session;
+use crate::diagnostic::Diagnostic;
+use crate::error::Result;
+use crate::plan::{self, Action, Plan, PlanInput, Planned};
+use crate::provider;
+use crate::repo::ConfigRepo;
+use crate::spec::{Choreography, DeployableServiceSpec, LegacyServiceSpec};
+use crate::state::lock;
+use crate::state::{AppliedSpec, InstanceStatus, State, StateStore};
+
+/// Asks on the terminal; without one, refuses unless `auto` was given.
+fn confirm(question: &str, auto: bool, flag: &str) -> Result<()> {
+    if auto {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Diagnostic::new("refusing to change the environment without confirmation, and there is no terminal to ask on")
+            .hint(format!("pass `{flag}` to confirm in advance"))
+            .into());
+    }
+    let mut stderr = std::io::stderr().lock();
+    let _ = write!(stderr, "{question}\n  Only 'yes' will be accepted: ");
+    let _ = stderr.flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if answer.trim() == "yes" {
+        Ok(())
+    } else {
+        Err(Diagnostic::new("cancelled; nothing was changed").into())
+    }
+}
+
+fn progress(ctx: &Context) -> Progress {
+    Progress::new(
+        std::io::stderr().is_terminal(),
+        ctx.printer.paint,
+        ctx.printer.verbose,
+        ctx.printer.quiet,
+    )
+}
+
+fn options(parallelism: usize, health_timeout: u64) -> Result<Options> {
+    if parallelism == 0 {
+        return Err(Diagnostic::new("`--parallelism` must be at least 1").into());
+    }
+    Ok(Options {
+        parallelism,
+        health_timeout: Duration::from_secs(health_timeout.max(1)),
+        ..Options::default()
+    })
+}
+
+fn open_session<'a>(
+    ctx: &Context,
+    repo: &'a ConfigRepo,
+    env: &str,
+    command: &str,
+) -> Result<Session<'a>> {
+    let session = Session::open(repo, env, command)?;
+    for note in &session.notes {
+        ctx.printer.warn(note);
+    }
+    Ok(session)
+}
+
+/// The summary after an apply, and how to reach what runs.
+fn summarize(ctx: &Context, report: &Report, verb: &str) -> Outcome {
+    let paint = ctx.printer.paint;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n{} {} done, {} failed, {} skipped. State serial {}.",
+        paint.bold(&format!("{verb}:")),
+        report.done.len(),
+        report.failed.len(),
+        report.skipped.len(),
+        report.state.serial
+    );
+    for (service, error) in &report.failed {
+        let _ = writeln!(out, "  {} {service}: {error}", paint.red("failed"));
+    }
+    for service in &report.skipped {
+        let _ = writeln!(
+            out,
+            "  {} {service}: a step it depends on failed",
+            paint.yellow("skipped")
+        );
+    }
+    for error in &report.node_errors {
+        let _ = writeln!(out, "  {} {error}", paint.red("error"));
+    }
+    let endpoints: Vec<String> = report
+        .state
+        .services
+        .iter()
+        .filter(|(name, _)| report.done.contains(name))
+        .flat_map(|(name, s)| {
+            s.instances
+                .iter()
+                .map(move |i| format!("  {name}: {}", i.native_uri))
+        })
+        .collect();
+    if !endpoints.is_empty() {
+        let _ = writeln!(out, "Endpoints:\n{}", endpoints.join("\n"));
+    }
+    ctx.printer.out(&out);
+    if report.succeeded() {
+        Outcome::Success
+    } else {
+        ctx.printer.error("the apply did not finish every step; fix the cause and run `enact apply` again to converge");
+        Outcome::Failed
+    }
+}
+
+/// A saved plan, checked against the state, with the spec it leads to.
+fn saved_plan(
+    repo: &ConfigRepo,
+    env: &str,
+    state: &State,
+    saved: &Plan,
+) -> Result<(Choreography, Planned)> {
+    if saved.env != env {
+        return Err(
+            Diagnostic::new(format!("the plan is for env `{}`, not `{env}`", saved.env))
+                .hint(format!("pass `-e {}`", saved.env))
+                .into(),
+        );
+    }
+    let lineage = (!state.lineage.is_empty()).then(|| state.lineage.clone());
+    if saved.prior_state.lineage != lineage || saved.prior_state.serial != state.serial {
+        return Err(Diagnostic::new(format!(
+            "the plan is stale: it was made against state serial {} but env `{env}` is now at serial {}",
+            saved.prior_state.serial, state.serial
+        ))
+        .hint("make a new plan with `enact plan --out FILE`")
+        .into());
+    }
+    // The spec the plan leads to: the recorded one with every change's `after` in place.
+    let mut spec = state.choreography();
+    for change in &saved.changes {
+        spec.deployable_service_specs
+            .retain(|s| s.name != change.service);
+        spec.legacy_service_specs
+            .retain(|s| s.name != change.service);
+        if change.action == Action::Destroy {
+            continue;
+        }
+        let Some(after) = &change.after else { continue };
+        let bad = |e: serde_json::Error| {
+            Diagnostic::new(format!(
+                "the plan's spec of `{}` is damaged: {e}",
+                change.service
+            ))
+        };
+        if change.legacy {
+            spec.legacy_service_specs
+                .push(serde_json::from_value::<LegacyServiceSpec>(after.clone()).map_err(bad)?);
+        } else {
+            spec.deployable_service_specs
+                .push(serde_json::from_value::<DeployableServiceSpec>(after.clone()).map_err(bad)?);
+        }
+    }
+    spec.normalize();
+    let planned = plan::plan(PlanInput {
+        env,
+        spec: &spec,
+        state,
+        settings: &repo.settings,
+        targets: &saved.targets,
+    })?;
+    if planned.plan.changes != saved.changes || planned.plan.nodes != saved.nodes {
+        return Err(Diagnostic::new("the plan no longer matches what enact would do (enact.json changed since it was made?)")
+            .hint("make a new plan with `enact plan --out FILE`")
+            .into());
+    }
+    Ok((spec, planned))
+}
+
+pub fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Outcome> {
+    let repo = ctx.repo()?;
+    let env = ctx.env(&repo)?;
+    let options = options(args.parallelism, args.health_timeout)?;
+    let mut session = open_session(ctx, &repo, &env, &format!("enact apply -e {env}"))?;
+    let (spec, planned, saved) = match &args.planfile {
+        Some(file) => {
+            let saved = read_plan(ctx, file)?;
+            let (spec, planned) = saved_plan(&repo, &env, &session.state, &saved)?;
+            (spec, planned, true)
+        }
+        None => {
+            let effective = repo.load(&env)?;
+            let planned = plan::plan(PlanInput {
+                env: &env,
+                spec: &effective.choreography,
+                state: &session.state,
+                settings: &repo.settings,
+                targets: &args.target,
+            })?;
+            (effective.choreography, planned, false)
+        }
+    };
+    ctx.printer
+        .out(&plan::render::render(&planned.plan, ctx.printer.paint));
+    if !planned.plan.has_changes() {
+        return Ok(Outcome::Success);
+    }
+    if !saved {
+        confirm(
+            &format!("\nApply these changes to env `{env}`?"),
+            args.auto_approve,
+            "--auto-approve",
+        )?;
+    }
+    let progress = progress(ctx);
+    let report = session.apply(&spec, &planned, &progress, options)?;
+    progress.finish();
+    Ok(summarize(ctx, &report, "Apply"))
+}
+
+pub fn destroy(ctx: &Context, auto_approve: bool, parallelism: usize) -> Result<Outcome> {
+    let repo = ctx.repo()?;
+    let env = ctx.env(&repo)?;
+    let options = options(parallelism, 30)?;
+    let mut session = open_session(ctx, &repo, &env, &format!("enact destroy -e {env}"))?;
+    // Paused services go too.
+    let mut unpaused = session.state.clone();
+    for service in unpaused.services.values_mut() {
+        service.paused = false;
+    }
+    let spec = Choreography::default();
+    let planned = plan::plan(PlanInput {
+        env: &env,
+        spec: &spec,
+        state: &unpaused,
+        settings: &repo.settings,
+        targets: &[],
+    })?;
+    ctx.printer
+        .out(&plan::render::render(&planned.plan, ctx.printer.paint));
+    if !planned.plan.has_changes() {
+        return Ok(Outcome::Success);
+    }
+    confirm(
+        &format!(
+            "\nDestroy every service of env `{env}`? This stops {} service(s).",
+            planned.plan.summary.destroy
+        ),
+        auto_approve,
+        "--auto-approve",
+    )?;
+    let progress = progress(ctx);
+    let report = session.apply(&spec, &planned, &progress, options)?;
+    progress.finish();
+    Ok(summarize(ctx, &report, "Destroy"))
+}
+
+pub fn rollback(ctx: &Context, serial: u64, auto_approve: bool) -> Result<Outcome> {
+    let repo = ctx.repo()?;
+    let env = ctx.env(&repo)?;
+    let mut session = open_session(
+        ctx,
+        &repo,
+        &env,
+        &format!("enact rollback {serial} -e {env}"),
+    )?;
+    let target = session.store.read_serial(&env, serial)?;
+    let spec = target.choreography();
+    let planned = plan::plan(PlanInput {
+        env: &env,
+        spec: &spec,
+        state: &session.state,
+        settings: &repo.settings,
+        targets: &[],
+    })?;
+    ctx.printer.info(&format!(
+        "Rolling env `{env}` back to the spec recorded at serial {serial}."
+    ));
+    ctx.printer
+        .out(&plan::render::render(&planned.plan, ctx.printer.paint));
+    if !planned.plan.has_changes() {
+        return Ok(Outcome::Success);
+    }
+    confirm(
+        &format!("\nRoll env `{env}` back to serial {serial}?"),
+        auto_approve,
+        "--auto-approve",
+    )?;
+    let progress = progress(ctx);
+    let report = session.apply(&spec, &planned, &progress, Options::default())?;
+    progress.finish();
+    Ok(summarize(ctx, &report, "Rollback"))
+}
+
+/// Pause or resume one service or every one.
+pub fn pause(ctx: &Context, service: Option<&str>, pause: bool) -> Result<Outcome> {
+    let repo = ctx.repo()?;
+    let env = ctx.env(&repo)?;
+    let verb = if pause { "pause" } else { "resume" };
+    let mut session = open_session(ctx, &repo, &env, &format!("enact {verb} -e {env}"))?;
+    let candidates: Vec<String> = session
+        .state
+        .services
+        .iter()
+        .filter(|(_, s)| matches!(s.spec, AppliedSpec::Deployable(_)) && s.paused != pause)
+        .map(|(n, _)| n.clone())
+        .collect();
+    let services: Vec<String> = match service {
+        Some(name) => {
+            let Some(s) = session.state.services.get(name) else {
+                return Err(
+                    Diagnostic::new(format!("env `{env}` has no service `{name}`"))
+                        .hint("`enact status` lists the services")
+                        .into(),
+                );
+            };
+            if matches!(s.spec, AppliedSpec::Legacy(_)) {
+                return Err(Diagnostic::new(format!(
+                    "`{name}` is a legacy service: enact does not run it, so it cannot {verb} it"
+                ))
+                .into());
+            }
+            if s.paused == pause {
+                ctx.printer.info(&format!(
+                    "Service `{name}` is already {}.",
+                    if pause { "paused" } else { "running" }
+                ));
+                return Ok(Outcome::Success);
+            }
+            vec![name.to_string()]
+        }
+        None => candidates,
+    };
+    if services.is_empty() {
+        ctx.printer
+            .info(&format!("Nothing to {verb} in env `{env}`."));
+        return Ok(Outcome::Success);
+    }
+    let spec = session.state.choreography();
+    let planned = Planned::empty(&env, &session.state);
+    let events = progress(ctx);
+    let command = format!("enact {verb}");
+    let report = session.run(&spec, &planned, &events, Options::default(), |executor| {
+        executor.begin(&command)?;
+        let mut failed = Vec::new();
+        for s in &services {
+            let result = if pause {
+                executor.pause(s)
+            } else {
+                executor.resume(s)
+            };
+            if let Err(e) = result {
+                failed.push((s.clone(), e));
+            }
+        }
+        Ok(executor.finish(failed))
+    })?;
+    events.finish();
+    for (s, e) in &report.failed {
+        ctx.printer.error(&format!("{s}: {e}"));
+    }
+    let ok: Vec<&String> = services
+        .iter()
+        .filter(|s| !report.failed.iter().any(|(f, _)| f == *s))
+        .collect();
+    if !ok.is_empty() {
+        ctx.printer.out(&format!(
+            "{} {}: {}\n",
+            if pause { "Paused" } else { "Resumed" },
+            ok.len(),
+            ok.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(if report.failed.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::Failed
+    })
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InstanceStatusView {
+    id: String,
+    node: String,
+    native_uri: String,
+    recorded: InstanceStatus,
+    /// The process runs (as far as the provider can tell).
+    alive: bool,
+    /// Its port accepts connections.
+    answering: bool,
+    health: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ServiceStatusView {
+    kind: &'static str,
+    paused: bool,
+    incomplete: bool,
+    instances: Vec<InstanceStatusView>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    native_uris: Vec<(String, bool)>,
+}
+
+fn answers(uri: &str) -> bool {
+    let Some(rest) = uri
+        .strip_prefix("http://")
+        .or_else(|| uri.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let Some(addr): Option<SocketAddr> =
+        with_port.to_socket_addrs().ok().and_then(|mut a| a.next())
+    else {
+        return false;
+    };
+    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+}
+
+pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
+    let repo = ctx.repo()?;
+    let env = ctx.env(&repo)?;
+    let state = repo.store().read_or_empty(&env)?;
+    let mut services = std::collections::BTreeMap::new();
+    let (mut healthy, mut total) = (0, 0);
+    for (name, service) in &state.services {
+        let mut view = ServiceStatusView {
+            kind: if matches!(service.spec, AppliedSpec::Legacy(_)) {
+                "legacy"
+            } else {
+                "deployable"
+            },
+            paused: service.paused,
+            incomplete: service.incomplete,
+            instances: Vec::new(),
+            native_uris: Vec::new(),
+        };
+        if let AppliedSpec::Legacy(l) = &service.spec {
+            view.native_uris = l
+                .native_uris
+                .iter()
+                .map(|u| (u.clone(), answers(u)))
+                .collect();
+        }
+        for instance in &service.instances {
+            let node = state.nodes.get(&instance.node);
+            let provider = node
+                .and_then(|n| repo.settings.account(&n.account))
+                .and_then(|a| provider::for_account(a).ok());
+            let alive = match (provider, node) {
+                (Some(p), Some(n)) => p.alive(instance, n),
+                _ => false,
+            };
+            let simulated = provider_kind(&repo, node) == Some("simulated");
+            let answering = if simulated {
+                alive
+            } else {
+                alive && answers(&instance.native_uri)
+            };
+            let health = match (service.paused, alive, answering) {
+                (true, _, _) => "paused",
+                (false, true, true) => "healthy",
+                (false, true, false) => "not answering",
+                (false, false, _) => "down",
+            };
+            total += 1;
+            if health == "healthy" {
+                healthy += 1;
+            }
+            view.instances.push(InstanceStatusView {
+                id: instance.id.clone(),
+                node: instance.node.clone(),
+                native_uri: instance.native_uri.clone(),
+                recorded: instance.status,
+                alive,
+                answering,
+                health,
+            });
+        }
+        services.insert(name.clone(), view);
+    }
+    if json {
+        let out = serde_json::json!({ "env": env, "serial": state.serial, "services": services });
+        ctx.printer.out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&out).unwrap_or_default()
+        ));
+        return Ok(Outcome::Success);
+    }
+    let paint = ctx.printer.paint;
+    let mut out = format!("env `{env}` · serial {}\n", state.serial);
+    for (name, view) in &services {
+        let mut flags = Vec::new();
+        if view.paused {
+            flags.push(paint.yellow("paused"));
+        }
+        if view.incomplete {
+            flags.push(paint.yellow("incomplete: run `enact apply` to converge"));
+        }
+        let _ = writeln!(
+            out,
+            "\n{}{}{}",
+            paint.bold(name),
+            if view.kind == "legacy" {
+                " (legacy)"
+            } else {
+                ""
+            },
+            if flags.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", flags.join(", "))
+            }
+        );
+        for (uri, up) in &view.native_uris {
+            let _ = writeln!(
+                out,
+                "  {:<14} {uri}",
+                if *up {
+                    paint.green("answering")
+                } else {
+                    paint.red("not answering")
+                }
+            );
+        }
+        for i in &view.instances {
+            let health = match i.health {
+                "healthy" => paint.green(i.health),
+                "paused" => paint.yellow(i.health),
+                _ => paint.red(i.health),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<20} {:<14} {:<12} {}",
+                i.id, health, i.node, i.native_uri
+            );
+        }
+    }
+    let _ = writeln!(out, "\n{healthy} of {total} instance(s) healthy.");
+    ctx.printer.out(&out);
+    Ok(Outcome::Success)
+}
+
+fn provider_kind(
+    repo: &ConfigRepo,
+    node: Option<&crate::state::NodeState>,
+) -> Option<&'static str> {
+    node.and_then(|n| repo.settings.account(&n.account))
+        .map(crate::repo::settings::Account::provider)
+}
+
+pub fn logs(ctx: &Context, service: &str, lines: usize) -> Result<Outcome> {
+    let repo = ctx.repo()?;
+    let env = ctx.env(&repo)?;
+    let state = repo.store().read_or_empty(&env)?;
+    let Some(recorded) = state.services.get(service) else {
+        return Err(
+            Diagnostic::new(format!("env `{env}` has no service `{service}`"))
+                .hint("`enact status` lists the services")
+                .into(),
+        );
+    };
+    if recorded.instances.is_empty() {
+        ctx.printer.info(&format!(
+            "Service `{service}` has no instances in env `{env}`."
+        ));
+        return Ok(Outcome::Success);
+    }
+    let mut out = String::new();
+    for instance in &recorded.instances {
+        let Some(node) = state.nodes.get(&instance.node) else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "==> {} on {} ({}) <==",
+            instance.id, instance.node, node.address
+        );
+        let provider = repo
+            .settings
+            .account(&node.account)
+            .and_then(|a| provider::for_account(a).ok());
+        let text = match provider {
+            Some(p) => p
+                .logs(
+                    instance,
+                    node,
+                    &log_path(&repo.state_dir(), &env, &instance.id),
+                    lines,
+                )
+                .unwrap_or_else(|e| format!("({e})")),
+            None => format!("(account `{}` is not defined in enact.json)", node.account),
+        };
+        out.push_str(&text);
+        if !text.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    ctx.printer.out(&out);
+    Ok(Outcome::Success)
+}
+
+pub fn history(ctx: &Context) -> Result<Outcome> {
+    let repo = ctx.repo()?;
+    let env = ctx.env(&repo)?;
+    let store = repo.store();
+    let mut rows = Vec::new();
+    for backup in store.backups(&env)? {
+        if let Ok(state) = store.read_serial(&env, backup.serial) {
+            rows.push(state);
+        }
+    }
+    if let Some(current) = store.read(&env)? {
+        rows.push(current);
+    }
+    if rows.is_empty() {
+        ctx.printer
+            .out(&format!("env `{env}` has never been applied.\n"));
+        return Ok(Outcome::Success);
+    }
+    let mut out = format!(
+        "{:>7}  {:<21} {:>8} {:>9}\n",
+        "serial", "applied at", "services", "instances"
+    );
+    for state in &rows {
+        let instances: usize = state.services.values().map(|s| s.instances.len()).sum();
+        let _ = writeln!(
+            out,
+            "{:>7}  {:<21} {:>8} {:>9}",
+            state.serial,
+            state.applied_at.as_deref().unwrap_or("-"),
+            state.services.len(),
+            instances
+        );
+    }
+    ctx.printer.out(&out);
+    Ok(Outcome::Success)
+}
+
+pub fn state(ctx: &Context, command: &StateCommand) -> Result<Outcome> {
+    let repo = ctx.repo()?;
+    match command {
+        StateCommand::List => {
+            let store = repo.store();
+            let mut out = String::new();
+            for env in repo.known_envs() {
+                let Some(state) = store.read(&env)? else {
+                    continue;
+                };
+                let locked = lock::holder(&repo.state_dir(), &env)?
+                    .map(|h| format!("  locked by pid {}", h.pid))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "{env:<12} serial {:<5} {} service(s)  {}{locked}",
+                    state.serial,
+                    state.services.len(),
+                    state.applied_at.as_deref().unwrap_or("")
+                );
+            }
+            if out.is_empty() {
+                out = "No environment has been applied yet.\n".to_string();
+            }
+            ctx.printer.out(&out);
+        }
+        StateCommand::Show => {
+            let env = ctx.env(&repo)?;
+            ctx.printer
+                .out(&repo.store().read_or_empty(&env)?.to_json());
+        }
+        StateCommand::Unlock => {
+            let env = ctx.env(&repo)?;
+            match lock::force_unlock(&repo.state_dir(), &env)? {
+                Some(holder) => ctx.printer.out(&format!(
+                    "Removed the lock of env `{env}` held by pid {} of {} on {} since {} (`{}`).\n",
+                    holder.pid, holder.user, holder.host, holder.time, holder.command
+                )),
+                None => ctx.printer.out(&format!("Env `{env}` was not locked.\n")),
+            }
+        }
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,224 @@
+//! One apply per environment: `state/<env>.lock`, created exclusively, records who holds it
+//! (pid, host, user, time, command). A second apply fails at once naming the holder. A lock
+//! whose process is gone (same host, pid not running) is taken over with a warning; any other
+//! is removed only by `enact state unlock`.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::diagnostic::Diagnostic;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockInfo {
+    pub pid: u32,
+    /// The holder's start time, so a reused pid does not keep a dead holder's lock alive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<u64>,
+    pub host: String,
+    pub user: String,
+    pub time: String,
+    pub command: String,
+}
+
+/// A held lock; released (the file removed) when dropped.
+#[derive(Debug)]
+pub struct Lock {
+    path: PathBuf,
+    /// Set when a stale lock was taken over, for the caller to show.
+    pub took_over: Option<LockInfo>,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+pub fn lock_path(dir: &Path, env: &str) -> PathBuf {
+    dir.join(format!("{env}.lock"))
+}
+
+pub fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+fn user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+/// The holder of `env`'s lock, if any.
+pub fn holder(dir: &Path, env: &str) -> Result<Option<LockInfo>> {
+    let path = lock_path(dir, env);
+    match fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(serde_json::from_str(&text).unwrap_or(LockInfo {
+            pid: 0,
+            start_time: None,
+            host: "?".into(),
+            user: "?".into(),
+            time: "?".into(),
+            command: format!(
+                "(unreadable lock file: {})",
+                text.chars().take(60).collect::<String>()
+            ),
+        }))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::Io {
+            action: "read",
+            path,
+            source: e,
+        }),
+    }
+}
+
+fn describe(env: &str, info: &LockInfo) -> String {
+    format!(
+        "env `{env}` is locked by pid {} of {} on {} since {}, running `{}`",
+        info.pid, info.user, info.host, info.time, info.command
+    )
+}
+
+/// Takes `env`'s lock for `command`.
+pub fn acquire(dir: &Path, env: &str, command: &str) -> Result<Lock> {
+    fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
+    let path = lock_path(dir, env);
+    let me = std::process::id();
+    let info = LockInfo {
+        pid: me,
+        start_time: crate::provider::local::start_time_of(me),
+        host: hostname(),
+        user: user(),
+        time: crate::time::now_rfc3339(),
+        command: command.to_string(),
+    };
+    let mut took_over = None;
+    for _ in 0..3 {
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut file) => {
+                let text = serde_json::to_string_pretty(&info).unwrap_or_default();
+                file.write_all(text.as_bytes())
+                    .and_then(|()| file.sync_all())
+                    .map_err(Error::io("write", &path))?;
+                return Ok(Lock { path, took_over });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let Some(current) = holder(dir, env)? else {
+                    continue;
+                };
+                let stale = current.host == info.host
+                    && current.pid != 0
+                    && !crate::provider::local::process_alive(current.pid, current.start_time);
+                if !stale {
+                    return Err(Diagnostic::new(describe(env, &current))
+                        .hint(format!(
+                            "wait for it to finish; if that process is gone for good, run `enact -e {env} state unlock`"
+                        ))
+                        .into());
+                }
+                // The holder died without releasing it: take it over.
+                let _ = fs::remove_file(&path);
+                took_over = Some(current);
+            }
+            Err(e) => {
+                return Err(Error::Io {
+                    action: "create lock",
+                    path,
+                    source: e,
+                });
+            }
+        }
+    }
+    Err(Diagnostic::new(format!(
+        "could not take the lock of env `{env}`: it keeps changing"
+    ))
+    .hint("another enact is starting on this environment; try again")
+    .into())
+}
+
+/// Removes `env`'s lock whoever holds it; returns who held it.
+pub fn force_unlock(dir: &Path, env: &str) -> Result<Option<LockInfo>> {
+    let current = holder(dir, env)?;
+    if current.is_some() {
+        let path = lock_path(dir, env);
+        fs::remove_file(&path).map_err(Error::io("remove", &path))?;
+    }
+    Ok(current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_is_refused_naming_the_holder_and_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = acquire(dir.path(), "dev", "enact apply").unwrap();
+        let err = acquire(dir.path(), "dev", "enact apply")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("locked by pid {}", std::process::id())),
+            "{err}"
+        );
+        assert!(
+            err.contains("running `enact apply`") && err.contains("state unlock"),
+            "{err}"
+        );
+        // Another environment is independent.
+        let other = acquire(dir.path(), "prod", "enact apply").unwrap();
+        drop(lock);
+        drop(other);
+        assert!(acquire(dir.path(), "dev", "enact apply").is_ok());
+    }
+
+    #[test]
+    fn a_dead_holders_lock_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = LockInfo {
+            pid: u32::MAX - 7,
+            start_time: None,
+            host: hostname(),
+            user: "x".into(),
+            time: "then".into(),
+            command: "enact apply".into(),
+        };
+        fs::write(
+            lock_path(dir.path(), "dev"),
+            serde_json::to_string(&dead).unwrap(),
+        )
+        .unwrap();
+        let lock = acquire(dir.path(), "dev", "enact apply").unwrap();
+        assert_eq!(lock.took_over, Some(dead));
+    }
+
+    #[test]
+    fn another_hosts_lock_is_never_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = LockInfo {
+            pid: u32::MAX - 7,
+            start_time: None,
+            host: "elsewhere.example".into(),
+            user: "x".into(),
+            time: "then".into(),
+            command: "enact apply".into(),
+        };
+        fs::write(
+            lock_path(dir.path(), "dev"),
+            serde_json::to_string(&remote).unwrap(),
+        )
+        .unwrap();
+        assert!(acquire(dir.path(), "dev", "enact apply").is_err());
+        assert_eq!(force_unlock(dir.path(), "dev").unwrap(), Some(remote));
+        assert!(acquire(dir.path(), "dev", "enact apply").is_ok());
+    }
+}
