@@ -40,6 +40,6 @@ mod tests {
     fn formats_known_instants() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(super::rfc3339(1_795_388_645), "2026-11-22T22:24:05Z");
+        assert_eq!(super::rfc3339(1_795_388_645), "2026-11-22T23:04:05Z");
     }
 }

@@ -78,6 +78,8 @@ pub struct Executor<'a> {
     leaving: Mutex<HashSet<String>>,
     packages: Mutex<HashMap<String, String>>,
     desired: HashMap<&'a str, Service<'a>>,
+    /// Who calls whom, recorded or desired: the consumers a provider's endpoints go to.
+    consumers: HashMap<String, BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Executor<'_> {
@@ -105,6 +107,19 @@ impl<'a> Executor<'a> {
         options: Options,
     ) -> Result<Self, String> {
         let providers = providers_for(settings, &prior, planned)?;
+        let mut consumers: HashMap<String, BTreeSet<String>> = HashMap::new();
+        let recorded = prior
+            .services
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.spec.as_service()));
+        for (name, service) in recorded.chain(spec.services().map(|s| (s.name(), s))) {
+            for dep in service.dependencies() {
+                consumers
+                    .entry(dep.service_spec_name.clone())
+                    .or_default()
+                    .insert(name.to_string());
+            }
+        }
         let mut names: BTreeSet<String> = prior.services.keys().cloned().collect();
         names.extend(spec.services().map(|s| s.name().to_string()));
         Ok(Executor {
@@ -123,6 +138,7 @@ impl<'a> Executor<'a> {
             leaving: Mutex::new(HashSet::new()),
             packages: Mutex::new(HashMap::new()),
             desired: spec.services().map(|s| (s.name(), s)).collect(),
+            consumers,
         })
     }
 
@@ -327,7 +343,16 @@ impl<'a> Executor<'a> {
     /// Frees the nodes the plan leaves empty.
     fn free_nodes(&self) -> Vec<String> {
         let mut errors = Vec::new();
-        for id in &self.planned.placement.freed_nodes {
+        // Nodes made for this apply that a failed or skipped step left empty go too: they
+        // would otherwise stay in the state, empty, and never be freed.
+        let made = self
+            .planned
+            .placement
+            .new_nodes
+            .iter()
+            .filter(|n| n.address.is_none())
+            .map(|n| &n.id);
+        for id in self.planned.placement.freed_nodes.iter().chain(made) {
             let (node, used) = {
                 let live = self.live();
                 let used = live
@@ -358,10 +383,12 @@ impl<'a> Executor<'a> {
     fn run_step(&self, change: &Change) -> StepResult {
         let name = change.service.as_str();
         let desired = self.desired.get(name).copied();
+        // A paused service stays paused whatever the step does to its spec or wiring.
+        let paused = self.live().services.get(name).is_some_and(|s| s.paused);
         let entry = desired.map(|s| ServiceState {
             spec: AppliedSpec::from_service(s),
             instances: Vec::new(),
-            paused: false,
+            paused,
             incomplete: false,
         });
         self.record(Record::StepBegun {
@@ -726,25 +753,7 @@ impl<'a> Executor<'a> {
         {
             let live = self.live();
             let endpoints = self.endpoints(&live, service);
-            let mut consumers: BTreeSet<String> = BTreeSet::new();
-            for (name, s) in &live.services {
-                if s.spec
-                    .as_service()
-                    .dependencies()
-                    .iter()
-                    .any(|d| d.service_spec_name == service)
-                {
-                    consumers.insert(name.clone());
-                }
-            }
-            for s in self.spec.services() {
-                if s.dependencies()
-                    .iter()
-                    .any(|d| d.service_spec_name == service)
-                {
-                    consumers.insert(s.name().to_string());
-                }
-            }
+            let consumers = self.consumers.get(service).into_iter().flatten();
             for consumer in consumers {
                 let roles = self.roles(&live, &consumer, service);
                 for (uri, account, service_type) in self.consumer_targets(&live, &consumer) {

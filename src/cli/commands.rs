@@ -32,8 +32,8 @@ const STARTER_SETTINGS: &str = r#"{
 }
 "#;
 
-const GITIGNORE: &str = "# enact: locks, journals and backups stay out of git; state/<env>.json goes in.\n\
-state/*.lock\nstate/*.journal\nstate/.backups/\nstate/.*.tmp.*\n";
+const GITIGNORE: &str = "# enact: locks, journals, backups, logs and caches stay out of git; state/<env>.json goes in.\n\
+state/*.lock\nstate/*.journal\nstate/.backups/\nstate/.logs/\nstate/.cache/\nstate/.*.tmp.*\n";
 
 pub fn init(ctx: &Context) -> Result<Outcome> {
     let root = &ctx.cwd;

@@ -98,14 +98,8 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
         }
         let recorded_service = recorded.get(name);
         if recorded_service.is_some_and(|s| s.paused) {
-            // Held until `enact resume`: a paused service is not changed by apply.
-            if !recorded_service.is_some_and(|s| {
-                desired
-                    .get(name)
-                    .is_some_and(|d| same_spec(s.spec.as_service(), *d))
-            }) {
-                paused.push(name.to_string());
-            }
+            // Held until `enact resume`: apply leaves a paused service alone.
+            paused.push(name.to_string());
             continue;
         }
         let after = desired.get(name).copied();

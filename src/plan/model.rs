@@ -24,7 +24,7 @@ pub struct Plan {
     /// Per account: nodes to create and destroy, by size (on EC2, the instance type).
     pub nodes: BTreeMap<String, NodeChanges>,
     pub summary: Summary,
-    /// Paused services whose spec changed: apply holds their changes until `enact resume`.
+    /// Paused services: apply leaves them (and any change to them) alone until `enact resume`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paused: Vec<String>,
     /// The `--target`s the plan was limited to, if any.

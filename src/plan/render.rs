@@ -26,7 +26,7 @@ pub fn render(plan: &Plan, paint: Painter) -> String {
         for service in &plan.paused {
             let _ = writeln!(
                 out,
-                "Service `{service}` is paused: its changes wait for `enact resume {service}`."
+                "Service `{service}` is paused: apply leaves it alone until `enact resume {service}`."
             );
         }
         return out;
@@ -64,7 +64,7 @@ pub fn render(plan: &Plan, paint: Painter) -> String {
     for service in &plan.paused {
         let _ = writeln!(
             out,
-            "{} service `{service}` is paused: its changes wait for `enact resume {service}`",
+            "{} service `{service}` is paused: apply leaves it alone until `enact resume {service}`",
             paint.yellow("~")
         );
     }
