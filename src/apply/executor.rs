@@ -21,7 +21,7 @@ use crate::graph::walk::{Outcome, walk};
 use crate::plan::converge::native_uri;
 use crate::plan::placement::{PlacedInstance, port_of};
 use crate::plan::{Action, Change, Planned};
-use crate::provider::{self, Provider, StartRequest};
+use crate::provider::{self, Package, Provider, StartRequest};
 use crate::repo::settings::Settings;
 use crate::spec::{Choreography, DeployableServiceSpec, Service, ServiceType};
 use crate::state::{AppliedSpec, InstanceState, InstanceStatus, NodeState, ServiceState, State};
@@ -31,6 +31,8 @@ pub struct Options {
     pub parallelism: usize,
     pub health_timeout: Duration,
     pub stop_grace: Duration,
+    /// Record unknown SSH host keys instead of refusing them.
+    pub accept_new_host_keys: bool,
 }
 
 impl Default for Options {
@@ -39,6 +41,7 @@ impl Default for Options {
             parallelism: 10,
             health_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(5),
+            accept_new_host_keys: false,
         }
     }
 }
@@ -76,7 +79,7 @@ pub struct Executor<'a> {
     providers: HashMap<String, Box<dyn Provider>>,
     wiring_locks: HashMap<String, Mutex<()>>,
     leaving: Mutex<HashSet<String>>,
-    packages: Mutex<HashMap<String, String>>,
+    packages: Mutex<HashMap<String, Package>>,
     desired: HashMap<&'a str, Service<'a>>,
     /// Who calls whom, recorded or desired: the consumers a provider's endpoints go to.
     consumers: HashMap<String, BTreeSet<String>>,
@@ -106,7 +109,11 @@ impl<'a> Executor<'a> {
         events: &'a dyn Subscriber,
         options: Options,
     ) -> Result<Self, String> {
-        let providers = providers_for(settings, &prior, planned)?;
+        let provider_options = provider::ProviderOptions {
+            repo_root: repo_root.to_path_buf(),
+            accept_new_host_keys: options.accept_new_host_keys,
+        };
+        let providers = providers_for(settings, &prior, planned, &provider_options)?;
         let mut consumers: HashMap<String, BTreeSet<String>> = HashMap::new();
         let recorded = prior
             .services
@@ -508,22 +515,15 @@ impl<'a> Executor<'a> {
     }
 
     /// The package of a service as a path on this machine.
-    fn package(&self, spec: &DeployableServiceSpec) -> Result<String, String> {
-        if let Some(p) = self
-            .packages
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&spec.name)
-        {
+    fn package(&self, spec: &DeployableServiceSpec) -> Result<Package, String> {
+        let mut packages = self.packages.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(p) = packages.get(&spec.name) {
             return Ok(p.clone());
         }
         let uri = spec.package_uri.as_deref().unwrap_or_default();
-        let resolved = super::package::resolve(uri, self.repo_root, self.state_dir)?;
-        self.packages
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(spec.name.clone(), resolved.clone());
-        Ok(resolved)
+        let package = super::package::locate(uri, self.repo_root)?;
+        packages.insert(spec.name.clone(), package.clone());
+        Ok(package)
     }
 
     fn start_instance(
@@ -554,13 +554,10 @@ impl<'a> Executor<'a> {
             })?;
         let provider = self.provider_of_node(&node)?;
         let package = if provider.kind() == "simulated" {
-            String::new()
+            Package::None
         } else {
             self.package(spec)?
         };
-        let command =
-            provider::command_for(self.settings, spec, &package, &node.address, &placed.id)
-                .map_err(|e| e.to_string())?;
         let token = crate::state::store::new_lineage();
         let mut instance = InstanceState {
             id: placed.id.clone(),
@@ -582,7 +579,9 @@ impl<'a> Executor<'a> {
             spec,
             instance_id: &placed.id,
             node: &node,
-            command,
+            package,
+            settings: self.settings,
+            cache_dir: self.state_dir.join(".cache"),
             token: &token,
             log: log.clone(),
         };
@@ -1039,6 +1038,7 @@ fn providers_for(
     settings: &Settings,
     prior: &State,
     planned: &Planned,
+    options: &provider::ProviderOptions,
 ) -> Result<HashMap<String, Box<dyn Provider>>, String> {
     let mut accounts: BTreeSet<String> = prior.nodes.values().map(|n| n.account.clone()).collect();
     accounts.extend(
@@ -1055,7 +1055,7 @@ fn providers_for(
                 "the state has nodes in account `{account}`, which enact.json no longer defines; restore the account to apply"
             ));
         };
-        let provider = provider::for_account(settings_account)
+        let provider = provider::for_account(&account, settings_account, options)
             .map_err(|e| format!("account `{account}`: {e}"))?;
         providers.insert(account, provider);
     }

@@ -1,20 +1,18 @@
-//! Packages on this machine: a path relative to the config repository, a `file://` URI, or an
-//! `http://` URL fetched once into `state/.cache/packages/`.
+//! Packages: a path relative to the config repository, a `file://` URI, or an `http(s)://` URL
+//! (which the local provider fetches once into `state/.cache/packages/`, and a remote node
+//! fetches itself).
 
 use std::io::Read;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-/// The local path of a package.
-pub fn resolve(uri: &str, repo_root: &Path, state_dir: &Path) -> Result<String, String> {
-    if uri.starts_with("https://") {
-        return Err(format!(
-            "packageUri `{uri}`: this build fetches packages over http:// only; download it into the config repository and give its path"
-        ));
-    }
-    if uri.starts_with("http://") {
-        return fetch(uri, state_dir);
+use crate::provider::Package;
+
+/// Where a service's package is: a file of this machine (checked to exist) or a URL.
+pub fn locate(uri: &str, repo_root: &Path) -> Result<Package, String> {
+    if uri.starts_with("http://") || uri.starts_with("https://") {
+        return Ok(Package::Url(uri.to_string()));
     }
     let path = match uri.strip_prefix("file://") {
         Some(p) => Path::new(p).to_path_buf(),
@@ -26,13 +24,20 @@ pub fn resolve(uri: &str, repo_root: &Path, state_dir: &Path) -> Result<String, 
             path.display()
         ));
     }
-    let path = path
-        .canonicalize()
-        .map_err(|e| format!("packageUri `{uri}`: {e}"))?;
-    Ok(path.to_string_lossy().into_owned())
+    path.canonicalize().map(Package::Path).map_err(|e| format!("packageUri `{uri}`: {e}"))
 }
 
-fn fetch(url: &str, state_dir: &Path) -> Result<String, String> {
+/// Fetches an `http://` package into `cache_dir/packages/` once, for the local provider.
+pub fn fetch_cached(url: &str, cache_dir: &Path) -> Result<String, String> {
+    if url.starts_with("https://") {
+        return Err(format!(
+            "packageUri `{url}`: this build fetches packages over http:// only; download it into the config repository and give its path"
+        ));
+    }
+    fetch(url, cache_dir)
+}
+
+fn fetch(url: &str, cache_dir: &Path) -> Result<String, String> {
     let digest: String = Sha256::digest(url.as_bytes())
         .iter()
         .take(8)
@@ -45,7 +50,7 @@ fn fetch(url: &str, state_dir: &Path) -> Result<String, String> {
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         .collect();
-    let dir = state_dir.join(".cache").join("packages");
+    let dir = cache_dir.join("packages");
     let path = dir.join(format!("{digest}-{name}"));
     if path.is_file() {
         return Ok(path.to_string_lossy().into_owned());

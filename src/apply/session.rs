@@ -33,7 +33,7 @@ pub struct Session<'a> {
 
 impl<'a> Session<'a> {
     /// Takes the lock and replays a left-over journal.
-    pub fn open(repo: &'a ConfigRepo, env: &str, command: &str) -> Result<Session<'a>> {
+    pub fn open(repo: &'a ConfigRepo, env: &str, command: &str, options: &provider::ProviderOptions) -> Result<Session<'a>> {
         let state_dir = repo.state_dir();
         let lock = lock::acquire(&state_dir, env, command)?;
         let mut notes = Vec::new();
@@ -45,7 +45,7 @@ impl<'a> Session<'a> {
         }
         let store = repo.store();
         let mut state = store.read_or_empty(env)?;
-        if let Some(recovered) = recover(&state_dir, env, &state, repo)? {
+        if let Some(recovered) = recover(&state_dir, env, &state, repo, options)? {
             let (next, recovery_notes) = recovered;
             notes.extend(recovery_notes);
             state = store.write(&next)?;
@@ -144,6 +144,7 @@ pub fn recover(
     env: &str,
     state: &State,
     repo: &ConfigRepo,
+    options: &provider::ProviderOptions,
 ) -> Result<Option<(State, Vec<String>)>> {
     let path = journal_path(state_dir, env);
     let Some(replay) = journal::read(&path)? else {
@@ -167,24 +168,18 @@ pub fn recover(
     for record in &replay.records {
         apply_record(&mut next, record);
     }
+    let mut providers: std::collections::HashMap<String, Box<dyn provider::Provider>> = std::collections::HashMap::new();
+    for account in next.nodes.values().map(|n| n.account.clone()).collect::<std::collections::BTreeSet<_>>() {
+        if let Some(p) = repo.settings.account(&account).and_then(|a| provider::for_account(&account, a, options).ok()) {
+            providers.insert(account, p);
+        }
+    }
     let (mut found, mut lost) = (0, 0);
     for open in &replay.open {
         match open {
-            OpenIntent::Start {
-                service,
-                instance,
-                token,
-            } => {
-                let Some(node) = next.nodes.get(&instance.node).cloned() else {
-                    continue;
-                };
-                let Some(provider) = repo
-                    .settings
-                    .account(&node.account)
-                    .and_then(|a| provider::for_account(a).ok())
-                else {
-                    continue;
-                };
+            OpenIntent::Start { service, instance, token } => {
+                let Some(node) = next.nodes.get(&instance.node).cloned() else { continue };
+                let Some(provider) = providers.get(&node.account) else { continue };
                 if let Some(started) = provider.find(&node, token) {
                     let mut instance = instance.clone();
                     instance.pid = started.pid;
@@ -198,21 +193,12 @@ pub fn recover(
                 }
             }
             OpenIntent::Stop { service, instance } => {
-                let Some(s) = next.services.get_mut(service) else {
+                let Some(i) = next.services.get(service).and_then(|s| s.instances.iter().find(|i| i.id == *instance)).cloned() else {
                     continue;
                 };
-                let Some(i) = s.instances.iter().find(|i| i.id == *instance).cloned() else {
-                    continue;
-                };
-                let Some(node) = next.nodes.get(&i.node).cloned() else {
-                    continue;
-                };
-                let alive = repo
-                    .settings
-                    .account(&node.account)
-                    .and_then(|a| provider::for_account(a).ok())
-                    .is_some_and(|p| p.alive(&i, &node));
-                if !alive {
+                let Some(node) = next.nodes.get(&i.node).cloned() else { continue };
+                let alive = providers.get(&node.account).is_some_and(|p| p.alive(&i, &node));
+                if !alive && let Some(s) = next.services.get_mut(service) {
                     s.instances.retain(|x| x.id != *instance);
                     lost += 1;
                 }

@@ -23,6 +23,9 @@ pub struct Cli {
     /// More detail.
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Trust and record SSH host keys seen for the first time (a changed key is still refused).
+    #[arg(long, global = true)]
+    pub accept_new_host_keys: bool,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -74,6 +74,8 @@ pub struct Context {
     pub cwd: PathBuf,
     pub env_arg: Option<String>,
     pub printer: Printer,
+    /// Record unknown SSH host keys instead of refusing them.
+    pub accept_new_host_keys: bool,
 }
 
 impl Context {
@@ -88,6 +90,13 @@ impl Context {
         let env = self.env_arg.clone().unwrap_or_else(|| repo.default_env());
         ConfigRepo::check_env_name(&env)?;
         Ok(env)
+    }
+
+    pub fn provider_options(&self, repo: &ConfigRepo) -> crate::provider::ProviderOptions {
+        crate::provider::ProviderOptions {
+            repo_root: repo.root.clone(),
+            accept_new_host_keys: self.accept_new_host_keys,
+        }
     }
 
     /// A path given on the command line, relative to where enact was started.
@@ -148,6 +157,7 @@ pub fn run(cli: Cli, printer: Printer) -> Result<Outcome> {
         cwd,
         env_arg: cli.env,
         printer,
+        accept_new_host_keys: cli.accept_new_host_keys,
     };
     match cli.command {
         Command::Init => commands::init(&ctx),

@@ -54,15 +54,28 @@ fn progress(ctx: &Context) -> Progress {
     )
 }
 
-fn options(parallelism: usize, health_timeout: u64) -> Result<Options> {
+fn options(parallelism: usize, health_timeout: u64, accept_new_host_keys: bool) -> Result<Options> {
     if parallelism == 0 {
         return Err(Diagnostic::new("`--parallelism` must be at least 1").into());
     }
     Ok(Options {
         parallelism,
         health_timeout: Duration::from_secs(health_timeout.max(1)),
+        accept_new_host_keys,
         ..Options::default()
     })
+}
+
+/// One provider per account the state has nodes in (accounts enact.json lost are left out).
+fn providers_of(ctx: &Context, repo: &ConfigRepo, state: &State) -> std::collections::HashMap<String, Box<dyn provider::Provider>> {
+    let options = ctx.provider_options(repo);
+    let mut providers = std::collections::HashMap::new();
+    for account in state.nodes.values().map(|n| n.account.clone()).collect::<std::collections::BTreeSet<_>>() {
+        if let Some(p) = repo.settings.account(&account).and_then(|a| provider::for_account(&account, a, &options).ok()) {
+            providers.insert(account, p);
+        }
+    }
+    providers
 }
 
 fn open_session<'a>(
@@ -71,7 +84,7 @@ fn open_session<'a>(
     env: &str,
     command: &str,
 ) -> Result<Session<'a>> {
-    let session = Session::open(repo, env, command)?;
+    let session = Session::open(repo, env, command, &ctx.provider_options(repo))?;
     for note in &session.notes {
         ctx.printer.warn(note);
     }
@@ -194,7 +207,7 @@ fn saved_plan(
 pub fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
-    let options = options(args.parallelism, args.health_timeout)?;
+    let options = options(args.parallelism, args.health_timeout, ctx.accept_new_host_keys)?;
     let mut session = open_session(ctx, &repo, &env, &format!("enact apply -e {env}"))?;
     let (spec, planned, saved) = match &args.planfile {
         Some(file) => {
@@ -235,7 +248,7 @@ pub fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Outcome> {
 pub fn destroy(ctx: &Context, auto_approve: bool, parallelism: usize) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
-    let options = options(parallelism, 30)?;
+    let options = options(parallelism, 30, ctx.accept_new_host_keys)?;
     let mut session = open_session(ctx, &repo, &env, &format!("enact destroy -e {env}"))?;
     // Paused services go too.
     let mut unpaused = session.state.clone();
@@ -301,7 +314,7 @@ pub fn rollback(ctx: &Context, serial: u64, auto_approve: bool) -> Result<Outcom
         "--auto-approve",
     )?;
     let progress = progress(ctx);
-    let report = session.apply(&spec, &planned, &progress, Options::default())?;
+    let report = session.apply(&spec, &planned, &progress, options(10, 30, ctx.accept_new_host_keys)?)?;
     progress.finish();
     Ok(summarize(ctx, &report, "Rollback"))
 }
@@ -354,7 +367,7 @@ pub fn pause(ctx: &Context, service: Option<&str>, pause: bool) -> Result<Outcom
     let planned = Planned::empty(&env, &session.state);
     let events = progress(ctx);
     let command = format!("enact {verb}");
-    let report = session.run(&spec, &planned, &events, Options::default(), |executor| {
+    let report = session.run(&spec, &planned, &events, options(10, 30, ctx.accept_new_host_keys)?, |executor| {
         executor.begin(&command)?;
         let mut failed = Vec::new();
         for s in &services {
@@ -445,6 +458,7 @@ pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
     let state = repo.store().read_or_empty(&env)?;
+    let providers = providers_of(ctx, &repo, &state);
     let mut services = std::collections::BTreeMap::new();
     let (mut healthy, mut total) = (0, 0);
     for (name, service) in &state.services {
@@ -468,9 +482,7 @@ pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
         }
         for instance in &service.instances {
             let node = state.nodes.get(&instance.node);
-            let provider = node
-                .and_then(|n| repo.settings.account(&n.account))
-                .and_then(|a| provider::for_account(a).ok());
+            let provider = node.and_then(|n| providers.get(&n.account));
             let alive = match (provider, node) {
                 (Some(p), Some(n)) => p.alive(instance, n),
                 _ => false,
@@ -577,6 +589,7 @@ pub fn logs(ctx: &Context, service: &str, lines: usize) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
     let state = repo.store().read_or_empty(&env)?;
+    let providers = providers_of(ctx, &repo, &state);
     let Some(recorded) = state.services.get(service) else {
         return Err(
             Diagnostic::new(format!("env `{env}` has no service `{service}`"))
@@ -600,10 +613,7 @@ pub fn logs(ctx: &Context, service: &str, lines: usize) -> Result<Outcome> {
             "==> {} on {} ({}) <==",
             instance.id, instance.node, node.address
         );
-        let provider = repo
-            .settings
-            .account(&node.account)
-            .and_then(|a| provider::for_account(a).ok());
+        let provider = providers.get(&node.account);
         let text = match provider {
             Some(p) => p
                 .logs(

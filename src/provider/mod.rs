@@ -11,6 +11,7 @@
 
 pub mod local;
 pub mod simulated;
+pub mod ssh;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -38,6 +39,17 @@ impl ProviderError {
 
 pub type ProviderResult<T> = Result<T, ProviderError>;
 
+/// Where a package comes from, as the executor found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Package {
+    /// A file on this machine (a path of the config repository or a `file://` URI).
+    Path(PathBuf),
+    /// An `http(s)://` URL: the node fetches it itself.
+    Url(String),
+    /// Nothing to run (the simulated provider).
+    None,
+}
+
 /// Everything needed to start one instance.
 #[derive(Debug, Clone)]
 pub struct StartRequest<'a> {
@@ -45,8 +57,11 @@ pub struct StartRequest<'a> {
     pub spec: &'a DeployableServiceSpec,
     pub instance_id: &'a str,
     pub node: &'a NodeState,
-    /// The command that runs the package, placeholders already filled, one argument per item.
-    pub command: Vec<String>,
+    pub package: Package,
+    /// For package type recipes.
+    pub settings: &'a Settings,
+    /// Where downloads are cached on this machine (`state/.cache`).
+    pub cache_dir: PathBuf,
     /// A random token put in the instance's environment (`ENACT_TOKEN`), by which an instance
     /// whose start was interrupted can be found again.
     pub token: &'a str,
@@ -135,18 +150,43 @@ pub trait Provider: Send + Sync {
     }
 }
 
+/// What providers need besides their account.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderOptions {
+    /// Relative key and known_hosts paths are taken from here.
+    pub repo_root: PathBuf,
+    /// Record unknown SSH host keys instead of refusing them.
+    pub accept_new_host_keys: bool,
+}
+
 /// The provider of an account.
-pub fn for_account(account: &Account) -> Result<Box<dyn Provider>, ProviderError> {
+pub fn for_account(name: &str, account: &Account, options: &ProviderOptions) -> Result<Box<dyn Provider>, ProviderError> {
     match account {
         Account::Local(_) => Ok(Box::new(local::LocalProvider::new())),
-        Account::Simulated(s) => Ok(Box::new(simulated::SimulatedProvider::new(
-            Duration::from_millis(s.latency_ms),
-        ))),
-        Account::Ssh(_) | Account::Ec2(_) => Err(ProviderError::new(format!(
+        Account::Simulated(s) => Ok(Box::new(simulated::SimulatedProvider::new(Duration::from_millis(s.latency_ms)))),
+        Account::Ssh(ssh) => Ok(Box::new(ssh::SshProvider::new(
+            name,
+            ssh,
+            ssh::SshOptions {
+                repo_root: options.repo_root.clone(),
+                accept_new_host_keys: options.accept_new_host_keys,
+            },
+        )?)),
+        Account::Ec2(_) => Err(ProviderError::new(format!(
             "the {} provider is not available in this version of enact",
             account.provider()
         ))),
     }
+}
+
+/// Whether `address:port` accepts a TCP connection now.
+pub fn port_answers(address: &str, port: u16) -> bool {
+    use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+    let host = if address.contains(':') { format!("[{address}]:{port}") } else { format!("{address}:{port}") };
+    let Some(addr): Option<SocketAddr> = host.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+        return false;
+    };
+    TcpStream::connect_timeout(&addr, Duration::from_millis(250)).is_ok()
 }
 
 /// The command that runs a package of `package_type`, without a shell: the recipe is split into
