@@ -516,7 +516,10 @@ impl<'a> Executor<'a> {
 
     /// The package of a service as a path on this machine.
     fn package(&self, spec: &DeployableServiceSpec) -> Result<Package, String> {
-        let mut packages = self.packages.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut packages = self
+            .packages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(p) = packages.get(&spec.name) {
             return Ok(p.clone());
         }

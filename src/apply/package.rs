@@ -24,7 +24,9 @@ pub fn locate(uri: &str, repo_root: &Path) -> Result<Package, String> {
             path.display()
         ));
     }
-    path.canonicalize().map(Package::Path).map_err(|e| format!("packageUri `{uri}`: {e}"))
+    path.canonicalize()
+        .map(Package::Path)
+        .map_err(|e| format!("packageUri `{uri}`: {e}"))
 }
 
 /// Fetches an `http://` package into `cache_dir/packages/` once, for the local provider.

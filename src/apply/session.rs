@@ -33,7 +33,12 @@ pub struct Session<'a> {
 
 impl<'a> Session<'a> {
     /// Takes the lock and replays a left-over journal.
-    pub fn open(repo: &'a ConfigRepo, env: &str, command: &str, options: &provider::ProviderOptions) -> Result<Session<'a>> {
+    pub fn open(
+        repo: &'a ConfigRepo,
+        env: &str,
+        command: &str,
+        options: &provider::ProviderOptions,
+    ) -> Result<Session<'a>> {
         let state_dir = repo.state_dir();
         let lock = lock::acquire(&state_dir, env, command)?;
         let mut notes = Vec::new();
@@ -168,18 +173,36 @@ pub fn recover(
     for record in &replay.records {
         apply_record(&mut next, record);
     }
-    let mut providers: std::collections::HashMap<String, Box<dyn provider::Provider>> = std::collections::HashMap::new();
-    for account in next.nodes.values().map(|n| n.account.clone()).collect::<std::collections::BTreeSet<_>>() {
-        if let Some(p) = repo.settings.account(&account).and_then(|a| provider::for_account(&account, a, options).ok()) {
+    let mut providers: std::collections::HashMap<String, Box<dyn provider::Provider>> =
+        std::collections::HashMap::new();
+    for account in next
+        .nodes
+        .values()
+        .map(|n| n.account.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        if let Some(p) = repo
+            .settings
+            .account(&account)
+            .and_then(|a| provider::for_account(&account, a, options).ok())
+        {
             providers.insert(account, p);
         }
     }
     let (mut found, mut lost) = (0, 0);
     for open in &replay.open {
         match open {
-            OpenIntent::Start { service, instance, token } => {
-                let Some(node) = next.nodes.get(&instance.node).cloned() else { continue };
-                let Some(provider) = providers.get(&node.account) else { continue };
+            OpenIntent::Start {
+                service,
+                instance,
+                token,
+            } => {
+                let Some(node) = next.nodes.get(&instance.node).cloned() else {
+                    continue;
+                };
+                let Some(provider) = providers.get(&node.account) else {
+                    continue;
+                };
                 if let Some(started) = provider.find(&node, token) {
                     let mut instance = instance.clone();
                     instance.pid = started.pid;
@@ -193,11 +216,20 @@ pub fn recover(
                 }
             }
             OpenIntent::Stop { service, instance } => {
-                let Some(i) = next.services.get(service).and_then(|s| s.instances.iter().find(|i| i.id == *instance)).cloned() else {
+                let Some(i) = next
+                    .services
+                    .get(service)
+                    .and_then(|s| s.instances.iter().find(|i| i.id == *instance))
+                    .cloned()
+                else {
                     continue;
                 };
-                let Some(node) = next.nodes.get(&i.node).cloned() else { continue };
-                let alive = providers.get(&node.account).is_some_and(|p| p.alive(&i, &node));
+                let Some(node) = next.nodes.get(&i.node).cloned() else {
+                    continue;
+                };
+                let alive = providers
+                    .get(&node.account)
+                    .is_some_and(|p| p.alive(&i, &node));
                 if !alive && let Some(s) = next.services.get_mut(service) {
                     s.instances.retain(|x| x.id != *instance);
                     lost += 1;

@@ -102,6 +102,9 @@ pub enum Command {
     /// Inspect or repair recorded state.
     #[command(subcommand)]
     State(StateCommand),
+    /// SSH hosts of the ssh accounts.
+    #[command(subcommand)]
+    Hosts(HostsCommand),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -141,6 +144,17 @@ pub struct ApplyArgs {
     /// Seconds an instance has to start answering on its port.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub health_timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostsCommand {
+    /// Connect to every host and record its host key in the account's knownHosts (a key
+    /// already recorded must match; a changed key is refused).
+    Trust {
+        /// Only this account.
+        #[arg(long)]
+        account: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -183,6 +183,9 @@ pub fn run(cli: Cli, printer: Printer) -> Result<Outcome> {
         Command::Pause { service } => operate::pause(&ctx, service.as_deref(), true),
         Command::Resume { service } => operate::pause(&ctx, service.as_deref(), false),
         Command::State(command) => operate::state(&ctx, &command),
+        Command::Hosts(args::HostsCommand::Trust { account }) => {
+            operate::trust_hosts(&ctx, account.as_deref())
+        }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut buffer = Vec::new();

@@ -67,11 +67,24 @@ fn options(parallelism: usize, health_timeout: u64, accept_new_host_keys: bool) 
 }
 
 /// One provider per account the state has nodes in (accounts enact.json lost are left out).
-fn providers_of(ctx: &Context, repo: &ConfigRepo, state: &State) -> std::collections::HashMap<String, Box<dyn provider::Provider>> {
+fn providers_of(
+    ctx: &Context,
+    repo: &ConfigRepo,
+    state: &State,
+) -> std::collections::HashMap<String, Box<dyn provider::Provider>> {
     let options = ctx.provider_options(repo);
     let mut providers = std::collections::HashMap::new();
-    for account in state.nodes.values().map(|n| n.account.clone()).collect::<std::collections::BTreeSet<_>>() {
-        if let Some(p) = repo.settings.account(&account).and_then(|a| provider::for_account(&account, a, &options).ok()) {
+    for account in state
+        .nodes
+        .values()
+        .map(|n| n.account.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        if let Some(p) = repo
+            .settings
+            .account(&account)
+            .and_then(|a| provider::for_account(&account, a, &options).ok())
+        {
             providers.insert(account, p);
         }
     }
@@ -207,7 +220,11 @@ fn saved_plan(
 pub fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
-    let options = options(args.parallelism, args.health_timeout, ctx.accept_new_host_keys)?;
+    let options = options(
+        args.parallelism,
+        args.health_timeout,
+        ctx.accept_new_host_keys,
+    )?;
     let mut session = open_session(ctx, &repo, &env, &format!("enact apply -e {env}"))?;
     let (spec, planned, saved) = match &args.planfile {
         Some(file) => {
@@ -314,7 +331,12 @@ pub fn rollback(ctx: &Context, serial: u64, auto_approve: bool) -> Result<Outcom
         "--auto-approve",
     )?;
     let progress = progress(ctx);
-    let report = session.apply(&spec, &planned, &progress, options(10, 30, ctx.accept_new_host_keys)?)?;
+    let report = session.apply(
+        &spec,
+        &planned,
+        &progress,
+        options(10, 30, ctx.accept_new_host_keys)?,
+    )?;
     progress.finish();
     Ok(summarize(ctx, &report, "Rollback"))
 }
@@ -367,21 +389,27 @@ pub fn pause(ctx: &Context, service: Option<&str>, pause: bool) -> Result<Outcom
     let planned = Planned::empty(&env, &session.state);
     let events = progress(ctx);
     let command = format!("enact {verb}");
-    let report = session.run(&spec, &planned, &events, options(10, 30, ctx.accept_new_host_keys)?, |executor| {
-        executor.begin(&command)?;
-        let mut failed = Vec::new();
-        for s in &services {
-            let result = if pause {
-                executor.pause(s)
-            } else {
-                executor.resume(s)
-            };
-            if let Err(e) = result {
-                failed.push((s.clone(), e));
+    let report = session.run(
+        &spec,
+        &planned,
+        &events,
+        options(10, 30, ctx.accept_new_host_keys)?,
+        |executor| {
+            executor.begin(&command)?;
+            let mut failed = Vec::new();
+            for s in &services {
+                let result = if pause {
+                    executor.pause(s)
+                } else {
+                    executor.resume(s)
+                };
+                if let Err(e) = result {
+                    failed.push((s.clone(), e));
+                }
             }
-        }
-        Ok(executor.finish(failed))
-    })?;
+            Ok(executor.finish(failed))
+        },
+    )?;
     events.finish();
     for (s, e) in &report.failed {
         ctx.printer.error(&format!("{s}: {e}"));
@@ -714,4 +742,56 @@ pub fn state(ctx: &Context, command: &StateCommand) -> Result<Outcome> {
         }
     }
     Ok(Outcome::Success)
+}
+
+/// `enact hosts trust`: records the host keys of the ssh accounts' hosts.
+pub fn trust_hosts(ctx: &Context, only: Option<&str>) -> Result<Outcome> {
+    let repo = ctx.repo()?;
+    let accounts: Vec<(&String, &crate::repo::settings::SshAccount)> = repo
+        .settings
+        .accounts
+        .iter()
+        .filter_map(|(name, a)| match a {
+            crate::repo::settings::Account::Ssh(ssh) => Some((name, ssh)),
+            _ => None,
+        })
+        .filter(|(name, _)| only.is_none_or(|o| o == name.as_str()))
+        .collect();
+    if accounts.is_empty() {
+        return Err(Diagnostic::new(match only {
+            Some(name) => format!("enact.json has no ssh account `{name}`"),
+            None => "enact.json has no ssh account".to_string(),
+        })
+        .hint("ssh accounts have `\"provider\": \"ssh\"` and a list of `hosts`")
+        .into());
+    }
+    let mut failed = false;
+    let mut out = String::new();
+    for (name, account) in accounts {
+        let options = provider::ssh::SshOptions {
+            repo_root: repo.root.clone(),
+            accept_new_host_keys: true,
+        };
+        let provider = provider::ssh::SshProvider::new(name, account, options)
+            .map_err(|e| Diagnostic::new(e.to_string()))?;
+        let known = provider::ssh::known_hosts_of(account.known_hosts.as_deref(), &repo.root);
+        let _ = writeln!(out, "account `{name}` (known hosts: {}):", known.display());
+        for (host, result) in provider.trust_hosts() {
+            match result {
+                Ok(what) => {
+                    let _ = writeln!(out, "  {host}: {what}");
+                }
+                Err(e) => {
+                    failed = true;
+                    let _ = writeln!(out, "  {host}: {} {e}", ctx.printer.paint.red("refused:"));
+                }
+            }
+        }
+    }
+    ctx.printer.out(&out);
+    Ok(if failed {
+        Outcome::Failed
+    } else {
+        Outcome::Success
+    })
 }

@@ -132,10 +132,23 @@ impl Provider for LocalProvider {
         }
         let package = match &request.package {
             super::Package::Path(path) => path.to_string_lossy().into_owned(),
-            super::Package::Url(url) => crate::apply::package::fetch_cached(url, &request.cache_dir).map_err(ProviderError::new)?,
-            super::Package::None => return Err(ProviderError::new("the local provider needs a package to run")),
+            super::Package::Url(url) => {
+                crate::apply::package::fetch_cached(url, &request.cache_dir)
+                    .map_err(ProviderError::new)?
+            }
+            super::Package::None => {
+                return Err(ProviderError::new(
+                    "the local provider needs a package to run",
+                ));
+            }
         };
-        let command = super::command_for(request.settings, request.spec, &package, &request.node.address, request.instance_id)?;
+        let command = super::command_for(
+            request.settings,
+            request.spec,
+            &package,
+            &request.node.address,
+            request.instance_id,
+        )?;
         let Some((program, args)) = command.split_first() else {
             return Err(ProviderError::new(
                 "the package type's start command is empty",

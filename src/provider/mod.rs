@@ -160,10 +160,16 @@ pub struct ProviderOptions {
 }
 
 /// The provider of an account.
-pub fn for_account(name: &str, account: &Account, options: &ProviderOptions) -> Result<Box<dyn Provider>, ProviderError> {
+pub fn for_account(
+    name: &str,
+    account: &Account,
+    options: &ProviderOptions,
+) -> Result<Box<dyn Provider>, ProviderError> {
     match account {
         Account::Local(_) => Ok(Box::new(local::LocalProvider::new())),
-        Account::Simulated(s) => Ok(Box::new(simulated::SimulatedProvider::new(Duration::from_millis(s.latency_ms)))),
+        Account::Simulated(s) => Ok(Box::new(simulated::SimulatedProvider::new(
+            Duration::from_millis(s.latency_ms),
+        ))),
         Account::Ssh(ssh) => Ok(Box::new(ssh::SshProvider::new(
             name,
             ssh,
@@ -182,8 +188,13 @@ pub fn for_account(name: &str, account: &Account, options: &ProviderOptions) -> 
 /// Whether `address:port` accepts a TCP connection now.
 pub fn port_answers(address: &str, port: u16) -> bool {
     use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-    let host = if address.contains(':') { format!("[{address}]:{port}") } else { format!("{address}:{port}") };
-    let Some(addr): Option<SocketAddr> = host.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+    let host = if address.contains(':') {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
+    };
+    let Some(addr): Option<SocketAddr> = host.to_socket_addrs().ok().and_then(|mut a| a.next())
+    else {
         return false;
     };
     TcpStream::connect_timeout(&addr, Duration::from_millis(250)).is_ok()
