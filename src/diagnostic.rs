@@ -37,14 +37,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(message: impl Into<String>) -> Self {
-        Diagnostic {
-            location: None,
-            file: None,
-            env: None,
-            service: None,
-            message: message.into(),
-            hint: None,
-        }
+        Diagnostic { location: None, file: None, env: None, service: None, message: message.into(), hint: None }
     }
 
     pub fn at(mut self, location: Option<Location>) -> Self {
@@ -150,46 +143,27 @@ pub struct SourceFile {
 
 impl SourceFile {
     pub fn new(display: impl AsRef<Path>, text: String) -> Self {
-        SourceFile {
-            display: display.as_ref().to_path_buf(),
-            text,
-        }
+        SourceFile { display: display.as_ref().to_path_buf(), text }
     }
 
     /// Where the value at `segments` starts; for a key that is missing, where its object starts.
     /// `key_position` points at the key rather than the value (for "unknown field" errors).
     pub fn locate(&self, segments: &[Segment], key_position: bool) -> Location {
-        let offset = Locator::new(&self.text)
-            .find(segments, key_position)
-            .unwrap_or(0);
+        let offset = Locator::new(&self.text).find(segments, key_position).unwrap_or(0);
         self.location_of(offset)
     }
 
     pub fn location_of(&self, offset: usize) -> Location {
         let before = &self.text.as_bytes()[..offset.min(self.text.len())];
         let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-        let line_start = before
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |p| p + 1);
-        let column = self.text[line_start..offset.min(self.text.len())]
-            .chars()
-            .count()
-            + 1;
-        Location {
-            file: self.display.clone(),
-            line,
-            column,
-        }
+        let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+        let column = self.text[line_start..offset.min(self.text.len())].chars().count() + 1;
+        Location { file: self.display.clone(), line, column }
     }
 
     /// A location from serde_json's 1-based line and column.
     pub fn location_at(&self, line: usize, column: usize) -> Location {
-        Location {
-            file: self.display.clone(),
-            line: line.max(1),
-            column: column.max(1),
-        }
+        Location { file: self.display.clone(), line: line.max(1), column: column.max(1) }
     }
 
     /// A diagnostic for a JSON syntax error of this file.
@@ -200,12 +174,7 @@ impl SourceFile {
             // serde_json reports a raw newline inside a string at column 0 of the next line;
             // the problem is at the end of the line before.
             line -= 1;
-            column = self
-                .text
-                .lines()
-                .nth(line - 1)
-                .map_or(0, |l| l.chars().count())
-                + 1;
+            column = self.text.lines().nth(line - 1).map_or(0, |l| l.chars().count()) + 1;
         }
         Diagnostic::new(format!("invalid JSON: {message}"))
             .at(Some(self.location_at(line, column)))
@@ -219,10 +188,7 @@ impl SourceFile {
         let mut locator = Locator::new(&self.text);
         locator.skip_ws();
         locator.duplicates(&mut Vec::new(), &mut found, 0);
-        found
-            .into_iter()
-            .map(|(path, offset)| (path, self.location_of(offset)))
-            .collect()
+        found.into_iter().map(|(path, offset)| (path, self.location_of(offset))).collect()
     }
 
     /// The source text of the value at `segments` (a number as written, say).
@@ -264,10 +230,7 @@ struct Locator<'a> {
 
 impl<'a> Locator<'a> {
     fn new(text: &'a str) -> Self {
-        Locator {
-            bytes: text.as_bytes(),
-            pos: 0,
-        }
+        Locator { bytes: text.as_bytes(), pos: 0 }
     }
 
     fn find(mut self, segments: &[Segment], key_position: bool) -> Option<usize> {
@@ -505,8 +468,7 @@ pub fn from_value_located<T: serde::de::DeserializeOwned>(
                 serde_path_to_error::Segment::Map { key } => {
                     segments.push(Segment::Key(key.clone()));
                 }
-                serde_path_to_error::Segment::Enum { .. }
-                | serde_path_to_error::Segment::Unknown => {}
+                serde_path_to_error::Segment::Enum { .. } | serde_path_to_error::Segment::Unknown => {}
             }
         }
         let inner = friendly(&err.into_inner().to_string());
@@ -514,10 +476,7 @@ pub fn from_value_located<T: serde::de::DeserializeOwned>(
         if inner.starts_with("invalid type: floating point")
             && let Some(Segment::Key(field)) = segments.last()
         {
-            let raw = source
-                .raw_value(&segments)
-                .unwrap_or("the number")
-                .to_string();
+            let raw = source.raw_value(&segments).unwrap_or("the number").to_string();
             let message = if field == "port" {
                 format!("`port` {raw} is outside 1–65535")
             } else {

@@ -30,9 +30,7 @@ struct Case {
 }
 
 fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("bad")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("bad")
 }
 
 /// Copies the case directory `from` into `to`, leaving out `case.json`.
@@ -73,11 +71,7 @@ fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
         for entry in fs::read_dir(dir).expect("read directory") {
             let entry = entry.expect("read entry");
             let path = entry.path();
-            let relative = path
-                .strip_prefix(root)
-                .expect("under root")
-                .to_string_lossy()
-                .into_owned();
+            let relative = path.strip_prefix(root).expect("under root").to_string_lossy().into_owned();
             if entry.file_type().expect("file type").is_dir() {
                 out.insert(format!("{relative}/"), Vec::new());
                 walk(root, &path, out);
@@ -112,10 +106,8 @@ fn changes(before: &BTreeMap<String, Vec<u8>>, after: &BTreeMap<String, Vec<u8>>
 
 /// Runs one case; `Err` holds every way it failed.
 fn run_case(dir: &Path) -> Result<(), String> {
-    let case_text = fs::read_to_string(dir.join(CASE_FILE))
-        .map_err(|e| format!("cannot read {CASE_FILE}: {e}"))?;
-    let case: Case = serde_json::from_str(&case_text)
-        .map_err(|e| format!("{CASE_FILE} is not a valid case: {e}"))?;
+    let case_text = fs::read_to_string(dir.join(CASE_FILE)).map_err(|e| format!("cannot read {CASE_FILE}: {e}"))?;
+    let case: Case = serde_json::from_str(&case_text).map_err(|e| format!("{CASE_FILE} is not a valid case: {e}"))?;
     if case.stderr.is_empty() {
         return Err(format!("{CASE_FILE} lists no expected stderr substrings"));
     }
@@ -136,8 +128,7 @@ fn run_case(dir: &Path) -> Result<(), String> {
         .output()
         .expect("run enact");
 
-    let stderr =
-        String::from_utf8_lossy(&output.stderr).replace(&*repo.to_string_lossy(), "[REPO]");
+    let stderr = String::from_utf8_lossy(&output.stderr).replace(&*repo.to_string_lossy(), "[REPO]");
     let mut problems = Vec::new();
     match output.status.code() {
         Some(1) => {}
@@ -178,19 +169,11 @@ fn every_bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
         .filter(|p| p.is_dir())
         .collect();
     dirs.sort();
-    assert!(
-        dirs.len() >= MIN_CASES,
-        "tests/bad holds {} cases, expected at least {MIN_CASES}",
-        dirs.len()
-    );
+    assert!(dirs.len() >= MIN_CASES, "tests/bad holds {} cases, expected at least {MIN_CASES}", dirs.len());
 
     let mut failures = Vec::new();
     for dir in &dirs {
-        let name = dir
-            .file_name()
-            .expect("case name")
-            .to_string_lossy()
-            .into_owned();
+        let name = dir.file_name().expect("case name").to_string_lossy().into_owned();
         if let Err(report) = run_case(dir) {
             failures.push(format!("  {name}:\n{report}"));
         }

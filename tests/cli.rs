@@ -144,9 +144,7 @@ struct Repo {
 
 impl Repo {
     fn empty() -> Repo {
-        Repo {
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
+        Repo { dir: tempfile::tempdir().expect("temp dir") }
     }
 
     fn with(files: &[(&str, &str)]) -> Repo {
@@ -248,14 +246,7 @@ fn init_creates_a_repository_and_refuses_a_second_time() {
     let repo = Repo::empty();
     let output = repo.run(&["init"]);
     assert_code(&output, 0);
-    for file in [
-        "chor.json",
-        "enact.json",
-        "envs/dev.json",
-        "envs/test.json",
-        "envs/prod.json",
-        ".gitignore",
-    ] {
+    for file in ["chor.json", "enact.json", "envs/dev.json", "envs/test.json", "envs/prod.json", ".gitignore"] {
         assert!(repo.file(file).is_file(), "init did not create {file}");
     }
     assert!(repo.file("state").is_dir(), "init did not create state/");
@@ -340,10 +331,7 @@ fn plan_json_has_the_machine_form_of_design_5() {
         assert!(change["fields"].is_array());
         assert!(change["rewire"].is_array());
     }
-    let airline = changes
-        .iter()
-        .find(|c| c["service"] == "airline")
-        .expect("airline is planned");
+    let airline = changes.iter().find(|c| c["service"] == "airline").expect("airline is planned");
     assert_eq!(airline["instances"]["from"], 0);
     assert_eq!(airline["instances"]["to"], 1, "dev overlay sets 1 instance");
     assert_eq!(plan["summary"]["create"], 3);
@@ -372,10 +360,7 @@ fn plan_detailed_exitcode_is_2_with_changes_and_0_without() {
     insta::assert_snapshot!("plan_no_changes", stdout(&output));
     let plan = parse_json(&stdout(&repo.run(&["plan", "--json"])));
     assert_eq!(plan["changes"], Value::Array(Vec::new()));
-    assert_eq!(
-        plan["priorState"]["lineage"],
-        "3f2c0000-0000-4000-8000-000000000001"
-    );
+    assert_eq!(plan["priorState"]["lineage"], "3f2c0000-0000-4000-8000-000000000001");
     assert_eq!(plan["priorState"]["serial"], 7);
 
     // A version bump is a redeploy: changes again.
@@ -395,20 +380,13 @@ fn plan_target_limits_the_plan_to_a_service_and_its_providers() {
     let output = repo.run(&["plan", "--json", "--target", "airline"]);
     assert_code(&output, 0);
     let plan = parse_json(&stdout(&output));
-    let services: Vec<&str> = plan["changes"]
-        .as_array()
-        .expect("changes")
-        .iter()
-        .map(|c| c["service"].as_str().expect("service"))
-        .collect();
+    let services: Vec<&str> =
+        plan["changes"].as_array().expect("changes").iter().map(|c| c["service"].as_str().expect("service")).collect();
     assert_eq!(services, ["airline"]);
 
     let output = repo.run(&["plan", "--json", "--target", "travelagency"]);
     let plan = parse_json(&stdout(&output));
-    assert_eq!(
-        plan["summary"]["create"], 3,
-        "travelagency needs both providers"
-    );
+    assert_eq!(plan["summary"]["create"], 3, "travelagency needs both providers");
 }
 
 #[test]
@@ -418,28 +396,16 @@ fn plan_out_then_show_and_show_json() {
     assert_code(&planned, 0);
     insta::assert_snapshot!("plan_out_stderr", repo.redact(&stderr(&planned)));
     let saved = repo.read("dev.plan.json");
-    assert_eq!(
-        saved,
-        stdout(&repo.run(&["plan", "--json"])),
-        "the saved plan is the machine form"
-    );
+    assert_eq!(saved, stdout(&repo.run(&["plan", "--json"])), "the saved plan is the machine form");
 
     let shown = repo.run(&["show", "dev.plan.json"]);
     assert_code(&shown, 0);
-    assert_eq!(
-        stdout(&shown),
-        stdout(&planned),
-        "show prints the plan as plan did"
-    );
+    assert_eq!(stdout(&shown), stdout(&planned), "show prints the plan as plan did");
     insta::assert_snapshot!("show_plan", stdout(&shown));
 
     let shown_json = repo.run(&["show", "--json", "dev.plan.json"]);
     assert_code(&shown_json, 0);
-    assert_eq!(
-        stdout(&shown_json),
-        saved,
-        "show --json is byte-equal to the file"
-    );
+    assert_eq!(stdout(&shown_json), saved, "show --json is byte-equal to the file");
 
     // -C and a plan path relative to the repository.
     let elsewhere = Repo::empty();
@@ -493,11 +459,7 @@ fn export_is_deterministic_and_ignores_service_and_key_order() {
     ]);
     let other = shuffled.run(&["export"]);
     assert_code(&other, 0);
-    assert_eq!(
-        stdout(&first),
-        stdout(&other),
-        "service and key order do not matter"
-    );
+    assert_eq!(stdout(&first), stdout(&other), "service and key order do not matter");
 
     for env in ["prod", "test"] {
         let a = repo.run(&["export", "-e", env]);
@@ -510,17 +472,10 @@ fn export_is_deterministic_and_ignores_service_and_key_order() {
 
 #[test]
 fn export_from_state_rebuilds_the_spec() {
-    let repo = Repo::with(&[
-        ("chor.json", ONE_SERVICE),
-        ("state/dev.json", ONE_SERVICE_STATE),
-    ]);
+    let repo = Repo::with(&[("chor.json", ONE_SERVICE), ("state/dev.json", ONE_SERVICE_STATE)]);
     let from_state = repo.run(&["export", "--from-state"]);
     assert_code(&from_state, 0);
-    assert_eq!(
-        from_state.stdout,
-        repo.run(&["export"]).stdout,
-        "the state records exactly the spec"
-    );
+    assert_eq!(from_state.stdout, repo.run(&["export"]).stdout, "the state records exactly the spec");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -531,19 +486,12 @@ fn export_from_state_rebuilds_the_spec() {
 fn fmt_check_fails_on_an_unformatted_repository_and_passes_after_fmt() {
     let repo = Repo::with(&[
         ("chor.json", CHOR_SHUFFLED),
-        (
-            "enact.json",
-            "{\"accounts\": {\"local\": {\"provider\": \"local\"}}, \"defaultEnv\": \"dev\"}",
-        ),
+        ("enact.json", "{\"accounts\": {\"local\": {\"provider\": \"local\"}}, \"defaultEnv\": \"dev\"}"),
         ("envs/dev.json", DEV_OVERLAY),
     ]);
     let check = repo.run(&["fmt", "--check"]);
     assert_code(&check, 1);
-    assert_eq!(
-        repo.read("chor.json"),
-        CHOR_SHUFFLED,
-        "--check writes nothing"
-    );
+    assert_eq!(repo.read("chor.json"), CHOR_SHUFFLED, "--check writes nothing");
     insta::assert_snapshot!("fmt_check_stdout", stdout(&check));
     insta::assert_snapshot!("fmt_check_stderr", repo.redact(&stderr(&check)));
 
@@ -557,11 +505,7 @@ fn fmt_check_fails_on_an_unformatted_repository_and_passes_after_fmt() {
     let check = repo.run(&["fmt", "--check"]);
     assert_code(&check, 0);
     assert_eq!(stdout(&check), "");
-    assert_eq!(
-        repo.run(&["export"]).stdout,
-        export_before,
-        "fmt does not change the meaning"
-    );
+    assert_eq!(repo.run(&["export"]).stdout, export_before, "fmt does not change the meaning");
 
     // fmt is idempotent.
     let again = repo.run(&["fmt"]);
@@ -578,11 +522,7 @@ fn graph_in_every_format() {
     let repo = Repo::travel();
     let text = repo.run(&["graph"]);
     assert_code(&text, 0);
-    assert_eq!(
-        text.stdout,
-        repo.run(&["graph", "--format", "text"]).stdout,
-        "text is the default"
-    );
+    assert_eq!(text.stdout, repo.run(&["graph", "--format", "text"]).stdout, "text is the default");
     insta::assert_snapshot!("graph_text", stdout(&text));
 
     let dot = repo.run(&["graph", "--format", "dot"]);
@@ -599,11 +539,7 @@ fn graph_in_every_format() {
     for name in ["airline", "travelagency", "weather"] {
         assert!(svg.contains(name), "the svg names {name}");
     }
-    assert_eq!(
-        stdout(&repo.run(&["graph", "--format", "svg"])),
-        svg,
-        "deterministic"
-    );
+    assert_eq!(stdout(&repo.run(&["graph", "--format", "svg"])), svg, "deterministic");
 }
 
 #[test]
@@ -615,10 +551,7 @@ fn schema_is_json_describing_chor_json() {
     let properties = &schema["properties"];
     assert!(properties["deployableServiceSpecs"].is_object(), "{schema}");
     assert!(properties["legacyServiceSpecs"].is_object(), "{schema}");
-    assert_eq!(
-        schema["additionalProperties"], false,
-        "unknown fields are errors"
-    );
+    assert_eq!(schema["additionalProperties"], false, "unknown fields are errors");
 }
 
 #[test]
@@ -641,29 +574,17 @@ fn completions_for_bash() {
 #[test]
 fn no_colour_when_piped() {
     let repo = Repo::travel();
-    for args in [
-        &["plan"][..],
-        &["validate"],
-        &["plan", "-e", "prod"],
-        &["graph"],
-    ] {
+    for args in [&["plan"][..], &["validate"], &["plan", "-e", "prod"], &["graph"]] {
         let output = repo.run(args);
         assert_code(&output, 0);
         assert!(!has_ansi(&stdout(&output)), "{args:?}: {}", stdout(&output));
         assert!(!has_ansi(&stderr(&output)), "{args:?}: {}", stderr(&output));
     }
     // An error on a pipe has no colour either.
-    repo.write(
-        "envs/dev.json",
-        "{\"deployableServiceSpecs\": [{\"name\": \"airline\", \"port\": 0}]}",
-    );
+    repo.write("envs/dev.json", "{\"deployableServiceSpecs\": [{\"name\": \"airline\", \"port\": 0}]}");
     let output = repo.run(&["plan"]);
     assert_code(&output, 1);
-    assert!(
-        stderr(&output).starts_with("error: "),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).starts_with("error: "), "{}", stderr(&output));
     assert!(!has_ansi(&stderr(&output)), "{}", stderr(&output));
 }
 
@@ -689,10 +610,7 @@ fn on_terminal(repo: &Repo, args: &str, no_color: Option<&str>) -> Option<String
 }
 
 #[test]
-#[allow(
-    clippy::print_stderr,
-    reason = "says why the test is skipped where no terminal can be made"
-)]
+#[allow(clippy::print_stderr, reason = "says why the test is skipped where no terminal can be made")]
 fn colour_on_a_terminal_unless_no_color_or_the_flag() {
     let repo = Repo::travel();
     let Some(coloured) = on_terminal(&repo, "plan", None) else {
@@ -709,26 +627,14 @@ fn colour_on_a_terminal_unless_no_color_or_the_flag() {
 
     // An empty NO_COLOR does not count (no-color.org).
     let coloured = on_terminal(&repo, "plan", Some("")).expect("script ran before");
-    assert!(
-        has_ansi(&coloured),
-        "an empty NO_COLOR is ignored:\n{coloured}"
-    );
+    assert!(has_ansi(&coloured), "an empty NO_COLOR is ignored:\n{coloured}");
 }
 
 #[test]
 fn no_color_env_is_honoured_when_piped() {
     let repo = Repo::travel();
-    let output = repo
-        .cmd()
-        .env("NO_COLOR", "1")
-        .arg("plan")
-        .output()
-        .expect("run");
+    let output = repo.cmd().env("NO_COLOR", "1").arg("plan").output().expect("run");
     assert_code(&output, 0);
     assert!(!has_ansi(&stdout(&output)));
-    assert_eq!(
-        stdout(&output),
-        stdout(&repo.run(&["--no-color", "plan"])),
-        "NO_COLOR and --no-color print the same"
-    );
+    assert_eq!(stdout(&output), stdout(&repo.run(&["--no-color", "plan"])), "NO_COLOR and --no-color print the same");
 }

@@ -4,9 +4,7 @@
 use enact::plan::converge::apply_model;
 use enact::plan::{PlanInput, plan};
 use enact::repo::settings::{NodeSelector, Policy, Settings};
-use enact::spec::{
-    Choreography, DeployableServiceSpec, LegacyServiceSpec, Memory, ServiceDependency, ServiceType,
-};
+use enact::spec::{Choreography, DeployableServiceSpec, LegacyServiceSpec, Memory, ServiceDependency, ServiceType};
 use enact::state::State;
 use proptest::prelude::*;
 
@@ -26,28 +24,22 @@ fn shape() -> impl Strategy<Value = Shape> {
     (
         prop::bool::weighted(0.15),
         0i64..4,
-        prop_oneof![
-            Just(Memory::Small),
-            Just(Memory::Medium),
-            Just(Memory::Large)
-        ],
+        prop_oneof![Just(Memory::Small), Just(Memory::Medium), Just(Memory::Large)],
         // Few ports, so instances often need distinct nodes.
         prop_oneof![Just(8000i64), Just(8001), Just(9000)],
         0u8..3,
         any::<bool>(),
         prop::collection::vec(0usize..64, 0..3),
     )
-        .prop_map(
-            |(legacy, instances, memory, port, version, rest, deps)| Shape {
-                legacy,
-                instances,
-                memory,
-                port,
-                version,
-                rest,
-                deps,
-            },
-        )
+        .prop_map(|(legacy, instances, memory, port, version, rest, deps)| Shape {
+            legacy,
+            instances,
+            memory,
+            port,
+            version,
+            rest,
+            deps,
+        })
 }
 
 /// A valid choreography from shapes: dependencies point at other services (cycles allowed).
@@ -61,10 +53,7 @@ fn build(shapes: &[Shape], names: &[usize]) -> Choreography {
             .iter()
             .map(|d| format!("svc{}", names[d % n]))
             .filter(|d| *d != name)
-            .map(|d| ServiceDependency {
-                service_spec_name: d.clone(),
-                service_spec_role: d,
-            })
+            .map(|d| ServiceDependency { service_spec_name: d.clone(), service_spec_role: d })
             .collect();
         if s.legacy {
             chor.legacy_service_specs.push(LegacyServiceSpec {
@@ -102,38 +91,22 @@ fn settings(policy: u8) -> Settings {
         1 => Policy::RoundRobin,
         _ => Policy::LimitedRoundRobin,
     };
-    Settings {
-        node_selector: Some(NodeSelector {
-            policy,
-            vm_limit: Some(10_000),
-        }),
-        ..Default::default()
-    }
+    Settings { node_selector: Some(NodeSelector { policy, vm_limit: Some(10_000) }), ..Default::default() }
 }
 
 fn input<'a>(spec: &'a Choreography, state: &'a State, settings: &'a Settings) -> PlanInput<'a> {
-    PlanInput {
-        env: "dev",
-        spec,
-        state,
-        settings,
-        targets: &[],
-    }
+    PlanInput { env: "dev", spec, state, settings, targets: &[] }
 }
 
 /// Two random choreographies over overlapping names: the first is applied, the second planned.
 fn scenario() -> impl Strategy<Value = (Choreography, Choreography, u8)> {
-    (
-        prop::collection::vec(shape(), 0..24),
-        prop::collection::vec(shape(), 0..24),
-        any::<u8>(),
-        0usize..12,
-    )
-        .prop_map(|(old, new, policy, shift)| {
+    (prop::collection::vec(shape(), 0..24), prop::collection::vec(shape(), 0..24), any::<u8>(), 0usize..12).prop_map(
+        |(old, new, policy, shift)| {
             let old_names: Vec<usize> = (0..old.len()).collect();
             let new_names: Vec<usize> = (shift..shift + new.len()).collect();
             (build(&old, &old_names), build(&new, &new_names), policy)
-        })
+        },
+    )
 }
 
 proptest! {

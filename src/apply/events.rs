@@ -12,29 +12,12 @@ use crate::plan::Action;
 
 #[derive(Debug, Clone)]
 pub enum Event<'a> {
-    Begin {
-        steps: usize,
-    },
-    StepStarted {
-        service: &'a str,
-        action: Action,
-    },
-    Progress {
-        service: &'a str,
-        message: String,
-    },
-    StepDone {
-        service: &'a str,
-        action: Action,
-        elapsed: Duration,
-    },
-    StepFailed {
-        service: &'a str,
-        error: &'a str,
-    },
-    StepSkipped {
-        service: &'a str,
-    },
+    Begin { steps: usize },
+    StepStarted { service: &'a str, action: Action },
+    Progress { service: &'a str, message: String },
+    StepDone { service: &'a str, action: Action, elapsed: Duration },
+    StepFailed { service: &'a str, error: &'a str },
+    StepSkipped { service: &'a str },
 }
 
 pub trait Subscriber: Sync {
@@ -64,21 +47,13 @@ impl Progress {
         let bar = (terminal && !quiet).then(|| {
             let bar = ProgressBar::new(0);
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {wide_msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {wide_msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
-        Progress {
-            bar,
-            paint,
-            verbose,
-            quiet,
-            started: Mutex::new(None),
-        }
+        Progress { bar, paint, verbose, quiet, started: Mutex::new(None) }
     }
 
     fn line(&self, text: &str) {
@@ -133,17 +108,9 @@ impl Subscriber for Progress {
                     self.line(&format!("{service}: {message}"));
                 }
             }
-            Event::StepDone {
-                service,
-                action,
-                elapsed,
-            } => {
+            Event::StepDone { service, action, elapsed } => {
                 let (_, done) = verb(*action);
-                self.line(&format!(
-                    "{} {service}: {done} [{:.1}s]",
-                    self.paint.green("✓"),
-                    elapsed.as_secs_f64()
-                ));
+                self.line(&format!("{} {service}: {done} [{:.1}s]", self.paint.green("✓"), elapsed.as_secs_f64()));
                 if let Some(bar) = &self.bar {
                     bar.inc(1);
                 }
@@ -155,10 +122,7 @@ impl Subscriber for Progress {
                 }
             }
             Event::StepSkipped { service } => {
-                self.line(&format!(
-                    "{} {service}: skipped, a step it depends on failed",
-                    self.paint.yellow("-")
-                ));
+                self.line(&format!("{} {service}: skipped, a step it depends on failed", self.paint.yellow("-")));
                 if let Some(bar) = &self.bar {
                     bar.inc(1);
                 }

@@ -87,9 +87,7 @@ pub struct Executor<'a> {
 
 impl std::fmt::Debug for Executor<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Executor")
-            .field("env", &self.env)
-            .finish_non_exhaustive()
+        f.debug_struct("Executor").field("env", &self.env).finish_non_exhaustive()
     }
 }
 
@@ -115,16 +113,10 @@ impl<'a> Executor<'a> {
         };
         let providers = providers_for(settings, &prior, planned, &provider_options)?;
         let mut consumers: HashMap<String, BTreeSet<String>> = HashMap::new();
-        let recorded = prior
-            .services
-            .iter()
-            .map(|(n, s)| (n.as_str(), s.spec.as_service()));
+        let recorded = prior.services.iter().map(|(n, s)| (n.as_str(), s.spec.as_service()));
         for (name, service) in recorded.chain(spec.services().map(|s| (s.name(), s))) {
             for dep in service.dependencies() {
-                consumers
-                    .entry(dep.service_spec_name.clone())
-                    .or_default()
-                    .insert(name.to_string());
+                consumers.entry(dep.service_spec_name.clone()).or_default().insert(name.to_string());
             }
         }
         let mut names: BTreeSet<String> = prior.services.keys().cloned().collect();
@@ -150,9 +142,7 @@ impl<'a> Executor<'a> {
     }
 
     fn live(&self) -> MutexGuard<'_, State> {
-        self.live
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Journals a record and applies it to the live state.
@@ -192,34 +182,19 @@ impl<'a> Executor<'a> {
             report.node_errors.push(e);
             return report;
         }
-        self.events.on(&Event::Begin {
-            steps: plan.steps.len(),
-        });
+        self.events.on(&Event::Begin { steps: plan.steps.len() });
         report.node_errors.extend(self.create_nodes());
 
-        let index: HashMap<&str, usize> = plan
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.service.as_str(), i))
-            .collect();
+        let index: HashMap<&str, usize> = plan.steps.iter().enumerate().map(|(i, s)| (s.service.as_str(), i)).collect();
         let deps: Vec<Vec<usize>> = plan
             .steps
             .iter()
-            .map(|s| {
-                s.after
-                    .iter()
-                    .filter_map(|a| index.get(a.as_str()).copied())
-                    .collect()
-            })
+            .map(|s| s.after.iter().filter_map(|a| index.get(a.as_str()).copied()).collect())
             .collect();
         let outcomes = walk(&deps, self.options.parallelism, |i| {
             let step = &plan.steps[i];
             let started = Instant::now();
-            self.events.on(&Event::StepStarted {
-                service: &step.service,
-                action: step.action,
-            });
+            self.events.on(&Event::StepStarted { service: &step.service, action: step.action });
             let result = match plan.change(&step.service) {
                 Some(change) => self.run_step(change),
                 None => Ok(()),
@@ -230,10 +205,7 @@ impl<'a> Executor<'a> {
                     action: step.action,
                     elapsed: started.elapsed(),
                 }),
-                Err(e) => self.events.on(&Event::StepFailed {
-                    service: &step.service,
-                    error: e,
-                }),
+                Err(e) => self.events.on(&Event::StepFailed { service: &step.service, error: e }),
             }
             result
         });
@@ -242,9 +214,7 @@ impl<'a> Executor<'a> {
                 Outcome::Done => report.done.push(step.service.clone()),
                 Outcome::Failed(e) => report.failed.push((step.service.clone(), e)),
                 Outcome::Skipped => {
-                    self.events.on(&Event::StepSkipped {
-                        service: &step.service,
-                    });
+                    self.events.on(&Event::StepSkipped { service: &step.service });
                     report.skipped.push(step.service.clone());
                 }
             }
@@ -272,10 +242,8 @@ impl<'a> Executor<'a> {
                 errors.push(format!("no provider for account `{account}`"));
                 continue;
             };
-            let (fixed, made): (
-                Vec<&crate::plan::placement::NewNode>,
-                Vec<&crate::plan::placement::NewNode>,
-            ) = nodes.iter().copied().partition(|n| n.address.is_some());
+            let (fixed, made): (Vec<&crate::plan::placement::NewNode>, Vec<&crate::plan::placement::NewNode>) =
+                nodes.iter().copied().partition(|n| n.address.is_some());
             for node in fixed {
                 let state = NodeState {
                     account: node.account.clone(),
@@ -285,10 +253,7 @@ impl<'a> Executor<'a> {
                     size: Some(node.size.clone()),
                     provider_id: None,
                 };
-                if let Err(e) = self.record(Record::NodeCreated {
-                    node: node.id.clone(),
-                    state,
-                }) {
+                if let Err(e) = self.record(Record::NodeCreated { node: node.id.clone(), state }) {
                     errors.push(e);
                 }
             }
@@ -310,10 +275,7 @@ impl<'a> Executor<'a> {
                         }
                     }
                 }
-                Err(e) => errors.push(format!(
-                    "account `{account}`: cannot create {} node(s): {e}",
-                    batch.len()
-                )),
+                Err(e) => errors.push(format!("account `{account}`: cannot create {} node(s): {e}", batch.len())),
             }
         }
         errors
@@ -322,12 +284,7 @@ impl<'a> Executor<'a> {
     /// Addresses of nodes of every environment of this repository, so two environments applied
     /// on one machine never share a loopback address.
     fn taken_addresses(&self) -> BTreeSet<String> {
-        let mut taken: BTreeSet<String> = self
-            .live()
-            .nodes
-            .values()
-            .map(|n| n.address.clone())
-            .collect();
+        let mut taken: BTreeSet<String> = self.live().nodes.values().map(|n| n.address.clone()).collect();
         if let Ok(entries) = std::fs::read_dir(self.state_dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name();
@@ -352,20 +309,11 @@ impl<'a> Executor<'a> {
         let mut errors = Vec::new();
         // Nodes made for this apply that a failed or skipped step left empty go too: they
         // would otherwise stay in the state, empty, and never be freed.
-        let made = self
-            .planned
-            .placement
-            .new_nodes
-            .iter()
-            .filter(|n| n.address.is_none())
-            .map(|n| &n.id);
+        let made = self.planned.placement.new_nodes.iter().filter(|n| n.address.is_none()).map(|n| &n.id);
         for id in self.planned.placement.freed_nodes.iter().chain(made) {
             let (node, used) = {
                 let live = self.live();
-                let used = live
-                    .services
-                    .values()
-                    .any(|s| s.instances.iter().any(|i| i.node == *id));
+                let used = live.services.values().any(|s| s.instances.iter().any(|i| i.node == *id));
                 (live.nodes.get(id).cloned(), used)
             };
             let Some(node) = node else { continue };
@@ -374,9 +322,7 @@ impl<'a> Executor<'a> {
             }
             let result = self.provider_of_node(&node).and_then(|provider| {
                 self.record(Record::NodeDestroyIntent { node: id.clone() })?;
-                provider
-                    .destroy_node(id, &node)
-                    .map_err(|e| e.to_string())?;
+                provider.destroy_node(id, &node).map_err(|e| e.to_string())?;
                 self.record(Record::NodeDestroyed { node: id.clone() })
             });
             if let Err(e) = result {
@@ -390,38 +336,27 @@ impl<'a> Executor<'a> {
     fn run_step(&self, change: &Change) -> StepResult {
         let name = change.service.as_str();
         let desired = self.desired.get(name).copied();
-        // A paused service stays paused whatever the step does to its spec or wiring.
         let paused = self.live().services.get(name).is_some_and(|s| s.paused);
+        if paused && change.action != Action::Destroy {
+            // Apply leaves a paused service alone (the plan may still rewire it when a provider
+            // changes): its instances are stopped, `resume` wires them afresh, and recording the
+            // desired spec would claim a change that was never carried out.
+            return Ok(());
+        }
         let entry = desired.map(|s| ServiceState {
             spec: AppliedSpec::from_service(s),
             instances: Vec::new(),
             paused,
             incomplete: false,
         });
-        self.record(Record::StepBegun {
-            service: name.to_string(),
-            entry: entry.clone(),
-        })?;
-        let started: Vec<&PlacedInstance> = self
-            .planned
-            .placement
-            .started
-            .iter()
-            .filter(|p| p.service == name)
-            .collect();
-        let stopped: Vec<String> = self
-            .planned
-            .placement
-            .stopped
-            .get(name)
-            .cloned()
-            .unwrap_or_default();
+        self.record(Record::StepBegun { service: name.to_string(), entry: entry.clone() })?;
+        let started: Vec<&PlacedInstance> =
+            self.planned.placement.started.iter().filter(|p| p.service == name).collect();
+        let stopped: Vec<String> = self.planned.placement.stopped.get(name).cloned().unwrap_or_default();
         match change.action {
             Action::Destroy => {
                 self.roll(name, None, &[], &stopped)?;
-                self.record(Record::ServiceRemoved {
-                    service: name.to_string(),
-                })?;
+                self.record(Record::ServiceRemoved { service: name.to_string() })?;
                 return Ok(());
             }
             Action::Create | Action::Replace => {
@@ -441,8 +376,7 @@ impl<'a> Executor<'a> {
                     Some(Service::Deployable(s)) => Some(s),
                     _ => None,
                 };
-                let rolling = change.memory.is_some()
-                    || change.fields.iter().any(|f| f.path == "/cloudAccount");
+                let rolling = change.memory.is_some() || change.fields.iter().any(|f| f.path == "/cloudAccount");
                 if rolling {
                     self.roll(name, spec, &started, &stopped)?;
                 } else {
@@ -458,9 +392,7 @@ impl<'a> Executor<'a> {
                     }
                     // Scale in: leaving instances unannounced, then stopped.
                     self.leave(&stopped);
-                    if !fresh.is_empty()
-                        || !stopped.is_empty()
-                        || change.fields.iter().any(|f| f.path == "/nativeURIs")
+                    if !fresh.is_empty() || !stopped.is_empty() || change.fields.iter().any(|f| f.path == "/nativeURIs")
                     {
                         self.push(name)?;
                     }
@@ -472,10 +404,7 @@ impl<'a> Executor<'a> {
             }
         }
         if let Some(entry) = entry {
-            self.record(Record::ServiceApplied {
-                service: name.to_string(),
-                entry,
-            })?;
+            self.record(Record::ServiceApplied { service: name.to_string(), entry })?;
         }
         Ok(())
     }
@@ -489,37 +418,42 @@ impl<'a> Executor<'a> {
         started: &[&PlacedInstance],
         stopped: &[String],
     ) -> StepResult {
-        let rounds = started.len().max(stopped.len());
-        for i in 0..rounds {
-            if let (Some(placed), Some(spec)) = (started.get(i), spec) {
+        let mut remaining: std::collections::VecDeque<&String> = stopped.iter().collect();
+        // Takes an old instance out of every consumer's list, then stops it.
+        let retire = |old: &String| -> StepResult {
+            self.leave(std::slice::from_ref(old));
+            self.push(name)?;
+            self.stop_instance(name, old)
+        };
+        for placed in started {
+            if let Some(old) = &placed.after_stopping {
+                // No spare slot: this one takes the old one's place, so the old one goes first.
+                remaining.retain(|r| *r != old);
+                retire(old)?;
+            }
+            if let Some(spec) = spec {
                 let instance = self.start_instance(name, spec, placed)?;
                 self.wire_instances(name, std::slice::from_ref(&instance))?;
             }
-            if let Some(old) = stopped.get(i) {
-                self.leave(std::slice::from_ref(old));
+            match remaining.pop_front() {
+                Some(old) => retire(old)?,
+                None => self.push(name)?,
             }
-            self.push(name)?;
-            if let Some(old) = stopped.get(i) {
-                self.stop_instance(name, old)?;
-            }
+        }
+        while let Some(old) = remaining.pop_front() {
+            retire(old)?;
         }
         Ok(())
     }
 
     fn leave(&self, ids: &[String]) {
-        let mut leaving = self
-            .leaving
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut leaving = self.leaving.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         leaving.extend(ids.iter().cloned());
     }
 
     /// The package of a service as a path on this machine.
     fn package(&self, spec: &DeployableServiceSpec) -> Result<Package, String> {
-        let mut packages = self
-            .packages
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut packages = self.packages.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(p) = packages.get(&spec.name) {
             return Ok(p.clone());
         }
@@ -549,18 +483,9 @@ impl<'a> Executor<'a> {
             .nodes
             .get(&placed.node)
             .cloned()
-            .ok_or_else(|| {
-                format!(
-                    "node `{}` for instance {} was not created",
-                    placed.node, placed.id
-                )
-            })?;
+            .ok_or_else(|| format!("node `{}` for instance {} was not created", placed.node, placed.id))?;
         let provider = self.provider_of_node(&node)?;
-        let package = if provider.kind() == "simulated" {
-            Package::None
-        } else {
-            self.package(spec)?
-        };
+        let package = if provider.kind() == "simulated" { Package::None } else { self.package(spec)? };
         let token = crate::state::store::new_lineage();
         let mut instance = InstanceState {
             id: placed.id.clone(),
@@ -588,25 +513,12 @@ impl<'a> Executor<'a> {
             token: &token,
             log: log.clone(),
         };
-        let started = provider
-            .start(&request)
-            .map_err(|e| format!("instance {}: {e}", placed.id))?;
+        let started = provider.start(&request).map_err(|e| format!("instance {}: {e}", placed.id))?;
         instance.pid = started.pid;
         instance.start_time = started.start_time;
-        self.record(Record::Started {
-            service: name.to_string(),
-            instance: instance.clone(),
-        })?;
-        self.progress(
-            name,
-            format!(
-                "{} started on {} ({})",
-                placed.id, placed.node, node.address
-            ),
-        );
-        if let Err(e) =
-            provider.wait_healthy(&instance, &node, port_of(spec), self.options.health_timeout)
-        {
+        self.record(Record::Started { service: name.to_string(), instance: instance.clone() })?;
+        self.progress(name, format!("{} started on {} ({})", placed.id, placed.node, node.address));
+        if let Err(e) = provider.wait_healthy(&instance, &node, port_of(spec), self.options.health_timeout) {
             let tail = provider.logs(&instance, &node, &log, 5).unwrap_or_default();
             let _ = self.stop_instance(name, &placed.id);
             let tail = if tail.trim().is_empty() {
@@ -622,32 +534,17 @@ impl<'a> Executor<'a> {
     fn stop_instance(&self, name: &str, id: &str) -> StepResult {
         let (instance, node) = {
             let live = self.live();
-            let instance = live
-                .services
-                .get(name)
-                .and_then(|s| s.instances.iter().find(|i| i.id == id))
-                .cloned();
-            let node = instance
-                .as_ref()
-                .and_then(|i| live.nodes.get(&i.node))
-                .cloned();
+            let instance = live.services.get(name).and_then(|s| s.instances.iter().find(|i| i.id == id)).cloned();
+            let node = instance.as_ref().and_then(|i| live.nodes.get(&i.node)).cloned();
             (instance, node)
         };
         let (Some(instance), Some(node)) = (instance, node) else {
             return Ok(());
         };
         let provider = self.provider_of_node(&node)?;
-        self.record(Record::StopIntent {
-            service: name.to_string(),
-            instance: id.to_string(),
-        })?;
-        provider
-            .stop(&instance, &node, self.options.stop_grace)
-            .map_err(|e| e.to_string())?;
-        self.record(Record::Stopped {
-            service: name.to_string(),
-            instance: id.to_string(),
-        })?;
+        self.record(Record::StopIntent { service: name.to_string(), instance: id.to_string() })?;
+        provider.stop(&instance, &node, self.options.stop_grace).map_err(|e| e.to_string())?;
+        self.record(Record::Stopped { service: name.to_string(), instance: id.to_string() })?;
         self.progress(name, format!("{id} stopped"));
         Ok(())
     }
@@ -655,15 +552,9 @@ impl<'a> Executor<'a> {
     /// The endpoints consumers are told for `service` now: its running instances that are not
     /// leaving, or a legacy service's URIs.
     fn endpoints(&self, live: &State, service: &str) -> Vec<String> {
-        let leaving = self
-            .leaving
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let leaving = self.leaving.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match live.services.get(service) {
-            Some(ServiceState {
-                spec: AppliedSpec::Legacy(s),
-                ..
-            }) => match self.desired.get(service) {
+            Some(ServiceState { spec: AppliedSpec::Legacy(s), .. }) => match self.desired.get(service) {
                 Some(Service::Legacy(d)) => d.native_uris.clone(),
                 _ => s.native_uris.clone(),
             },
@@ -682,26 +573,12 @@ impl<'a> Executor<'a> {
     }
 
     /// Where to reach a consumer: (uri, provider to call through, service type) per instance.
-    fn consumer_targets(
-        &self,
-        live: &State,
-        consumer: &str,
-    ) -> Vec<(String, Option<String>, ServiceType)> {
-        let leaving = self
-            .leaving
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let spec = self
-            .desired
-            .get(consumer)
-            .copied()
-            .or_else(|| live.services.get(consumer).map(|s| s.spec.as_service()));
+    fn consumer_targets(&self, live: &State, consumer: &str) -> Vec<(String, Option<String>, ServiceType)> {
+        let leaving = self.leaving.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let spec =
+            self.desired.get(consumer).copied().or_else(|| live.services.get(consumer).map(|s| s.spec.as_service()));
         match spec {
-            Some(Service::Legacy(l)) => l
-                .native_uris
-                .iter()
-                .map(|u| (u.clone(), None, l.service_type()))
-                .collect(),
+            Some(Service::Legacy(l)) => l.native_uris.iter().map(|u| (u.clone(), None, l.service_type())).collect(),
             Some(Service::Deployable(d)) => live
                 .services
                 .get(consumer)
@@ -730,11 +607,8 @@ impl<'a> Executor<'a> {
 
     /// The roles in which `consumer` calls `provider`, per its desired (else recorded) spec.
     fn roles(&self, live: &State, consumer: &str, provider: &str) -> Vec<String> {
-        let spec = self
-            .desired
-            .get(consumer)
-            .copied()
-            .or_else(|| live.services.get(consumer).map(|s| s.spec.as_service()));
+        let spec =
+            self.desired.get(consumer).copied().or_else(|| live.services.get(consumer).map(|s| s.spec.as_service()));
         spec.map(|s| {
             s.dependencies()
                 .iter()
@@ -747,54 +621,33 @@ impl<'a> Executor<'a> {
 
     /// Tells every current consumer instance of `service` its endpoint list.
     fn push(&self, service: &str) -> StepResult {
-        let _guard = self
-            .wiring_locks
-            .get(service)
-            .map(|l| l.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let _guard =
+            self.wiring_locks.get(service).map(|l| l.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         let mut calls = Vec::new();
         {
             let live = self.live();
             let endpoints = self.endpoints(&live, service);
             let consumers = self.consumers.get(service).into_iter().flatten();
             for consumer in consumers {
-                let roles = self.roles(&live, &consumer, service);
-                for (uri, account, service_type) in self.consumer_targets(&live, &consumer) {
+                let roles = self.roles(&live, consumer, service);
+                for (uri, account, service_type) in self.consumer_targets(&live, consumer) {
                     for role in &roles {
-                        calls.push((
-                            uri.clone(),
-                            account.clone(),
-                            service_type,
-                            role.clone(),
-                            endpoints.clone(),
-                        ));
+                        calls.push((uri.clone(), account.clone(), service_type, role.clone(), endpoints.clone()));
                     }
                 }
             }
         }
         let mut errors = Vec::new();
         for (uri, account, service_type, role, endpoints) in &calls {
-            let call = WireCall {
-                service_type: *service_type,
-                consumer: uri,
-                role,
-                provider: service,
-                endpoints,
-            };
+            let call = WireCall { service_type: *service_type, consumer: uri, role, provider: service, endpoints };
             if let Err(e) = self.call(account.as_deref(), &call) {
                 errors.push(e);
             }
         }
         if !calls.is_empty() {
-            self.progress(
-                service,
-                format!("told {} consumer instance(s) its endpoints", calls.len()),
-            );
+            self.progress(service, format!("told {} consumer instance(s) its endpoints", calls.len()));
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; "))
-        }
+        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
     }
 
     /// Wires some instances of `service` to every dependency.
@@ -805,21 +658,12 @@ impl<'a> Executor<'a> {
         self.wire_instances_of(service, spec, instances)
     }
 
-    fn wire_instances_of(
-        &self,
-        service: &str,
-        spec: Service<'_>,
-        instances: &[InstanceState],
-    ) -> StepResult {
+    fn wire_instances_of(&self, service: &str, spec: Service<'_>, instances: &[InstanceState]) -> StepResult {
         let service_type = match spec {
             Service::Deployable(d) => d.service_type(),
             Service::Legacy(l) => l.service_type(),
         };
-        let providers: BTreeSet<&str> = spec
-            .dependencies()
-            .iter()
-            .map(|d| d.service_spec_name.as_str())
-            .collect();
+        let providers: BTreeSet<&str> = spec.dependencies().iter().map(|d| d.service_spec_name.as_str()).collect();
         for provider in providers {
             self.wire_to(service, provider, service_type, Some(instances))?;
         }
@@ -838,11 +682,7 @@ impl<'a> Executor<'a> {
         };
         let providers: BTreeSet<&str> = match provider {
             Some(p) => std::iter::once(p).collect(),
-            None => spec
-                .dependencies()
-                .iter()
-                .map(|d| d.service_spec_name.as_str())
-                .collect(),
+            None => spec.dependencies().iter().map(|d| d.service_spec_name.as_str()).collect(),
         };
         for p in providers {
             self.wire_to(service, p, service_type, None)?;
@@ -857,10 +697,8 @@ impl<'a> Executor<'a> {
         service_type: ServiceType,
         only: Option<&[InstanceState]>,
     ) -> StepResult {
-        let _guard = self
-            .wiring_locks
-            .get(provider)
-            .map(|l| l.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let _guard =
+            self.wiring_locks.get(provider).map(|l| l.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         let (endpoints, roles, targets) = {
             let live = self.live();
             let endpoints = self.endpoints(&live, provider);
@@ -881,36 +719,18 @@ impl<'a> Executor<'a> {
             let targets: Vec<(String, Option<String>)> = match only {
                 Some(instances) => instances
                     .iter()
-                    .map(|i| {
-                        (
-                            i.native_uri.clone(),
-                            live.nodes.get(&i.node).map(|n| n.account.clone()),
-                        )
-                    })
+                    .map(|i| (i.native_uri.clone(), live.nodes.get(&i.node).map(|n| n.account.clone())))
                     .collect(),
-                None => self
-                    .consumer_targets(&live, service)
-                    .into_iter()
-                    .map(|(u, a, _)| (u, a))
-                    .collect(),
+                None => self.consumer_targets(&live, service).into_iter().map(|(u, a, _)| (u, a)).collect(),
             };
             (endpoints, roles, targets)
         };
-        let still_depends = self.desired.get(service).is_some_and(|s| {
-            s.dependencies()
-                .iter()
-                .any(|d| d.service_spec_name == provider)
-        });
+        let still_depends =
+            self.desired.get(service).is_some_and(|s| s.dependencies().iter().any(|d| d.service_spec_name == provider));
         let endpoints = if still_depends { endpoints } else { Vec::new() };
         for (uri, account) in &targets {
             for role in &roles {
-                let call = WireCall {
-                    service_type,
-                    consumer: uri,
-                    role,
-                    provider,
-                    endpoints: &endpoints,
-                };
+                let call = WireCall { service_type, consumer: uri, role, provider, endpoints: &endpoints };
                 self.call(account.as_deref(), &call)?;
             }
         }
@@ -933,23 +753,13 @@ impl Executor<'_> {
         if let Err(e) = self.journal.flush() {
             node_errors.push(e);
         }
-        Report {
-            done: Vec::new(),
-            failed,
-            skipped: Vec::new(),
-            node_errors,
-            state: self.live().clone(),
-        }
+        Report { done: Vec::new(), failed, skipped: Vec::new(), node_errors, state: self.live().clone() }
     }
 
     /// Records the start of an operation outside a plan.
     pub fn begin(&self, command: &str) -> StepResult {
         let state = self.live().clone();
-        self.record(Record::Begin {
-            lineage: state.lineage,
-            serial: state.serial,
-            command: command.to_string(),
-        })
+        self.record(Record::Begin { lineage: state.lineage, serial: state.serial, command: command.to_string() })
     }
 
     /// `enact pause`: takes the service's instances out of every consumer's list, then stops
@@ -966,10 +776,7 @@ impl Executor<'_> {
         for id in &ids {
             self.stop_instance_keeping(service, id)?;
         }
-        self.record(Record::Paused {
-            service: service.to_string(),
-            paused: true,
-        })
+        self.record(Record::Paused { service: service.to_string(), paused: true })
     }
 
     /// `enact resume`: starts the paused instances again where they were, wires them and
@@ -978,27 +785,24 @@ impl Executor<'_> {
         let (spec, instances) = {
             let live = self.live();
             match live.services.get(service) {
-                Some(ServiceState {
-                    spec: AppliedSpec::Deployable(spec),
-                    instances,
-                    ..
-                }) => (spec.clone(), instances.clone()),
+                Some(ServiceState { spec: AppliedSpec::Deployable(spec), instances, .. }) => {
+                    (spec.clone(), instances.clone())
+                }
                 _ => return Ok(()),
             }
         };
         let mut fresh = Vec::new();
         for instance in &instances {
-            let placed = PlacedInstance {
-                service: service.to_string(),
-                id: instance.id.clone(),
-                node: instance.node.clone(),
-            };
+            let placed =
+                PlacedInstance {
+                    service: service.to_string(),
+                    id: instance.id.clone(),
+                    node: instance.node.clone(),
+                    after_stopping: None,
+                };
             fresh.push(self.start_instance_with(service, &spec, &placed)?);
         }
-        self.record(Record::Paused {
-            service: service.to_string(),
-            paused: false,
-        })?;
+        self.record(Record::Paused { service: service.to_string(), paused: false })?;
         self.wire_instances_of(service, Service::Deployable(&spec), &fresh)?;
         self.push(service)
     }
@@ -1007,33 +811,21 @@ impl Executor<'_> {
     fn stop_instance_keeping(&self, name: &str, id: &str) -> StepResult {
         let (instance, node) = {
             let live = self.live();
-            let instance = live
-                .services
-                .get(name)
-                .and_then(|s| s.instances.iter().find(|i| i.id == id))
-                .cloned();
-            let node = instance
-                .as_ref()
-                .and_then(|i| live.nodes.get(&i.node))
-                .cloned();
+            let instance = live.services.get(name).and_then(|s| s.instances.iter().find(|i| i.id == id)).cloned();
+            let node = instance.as_ref().and_then(|i| live.nodes.get(&i.node)).cloned();
             (instance, node)
         };
         let (Some(instance), Some(node)) = (instance, node) else {
             return Ok(());
         };
         let provider = self.provider_of_node(&node)?;
-        provider
-            .stop(&instance, &node, self.options.stop_grace)
-            .map_err(|e| e.to_string())
+        provider.stop(&instance, &node, self.options.stop_grace).map_err(|e| e.to_string())
     }
 }
 
 /// Where an instance's output goes: `state/.logs/<env>/<instance>.log`.
 pub fn log_path(state_dir: &Path, env: &str, instance: &str) -> PathBuf {
-    state_dir
-        .join(".logs")
-        .join(env)
-        .join(format!("{instance}.log"))
+    state_dir.join(".logs").join(env).join(format!("{instance}.log"))
 }
 
 /// A provider for every account the plan or the state touches.
@@ -1044,13 +836,7 @@ fn providers_for(
     options: &provider::ProviderOptions,
 ) -> Result<HashMap<String, Box<dyn Provider>>, String> {
     let mut accounts: BTreeSet<String> = prior.nodes.values().map(|n| n.account.clone()).collect();
-    accounts.extend(
-        planned
-            .placement
-            .new_nodes
-            .iter()
-            .map(|n| n.account.clone()),
-    );
+    accounts.extend(planned.placement.new_nodes.iter().map(|n| n.account.clone()));
     let mut providers = HashMap::new();
     for account in accounts {
         let Some(settings_account) = settings.account(&account) else {

@@ -97,10 +97,7 @@ pub fn apply_record(state: &mut State, record: &Record) {
         | Record::NodeDestroyIntent { .. }
         | Record::StartIntent { .. }
         | Record::StopIntent { .. } => {}
-        Record::NodeCreated {
-            node,
-            state: node_state,
-        } => {
+        Record::NodeCreated { node, state: node_state } => {
             state.nodes.insert(node.clone(), node_state.clone());
         }
         Record::NodeDestroyed { node } => {
@@ -127,11 +124,7 @@ pub fn apply_record(state: &mut State, record: &Record) {
             }
         }
         Record::ServiceApplied { service, entry } => {
-            let instances = state
-                .services
-                .get(service)
-                .map(|s| s.instances.clone())
-                .unwrap_or_default();
+            let instances = state.services.get(service).map(|s| s.instances.clone()).unwrap_or_default();
             let mut entry = entry.clone();
             entry.instances = instances;
             entry.incomplete = false;
@@ -143,11 +136,7 @@ pub fn apply_record(state: &mut State, record: &Record) {
         Record::Paused { service, paused } => {
             if let Some(s) = state.services.get_mut(service) {
                 s.paused = *paused;
-                let status = if *paused {
-                    InstanceStatus::Paused
-                } else {
-                    InstanceStatus::Running
-                };
+                let status = if *paused { InstanceStatus::Paused } else { InstanceStatus::Running };
                 for i in &mut s.instances {
                     i.status = status;
                 }
@@ -159,15 +148,8 @@ pub fn apply_record(state: &mut State, record: &Record) {
 /// An intent without its outcome, left by a killed apply.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OpenIntent {
-    Start {
-        service: String,
-        instance: InstanceState,
-        token: String,
-    },
-    Stop {
-        service: String,
-        instance: String,
-    },
+    Start { service: String, instance: InstanceState, token: String },
+    Stop { service: String, instance: String },
 }
 
 /// The records of a journal file and the intents left open.
@@ -186,11 +168,7 @@ pub fn read(path: &Path) -> Result<Option<Replay>> {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
-            return Err(Error::Io {
-                action: "read",
-                path: path.to_path_buf(),
-                source: e,
-            });
+            return Err(Error::Io { action: "read", path: path.to_path_buf(), source: e });
         }
     };
     let mut replay = Replay::default();
@@ -204,31 +182,20 @@ pub fn read(path: &Path) -> Result<Option<Replay>> {
             continue;
         };
         match &record {
-            Record::Begin {
-                lineage, serial, ..
-            } => replay.begin = Some((lineage.clone(), *serial)),
-            Record::StartIntent {
-                service,
-                instance,
-                token,
-            } => replay.open.push(OpenIntent::Start {
+            Record::Begin { lineage, serial, .. } => replay.begin = Some((lineage.clone(), *serial)),
+            Record::StartIntent { service, instance, token } => replay.open.push(OpenIntent::Start {
                 service: service.clone(),
                 instance: instance.clone(),
                 token: token.clone(),
             }),
             Record::Started { instance, .. } => {
-                replay.open.retain(
-                    |o| !matches!(o, OpenIntent::Start { instance: i, .. } if i.id == instance.id),
-                );
+                replay.open.retain(|o| !matches!(o, OpenIntent::Start { instance: i, .. } if i.id == instance.id));
             }
-            Record::StopIntent { service, instance } => replay.open.push(OpenIntent::Stop {
-                service: service.clone(),
-                instance: instance.clone(),
-            }),
+            Record::StopIntent { service, instance } => {
+                replay.open.push(OpenIntent::Stop { service: service.clone(), instance: instance.clone() })
+            }
             Record::Stopped { instance, .. } => {
-                replay.open.retain(
-                    |o| !matches!(o, OpenIntent::Stop { instance: i, .. } if i == instance),
-                );
+                replay.open.retain(|o| !matches!(o, OpenIntent::Stop { instance: i, .. } if i == instance));
             }
             _ => {}
         }
@@ -258,21 +225,15 @@ pub struct Journal {
 
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Journal")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
+        f.debug_struct("Journal").field("path", &self.path).finish_non_exhaustive()
     }
 }
 
 impl Journal {
     /// Creates the journal (it must not exist: a left-over one is replayed first).
     pub fn create(path: &Path, durable: bool) -> Result<Journal> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(path)
-            .map_err(Error::io("create", path))?;
+        let file =
+            OpenOptions::new().create(true).truncate(true).write(true).open(path).map_err(Error::io("create", path))?;
         Ok(Journal {
             path: path.to_path_buf(),
             inner: Mutex::new(Inner {
@@ -296,10 +257,7 @@ impl Journal {
     pub fn append(&self, record: &Record) -> Result<(), String> {
         let mut line = serde_json::to_vec(record).map_err(|e| e.to_string())?;
         line.push(b'\n');
-        let mut inner = self
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(e) = &inner.failed {
             return Err(e.clone());
         }
@@ -319,10 +277,7 @@ impl Journal {
                 return Err(e.clone());
             }
             if inner.flushing {
-                inner = self
-                    .flushed
-                    .wait(inner)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                inner = self.flushed.wait(inner).unwrap_or_else(std::sync::PoisonError::into_inner);
                 continue;
             }
             inner.flushing = true;
@@ -331,19 +286,11 @@ impl Journal {
             let mut file = inner.file.try_clone().map_err(|e| e.to_string())?;
             drop(inner);
             let result = file.write_all(&batch).and_then(|()| file.sync_data());
-            inner = self
-                .inner
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             inner.flushing = false;
             match result {
                 Ok(()) => inner.durable_seq = inner.durable_seq.max(upto),
-                Err(e) => {
-                    inner.failed = Some(format!(
-                        "cannot write the journal {}: {e}",
-                        self.path.display()
-                    ))
-                }
+                Err(e) => inner.failed = Some(format!("cannot write the journal {}: {e}", self.path.display())),
             }
             self.flushed.notify_all();
         }
@@ -351,21 +298,12 @@ impl Journal {
 
     /// Writes and syncs everything pending.
     pub fn flush(&self) -> Result<(), String> {
-        let mut inner = self
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         while inner.flushing {
-            inner = self
-                .flushed
-                .wait(inner)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            inner = self.flushed.wait(inner).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
         let batch = std::mem::take(&mut inner.pending);
-        let result = inner
-            .file
-            .write_all(&batch)
-            .and_then(|()| inner.file.sync_data());
+        let result = inner.file.write_all(&batch).and_then(|()| inner.file.sync_data());
         result.map_err(|e| format!("cannot write the journal {}: {e}", self.path.display()))
     }
 }
@@ -392,41 +330,18 @@ mod tests {
         let path = dir.path().join("dev.journal");
         let journal = Journal::create(&path, true).unwrap();
         let records = vec![
-            Record::Begin {
-                lineage: "l".into(),
-                serial: 3,
-                command: "apply".into(),
-            },
-            Record::StartIntent {
-                service: "a".into(),
-                instance: instance("a-1"),
-                token: "t1".into(),
-            },
-            Record::Started {
-                service: "a".into(),
-                instance: instance("a-1"),
-            },
-            Record::StartIntent {
-                service: "a".into(),
-                instance: instance("a-2"),
-                token: "t2".into(),
-            },
-            Record::StopIntent {
-                service: "b".into(),
-                instance: "b-1".into(),
-            },
+            Record::Begin { lineage: "l".into(), serial: 3, command: "apply".into() },
+            Record::StartIntent { service: "a".into(), instance: instance("a-1"), token: "t1".into() },
+            Record::Started { service: "a".into(), instance: instance("a-1") },
+            Record::StartIntent { service: "a".into(), instance: instance("a-2"), token: "t2".into() },
+            Record::StopIntent { service: "b".into(), instance: "b-1".into() },
         ];
         for r in &records {
             journal.append(r).unwrap();
         }
         journal.flush().unwrap();
         // A torn last line is ignored.
-        OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(b"{\"op\":\"sta")
-            .unwrap();
+        OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"op\":\"sta").unwrap();
         let replay = read(&path).unwrap().unwrap();
         assert_eq!(replay.records, records);
         assert_eq!(replay.begin, Some(("l".into(), 3)));
@@ -434,15 +349,8 @@ mod tests {
         assert_eq!(
             replay.open,
             vec![
-                OpenIntent::Start {
-                    service: "a".into(),
-                    instance: instance("a-2"),
-                    token: "t2".into()
-                },
-                OpenIntent::Stop {
-                    service: "b".into(),
-                    instance: "b-1".into()
-                },
+                OpenIntent::Start { service: "a".into(), instance: instance("a-2"), token: "t2".into() },
+                OpenIntent::Stop { service: "b".into(), instance: "b-1".into() },
             ]
         );
     }
@@ -458,10 +366,7 @@ mod tests {
                 s.spawn(move || {
                     for i in 0..50 {
                         journal
-                            .append(&Record::StopIntent {
-                                service: format!("s{t}"),
-                                instance: format!("i{i}"),
-                            })
+                            .append(&Record::StopIntent { service: format!("s{t}"), instance: format!("i{i}") })
                             .unwrap();
                     }
                 });

@@ -24,9 +24,7 @@ pub fn locate(uri: &str, repo_root: &Path) -> Result<Package, String> {
             path.display()
         ));
     }
-    path.canonicalize()
-        .map(Package::Path)
-        .map_err(|e| format!("packageUri `{uri}`: {e}"))
+    path.canonicalize().map(Package::Path).map_err(|e| format!("packageUri `{uri}`: {e}"))
 }
 
 /// Fetches an `http://` package into `cache_dir/packages/` once, for the local provider.
@@ -40,11 +38,7 @@ pub fn fetch_cached(url: &str, cache_dir: &Path) -> Result<String, String> {
 }
 
 fn fetch(url: &str, cache_dir: &Path) -> Result<String, String> {
-    let digest: String = Sha256::digest(url.as_bytes())
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest: String = Sha256::digest(url.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
     let name: String = url
         .rsplit('/')
         .next()
@@ -58,15 +52,9 @@ fn fetch(url: &str, cache_dir: &Path) -> Result<String, String> {
         return Ok(path.to_string_lossy().into_owned());
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let mut response = ureq::get(url)
-        .call()
-        .map_err(|e| format!("cannot fetch package {url}: {e}"))?;
+    let mut response = ureq::get(url).call().map_err(|e| format!("cannot fetch package {url}: {e}"))?;
     let mut bytes = Vec::new();
-    response
-        .body_mut()
-        .as_reader()
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot fetch package {url}: {e}"))?;
+    response.body_mut().as_reader().read_to_end(&mut bytes).map_err(|e| format!("cannot fetch package {url}: {e}"))?;
     crate::state::store::write_atomic(&path, &bytes).map_err(|e| e.to_string())?;
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755));

@@ -57,14 +57,7 @@ impl<'a> Session<'a> {
             let path = journal_path(&state_dir, env);
             std::fs::remove_file(&path).map_err(Error::io("remove", &path))?;
         }
-        Ok(Session {
-            repo,
-            env: env.to_string(),
-            store,
-            state,
-            notes,
-            _lock: lock,
-        })
+        Ok(Session { repo, env: env.to_string(), store, state, notes, _lock: lock })
     }
 
     /// Carries out `planned` toward `spec`, then records the state. Returns the report with
@@ -76,13 +69,7 @@ impl<'a> Session<'a> {
         events: &dyn Subscriber,
         options: Options,
     ) -> Result<Report> {
-        self.run(
-            spec,
-            planned,
-            events,
-            options,
-            |executor| Ok(executor.run()),
-        )
+        self.run(spec, planned, events, options, |executor| Ok(executor.run()))
     }
 
     /// Runs something with an executor, then records the state.
@@ -127,19 +114,12 @@ impl<'a> Session<'a> {
 
 /// Whether every node involved is simulated (then intents need not wait for the disk).
 fn only_simulated(repo: &ConfigRepo, state: &State, planned: &Planned) -> bool {
-    let mut accounts = state.nodes.values().map(|n| n.account.as_str()).chain(
-        planned
-            .placement
-            .new_nodes
-            .iter()
-            .map(|n| n.account.as_str()),
-    );
-    accounts.all(|a| {
-        matches!(
-            repo.settings.account(a),
-            Some(crate::repo::settings::Account::Simulated(_))
-        )
-    })
+    let mut accounts = state
+        .nodes
+        .values()
+        .map(|n| n.account.as_str())
+        .chain(planned.placement.new_nodes.iter().map(|n| n.account.as_str()));
+    accounts.all(|a| matches!(repo.settings.account(a), Some(crate::repo::settings::Account::Simulated(_))))
 }
 
 /// Replays the journal of `env` onto `state`, if one was left behind. Returns the recovered
@@ -156,16 +136,11 @@ pub fn recover(
         return Ok(None);
     };
     let mut notes = Vec::new();
-    let belongs = replay
-        .begin
-        .as_ref()
-        .is_some_and(|(lineage, serial)| *lineage == state.lineage && *serial == state.serial);
+    let belongs =
+        replay.begin.as_ref().is_some_and(|(lineage, serial)| *lineage == state.lineage && *serial == state.serial);
     if !belongs {
         // The apply that wrote it got as far as recording its state: nothing is missing.
-        notes.push(format!(
-            "removed a journal of an apply whose state was already recorded ({})",
-            path.display()
-        ));
+        notes.push(format!("removed a journal of an apply whose state was already recorded ({})", path.display()));
         std::fs::remove_file(&path).map_err(Error::io("remove", &path))?;
         return Ok(None);
     }
@@ -175,16 +150,8 @@ pub fn recover(
     }
     let mut providers: std::collections::HashMap<String, Box<dyn provider::Provider>> =
         std::collections::HashMap::new();
-    for account in next
-        .nodes
-        .values()
-        .map(|n| n.account.clone())
-        .collect::<std::collections::BTreeSet<_>>()
-    {
-        if let Some(p) = repo
-            .settings
-            .account(&account)
-            .and_then(|a| provider::for_account(&account, a, options).ok())
+    for account in next.nodes.values().map(|n| n.account.clone()).collect::<std::collections::BTreeSet<_>>() {
+        if let Some(p) = repo.settings.account(&account).and_then(|a| provider::for_account(&account, a, options).ok())
         {
             providers.insert(account, p);
         }
@@ -192,11 +159,7 @@ pub fn recover(
     let (mut found, mut lost) = (0, 0);
     for open in &replay.open {
         match open {
-            OpenIntent::Start {
-                service,
-                instance,
-                token,
-            } => {
+            OpenIntent::Start { service, instance, token } => {
                 let Some(node) = next.nodes.get(&instance.node).cloned() else {
                     continue;
                 };
@@ -216,20 +179,15 @@ pub fn recover(
                 }
             }
             OpenIntent::Stop { service, instance } => {
-                let Some(i) = next
-                    .services
-                    .get(service)
-                    .and_then(|s| s.instances.iter().find(|i| i.id == *instance))
-                    .cloned()
+                let Some(i) =
+                    next.services.get(service).and_then(|s| s.instances.iter().find(|i| i.id == *instance)).cloned()
                 else {
                     continue;
                 };
                 let Some(node) = next.nodes.get(&i.node).cloned() else {
                     continue;
                 };
-                let alive = providers
-                    .get(&node.account)
-                    .is_some_and(|p| p.alive(&i, &node));
+                let alive = providers.get(&node.account).is_some_and(|p| p.alive(&i, &node));
                 if !alive && let Some(s) = next.services.get_mut(service) {
                     s.instances.retain(|x| x.id != *instance);
                     lost += 1;
@@ -237,12 +195,7 @@ pub fn recover(
             }
         }
     }
-    let incomplete: Vec<&String> = next
-        .services
-        .iter()
-        .filter(|(_, s)| s.incomplete)
-        .map(|(n, _)| n)
-        .collect();
+    let incomplete: Vec<&String> = next.services.iter().filter(|(_, s)| s.incomplete).map(|(n, _)| n).collect();
     notes.push(format!(
         "recovered an interrupted apply from {}: {} record(s){}{}; {} service(s) will be redeployed to converge: {}",
         path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),

@@ -30,11 +30,7 @@ pub struct WireCall<'a> {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(TIMEOUT))
-        .http_status_as_error(false)
-        .build()
-        .into()
+    ureq::Agent::config_builder().timeout_global(Some(TIMEOUT)).http_status_as_error(false).build().into()
 }
 
 /// Escapes text for an XML element.
@@ -84,10 +80,7 @@ pub fn target_namespace(wsdl: &str) -> Option<String> {
     let end = rest.find('>')?;
     let tag = &rest[..end];
     let at = tag.find("targetNamespace")?;
-    let after = tag[at + "targetNamespace".len()..]
-        .trim_start()
-        .strip_prefix('=')?
-        .trim_start();
+    let after = tag[at + "targetNamespace".len()..].trim_start().strip_prefix('=')?.trim_start();
     let quote = after.chars().next().filter(|c| *c == '"' || *c == '\'')?;
     let value = &after[1..];
     Some(value[..value.find(quote)?].to_string())
@@ -101,9 +94,7 @@ fn namespace_of(agent: &ureq::Agent, consumer: &str) -> String {
         .ok()
         .filter(|r| r.status().is_success())
         .and_then(|mut r| r.body_mut().read_to_string().ok());
-    wsdl.as_deref()
-        .and_then(target_namespace)
-        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
+    wsdl.as_deref().and_then(target_namespace).unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
 }
 
 /// Sends one call, retried with exponential backoff.
@@ -111,10 +102,7 @@ pub fn send(call: &WireCall<'_>) -> Result<(), String> {
     let agent = agent();
     let (url, content_type, body) = match call.service_type {
         ServiceType::Rest => (
-            format!(
-                "{}/setInvocationAddress",
-                call.consumer.trim_end_matches('/')
-            ),
+            format!("{}/setInvocationAddress", call.consumer.trim_end_matches('/')),
             "application/json",
             rest_body(call.role, call.provider, call.endpoints),
         ),
@@ -151,10 +139,7 @@ pub fn send(call: &WireCall<'_>) -> Result<(), String> {
             backoff *= 2;
         }
     }
-    Err(format!(
-        "setInvocationAddress({}, {}) failed after {TRIES} tries: {last}",
-        call.role, call.provider
-    ))
+    Err(format!("setInvocationAddress({}, {}) failed after {TRIES} tries: {last}", call.role, call.provider))
 }
 
 #[cfg(test)]
@@ -163,30 +148,16 @@ mod tests {
 
     #[test]
     fn the_envelope_escapes_every_value() {
-        let e = soap_envelope(
-            "urn:x",
-            "r<1>",
-            "p&q",
-            &["http://h:1/a?b=\"c\"".into(), "http://h:2/a".into()],
-        );
-        assert!(
-            e.contains("<arg0>r&lt;1&gt;</arg0><arg1>p&amp;q</arg1>"),
-            "{e}"
-        );
-        assert!(
-            e.contains("<arg2>http://h:1/a?b=&quot;c&quot;</arg2><arg2>http://h:2/a</arg2>"),
-            "{e}"
-        );
+        let e = soap_envelope("urn:x", "r<1>", "p&q", &["http://h:1/a?b=\"c\"".into(), "http://h:2/a".into()]);
+        assert!(e.contains("<arg0>r&lt;1&gt;</arg0><arg1>p&amp;q</arg1>"), "{e}");
+        assert!(e.contains("<arg2>http://h:1/a?b=&quot;c&quot;</arg2><arg2>http://h:2/a</arg2>"), "{e}");
         assert!(e.contains("xmlns:ns=\"urn:x\""));
     }
 
     #[test]
     fn the_namespace_comes_from_the_wsdl_root() {
         let wsdl = r#"<?xml version="1.0"?><wsdl:definitions xmlns:wsdl="http://schemas.xmlsoap.org/wsdl/" targetNamespace = 'http://airline.example/' name="x"><types/></wsdl:definitions>"#;
-        assert_eq!(
-            target_namespace(wsdl).as_deref(),
-            Some("http://airline.example/")
-        );
+        assert_eq!(target_namespace(wsdl).as_deref(), Some("http://airline.example/"));
         assert_eq!(target_namespace("<definitions name=\"x\">"), None);
     }
 
@@ -194,9 +165,6 @@ mod tests {
     fn the_rest_body_is_the_documented_json() {
         let body: serde_json::Value =
             serde_json::from_str(&rest_body("airline", "airline", &["http://a/1".into()])).unwrap();
-        assert_eq!(
-            body,
-            serde_json::json!({"role": "airline", "name": "airline", "endpoints": ["http://a/1"]})
-        );
+        assert_eq!(body, serde_json::json!({"role": "airline", "name": "airline", "endpoints": ["http://a/1"]}));
     }
 }

@@ -38,12 +38,9 @@ state/*.lock\nstate/*.journal\nstate/.backups/\nstate/.logs/\nstate/.cache/\nsta
 pub fn init(ctx: &Context) -> Result<Outcome> {
     let root = &ctx.cwd;
     if root.join(SPEC_FILE).exists() {
-        return Err(Diagnostic::new(format!(
-            "{} is already a config repository (it has {SPEC_FILE})",
-            root.display()
-        ))
-        .hint("run `enact validate` to check it")
-        .into());
+        return Err(Diagnostic::new(format!("{} is already a config repository (it has {SPEC_FILE})", root.display()))
+            .hint("run `enact validate` to check it")
+            .into());
     }
     for dir in [root.join(ENVS_DIR), root.join(STATE_DIR)] {
         std::fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
@@ -126,20 +123,15 @@ pub fn validate(ctx: &Context) -> Result<Outcome> {
     if !errors.is_empty() {
         let errors: Vec<Diagnostic> = errors
             .into_iter()
-            .map(|(d, in_envs)| {
-                if in_envs.len() == envs.len() && envs.len() > 1 {
-                    d
-                } else {
-                    d.env(in_envs.join("`, `"))
-                }
-            })
+            .map(
+                |(d, in_envs)| {
+                    if in_envs.len() == envs.len() && envs.len() > 1 { d } else { d.env(in_envs.join("`, `")) }
+                },
+            )
             .collect();
         return Err(errors.into());
     }
-    ctx.printer.out(&format!(
-        "{} The configuration is valid.\n",
-        ctx.printer.paint.green("✓")
-    ));
+    ctx.printer.out(&format!("{} The configuration is valid.\n", ctx.printer.paint.green("✓")));
     for line in lines {
         ctx.printer.out(&format!("  {line}\n"));
     }
@@ -166,11 +158,7 @@ pub fn fmt(ctx: &Context, check: bool) -> Result<Outcome> {
         let full = repo.root.join(path);
         let text = std::fs::read_to_string(&full).map_err(Error::io("read", &full))?;
         match parse_spec_file(&SourceFile::new(path, text.clone()), *kind) {
-            Ok(value) => rewritten.push((
-                path.clone(),
-                text,
-                format::to_text(&format::canonical(&value)),
-            )),
+            Ok(value) => rewritten.push((path.clone(), text, format::to_text(&format::canonical(&value)))),
             Err(e) => errors.extend(e),
         }
     }
@@ -184,10 +172,7 @@ pub fn fmt(ctx: &Context, check: bool) -> Result<Outcome> {
     if !errors.is_empty() {
         return Err(errors.into());
     }
-    let unformatted: Vec<&(String, String, String)> = rewritten
-        .iter()
-        .filter(|(_, old, new)| old != new)
-        .collect();
+    let unformatted: Vec<&(String, String, String)> = rewritten.iter().filter(|(_, old, new)| old != new).collect();
     if check {
         for (path, _, _) in &unformatted {
             ctx.printer.out(&format!("{path}\n"));
@@ -195,10 +180,7 @@ pub fn fmt(ctx: &Context, check: bool) -> Result<Outcome> {
         if unformatted.is_empty() {
             return Ok(Outcome::Success);
         }
-        ctx.printer.error(&format!(
-            "{} file(s) are not formatted; run `enact fmt` to rewrite them",
-            unformatted.len()
-        ));
+        ctx.printer.error(&format!("{} file(s) are not formatted; run `enact fmt` to rewrite them", unformatted.len()));
         return Ok(Outcome::Failed);
     }
     for (path, _, new) in &unformatted {
@@ -234,10 +216,7 @@ pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
     let plan = planned.plan;
     if let Some(out) = &args.out {
         let path = ctx.resolve(out);
-        if let Some(dir) = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
-        {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
             return Err(Diagnostic::new(format!(
                 "cannot save the plan to {}: {} is not a directory",
                 out.display(),
@@ -256,14 +235,9 @@ pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
     if args.json {
         ctx.printer.out(&plan.to_json());
     } else {
-        ctx.printer
-            .out(&plan::render::render(&plan, ctx.printer.paint));
+        ctx.printer.out(&plan::render::render(&plan, ctx.printer.paint));
     }
-    Ok(if args.detailed_exitcode && plan.has_changes() {
-        Outcome::Changes
-    } else {
-        Outcome::Success
-    })
+    Ok(if args.detailed_exitcode && plan.has_changes() { Outcome::Changes } else { Outcome::Success })
 }
 
 /// Reads a saved plan, with errors located in it.
@@ -275,21 +249,15 @@ pub fn read_plan(ctx: &Context, file: &Path) -> Result<Plan> {
     })?;
     let source = SourceFile::new(file, String::new());
     let plan: Plan = serde_json::from_str(&text).map_err(|e| {
-        Diagnostic::new(format!(
-            "not a plan file: {}",
-            strip_position(&e.to_string())
-        ))
-        .at(Some(source.location_at(e.line(), e.column())))
-        .hint("save a plan with `enact plan --out FILE`")
+        Diagnostic::new(format!("not a plan file: {}", strip_position(&e.to_string())))
+            .at(Some(source.location_at(e.line(), e.column())))
+            .hint("save a plan with `enact plan --out FILE`")
     })?;
     if plan.format_version != plan::model::PLAN_FORMAT_VERSION {
-        return Err(Diagnostic::new(format!(
-            "plan formatVersion {} is not supported",
-            plan.format_version
-        ))
-        .in_file(file)
-        .hint("make the plan again with this enact")
-        .into());
+        return Err(Diagnostic::new(format!("plan formatVersion {} is not supported", plan.format_version))
+            .in_file(file)
+            .hint("make the plan again with this enact")
+            .into());
     }
     Ok(plan)
 }
@@ -300,8 +268,7 @@ pub fn show(ctx: &Context, json: bool, planfile: Option<&Path>) -> Result<Outcom
         if json {
             ctx.printer.out(&plan.to_json());
         } else {
-            ctx.printer
-                .out(&plan::render::render(&plan, ctx.printer.paint));
+            ctx.printer.out(&plan::render::render(&plan, ctx.printer.paint));
         }
         return Ok(Outcome::Success);
     }
@@ -312,9 +279,7 @@ pub fn show(ctx: &Context, json: bool, planfile: Option<&Path>) -> Result<Outcom
         if json {
             ctx.printer.out(&State::empty(&env).to_json());
         } else {
-            ctx.printer.out(&format!(
-                "env `{env}` has never been applied: no state/{env}.json.\n"
-            ));
+            ctx.printer.out(&format!("env `{env}` has never been applied: no state/{env}.json.\n"));
         }
         return Ok(Outcome::Success);
     };
@@ -328,19 +293,11 @@ pub fn show(ctx: &Context, json: bool, planfile: Option<&Path>) -> Result<Outcom
 
 fn render_state(state: &State, ctx: &Context) -> String {
     let paint = ctx.printer.paint;
-    let mut out = format!(
-        "env `{}` · serial {} · lineage {}\n",
-        state.env, state.serial, state.lineage
-    );
+    let mut out = format!("env `{}` · serial {} · lineage {}\n", state.env, state.serial, state.lineage);
     for (name, service) in &state.services {
         match &service.spec {
             AppliedSpec::Legacy(s) => {
-                let _ = writeln!(
-                    out,
-                    "\n{} (legacy)  {}",
-                    paint.bold(name),
-                    s.native_uris.join(" ")
-                );
+                let _ = writeln!(out, "\n{} (legacy)  {}", paint.bold(name), s.native_uris.join(" "));
             }
             AppliedSpec::Deployable(s) => {
                 let _ = writeln!(
@@ -354,11 +311,7 @@ fn render_state(state: &State, ctx: &Context) -> String {
                 );
                 for i in &service.instances {
                     let status = format!("{:?}", i.status).to_lowercase();
-                    let _ = writeln!(
-                        out,
-                        "  {:<20} {:<8} {:<12} {}",
-                        i.id, status, i.node, i.native_uri
-                    );
+                    let _ = writeln!(out, "  {:<20} {:<8} {:<12} {}", i.id, status, i.node, i.native_uri);
                 }
             }
         }
@@ -366,16 +319,8 @@ fn render_state(state: &State, ctx: &Context) -> String {
     if !state.nodes.is_empty() {
         let _ = writeln!(out, "\nnodes:");
         for (id, node) in &state.nodes {
-            let size = node
-                .size
-                .clone()
-                .or_else(|| node.memory.map(|m| m.to_string()))
-                .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "  {:<20} {:<10} {:<16} {}",
-                id, node.account, node.address, size
-            );
+            let size = node.size.clone().or_else(|| node.memory.map(|m| m.to_string())).unwrap_or_default();
+            let _ = writeln!(out, "  {:<20} {:<10} {:<16} {}", id, node.account, node.address, size);
         }
     }
     out
@@ -398,11 +343,8 @@ pub fn graph(ctx: &Context, format: GraphFormat) -> Result<Outcome> {
 pub fn export(ctx: &Context, from_state: bool) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
-    let chor = if from_state {
-        repo.store().read_or_empty(&env)?.choreography()
-    } else {
-        repo.load(&env)?.choreography
-    };
+    let chor =
+        if from_state { repo.store().read_or_empty(&env)?.choreography() } else { repo.load(&env)?.choreography };
     ctx.printer.out(&chor.to_canonical_json());
     Ok(Outcome::Success)
 }

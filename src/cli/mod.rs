@@ -41,19 +41,11 @@ impl Printer {
     }
 
     pub fn warn(&self, text: &str) {
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "{} {text}",
-            self.paint.yellow("warning:")
-        );
+        let _ = writeln!(std::io::stderr().lock(), "{} {text}", self.paint.yellow("warning:"));
     }
 
     pub fn error(&self, text: &str) {
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "{} {text}",
-            self.paint.red("error:")
-        );
+        let _ = writeln!(std::io::stderr().lock(), "{} {text}", self.paint.red("error:"));
     }
 }
 
@@ -101,11 +93,7 @@ impl Context {
 
     /// A path given on the command line, relative to where enact was started.
     pub fn resolve(&self, path: &Path) -> PathBuf {
-        if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            self.cwd.join(path)
-        }
+        if path.is_absolute() { path.to_path_buf() } else { self.cwd.join(path) }
     }
 }
 
@@ -116,9 +104,7 @@ pub fn main() -> ExitCode {
         Err(err) => {
             let _ = err.print();
             return match err.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    ExitCode::SUCCESS
-                }
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
                 _ => ExitCode::from(1),
             };
         }
@@ -129,10 +115,7 @@ pub fn main() -> ExitCode {
         quiet: cli.quiet,
         verbose: cli.verbose,
     };
-    let err_printer = Printer {
-        paint: Painter::new(colour && std::io::stderr().is_terminal()),
-        ..printer
-    };
+    let err_printer = Printer { paint: Painter::new(colour && std::io::stderr().is_terminal()), ..printer };
     match run(cli, printer) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Changes) => ExitCode::from(2),
@@ -148,17 +131,10 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli, printer: Printer) -> Result<Outcome> {
     let cwd = match &cli.directory {
         Some(dir) if dir.is_absolute() => dir.clone(),
-        Some(dir) => std::env::current_dir()
-            .map_err(Error::io("read", "the current directory"))?
-            .join(dir),
+        Some(dir) => std::env::current_dir().map_err(Error::io("read", "the current directory"))?.join(dir),
         None => std::env::current_dir().map_err(Error::io("read", "the current directory"))?,
     };
-    let ctx = Context {
-        cwd,
-        env_arg: cli.env,
-        printer,
-        accept_new_host_keys: cli.accept_new_host_keys,
-    };
+    let ctx = Context { cwd, env_arg: cli.env, printer, accept_new_host_keys: cli.accept_new_host_keys };
     match cli.command {
         Command::Init => commands::init(&ctx),
         Command::Validate => commands::validate(&ctx),
@@ -169,23 +145,15 @@ pub fn run(cli: Cli, printer: Printer) -> Result<Outcome> {
         Command::Graph { format } => commands::graph(&ctx, format),
         Command::Export { from_state } => commands::export(&ctx, from_state),
         Command::Apply(args) => operate::apply(&ctx, &args),
-        Command::Destroy {
-            auto_approve,
-            parallelism,
-        } => operate::destroy(&ctx, auto_approve, parallelism),
+        Command::Destroy { auto_approve, parallelism } => operate::destroy(&ctx, auto_approve, parallelism),
         Command::Status { json } => operate::status(&ctx, json),
         Command::Logs { service, lines } => operate::logs(&ctx, &service, lines),
         Command::History => operate::history(&ctx),
-        Command::Rollback {
-            serial,
-            auto_approve,
-        } => operate::rollback(&ctx, serial, auto_approve),
+        Command::Rollback { serial, auto_approve } => operate::rollback(&ctx, serial, auto_approve),
         Command::Pause { service } => operate::pause(&ctx, service.as_deref(), true),
         Command::Resume { service } => operate::pause(&ctx, service.as_deref(), false),
         Command::State(command) => operate::state(&ctx, &command),
-        Command::Hosts(args::HostsCommand::Trust { account }) => {
-            operate::trust_hosts(&ctx, account.as_deref())
-        }
+        Command::Hosts(args::HostsCommand::Trust { account }) => operate::trust_hosts(&ctx, account.as_deref()),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut buffer = Vec::new();

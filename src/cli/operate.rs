@@ -29,29 +29,22 @@ fn confirm(question: &str, auto: bool, flag: &str) -> Result<()> {
         return Ok(());
     }
     if !std::io::stdin().is_terminal() {
-        return Err(Diagnostic::new("refusing to change the environment without confirmation, and there is no terminal to ask on")
-            .hint(format!("pass `{flag}` to confirm in advance"))
-            .into());
+        return Err(Diagnostic::new(
+            "refusing to change the environment without confirmation, and there is no terminal to ask on",
+        )
+        .hint(format!("pass `{flag}` to confirm in advance"))
+        .into());
     }
     let mut stderr = std::io::stderr().lock();
     let _ = write!(stderr, "{question}\n  Only 'yes' will be accepted: ");
     let _ = stderr.flush();
     let mut answer = String::new();
     let _ = std::io::stdin().lock().read_line(&mut answer);
-    if answer.trim() == "yes" {
-        Ok(())
-    } else {
-        Err(Diagnostic::new("cancelled; nothing was changed").into())
-    }
+    if answer.trim() == "yes" { Ok(()) } else { Err(Diagnostic::new("cancelled; nothing was changed").into()) }
 }
 
 fn progress(ctx: &Context) -> Progress {
-    Progress::new(
-        std::io::stderr().is_terminal(),
-        ctx.printer.paint,
-        ctx.printer.verbose,
-        ctx.printer.quiet,
-    )
+    Progress::new(std::io::stderr().is_terminal(), ctx.printer.paint, ctx.printer.verbose, ctx.printer.quiet)
 }
 
 fn options(parallelism: usize, health_timeout: u64, accept_new_host_keys: bool) -> Result<Options> {
@@ -74,16 +67,8 @@ fn providers_of(
 ) -> std::collections::HashMap<String, Box<dyn provider::Provider>> {
     let options = ctx.provider_options(repo);
     let mut providers = std::collections::HashMap::new();
-    for account in state
-        .nodes
-        .values()
-        .map(|n| n.account.clone())
-        .collect::<std::collections::BTreeSet<_>>()
-    {
-        if let Some(p) = repo
-            .settings
-            .account(&account)
-            .and_then(|a| provider::for_account(&account, a, &options).ok())
+    for account in state.nodes.values().map(|n| n.account.clone()).collect::<std::collections::BTreeSet<_>>() {
+        if let Some(p) = repo.settings.account(&account).and_then(|a| provider::for_account(&account, a, &options).ok())
         {
             providers.insert(account, p);
         }
@@ -91,12 +76,7 @@ fn providers_of(
     providers
 }
 
-fn open_session<'a>(
-    ctx: &Context,
-    repo: &'a ConfigRepo,
-    env: &str,
-    command: &str,
-) -> Result<Session<'a>> {
+fn open_session<'a>(ctx: &Context, repo: &'a ConfigRepo, env: &str, command: &str) -> Result<Session<'a>> {
     let session = Session::open(repo, env, command, &ctx.provider_options(repo))?;
     for note in &session.notes {
         ctx.printer.warn(note);
@@ -121,11 +101,7 @@ fn summarize(ctx: &Context, report: &Report, verb: &str) -> Outcome {
         let _ = writeln!(out, "  {} {service}: {error}", paint.red("failed"));
     }
     for service in &report.skipped {
-        let _ = writeln!(
-            out,
-            "  {} {service}: a step it depends on failed",
-            paint.yellow("skipped")
-        );
+        let _ = writeln!(out, "  {} {service}: a step it depends on failed", paint.yellow("skipped"));
     }
     for error in &report.node_errors {
         let _ = writeln!(out, "  {} {error}", paint.red("error"));
@@ -135,11 +111,7 @@ fn summarize(ctx: &Context, report: &Report, verb: &str) -> Outcome {
         .services
         .iter()
         .filter(|(name, _)| report.done.contains(name))
-        .flat_map(|(name, s)| {
-            s.instances
-                .iter()
-                .map(move |i| format!("  {name}: {}", i.native_uri))
-        })
+        .flat_map(|(name, s)| s.instances.iter().map(move |i| format!("  {name}: {}", i.native_uri)))
         .collect();
     if !endpoints.is_empty() {
         let _ = writeln!(out, "Endpoints:\n{}", endpoints.join("\n"));
@@ -154,18 +126,11 @@ fn summarize(ctx: &Context, report: &Report, verb: &str) -> Outcome {
 }
 
 /// A saved plan, checked against the state, with the spec it leads to.
-fn saved_plan(
-    repo: &ConfigRepo,
-    env: &str,
-    state: &State,
-    saved: &Plan,
-) -> Result<(Choreography, Planned)> {
+fn saved_plan(repo: &ConfigRepo, env: &str, state: &State, saved: &Plan) -> Result<(Choreography, Planned)> {
     if saved.env != env {
-        return Err(
-            Diagnostic::new(format!("the plan is for env `{}`, not `{env}`", saved.env))
-                .hint(format!("pass `-e {}`", saved.env))
-                .into(),
-        );
+        return Err(Diagnostic::new(format!("the plan is for env `{}`, not `{env}`", saved.env))
+            .hint(format!("pass `-e {}`", saved.env))
+            .into());
     }
     let lineage = (!state.lineage.is_empty()).then(|| state.lineage.clone());
     if saved.prior_state.lineage != lineage || saved.prior_state.serial != state.serial {
@@ -179,40 +144,29 @@ fn saved_plan(
     // The spec the plan leads to: the recorded one with every change's `after` in place.
     let mut spec = state.choreography();
     for change in &saved.changes {
-        spec.deployable_service_specs
-            .retain(|s| s.name != change.service);
-        spec.legacy_service_specs
-            .retain(|s| s.name != change.service);
+        spec.deployable_service_specs.retain(|s| s.name != change.service);
+        spec.legacy_service_specs.retain(|s| s.name != change.service);
         if change.action == Action::Destroy {
             continue;
         }
         let Some(after) = &change.after else { continue };
-        let bad = |e: serde_json::Error| {
-            Diagnostic::new(format!(
-                "the plan's spec of `{}` is damaged: {e}",
-                change.service
-            ))
-        };
+        let bad =
+            |e: serde_json::Error| Diagnostic::new(format!("the plan's spec of `{}` is damaged: {e}", change.service));
         if change.legacy {
-            spec.legacy_service_specs
-                .push(serde_json::from_value::<LegacyServiceSpec>(after.clone()).map_err(bad)?);
+            spec.legacy_service_specs.push(serde_json::from_value::<LegacyServiceSpec>(after.clone()).map_err(bad)?);
         } else {
             spec.deployable_service_specs
                 .push(serde_json::from_value::<DeployableServiceSpec>(after.clone()).map_err(bad)?);
         }
     }
     spec.normalize();
-    let planned = plan::plan(PlanInput {
-        env,
-        spec: &spec,
-        state,
-        settings: &repo.settings,
-        targets: &saved.targets,
-    })?;
+    let planned = plan::plan(PlanInput { env, spec: &spec, state, settings: &repo.settings, targets: &saved.targets })?;
     if planned.plan.changes != saved.changes || planned.plan.nodes != saved.nodes {
-        return Err(Diagnostic::new("the plan no longer matches what enact would do (enact.json changed since it was made?)")
-            .hint("make a new plan with `enact plan --out FILE`")
-            .into());
+        return Err(Diagnostic::new(
+            "the plan no longer matches what enact would do (enact.json changed since it was made?)",
+        )
+        .hint("make a new plan with `enact plan --out FILE`")
+        .into());
     }
     Ok((spec, planned))
 }
@@ -220,11 +174,7 @@ fn saved_plan(
 pub fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
-    let options = options(
-        args.parallelism,
-        args.health_timeout,
-        ctx.accept_new_host_keys,
-    )?;
+    let options = options(args.parallelism, args.health_timeout, ctx.accept_new_host_keys)?;
     let mut session = open_session(ctx, &repo, &env, &format!("enact apply -e {env}"))?;
     let (spec, planned, saved) = match &args.planfile {
         Some(file) => {
@@ -244,17 +194,12 @@ pub fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Outcome> {
             (effective.choreography, planned, false)
         }
     };
-    ctx.printer
-        .out(&plan::render::render(&planned.plan, ctx.printer.paint));
+    ctx.printer.out(&plan::render::render(&planned.plan, ctx.printer.paint));
     if !planned.plan.has_changes() {
         return Ok(Outcome::Success);
     }
     if !saved {
-        confirm(
-            &format!("\nApply these changes to env `{env}`?"),
-            args.auto_approve,
-            "--auto-approve",
-        )?;
+        confirm(&format!("\nApply these changes to env `{env}`?"), args.auto_approve, "--auto-approve")?;
     }
     let progress = progress(ctx);
     let report = session.apply(&spec, &planned, &progress, options)?;
@@ -273,23 +218,14 @@ pub fn destroy(ctx: &Context, auto_approve: bool, parallelism: usize) -> Result<
         service.paused = false;
     }
     let spec = Choreography::default();
-    let planned = plan::plan(PlanInput {
-        env: &env,
-        spec: &spec,
-        state: &unpaused,
-        settings: &repo.settings,
-        targets: &[],
-    })?;
-    ctx.printer
-        .out(&plan::render::render(&planned.plan, ctx.printer.paint));
+    let planned =
+        plan::plan(PlanInput { env: &env, spec: &spec, state: &unpaused, settings: &repo.settings, targets: &[] })?;
+    ctx.printer.out(&plan::render::render(&planned.plan, ctx.printer.paint));
     if !planned.plan.has_changes() {
         return Ok(Outcome::Success);
     }
     confirm(
-        &format!(
-            "\nDestroy every service of env `{env}`? This stops {} service(s).",
-            planned.plan.summary.destroy
-        ),
+        &format!("\nDestroy every service of env `{env}`? This stops {} service(s).", planned.plan.summary.destroy),
         auto_approve,
         "--auto-approve",
     )?;
@@ -302,12 +238,7 @@ pub fn destroy(ctx: &Context, auto_approve: bool, parallelism: usize) -> Result<
 pub fn rollback(ctx: &Context, serial: u64, auto_approve: bool) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
-    let mut session = open_session(
-        ctx,
-        &repo,
-        &env,
-        &format!("enact rollback {serial} -e {env}"),
-    )?;
+    let mut session = open_session(ctx, &repo, &env, &format!("enact rollback {serial} -e {env}"))?;
     let target = session.store.read_serial(&env, serial)?;
     let spec = target.choreography();
     let planned = plan::plan(PlanInput {
@@ -317,26 +248,14 @@ pub fn rollback(ctx: &Context, serial: u64, auto_approve: bool) -> Result<Outcom
         settings: &repo.settings,
         targets: &[],
     })?;
-    ctx.printer.info(&format!(
-        "Rolling env `{env}` back to the spec recorded at serial {serial}."
-    ));
-    ctx.printer
-        .out(&plan::render::render(&planned.plan, ctx.printer.paint));
+    ctx.printer.info(&format!("Rolling env `{env}` back to the spec recorded at serial {serial}."));
+    ctx.printer.out(&plan::render::render(&planned.plan, ctx.printer.paint));
     if !planned.plan.has_changes() {
         return Ok(Outcome::Success);
     }
-    confirm(
-        &format!("\nRoll env `{env}` back to serial {serial}?"),
-        auto_approve,
-        "--auto-approve",
-    )?;
+    confirm(&format!("\nRoll env `{env}` back to serial {serial}?"), auto_approve, "--auto-approve")?;
     let progress = progress(ctx);
-    let report = session.apply(
-        &spec,
-        &planned,
-        &progress,
-        options(10, 30, ctx.accept_new_host_keys)?,
-    )?;
+    let report = session.apply(&spec, &planned, &progress, options(10, 30, ctx.accept_new_host_keys)?)?;
     progress.finish();
     Ok(summarize(ctx, &report, "Rollback"))
 }
@@ -357,11 +276,9 @@ pub fn pause(ctx: &Context, service: Option<&str>, pause: bool) -> Result<Outcom
     let services: Vec<String> = match service {
         Some(name) => {
             let Some(s) = session.state.services.get(name) else {
-                return Err(
-                    Diagnostic::new(format!("env `{env}` has no service `{name}`"))
-                        .hint("`enact status` lists the services")
-                        .into(),
-                );
+                return Err(Diagnostic::new(format!("env `{env}` has no service `{name}`"))
+                    .hint("`enact status` lists the services")
+                    .into());
             };
             if matches!(s.spec, AppliedSpec::Legacy(_)) {
                 return Err(Diagnostic::new(format!(
@@ -370,10 +287,7 @@ pub fn pause(ctx: &Context, service: Option<&str>, pause: bool) -> Result<Outcom
                 .into());
             }
             if s.paused == pause {
-                ctx.printer.info(&format!(
-                    "Service `{name}` is already {}.",
-                    if pause { "paused" } else { "running" }
-                ));
+                ctx.printer.info(&format!("Service `{name}` is already {}.", if pause { "paused" } else { "running" }));
                 return Ok(Outcome::Success);
             }
             vec![name.to_string()]
@@ -381,43 +295,29 @@ pub fn pause(ctx: &Context, service: Option<&str>, pause: bool) -> Result<Outcom
         None => candidates,
     };
     if services.is_empty() {
-        ctx.printer
-            .info(&format!("Nothing to {verb} in env `{env}`."));
+        ctx.printer.info(&format!("Nothing to {verb} in env `{env}`."));
         return Ok(Outcome::Success);
     }
     let spec = session.state.choreography();
     let planned = Planned::empty(&env, &session.state);
     let events = progress(ctx);
     let command = format!("enact {verb}");
-    let report = session.run(
-        &spec,
-        &planned,
-        &events,
-        options(10, 30, ctx.accept_new_host_keys)?,
-        |executor| {
-            executor.begin(&command)?;
-            let mut failed = Vec::new();
-            for s in &services {
-                let result = if pause {
-                    executor.pause(s)
-                } else {
-                    executor.resume(s)
-                };
-                if let Err(e) = result {
-                    failed.push((s.clone(), e));
-                }
+    let report = session.run(&spec, &planned, &events, options(10, 30, ctx.accept_new_host_keys)?, |executor| {
+        executor.begin(&command)?;
+        let mut failed = Vec::new();
+        for s in &services {
+            let result = if pause { executor.pause(s) } else { executor.resume(s) };
+            if let Err(e) = result {
+                failed.push((s.clone(), e));
             }
-            Ok(executor.finish(failed))
-        },
-    )?;
+        }
+        Ok(executor.finish(failed))
+    })?;
     events.finish();
     for (s, e) in &report.failed {
         ctx.printer.error(&format!("{s}: {e}"));
     }
-    let ok: Vec<&String> = services
-        .iter()
-        .filter(|s| !report.failed.iter().any(|(f, _)| f == *s))
-        .collect();
+    let ok: Vec<&String> = services.iter().filter(|s| !report.failed.iter().any(|(f, _)| f == *s)).collect();
     if !ok.is_empty() {
         ctx.printer.out(&format!(
             "{} {}: {}\n",
@@ -426,11 +326,7 @@ pub fn pause(ctx: &Context, service: Option<&str>, pause: bool) -> Result<Outcom
             ok.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
         ));
     }
-    Ok(if report.failed.is_empty() {
-        Outcome::Success
-    } else {
-        Outcome::Failed
-    })
+    Ok(if report.failed.is_empty() { Outcome::Success } else { Outcome::Failed })
 }
 
 #[derive(Debug, Serialize)]
@@ -459,24 +355,16 @@ struct ServiceStatusView {
 }
 
 fn answers(uri: &str) -> bool {
-    let Some(rest) = uri
-        .strip_prefix("http://")
-        .or_else(|| uri.strip_prefix("https://"))
-    else {
+    let Some(rest) = uri.strip_prefix("http://").or_else(|| uri.strip_prefix("https://")) else {
         return false;
     };
     let authority = rest.split('/').next().unwrap_or_default();
-    let with_port = if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
+    let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
         authority.to_string()
     } else {
         format!("{authority}:80")
     };
-    let Some(addr): Option<SocketAddr> =
-        with_port.to_socket_addrs().ok().and_then(|mut a| a.next())
-    else {
+    let Some(addr): Option<SocketAddr> = with_port.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
         return false;
     };
     TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
@@ -491,22 +379,14 @@ pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
     let (mut healthy, mut total) = (0, 0);
     for (name, service) in &state.services {
         let mut view = ServiceStatusView {
-            kind: if matches!(service.spec, AppliedSpec::Legacy(_)) {
-                "legacy"
-            } else {
-                "deployable"
-            },
+            kind: if matches!(service.spec, AppliedSpec::Legacy(_)) { "legacy" } else { "deployable" },
             paused: service.paused,
             incomplete: service.incomplete,
             instances: Vec::new(),
             native_uris: Vec::new(),
         };
         if let AppliedSpec::Legacy(l) = &service.spec {
-            view.native_uris = l
-                .native_uris
-                .iter()
-                .map(|u| (u.clone(), answers(u)))
-                .collect();
+            view.native_uris = l.native_uris.iter().map(|u| (u.clone(), answers(u))).collect();
         }
         for instance in &service.instances {
             let node = state.nodes.get(&instance.node);
@@ -516,11 +396,7 @@ pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
                 _ => false,
             };
             let simulated = provider_kind(&repo, node) == Some("simulated");
-            let answering = if simulated {
-                alive
-            } else {
-                alive && answers(&instance.native_uri)
-            };
+            let answering = if simulated { alive } else { alive && answers(&instance.native_uri) };
             let health = match (service.paused, alive, answering) {
                 (true, _, _) => "paused",
                 (false, true, true) => "healthy",
@@ -545,10 +421,7 @@ pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
     }
     if json {
         let out = serde_json::json!({ "env": env, "serial": state.serial, "services": services });
-        ctx.printer.out(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&out).unwrap_or_default()
-        ));
+        ctx.printer.out(&format!("{}\n", serde_json::to_string_pretty(&out).unwrap_or_default()));
         return Ok(Outcome::Success);
     }
     let paint = ctx.printer.paint;
@@ -565,26 +438,14 @@ pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
             out,
             "\n{}{}{}",
             paint.bold(name),
-            if view.kind == "legacy" {
-                " (legacy)"
-            } else {
-                ""
-            },
-            if flags.is_empty() {
-                String::new()
-            } else {
-                format!("  [{}]", flags.join(", "))
-            }
+            if view.kind == "legacy" { " (legacy)" } else { "" },
+            if flags.is_empty() { String::new() } else { format!("  [{}]", flags.join(", ")) }
         );
         for (uri, up) in &view.native_uris {
             let _ = writeln!(
                 out,
                 "  {:<14} {uri}",
-                if *up {
-                    paint.green("answering")
-                } else {
-                    paint.red("not answering")
-                }
+                if *up { paint.green("answering") } else { paint.red("not answering") }
             );
         }
         for i in &view.instances {
@@ -593,11 +454,7 @@ pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
                 "paused" => paint.yellow(i.health),
                 _ => paint.red(i.health),
             };
-            let _ = writeln!(
-                out,
-                "  {:<20} {:<14} {:<12} {}",
-                i.id, health, i.node, i.native_uri
-            );
+            let _ = writeln!(out, "  {:<20} {:<14} {:<12} {}", i.id, health, i.node, i.native_uri);
         }
     }
     let _ = writeln!(out, "\n{healthy} of {total} instance(s) healthy.");
@@ -605,12 +462,8 @@ pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-fn provider_kind(
-    repo: &ConfigRepo,
-    node: Option<&crate::state::NodeState>,
-) -> Option<&'static str> {
-    node.and_then(|n| repo.settings.account(&n.account))
-        .map(crate::repo::settings::Account::provider)
+fn provider_kind(repo: &ConfigRepo, node: Option<&crate::state::NodeState>) -> Option<&'static str> {
+    node.and_then(|n| repo.settings.account(&n.account)).map(crate::repo::settings::Account::provider)
 }
 
 pub fn logs(ctx: &Context, service: &str, lines: usize) -> Result<Outcome> {
@@ -619,16 +472,12 @@ pub fn logs(ctx: &Context, service: &str, lines: usize) -> Result<Outcome> {
     let state = repo.store().read_or_empty(&env)?;
     let providers = providers_of(ctx, &repo, &state);
     let Some(recorded) = state.services.get(service) else {
-        return Err(
-            Diagnostic::new(format!("env `{env}` has no service `{service}`"))
-                .hint("`enact status` lists the services")
-                .into(),
-        );
+        return Err(Diagnostic::new(format!("env `{env}` has no service `{service}`"))
+            .hint("`enact status` lists the services")
+            .into());
     };
     if recorded.instances.is_empty() {
-        ctx.printer.info(&format!(
-            "Service `{service}` has no instances in env `{env}`."
-        ));
+        ctx.printer.info(&format!("Service `{service}` has no instances in env `{env}`."));
         return Ok(Outcome::Success);
     }
     let mut out = String::new();
@@ -636,20 +485,11 @@ pub fn logs(ctx: &Context, service: &str, lines: usize) -> Result<Outcome> {
         let Some(node) = state.nodes.get(&instance.node) else {
             continue;
         };
-        let _ = writeln!(
-            out,
-            "==> {} on {} ({}) <==",
-            instance.id, instance.node, node.address
-        );
+        let _ = writeln!(out, "==> {} on {} ({}) <==", instance.id, instance.node, node.address);
         let provider = providers.get(&node.account);
         let text = match provider {
             Some(p) => p
-                .logs(
-                    instance,
-                    node,
-                    &log_path(&repo.state_dir(), &env, &instance.id),
-                    lines,
-                )
+                .logs(instance, node, &log_path(&repo.state_dir(), &env, &instance.id), lines)
                 .unwrap_or_else(|e| format!("({e})")),
             None => format!("(account `{}` is not defined in enact.json)", node.account),
         };
@@ -676,14 +516,10 @@ pub fn history(ctx: &Context) -> Result<Outcome> {
         rows.push(current);
     }
     if rows.is_empty() {
-        ctx.printer
-            .out(&format!("env `{env}` has never been applied.\n"));
+        ctx.printer.out(&format!("env `{env}` has never been applied.\n"));
         return Ok(Outcome::Success);
     }
-    let mut out = format!(
-        "{:>7}  {:<21} {:>8} {:>9}\n",
-        "serial", "applied at", "services", "instances"
-    );
+    let mut out = format!("{:>7}  {:<21} {:>8} {:>9}\n", "serial", "applied at", "services", "instances");
     for state in &rows {
         let instances: usize = state.services.values().map(|s| s.instances.len()).sum();
         let _ = writeln!(
@@ -727,8 +563,7 @@ pub fn state(ctx: &Context, command: &StateCommand) -> Result<Outcome> {
         }
         StateCommand::Show => {
             let env = ctx.env(&repo)?;
-            ctx.printer
-                .out(&repo.store().read_or_empty(&env)?.to_json());
+            ctx.printer.out(&repo.store().read_or_empty(&env)?.to_json());
         }
         StateCommand::Unlock => {
             let env = ctx.env(&repo)?;
@@ -768,12 +603,9 @@ pub fn trust_hosts(ctx: &Context, only: Option<&str>) -> Result<Outcome> {
     let mut failed = false;
     let mut out = String::new();
     for (name, account) in accounts {
-        let options = provider::ssh::SshOptions {
-            repo_root: repo.root.clone(),
-            accept_new_host_keys: true,
-        };
-        let provider = provider::ssh::SshProvider::new(name, account, options)
-            .map_err(|e| Diagnostic::new(e.to_string()))?;
+        let options = provider::ssh::SshOptions { repo_root: repo.root.clone(), accept_new_host_keys: true };
+        let provider =
+            provider::ssh::SshProvider::new(name, account, options).map_err(|e| Diagnostic::new(e.to_string()))?;
         let known = provider::ssh::known_hosts_of(account.known_hosts.as_deref(), &repo.root);
         let _ = writeln!(out, "account `{name}` (known hosts: {}):", known.display());
         for (host, result) in provider.trust_hosts() {
@@ -789,9 +621,5 @@ pub fn trust_hosts(ctx: &Context, only: Option<&str>) -> Result<Outcome> {
         }
     }
     ctx.printer.out(&out);
-    Ok(if failed {
-        Outcome::Failed
-    } else {
-        Outcome::Success
-    })
+    Ok(if failed { Outcome::Failed } else { Outcome::Success })
 }

@@ -12,11 +12,7 @@ use crate::diagnostic::{Diagnostic, Segment, SourceFile};
 use crate::spec::parse::LISTS;
 
 /// Merges `overlay` into `base` (both already shape-checked spec files).
-pub fn merge(
-    base: &mut Value,
-    overlay: &Value,
-    source: &SourceFile,
-) -> Result<(), Vec<Diagnostic>> {
+pub fn merge(base: &mut Value, overlay: &Value, source: &SourceFile) -> Result<(), Vec<Diagnostic>> {
     let mut errors = Vec::new();
     let Value::Object(overlay) = overlay else {
         return Ok(());
@@ -29,17 +25,12 @@ pub fn merge(
             continue;
         };
         let mut seen: HashMap<&str, usize> = HashMap::new();
-        let target = base
-            .entry(list.to_string())
-            .or_insert_with(|| Value::Array(Vec::new()));
+        let target = base.entry(list.to_string()).or_insert_with(|| Value::Array(Vec::new()));
         let Value::Array(target) = target else {
             continue;
         };
-        let mut positions: HashMap<String, usize> = target
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| Some((s.get("name")?.as_str()?.to_string(), i)))
-            .collect();
+        let mut positions: HashMap<String, usize> =
+            target.iter().enumerate().filter_map(|(i, s)| Some((s.get("name")?.as_str()?.to_string(), i))).collect();
         let mut deleted = vec![false; target.len()];
         for (index, item) in items.iter().enumerate() {
             let at = [Segment::Key(list.to_string()), Segment::Index(index)];
@@ -61,12 +52,10 @@ pub fn merge(
                 Some(&i) if delete => deleted[i] = true,
                 Some(&i) => merge_patch(&mut target[i], item),
                 None if delete => errors.push(
-                    Diagnostic::new(format!(
-                        "`$delete` of service `{name}`, which the base spec does not have"
-                    ))
-                    .at(Some(source.locate(&at, false)))
-                    .service(name)
-                    .hint("remove this entry, or check the service's name in chor.json"),
+                    Diagnostic::new(format!("`$delete` of service `{name}`, which the base spec does not have"))
+                        .at(Some(source.locate(&at, false)))
+                        .service(name)
+                        .hint("remove this entry, or check the service's name in chor.json"),
                 ),
                 None => {
                     let mut fresh = Value::Object(Map::new());
@@ -83,11 +72,7 @@ pub fn merge(
             !deleted[i - 1]
         });
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 
 /// RFC 7396: objects merge recursively, `null` removes, anything else replaces.
@@ -146,9 +131,9 @@ mod tests {
 
     #[test]
     fn delete_removes_a_service_and_null_removes_a_field() {
-        let mut base =
-            json!({"deployableServiceSpecs": [{"name": "a", "version": "1"}, {"name": "b"}]});
-        let overlay = json!({"deployableServiceSpecs": [{"name": "b", "$delete": true}, {"name": "a", "version": null}]});
+        let mut base = json!({"deployableServiceSpecs": [{"name": "a", "version": "1"}, {"name": "b"}]});
+        let overlay =
+            json!({"deployableServiceSpecs": [{"name": "b", "$delete": true}, {"name": "a", "version": null}]});
         merge(&mut base, &overlay, &src()).unwrap();
         assert_eq!(base, json!({"deployableServiceSpecs": [{"name": "a"}]}));
     }

@@ -39,10 +39,7 @@ impl ServiceGraph {
         let mut graph = DiGraph::with_capacity(services.len(), services.len());
         let mut index = HashMap::with_capacity(services.len());
         for s in &services {
-            let i = graph.add_node(Vertex {
-                name: s.name().to_string(),
-                legacy: s.is_legacy(),
-            });
+            let i = graph.add_node(Vertex { name: s.name().to_string(), legacy: s.is_legacy() });
             index.insert(s.name().to_string(), i);
         }
         for s in &services {
@@ -81,12 +78,7 @@ impl ServiceGraph {
     fn neighbors(&self, name: &str, direction: Direction) -> BTreeSet<&str> {
         self.index
             .get(name)
-            .map(|&i| {
-                self.graph
-                    .neighbors_directed(i, direction)
-                    .map(|n| self.graph[n].name.as_str())
-                    .collect()
-            })
+            .map(|&i| self.graph.neighbors_directed(i, direction).map(|n| self.graph[n].name.as_str()).collect())
             .unwrap_or_default()
     }
 
@@ -108,19 +100,14 @@ impl ServiceGraph {
         let mut indegree = vec![0usize; sccs.len()];
         let mut successors: Vec<Vec<usize>> = vec![Vec::new(); sccs.len()];
         for edge in self.graph.edge_references() {
-            let (from, to) = (
-                group_of[edge.source().index()],
-                group_of[edge.target().index()],
-            );
+            let (from, to) = (group_of[edge.source().index()], group_of[edge.target().index()]);
             if from != to {
                 successors[from].push(to);
                 indegree[to] += 1;
             }
         }
-        let mut ready: BinaryHeap<Reverse<(&str, usize)>> = (0..sccs.len())
-            .filter(|&g| indegree[g] == 0)
-            .map(|g| Reverse((members[g][0], g)))
-            .collect();
+        let mut ready: BinaryHeap<Reverse<(&str, usize)>> =
+            (0..sccs.len()).filter(|&g| indegree[g] == 0).map(|g| Reverse((members[g][0], g))).collect();
         let mut order = Vec::with_capacity(sccs.len());
         while let Some(Reverse((_, g))) = ready.pop() {
             order.push(g);
@@ -132,10 +119,7 @@ impl ServiceGraph {
             }
         }
         let mut by_index: Vec<Option<Vec<&str>>> = members.into_iter().map(Some).collect();
-        order
-            .into_iter()
-            .filter_map(|g| by_index[g].take())
-            .collect()
+        order.into_iter().filter_map(|g| by_index[g].take()).collect()
     }
 
     /// Edges as (provider, consumer, role), sorted.
@@ -143,13 +127,7 @@ impl ServiceGraph {
         let mut edges: Vec<_> = self
             .graph
             .edge_references()
-            .map(|e| {
-                (
-                    self.graph[e.source()].name.as_str(),
-                    self.graph[e.target()].name.as_str(),
-                    e.weight().as_str(),
-                )
-            })
+            .map(|e| (self.graph[e.source()].name.as_str(), self.graph[e.target()].name.as_str(), e.weight().as_str()))
             .collect();
         edges.sort_unstable();
         edges
@@ -165,19 +143,12 @@ impl ServiceGraph {
         for (g, group) in self.groups().iter().enumerate() {
             let cluster = group.len() > 1;
             if cluster {
-                let _ = writeln!(
-                    out,
-                    "  subgraph cluster_{g} {{\n    label=\"cycle\";\n    style=dashed;"
-                );
+                let _ = writeln!(out, "  subgraph cluster_{g} {{\n    label=\"cycle\";\n    style=dashed;");
             }
             for name in group {
                 let legacy = self.vertex(name).is_some_and(|v| v.legacy);
                 let indent = if cluster { "    " } else { "  " };
-                let style = if legacy {
-                    " [style=\"rounded,dashed\", xlabel=\"legacy\"]"
-                } else {
-                    ""
-                };
+                let style = if legacy { " [style=\"rounded,dashed\", xlabel=\"legacy\"]" } else { "" };
                 let _ = writeln!(out, "{indent}{}{style};", dot_id(name));
             }
             if cluster {
@@ -185,13 +156,7 @@ impl ServiceGraph {
             }
         }
         for (provider, consumer, role) in self.edges() {
-            let _ = writeln!(
-                out,
-                "  {} -> {} [label={}];",
-                dot_id(provider),
-                dot_id(consumer),
-                dot_id(role)
-            );
+            let _ = writeln!(out, "  {} -> {} [label={}];", dot_id(provider), dot_id(consumer), dot_id(role));
         }
         out.push_str("}\n");
         out
@@ -212,13 +177,7 @@ impl ServiceGraph {
                     .edges()
                     .into_iter()
                     .filter(|(_, c, _)| c == name)
-                    .map(|(p, _, role)| {
-                        if p == role {
-                            p.to_string()
-                        } else {
-                            format!("{p} as {role}")
-                        }
-                    })
+                    .map(|(p, _, role)| if p == role { p.to_string() } else { format!("{p} as {role}") })
                     .collect();
                 if !calls.is_empty() {
                     let _ = write!(line, "  → calls {}", calls.join(", "));
@@ -247,11 +206,7 @@ impl ServiceGraph {
         for group in self.groups() {
             for name in group {
                 let legacy = self.vertex(name).is_some_and(|v| v.legacy);
-                let label = if legacy {
-                    format!("{name} (legacy)")
-                } else {
-                    name.to_string()
-                };
+                let label = if legacy { format!("{name} (legacy)") } else { name.to_string() };
                 let width = 24.0 + 8.0 * label.chars().count() as f64;
                 let element = Element::create(
                     ShapeKind::new_box(&label),
@@ -287,43 +242,30 @@ mod tests {
     fn chor(edges: &[(&str, &str)], names: &[&str]) -> Choreography {
         let mut c = Choreography::default();
         for n in names {
-            c.deployable_service_specs
-                .push(crate::spec::DeployableServiceSpec {
-                    name: (*n).to_string(),
-                    roles: vec![(*n).to_string()],
-                    dependencies: edges
-                        .iter()
-                        .filter(|(_, consumer)| consumer == n)
-                        .map(|(p, _)| crate::spec::ServiceDependency {
-                            service_spec_name: (*p).to_string(),
-                            service_spec_role: (*p).to_string(),
-                        })
-                        .collect(),
-                    ..Default::default()
-                });
+            c.deployable_service_specs.push(crate::spec::DeployableServiceSpec {
+                name: (*n).to_string(),
+                roles: vec![(*n).to_string()],
+                dependencies: edges
+                    .iter()
+                    .filter(|(_, consumer)| consumer == n)
+                    .map(|(p, _)| crate::spec::ServiceDependency {
+                        service_spec_name: (*p).to_string(),
+                        service_spec_role: (*p).to_string(),
+                    })
+                    .collect(),
+                ..Default::default()
+            });
         }
         c
     }
 
     #[test]
     fn groups_put_providers_first_and_condense_cycles() {
-        let c = chor(
-            &[("a", "b"), ("b", "c"), ("c", "b"), ("c", "d"), ("z", "a")],
-            &["d", "c", "b", "a", "z", "e"],
-        );
+        let c = chor(&[("a", "b"), ("b", "c"), ("c", "b"), ("c", "d"), ("z", "a")], &["d", "c", "b", "a", "z", "e"]);
         let g = ServiceGraph::build(&c);
-        assert_eq!(
-            g.groups(),
-            vec![vec!["e"], vec!["z"], vec!["a"], vec!["b", "c"], vec!["d"]]
-        );
-        assert_eq!(
-            g.providers("b").into_iter().collect::<Vec<_>>(),
-            vec!["a", "c"]
-        );
-        assert_eq!(
-            g.consumers("c").into_iter().collect::<Vec<_>>(),
-            vec!["b", "d"]
-        );
+        assert_eq!(g.groups(), vec![vec!["e"], vec!["z"], vec!["a"], vec!["b", "c"], vec!["d"]]);
+        assert_eq!(g.providers("b").into_iter().collect::<Vec<_>>(), vec!["a", "c"]);
+        assert_eq!(g.consumers("c").into_iter().collect::<Vec<_>>(), vec!["b", "d"]);
     }
 
     #[test]
@@ -331,18 +273,9 @@ mod tests {
         let c = chor(&[("airline", "travel")], &["travel", "airline"]);
         let g = ServiceGraph::build(&c);
         let dot = g.to_dot();
-        assert!(
-            dot.contains("\"airline\" -> \"travel\" [label=\"airline\"]"),
-            "{dot}"
-        );
-        assert_eq!(
-            g.to_text(),
-            "   1  airline\n   2  travel  → calls airline\n"
-        );
+        assert!(dot.contains("\"airline\" -> \"travel\" [label=\"airline\"]"), "{dot}");
+        assert_eq!(g.to_text(), "   1  airline\n   2  travel  → calls airline\n");
         let svg = g.to_svg();
-        assert!(
-            svg.contains("<svg") && svg.contains("airline") && svg.contains("travel"),
-            "{svg}"
-        );
+        assert!(svg.contains("<svg") && svg.contains("airline") && svg.contains("travel"), "{svg}");
     }
 }

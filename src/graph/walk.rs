@@ -53,9 +53,7 @@ where
                 loop {
                     let next = {
                         let (lock, ready) = &*queue;
-                        let mut guard = lock
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let mut guard = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                         loop {
                             if let Some(i) = guard.0.pop_front() {
                                 break Some(i);
@@ -63,9 +61,7 @@ where
                             if guard.1 {
                                 break None;
                             }
-                            guard = ready
-                                .wait(guard)
-                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            guard = ready.wait(guard).unwrap_or_else(std::sync::PoisonError::into_inner);
                         }
                     };
                     let Some(i) = next else { return };
@@ -112,9 +108,7 @@ where
             if !newly_ready.is_empty() {
                 running += newly_ready.len();
                 let (lock, ready) = &*queue;
-                let mut guard = lock
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut guard = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 guard.0.extend(newly_ready);
                 ready.notify_all();
             }
@@ -123,17 +117,12 @@ where
             }
         }
         let (lock, ready) = &*queue;
-        let mut guard = lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         guard.1 = true;
         ready.notify_all();
     });
 
-    outcomes
-        .into_iter()
-        .map(|o| o.unwrap_or(Outcome::Skipped))
-        .collect()
+    outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Skipped)).collect()
 }
 
 #[cfg(test)]
@@ -162,15 +151,7 @@ mod tests {
         // 0 fails; 1 depends on 0; 2 depends on 1; 3 is independent.
         let deps = vec![vec![], vec![0], vec![1], vec![]];
         let outcomes = walk(&deps, 2, |i| if i == 0 { Err("boom") } else { Ok(()) });
-        assert_eq!(
-            outcomes,
-            vec![
-                Outcome::Failed("boom"),
-                Outcome::Skipped,
-                Outcome::Skipped,
-                Outcome::Done
-            ]
-        );
+        assert_eq!(outcomes, vec![Outcome::Failed("boom"), Outcome::Skipped, Outcome::Skipped, Outcome::Done]);
     }
 
     #[test]
@@ -203,12 +184,7 @@ mod tests {
             Ok(())
         });
         let t = finished_at.into_inner().unwrap();
-        assert!(
-            t[3] < t[0],
-            "vertex 3 finished at {:?}, after the slow vertex 0 at {:?}",
-            t[3],
-            t[0]
-        );
+        assert!(t[3] < t[0], "vertex 3 finished at {:?}, after the slow vertex 0 at {:?}", t[3], t[0]);
     }
 
     #[test]

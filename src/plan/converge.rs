@@ -23,11 +23,7 @@ pub fn model_address(provider: &str, node_number: u64) -> String {
 
 /// The `nativeUri` of an instance: `http://<node address>:<port>/<endpointName>`.
 pub fn native_uri(address: &str, spec: &crate::spec::DeployableServiceSpec) -> String {
-    let host = if address.contains(':') {
-        format!("[{address}]")
-    } else {
-        address.to_string()
-    };
+    let host = if address.contains(':') { format!("[{address}]") } else { address.to_string() };
     format!("http://{host}:{}/{}", port_of(spec), spec.endpoint_name())
 }
 
@@ -37,10 +33,8 @@ pub fn apply_model(prior: &State, spec: &Choreography, planned: &Planned) -> Sta
     let mut state = prior.clone();
     let placement = &planned.placement;
     for node in &placement.new_nodes {
-        let address = node
-            .address
-            .clone()
-            .unwrap_or_else(|| model_address(node.provider, super::placement::id_number(&node.id)));
+        let address =
+            node.address.clone().unwrap_or_else(|| model_address(node.provider, super::placement::id_number(&node.id)));
         state.nodes.insert(
             node.id.clone(),
             NodeState {
@@ -53,8 +47,7 @@ pub fn apply_model(prior: &State, spec: &Choreography, planned: &Planned) -> Sta
             },
         );
     }
-    let desired: std::collections::HashMap<&str, Service<'_>> =
-        spec.services().map(|s| (s.name(), s)).collect();
+    let desired: std::collections::HashMap<&str, Service<'_>> = spec.services().map(|s| (s.name(), s)).collect();
     for change in &planned.plan.changes {
         let name = change.service.as_str();
         if change.action == Action::Destroy {
@@ -64,15 +57,12 @@ pub fn apply_model(prior: &State, spec: &Choreography, planned: &Planned) -> Sta
         let Some(service) = desired.get(name) else {
             continue;
         };
-        let entry = state
-            .services
-            .entry(name.to_string())
-            .or_insert_with(|| ServiceState {
-                spec: AppliedSpec::from_service(*service),
-                instances: Vec::new(),
-                paused: false,
-                incomplete: false,
-            });
+        let entry = state.services.entry(name.to_string()).or_insert_with(|| ServiceState {
+            spec: AppliedSpec::from_service(*service),
+            instances: Vec::new(),
+            paused: false,
+            incomplete: false,
+        });
         entry.spec = AppliedSpec::from_service(*service);
         if let Some(stopped) = placement.stopped.get(name) {
             let stopped: BTreeSet<&str> = stopped.iter().map(String::as_str).collect();
@@ -86,11 +76,7 @@ pub fn apply_model(prior: &State, spec: &Choreography, planned: &Planned) -> Sta
         let Some(Service::Deployable(spec)) = desired.get(started.service.as_str()) else {
             continue;
         };
-        let address = state
-            .nodes
-            .get(&started.node)
-            .map(|n| n.address.clone())
-            .unwrap_or_default();
+        let address = state.nodes.get(&started.node).map(|n| n.address.clone()).unwrap_or_default();
         if let Some(entry) = state.services.get_mut(&started.service) {
             entry.instances.push(InstanceState {
                 id: started.id.clone(),

@@ -7,8 +7,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::model::{
-    Action, Change, FieldChange, FromTo, NodeChanges, PLAN_FORMAT_VERSION, Plan, PriorState, Step,
-    Summary,
+    Action, Change, FieldChange, FromTo, NodeChanges, PLAN_FORMAT_VERSION, Plan, PriorState, Step, Summary,
 };
 use super::placement::{Demand, Placement, place};
 use crate::diagnostic::Diagnostic;
@@ -18,14 +17,7 @@ use crate::spec::{Choreography, Service};
 use crate::state::{AppliedSpec, ServiceState, State};
 
 /// Fields whose change replaces every instance (a redeploy).
-pub const REDEPLOY_FIELDS: [&str; 6] = [
-    "version",
-    "packageUri",
-    "packageType",
-    "port",
-    "endpointName",
-    "serviceType",
-];
+pub const REDEPLOY_FIELDS: [&str; 6] = ["version", "packageUri", "packageType", "port", "endpointName", "serviceType"];
 
 /// What a plan is computed from.
 #[derive(Debug, Clone, Copy)]
@@ -78,8 +70,7 @@ pub fn spec_digest(spec: &Choreography) -> String {
 
 /// Computes the plan that takes `input.state` to `input.spec`.
 pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
-    let desired: HashMap<&str, Service<'_>> =
-        input.spec.services().map(|s| (s.name(), s)).collect();
+    let desired: HashMap<&str, Service<'_>> = input.spec.services().map(|s| (s.name(), s)).collect();
     let recorded = &input.state.services;
 
     // The set of services the plan may touch.
@@ -109,10 +100,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
                     || change.action == Action::Destroy
                     || change.instances.is_some()
                     || change.memory.is_some()
-                    || change
-                        .fields
-                        .iter()
-                        .any(|f| f.path == "/nativeURIs" || f.path == "/cloudAccount"));
+                    || change.fields.iter().any(|f| f.path == "/nativeURIs" || f.path == "/cloudAccount"));
             if moves {
                 endpoints_change.insert(name);
             }
@@ -129,18 +117,9 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
         let (Some(before), Some(after)) = (recorded.get(name), desired.get(name)) else {
             continue;
         };
-        let old: BTreeSet<&str> = before
-            .spec
-            .as_service()
-            .dependencies()
-            .iter()
-            .map(|d| d.service_spec_name.as_str())
-            .collect();
-        let new: BTreeSet<&str> = after
-            .dependencies()
-            .iter()
-            .map(|d| d.service_spec_name.as_str())
-            .collect();
+        let old: BTreeSet<&str> =
+            before.spec.as_service().dependencies().iter().map(|d| d.service_spec_name.as_str()).collect();
+        let new: BTreeSet<&str> = after.dependencies().iter().map(|d| d.service_spec_name.as_str()).collect();
         let mut rewire: BTreeSet<&str> = new.symmetric_difference(&old).copied().collect();
         rewire.extend(new.iter().filter(|p| endpoints_change.contains(*p)));
         rewire.retain(|p| *p != name || endpoints_change.contains(p));
@@ -179,10 +158,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
                 None => None,
             };
             if spec.is_none()
-                && !matches!(
-                    recorded.get(c.service.as_str()).map(|s| &s.spec),
-                    Some(AppliedSpec::Deployable(_))
-                )
+                && !matches!(recorded.get(c.service.as_str()).map(|s| &s.spec), Some(AppliedSpec::Deployable(_)))
             {
                 return None;
             }
@@ -200,26 +176,12 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
 
     let mut nodes: BTreeMap<String, NodeChanges> = BTreeMap::new();
     for node in placement.new_nodes.iter().filter(|n| n.provisioned) {
-        *nodes
-            .entry(node.account.clone())
-            .or_default()
-            .create
-            .entry(node.size.clone())
-            .or_default() += 1;
+        *nodes.entry(node.account.clone()).or_default().create.entry(node.size.clone()).or_default() += 1;
     }
     for id in &placement.freed_nodes {
         if let Some(node) = input.state.nodes.get(id) {
-            let size = node
-                .size
-                .clone()
-                .or_else(|| node.memory.map(|m| m.to_string()))
-                .unwrap_or_default();
-            *nodes
-                .entry(node.account.clone())
-                .or_default()
-                .destroy
-                .entry(size)
-                .or_default() += 1;
+            let size = node.size.clone().or_else(|| node.memory.map(|m| m.to_string())).unwrap_or_default();
+            *nodes.entry(node.account.clone()).or_default().destroy.entry(size).or_default() += 1;
         }
     }
 
@@ -268,16 +230,12 @@ fn scope<'a>(
     let mut scope: HashSet<&str> = HashSet::new();
     let mut queue: Vec<&str> = Vec::new();
     for target in input.targets {
-        if desired.contains_key(target.as_str())
-            || input.state.services.contains_key(target.as_str())
-        {
+        if desired.contains_key(target.as_str()) || input.state.services.contains_key(target.as_str()) {
             queue.push(target.as_str());
         } else {
             errors.push(
-                Diagnostic::new(format!(
-                    "`--target {target}` names no service of the spec or the state"
-                ))
-                .hint("`enact graph --format text` lists the services"),
+                Diagnostic::new(format!("`--target {target}` names no service of the spec or the state"))
+                    .hint("`enact graph --format text` lists the services"),
             );
         }
     }
@@ -286,34 +244,19 @@ fn scope<'a>(
             continue;
         }
         if let Some(service) = desired.get(name) {
-            queue.extend(
-                service
-                    .dependencies()
-                    .iter()
-                    .map(|d| d.service_spec_name.as_str()),
-            );
+            queue.extend(service.dependencies().iter().map(|d| d.service_spec_name.as_str()));
         }
     }
-    if errors.is_empty() {
-        Ok(Some(scope))
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(Some(scope)) } else { Err(errors) }
 }
 
 /// Compares one service's recorded and desired spec.
-fn compare(
-    name: &str,
-    recorded: Option<&ServiceState>,
-    after: Option<Service<'_>>,
-) -> Option<Change> {
+fn compare(name: &str, recorded: Option<&ServiceState>, after: Option<Service<'_>>) -> Option<Change> {
     let before = recorded.map(|s| s.spec.as_service());
     let incomplete = recorded.is_some_and(|s| s.incomplete);
     // What runs, not what the spec said: after a failure the two can differ.
     let recorded_instances = match recorded {
-        Some(s) if !s.spec.as_service().is_legacy() => {
-            u32::try_from(s.instances.len()).unwrap_or(u32::MAX)
-        }
+        Some(s) if !s.spec.as_service().is_legacy() => u32::try_from(s.instances.len()).unwrap_or(u32::MAX),
         _ => 0,
     };
     let instances_of = |s: Option<Service<'_>>| match s {
@@ -344,8 +287,7 @@ fn compare(
         after_value.as_ref().unwrap_or(&Value::Null),
         &mut fields,
     );
-    let kind_changes =
-        matches!((before, after), (Some(b), Some(a)) if b.is_legacy() != a.is_legacy());
+    let kind_changes = matches!((before, after), (Some(b), Some(a)) if b.is_legacy() != a.is_legacy());
     let mut forced_by: Vec<String> = Vec::new();
     if action == Action::Update {
         if incomplete {
@@ -357,29 +299,18 @@ fn compare(
         forced_by.extend(
             fields
                 .iter()
-                .filter(|f| {
-                    REDEPLOY_FIELDS
-                        .iter()
-                        .any(|r| f.path.strip_prefix('/') == Some(*r))
-                })
+                .filter(|f| REDEPLOY_FIELDS.iter().any(|r| f.path.strip_prefix('/') == Some(*r)))
                 .map(|f| f.path.clone()),
         );
     }
-    let action = if forced_by.is_empty() {
-        action
-    } else {
-        Action::Replace
-    };
+    let action = if forced_by.is_empty() { action } else { Action::Replace };
     let (from, to) = (recorded_instances, instances_of(after));
     let (memory_from, memory_to) = (memory_of(before), memory_of(after));
     Some(Change {
         service: name.to_string(),
         action,
         instances: (from != to).then_some(FromTo { from, to }),
-        memory: (memory_from != memory_to).then_some(FromTo {
-            from: memory_from,
-            to: memory_to,
-        }),
+        memory: (memory_from != memory_to).then_some(FromTo { from: memory_from, to: memory_to }),
         fields,
         rewire: Vec::new(),
         forced_by,
@@ -417,12 +348,7 @@ fn diff_values(path: &str, before: &Value, after: &Value, out: &mut Vec<FieldCha
             keys.sort_by_key(|k| (k.as_str() != "name", field_rank(k)));
             for key in keys {
                 let child = format!("{path}/{}", key.replace('~', "~0").replace('/', "~1"));
-                diff_values(
-                    &child,
-                    b.get(key).unwrap_or(&Value::Null),
-                    a.get(key).unwrap_or(&Value::Null),
-                    out,
-                );
+                diff_values(&child, b.get(key).unwrap_or(&Value::Null), a.get(key).unwrap_or(&Value::Null), out);
             }
         }
         (Value::Object(b), Value::Null) if !path.is_empty() || !b.is_empty() => {
@@ -431,11 +357,7 @@ fn diff_values(path: &str, before: &Value, after: &Value, out: &mut Vec<FieldCha
         (Value::Null, Value::Object(_)) => {
             diff_values(path, &Value::Object(serde_json::Map::new()), after, out);
         }
-        (b, a) if b != a => out.push(FieldChange {
-            path: path.to_string(),
-            from: b.clone(),
-            to: a.clone(),
-        }),
+        (b, a) if b != a => out.push(FieldChange { path: path.to_string(), from: b.clone(), to: a.clone() }),
         _ => {}
     }
 }
@@ -485,18 +407,12 @@ fn steps(input: PlanInput<'_>, changes: &BTreeMap<&str, Change>) -> Vec<Step> {
     }
     let graph = ServiceGraph::build(&combined);
     let groups = graph.groups();
-    let group_of: HashMap<&str, usize> = groups
-        .iter()
-        .enumerate()
-        .flat_map(|(g, members)| members.iter().map(move |m| (*m, g)))
-        .collect();
+    let group_of: HashMap<&str, usize> =
+        groups.iter().enumerate().flat_map(|(g, members)| members.iter().map(move |m| (*m, g))).collect();
     let mut old_consumers: HashMap<&str, BTreeSet<&str>> = HashMap::new();
     for (consumer, service) in &input.state.services {
         for dep in service.spec.as_service().dependencies() {
-            old_consumers
-                .entry(dep.service_spec_name.as_str())
-                .or_default()
-                .insert(consumer.as_str());
+            old_consumers.entry(dep.service_spec_name.as_str()).or_default().insert(consumer.as_str());
         }
     }
     let same_group = |a: &str, b: &str| group_of.get(a) == group_of.get(b);
@@ -516,26 +432,15 @@ fn steps(input: PlanInput<'_>, changes: &BTreeMap<&str, Change>) -> Vec<Step> {
                     .filter(|c| *c != name && changes.contains_key(c) && !same_group(c, name))
                     .map(str::to_string)
                     .collect();
-                backward.push(Step {
-                    service: name.to_string(),
-                    action: change.action,
-                    after,
-                });
+                backward.push(Step { service: name.to_string(), action: change.action, after });
             } else {
                 let after: Vec<String> = graph
                     .providers(name)
                     .into_iter()
-                    .filter(|p| {
-                        changes.get(p).is_some_and(|c| c.action != Action::Destroy)
-                            && !same_group(p, name)
-                    })
+                    .filter(|p| changes.get(p).is_some_and(|c| c.action != Action::Destroy) && !same_group(p, name))
                     .map(str::to_string)
                     .collect();
-                forward.push(Step {
-                    service: name.to_string(),
-                    action: change.action,
-                    after,
-                });
+                forward.push(Step { service: name.to_string(), action: change.action, after });
             }
         }
     }

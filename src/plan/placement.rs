@@ -19,6 +19,9 @@ pub struct PlacedInstance {
     pub service: String,
     pub id: String,
     pub node: String,
+    /// An old instance that must stop before this one starts, because no other node could
+    /// take it (new-before-old needs a spare slot; a fixed set of hosts may have none).
+    pub after_stopping: Option<String>,
 }
 
 /// A node the plan creates.
@@ -72,29 +75,16 @@ struct NodeSlot {
 
 /// The port an instance of `spec` listens on.
 pub fn port_of(spec: &DeployableServiceSpec) -> u16 {
-    spec.port
-        .and_then(|p| u16::try_from(p).ok())
-        .unwrap_or(if spec.package_type() == "TOMCAT" {
-            8080
-        } else {
-            0
-        })
+    spec.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(if spec.package_type() == "TOMCAT" { 8080 } else { 0 })
 }
 
 /// The number at the end of an id like `airline-12` or `local-3`.
 pub fn id_number(id: &str) -> u64 {
-    id.rsplit('-')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    id.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
 /// Places the instances `demands` need, starting from what `state` records.
-pub fn place(
-    view: &EnvView<'_>,
-    state: &State,
-    demands: &[Demand<'_>],
-) -> Result<Placement, Vec<Diagnostic>> {
+pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Result<Placement, Vec<Diagnostic>> {
     let settings = view.settings;
     let mut slots: BTreeMap<String, NodeSlot> = BTreeMap::new();
     for (order, (id, node)) in state.nodes.iter().enumerate() {
@@ -135,6 +125,16 @@ pub fn place(
 
     // First every leaving instance frees its slot, so new ones can use it.
     let mut keep_count: HashMap<&str, usize> = HashMap::new();
+    let mut pending_old: HashMap<&str, std::collections::VecDeque<(String, String, Option<u16>)>> = HashMap::new();
+    let free = |slots: &mut BTreeMap<String, NodeSlot>, node: &str, port: Option<u16>| {
+        if let Some(slot) = slots.get_mut(node) {
+            slot.instances = slot.instances.saturating_sub(1);
+            if let Some(port) = port {
+                slot.ports.remove(&port);
+            }
+            slot.touched = true;
+        }
+    };
     for demand in demands {
         let recorded = state.services.get(demand.service);
         let instances = recorded.map(|s| s.instances.as_slice()).unwrap_or_default();
@@ -149,12 +149,19 @@ pub fn place(
         keep_count.insert(demand.service, keep);
         let mut sorted: Vec<&crate::state::InstanceState> = instances.iter().collect();
         sorted.sort_by_key(|i| id_number(&i.id));
+        // A rolling replacement keeps its old instances running while new ones start, so
+        // their slots stay taken until placement has to stop one first.
+        let rolling = demand.replace_all && demand.spec.is_some();
         for leaving in &sorted[keep..] {
-            placement
-                .stopped
-                .entry(demand.service.to_string())
-                .or_default()
-                .push(leaving.id.clone());
+            placement.stopped.entry(demand.service.to_string()).or_default().push(leaving.id.clone());
+            if rolling {
+                pending_old.entry(demand.service).or_default().push_back((
+                    leaving.id.clone(),
+                    leaving.node.clone(),
+                    recorded_port,
+                ));
+                continue;
+            }
             if let Some(slot) = slots.get_mut(&leaving.node) {
                 slot.instances = slot.instances.saturating_sub(1);
                 if let Some(port) = recorded_port {
@@ -172,41 +179,34 @@ pub fn place(
         let Some(spec) = demand.spec else {
             continue;
         };
-        let account_name = spec
-            .cloud_account
-            .clone()
-            .unwrap_or_else(|| view.default_account.clone());
+        let account_name = spec.cloud_account.clone().unwrap_or_else(|| view.default_account.clone());
         let Some(account) = settings.account(&account_name) else {
             errors.push(
-                Diagnostic::new(format!(
-                    "account `{account_name}` is not defined in enact.json"
-                ))
-                .service(demand.service),
+                Diagnostic::new(format!("account `{account_name}` is not defined in enact.json"))
+                    .service(demand.service),
             );
             continue;
         };
         let recorded = state.services.get(demand.service);
-        let mut next_instance = recorded
-            .map(|s| {
-                s.instances
-                    .iter()
-                    .map(|i| id_number(&i.id))
-                    .max()
-                    .unwrap_or(0)
-            })
-            .unwrap_or(0)
-            + 1;
+        let mut next_instance =
+            recorded.map(|s| s.instances.iter().map(|i| id_number(&i.id)).max().unwrap_or(0)).unwrap_or(0) + 1;
         let keep = keep_count.get(demand.service).copied().unwrap_or(0);
         let wanted = spec.instances() as usize;
         let port = port_of(spec);
         let memory = spec.memory();
-        #[allow(
-            clippy::explicit_counter_loop,
-            reason = "instance numbers continue from the recorded ones"
-        )]
+        #[allow(clippy::explicit_counter_loop, reason = "instance numbers continue from the recorded ones")]
         for _ in keep..wanted {
-            let node = match choose_node(view, account, &account_name, &slots, memory, port, wanted)
+            let mut after_stopping = None;
+            let mut choice = choose_node(view, account, &account_name, &slots, memory, port, wanted);
+            if choice.is_err()
+                && let Some((old, old_node, old_port)) = pending_old.get_mut(demand.service).and_then(|q| q.pop_front())
             {
+                // No spare slot for new-before-old: this one replaces an old one in place.
+                free(&mut slots, &old_node, old_port);
+                after_stopping = Some(old);
+                choice = choose_node(view, account, &account_name, &slots, memory, port, wanted);
+            }
+            let node = match choice {
                 Ok(Some(node)) => node,
                 Ok(None) => {
                     let number = next_node.entry(account_name.clone()).or_insert(1);
@@ -246,10 +246,7 @@ pub fn place(
                 && !slots.contains_key(&node)
             {
                 // A fixed host used for the first time becomes a node of the state.
-                let host = ssh
-                    .hosts
-                    .iter()
-                    .find(|h| host_node_id(&account_name, &h.address) == node);
+                let host = ssh.hosts.iter().find(|h| host_node_id(&account_name, &h.address) == node);
                 placement.new_nodes.push(NewNode {
                     id: node.clone(),
                     account: account_name.clone(),
@@ -282,8 +279,13 @@ pub fn place(
                 service: demand.service.to_string(),
                 id: format!("{}-{next_instance}", demand.service),
                 node,
+                after_stopping,
             });
             next_instance += 1;
+        }
+        // The old instances left stop after their replacements: their slots free up now.
+        for (_, old_node, old_port) in pending_old.remove(demand.service).unwrap_or_default() {
+            free(&mut slots, &old_node, old_port);
         }
     }
 
@@ -292,11 +294,7 @@ pub fn place(
         .filter(|(_, s)| s.existing && s.touched && s.instances == 0 && !s.fixed)
         .map(|(id, _)| id.clone())
         .collect();
-    if errors.is_empty() {
-        Ok(placement)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(placement) } else { Err(errors) }
 }
 
 /// The node id of a fixed host.
@@ -330,9 +328,7 @@ fn choose_node(
                 continue;
             }
             let id = host_node_id(account_name, &host.address);
-            let (busy, load) = slots
-                .get(&id)
-                .map_or((false, 0), |s| (s.ports.contains(&port), s.instances));
+            let (busy, load) = slots.get(&id).map_or((false, 0), |s| (s.ports.contains(&port), s.instances));
             if !busy {
                 candidates.push((load, order, id));
             }
@@ -353,10 +349,7 @@ fn choose_node(
         Policy::RoundRobin => Ok(least_loaded(&same_size)),
         Policy::LimitedRoundRobin => {
             let limit = view.node_selector.vm_limit.unwrap_or(1) as usize;
-            let live = slots
-                .values()
-                .filter(|s| s.account == account_name && (s.instances > 0 || !s.touched))
-                .count();
+            let live = slots.values().filter(|s| s.account == account_name && (s.instances > 0 || !s.touched)).count();
             if live < limit {
                 return Ok(None);
             }

@@ -24,26 +24,17 @@ pub fn render(plan: &Plan, paint: Painter) -> String {
             plan.env
         );
         for service in &plan.paused {
-            let _ = writeln!(
-                out,
-                "Service `{service}` is paused: apply leaves it alone until `enact resume {service}`."
-            );
+            let _ =
+                writeln!(out, "Service `{service}` is paused: apply leaves it alone until `enact resume {service}`.");
         }
         return out;
     }
-    let _ = writeln!(
-        out,
-        "enact will perform these actions on env `{}` ({serial}):",
-        plan.env
-    );
+    let _ = writeln!(out, "enact will perform these actions on env `{}` ({serial}):", plan.env);
     if !plan.targets.is_empty() {
         let _ = writeln!(
             out,
             "{}",
-            paint.yellow(&format!(
-                "  (limited to --target {} and what they depend on)",
-                plan.targets.join(", ")
-            ))
+            paint.yellow(&format!("  (limited to --target {} and what they depend on)", plan.targets.join(", ")))
         );
     }
     let _ = writeln!(
@@ -92,25 +83,12 @@ pub fn render(plan: &Plan, paint: Painter) -> String {
 }
 
 fn render_change(out: &mut String, change: &Change, paint: Painter) {
-    let kind = if change.legacy {
-        "legacy service"
-    } else {
-        "service"
-    };
+    let kind = if change.legacy { "legacy service" } else { "service" };
     let name = &change.service;
     let (symbol, headline) = match change.action {
-        Action::Create => (
-            paint.green("  +"),
-            format!("{kind} `{name}` will be created"),
-        ),
-        Action::Destroy => (
-            paint.red("  -"),
-            format!("{kind} `{name}` will be destroyed"),
-        ),
-        Action::Update => (
-            paint.yellow("  ~"),
-            format!("{kind} `{name}` will be updated in place"),
-        ),
+        Action::Create => (paint.green("  +"), format!("{kind} `{name}` will be created")),
+        Action::Destroy => (paint.red("  -"), format!("{kind} `{name}` will be destroyed")),
+        Action::Update => (paint.yellow("  ~"), format!("{kind} `{name}` will be updated in place")),
         Action::Replace => (
             paint.magenta("-/+"),
             format!(
@@ -118,11 +96,7 @@ fn render_change(out: &mut String, change: &Change, paint: Painter) {
                 change
                     .forced_by
                     .iter()
-                    .map(|f| if f == "incomplete" {
-                        "an earlier apply that did not finish"
-                    } else {
-                        f.as_str()
-                    })
+                    .map(|f| if f == "incomplete" { "an earlier apply that did not finish" } else { f.as_str() })
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -137,11 +111,7 @@ fn render_change(out: &mut String, change: &Change, paint: Painter) {
         && change.action != Action::Destroy
     {
         let show = |m: Option<crate::spec::Memory>| m.map_or("none".to_string(), |m| m.to_string());
-        notes.push(format!(
-            "memory {} → {}, instances move to new nodes",
-            show(m.from),
-            show(m.to)
-        ));
+        notes.push(format!("memory {} → {}, instances move to new nodes", show(m.from), show(m.to)));
     }
     if !change.rewire.is_empty() {
         notes.push(format!("rewired to {}", change.rewire.join(", ")));
@@ -159,10 +129,7 @@ fn render_change(out: &mut String, change: &Change, paint: Painter) {
     let diff = TextDiff::from_lines(&before, &after);
     for group in diff.grouped_ops(2) {
         if change.action != Action::Create {
-            let first = group
-                .first()
-                .map(|op| op.old_range().start + 1)
-                .unwrap_or(0);
+            let first = group.first().map(|op| op.old_range().start + 1).unwrap_or(0);
             let _ = writeln!(out, "      {}", paint.dim(&format!("@@ line {first} @@")));
         }
         for op in group {

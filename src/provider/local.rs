@@ -50,9 +50,7 @@ pub fn start_time_of(pid: u32) -> Option<u64> {
 /// Whether `pid` is still the process that was started (same start time) and not a zombie.
 pub fn process_alive(pid: u32, start_time: Option<u64>) -> bool {
     match proc_stat(pid) {
-        Some((state, started)) => {
-            state != 'Z' && state != 'X' && start_time.is_none_or(|t| t == started)
-        }
+        Some((state, started)) => state != 'Z' && state != 'X' && start_time.is_none_or(|t| t == started),
         None => false,
     }
 }
@@ -81,11 +79,7 @@ impl Provider for LocalProvider {
         "local"
     }
 
-    fn create_nodes(
-        &self,
-        nodes: &[NewNode],
-        taken: &BTreeSet<String>,
-    ) -> ProviderResult<Vec<NodeState>> {
+    fn create_nodes(&self, nodes: &[NewNode], taken: &BTreeSet<String>) -> ProviderResult<Vec<NodeState>> {
         let mut used = taken.clone();
         let mut next = 1u32;
         let mut made = Vec::with_capacity(nodes.len());
@@ -97,9 +91,7 @@ impl Provider for LocalProvider {
                     break candidate;
                 }
                 if next > 0x00ff_fffd {
-                    return Err(ProviderError::new(
-                        "no free loopback address is left in 127.0.0.0/8",
-                    ));
+                    return Err(ProviderError::new("no free loopback address is left in 127.0.0.0/8"));
                 }
             };
             used.insert(address.clone());
@@ -133,52 +125,31 @@ impl Provider for LocalProvider {
         let package = match &request.package {
             super::Package::Path(path) => path.to_string_lossy().into_owned(),
             super::Package::Url(url) => {
-                crate::apply::package::fetch_cached(url, &request.cache_dir)
-                    .map_err(ProviderError::new)?
+                crate::apply::package::fetch_cached(url, &request.cache_dir).map_err(ProviderError::new)?
             }
             super::Package::None => {
-                return Err(ProviderError::new(
-                    "the local provider needs a package to run",
-                ));
+                return Err(ProviderError::new("the local provider needs a package to run"));
             }
         };
-        let command = super::command_for(
-            request.settings,
-            request.spec,
-            &package,
-            &request.node.address,
-            request.instance_id,
-        )?;
+        let command =
+            super::command_for(request.settings, request.spec, &package, &request.node.address, request.instance_id)?;
         let Some((program, args)) = command.split_first() else {
-            return Err(ProviderError::new(
-                "the package type's start command is empty",
-            ));
+            return Err(ProviderError::new("the package type's start command is empty"));
         };
         if let Some(dir) = request.log.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                ProviderError::new(format!(
-                    "cannot create log directory {}: {e}",
-                    dir.display()
-                ))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| ProviderError::new(format!("cannot create log directory {}: {e}", dir.display())))?;
         }
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&request.log)
-            .map_err(|e| {
-                ProviderError::new(format!("cannot open log {}: {e}", request.log.display()))
-            })?;
-        let log_err = log.try_clone().map_err(|e| {
-            ProviderError::new(format!("cannot open log {}: {e}", request.log.display()))
-        })?;
+            .map_err(|e| ProviderError::new(format!("cannot open log {}: {e}", request.log.display())))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| ProviderError::new(format!("cannot open log {}: {e}", request.log.display())))?;
         let mut command = Command::new(program);
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .envs(request.environment());
+        command.args(args).stdin(Stdio::null()).stdout(log).stderr(log_err).envs(request.environment());
         if let Some(dir) = Path::new(program).parent().filter(|d| d.is_dir()) {
             command.current_dir(dir);
         }
@@ -208,10 +179,7 @@ impl Provider for LocalProvider {
         std::thread::spawn(move || {
             let _ = child.wait();
         });
-        Ok(Started {
-            pid: Some(pid),
-            start_time,
-        })
+        Ok(Started { pid: Some(pid), start_time })
     }
 
     fn wait_healthy(
@@ -222,9 +190,8 @@ impl Provider for LocalProvider {
         timeout: Duration,
     ) -> ProviderResult<()> {
         let address = format!("{}:{port}", node.address);
-        let addr: SocketAddr = address
-            .parse()
-            .map_err(|_| ProviderError::new(format!("`{address}` is not a socket address")))?;
+        let addr: SocketAddr =
+            address.parse().map_err(|_| ProviderError::new(format!("`{address}` is not a socket address")))?;
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(pid) = instance.pid
@@ -249,12 +216,7 @@ impl Provider for LocalProvider {
         }
     }
 
-    fn stop(
-        &self,
-        instance: &InstanceState,
-        _node: &NodeState,
-        grace: Duration,
-    ) -> ProviderResult<()> {
+    fn stop(&self, instance: &InstanceState, _node: &NodeState, grace: Duration) -> ProviderResult<()> {
         let Some(pid) = instance.pid else {
             return Ok(());
         };
@@ -279,30 +241,16 @@ impl Provider for LocalProvider {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Err(ProviderError::new(format!(
-            "instance {} (pid {pid}) did not stop after SIGKILL",
-            instance.id
-        )))
+        Err(ProviderError::new(format!("instance {} (pid {pid}) did not stop after SIGKILL", instance.id)))
     }
 
     fn alive(&self, instance: &InstanceState, _node: &NodeState) -> bool {
-        instance
-            .pid
-            .is_some_and(|pid| process_alive(pid, instance.start_time))
+        instance.pid.is_some_and(|pid| process_alive(pid, instance.start_time))
     }
 
-    fn logs(
-        &self,
-        _instance: &InstanceState,
-        _node: &NodeState,
-        log: &Path,
-        lines: usize,
-    ) -> ProviderResult<String> {
+    fn logs(&self, _instance: &InstanceState, _node: &NodeState, log: &Path, lines: usize) -> ProviderResult<String> {
         if !log.exists() {
-            return Err(ProviderError::new(format!(
-                "no log file at {}",
-                log.display()
-            )));
+            return Err(ProviderError::new(format!("no log file at {}", log.display())));
         }
         Ok(tail(log, lines))
     }
@@ -310,26 +258,16 @@ impl Provider for LocalProvider {
     fn find(&self, _node: &NodeState, token: &str) -> Option<Started> {
         let needle = format!("ENACT_TOKEN={token}");
         for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
                 continue;
             };
             let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
                 continue;
             };
-            if environ
-                .split(|&b| b == 0)
-                .any(|var| var == needle.as_bytes())
-            {
+            if environ.split(|&b| b == 0).any(|var| var == needle.as_bytes()) {
                 let (state, start_time) = proc_stat(pid)?;
                 if state != 'Z' {
-                    return Some(Started {
-                        pid: Some(pid),
-                        start_time: Some(start_time),
-                    });
+                    return Some(Started { pid: Some(pid), start_time: Some(start_time) });
                 }
             }
         }

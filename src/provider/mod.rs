@@ -31,9 +31,7 @@ pub struct ProviderError {
 
 impl ProviderError {
     pub fn new(message: impl Into<String>) -> Self {
-        ProviderError {
-            message: message.into(),
-        }
+        ProviderError { message: message.into() }
     }
 }
 
@@ -74,10 +72,7 @@ impl StartRequest<'_> {
     pub fn environment(&self) -> Vec<(&'static str, String)> {
         vec![
             ("HOST", self.node.address.clone()),
-            (
-                "PORT",
-                crate::plan::placement::port_of(self.spec).to_string(),
-            ),
+            ("PORT", crate::plan::placement::port_of(self.spec).to_string()),
             ("SERVICE_NAME", self.spec.name.clone()),
             ("INSTANCE_ID", self.instance_id.to_string()),
             ("ENDPOINT_NAME", self.spec.endpoint_name().to_string()),
@@ -100,11 +95,7 @@ pub trait Provider: Send + Sync {
     fn kind(&self) -> &'static str;
 
     /// Makes the nodes; `taken` are addresses already in use by other nodes.
-    fn create_nodes(
-        &self,
-        nodes: &[NewNode],
-        taken: &BTreeSet<String>,
-    ) -> ProviderResult<Vec<NodeState>>;
+    fn create_nodes(&self, nodes: &[NewNode], taken: &BTreeSet<String>) -> ProviderResult<Vec<NodeState>>;
 
     fn destroy_node(&self, id: &str, node: &NodeState) -> ProviderResult<()>;
 
@@ -122,12 +113,7 @@ pub trait Provider: Send + Sync {
 
     /// Stops an instance: SIGTERM, then SIGKILL after `grace`; never a process whose identity
     /// changed (a reused pid).
-    fn stop(
-        &self,
-        instance: &InstanceState,
-        node: &NodeState,
-        grace: Duration,
-    ) -> ProviderResult<()>;
+    fn stop(&self, instance: &InstanceState, node: &NodeState, grace: Duration) -> ProviderResult<()>;
 
     /// Whether the instance's process still runs.
     fn alive(&self, instance: &InstanceState, node: &NodeState) -> bool;
@@ -167,9 +153,7 @@ pub fn for_account(
 ) -> Result<Box<dyn Provider>, ProviderError> {
     match account {
         Account::Local(_) => Ok(Box::new(local::LocalProvider::new())),
-        Account::Simulated(s) => Ok(Box::new(simulated::SimulatedProvider::new(
-            Duration::from_millis(s.latency_ms),
-        ))),
+        Account::Simulated(s) => Ok(Box::new(simulated::SimulatedProvider::new(Duration::from_millis(s.latency_ms)))),
         Account::Ssh(ssh) => Ok(Box::new(ssh::SshProvider::new(
             name,
             ssh,
@@ -188,13 +172,8 @@ pub fn for_account(
 /// Whether `address:port` accepts a TCP connection now.
 pub fn port_answers(address: &str, port: u16) -> bool {
     use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-    let host = if address.contains(':') {
-        format!("[{address}]:{port}")
-    } else {
-        format!("{address}:{port}")
-    };
-    let Some(addr): Option<SocketAddr> = host.to_socket_addrs().ok().and_then(|mut a| a.next())
-    else {
+    let host = if address.contains(':') { format!("[{address}]:{port}") } else { format!("{address}:{port}") };
+    let Some(addr): Option<SocketAddr> = host.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
         return false;
     };
     TcpStream::connect_timeout(&addr, Duration::from_millis(250)).is_ok()
@@ -226,9 +205,7 @@ pub fn command_for(
             .collect());
     }
     match package_type {
-        "COMMAND_LINE" if package.ends_with(".jar") => {
-            Ok(vec!["java".into(), "-jar".into(), package.into()])
-        }
+        "COMMAND_LINE" if package.ends_with(".jar") => Ok(vec!["java".into(), "-jar".into(), package.into()]),
         "COMMAND_LINE" => Ok(vec![package.into()]),
         other => Err(ProviderError::new(format!(
             "package type `{other}` needs a container this provider does not run; define a recipe for it under `packageTypes` in enact.json"
@@ -244,12 +221,7 @@ mod tests {
     #[test]
     fn recipes_fill_placeholders_word_by_word_without_a_shell() {
         let mut settings = Settings::default();
-        settings.package_types.insert(
-            "PYTHON".into(),
-            PackageType {
-                start: "python3 {package} --port {port}".into(),
-            },
-        );
+        settings.package_types.insert("PYTHON".into(), PackageType { start: "python3 {package} --port {port}".into() });
         let spec = DeployableServiceSpec {
             name: "a".into(),
             package_type: Some("PYTHON".into()),
@@ -260,13 +232,7 @@ mod tests {
         let argv = command_for(&settings, &spec, hostile, "127.0.0.2", "a-1").unwrap();
         assert_eq!(argv, vec!["python3", hostile, "--port", "8080"]);
         let jar = DeployableServiceSpec::default();
-        assert_eq!(
-            command_for(&settings, &jar, "/p/a.jar", "h", "i").unwrap(),
-            vec!["java", "-jar", "/p/a.jar"]
-        );
-        assert_eq!(
-            command_for(&settings, &jar, "/p/a.py", "h", "i").unwrap(),
-            vec!["/p/a.py"]
-        );
+        assert_eq!(command_for(&settings, &jar, "/p/a.jar", "h", "i").unwrap(), vec!["java", "-jar", "/p/a.jar"]);
+        assert_eq!(command_for(&settings, &jar, "/p/a.py", "h", "i").unwrap(), vec!["/p/a.py"]);
     }
 }

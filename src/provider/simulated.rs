@@ -32,11 +32,7 @@ impl Provider for SimulatedProvider {
         "simulated"
     }
 
-    fn create_nodes(
-        &self,
-        nodes: &[NewNode],
-        _taken: &BTreeSet<String>,
-    ) -> ProviderResult<Vec<NodeState>> {
+    fn create_nodes(&self, nodes: &[NewNode], _taken: &BTreeSet<String>) -> ProviderResult<Vec<NodeState>> {
         // One call per batch, as a cloud API would take.
         self.pause();
         Ok(nodes
@@ -62,13 +58,7 @@ impl Provider for SimulatedProvider {
         Ok(Started::default())
     }
 
-    fn wait_healthy(
-        &self,
-        _: &InstanceState,
-        _: &NodeState,
-        _: u16,
-        _: Duration,
-    ) -> ProviderResult<()> {
+    fn wait_healthy(&self, _: &InstanceState, _: &NodeState, _: u16, _: Duration) -> ProviderResult<()> {
         Ok(())
     }
 
@@ -81,13 +71,7 @@ impl Provider for SimulatedProvider {
         instance.status == crate::state::InstanceStatus::Running
     }
 
-    fn logs(
-        &self,
-        instance: &InstanceState,
-        _: &NodeState,
-        _: &Path,
-        _: usize,
-    ) -> ProviderResult<String> {
+    fn logs(&self, instance: &InstanceState, _: &NodeState, _: &Path, _: usize) -> ProviderResult<String> {
         Ok(format!("{} is simulated: it has no output", instance.id))
     }
 

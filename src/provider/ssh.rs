@@ -40,24 +40,14 @@ pub fn expand_path(path: &str, repo_root: &Path) -> PathBuf {
         return home.join(rest);
     }
     let p = PathBuf::from(path);
-    if p.is_absolute() {
-        p
-    } else {
-        repo_root.join(p)
-    }
+    if p.is_absolute() { p } else { repo_root.join(p) }
 }
 
 /// What was wrong with a host's key, found during the key exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyProblem {
-    Unknown {
-        algorithm: String,
-        fingerprint: String,
-    },
-    Changed {
-        fingerprint: String,
-        line: usize,
-    },
+    Unknown { algorithm: String, fingerprint: String },
+    Changed { fingerprint: String, line: usize },
     Unreadable(String),
 }
 
@@ -75,14 +65,10 @@ struct Verifier {
 impl client::Handler for Verifier {
     type Error = russh::Error;
 
-    async fn check_server_key(
-        &mut self,
-        key: &PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
+    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
         let key = key.public_key();
         let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
-        let verdict =
-            russh::keys::check_known_hosts_path(&self.host, self.port, &key, &self.known_hosts);
+        let verdict = russh::keys::check_known_hosts_path(&self.host, self.port, &key, &self.known_hosts);
         let problem = match verdict {
             Ok(true) => return Ok(true),
             Ok(false) if self.accept_new => {
@@ -109,16 +95,9 @@ impl client::Handler for Verifier {
                     }
                 };
             }
-            Ok(false) => KeyProblem::Unknown {
-                algorithm: key.algorithm().to_string(),
-                fingerprint,
-            },
-            Err(russh::keys::Error::KeyChanged { line }) => {
-                KeyProblem::Changed { fingerprint, line }
-            }
-            Err(e) => {
-                KeyProblem::Unreadable(format!("cannot read {}: {e}", self.known_hosts.display()))
-            }
+            Ok(false) => KeyProblem::Unknown { algorithm: key.algorithm().to_string(), fingerprint },
+            Err(russh::keys::Error::KeyChanged { line }) => KeyProblem::Changed { fingerprint, line },
+            Err(e) => KeyProblem::Unreadable(format!("cannot read {}: {e}", self.known_hosts.display())),
         };
         if let Ok(mut p) = self.problem.lock() {
             *p = Some(problem);
@@ -159,9 +138,7 @@ pub struct SshProvider {
 
 impl std::fmt::Debug for SshProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SshProvider")
-            .field("account", &self.account_name)
-            .finish_non_exhaustive()
+        f.debug_struct("SshProvider").field("account", &self.account_name).finish_non_exhaustive()
     }
 }
 
@@ -171,11 +148,7 @@ pub fn known_hosts_of(known_hosts: Option<&str>, repo_root: &Path) -> PathBuf {
 }
 
 impl SshProvider {
-    pub fn new(
-        account_name: &str,
-        account: &SshAccount,
-        options: SshOptions,
-    ) -> ProviderResult<Self> {
+    pub fn new(account_name: &str, account: &SshAccount, options: SshOptions) -> ProviderResult<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -194,16 +167,12 @@ impl SshProvider {
     }
 
     fn host(&self, address: &str) -> ProviderResult<&SshHost> {
-        self.account
-            .hosts
-            .iter()
-            .find(|h| h.address == address)
-            .ok_or_else(|| {
-                ProviderError::new(format!(
-                    "host {address} is not listed in ssh account `{}` of enact.json any more",
-                    self.account_name
-                ))
-            })
+        self.account.hosts.iter().find(|h| h.address == address).ok_or_else(|| {
+            ProviderError::new(format!(
+                "host {address} is not listed in ssh account `{}` of enact.json any more",
+                self.account_name
+            ))
+        })
     }
 
     fn describe(&self, host: &SshHost) -> String {
@@ -211,11 +180,7 @@ impl SshProvider {
     }
 
     /// Connects and authenticates, or explains exactly why not.
-    async fn connect(
-        &self,
-        host: &SshHost,
-        accept_new: bool,
-    ) -> ProviderResult<(Connection, Option<String>)> {
+    async fn connect(&self, host: &SshHost, accept_new: bool) -> ProviderResult<(Connection, Option<String>)> {
         let port = u16::try_from(host.port.unwrap_or(22)).unwrap_or(22);
         let problem = Arc::new(Mutex::new(None));
         let learned = Arc::new(Mutex::new(None));
@@ -244,10 +209,7 @@ impl SshProvider {
             Ok(Err(e)) => {
                 let problem = problem.lock().ok().and_then(|p| p.clone());
                 return Err(ProviderError::new(match problem {
-                    Some(KeyProblem::Unknown {
-                        algorithm,
-                        fingerprint,
-                    }) => format!(
+                    Some(KeyProblem::Unknown { algorithm, fingerprint }) => format!(
                         "host {who} presented an unknown {algorithm} host key {fingerprint}; refusing to connect. \
                          If that is the host's key, trust it with `enact hosts trust` (records it in {}) or pass --accept-new-host-keys",
                         self.known_hosts.display()
@@ -263,27 +225,13 @@ impl SshProvider {
             }
             Ok(Ok(handle)) => handle,
         };
-        let key_path = expand_path(
-            host.private_key.as_deref().unwrap_or("~/.ssh/id_ed25519"),
-            &self.options.repo_root,
-        );
+        let key_path = expand_path(host.private_key.as_deref().unwrap_or("~/.ssh/id_ed25519"), &self.options.repo_root);
         let key = russh::keys::load_secret_key(&key_path, None).map_err(|e| {
-            ProviderError::new(format!(
-                "host {who}: cannot load private key {}: {e}",
-                key_path.display()
-            ))
+            ProviderError::new(format!("host {who}: cannot load private key {}: {e}", key_path.display()))
         })?;
-        let hash = handle
-            .best_supported_rsa_hash()
-            .await
-            .ok()
-            .flatten()
-            .flatten();
+        let hash = handle.best_supported_rsa_hash().await.ok().flatten().flatten();
         let auth = handle
-            .authenticate_publickey(
-                host.user.clone(),
-                PrivateKeyWithHashAlg::new(Arc::new(key), hash),
-            )
+            .authenticate_publickey(host.user.clone(), PrivateKeyWithHashAlg::new(Arc::new(key), hash))
             .await
             .map_err(|e| ProviderError::new(format!("host {who}: authentication failed: {e}")))?;
         if !auth.success() {
@@ -294,39 +242,25 @@ impl SshProvider {
             )));
         }
         let learned = learned.lock().ok().and_then(|l| l.clone());
-        Ok((
-            Connection {
-                handle,
-                sftp: tokio::sync::OnceCell::new(),
-            },
-            learned,
-        ))
+        Ok((Connection { handle, sftp: tokio::sync::OnceCell::new() }, learned))
     }
 
     /// The connection to a host, made once and shared by every step.
     async fn connection(&self, host: &SshHost) -> ProviderResult<Arc<Connection>> {
         let key = self.describe(host);
         let cell = {
-            let mut connections = self
-                .connections
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut connections = self.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             Arc::clone(connections.entry(key.clone()).or_default())
         };
         let result = cell
             .get_or_try_init(|| async {
-                self.connect(host, self.options.accept_new_host_keys)
-                    .await
-                    .map(|(c, _)| Arc::new(c))
+                self.connect(host, self.options.accept_new_host_keys).await.map(|(c, _)| Arc::new(c))
             })
             .await
             .cloned();
         if result.is_err() {
             // Forget the failed attempt so a later step tries again.
-            self.connections
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&key);
+            self.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
         }
         result
     }
@@ -354,10 +288,7 @@ impl SshProvider {
         match tokio::time::timeout(EXEC_TIMEOUT, run).await {
             Ok(Ok(output)) => Ok(output),
             Ok(Err(e)) => {
-                self.connections
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(&who);
+                self.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&who);
                 Err(ProviderError::new(format!("host {who}: {e}")))
             }
             Err(_) => Err(ProviderError::new(format!(
@@ -390,50 +321,30 @@ impl SshProvider {
     /// absolute, so commands need no shell expansion.
     fn base(&self, host: &SshHost, env: &str) -> ProviderResult<String> {
         let who = self.describe(host);
-        if let Some(home) = self
-            .homes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&who)
-        {
+        if let Some(home) = self.homes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&who) {
             return Ok(format!("{home}/.enact/{env}"));
         }
         let home = self.exec_ok(host, "printf %s \"$HOME\"", "finding the home directory")?;
         let home = home.trim_end_matches('/').to_string();
         if !home.starts_with('/') {
-            return Err(ProviderError::new(format!(
-                "host {who}: the home directory `{home}` is not absolute"
-            )));
+            return Err(ProviderError::new(format!("host {who}: the home directory `{home}` is not absolute")));
         }
-        self.homes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(who, home.clone());
+        self.homes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(who, home.clone());
         Ok(format!("{home}/.enact/{env}"))
     }
 
     /// Uploads a file over SFTP (once per content and host).
     fn upload(&self, host: &SshHost, local: &Path, remote: &str) -> ProviderResult<()> {
         let key = (self.describe(host), remote.to_string());
-        if self
-            .uploaded
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(&key)
-        {
+        if self.uploaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&key) {
             return Ok(());
         }
-        let bytes = std::fs::read(local).map_err(|e| {
-            ProviderError::new(format!("cannot read package {}: {e}", local.display()))
-        })?;
+        let bytes = std::fs::read(local)
+            .map_err(|e| ProviderError::new(format!("cannot read package {}: {e}", local.display())))?;
         let dir = remote.rsplit_once('/').map_or(".", |(d, _)| d);
         let present = self.exec_ok(
             host,
-            &format!(
-                "mkdir -p {} && if test -f {}; then echo present; fi",
-                quote(dir),
-                quote(remote)
-            ),
+            &format!("mkdir -p {} && if test -f {}; then echo present; fi", quote(dir), quote(remote)),
             "preparing the package directory",
         )?;
         if present.trim() != "present" {
@@ -450,76 +361,47 @@ impl SshProvider {
                             .map_err(|e| russh::Error::from(std::io::Error::other(e.to_string())))
                     })
                     .await
-                    .map_err(|e| {
-                        ProviderError::new(format!("host {who}: cannot open SFTP: {e}"))
-                    })?;
+                    .map_err(|e| ProviderError::new(format!("host {who}: cannot open SFTP: {e}")))?;
                 let partial = format!("{remote}.part");
-                let mut file = sftp.create(&partial).await.map_err(|e| {
-                    ProviderError::new(format!("host {who}: cannot create {partial}: {e}"))
-                })?;
-                file.write_all(&bytes).await.map_err(|e| {
-                    ProviderError::new(format!("host {who}: cannot upload {partial}: {e}"))
-                })?;
-                file.shutdown().await.map_err(|e| {
-                    ProviderError::new(format!("host {who}: cannot upload {partial}: {e}"))
-                })?;
+                let mut file = sftp
+                    .create(&partial)
+                    .await
+                    .map_err(|e| ProviderError::new(format!("host {who}: cannot create {partial}: {e}")))?;
+                file.write_all(&bytes)
+                    .await
+                    .map_err(|e| ProviderError::new(format!("host {who}: cannot upload {partial}: {e}")))?;
+                file.shutdown()
+                    .await
+                    .map_err(|e| ProviderError::new(format!("host {who}: cannot upload {partial}: {e}")))?;
                 Ok::<(), ProviderError>(())
             })?;
             self.exec_ok(
                 host,
-                &format!(
-                    "chmod 755 {p} && mv -f {p} {r}",
-                    p = quote(&format!("{remote}.part")),
-                    r = quote(remote)
-                ),
+                &format!("chmod 755 {p} && mv -f {p} {r}", p = quote(&format!("{remote}.part")), r = quote(remote)),
                 "installing the package",
             )?;
         }
-        self.uploaded
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key);
+        self.uploaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key);
         Ok(())
     }
 
     /// Puts the package on the host and returns its remote path.
-    fn stage(
-        &self,
-        host: &SshHost,
-        env: &str,
-        service: &str,
-        package: &Package,
-    ) -> ProviderResult<String> {
+    fn stage(&self, host: &SshHost, env: &str, service: &str, package: &Package) -> ProviderResult<String> {
         match package {
             Package::Path(local) => {
-                let bytes = std::fs::read(local).map_err(|e| {
-                    ProviderError::new(format!("cannot read package {}: {e}", local.display()))
-                })?;
-                let digest: String = Sha256::digest(&bytes)
-                    .iter()
-                    .take(6)
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
-                let name = local
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "package".into());
-                let remote = format!(
-                    "{}/packages/{service}-{digest}/{name}",
-                    self.base(host, env)?
-                );
+                let bytes = std::fs::read(local)
+                    .map_err(|e| ProviderError::new(format!("cannot read package {}: {e}", local.display())))?;
+                let digest: String = Sha256::digest(&bytes).iter().take(6).map(|b| format!("{b:02x}")).collect();
+                let name =
+                    local.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "package".into());
+                let remote = format!("{}/packages/{service}-{digest}/{name}", self.base(host, env)?);
                 self.upload(host, local, &remote)?;
                 Ok(remote)
             }
-            Package::None => Err(ProviderError::new(
-                "the ssh provider needs a package to run",
-            )),
+            Package::None => Err(ProviderError::new("the ssh provider needs a package to run")),
             Package::Url(url) => {
-                let digest: String = Sha256::digest(url.as_bytes())
-                    .iter()
-                    .take(6)
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
+                let digest: String =
+                    Sha256::digest(url.as_bytes()).iter().take(6).map(|b| format!("{b:02x}")).collect();
                 let name: String = url
                     .rsplit('/')
                     .next()
@@ -527,10 +409,7 @@ impl SshProvider {
                     .chars()
                     .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
                     .collect();
-                let remote = format!(
-                    "{}/packages/{service}-{digest}/{name}",
-                    self.base(host, env)?
-                );
+                let remote = format!("{}/packages/{service}-{digest}/{name}", self.base(host, env)?);
                 let dir = remote.rsplit_once('/').map_or(".", |(d, _)| d);
                 let (r, u, p) = (quote(&remote), quote(url), quote(&format!("{remote}.part")));
                 self.exec_ok(
@@ -555,10 +434,7 @@ impl SshProvider {
                 let result = self.runtime.block_on(async {
                     match self.connect(host, true).await {
                         Ok((connection, learned)) => {
-                            let _ = connection
-                                .handle
-                                .disconnect(Disconnect::ByApplication, "", "en")
-                                .await;
+                            let _ = connection.handle.disconnect(Disconnect::ByApplication, "", "en").await;
                             Ok(match learned {
                                 Some(key) => format!("trusted {key}"),
                                 None => "already trusted".to_string(),
@@ -614,16 +490,8 @@ impl Provider for SshProvider {
                     self.account_name
                 ))
             })?;
-            let target = format!(
-                "{}/{}.war",
-                webapps.trim_end_matches('/'),
-                request.spec.endpoint_name()
-            );
-            self.exec_ok(
-                host,
-                &format!("cp {} {}", quote(&remote_package), quote(&target)),
-                "deploying the WAR",
-            )?;
+            let target = format!("{}/{}.war", webapps.trim_end_matches('/'), request.spec.endpoint_name());
+            self.exec_ok(host, &format!("cp {} {}", quote(&remote_package), quote(&target)), "deploying the WAR")?;
             return Ok(Started::default());
         }
         let command = super::command_for(
@@ -634,11 +502,7 @@ impl Provider for SshProvider {
             request.instance_id,
         )?;
         let argv: Vec<String> = command.iter().map(|a| quote(a)).collect();
-        let env: Vec<String> = request
-            .environment()
-            .iter()
-            .map(|(k, v)| format!("{k}={}", quote(v)))
-            .collect();
+        let env: Vec<String> = request.environment().iter().map(|(k, v)| format!("{k}={}", quote(v))).collect();
         let base = self.base(host, request.env)?;
         let log = format!("{base}/logs/{}.log", request.instance_id);
         let dir = remote_package.rsplit_once('/').map_or(".", |(d, _)| d);
@@ -651,11 +515,7 @@ impl Provider for SshProvider {
             argv = argv.join(" "),
             log = quote(&log),
         );
-        let out = self.exec_ok(
-            host,
-            &script,
-            &format!("starting instance {}", request.instance_id),
-        )?;
+        let out = self.exec_ok(host, &script, &format!("starting instance {}", request.instance_id))?;
         let mut fields = out.split_whitespace();
         let pid = fields.next().and_then(|p| p.parse().ok());
         let start_time = fields.next().and_then(|s| s.parse().ok());
@@ -680,6 +540,13 @@ impl Provider for SshProvider {
         let mut next_alive_check = Instant::now() + Duration::from_millis(500);
         loop {
             if super::port_answers(&node.address, port) {
+                // Answering is not enough: it must be this instance that answers.
+                if instance.pid.is_some() && !self.alive(instance, node) {
+                    return Err(ProviderError::new(format!(
+                        "instance {} exited on host {} although something answers on port {port}; is another process using that port?",
+                        instance.id, node.address
+                    )));
+                }
                 return Ok(());
             }
             if Instant::now() >= next_alive_check {
@@ -703,12 +570,7 @@ impl Provider for SshProvider {
         }
     }
 
-    fn stop(
-        &self,
-        instance: &InstanceState,
-        node: &NodeState,
-        grace: Duration,
-    ) -> ProviderResult<()> {
+    fn stop(&self, instance: &InstanceState, node: &NodeState, grace: Duration) -> ProviderResult<()> {
         let host = self.host(&node.address)?;
         let Some(pid) = instance.pid else {
             return Ok(());
@@ -720,8 +582,7 @@ impl Provider for SshProvider {
              if alive; then kill -KILL -- -$p 2>/dev/null || kill -KILL $p 2>/dev/null; sleep 0.2; fi; alive && exit 1; exit 0",
             check = alive_check(pid, instance.start_time)
         );
-        self.exec_ok(host, &script, &format!("stopping instance {}", instance.id))
-            .map(drop)
+        self.exec_ok(host, &script, &format!("stopping instance {}", instance.id)).map(drop)
     }
 
     fn alive(&self, instance: &InstanceState, node: &NodeState) -> bool {
@@ -732,13 +593,7 @@ impl Provider for SshProvider {
         self.exec(host, &script).is_ok_and(|o| o.status == Some(0))
     }
 
-    fn logs(
-        &self,
-        instance: &InstanceState,
-        node: &NodeState,
-        _log: &Path,
-        lines: usize,
-    ) -> ProviderResult<String> {
+    fn logs(&self, instance: &InstanceState, node: &NodeState, _log: &Path, lines: usize) -> ProviderResult<String> {
         let host = self.host(&node.address)?;
         let script = format!(
             "for f in \"$HOME\"/.enact/*/logs/{}; do [ -f \"$f\" ] && tail -n {lines} \"$f\"; done; true",
@@ -759,10 +614,7 @@ impl Provider for SshProvider {
         let mut fields = out.stdout.split_whitespace();
         let pid = fields.next()?.parse().ok()?;
         let start_time = fields.next().and_then(|s| s.parse().ok());
-        Some(Started {
-            pid: Some(pid),
-            start_time,
-        })
+        Some(Started { pid: Some(pid), start_time })
     }
 }
 
@@ -774,20 +626,9 @@ mod tests {
     fn quoting_keeps_hostile_values_as_text() {
         assert_eq!(quote("plain"), "'plain'");
         assert_eq!(quote("it's"), r"'it'\''s'");
-        for hostile in [
-            "a; rm -rf /",
-            "$(touch /tmp/x)",
-            "`id`",
-            "\"q\"",
-            "line\nbreak",
-            "'; echo pwned; '",
-        ] {
+        for hostile in ["a; rm -rf /", "$(touch /tmp/x)", "`id`", "\"q\"", "line\nbreak", "'; echo pwned; '"] {
             let quoted = quote(hostile);
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(format!("printf %s {quoted}"))
-                .output()
-                .unwrap();
+            let out = std::process::Command::new("sh").arg("-c").arg(format!("printf %s {quoted}")).output().unwrap();
             assert_eq!(String::from_utf8_lossy(&out.stdout), hostile, "{quoted}");
         }
     }

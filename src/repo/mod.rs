@@ -59,28 +59,20 @@ impl ConfigRepo {
     /// Opens the repository at `root` (which must hold `chor.json`).
     pub fn open(root: &Path) -> Result<ConfigRepo> {
         if !root.join(SPEC_FILE).is_file() {
-            return Err(
-                Diagnostic::new(format!("{} holds no {SPEC_FILE}", root.display()))
-                    .hint("pass `-C` a config repository, or run `enact init` there")
-                    .into(),
-            );
+            return Err(Diagnostic::new(format!("{} holds no {SPEC_FILE}", root.display()))
+                .hint("pass `-C` a config repository, or run `enact init` there")
+                .into());
         }
         let settings = match read_optional(&root.join(SETTINGS_FILE))? {
             Some(text) => Settings::parse(&SourceFile::new(SETTINGS_FILE, text))?,
             None => Settings::default(),
         };
-        Ok(ConfigRepo {
-            root: root.to_path_buf(),
-            settings,
-        })
+        Ok(ConfigRepo { root: root.to_path_buf(), settings })
     }
 
     /// `-e`'s default: `defaultEnv` of enact.json, else `dev`.
     pub fn default_env(&self) -> String {
-        self.settings
-            .default_env
-            .clone()
-            .unwrap_or_else(|| FALLBACK_ENV.to_string())
+        self.settings.default_env.clone().unwrap_or_else(|| FALLBACK_ENV.to_string())
     }
 
     pub fn overlay_path(&self, env: &str) -> PathBuf {
@@ -97,11 +89,7 @@ impl ConfigRepo {
 
     /// The store of this repository's recorded states.
     pub fn store(&self) -> crate::state::FileStore {
-        let display = self
-            .settings
-            .state_dir
-            .clone()
-            .unwrap_or_else(|| STATE_DIR.to_string());
+        let display = self.settings.state_dir.clone().unwrap_or_else(|| STATE_DIR.to_string());
         crate::state::FileStore::new(self.state_dir()).with_display(display)
     }
 
@@ -130,20 +118,17 @@ impl ConfigRepo {
         if is_valid_name(env) {
             Ok(())
         } else {
-            Err(Diagnostic::new(format!(
-                "`{}` is not a valid environment name",
-                env.escape_debug()
-            ))
-            .hint("environment names are letters, digits, `.`, `_` and `-`, like `dev` or `prod`")
-            .into())
+            Err(Diagnostic::new(format!("`{}` is not a valid environment name", env.escape_debug()))
+                .hint("environment names are letters, digits, `.`, `_` and `-`, like `dev` or `prod`")
+                .into())
         }
     }
 
     /// Loads, merges and validates the effective spec of `env`.
     pub fn load(&self, env: &str) -> Result<EffectiveSpec> {
         Self::check_env_name(env)?;
-        let base_text = std::fs::read_to_string(self.root.join(SPEC_FILE))
-            .map_err(Error::io("read", self.root.join(SPEC_FILE)))?;
+        let base_text =
+            std::fs::read_to_string(self.root.join(SPEC_FILE)).map_err(Error::io("read", self.root.join(SPEC_FILE)))?;
         let base_source = SourceFile::new(SPEC_FILE, base_text);
         let mut errors = Vec::new();
         let base_value = parse_spec_file(&base_source, FileKind::Base).unwrap_or_else(|e| {
@@ -172,20 +157,13 @@ impl ConfigRepo {
             overlay::merge(&mut merged, value, source)?;
         }
         let choreography: Choreography = serde_json::from_value(merged).map_err(|e| {
-            Diagnostic::new(format!("the merged spec of env `{env}` is not valid: {e}"))
-                .in_file(&overlay_display)
+            Diagnostic::new(format!("the merged spec of env `{env}` is not valid: {e}")).in_file(&overlay_display)
         })?;
-        let mut effective = EffectiveSpec {
-            env: env.to_string(),
-            choreography,
-            base: (base_source, base_value),
-            overlay,
-        };
-        let errors = validate(
-            &effective.choreography,
-            &self.settings,
-            &|service, occurrence, path| effective.locate_occurrence(service, occurrence, path),
-        );
+        let mut effective =
+            EffectiveSpec { env: env.to_string(), choreography, base: (base_source, base_value), overlay };
+        let errors = validate(&effective.choreography, &self.settings, &|service, occurrence, path| {
+            effective.locate_occurrence(service, occurrence, path)
+        });
         if !errors.is_empty() {
             // With an overlay in play the same base line can be fine in one env and not another.
             let errors: Vec<Diagnostic> = match &effective.overlay {
@@ -206,12 +184,7 @@ impl EffectiveSpec {
     }
 
     /// As [`Self::locate`], for the `occurrence`th service of that name (0 is the first).
-    pub fn locate_occurrence(
-        &self,
-        service: &str,
-        occurrence: usize,
-        path: &[Segment],
-    ) -> Option<Location> {
+    pub fn locate_occurrence(&self, service: &str, occurrence: usize, path: &[Segment]) -> Option<Location> {
         let layers = self.overlay.iter().chain(std::iter::once(&self.base));
         for (source, value) in layers {
             let mut skip = occurrence;
@@ -258,10 +231,6 @@ pub(crate) fn read_optional(path: &Path) -> Result<Option<String>> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::Io {
-            action: "read",
-            path: path.to_path_buf(),
-            source: e,
-        }),
+        Err(e) => Err(Error::Io { action: "read", path: path.to_path_buf(), source: e }),
     }
 }

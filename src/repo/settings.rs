@@ -64,11 +64,9 @@ impl Account {
     /// The size label of a node of `memory`: the EC2 instance type, else the memory size.
     pub fn node_size(&self, memory: Memory) -> String {
         match self {
-            Account::Ec2(ec2) => ec2
-                .instance_types
-                .get(&memory)
-                .cloned()
-                .unwrap_or_else(|| default_instance_type(memory).to_string()),
+            Account::Ec2(ec2) => {
+                ec2.instance_types.get(&memory).cloned().unwrap_or_else(|| default_instance_type(memory).to_string())
+            }
             _ => memory.to_string(),
         }
     }
@@ -173,8 +171,7 @@ pub struct PackageType {
 }
 
 /// The placeholders a package type's recipe may use.
-pub const RECIPE_PLACEHOLDERS: [&str; 6] =
-    ["package", "port", "host", "name", "endpoint", "instance"];
+pub const RECIPE_PLACEHOLDERS: [&str; 6] = ["package", "port", "host", "name", "endpoint", "instance"];
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -212,26 +209,17 @@ impl Settings {
             .and_then(|o| o.default_account.clone())
             .or_else(|| self.default_account.clone())
             .unwrap_or_else(|| LOCAL_ACCOUNT.to_string());
-        let node_selector = overrides
-            .and_then(|o| o.node_selector)
-            .or(self.node_selector)
-            .unwrap_or_default();
-        EnvView {
-            settings: self,
-            default_account,
-            node_selector,
-        }
+        let node_selector = overrides.and_then(|o| o.node_selector).or(self.node_selector).unwrap_or_default();
+        EnvView { settings: self, default_account, node_selector }
     }
 
     pub fn knows_package_type(&self, name: &str) -> bool {
-        crate::spec::model::BUILTIN_PACKAGE_TYPES.contains(&name)
-            || self.package_types.contains_key(name)
+        crate::spec::model::BUILTIN_PACKAGE_TYPES.contains(&name) || self.package_types.contains_key(name)
     }
 
     /// Parses and validates `enact.json`, collecting every problem.
     pub fn parse(source: &SourceFile) -> Result<Settings, Vec<Diagnostic>> {
-        let value: Value =
-            serde_json::from_str(&source.text).map_err(|e| vec![source.syntax_error(&e)])?;
+        let value: Value = serde_json::from_str(&source.text).map_err(|e| vec![source.syntax_error(&e)])?;
         let mut errors: Vec<Diagnostic> = source
             .duplicate_keys()
             .into_iter()
@@ -250,8 +238,7 @@ impl Settings {
             .collect();
         let Value::Object(top) = &value else {
             return Err(vec![
-                Diagnostic::new("enact.json must hold a JSON object")
-                    .at(Some(source.locate(&[], false))),
+                Diagnostic::new("enact.json must hold a JSON object").at(Some(source.locate(&[], false))),
             ]);
         };
         // Accounts one by one so each bad account is reported, then the rest as a whole.
@@ -265,15 +252,10 @@ impl Settings {
                     }
                     Err(d) => {
                         let hint = d.hint.clone().unwrap_or_else(|| {
-                            "an account needs `provider` (local, ssh, ec2 or simulated) and that provider's fields".to_string()
+                            "an account needs `provider` (local, ssh, ec2 or simulated) and that provider's fields"
+                                .to_string()
                         });
-                        errors.push(
-                            Diagnostic {
-                                message: format!("account `{name}`: {}", d.message),
-                                ..d
-                            }
-                            .hint(hint),
-                        );
+                        errors.push(Diagnostic { message: format!("account `{name}`: {}", d.message), ..d }.hint(hint));
                     }
                 }
             }
@@ -289,20 +271,13 @@ impl Settings {
         };
         settings.accounts = accounts;
         errors.extend(settings.validate(source));
-        if errors.is_empty() {
-            Ok(settings)
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(settings) } else { Err(errors) }
     }
 
     fn validate(&self, source: &SourceFile) -> Vec<Diagnostic> {
         let mut errors = Vec::new();
         let loc = |segments: &[&str]| {
-            let segs: Vec<Segment> = segments
-                .iter()
-                .map(|s| Segment::Key((*s).to_string()))
-                .collect();
+            let segs: Vec<Segment> = segments.iter().map(|s| Segment::Key((*s).to_string())).collect();
             Some(source.locate(&segs, false))
         };
         let account_hint = |name: &str| {
@@ -311,30 +286,23 @@ impl Settings {
                 known.push(LOCAL_ACCOUNT);
             }
             known.sort_unstable();
-            format!(
-                "define account `{name}` under `accounts`, or use one of: {}",
-                known.join(", ")
-            )
+            format!("define account `{name}` under `accounts`, or use one of: {}", known.join(", "))
         };
         if let Some(name) = &self.default_account
             && self.account(name).is_none()
         {
             errors.push(
-                Diagnostic::new(format!(
-                    "`defaultAccount` names account `{name}`, which is not defined"
-                ))
-                .at(loc(&["defaultAccount"]))
-                .hint(account_hint(name)),
+                Diagnostic::new(format!("`defaultAccount` names account `{name}`, which is not defined"))
+                    .at(loc(&["defaultAccount"]))
+                    .hint(account_hint(name)),
             );
         }
         if let Some(env) = &self.default_env
             && !is_valid_name(env)
         {
             errors.push(
-                Diagnostic::new(format!(
-                    "`defaultEnv` `{env}` is not a valid environment name"
-                ))
-                .at(loc(&["defaultEnv"])),
+                Diagnostic::new(format!("`defaultEnv` `{env}` is not a valid environment name"))
+                    .at(loc(&["defaultEnv"])),
             );
         }
         if let Some(dir) = &self.state_dir
@@ -384,20 +352,14 @@ impl Settings {
                         }
                         if !is_valid_name(&host.user) {
                             errors.push(
-                                Diagnostic::new(format!(
-                                    "host user `{}` is not a valid user name",
-                                    host.user
-                                ))
-                                .at(at.clone()),
+                                Diagnostic::new(format!("host user `{}` is not a valid user name", host.user))
+                                    .at(at.clone()),
                             );
                         }
                         if let Some(port) = host.port
                             && !(1..=65535).contains(&port)
                         {
-                            errors.push(
-                                Diagnostic::new(format!("host port {port} is outside 1–65535"))
-                                    .at(at.clone()),
-                            );
+                            errors.push(Diagnostic::new(format!("host port {port} is outside 1–65535")).at(at.clone()));
                         }
                     }
                 }
@@ -421,15 +383,18 @@ impl Settings {
                     if let Some(endpoint) = &ec2.endpoint
                         && crate::spec::validate::check_http_uri(endpoint).is_err()
                     {
-                        errors.push(Diagnostic::new(format!("ec2 account `{name}`: `endpoint` `{endpoint}` is not an http(s) URL")).at(loc(&["accounts", name, "endpoint"])));
+                        errors.push(
+                            Diagnostic::new(format!(
+                                "ec2 account `{name}`: `endpoint` `{endpoint}` is not an http(s) URL"
+                            ))
+                            .at(loc(&["accounts", name, "endpoint"])),
+                        );
                     }
                 }
                 Account::Local(_) | Account::Simulated(_) => {}
             }
         }
-        let check_selector = |selector: &NodeSelector,
-                              at: &[&str],
-                              errors: &mut Vec<Diagnostic>| {
+        let check_selector = |selector: &NodeSelector, at: &[&str], errors: &mut Vec<Diagnostic>| {
             if selector.policy == Policy::LimitedRoundRobin && selector.vm_limit.unwrap_or(0) == 0 {
                 errors.push(
                     Diagnostic::new("`LIMITED_ROUND_ROBIN` needs a `vmLimit` of at least 1")
@@ -461,10 +426,7 @@ impl Settings {
         }
         for (env, overrides) in &self.envs {
             if !is_valid_name(env) {
-                errors.push(
-                    Diagnostic::new(format!("environment name `{env}` is not valid"))
-                        .at(loc(&["envs", env])),
-                );
+                errors.push(Diagnostic::new(format!("environment name `{env}` is not valid")).at(loc(&["envs", env])));
             }
             if let Some(name) = &overrides.default_account
                 && self.account(name).is_none()
@@ -493,17 +455,13 @@ fn parse_account(raw: &Value, source: &SourceFile, at: &[Segment]) -> Result<Acc
         Some(Some(_)) => {
             let mut here = at.to_vec();
             here.push(Segment::Key("provider".into()));
-            return Err(Diagnostic::new("`provider` must be a string")
-                .at(Some(source.locate(&here, false))));
+            return Err(Diagnostic::new("`provider` must be a string").at(Some(source.locate(&here, false))));
         }
         Some(None) => {
-            return Err(
-                Diagnostic::new("missing field `provider`").at(Some(source.locate(at, false)))
-            );
+            return Err(Diagnostic::new("missing field `provider`").at(Some(source.locate(at, false))));
         }
         None => {
-            return Err(Diagnostic::new("an account must be a JSON object")
-                .at(Some(source.locate(at, false))));
+            return Err(Diagnostic::new("an account must be a JSON object").at(Some(source.locate(at, false))));
         }
     };
     match provider.as_str() {
@@ -514,11 +472,9 @@ fn parse_account(raw: &Value, source: &SourceFile, at: &[Segment]) -> Result<Acc
         other => {
             let mut here = at.to_vec();
             here.push(Segment::Key("provider".into()));
-            Err(
-                Diagnostic::new(format!("unknown provider `{}`", other.escape_debug()))
-                    .at(Some(source.locate(&here, false)))
-                    .hint("`provider` is one of local, ssh, ec2, simulated"),
-            )
+            Err(Diagnostic::new(format!("unknown provider `{}`", other.escape_debug()))
+                .at(Some(source.locate(&here, false)))
+                .hint("`provider` is one of local, ssh, ec2, simulated"))
         }
     }
 }
@@ -547,9 +503,7 @@ fn check_recipe(start: &str) -> Result<(), String> {
 pub fn is_valid_host(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= 253
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+        && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
         && !host.starts_with('-')
 }
 
@@ -584,10 +538,7 @@ mod tests {
         assert_eq!(s.accounts.len(), 4);
         assert_eq!(s.env_view("prod").default_account, "aws");
         assert_eq!(s.env_view("dev").node_selector.vm_limit, Some(10));
-        assert_eq!(
-            s.account("aws").map(|a| a.node_size(Memory::Large)),
-            Some("t3.large".to_string())
-        );
+        assert_eq!(s.account("aws").map(|a| a.node_size(Memory::Large)), Some("t3.large".to_string()));
     }
 
     #[test]
@@ -612,10 +563,7 @@ mod tests {
         .unwrap_err();
         let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
         assert_eq!(errs.len(), 4, "{text:?}");
-        assert!(
-            text.iter()
-                .any(|t| t.contains("unknown placeholder `{pkg}`"))
-        );
+        assert!(text.iter().any(|t| t.contains("unknown placeholder `{pkg}`")));
         assert!(text.iter().any(|t| t.contains("vmLimit")));
     }
 }

@@ -54,12 +54,7 @@ pub fn canonical(value: &Value) -> Value {
                     && let Value::Array(items) = &mut child
                 {
                     items.sort_by(|a, b| {
-                        let name = |v: &Value| {
-                            v.get("name")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                                .to_string()
-                        };
+                        let name = |v: &Value| v.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
                         name(a).cmp(&name(b))
                     });
                 }

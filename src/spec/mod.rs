@@ -7,8 +7,7 @@ pub mod parse;
 pub mod validate;
 
 pub use model::{
-    Choreography, DeployableServiceSpec, LegacyServiceSpec, Memory, Service, ServiceDependency,
-    ServiceType,
+    Choreography, DeployableServiceSpec, LegacyServiceSpec, Memory, Service, ServiceDependency, ServiceType,
 };
 
 /// The JSON Schema of `chor.json` (and, field for field, of an overlay).

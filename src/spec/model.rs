@@ -52,11 +52,7 @@ pub struct DeployableServiceSpec {
     /// The account of `enact.json` the instances are placed in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud_account: Option<String>,
-    #[serde(
-        default,
-        rename = "desiredQoS",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "desiredQoS", skip_serializing_if = "Option::is_none")]
     pub desired_qos: Option<DesiredQos>,
 }
 
@@ -77,9 +73,7 @@ pub struct LegacyServiceSpec {
 }
 
 /// "I call service `serviceSpecName` in role `serviceSpecRole`".
-#[derive(
-    Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ServiceDependency {
     pub service_spec_name: String,
@@ -117,20 +111,7 @@ pub struct ResponseTimeMetric {
 }
 
 /// Memory size of an instance, and so of the node it is placed on.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Memory {
     #[default]
@@ -181,15 +162,11 @@ pub const DEFAULT_PACKAGE_TYPE: &str = "COMMAND_LINE";
 
 impl DeployableServiceSpec {
     pub fn instances(&self) -> u32 {
-        self.number_of_instances
-            .map_or(1, |n| u32::try_from(n).unwrap_or(0))
+        self.number_of_instances.map_or(1, |n| u32::try_from(n).unwrap_or(0))
     }
 
     pub fn memory(&self) -> Memory {
-        self.resource_impact
-            .as_ref()
-            .and_then(|r| r.memory)
-            .unwrap_or_default()
+        self.resource_impact.as_ref().and_then(|r| r.memory).unwrap_or_default()
     }
 
     pub fn service_type(&self) -> ServiceType {
@@ -227,10 +204,7 @@ impl DeployableServiceSpec {
             }
         }
         if let Some(qos) = &self.desired_qos
-            && qos
-                .response_time_metric
-                .as_ref()
-                .is_none_or(|m| *m == ResponseTimeMetric::default())
+            && qos.response_time_metric.as_ref().is_none_or(|m| *m == ResponseTimeMetric::default())
         {
             self.desired_qos = None;
         }
@@ -325,10 +299,8 @@ impl Choreography {
         for s in &mut self.legacy_service_specs {
             s.normalize();
         }
-        self.deployable_service_specs
-            .sort_by(|a, b| a.name.cmp(&b.name));
-        self.legacy_service_specs
-            .sort_by(|a, b| a.name.cmp(&b.name));
+        self.deployable_service_specs.sort_by(|a, b| a.name.cmp(&b.name));
+        self.legacy_service_specs.sort_by(|a, b| a.name.cmp(&b.name));
     }
 
     /// The names of every service, for lookups that only need membership.

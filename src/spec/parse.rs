@@ -19,32 +19,23 @@ pub enum FileKind {
 
 /// Parses a spec file into a JSON value whose shape has been checked.
 pub fn parse_spec_file(source: &SourceFile, kind: FileKind) -> Result<Value, Vec<Diagnostic>> {
-    let value: Value =
-        serde_json::from_str(&source.text).map_err(|e| vec![source.syntax_error(&e)])?;
+    let value: Value = serde_json::from_str(&source.text).map_err(|e| vec![source.syntax_error(&e)])?;
     let mut errors = duplicate_key_errors(source, &value);
     let Value::Object(top) = &value else {
         return Err(vec![
             Diagnostic::new("a spec file must hold a JSON object")
                 .at(Some(source.locate(&[], false)))
-                .hint(
-                    "start from `{ \"deployableServiceSpecs\": [], \"legacyServiceSpecs\": [] }`",
-                ),
+                .hint("start from `{ \"deployableServiceSpecs\": [], \"legacyServiceSpecs\": [] }`"),
         ]);
     };
     for (key, list) in top {
         let here = [Segment::Key(key.clone())];
         if !LISTS.contains(&key.as_str()) {
-            let what = if key.starts_with('$') {
-                "unknown directive"
-            } else {
-                "unknown field"
-            };
+            let what = if key.starts_with('$') { "unknown directive" } else { "unknown field" };
             errors.push(
-                Diagnostic::new(format!(
-                    "{what} `{key}`, expected `deployableServiceSpecs` or `legacyServiceSpecs`"
-                ))
-                .at(Some(source.locate(&here, true)))
-                .hint("remove it or fix its spelling"),
+                Diagnostic::new(format!("{what} `{key}`, expected `deployableServiceSpecs` or `legacyServiceSpecs`"))
+                    .at(Some(source.locate(&here, true)))
+                    .hint("remove it or fix its spelling"),
             );
             continue;
         }
@@ -53,8 +44,7 @@ pub fn parse_spec_file(source: &SourceFile, kind: FileKind) -> Result<Value, Vec
                 continue;
             }
             errors.push(
-                Diagnostic::new(format!("`{key}` must be a list of services"))
-                    .at(Some(source.locate(&here, false))),
+                Diagnostic::new(format!("`{key}` must be a list of services")).at(Some(source.locate(&here, false))),
             );
             continue;
         };
@@ -65,11 +55,7 @@ pub fn parse_spec_file(source: &SourceFile, kind: FileKind) -> Result<Value, Vec
             }
         }
     }
-    if errors.is_empty() {
-        Ok(value)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(value) } else { Err(errors) }
 }
 
 /// JSON allows a key twice and keeps the last; in a spec that silently loses data, so it is an
@@ -87,11 +73,8 @@ pub fn duplicate_key_errors(source: &SourceFile, value: &Value) -> Vec<Diagnosti
                 .at(Some(location))
                 .hint("JSON keeps only the last of the two; remove one");
             if let [Segment::Key(list), Segment::Index(i), _, ..] = path.as_slice()
-                && let Some(name) = value
-                    .get(list)
-                    .and_then(|l| l.get(*i))
-                    .and_then(|s| s.get("name"))
-                    .and_then(Value::as_str)
+                && let Some(name) =
+                    value.get(list).and_then(|l| l.get(*i)).and_then(|s| s.get("name")).and_then(Value::as_str)
             {
                 d = d.service(name);
             }
@@ -108,18 +91,14 @@ fn check_service(
     at: &[Segment],
 ) -> Result<(), Diagnostic> {
     let Value::Object(fields) = item else {
-        return Err(
-            Diagnostic::new("a service must be a JSON object").at(Some(source.locate(at, false)))
-        );
+        return Err(Diagnostic::new("a service must be a JSON object").at(Some(source.locate(at, false))));
     };
     let name = match fields.get("name") {
         Some(Value::String(name)) => name.clone(),
         Some(_) => {
             let mut here = at.to_vec();
             here.push(Segment::Key("name".into()));
-            return Err(
-                Diagnostic::new("`name` must be a string").at(Some(source.locate(&here, false)))
-            );
+            return Err(Diagnostic::new("`name` must be a string").at(Some(source.locate(&here, false))));
         }
         None => {
             return Err(Diagnostic::new("a service has no `name`")
@@ -173,10 +152,7 @@ fn check_service(
 fn strip_nulls(value: &Value, kind: FileKind) -> Value {
     match (value, kind) {
         (Value::Object(map), FileKind::Overlay) => Value::Object(
-            map.iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), strip_nulls(v, kind)))
-                .collect(),
+            map.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), strip_nulls(v, kind))).collect(),
         ),
         _ => value.clone(),
     }
@@ -192,11 +168,8 @@ mod tests {
 
     #[test]
     fn unknown_field_is_located_at_its_key() {
-        let errs = parse(
-            "{\"deployableServiceSpecs\": [\n  {\"name\": \"a\",\n   \"prot\": 1}]}",
-            FileKind::Base,
-        )
-        .unwrap_err();
+        let errs = parse("{\"deployableServiceSpecs\": [\n  {\"name\": \"a\",\n   \"prot\": 1}]}", FileKind::Base)
+            .unwrap_err();
         assert_eq!(errs.len(), 1);
         let d = &errs[0];
         let at = d.location.as_ref().map(|l| (l.line, l.column));
@@ -213,27 +186,23 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(errs.len(), 2);
-        assert!(
-            errs[1].message.contains("/resourceImpact/memory"),
-            "{}",
-            errs[1]
-        );
+        assert!(errs[1].message.contains("/resourceImpact/memory"), "{}", errs[1]);
     }
 
     #[test]
     fn overlays_take_null_and_delete_but_not_other_directives() {
-        assert!(parse(r#"{"deployableServiceSpecs": [{"name": "a", "version": null}, {"name": "b", "$delete": true}]}"#, FileKind::Overlay).is_ok());
-        let errs = parse(
-            r#"{"deployableServiceSpecs": [{"name": "a", "$remove": true}]}"#,
-            FileKind::Overlay,
-        )
-        .unwrap_err();
+        assert!(
+            parse(
+                r#"{"deployableServiceSpecs": [{"name": "a", "version": null}, {"name": "b", "$delete": true}]}"#,
+                FileKind::Overlay
+            )
+            .is_ok()
+        );
+        let errs =
+            parse(r#"{"deployableServiceSpecs": [{"name": "a", "$remove": true}]}"#, FileKind::Overlay).unwrap_err();
         assert!(errs[0].message.contains("unknown directive `$remove`"));
-        let errs = parse(
-            r#"{"deployableServiceSpecs": [{"name": "a", "version": null}]}"#,
-            FileKind::Base,
-        )
-        .unwrap_err();
+        let errs =
+            parse(r#"{"deployableServiceSpecs": [{"name": "a", "version": null}]}"#, FileKind::Base).unwrap_err();
         assert!(errs[0].message.contains("is null"));
     }
 }

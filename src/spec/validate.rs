@@ -19,8 +19,7 @@ pub fn is_valid_name(name: &str) -> bool {
         && name.len() <= 128
 }
 
-const NAME_HINT: &str =
-    "names are letters, digits, `.`, `_` and `-`, starting with a letter or digit (at most 128)";
+const NAME_HINT: &str = "names are letters, digits, `.`, `_` and `-`, starting with a letter or digit (at most 128)";
 
 /// An `http://` or `https://` URL with a host, an optional numeric port and no whitespace.
 pub fn check_http_uri(uri: &str) -> Result<(), String> {
@@ -28,10 +27,7 @@ pub fn check_http_uri(uri: &str) -> Result<(), String> {
         .strip_prefix("http://")
         .or_else(|| uri.strip_prefix("https://"))
         .ok_or("it is not an http:// or https:// URL")?;
-    if uri
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '<' | '>' | '`' | '\\'))
-    {
+    if uri.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '<' | '>' | '`' | '\\')) {
         return Err("it contains whitespace or a character URLs do not allow".into());
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
@@ -48,10 +44,7 @@ pub fn check_http_uri(uri: &str) -> Result<(), String> {
     if host.is_empty() {
         return Err("it has no host".into());
     }
-    if !host
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_' | '%'))
-    {
+    if !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_' | '%')) {
         return Err(format!("its host `{host}` is not a host name or address"));
     }
     if let Some(port) = port
@@ -87,9 +80,7 @@ pub fn check_package_uri(uri: &str) -> Result<(), String> {
 pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) -> Vec<Diagnostic> {
     let mut errors = Vec::new();
     let err = |service: &str, path: &[Segment], message: String| {
-        Diagnostic::new(message)
-            .service(service)
-            .at(locate(service, 0, path))
+        Diagnostic::new(message).service(service).at(locate(service, 0, path))
     };
     let key = |k: &str| vec![Segment::Key(k.to_string())];
 
@@ -99,12 +90,9 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
         let name = service.name();
         if !is_valid_name(name) {
             errors.push(
-                Diagnostic::new(format!(
-                    "service name `{}` is not valid",
-                    name.escape_debug()
-                ))
-                .at(locate(name, 0, &key("name")))
-                .hint(NAME_HINT),
+                Diagnostic::new(format!("service name `{}` is not valid", name.escape_debug()))
+                    .at(locate(name, 0, &key("name")))
+                    .hint(NAME_HINT),
             );
         }
         let count = seen.entry(name).or_insert(0);
@@ -123,10 +111,7 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
     // duplicate name is reported once and not again as a missing role).
     let mut roles: HashMap<&str, HashSet<&str>> = HashMap::new();
     for s in chor.services() {
-        roles
-            .entry(s.name())
-            .or_default()
-            .extend(s.roles().iter().map(String::as_str));
+        roles.entry(s.name()).or_default().extend(s.roles().iter().map(String::as_str));
     }
 
     for service in chor.services() {
@@ -150,10 +135,7 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
                     err(
                         name,
                         &at,
-                        format!(
-                            "depends on service `{}`, which does not exist",
-                            dep.service_spec_name.escape_debug()
-                        ),
+                        format!("depends on service `{}`, which does not exist", dep.service_spec_name.escape_debug()),
                     )
                     .hint("add that service, or fix `serviceSpecName`"),
                 ),
@@ -202,10 +184,9 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
                     Some(p) if !(1..=65535).contains(&p) => {
                         errors.push(err(name, &key("port"), format!("`port` {p} is outside 1–65535")));
                     }
-                    None if s.package_type() != "TOMCAT" => errors.push(
-                        err(name, &[], "has no `port`".into())
-                            .hint("every deployable service needs the `port` its instances listen on (TOMCAT defaults to 8080)"),
-                    ),
+                    None if s.package_type() != "TOMCAT" => errors.push(err(name, &[], "has no `port`".into()).hint(
+                        "every deployable service needs the `port` its instances listen on (TOMCAT defaults to 8080)",
+                    )),
                     _ => {}
                 }
                 match &s.package_uri {
@@ -215,7 +196,11 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
                     ),
                     Some(uri) => {
                         if let Err(why) = check_package_uri(uri) {
-                            errors.push(err(name, &key("packageUri"), format!("`packageUri` `{}` is not valid: {why}", uri.escape_debug())));
+                            errors.push(err(
+                                name,
+                                &key("packageUri"),
+                                format!("`packageUri` `{}` is not valid: {why}", uri.escape_debug()),
+                            ));
                         }
                     }
                 }
@@ -226,10 +211,7 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
                         err(
                             name,
                             &key("packageType"),
-                            format!(
-                                "unknown `packageType` `{}`",
-                                s.package_type().escape_debug()
-                            ),
+                            format!("unknown `packageType` `{}`", s.package_type().escape_debug()),
                         )
                         .hint(format!(
                             "use one of {}, or define it under `packageTypes` in enact.json",
@@ -253,12 +235,8 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
                     && !is_valid_name(version)
                 {
                     errors.push(
-                        err(
-                            name,
-                            &key("version"),
-                            format!("`version` `{}` is not valid", version.escape_debug()),
-                        )
-                        .hint("versions are letters, digits, `.`, `_` and `-`, like `1.2.0`"),
+                        err(name, &key("version"), format!("`version` `{}` is not valid", version.escape_debug()))
+                            .hint("versions are letters, digits, `.`, `_` and `-`, like `1.2.0`"),
                     );
                 }
                 if let Some(account) = &s.cloud_account
@@ -269,18 +247,12 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
                             .hint("define it under `accounts` in enact.json, or remove `cloudAccount` to use the default account"),
                     );
                 }
-                if let Some(qos) = s
-                    .desired_qos
-                    .as_ref()
-                    .and_then(|q| q.response_time_metric.as_ref())
-                    && qos
-                        .acceptable_percentage
-                        .is_some_and(|p| !(0.0..=100.0).contains(&p))
+                if let Some(qos) = s.desired_qos.as_ref().and_then(|q| q.response_time_metric.as_ref())
+                    && qos.acceptable_percentage.is_some_and(|p| !(0.0..=100.0).contains(&p))
                 {
                     errors.push(err(
                         name,
-                        &["desiredQoS", "responseTimeMetric", "acceptablePercentage"]
-                            .map(|k| Segment::Key(k.into())),
+                        &["desiredQoS", "responseTimeMetric", "acceptablePercentage"].map(|k| Segment::Key(k.into())),
                         "`acceptablePercentage` must be within 0–100".into(),
                     ));
                 }

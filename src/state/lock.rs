@@ -52,9 +52,7 @@ pub fn hostname() -> String {
 }
 
 fn user() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".to_string())
+    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".to_string())
 }
 
 /// The holder of `env`'s lock, if any.
@@ -67,17 +65,10 @@ pub fn holder(dir: &Path, env: &str) -> Result<Option<LockInfo>> {
             host: "?".into(),
             user: "?".into(),
             time: "?".into(),
-            command: format!(
-                "(unreadable lock file: {})",
-                text.chars().take(60).collect::<String>()
-            ),
+            command: format!("(unreadable lock file: {})", text.chars().take(60).collect::<String>()),
         }))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::Io {
-            action: "read",
-            path,
-            source: e,
-        }),
+        Err(e) => Err(Error::Io { action: "read", path, source: e }),
     }
 }
 
@@ -106,9 +97,7 @@ pub fn acquire(dir: &Path, env: &str, command: &str) -> Result<Lock> {
         match OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(mut file) => {
                 let text = serde_json::to_string_pretty(&info).unwrap_or_default();
-                file.write_all(text.as_bytes())
-                    .and_then(|()| file.sync_all())
-                    .map_err(Error::io("write", &path))?;
+                file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(Error::io("write", &path))?;
                 return Ok(Lock { path, took_over });
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -130,19 +119,13 @@ pub fn acquire(dir: &Path, env: &str, command: &str) -> Result<Lock> {
                 took_over = Some(current);
             }
             Err(e) => {
-                return Err(Error::Io {
-                    action: "create lock",
-                    path,
-                    source: e,
-                });
+                return Err(Error::Io { action: "create lock", path, source: e });
             }
         }
     }
-    Err(Diagnostic::new(format!(
-        "could not take the lock of env `{env}`: it keeps changing"
-    ))
-    .hint("another enact is starting on this environment; try again")
-    .into())
+    Err(Diagnostic::new(format!("could not take the lock of env `{env}`: it keeps changing"))
+        .hint("another enact is starting on this environment; try again")
+        .into())
 }
 
 /// Removes `env`'s lock whoever holds it; returns who held it.
@@ -163,17 +146,9 @@ mod tests {
     fn a_second_lock_is_refused_naming_the_holder_and_released_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let lock = acquire(dir.path(), "dev", "enact apply").unwrap();
-        let err = acquire(dir.path(), "dev", "enact apply")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains(&format!("locked by pid {}", std::process::id())),
-            "{err}"
-        );
-        assert!(
-            err.contains("running `enact apply`") && err.contains("state unlock"),
-            "{err}"
-        );
+        let err = acquire(dir.path(), "dev", "enact apply").unwrap_err().to_string();
+        assert!(err.contains(&format!("locked by pid {}", std::process::id())), "{err}");
+        assert!(err.contains("running `enact apply`") && err.contains("state unlock"), "{err}");
         // Another environment is independent.
         let other = acquire(dir.path(), "prod", "enact apply").unwrap();
         drop(lock);
@@ -192,11 +167,7 @@ mod tests {
             time: "then".into(),
             command: "enact apply".into(),
         };
-        fs::write(
-            lock_path(dir.path(), "dev"),
-            serde_json::to_string(&dead).unwrap(),
-        )
-        .unwrap();
+        fs::write(lock_path(dir.path(), "dev"), serde_json::to_string(&dead).unwrap()).unwrap();
         let lock = acquire(dir.path(), "dev", "enact apply").unwrap();
         assert_eq!(lock.took_over, Some(dead));
     }
@@ -212,11 +183,7 @@ mod tests {
             time: "then".into(),
             command: "enact apply".into(),
         };
-        fs::write(
-            lock_path(dir.path(), "dev"),
-            serde_json::to_string(&remote).unwrap(),
-        )
-        .unwrap();
+        fs::write(lock_path(dir.path(), "dev"), serde_json::to_string(&remote).unwrap()).unwrap();
         assert!(acquire(dir.path(), "dev", "enact apply").is_err());
         assert_eq!(force_unlock(dir.path(), "dev").unwrap(), Some(remote));
         assert!(acquire(dir.path(), "dev", "enact apply").is_ok());

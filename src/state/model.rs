@@ -39,10 +39,7 @@ pub struct ServiceState {
 }
 
 /// The applied spec of a service, of either kind.
-#[allow(
-    clippy::large_enum_variant,
-    reason = "one per service, never moved around in bulk"
-)]
+#[allow(clippy::large_enum_variant, reason = "one per service, never moved around in bulk")]
 #[derive(Debug, Clone, PartialEq)]
 pub enum AppliedSpec {
     Deployable(DeployableServiceSpec),
@@ -139,10 +136,7 @@ impl State {
     /// service's `nativeURIs`.
     pub fn endpoints(&self, service: &str) -> Vec<String> {
         match self.services.get(service) {
-            Some(ServiceState {
-                spec: AppliedSpec::Legacy(s),
-                ..
-            }) => s.native_uris.clone(),
+            Some(ServiceState { spec: AppliedSpec::Legacy(s), .. }) => s.native_uris.clone(),
             Some(s) => s
                 .instances
                 .iter()
@@ -214,18 +208,11 @@ impl<'de> Deserialize<'de> for ServiceState {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = RawServiceState::deserialize(deserializer)?;
         let spec = match raw.kind {
-            Kind::Deployable => AppliedSpec::Deployable(
-                serde_json::from_value(raw.spec).map_err(serde::de::Error::custom)?,
-            ),
-            Kind::Legacy => AppliedSpec::Legacy(
-                serde_json::from_value(raw.spec).map_err(serde::de::Error::custom)?,
-            ),
+            Kind::Deployable => {
+                AppliedSpec::Deployable(serde_json::from_value(raw.spec).map_err(serde::de::Error::custom)?)
+            }
+            Kind::Legacy => AppliedSpec::Legacy(serde_json::from_value(raw.spec).map_err(serde::de::Error::custom)?),
         };
-        Ok(ServiceState {
-            spec,
-            instances: raw.instances,
-            paused: raw.paused,
-            incomplete: raw.incomplete,
-        })
+        Ok(ServiceState { spec, instances: raw.instances, paused: raw.paused, incomplete: raw.incomplete })
     }
 }

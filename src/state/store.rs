@@ -83,22 +83,13 @@ pub fn new_lineage() -> String {
     let filled = File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
     if filled.is_err() {
         // No urandom: fall back on time and pid, still unique enough for a lineage.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         bytes = (nanos ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
     }
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
 /// Parses a state file's text, with errors located in `display`.
@@ -107,9 +98,7 @@ pub fn parse_state(display: &Path, text: &str, env: &str) -> Result<State> {
     let state: State = serde_json::from_str(text).map_err(|e| {
         Diagnostic::new(format!("the state file is damaged: {}", strip_position(&e.to_string())))
             .at(Some(source.location_at(e.line(), e.column())))
-            .hint(format!(
-                "restore it from git or from state/{BACKUPS_DIR}/{env}/ (`enact history` lists the backups)"
-            ))
+            .hint(format!("restore it from git or from state/{BACKUPS_DIR}/{env}/ (`enact history` lists the backups)"))
     })?;
     if state.format_version > STATE_FORMAT_VERSION {
         return Err(Diagnostic::new(format!(
@@ -121,13 +110,10 @@ pub fn parse_state(display: &Path, text: &str, env: &str) -> Result<State> {
         .into());
     }
     if state.env != env {
-        return Err(Diagnostic::new(format!(
-            "the state file records env `{}`, not `{env}`",
-            state.env
-        ))
-        .in_file(display)
-        .hint("was the file copied from another environment? restore the right one from git")
-        .into());
+        return Err(Diagnostic::new(format!("the state file records env `{}`, not `{env}`", state.env))
+            .in_file(display)
+            .hint("was the file copied from another environment? restore the right one from git")
+            .into());
     }
     Ok(state)
 }
@@ -142,10 +128,7 @@ pub struct FileStore {
 
 impl FileStore {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        FileStore {
-            dir: dir.into(),
-            display_prefix: PathBuf::from("state"),
-        }
+        FileStore { dir: dir.into(), display_prefix: PathBuf::from("state") }
     }
 
     /// Paths in messages start with `display` (the state directory as the user knows it).
@@ -181,19 +164,14 @@ impl FileStore {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = (|| {
         let mut file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
         file.write_all(bytes).map_err(Error::io("write", &tmp))?;
         file.sync_all().map_err(Error::io("sync", &tmp))?;
         fs::rename(&tmp, path).map_err(Error::io("rename into place", path))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(Error::io("sync directory", dir))
+        File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io("sync directory", dir))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -207,11 +185,7 @@ impl StateStore for FileStore {
         match fs::read_to_string(&path) {
             Ok(text) => parse_state(&self.display(env), &text, env).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::Io {
-                action: "read",
-                path,
-                source: e,
-            }),
+            Err(e) => Err(Error::Io { action: "read", path, source: e }),
         }
     }
 
@@ -239,11 +213,7 @@ impl StateStore for FileStore {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => {
-                return Err(Error::Io {
-                    action: "list",
-                    path: dir,
-                    source: e,
-                });
+                return Err(Error::Io { action: "list", path: dir, source: e });
             }
         };
         let mut backups: Vec<Backup> = entries
@@ -251,10 +221,7 @@ impl StateStore for FileStore {
             .filter_map(|entry| {
                 let name = entry.file_name();
                 let serial = name.to_str()?.strip_suffix(".json")?.parse().ok()?;
-                Some(Backup {
-                    serial,
-                    path: entry.path(),
-                })
+                Some(Backup { serial, path: entry.path() })
             })
             .collect();
         backups.sort_by_key(|b| b.serial);
@@ -267,16 +234,10 @@ impl StateStore for FileStore {
         {
             return Ok(current);
         }
-        let backup = self
-            .backups(env)?
-            .into_iter()
-            .find(|b| b.serial == serial)
-            .ok_or_else(|| {
-                Diagnostic::new(format!(
-                    "env `{env}` has no recorded state with serial {serial}"
-                ))
+        let backup = self.backups(env)?.into_iter().find(|b| b.serial == serial).ok_or_else(|| {
+            Diagnostic::new(format!("env `{env}` has no recorded state with serial {serial}"))
                 .hint("`enact history` lists the serials that are kept")
-            })?;
+        })?;
         let text = fs::read_to_string(&backup.path).map_err(Error::io("read", &backup.path))?;
         parse_state(&backup.path, &text, env)
     }
@@ -305,9 +266,7 @@ impl StateStore for MemoryStore {
                 kept.remove(0);
             }
         }
-        self.current
-            .borrow_mut()
-            .insert(state.env.clone(), written.clone());
+        self.current.borrow_mut().insert(state.env.clone(), written.clone());
         Ok(written)
     }
 
@@ -316,35 +275,16 @@ impl StateStore for MemoryStore {
             .history
             .borrow()
             .get(env)
-            .map(|states| {
-                states
-                    .iter()
-                    .map(|s| Backup {
-                        serial: s.serial,
-                        path: PathBuf::new(),
-                    })
-                    .collect()
-            })
+            .map(|states| states.iter().map(|s| Backup { serial: s.serial, path: PathBuf::new() }).collect())
             .unwrap_or_default())
     }
 
     fn read_serial(&self, env: &str, serial: u64) -> Result<State> {
         self.read(env)?
             .into_iter()
-            .chain(
-                self.history
-                    .borrow()
-                    .get(env)
-                    .into_iter()
-                    .flatten()
-                    .cloned(),
-            )
+            .chain(self.history.borrow().get(env).into_iter().flatten().cloned())
             .find(|s| s.serial == serial)
-            .ok_or_else(|| {
-                Error::msg(format!(
-                    "env `{env}` has no recorded state with serial {serial}"
-                ))
-            })
+            .ok_or_else(|| Error::msg(format!("env `{env}` has no recorded state with serial {serial}")))
     }
 }
 
@@ -367,15 +307,7 @@ mod tests {
         assert!(store.write(&foreign).is_err());
         assert_eq!(store.read("dev").unwrap(), Some(second));
         assert_eq!(store.read_serial("dev", 1).unwrap(), first);
-        assert_eq!(
-            store
-                .backups("dev")
-                .unwrap()
-                .iter()
-                .map(|b| b.serial)
-                .collect::<Vec<_>>(),
-            vec![1]
-        );
+        assert_eq!(store.backups("dev").unwrap().iter().map(|b| b.serial).collect::<Vec<_>>(), vec![1]);
     }
 
     #[test]
@@ -423,11 +355,7 @@ mod tests {
     fn a_damaged_state_names_file_line_and_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path());
-        fs::write(
-            store.path("dev"),
-            "{\n  \"formatVersion\": 1,\n  \"lineage\": oops\n}",
-        )
-        .unwrap();
+        fs::write(store.path("dev"), "{\n  \"formatVersion\": 1,\n  \"lineage\": oops\n}").unwrap();
         let err = store.read("dev").unwrap_err().to_string();
         assert!(err.starts_with("state/dev.json:3:"), "{err}");
         assert!(err.contains("restore it from git"), "{err}");

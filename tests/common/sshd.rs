@@ -42,6 +42,11 @@ fn keygen(path: &Path) {
     assert!(status.success(), "ssh-keygen failed for {}", path.display());
 }
 
+/// `FILE.pub` (not `with_extension`: host key names hold dots).
+fn pub_of(key: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.pub", key.display()))
+}
+
 fn answers(address: &str, port: u16) -> bool {
     let addr: SocketAddr = format!("{address}:{port}").parse().expect("socket address");
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
@@ -54,17 +59,11 @@ impl SshHosts {
         let dir = tempfile::tempdir().expect("tempdir");
         let client_key = dir.path().join("client_ed25519");
         keygen(&client_key);
-        let public = std::fs::read_to_string(client_key.with_extension("pub")).expect("client public key");
+        let public = std::fs::read_to_string(pub_of(&client_key)).expect("client public key");
         let authorized = dir.path().join("authorized_keys");
         std::fs::write(&authorized, public).expect("write authorized_keys");
-        let mut hosts = SshHosts {
-            addresses: Vec::new(),
-            port,
-            client_key,
-            host_keys: Vec::new(),
-            children: Vec::new(),
-            dir,
-        };
+        let mut hosts =
+            SshHosts { addresses: Vec::new(), port, client_key, host_keys: Vec::new(), children: Vec::new(), dir };
         for i in 0..n {
             let address = format!("127.0.0.{}", usize::from(first) + i);
             let host_key = hosts.dir.path().join(format!("host_{address}"));
@@ -97,7 +96,8 @@ impl SshHosts {
     /// (Re)starts host `i` and waits until it accepts connections.
     pub fn start_host(&mut self, i: usize) {
         let config = self.config(i);
-        let log = std::fs::File::create(self.dir.path().join(format!("sshd_{}.log", self.addresses[i]))).expect("sshd log");
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("sshd_{}.log", self.addresses[i]))).expect("sshd log");
         let child = Command::new(SSHD)
             .arg("-D")
             .arg("-e")
@@ -128,7 +128,7 @@ impl SshHosts {
         self.stop_host(i);
         let key = &self.host_keys[i];
         let _ = std::fs::remove_file(key);
-        let _ = std::fs::remove_file(key.with_extension("pub"));
+        let _ = std::fs::remove_file(pub_of(key));
         keygen(key);
         self.start_host(i);
     }
@@ -137,7 +137,7 @@ impl SshHosts {
     pub fn known_hosts(&self) -> String {
         let mut text = String::new();
         for (address, key) in self.addresses.iter().zip(&self.host_keys) {
-            let public = std::fs::read_to_string(key.with_extension("pub")).expect("host public key");
+            let public = std::fs::read_to_string(pub_of(key)).expect("host public key");
             let mut parts = public.split_whitespace();
             let (algorithm, body) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
             text.push_str(&format!("[{address}]:{} {algorithm} {body}\n", self.port));

@@ -1,0 +1,381 @@
+//! The ssh provider against real OpenSSH servers on loopback addresses (one `sshd` per address,
+//! each with its own host key): the travel example across three hosts, host-key checks, a wrong
+//! user key, a host that is down, and hostile values that must never run.
+//!
+//! Every test has its own sshd port and service ports, so the tests run in parallel.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use assert_cmd::Command;
+use common::sshd::{self, SshHosts};
+use serde_json::{Value, json};
+
+struct Repo {
+    root: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Repo {
+    fn drop(&mut self) {
+        // Best effort: stop whatever the test left running.
+        let _ = Command::cargo_bin("enact")
+            .expect("enact binary")
+            .args(["-C"])
+            .arg(&self.root)
+            .args(["destroy", "--auto-approve", "--no-color"])
+            .timeout(Duration::from_secs(60))
+            .output();
+    }
+}
+
+impl Repo {
+    fn new(hosts: &SshHosts, known_hosts: &str, chor: &Value) -> Repo {
+        let dir = tempfile::Builder::new().prefix("enact-ssh-").tempdir().expect("tempdir");
+        let root = dir.path().canonicalize().expect("canonical");
+        fs::create_dir_all(root.join("services")).expect("services dir");
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/travel/services");
+        for name in ["airline.py", "travelagency.py"] {
+            fs::copy(examples.join(name), root.join("services").join(name)).expect("copy service");
+        }
+        fs::write(root.join("known_hosts"), known_hosts).expect("known_hosts");
+        let settings = json!({
+            "defaultAccount": "lab",
+            "nodeSelector": { "policy": "ROUND_ROBIN" },
+            "accounts": { "lab": { "provider": "ssh", "knownHosts": "known_hosts", "hosts": hosts.account_hosts() } },
+            "packageTypes": { "PYTHON": { "start": "python3 {package}" } }
+        });
+        fs::write(root.join("enact.json"), serde_json::to_string_pretty(&settings).expect("json")).expect("enact.json");
+        let repo = Repo { root, _dir: dir };
+        repo.write_chor(chor);
+        repo
+    }
+
+    fn write_chor(&self, chor: &Value) {
+        fs::write(self.root.join("chor.json"), serde_json::to_string_pretty(chor).expect("json")).expect("chor.json");
+    }
+
+    fn enact(&self, args: &[&str]) -> (i32, String, String) {
+        let output = Command::cargo_bin("enact")
+            .expect("enact binary")
+            .arg("-C")
+            .arg(&self.root)
+            .arg("--no-color")
+            .args(args)
+            .timeout(Duration::from_secs(120))
+            .output()
+            .expect("enact runs");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    fn apply(&self, extra: &[&str]) -> (i32, String, String) {
+        let mut args = vec!["apply", "--auto-approve", "--health-timeout", "20"];
+        args.extend_from_slice(extra);
+        self.enact(&args)
+    }
+
+    fn state(&self) -> Value {
+        let text = fs::read_to_string(self.root.join("state/dev.json")).expect("state/dev.json");
+        serde_json::from_str(&text).expect("state parses")
+    }
+
+    fn pids(&self, service: &str) -> Vec<u32> {
+        self.state()["services"][service]["instances"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|i| i["pid"].as_u64()).map(|p| p as u32).collect())
+            .unwrap_or_default()
+    }
+
+    fn uris(&self, service: &str) -> Vec<String> {
+        self.state()["services"][service]["instances"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|i| i["nativeUri"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A plain HTTP GET: the whole response (status line, headers, body).
+fn get(url: &str) -> String {
+    let Some(rest) = url.strip_prefix("http://") else { return format!("not an http URL: {url}") };
+    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+    let Ok(mut stream) = TcpStream::connect(authority) else { return format!("cannot connect to {authority}") };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+/// The body of a 200 answer, or a panic showing what came instead.
+fn get_ok(url: &str) -> String {
+    let response = get(url);
+    match response.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") => body.to_string(),
+        _ => panic!("GET {url} did not answer 200:\n{response}"),
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().chars().next() != Some('Z')))
+        .unwrap_or(false)
+}
+
+/// Every directory under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                found.push(path.clone());
+                found.extend(walk(&path));
+            }
+        }
+    }
+    found
+}
+
+fn travel(port: u16, airlines: u32, version: &str) -> Value {
+    json!({
+        "deployableServiceSpecs": [
+            { "name": "airline", "roles": ["airline"], "packageType": "PYTHON", "packageUri": "services/airline.py",
+              "port": port, "numberOfInstances": airlines, "version": version },
+            { "name": "travelagency", "roles": ["travelagency"], "serviceType": "REST", "packageType": "PYTHON",
+              "packageUri": "services/travelagency.py", "port": port + 1, "numberOfInstances": 1,
+              "dependencies": [ { "serviceSpecName": "airline", "serviceSpecRole": "airline" } ] }
+        ]
+    })
+}
+
+/// Books `n` trips; returns which airline instance served each.
+fn book(repo: &Repo, n: usize) -> Vec<String> {
+    let agency = repo.uris("travelagency").into_iter().next().expect("a travel agency");
+    (0..n)
+        .map(|_| {
+            let body = get_ok(&format!("{agency}/buyTrip"));
+            let trip: Value = serde_json::from_str(&body).expect("JSON trip");
+            let flight = trip["flight"].as_str().expect("a flight").to_string();
+            // flight-<instance>-<n>
+            flight.trim_start_matches("flight-").rsplit_once('-').map(|(i, _)| i.to_string()).unwrap_or(flight)
+        })
+        .collect()
+}
+
+#[test]
+fn the_travel_example_runs_across_three_hosts() {
+    if !sshd::available() {
+        return;
+    }
+    let hosts = SshHosts::start(3, 2, 2411);
+    let repo = Repo::new(&hosts, &hosts.known_hosts(), &travel(24100, 3, "1.0"));
+
+    // Deploy: one airline per host, wired, answering in turn.
+    let (code, out, err) = repo.apply(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let nodes: std::collections::BTreeSet<String> = repo.state()["services"]["airline"]["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .map(|i| i["node"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(nodes.len(), 3, "one airline per host: {nodes:?}");
+    let served: std::collections::BTreeSet<String> = book(&repo, 6).into_iter().collect();
+    assert_eq!(served.len(), 3, "every replica answers in turn: {served:?}");
+
+    // Scale in to 1, then out to 2.
+    let before = repo.pids("airline");
+    repo.write_chor(&travel(24100, 1, "1.0"));
+    let (code, out, err) = repo.apply(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(repo.pids("airline").len(), 1);
+    let gone: Vec<u32> = before.iter().copied().filter(|p| !repo.pids("airline").contains(p)).collect();
+    assert_eq!(gone.len(), 2);
+    assert!(gone.iter().all(|p| !process_alive(*p)), "scaled-in instances stopped on their hosts");
+    assert_eq!(book(&repo, 3).into_iter().collect::<std::collections::BTreeSet<_>>().len(), 1);
+    repo.write_chor(&travel(24100, 2, "1.0"));
+    let (code, out, err) = repo.apply(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(book(&repo, 4).into_iter().collect::<std::collections::BTreeSet<_>>().len(), 2);
+
+    // Version redeploy: every airline instance replaced, still callable.
+    let old = repo.pids("airline");
+    repo.write_chor(&travel(24100, 2, "1.1"));
+    let (code, out, err) = repo.apply(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("-/+ airline"), "{out}");
+    let new = repo.pids("airline");
+    assert!(old.iter().all(|p| !new.contains(p) && !process_alive(*p)), "old {old:?} new {new:?}");
+    assert_eq!(book(&repo, 2).len(), 2);
+
+    // Destroy: nothing left on any host.
+    let all: Vec<u32> = repo.pids("airline").into_iter().chain(repo.pids("travelagency")).collect();
+    let (code, out, err) = repo.enact(&["destroy", "--auto-approve"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(all.iter().all(|p| !process_alive(*p)), "every instance stopped");
+    assert_eq!(repo.state()["services"], json!({}));
+}
+
+#[test]
+fn an_unknown_host_key_is_refused_until_trusted() {
+    if !sshd::available() {
+        return;
+    }
+    let hosts = SshHosts::start(1, 5, 2412);
+    let repo = Repo::new(&hosts, "", &travel(24200, 1, "1.0"));
+    let (code, out, err) = repo.apply(&[]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("unknown ssh-ed25519 host key SHA256:"), "{out}");
+    assert!(out.contains("enact hosts trust") && out.contains("--accept-new-host-keys"), "{out}");
+    assert!(fs::read_to_string(repo.root.join("known_hosts")).unwrap_or_default().is_empty());
+
+    let (code, out, err) = repo.enact(&["hosts", "trust"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("trusted ssh-ed25519 SHA256:"), "{out}");
+    assert!(fs::read_to_string(repo.root.join("known_hosts")).unwrap_or_default().contains("[127.0.0.5]:2412"));
+    let (code, out, err) = repo.apply(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+}
+
+#[test]
+fn accept_new_host_keys_records_them() {
+    if !sshd::available() {
+        return;
+    }
+    let hosts = SshHosts::start(1, 6, 2413);
+    let repo = Repo::new(&hosts, "", &travel(24300, 1, "1.0"));
+    let (code, out, err) = repo.apply(&["--accept-new-host-keys"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let known = fs::read_to_string(repo.root.join("known_hosts")).unwrap_or_default();
+    assert!(known.trim_start().starts_with("[127.0.0.6]:2413 ssh-ed25519 "), "{known}");
+}
+
+#[test]
+fn a_changed_host_key_is_always_refused() {
+    if !sshd::available() {
+        return;
+    }
+    let mut hosts = SshHosts::start(1, 7, 2414);
+    let repo = Repo::new(&hosts, &hosts.known_hosts(), &travel(24400, 1, "1.0"));
+    let (code, out, err) = repo.apply(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    hosts.rekey_host(0);
+    repo.write_chor(&travel(24400, 1, "2.0"));
+    for extra in [&[][..], &["--accept-new-host-keys"][..]] {
+        let (code, out, err) = repo.apply(extra);
+        assert_eq!(code, 1, "{out}\n{err}");
+        assert!(out.contains("DIFFERENT host key"), "{out}");
+        assert!(out.contains("known_hosts:1"), "names the line: {out}");
+    }
+    let (code, out, _) = repo.enact(&["hosts", "trust"]);
+    assert_eq!(code, 1, "trust refuses a changed key too: {out}");
+    // Trust the new key so the guard can clean up.
+    fs::write(repo.root.join("known_hosts"), hosts.known_hosts()).expect("known_hosts");
+}
+
+#[test]
+fn a_wrong_user_key_is_refused() {
+    if !sshd::available() {
+        return;
+    }
+    let hosts = SshHosts::start(1, 8, 2415);
+    let repo = Repo::new(&hosts, &hosts.known_hosts(), &travel(24500, 1, "1.0"));
+    let stranger = repo.root.join("stranger");
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&stranger)
+        .status()
+        .expect("ssh-keygen");
+    assert!(status.success());
+    let mut settings: Value =
+        serde_json::from_str(&fs::read_to_string(repo.root.join("enact.json")).expect("read")).expect("json");
+    settings["accounts"]["lab"]["hosts"][0]["privateKey"] = json!(stranger.to_string_lossy());
+    fs::write(repo.root.join("enact.json"), settings.to_string()).expect("write");
+    let (code, out, err) = repo.apply(&[]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("refused the key") && out.contains("authorized_keys"), "{out}");
+}
+
+#[test]
+fn a_host_that_is_down_fails_its_steps_only_and_the_next_apply_converges() {
+    if !sshd::available() {
+        return;
+    }
+    let mut hosts = SshHosts::start(2, 9, 2416);
+    // Two independent services, round robin: one lands on each host.
+    let chor = json!({ "deployableServiceSpecs": [
+        { "name": "a", "roles": ["a"], "packageType": "PYTHON", "packageUri": "services/airline.py", "port": 24600 },
+        { "name": "b", "roles": ["b"], "packageType": "PYTHON", "packageUri": "services/airline.py", "port": 24600 },
+        { "name": "c", "roles": ["c"], "packageType": "PYTHON", "packageUri": "services/airline.py", "port": 24601,
+          "dependencies": [ { "serviceSpecName": "b", "serviceSpecRole": "b" } ] }
+    ]});
+    let repo = Repo::new(&hosts, &hosts.known_hosts(), &chor);
+    hosts.stop_host(1);
+    let (code, out, err) = repo.apply(&[]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("cannot reach host root@127.0.0.10:2416"), "{out}");
+    assert!(out.contains("Apply: 1 done, 1 failed, 1 skipped"), "{out}");
+    hosts.start_host(1);
+    let (code, out, err) = repo.apply(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, _) = repo.enact(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, 0, "converged: {out}");
+}
+
+#[test]
+fn hostile_values_reach_the_host_as_text_and_never_run() {
+    if !sshd::available() {
+        return;
+    }
+    let hosts = SshHosts::start(1, 11, 2417);
+    let marker_dir = tempfile::tempdir().expect("tempdir");
+    let marker = marker_dir.path().join("pwned");
+    let m = marker.display();
+    // A package whose file name is a small shell program (relative markers: a file name has no
+    // slash); the recipe and a URL carry more, with absolute markers.
+    let tag = format!("enact-pwned-{}", std::process::id());
+    let hostile_name = format!("x;touch {tag}1;$(touch {tag}2);`touch {tag}3`;'\"z.py");
+    let chor = json!({ "deployableServiceSpecs": [
+        { "name": "airline", "roles": ["airline"], "packageType": "HOSTILE", "packageUri": format!("services/{hostile_name}"),
+          "port": 24700 },
+        { "name": "fetched", "roles": ["fetched"], "packageType": "HOSTILE",
+          "packageUri": format!("http://127.0.0.1:1/a;touch%20{m}4;$(touch%20{m}5)"), "port": 24701 }
+    ]});
+    let repo = Repo::new(&hosts, &hosts.known_hosts(), &chor);
+    fs::copy(repo.root.join("services/airline.py"), repo.root.join("services").join(&hostile_name))
+        .expect("hostile package");
+    let mut settings: Value =
+        serde_json::from_str(&fs::read_to_string(repo.root.join("enact.json")).expect("read")).expect("json");
+    settings["packageTypes"]["HOSTILE"] =
+        json!({ "start": "python3 {package} ;touch {name} $(touch) `id` {endpoint}" });
+    fs::write(repo.root.join("enact.json"), settings.to_string()).expect("write");
+    let (code, out, err) = repo.apply(&[]);
+    // The hostile-named package deploys and runs (its name is just text); the hostile URL cannot
+    // be fetched, which fails that one step.
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("✓ airline") || err.contains("✓ airline"), "{out}\n{err}");
+    assert!(out.contains("failed fetched"), "{out}");
+    assert_eq!(repo.pids("airline").len(), 1);
+    for i in 1..=5 {
+        assert!(!Path::new(&format!("{m}{i}")).exists(), "a hostile value ran: {m}{i} exists");
+    }
+
+    // A newline cannot even reach the host: validation refuses it before anything runs.
+    let mut chor = chor;
+    chor["deployableServiceSpecs"][0]["packageUri"] = json!(format!("services/a\ntouch {m}6"));
+    repo.write_chor(&chor);
+    let (code, _, err) = repo.apply(&[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("control character"), "{err}");
+    assert!(!Path::new(&format!("{m}6")).exists());
+}
