@@ -6,6 +6,20 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "test servers: OpenSSH's sshd for the ssh provider's tests"
+if [ ! -x /usr/sbin/sshd ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q openssh-server >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q openssh-server >/dev/null; }
+  fi
+fi
+if [ ! -x /usr/sbin/sshd ]; then
+  echo "openssh-server is missing and could not be installed (needs root and apt-get)" >&2
+  if [ "${CI:-}" = true ]; then exit 1; fi
+  echo "the ssh tests will be SKIPPED" >&2
+fi
+mkdir -p /run/sshd 2>/dev/null || true
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

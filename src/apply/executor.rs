@@ -793,13 +793,12 @@ impl Executor<'_> {
         };
         let mut fresh = Vec::new();
         for instance in &instances {
-            let placed =
-                PlacedInstance {
-                    service: service.to_string(),
-                    id: instance.id.clone(),
-                    node: instance.node.clone(),
-                    after_stopping: None,
-                };
+            let placed = PlacedInstance {
+                service: service.to_string(),
+                id: instance.id.clone(),
+                node: instance.node.clone(),
+                after_stopping: None,
+            };
             fresh.push(self.start_instance_with(service, &spec, &placed)?);
         }
         self.record(Record::Paused { service: service.to_string(), paused: false })?;

@@ -117,6 +117,10 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
         let (Some(before), Some(after)) = (recorded.get(name), desired.get(name)) else {
             continue;
         };
+        if before.paused {
+            // `enact resume` wires it afresh.
+            continue;
+        }
         let old: BTreeSet<&str> =
             before.spec.as_service().dependencies().iter().map(|d| d.service_spec_name.as_str()).collect();
         let new: BTreeSet<&str> = after.dependencies().iter().map(|d| d.service_spec_name.as_str()).collect();

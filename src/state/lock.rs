@@ -94,10 +94,24 @@ pub fn acquire(dir: &Path, env: &str, command: &str) -> Result<Lock> {
     };
     let mut took_over = None;
     for _ in 0..3 {
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(mut file) => {
-                let text = serde_json::to_string_pretty(&info).unwrap_or_default();
-                file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(Error::io("write", &path))?;
+        // Written in full beside the lock, then linked into place: the lock never exists
+        // without its holder's details, and linking fails if it already exists.
+        let tmp = dir.join(format!(".{env}.lock.{me}"));
+        let text = serde_json::to_string_pretty(&info).unwrap_or_default();
+        let written = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .and_then(|mut file| file.write_all(text.as_bytes()).and_then(|()| file.sync_all()));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::Io { action: "write", path: tmp, source: e });
+        }
+        let linked = fs::hard_link(&tmp, &path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {
                 return Ok(Lock { path, took_over });
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {

@@ -43,8 +43,15 @@ wired = {}  # role -> list of endpoints
 counter = 0
 
 
+_LOG_LOCK = threading.Lock()
+
+
 def log(event):
-    print(f"{int(time.time() * 1000)} {INSTANCE_ID} {event}", flush=True)
+    # One write per line, under a lock: threads never interleave inside a line.
+    line = f"{int(time.time() * 1000)} {INSTANCE_ID} {event}\n"
+    with _LOG_LOCK:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def local(tag):
