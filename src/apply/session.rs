@@ -103,6 +103,7 @@ impl<'a> Session<'a> {
         next.serial = self.state.serial;
         next.lineage = self.state.lineage.clone();
         next.applied_at = Some(crate::time::now_rfc3339());
+        next.provenance = crate::state::model::Provenance::of(&self.repo.root, &state_dir);
         let written = self.store.write(&next)?;
         drop(journal);
         std::fs::remove_file(&path).map_err(Error::io("remove", &path))?;

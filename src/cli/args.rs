@@ -105,6 +105,46 @@ pub enum Command {
     /// SSH hosts of the ssh accounts.
     #[command(subcommand)]
     Hosts(HostsCommand),
+    /// Merge an exported spec into the environment's overlay (created or updated by name).
+    Merge {
+        file: PathBuf,
+        /// Also remove services the file does not have.
+        #[arg(long)]
+        prune: bool,
+        /// Write without asking.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Copy FROM's promotable fields into TO's overlay, three-way against the last promotion.
+    Promote {
+        from: String,
+        to: String,
+        /// Only these services (repeatable).
+        #[arg(long, value_name = "SVC", num_args = 1..)]
+        only: Vec<String>,
+        /// Write without asking.
+        #[arg(long)]
+        yes: bool,
+        /// On a conflict, take FROM's value.
+        #[arg(long)]
+        force: bool,
+        /// Remove from TO the services FROM no longer has.
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Differences between two environments' effective specs.
+    Diff {
+        a: String,
+        b: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set instance counts in the environment's overlay, then show the plan.
+    Scale {
+        /// SERVICE=COUNT
+        #[arg(required = true, value_name = "SVC=N")]
+        requests: Vec<String>,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]

@@ -4,6 +4,7 @@
 
 pub mod args;
 mod commands;
+mod envs;
 mod operate;
 
 use std::io::{IsTerminal, Write};
@@ -154,6 +155,12 @@ pub fn run(cli: Cli, printer: Printer) -> Result<Outcome> {
         Command::Resume { service } => operate::pause(&ctx, service.as_deref(), false),
         Command::State(command) => operate::state(&ctx, &command),
         Command::Hosts(args::HostsCommand::Trust { account }) => operate::trust_hosts(&ctx, account.as_deref()),
+        Command::Merge { file, prune, yes } => envs::merge(&ctx, &file, prune, yes),
+        Command::Promote { from, to, only, yes, force, prune } => {
+            envs::promote(&ctx, &envs::PromoteArgs { from: &from, to: &to, only: &only, yes, force, prune })
+        }
+        Command::Diff { a, b, json } => envs::diff(&ctx, &a, &b, json),
+        Command::Scale { requests } => envs::scale(&ctx, &requests),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut buffer = Vec::new();

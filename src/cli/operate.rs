@@ -519,12 +519,18 @@ pub fn history(ctx: &Context) -> Result<Outcome> {
         ctx.printer.out(&format!("env `{env}` has never been applied.\n"));
         return Ok(Outcome::Success);
     }
-    let mut out = format!("{:>7}  {:<21} {:>8} {:>9}\n", "serial", "applied at", "services", "instances");
+    let mut out = format!("{:>7}  {:<21} {:>8} {:>9}  {}\n", "serial", "applied at", "services", "instances", "commit");
     for state in &rows {
         let instances: usize = state.services.values().map(|s| s.instances.len()).sum();
+        let commit = match &state.provenance {
+            Some(p) => {
+                format!("{}{}", p.commit.chars().take(12).collect::<String>(), if p.dirty { " (dirty)" } else { "" })
+            }
+            None => "-".to_string(),
+        };
         let _ = writeln!(
             out,
-            "{:>7}  {:<21} {:>8} {:>9}",
+            "{:>7}  {:<21} {:>8} {:>9}  {commit}",
             state.serial,
             state.applied_at.as_deref().unwrap_or("-"),
             state.services.len(),

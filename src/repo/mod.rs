@@ -126,6 +126,12 @@ impl ConfigRepo {
 
     /// Loads, merges and validates the effective spec of `env`.
     pub fn load(&self, env: &str) -> Result<EffectiveSpec> {
+        let overlay = read_optional(&self.overlay_path(env))?;
+        self.load_with_overlay(env, overlay)
+    }
+
+    /// Loads `env` as if its overlay held `overlay_text` (to check an edit before writing it).
+    pub fn load_with_overlay(&self, env: &str, overlay_text: Option<String>) -> Result<EffectiveSpec> {
         Self::check_env_name(env)?;
         let base_text =
             std::fs::read_to_string(self.root.join(SPEC_FILE)).map_err(Error::io("read", self.root.join(SPEC_FILE)))?;
@@ -136,7 +142,7 @@ impl ConfigRepo {
             Value::Null
         });
         let overlay_display = PathBuf::from(ENVS_DIR).join(format!("{env}.json"));
-        let overlay = match read_optional(&self.overlay_path(env))? {
+        let overlay = match overlay_text {
             Some(text) => {
                 let source = SourceFile::new(&overlay_display, text);
                 match parse_spec_file(&source, FileKind::Overlay) {

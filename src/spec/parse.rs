@@ -6,6 +6,10 @@ use serde_json::{Map, Value};
 use super::model::{DeployableServiceSpec, LegacyServiceSpec};
 use crate::diagnostic::{Diagnostic, Segment, SourceFile, from_value_located};
 
+/// Where `enact promote` records what it promoted into an overlay (the base of the next
+/// three-way merge).
+pub const PROMOTIONS: &str = "$promotions";
+
 /// The two service lists of a spec file, by their JSON key.
 pub const LISTS: [&str; 2] = ["deployableServiceSpecs", "legacyServiceSpecs"];
 
@@ -30,6 +34,15 @@ pub fn parse_spec_file(source: &SourceFile, kind: FileKind) -> Result<Value, Vec
     };
     for (key, list) in top {
         let here = [Segment::Key(key.clone())];
+        if kind == FileKind::Overlay && key == PROMOTIONS {
+            if !list.is_object() {
+                errors.push(
+                    Diagnostic::new(format!("`{PROMOTIONS}` must be an object (enact promote writes it)"))
+                        .at(Some(source.locate(&here, false))),
+                );
+            }
+            continue;
+        }
         if !LISTS.contains(&key.as_str()) {
             let what = if key.starts_with('$') { "unknown directive" } else { "unknown field" };
             errors.push(

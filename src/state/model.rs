@@ -24,6 +24,44 @@ pub struct State {
     /// When this serial was written (RFC 3339, UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_at: Option<String>,
+    /// The config repository's git commit this serial was applied from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+}
+
+/// Which commit of the config repository produced a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Provenance {
+    pub commit: String,
+    /// Whether the working tree had uncommitted changes (outside the state directory).
+    pub dirty: bool,
+}
+
+impl Provenance {
+    /// The commit of the git repository holding `root`, if it is in one and git runs.
+    pub fn of(root: &std::path::Path, state_dir: &std::path::Path) -> Option<Provenance> {
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(root)
+                .args(args)
+                .stderr(std::process::Stdio::null())
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        };
+        let commit = git(&["rev-parse", "HEAD"])?.trim().to_string();
+        let mut args = vec!["status".to_string(), "--porcelain".into(), "--".into(), ".".into()];
+        // Apply itself writes the state directory: its changes are not the spec's.
+        if let Ok(inside) = state_dir.strip_prefix(root) {
+            args.push(format!(":(exclude){}", inside.display()));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let dirty = !git(&args)?.trim().is_empty();
+        Some(Provenance { commit, dirty })
+    }
 }
 
 /// One applied service: its spec as applied and its instances.
@@ -116,6 +154,7 @@ impl State {
             services: BTreeMap::new(),
             nodes: BTreeMap::new(),
             applied_at: None,
+            provenance: None,
         }
     }
 
