@@ -158,3 +158,25 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// `export` then import (what `merge` reads) gives the same choreography, and exporting
+    /// again gives the same bytes.
+    #[test]
+    fn import_of_export_is_the_identity((chor, _, _) in scenario(), seed in any::<u64>()) {
+        let text = chor.to_canonical_json();
+        let mut imported: Choreography = serde_json::from_str(&text).unwrap();
+        imported.normalize();
+        prop_assert_eq!(&imported, &chor);
+        prop_assert_eq!(imported.to_canonical_json(), text.clone());
+        // Written in another order, the same choreography exports to the same bytes.
+        let mut shuffled = chor.clone();
+        let len = shuffled.deployable_service_specs.len();
+        if len > 1 {
+            shuffled.deployable_service_specs.rotate_left((seed as usize) % len);
+        }
+        prop_assert_eq!(shuffled.to_canonical_json(), text);
+    }
+}
