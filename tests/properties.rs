@@ -170,9 +170,9 @@ proptest! {
         let mut imported: Choreography = serde_json::from_str(&text).unwrap();
         imported.normalize();
         prop_assert_eq!(&imported, &chor);
-        prop_assert_eq!(imported.to_canonical_json(), text.clone());
+        prop_assert_eq!(&imported.to_canonical_json(), &text);
         // Written in another order, the same choreography exports to the same bytes.
-        let mut shuffled = chor.clone();
+        let mut shuffled = chor;
         let len = shuffled.deployable_service_specs.len();
         if len > 1 {
             shuffled.deployable_service_specs.rotate_left((seed as usize) % len);

@@ -192,7 +192,7 @@ pub fn read(path: &Path) -> Result<Option<Replay>> {
                 replay.open.retain(|o| !matches!(o, OpenIntent::Start { instance: i, .. } if i.id == instance.id));
             }
             Record::StopIntent { service, instance } => {
-                replay.open.push(OpenIntent::Stop { service: service.clone(), instance: instance.clone() })
+                replay.open.push(OpenIntent::Stop { service: service.clone(), instance: instance.clone() });
             }
             Record::Stopped { instance, .. } => {
                 replay.open.retain(|o| !matches!(o, OpenIntent::Stop { instance: i, .. } if i == instance));

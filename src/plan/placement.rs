@@ -73,6 +73,9 @@ struct NodeSlot {
     order: usize,
 }
 
+/// An old instance a rolling replacement stops: (id, node, port).
+type Leaving = (String, String, Option<u16>);
+
 /// The port an instance of `spec` listens on.
 pub fn port_of(spec: &DeployableServiceSpec) -> u16 {
     spec.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(if spec.package_type() == "TOMCAT" { 8080 } else { 0 })
@@ -125,7 +128,7 @@ pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Resul
 
     // First every leaving instance frees its slot, so new ones can use it.
     let mut keep_count: HashMap<&str, usize> = HashMap::new();
-    let mut pending_old: HashMap<&str, std::collections::VecDeque<(String, String, Option<u16>)>> = HashMap::new();
+    let mut pending_old: HashMap<&str, std::collections::VecDeque<Leaving>> = HashMap::new();
     let free = |slots: &mut BTreeMap<String, NodeSlot>, node: &str, port: Option<u16>| {
         if let Some(slot) = slots.get_mut(node) {
             slot.instances = slot.instances.saturating_sub(1);

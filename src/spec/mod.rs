@@ -5,6 +5,7 @@ pub mod format;
 pub mod model;
 pub mod parse;
 pub mod validate;
+pub mod xml;
 
 pub use model::{
     Choreography, DeployableServiceSpec, LegacyServiceSpec, Memory, Service, ServiceDependency, ServiceType,

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::io::Write as _;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -28,7 +29,10 @@ pub fn available() -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{SSHD} is missing: CI must run the ssh tests (scripts/test.sh installs openssh-server)");
     }
-    eprintln!("SKIPPED: {SSHD} is not installed; run scripts/test.sh (it installs openssh-server)");
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {SSHD} is not installed; run scripts/test.sh (it installs openssh-server)"
+    );
     false
 }
 
