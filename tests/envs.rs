@@ -331,3 +331,26 @@ fn every_serial_records_the_commit_it_was_applied_from() {
     let out = repo.ok(&["history"]);
     assert!(out.contains(&head[..12]) && out.contains("(dirty)"), "{out}");
 }
+
+#[test]
+fn a_running_choreos_deployment_is_adopted_from_its_xml() {
+    let repo = Repo::new();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/xml");
+    let choreography = fixtures.join("listing-2-2-choreography.xml");
+    let choreography = choreography.to_string_lossy();
+    // The ChorSpec of the listing becomes the spec; its deployment becomes the recorded state.
+    let spec = repo.ok(&["import-xml", &fixtures.join("listing-2-1-chorspec.xml").to_string_lossy()]);
+    fs::write(repo.root.join("chor.json"), &spec).expect("chor.json");
+    fs::write(repo.root.join("envs/dev.json"), "{}\n").expect("overlay");
+    let state = repo.ok(&["-e", "dev", "import-xml", &choreography]);
+    fs::create_dir_all(repo.root.join("state")).expect("state dir");
+    fs::write(repo.root.join("state/dev.json"), &state).expect("state");
+    repo.ok(&["validate", "-e", "dev"]);
+    // What runs is what the spec says: nothing to do.
+    let (code, out, err) = repo.enact(&["-e", "dev", "plan", "--detailed-exitcode"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("No changes."), "{out}");
+    // A bad document is refused, naming the place.
+    let out = repo.refused(&["import-xml", &fixtures.join("bad-memory-enum.xml").to_string_lossy()]);
+    assert!(out.contains("bad-memory-enum.xml:") && out.contains("HUGE"), "{out}");
+}

@@ -145,6 +145,14 @@ pub enum Command {
         #[arg(required = true, value_name = "SVC=N")]
         requests: Vec<String>,
     },
+    /// Convert a CHOReOS XML document to JSON: a ChorSpec becomes a spec (chor.json), a
+    /// Choreography becomes a recorded state (state/<env>.json), to adopt a running deployment.
+    ImportXml {
+        file: PathBuf,
+        /// From a Choreography document, print its ChorSpec instead of its state.
+        #[arg(long)]
+        spec: bool,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]

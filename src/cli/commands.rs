@@ -348,3 +348,35 @@ pub fn export(ctx: &Context, from_state: bool) -> Result<Outcome> {
     ctx.printer.out(&chor.to_canonical_json());
     Ok(Outcome::Success)
 }
+
+/// `import-xml FILE`: a CHOReOS ChorSpec to a spec, a Choreography to a recorded state.
+pub fn import_xml(ctx: &Context, file: &Path, spec_only: bool) -> Result<Outcome> {
+    let path = ctx.resolve(file);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Diagnostic::new(format!("cannot read {}: {e}", file.display())).hint("give a CHOReOS XML file"))?;
+    match crate::spec::xml::root_name(&text).as_deref() {
+        Some("choreography") if spec_only => {
+            let chor = crate::spec::xml::import_choreography_spec(&text, file)?;
+            ctx.printer.out(&chor.to_canonical_json());
+        }
+        Some("choreography") => {
+            let env = match &ctx.env_arg {
+                Some(env) => env.clone(),
+                None => ctx.repo().map(|r| r.default_env()).unwrap_or_else(|_| crate::repo::FALLBACK_ENV.to_string()),
+            };
+            crate::repo::ConfigRepo::check_env_name(&env)?;
+            let state = crate::spec::xml::import_choreography(&text, file, &env)?;
+            ctx.printer.out(&state.to_json());
+            ctx.printer.info(&format!(
+                "This is a recorded state of env `{env}`: save it as state/{env}.json to adopt the deployment \
+                 (its nodes are in account `{}`: define it in enact.json).",
+                crate::spec::xml::IMPORTED_ACCOUNT
+            ));
+        }
+        _ => {
+            let chor = crate::spec::xml::import_chorspec(&text, file)?;
+            ctx.printer.out(&chor.to_canonical_json());
+        }
+    }
+    Ok(Outcome::Success)
+}

@@ -161,6 +161,7 @@ pub fn run(cli: Cli, printer: Printer) -> Result<Outcome> {
         }
         Command::Diff { a, b, json } => envs::diff(&ctx, &a, &b, json),
         Command::Scale { requests } => envs::scale(&ctx, &requests),
+        Command::ImportXml { file, spec } => commands::import_xml(&ctx, &file, spec),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut buffer = Vec::new();
