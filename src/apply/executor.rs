@@ -418,6 +418,46 @@ impl<'a> Executor<'a> {
         started: &[&PlacedInstance],
         stopped: &[String],
     ) -> StepResult {
+        if stopped.is_empty() && !started.is_empty() {
+            // Nothing old keeps serving: start every new instance at once, then announce them.
+            let Some(spec) = spec else { return Ok(()) };
+            let results: Vec<Result<InstanceState, String>> = std::thread::scope(|scope| {
+                let handles: Vec<_> =
+                    started.iter().map(|placed| scope.spawn(move || self.start_instance(name, spec, placed))).collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Err("an instance start panicked".into())))
+                    .collect()
+            });
+            let mut fresh = Vec::new();
+            let mut errors = Vec::new();
+            for result in results {
+                match result {
+                    Ok(instance) => fresh.push(instance),
+                    Err(e) => errors.push(e),
+                }
+            }
+            if !errors.is_empty() {
+                return Err(errors.join("; "));
+            }
+            self.wire_instances(name, &fresh)?;
+            return self.push(name);
+        }
+        if started.is_empty() && !stopped.is_empty() {
+            // Everything goes: out of every consumer's list at once, then stopped together.
+            self.leave(stopped);
+            self.push(name)?;
+            let results: Vec<StepResult> = std::thread::scope(|scope| {
+                let handles: Vec<_> =
+                    stopped.iter().map(|old| scope.spawn(move || self.stop_instance(name, old))).collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Err("an instance stop panicked".into())))
+                    .collect()
+            });
+            let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+            return if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) };
+        }
         let mut remaining: std::collections::VecDeque<&String> = stopped.iter().collect();
         // Takes an old instance out of every consumer's list, then stops it.
         let retire = |old: &String| -> StepResult {

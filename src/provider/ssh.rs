@@ -134,6 +134,7 @@ pub struct SshProvider {
     connections: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Connection>>>>>,
     uploaded: Mutex<HashSet<(String, String)>>,
     homes: Mutex<HashMap<String, String>>,
+    upload_locks: Mutex<HashMap<(String, String), Arc<Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for SshProvider {
@@ -163,6 +164,7 @@ impl SshProvider {
             connections: Mutex::new(HashMap::new()),
             uploaded: Mutex::new(HashSet::new()),
             homes: Mutex::new(HashMap::new()),
+            upload_locks: Mutex::new(HashMap::new()),
         })
     }
 
@@ -336,6 +338,12 @@ impl SshProvider {
     /// Uploads a file over SFTP (once per content and host).
     fn upload(&self, host: &SshHost, local: &Path, remote: &str) -> ProviderResult<()> {
         let key = (self.describe(host), remote.to_string());
+        // One upload of a file to a host at a time; the others wait and then find it there.
+        let lock = {
+            let mut locks = self.upload_locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(locks.entry(key.clone()).or_default())
+        };
+        let _held = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.uploaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&key) {
             return Ok(());
         }
@@ -394,7 +402,9 @@ impl SshProvider {
                 let digest: String = Sha256::digest(&bytes).iter().take(6).map(|b| format!("{b:02x}")).collect();
                 let name =
                     local.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "package".into());
-                let remote = format!("{}/packages/{service}-{digest}/{name}", self.base(host, env)?);
+                // Named by content: one upload per host, whichever services share the package.
+                let _ = service;
+                let remote = format!("{}/packages/{digest}/{name}", self.base(host, env)?);
                 self.upload(host, local, &remote)?;
                 Ok(remote)
             }
