@@ -307,24 +307,44 @@ fn a_wrong_user_key_is_refused() {
 }
 
 #[test]
-fn a_host_that_is_down_fails_its_steps_only_and_the_next_apply_converges() {
+fn a_host_that_goes_down_mid_apply_fails_its_steps_only_and_the_next_apply_converges() {
     if !sshd::available() {
         return;
     }
     let mut hosts = SshHosts::start(2, 9, 2416);
-    // Two independent services, round robin: one lands on each host.
+    // `a` (slow to start) lands on the first host; `b` calls `a` and needs the same port, so it
+    // lands on the second host and its step starts only once `a` is up; `c` is independent.
     let chor = json!({ "deployableServiceSpecs": [
-        { "name": "a", "roles": ["a"], "packageType": "PYTHON", "packageUri": "services/airline.py", "port": 24600 },
-        { "name": "b", "roles": ["b"], "packageType": "PYTHON", "packageUri": "services/airline.py", "port": 24600 },
-        { "name": "c", "roles": ["c"], "packageType": "PYTHON", "packageUri": "services/airline.py", "port": 24601,
-          "dependencies": [ { "serviceSpecName": "b", "serviceSpecRole": "b" } ] }
+        { "name": "a", "roles": ["a"], "packageType": "PYTHON", "packageUri": "services/slow.py", "port": 24600 },
+        { "name": "b", "roles": ["b"], "packageType": "PYTHON", "packageUri": "services/airline.py", "port": 24600,
+          "dependencies": [ { "serviceSpecName": "a", "serviceSpecRole": "a" } ] },
+        { "name": "c", "roles": ["c"], "packageType": "PYTHON", "packageUri": "services/airline.py", "port": 24601 }
     ]});
     let repo = Repo::new(&hosts, &hosts.known_hosts(), &chor);
+    let airline = fs::read_to_string(repo.root.join("services/airline.py")).expect("airline.py");
+    let slow = airline.replacen('\n', "\nimport time as _t\n_t.sleep(1.5)\n", 1);
+    fs::write(repo.root.join("services/slow.py"), slow).expect("slow.py");
+    let mut apply = std::process::Command::new(assert_cmd::cargo::cargo_bin("enact"))
+        .arg("-C")
+        .arg(&repo.root)
+        .args(["--no-color", "apply", "--auto-approve", "--health-timeout", "20"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("apply starts");
+    // Once `a` has started (its intent is in the journal), the second host goes down.
+    let journal = repo.root.join("state/dev.journal");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !fs::read_to_string(&journal).unwrap_or_default().contains("\"op\":\"started\",\"service\":\"a\"") {
+        assert!(std::time::Instant::now() < deadline, "a never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     hosts.stop_host(1);
-    let (code, out, err) = repo.apply(&[]);
-    assert_eq!(code, 1, "{out}\n{err}");
+    let output = apply.wait_with_output().expect("apply ends");
+    let (out, err) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(1), "{out}\n{err}");
     assert!(out.contains("cannot reach host root@127.0.0.10:2416"), "{out}");
-    assert!(out.contains("Apply: 1 done, 1 failed, 1 skipped"), "{out}");
+    assert!(out.contains("Apply: 2 done, 1 failed, 0 skipped"), "{out}");
     hosts.start_host(1);
     let (code, out, err) = repo.apply(&[]);
     assert_eq!(code, 0, "{out}\n{err}");
