@@ -324,7 +324,7 @@ fn a_host_that_goes_down_mid_apply_fails_its_steps_only_and_the_next_apply_conve
     let airline = fs::read_to_string(repo.root.join("services/airline.py")).expect("airline.py");
     let slow = airline.replacen('\n', "\nimport time as _t\n_t.sleep(1.5)\n", 1);
     fs::write(repo.root.join("services/slow.py"), slow).expect("slow.py");
-    let mut apply = std::process::Command::new(assert_cmd::cargo::cargo_bin("enact"))
+    let apply = std::process::Command::new(assert_cmd::cargo::cargo_bin("enact"))
         .arg("-C")
         .arg(&repo.root)
         .args(["--no-color", "apply", "--auto-approve", "--health-timeout", "20"])

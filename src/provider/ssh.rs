@@ -119,6 +119,9 @@ pub struct Output {
     pub stderr: String,
 }
 
+/// (host, remote path).
+type HostPath = (String, String);
+
 #[derive(Debug, Clone)]
 pub struct SshOptions {
     pub repo_root: PathBuf,
@@ -132,9 +135,9 @@ pub struct SshProvider {
     options: SshOptions,
     runtime: tokio::runtime::Runtime,
     connections: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Connection>>>>>,
-    uploaded: Mutex<HashSet<(String, String)>>,
+    uploaded: Mutex<HashSet<HostPath>>,
     homes: Mutex<HashMap<String, String>>,
-    upload_locks: Mutex<HashMap<(String, String), Arc<Mutex<()>>>>,
+    upload_locks: Mutex<HashMap<HostPath, Arc<Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for SshProvider {
