@@ -15,15 +15,8 @@
 //! `ENACT_BENCH_KEEP=DIR` keeps the generated repositories in `DIR/<N>` (to profile on them).
 //! See `benches/README.md`.
 
-#![allow(
-    unsafe_code,
-    reason = "libc::wait4 is the way to read a child's peak RSS"
-)]
-#![allow(
-    clippy::print_stdout,
-    clippy::print_stderr,
-    reason = "a benchmark reports on the terminal"
-)]
+#![allow(unsafe_code, reason = "libc::wait4 is the way to read a child's peak RSS")]
+#![allow(clippy::print_stdout, clippy::print_stderr, reason = "a benchmark reports on the terminal")]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -78,11 +71,7 @@ fn run() -> BenchResult<()> {
         let started = Instant::now();
         let dir = repo_dir(n)?;
         let workload = generate(dir.path(), n)?;
-        eprintln!(
-            "N = {n}: generated in {:.1} s: {}",
-            started.elapsed().as_secs_f64(),
-            workload.describe()
-        );
+        eprintln!("N = {n}: generated in {:.1} s: {}", started.elapsed().as_secs_f64(), workload.describe());
         let runs = if n >= 100_000 { 3 } else { 5 };
         reset_hwm();
         let phases = measure_phases(dir.path(), runs)?;
@@ -94,18 +83,17 @@ fn run() -> BenchResult<()> {
         };
         if let Some(e) = &e2e {
             eprintln!(
-                "N = {n}: `plan --json` end to end: median {:.1} ms, peak RSS {:.1} MB",
+                "N = {n}: `plan --json` end to end: median {:.1} ms (min {:.1}, max {:.1}), CPU {:.1} ms, \
+                 peak RSS {:.1} MB; load average {}",
                 ms(e.median),
-                mb(e.max_rss_kib)
+                ms(e.min),
+                ms(e.max),
+                ms(e.cpu),
+                mb(e.max_rss_kib),
+                load_average()
             );
         }
-        rows.push(Row {
-            n,
-            workload,
-            phases,
-            e2e,
-            in_process_hwm_kib: hwm,
-        });
+        rows.push(Row { n, workload, phases, e2e, in_process_hwm_kib: hwm });
     }
     report(&rows, &binary, hwm_reset);
     Ok(())
@@ -123,9 +111,7 @@ fn repo_dir(n: usize) -> BenchResult<RepoDir> {
             fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             Ok(RepoDir::Kept(path))
         }
-        None => tempfile::tempdir()
-            .map(RepoDir::Temp)
-            .map_err(|e| format!("temp dir: {e}")),
+        None => tempfile::tempdir().map(RepoDir::Temp).map_err(|e| format!("temp dir: {e}")),
     }
 }
 
@@ -223,18 +209,12 @@ fn spec_of(i: usize, g: &Gen, excluded: &BTreeSet<usize>) -> DeployableServiceSp
             .deps
             .iter()
             .filter(|d| !excluded.contains(d))
-            .map(|&d| ServiceDependency {
-                service_spec_name: name(d),
-                service_spec_role: name(d),
-            })
+            .map(|&d| ServiceDependency { service_spec_name: name(d), service_spec_role: name(d) })
             .collect(),
         package_uri: Some("services/svc.py".to_string()),
         port: Some(20_000 + (i % 40_000) as i64),
         number_of_instances: Some(g.instances),
-        resource_impact: Some(ResourceImpact {
-            memory: Some(g.memory),
-            ..ResourceImpact::default()
-        }),
+        resource_impact: Some(ResourceImpact { memory: Some(g.memory), ..ResourceImpact::default() }),
         version: Some(g.version.to_string()),
         ..DeployableServiceSpec::default()
     }
@@ -246,6 +226,9 @@ struct Workload {
     services: usize,
     dependencies: usize,
     back_edges: usize,
+    /// Dependency cycles (groups of more than one service) and the largest one's size.
+    cycles: usize,
+    largest_cycle: usize,
     state_services: usize,
     changed: [usize; 3],
     added: usize,
@@ -260,12 +243,14 @@ impl Workload {
     fn describe(&self) -> String {
         let [create, update, replace, destroy] = self.summary;
         format!(
-            "{} services, {} dependencies ({} back edges), chor.json {:.1} MB; state of {} services, {:.1} MB \
-             ({} instance counts, {} versions, {} memory sizes changed; {} added, {} deleted); \
+            "{} services, {} dependencies ({} back edges: {} cycles, the largest of {} services), \
+             chor.json {:.1} MB; state of {} services, {:.1} MB ({} instance counts, {} versions, {} memory sizes changed; {} added, {} deleted); \
              plan: {create} create, {update} update, {replace} replace, {destroy} destroy",
             self.services,
             self.dependencies,
             self.back_edges,
+            self.cycles,
+            self.largest_cycle,
             self.spec_bytes as f64 / 1e6,
             self.state_services,
             self.state_bytes as f64 / 1e6,
@@ -280,36 +265,30 @@ impl Workload {
 
 /// Writes `chor.json`, `services/svc.py` and `state/dev.json` for `n` services under `root`.
 fn generate(root: &Path, n: usize) -> BenchResult<Workload> {
-    let mut rng = Rng::new(0x656e_6163_74 ^ n as u64);
+    let mut rng = Rng::new(0x0065_6e61_6374 ^ n as u64);
     let extra = (n / 100).max(1);
     let total = n + extra;
 
     // The universe: services 1..=total; deps on smaller indices, a few back edges (cycles).
     let mut all: Vec<Gen> = Vec::with_capacity(total + 1);
-    all.push(Gen {
-        instances: 0,
-        memory: Memory::Small,
-        version: "",
-        deps: BTreeSet::new(),
-    });
+    all.push(Gen { instances: 0, memory: Memory::Small, version: "", deps: BTreeSet::new() });
     let mut workload = Workload::default();
+    // Back edges: `i` depends on a later `j`, and `j` on `i`, so each makes a cycle.
+    let mut owed: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
     for i in 1..=total {
-        let mut deps = BTreeSet::new();
+        let mut deps = owed.remove(&i).unwrap_or_default();
         if i > 1 {
             for _ in 0..rng.below(4) {
                 deps.insert(1 + rng.below(i - 1));
             }
         }
         if i < total && rng.chance(5) {
-            deps.insert(i + 1 + rng.below(total - i));
+            let j = i + 1 + rng.below((total - i).min(20));
+            deps.insert(j);
+            owed.entry(j).or_default().insert(i);
             workload.back_edges += 1;
         }
-        all.push(Gen {
-            instances: 1 + rng.below(3) as i64,
-            memory: MEMORIES[rng.below(3)],
-            version: "1.0",
-            deps,
-        });
+        all.push(Gen { instances: 1 + rng.below(3) as i64, memory: MEMORIES[rng.below(3)], version: "1.0", deps });
     }
 
     // ~1% only in the spec (added), ~1% only in the state (deleted from the spec).
@@ -345,15 +324,12 @@ fn generate(root: &Path, n: usize) -> BenchResult<Workload> {
                 0 => g.instances = g.instances % 3 + 1,
                 1 => g.version = "0.9",
                 _ => {
-                    g.memory = MEMORIES
-                        [(MEMORIES.iter().position(|m| *m == g.memory).unwrap_or(0) + 1) % 3];
+                    g.memory = MEMORIES[(MEMORIES.iter().position(|m| *m == g.memory).unwrap_or(0) + 1) % 3];
                 }
             }
             workload.changed[way] += 1;
         }
-        applied
-            .deployable_service_specs
-            .push(spec_of(i, &g, &added));
+        applied.deployable_service_specs.push(spec_of(i, &g, &added));
     }
     applied.normalize();
     workload.state_services = applied.deployable_service_specs.len();
@@ -361,33 +337,19 @@ fn generate(root: &Path, n: usize) -> BenchResult<Workload> {
     let spec_text = serde_json::to_string_pretty(&spec).map_err(|e| e.to_string())? + "\n";
     fs::write(root.join("chor.json"), &spec_text).map_err(|e| format!("write chor.json: {e}"))?;
     fs::create_dir_all(root.join("services")).map_err(|e| e.to_string())?;
-    fs::write(
-        root.join("services/svc.py"),
-        "print('a benchmark service')\n",
-    )
-    .map_err(|e| e.to_string())?;
+    fs::write(root.join("services/svc.py"), "print('a benchmark service')\n").map_err(|e| e.to_string())?;
 
     // The state: what applying `applied` to an empty environment records.
     let settings = Settings::default();
     let empty = State::empty(ENV);
-    let planned = plan(PlanInput {
-        env: ENV,
-        spec: &applied,
-        state: &empty,
-        settings: &settings,
-        targets: &[],
-    })
-    .map_err(|d| format!("planning the state: {}", enact::Error::from(d)))?;
+    let planned = plan(PlanInput { env: ENV, spec: &applied, state: &empty, settings: &settings, targets: &[] })
+        .map_err(|d| format!("planning the state: {}", enact::Error::from(d)))?;
     let state = apply_model(&empty, &applied, &planned);
     let store = FileStore::new(root.join("state"));
-    store
-        .write(&state)
-        .map_err(|e| format!("writing the state: {e}"))?;
+    store.write(&state).map_err(|e| format!("writing the state: {e}"))?;
 
     workload.spec_bytes = spec_text.len() as u64;
-    workload.state_bytes = fs::metadata(store.path(ENV))
-        .map_err(|e| e.to_string())?
-        .len();
+    workload.state_bytes = fs::metadata(store.path(ENV)).map_err(|e| e.to_string())?.len();
 
     // The plan the benchmark measures, for the record.
     let repo = ConfigRepo::open(root).map_err(|e| e.to_string())?;
@@ -403,6 +365,10 @@ fn generate(root: &Path, n: usize) -> BenchResult<Workload> {
     .map_err(|d| enact::Error::from(d).to_string())?;
     let s = &planned.plan.summary;
     workload.summary = [s.create, s.update, s.replace, s.destroy];
+    let graph = ServiceGraph::build(&effective.choreography);
+    let groups = graph.groups();
+    workload.cycles = groups.iter().filter(|g| g.len() > 1).count();
+    workload.largest_cycle = groups.iter().map(Vec::len).max().unwrap_or(0);
     Ok(workload)
 }
 
@@ -461,9 +427,7 @@ fn measure_phases(root: &Path, runs: usize) -> BenchResult<Phases> {
         samples[0].push(t.elapsed());
 
         let t = Instant::now();
-        let state = FileStore::new(repo.state_dir())
-            .read_or_empty(ENV)
-            .map_err(|e| e.to_string())?;
+        let state = FileStore::new(repo.state_dir()).read_or_empty(ENV).map_err(|e| e.to_string())?;
         samples[1].push(t.elapsed());
 
         let t = Instant::now();
@@ -497,38 +461,37 @@ fn measure_phases(root: &Path, runs: usize) -> BenchResult<Phases> {
         drop((json, human, planned, graph, state, effective, repo));
     }
     let [load, state, graph, diff, json, human] = samples.map(median);
-    Ok(Phases {
-        load,
-        state,
-        graph,
-        diff,
-        json,
-        human,
-        runs,
-        json_bytes,
-        human_bytes,
-    })
+    Ok(Phases { load, state, graph, diff, json, human, runs, json_bytes, human_bytes })
 }
 
 #[derive(Debug, Clone)]
 struct EndToEnd {
     median: Duration,
+    min: Duration,
+    max: Duration,
+    /// Median CPU time (user + system) of the child: far less disturbed by other load than wall time.
+    cpu: Duration,
     max_rss_kib: u64,
 }
 
 /// `enact -C DIR plan --json > /dev/null`, `E2E_RUNS` times after one warm-up run.
 fn measure_end_to_end(binary: &Path, root: &Path) -> BenchResult<EndToEnd> {
     let mut times = Vec::new();
+    let mut cpu = Vec::new();
     let mut max_rss_kib = 0;
     for run in 0..=E2E_RUNS {
-        let (elapsed, rss) = run_child(binary, root)?;
+        let child = run_child(binary, root)?;
         if run > 0 {
-            times.push(elapsed);
-            max_rss_kib = max_rss_kib.max(rss);
+            times.push(child.wall);
+            cpu.push(child.cpu);
+            max_rss_kib = max_rss_kib.max(child.max_rss_kib);
         }
     }
     Ok(EndToEnd {
+        min: times.iter().min().copied().unwrap_or_default(),
+        max: times.iter().max().copied().unwrap_or_default(),
         median: median(times),
+        cpu: median(cpu),
         max_rss_kib,
     })
 }
@@ -539,7 +502,7 @@ fn measure_end_to_end(binary: &Path, root: &Path) -> BenchResult<EndToEnd> {
 /// Not spawned from here directly: Linux counts the parent's peak RSS at the time of `exec`
 /// into the child's `ru_maxrss` (posix_spawn shares the parent's memory until `exec`), and this
 /// process holds the whole workload in memory.
-fn run_child(binary: &Path, root: &Path) -> BenchResult<(Duration, u64)> {
+fn run_child(binary: &Path, root: &Path) -> BenchResult<ChildRun> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let output = Command::new(exe)
         .arg(CHILD_ARG)
@@ -552,15 +515,26 @@ fn run_child(binary: &Path, root: &Path) -> BenchResult<(Duration, u64)> {
         return Err(String::from_utf8_lossy(&output.stderr).into_owned());
     }
     let text = String::from_utf8_lossy(&output.stdout);
-    let mut fields = text.split_whitespace().map(str::parse::<u64>);
-    match (fields.next(), fields.next()) {
-        (Some(Ok(nanos)), Some(Ok(rss))) => Ok((Duration::from_nanos(nanos), rss)),
+    let fields: Vec<u64> = text.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    match fields[..] {
+        [wall, cpu, max_rss_kib] => {
+            Ok(ChildRun { wall: Duration::from_nanos(wall), cpu: Duration::from_micros(cpu), max_rss_kib })
+        }
         _ => Err(format!("{CHILD_ARG} printed `{text}`")),
     }
 }
 
+/// One run of the binary.
+struct ChildRun {
+    wall: Duration,
+    /// User + system CPU time.
+    cpu: Duration,
+    max_rss_kib: u64,
+}
+
 /// `--enact-measure-child BINARY DIR`: runs `BINARY -C DIR plan --json > /dev/null` and prints
-/// its wall time in nanoseconds and its peak RSS in KiB (`ru_maxrss` from `wait4`).
+/// its wall time in nanoseconds, its CPU time (user + system) in microseconds and its peak RSS
+/// in KiB (`ru_utime`, `ru_stime` and `ru_maxrss` from `wait4`).
 fn measure_child(args: &[String]) -> BenchResult<()> {
     let [binary, root] = args else {
         return Err(format!("usage: {CHILD_ARG} BINARY DIR"));
@@ -600,15 +574,15 @@ fn measure_child(args: &[String]) -> BenchResult<()> {
     let status = ExitStatus::from_raw(status);
     if !status.success() {
         let text = fs::read_to_string(&stderr_path).unwrap_or_default();
-        return Err(format!(
-            "`{binary} -C {} plan --json` failed ({status}):\n{text}",
-            root.display()
-        ));
+        return Err(format!("`{binary} -C {} plan --json` failed ({status}):\n{text}", root.display()));
     }
+    let micros =
+        |t: libc::timeval| u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(t.tv_usec).unwrap_or(0);
     // ru_maxrss is in KiB on Linux.
     println!(
-        "{} {}",
+        "{} {} {}",
         elapsed.as_nanos(),
+        micros(usage.ru_utime) + micros(usage.ru_stime),
         u64::try_from(usage.ru_maxrss).unwrap_or(0)
     );
     Ok(())
@@ -679,18 +653,14 @@ fn mb(kib: u64) -> f64 {
 
 fn fmt_ms(d: Duration) -> String {
     let v = ms(d);
-    if v < 10.0 {
-        format!("{v:.2}")
-    } else {
-        format!("{v:.1}")
-    }
+    if v < 10.0 { format!("{v:.2}") } else { format!("{v:.1}") }
 }
 
 fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -700,7 +670,7 @@ fn thousands(n: usize) -> String {
 
 fn report(rows: &[Row], binary: &Result<PathBuf, String>, hwm_reset: bool) {
     let by_n: BTreeMap<usize, &Row> = rows.iter().map(|r| (r.n, r)).collect();
-    let smaller = |r: &Row| (r.n % 10 == 0).then(|| by_n.get(&(r.n / 10))).flatten();
+    let smaller = |r: &Row| r.n.is_multiple_of(10).then(|| by_n.get(&(r.n / 10))).flatten();
 
     println!();
     println!("## `enact plan` scaling");
@@ -709,32 +679,29 @@ fn report(rows: &[Row], binary: &Result<PathBuf, String>, hwm_reset: bool) {
         println!("- N = {}: {}", thousands(r.n), r.workload.describe());
     }
     match binary {
-        Ok(path) => println!(
-            "- end to end: `{} -C DIR plan --json > /dev/null`",
-            path.display()
-        ),
+        Ok(path) => println!("- end to end: `{} -C DIR plan --json > /dev/null`", path.display()),
         Err(why) => println!("- **end to end not measured**: {why}"),
     }
     println!();
     println!(
-        "| N | load ms | state ms | graph ms | diff ms | json ms | human ms | `plan --json` ms (e2e) | peak RSS MB (e2e) | e2e time(N)/time(N/10) | in-process peak RSS MB |"
+        "| N | load ms | state ms | graph ms | diff ms | json ms | human ms | `plan --json` ms (e2e) | peak RSS MB (e2e) | e2e time(N)/time(N/10) | e2e CPU ms | CPU(N)/CPU(N/10) | in-process peak RSS MB |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let p = &r.phases;
-        let (e2e, rss) = match &r.e2e {
-            Some(e) => (fmt_ms(e.median), format!("{:.1}", mb(e.max_rss_kib))),
-            None => ("—".to_string(), "—".to_string()),
+        let (e2e, cpu, rss) = match &r.e2e {
+            Some(e) => (fmt_ms(e.median), fmt_ms(e.cpu), format!("{:.1}", mb(e.max_rss_kib))),
+            None => ("—".to_string(), "—".to_string(), "—".to_string()),
         };
-        let ratio = match (smaller(r).and_then(|s| s.e2e.as_ref()), &r.e2e) {
-            (Some(small), Some(big)) => format!("{:.2}", ms(big.median) / ms(small.median)),
-            _ => "—".to_string(),
+        let (ratio, cpu_ratio) = match (smaller(r).and_then(|s| s.e2e.as_ref()), &r.e2e) {
+            (Some(small), Some(big)) => {
+                (format!("{:.2}", ms(big.median) / ms(small.median)), format!("{:.2}", ms(big.cpu) / ms(small.cpu)))
+            }
+            _ => ("—".to_string(), "—".to_string()),
         };
-        let hwm = r
-            .in_process_hwm_kib
-            .map_or("—".to_string(), |k| format!("{:.1}", mb(k)));
+        let hwm = r.in_process_hwm_kib.map_or("—".to_string(), |k| format!("{:.1}", mb(k)));
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {e2e} | {rss} | {ratio} | {hwm} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {e2e} | {rss} | {ratio} | {cpu} | {cpu_ratio} | {hwm} |",
             thousands(r.n),
             fmt_ms(p.load),
             fmt_ms(p.state),
@@ -747,7 +714,10 @@ fn report(rows: &[Row], binary: &Result<PathBuf, String>, hwm_reset: bool) {
     println!();
     println!(
         "In-process phases: median of 5 runs (3 at N ≥ 100,000). End to end: median of {E2E_RUNS} runs \
-         after one warm-up; peak RSS is the largest `ru_maxrss` of those runs."
+         after one warm-up (wall time, and CPU time = user + system of the child, which other load \
+         on the machine disturbs much less); peak RSS is the largest `ru_maxrss` of those runs. \
+         Load average at the end: {}.",
+        load_average()
     );
     println!(
         "In-process peak RSS is VmHWM of the bench process after the phases of that N; sizes run in \
@@ -761,10 +731,7 @@ fn report(rows: &[Row], binary: &Result<PathBuf, String>, hwm_reset: bool) {
     );
 
     // Scaling of each phase, to spot a non-linear one.
-    let pairs: Vec<(&Row, &Row)> = rows
-        .iter()
-        .filter_map(|r| smaller(r).map(|s| (*s, r)))
-        .collect();
+    let pairs: Vec<(&Row, &Row)> = rows.iter().filter_map(|r| smaller(r).map(|s| (*s, r))).collect();
     if !pairs.is_empty() {
         println!();
         println!("Scaling per phase, time(N)/time(N/10) (linear ≈ 10):");
@@ -772,9 +739,7 @@ fn report(rows: &[Row], binary: &Result<PathBuf, String>, hwm_reset: bool) {
         println!("| N | load | state | graph | diff | json | human | in-process total |");
         println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
         for (s, b) in pairs {
-            let q = |f: fn(&Phases) -> Duration| {
-                format!("{:.1}", ms(f(&b.phases)) / ms(f(&s.phases)).max(1e-6))
-            };
+            let q = |f: fn(&Phases) -> Duration| format!("{:.1}", ms(f(&b.phases)) / ms(f(&s.phases)).max(1e-6));
             println!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 thousands(b.n),
@@ -794,21 +759,24 @@ fn report(rows: &[Row], binary: &Result<PathBuf, String>, hwm_reset: bool) {
     println!();
     match by_n.get(&10_000).and_then(|r| r.e2e.as_ref()) {
         Some(e) => println!(
-            "- {}: `plan --json` at 10,000 services ≤ {TARGET_10K_MS:.0} ms end to end: {:.1} ms",
+            "- {}: `plan --json` at 10,000 services ≤ {TARGET_10K_MS:.0} ms end to end: {:.1} ms \
+             (CPU time {:.1} ms: {})",
             pass(ms(e.median) <= TARGET_10K_MS),
-            ms(e.median)
+            ms(e.median),
+            ms(e.cpu),
+            pass(ms(e.cpu) <= TARGET_10K_MS)
         ),
         None => println!(
             "- NOT MEASURED: `plan --json` at 10,000 services ≤ {TARGET_10K_MS:.0} ms end to end \
              (needs N = 10000 and the release binary)"
         ),
     }
-    let ratios: Vec<(usize, f64)> = rows
+    let ratios: Vec<(usize, f64, f64)> = rows
         .iter()
         .filter_map(|r| {
             let small = smaller(r)?.e2e.as_ref()?;
             let big = r.e2e.as_ref()?;
-            Some((r.n, ms(big.median) / ms(small.median)))
+            Some((r.n, ms(big.median) / ms(small.median), ms(big.cpu) / ms(small.cpu)))
         })
         .collect();
     if ratios.is_empty() {
@@ -816,15 +784,25 @@ fn report(rows: &[Row], binary: &Result<PathBuf, String>, hwm_reset: bool) {
             "- NOT MEASURED: 10× services ≤ {TARGET_RATIO:.0}× time (needs sizes N and 10 N and the release binary)"
         );
     } else {
-        for (n, ratio) in ratios {
+        for (n, ratio, cpu_ratio) in ratios {
             println!(
-                "- {}: 10× services ≤ {TARGET_RATIO:.0}× time, {} → {} services: {ratio:.2}×",
+                "- {}: 10× services ≤ {TARGET_RATIO:.0}× time, {} → {} services: {ratio:.2}× \
+                 (CPU time {cpu_ratio:.2}×: {})",
                 pass(ratio <= TARGET_RATIO),
                 thousands(n / 10),
-                thousands(n)
+                thousands(n),
+                pass(cpu_ratio <= TARGET_RATIO)
             );
         }
     }
+}
+
+/// The 1-, 5- and 15-minute load averages, to judge how much other work disturbed the run.
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 fn pass(ok: bool) -> &'static str {

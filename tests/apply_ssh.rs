@@ -23,7 +23,8 @@ struct Repo {
 
 impl Drop for Repo {
     fn drop(&mut self) {
-        // Best effort: stop whatever the test left running.
+        // Best effort: stop whatever the test left running, through enact, and then (the hosts
+        // are this machine) every pid the state still records, in case a host was down.
         let _ = Command::cargo_bin("enact")
             .expect("enact binary")
             .args(["-C"])
@@ -31,6 +32,17 @@ impl Drop for Repo {
             .args(["destroy", "--auto-approve", "--no-color"])
             .timeout(Duration::from_secs(60))
             .output();
+        let state: Value = fs::read_to_string(self.root.join("state/dev.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null);
+        for service in state["services"].as_object().into_iter().flat_map(|m| m.values()) {
+            for instance in service["instances"].as_array().into_iter().flatten() {
+                if let Some(pid) = instance["pid"].as_u64() {
+                    let _ = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status();
+                }
+            }
+        }
     }
 }
 
@@ -332,10 +344,11 @@ fn a_host_that_goes_down_mid_apply_fails_its_steps_only_and_the_next_apply_conve
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("apply starts");
-    // Once `a` has started (its intent is in the journal), the second host goes down.
+    // Once `a` is starting (its intent is on disk before anything runs; it takes 1.5 s to
+    // answer), the second host goes down.
     let journal = repo.root.join("state/dev.journal");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !fs::read_to_string(&journal).unwrap_or_default().contains("\"op\":\"started\",\"service\":\"a\"") {
+    while !fs::read_to_string(&journal).unwrap_or_default().contains("\"op\":\"startIntent\",\"service\":\"a\"") {
         assert!(std::time::Instant::now() < deadline, "a never started");
         std::thread::sleep(Duration::from_millis(10));
     }

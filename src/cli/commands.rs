@@ -237,7 +237,11 @@ pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
     } else {
         ctx.printer.out(&plan::render::render(&plan, ctx.printer.paint));
     }
-    Ok(if args.detailed_exitcode && plan.has_changes() { Outcome::Changes } else { Outcome::Success })
+    let outcome = if args.detailed_exitcode && plan.has_changes() { Outcome::Changes } else { Outcome::Success };
+    // The process ends right after this: freeing the spec, the state and the plan one small
+    // allocation at a time would be a fifth of the run at 10,000 services.
+    std::mem::forget((effective, state, plan, planned.placement));
+    Ok(outcome)
 }
 
 /// Reads a saved plan, with errors located in it.

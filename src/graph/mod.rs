@@ -34,7 +34,12 @@ impl ServiceGraph {
     /// Builds the graph of a choreography; dependencies on unknown services are skipped
     /// (validation reports them).
     pub fn build(chor: &Choreography) -> ServiceGraph {
-        let mut services: Vec<Service<'_>> = chor.services().collect();
+        Self::from_services(chor.services())
+    }
+
+    /// The graph of any set of services (names must be unique).
+    pub fn from_services<'a>(services: impl Iterator<Item = Service<'a>>) -> ServiceGraph {
+        let mut services: Vec<Service<'a>> = services.collect();
         services.sort_by(|a, b| a.name().cmp(b.name()));
         let mut graph = DiGraph::with_capacity(services.len(), services.len());
         let mut index = HashMap::with_capacity(services.len());

@@ -62,9 +62,11 @@ impl Planned {
     }
 }
 
-/// SHA-256 of the canonical JSON of a spec.
+/// SHA-256 of the canonical JSON of a spec, which must be normalized (as [`PlanInput::spec`]).
 pub fn spec_digest(spec: &Choreography) -> String {
-    let digest = Sha256::digest(spec.to_canonical_json().as_bytes());
+    let mut bytes = serde_json::to_vec_pretty(spec).unwrap_or_default();
+    bytes.push(b'\n');
+    let digest = Sha256::digest(&bytes);
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -326,6 +328,9 @@ fn compare(name: &str, recorded: Option<&ServiceState>, after: Option<Service<'_
 
 fn same_spec(a: Service<'_>, b: Service<'_>) -> bool {
     match (a, b) {
+        // Both sides are normally normalized already: equal as they are is equal.
+        (Service::Deployable(a), Service::Deployable(b)) if a == b => true,
+        (Service::Legacy(a), Service::Legacy(b)) if a == b => true,
         (Service::Deployable(a), Service::Deployable(b)) => {
             let (mut a, mut b) = (a.clone(), b.clone());
             a.normalize();
@@ -401,15 +406,11 @@ fn steps(input: PlanInput<'_>, changes: &BTreeMap<&str, Change>) -> Vec<Step> {
         return Vec::new();
     }
     // The graph of the spec plus the destroyed services with their recorded dependencies.
-    let mut combined = input.spec.clone();
-    for change in changes.values().filter(|c| c.action == Action::Destroy) {
-        match input.state.services.get(&change.service).map(|s| &s.spec) {
-            Some(AppliedSpec::Deployable(s)) => combined.deployable_service_specs.push(s.clone()),
-            Some(AppliedSpec::Legacy(s)) => combined.legacy_service_specs.push(s.clone()),
-            None => {}
-        }
-    }
-    let graph = ServiceGraph::build(&combined);
+    let destroyed = changes
+        .values()
+        .filter(|c| c.action == Action::Destroy)
+        .filter_map(|c| input.state.services.get(&c.service).map(|s| s.spec.as_service()));
+    let graph = ServiceGraph::from_services(input.spec.services().chain(destroyed));
     let groups = graph.groups();
     let group_of: HashMap<&str, usize> =
         groups.iter().enumerate().flat_map(|(g, members)| members.iter().map(move |m| (*m, g))).collect();

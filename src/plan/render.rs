@@ -45,8 +45,10 @@ pub fn render(plan: &Plan, paint: Painter) -> String {
         paint.red("-"),
         paint.magenta("-/+")
     );
+    let changes: std::collections::HashMap<&str, &Change> =
+        plan.changes.iter().map(|c| (c.service.as_str(), c)).collect();
     for step in &plan.steps {
-        if let Some(change) = plan.change(&step.service) {
+        if let Some(change) = changes.get(step.service.as_str()) {
             out.push('\n');
             render_change(&mut out, change, paint);
         }

@@ -133,6 +133,9 @@ impl ConfigRepo {
     /// Loads `env` as if its overlay held `overlay_text` (to check an edit before writing it).
     pub fn load_with_overlay(&self, env: &str, overlay_text: Option<String>) -> Result<EffectiveSpec> {
         Self::check_env_name(env)?;
+        if let Some(effective) = self.load_fast(env, overlay_text.as_deref())? {
+            return Ok(effective);
+        }
         let base_text =
             std::fs::read_to_string(self.root.join(SPEC_FILE)).map_err(Error::io("read", self.root.join(SPEC_FILE)))?;
         let base_source = SourceFile::new(SPEC_FILE, base_text);
@@ -180,6 +183,43 @@ impl ConfigRepo {
         }
         effective.choreography.normalize();
         Ok(effective)
+    }
+}
+
+impl ConfigRepo {
+    /// The common case, fast: an overlay that changes no service, and a base spec that parses
+    /// straight into the model and is valid. `None` sends the caller down the path that
+    /// locates every problem.
+    fn load_fast(&self, env: &str, overlay_text: Option<&str>) -> Result<Option<EffectiveSpec>> {
+        let overlay_display = PathBuf::from(ENVS_DIR).join(format!("{env}.json"));
+        if let Some(text) = overlay_text {
+            let Ok(value) = parse_spec_file(&SourceFile::new(&overlay_display, text.to_string()), FileKind::Overlay)
+            else {
+                return Ok(None);
+            };
+            let touches_services =
+                LISTS.iter().any(|l| value.get(*l).and_then(Value::as_array).is_some_and(|a| !a.is_empty()));
+            if touches_services {
+                return Ok(None);
+            }
+        }
+        let path = self.root.join(SPEC_FILE);
+        let text = std::fs::read_to_string(&path).map_err(Error::io("read", &path))?;
+        // Typed parsing refuses unknown and duplicate fields just as the located checks do.
+        let Ok(choreography) = serde_json::from_str::<Choreography>(&text) else {
+            return Ok(None);
+        };
+        if !validate(&choreography, &self.settings, &|_, _, _| None).is_empty() {
+            return Ok(None);
+        }
+        let mut effective = EffectiveSpec {
+            env: env.to_string(),
+            choreography,
+            base: (SourceFile::new(SPEC_FILE, String::new()), Value::Null),
+            overlay: None,
+        };
+        effective.choreography.normalize();
+        Ok(Some(effective))
     }
 }
 

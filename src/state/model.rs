@@ -206,19 +206,6 @@ struct RawServiceStateRef<'a> {
     incomplete: bool,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawServiceState {
-    kind: Kind,
-    spec: Value,
-    #[serde(default)]
-    instances: Vec<InstanceState>,
-    #[serde(default)]
-    paused: bool,
-    #[serde(default)]
-    incomplete: bool,
-}
-
 #[derive(Serialize, Deserialize, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
 enum Kind {
@@ -244,14 +231,51 @@ impl Serialize for ServiceState {
 }
 
 impl<'de> Deserialize<'de> for ServiceState {
+    /// `kind` comes before `spec` in every file enact writes, so the spec is read straight into
+    /// its type; only a file with `spec` first goes through an intermediate value.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = RawServiceState::deserialize(deserializer)?;
-        let spec = match raw.kind {
-            Kind::Deployable => {
-                AppliedSpec::Deployable(serde_json::from_value(raw.spec).map_err(serde::de::Error::custom)?)
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = ServiceState;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a recorded service: kind, spec, instances")
             }
-            Kind::Legacy => AppliedSpec::Legacy(serde_json::from_value(raw.spec).map_err(serde::de::Error::custom)?),
-        };
-        Ok(ServiceState { spec, instances: raw.instances, paused: raw.paused, incomplete: raw.incomplete })
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ServiceState, A::Error> {
+                use serde::de::Error as _;
+                let (mut kind, mut spec, mut pending) = (None::<Kind>, None::<AppliedSpec>, None::<Value>);
+                let (mut instances, mut paused, mut incomplete) = (Vec::new(), false, false);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "kind" => kind = Some(map.next_value()?),
+                        "spec" => match kind {
+                            Some(Kind::Deployable) => spec = Some(AppliedSpec::Deployable(map.next_value()?)),
+                            Some(Kind::Legacy) => spec = Some(AppliedSpec::Legacy(map.next_value()?)),
+                            None => pending = Some(map.next_value()?),
+                        },
+                        "instances" => instances = map.next_value()?,
+                        "paused" => paused = map.next_value()?,
+                        "incomplete" => incomplete = map.next_value()?,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                let kind = kind.ok_or_else(|| A::Error::missing_field("kind"))?;
+                let spec = match (spec, pending) {
+                    (Some(spec), _) => spec,
+                    (None, Some(value)) => match kind {
+                        Kind::Deployable => {
+                            AppliedSpec::Deployable(serde_json::from_value(value).map_err(A::Error::custom)?)
+                        }
+                        Kind::Legacy => AppliedSpec::Legacy(serde_json::from_value(value).map_err(A::Error::custom)?),
+                    },
+                    (None, None) => return Err(A::Error::missing_field("spec")),
+                };
+                Ok(ServiceState { spec, instances, paused, incomplete })
+            }
+        }
+        deserializer.deserialize_map(Fields)
     }
 }
