@@ -77,7 +77,12 @@ pub struct Executor<'a> {
     pub options: Options,
     live: Mutex<State>,
     providers: HashMap<String, Box<dyn Provider>>,
-    wiring_locks: HashMap<String, Mutex<()>>,
+    /// Held shared while a consumer is told a provider's endpoints, exclusively while the
+    /// provider's endpoint list changes and is pushed: consumers wire in parallel, never
+    /// against a list that is being changed.
+    wiring_locks: HashMap<String, std::sync::RwLock<()>>,
+    /// The new instances of each service.
+    started: HashMap<String, Vec<&'a PlacedInstance>>,
     leaving: Mutex<HashSet<String>>,
     packages: Mutex<HashMap<String, Package>>,
     desired: HashMap<&'a str, Service<'a>>,
@@ -133,7 +138,14 @@ impl<'a> Executor<'a> {
             options,
             live: Mutex::new(prior),
             providers,
-            wiring_locks: names.into_iter().map(|n| (n, Mutex::new(()))).collect(),
+            wiring_locks: names.into_iter().map(|n| (n, std::sync::RwLock::new(()))).collect(),
+            started: {
+                let mut by_service: HashMap<String, Vec<&PlacedInstance>> = HashMap::new();
+                for placed in &planned.placement.started {
+                    by_service.entry(placed.service.clone()).or_default().push(placed);
+                }
+                by_service
+            },
             leaving: Mutex::new(HashSet::new()),
             packages: Mutex::new(HashMap::new()),
             desired: spec.services().map(|s| (s.name(), s)).collect(),
@@ -191,11 +203,12 @@ impl<'a> Executor<'a> {
             .iter()
             .map(|s| s.after.iter().filter_map(|a| index.get(a.as_str()).copied()).collect())
             .collect();
+        let changes: HashMap<&str, &Change> = plan.changes.iter().map(|c| (c.service.as_str(), c)).collect();
         let outcomes = walk(&deps, self.options.parallelism, |i| {
             let step = &plan.steps[i];
             let started = Instant::now();
             self.events.on(&Event::StepStarted { service: &step.service, action: step.action });
-            let result = match plan.change(&step.service) {
+            let result = match changes.get(step.service.as_str()) {
                 Some(change) => self.run_step(change),
                 None => Ok(()),
             };
@@ -310,12 +323,22 @@ impl<'a> Executor<'a> {
         // Nodes made for this apply that a failed or skipped step left empty go too: they
         // would otherwise stay in the state, empty, and never be freed.
         let made = self.planned.placement.new_nodes.iter().filter(|n| n.address.is_none()).map(|n| &n.id);
+        // And nodes an interrupted apply made but never used (fixed ssh hosts are never freed).
+        let orphans: Vec<String> = {
+            let live = self.live();
+            let used: HashSet<&str> =
+                live.services.values().flat_map(|s| s.instances.iter().map(|i| i.node.as_str())).collect();
+            live.nodes
+                .iter()
+                .filter(|(id, n)| n.provider != "ssh" && !used.contains(id.as_str()))
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        let made = made.chain(orphans.iter());
+        let in_use: HashSet<String> =
+            self.live().services.values().flat_map(|s| s.instances.iter().map(|i| i.node.clone())).collect();
         for id in self.planned.placement.freed_nodes.iter().chain(made) {
-            let (node, used) = {
-                let live = self.live();
-                let used = live.services.values().any(|s| s.instances.iter().any(|i| i.node == *id));
-                (live.nodes.get(id).cloned(), used)
-            };
+            let (node, used) = (self.live().nodes.get(id).cloned(), in_use.contains(id));
             let Some(node) = node else { continue };
             if used {
                 continue;
@@ -350,8 +373,7 @@ impl<'a> Executor<'a> {
             incomplete: false,
         });
         self.record(Record::StepBegun { service: name.to_string(), entry: entry.clone() })?;
-        let started: Vec<&PlacedInstance> =
-            self.planned.placement.started.iter().filter(|p| p.service == name).collect();
+        let started: Vec<&PlacedInstance> = self.started.get(name).cloned().unwrap_or_default();
         let stopped: Vec<String> = self.planned.placement.stopped.get(name).cloned().unwrap_or_default();
         match change.action {
             Action::Destroy => {
@@ -662,7 +684,7 @@ impl<'a> Executor<'a> {
     /// Tells every current consumer instance of `service` its endpoint list.
     fn push(&self, service: &str) -> StepResult {
         let _guard =
-            self.wiring_locks.get(service).map(|l| l.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            self.wiring_locks.get(service).map(|l| l.write().unwrap_or_else(std::sync::PoisonError::into_inner));
         let mut calls = Vec::new();
         {
             let live = self.live();
@@ -738,7 +760,7 @@ impl<'a> Executor<'a> {
         only: Option<&[InstanceState]>,
     ) -> StepResult {
         let _guard =
-            self.wiring_locks.get(provider).map(|l| l.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            self.wiring_locks.get(provider).map(|l| l.read().unwrap_or_else(std::sync::PoisonError::into_inner));
         let (endpoints, roles, targets) = {
             let live = self.live();
             let endpoints = self.endpoints(&live, provider);

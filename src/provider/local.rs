@@ -25,6 +25,14 @@ impl LocalProvider {
     }
 }
 
+/// The descriptor an instance keeps its start marker on.
+const MARKER_FD: i32 = 199;
+
+/// Where the start marker of `token` lives while an instance is being started.
+fn marker_path(token: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join("enact-starting").join(token)
+}
+
 /// The `n`th loopback address handed out: 127.0.0.2 for n = 1.
 pub fn loopback(n: u32) -> String {
     let v = n + 1;
@@ -153,13 +161,24 @@ impl Provider for LocalProvider {
         if let Some(dir) = Path::new(program).parent().filter(|d| d.is_dir()) {
             command.current_dir(dir);
         }
-        // SAFETY: setsid(2) is async-signal-safe and touches no memory of the parent; it makes
-        // the instance a session leader so it outlives enact and can be stopped as a group.
+        // A marker the child holds open from the moment it is forked (its environment only
+        // shows the token once it execs): an apply killed in between still finds it.
+        let marker = marker_path(request.token);
+        if let Some(dir) = marker.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let marker_file = std::fs::File::create(&marker)
+            .map_err(|e| ProviderError::new(format!("cannot create {}: {e}", marker.display())))?;
+        let marker_fd = std::os::fd::AsRawFd::as_raw_fd(&marker_file);
+        // SAFETY: setsid(2) and dup2(2) are async-signal-safe and touch no memory of the parent;
+        // setsid makes the instance a session leader so it outlives enact and can be stopped as
+        // a group; dup2 keeps the marker open across exec (the original is close-on-exec).
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 if libc::setsid() == -1 {
                     return Err(std::io::Error::last_os_error());
                 }
+                libc::dup2(marker_fd, MARKER_FD);
                 Ok(())
             });
         }
@@ -173,6 +192,8 @@ impl Provider for LocalProvider {
             };
             ProviderError::new(format!("cannot start `{program}`: {e}{hint}"))
         })?;
+        drop(marker_file);
+        let _ = std::fs::remove_file(&marker);
         let pid = child.id();
         let start_time = proc_stat(pid).map(|(_, t)| t);
         // Reap the child if it exits while enact still runs, so it never lingers as a zombie.
@@ -257,14 +278,20 @@ impl Provider for LocalProvider {
 
     fn find(&self, _node: &NodeState, token: &str) -> Option<Started> {
         let needle = format!("ENACT_TOKEN={token}");
+        let marker = marker_path(token);
+        let marker = marker.to_string_lossy();
         for entry in std::fs::read_dir("/proc").ok()?.flatten() {
             let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
                 continue;
             };
-            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-                continue;
-            };
-            if environ.split(|&b| b == 0).any(|var| var == needle.as_bytes()) {
+            let holds_marker = std::fs::read_dir(entry.path().join("fd")).into_iter().flatten().flatten().any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|target| {
+                    let target = target.to_string_lossy();
+                    target == marker || target.strip_suffix(" (deleted)") == Some(&*marker)
+                })
+            });
+            let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+            if holds_marker || environ.split(|&b| b == 0).any(|var| var == needle.as_bytes()) {
                 let (state, start_time) = proc_stat(pid)?;
                 if state != 'Z' {
                     return Some(Started { pid: Some(pid), start_time: Some(start_time) });
