@@ -593,14 +593,16 @@ impl<'a> Executor<'a> {
         Ok(instance)
     }
 
+    /// A recorded instance of a service and the node it runs on.
+    fn instance_on_node(&self, name: &str, id: &str) -> Option<(InstanceState, NodeState)> {
+        let live = self.live();
+        let instance = live.services.get(name)?.instances.iter().find(|i| i.id == id)?.clone();
+        let node = live.nodes.get(&instance.node)?.clone();
+        Some((instance, node))
+    }
+
     fn stop_instance(&self, name: &str, id: &str) -> StepResult {
-        let (instance, node) = {
-            let live = self.live();
-            let instance = live.services.get(name).and_then(|s| s.instances.iter().find(|i| i.id == id)).cloned();
-            let node = instance.as_ref().and_then(|i| live.nodes.get(&i.node)).cloned();
-            (instance, node)
-        };
-        let (Some(instance), Some(node)) = (instance, node) else {
+        let Some((instance, node)) = self.instance_on_node(name, id) else {
             return Ok(());
         };
         let provider = self.provider_of_node(&node)?;
@@ -870,13 +872,7 @@ impl Executor<'_> {
 
     /// Stops an instance but keeps it in the state (paused).
     fn stop_instance_keeping(&self, name: &str, id: &str) -> StepResult {
-        let (instance, node) = {
-            let live = self.live();
-            let instance = live.services.get(name).and_then(|s| s.instances.iter().find(|i| i.id == id)).cloned();
-            let node = instance.as_ref().and_then(|i| live.nodes.get(&i.node)).cloned();
-            (instance, node)
-        };
-        let (Some(instance), Some(node)) = (instance, node) else {
+        let Some((instance, node)) = self.instance_on_node(name, id) else {
             return Ok(());
         };
         let provider = self.provider_of_node(&node)?;
