@@ -728,10 +728,22 @@ impl<'a> Executor<'a> {
             Service::Legacy(l) => l.service_type(),
         };
         let providers: BTreeSet<&str> = spec.dependencies().iter().map(|d| d.service_spec_name.as_str()).collect();
-        for provider in providers {
-            self.wire_to(service, provider, service_type, Some(instances))?;
+        if providers.len() <= 1 {
+            for provider in providers {
+                self.wire_to(service, provider, service_type, Some(instances))?;
+            }
+            return Ok(());
         }
-        Ok(())
+        // One dependency's calls do not wait for another's.
+        let results: Vec<StepResult> = std::thread::scope(|scope| {
+            let handles: Vec<_> = providers
+                .iter()
+                .map(|provider| scope.spawn(move || self.wire_to(service, provider, service_type, Some(instances))))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("wiring panicked".into()))).collect()
+        });
+        let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
     }
 
     /// Wires every instance of `service` (or a legacy service's URIs) to one provider, or to
