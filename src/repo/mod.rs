@@ -205,7 +205,12 @@ impl ConfigRepo {
         }
         let path = self.root.join(SPEC_FILE);
         let text = std::fs::read_to_string(&path).map_err(Error::io("read", &path))?;
-        // Typed parsing refuses unknown and duplicate fields just as the located checks do.
+        // Typed parsing refuses unknown and duplicate fields just as the located checks do, but
+        // takes `null` for a missing field, which the base spec must refuse: leave those (and
+        // anything that merely says "null") to the located checks.
+        if text.contains("null") {
+            return Ok(None);
+        }
         let Ok(choreography) = serde_json::from_str::<Choreography>(&text) else {
             return Ok(None);
         };
