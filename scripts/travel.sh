@@ -45,6 +45,8 @@ print(s[0]["nativeUri"] if s else "")')
   down)
     enact destroy --auto-approve
     if [ -f "$weather_pid" ]; then kill "$(cat "$weather_pid")" 2>/dev/null || true; rm -f "$weather_pid"; fi
+    # setsid may have forked: stop the weather service by what it runs, too.
+    pkill -f "$repo/services/weather.py" 2>/dev/null || true
     ;;
   *)
     echo "usage: scripts/travel.sh up|down" >&2
