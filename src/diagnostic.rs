@@ -279,17 +279,8 @@ impl<'a> Locator<'a> {
                 self.pos += 1;
                 let mut seen = std::collections::HashSet::new();
                 loop {
-                    self.skip_ws();
-                    match self.peek()? {
-                        b'}' => {
-                            self.pos += 1;
-                            return Some(());
-                        }
-                        b',' => {
-                            self.pos += 1;
-                            continue;
-                        }
-                        _ => {}
+                    if !self.next_item(b'}')? {
+                        return Some(());
                     }
                     let key_start = self.pos;
                     let key = self.read_string()?;
@@ -307,17 +298,8 @@ impl<'a> Locator<'a> {
                 self.pos += 1;
                 let mut index = 0;
                 loop {
-                    self.skip_ws();
-                    match self.peek()? {
-                        b']' => {
-                            self.pos += 1;
-                            return Some(());
-                        }
-                        b',' => {
-                            self.pos += 1;
-                            continue;
-                        }
-                        _ => {}
+                    if !self.next_item(b']')? {
+                        return Some(());
                     }
                     path.push(Segment::Index(index));
                     self.duplicates(path, found, depth + 1)?;
@@ -326,6 +308,22 @@ impl<'a> Locator<'a> {
                 }
             }
             _ => self.skip_value(),
+        }
+    }
+
+    /// Inside an object or array: skips whitespace and commas; false (and past it) at `close`,
+    /// true when an item starts here.
+    fn next_item(&mut self, close: u8) -> Option<bool> {
+        loop {
+            self.skip_ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b if b == close => {
+                    self.pos += 1;
+                    return Some(false);
+                }
+                _ => return Some(true),
+            }
         }
     }
 
