@@ -5,9 +5,10 @@
 //! groups in a deterministic topological order, providers first.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap};
 use std::fmt::Write as _;
 
+use foldhash::{HashMap, HashMapExt as _};
 use petgraph::Direction;
 
 pub mod walk;
@@ -18,40 +19,53 @@ use petgraph::visit::EdgeRef;
 use crate::spec::{Choreography, Service};
 
 /// A service in the graph.
-#[derive(Debug, Clone)]
-pub struct Vertex {
-    pub name: String,
+#[derive(Debug, Clone, Copy)]
+pub struct Vertex<'a> {
+    pub name: &'a str,
     pub legacy: bool,
 }
 
+/// The services of a choreography and who calls whom, borrowed from the specs it was built from.
+///
+/// Nodes are numbered in name order, so comparing two [`NodeIndex`]es compares the names.
 #[derive(Debug, Clone)]
-pub struct ServiceGraph {
-    graph: DiGraph<Vertex, String>,
-    index: HashMap<String, NodeIndex>,
+pub struct ServiceGraph<'a> {
+    graph: DiGraph<Vertex<'a>, &'a str>,
+    index: HashMap<&'a str, NodeIndex>,
 }
 
-impl ServiceGraph {
+/// The groups of [`ServiceGraph::condensed`]: strongly connected components in deployment order.
+#[derive(Debug, Clone)]
+pub struct Groups {
+    /// Each group's members, in name order; the groups in topological order, providers first.
+    pub order: Vec<Vec<NodeIndex>>,
+    /// The position in `order` of every node's group, by node index.
+    pub group_of: Vec<usize>,
+}
+
+impl<'a> ServiceGraph<'a> {
     /// Builds the graph of a choreography; dependencies on unknown services are skipped
     /// (validation reports them).
-    pub fn build(chor: &Choreography) -> ServiceGraph {
+    pub fn build(chor: &'a Choreography) -> ServiceGraph<'a> {
         Self::from_services(chor.services())
     }
 
     /// The graph of any set of services (names must be unique).
-    pub fn from_services<'a>(services: impl Iterator<Item = Service<'a>>) -> ServiceGraph {
+    pub fn from_services(services: impl Iterator<Item = Service<'a>>) -> ServiceGraph<'a> {
         let mut services: Vec<Service<'a>> = services.collect();
+        // Specs are normally in name order already, which this sort only checks.
         services.sort_by(|a, b| a.name().cmp(b.name()));
-        let mut graph = DiGraph::with_capacity(services.len(), services.len());
+        let edges = services.iter().map(|s| s.dependencies().len()).sum();
+        let mut graph = DiGraph::with_capacity(services.len(), edges);
         let mut index = HashMap::with_capacity(services.len());
         for s in &services {
-            let i = graph.add_node(Vertex { name: s.name().to_string(), legacy: s.is_legacy() });
-            index.insert(s.name().to_string(), i);
+            let i = graph.add_node(Vertex { name: s.name(), legacy: s.is_legacy() });
+            index.insert(s.name(), i);
         }
-        for s in &services {
-            let consumer = index[s.name()];
+        for (consumer, s) in services.iter().enumerate() {
             for dep in s.dependencies() {
-                if let Some(&provider) = index.get(&dep.service_spec_name) {
-                    graph.add_edge(provider, consumer, dep.service_spec_role.clone());
+                if let Some(&provider) = index.get(dep.service_spec_name.as_str()) {
+                    graph.add_edge(provider, NodeIndex::new(consumer), dep.service_spec_role.as_str());
                 }
             }
         }
@@ -70,51 +84,72 @@ impl ServiceGraph {
         self.index.contains_key(name)
     }
 
+    /// The node of a service.
+    pub fn node(&self, name: &str) -> Option<NodeIndex> {
+        self.index.get(name).copied()
+    }
+
+    /// The name of a node.
+    pub fn name(&self, node: NodeIndex) -> &'a str {
+        self.graph[node].name
+    }
+
     /// The services `name` depends on.
-    pub fn providers(&self, name: &str) -> BTreeSet<&str> {
+    pub fn providers(&self, name: &str) -> BTreeSet<&'a str> {
         self.neighbors(name, Direction::Incoming)
     }
 
     /// The services that depend on `name`.
-    pub fn consumers(&self, name: &str) -> BTreeSet<&str> {
+    pub fn consumers(&self, name: &str) -> BTreeSet<&'a str> {
         self.neighbors(name, Direction::Outgoing)
     }
 
-    fn neighbors(&self, name: &str, direction: Direction) -> BTreeSet<&str> {
-        self.index
-            .get(name)
-            .map(|&i| self.graph.neighbors_directed(i, direction).map(|n| self.graph[n].name.as_str()).collect())
+    /// The nodes `node` depends on (`Incoming`) or that depend on it (`Outgoing`), in no order.
+    pub fn neighbor_nodes(&self, node: NodeIndex, direction: Direction) -> impl Iterator<Item = NodeIndex> + '_ {
+        self.graph.neighbors_directed(node, direction)
+    }
+
+    fn neighbors(&self, name: &str, direction: Direction) -> BTreeSet<&'a str> {
+        self.node(name)
+            .map(|i| self.graph.neighbors_directed(i, direction).map(|n| self.graph[n].name).collect())
             .unwrap_or_default()
     }
 
     /// Strongly connected components in topological order (providers first); members sorted;
     /// among groups ready at the same time, the one with the smallest name comes first.
-    pub fn groups(&self) -> Vec<Vec<&str>> {
+    pub fn groups(&self) -> Vec<Vec<&'a str>> {
+        self.condensed().order.into_iter().map(|g| g.into_iter().map(|n| self.graph[n].name).collect()).collect()
+    }
+
+    /// [`Self::groups`] as node indices, with the group of every node.
+    pub fn condensed(&self) -> Groups {
         let sccs = tarjan_scc(&self.graph);
-        let mut group_of = vec![0usize; self.graph.node_count()];
-        let mut members: Vec<Vec<&str>> = Vec::with_capacity(sccs.len());
-        for (g, scc) in sccs.iter().enumerate() {
-            for &n in scc {
-                group_of[n.index()] = g;
+        let mut scc_of = vec![0usize; self.graph.node_count()];
+        let mut members: Vec<Vec<NodeIndex>> = Vec::with_capacity(sccs.len());
+        for (g, mut scc) in sccs.into_iter().enumerate() {
+            for &n in &scc {
+                scc_of[n.index()] = g;
             }
-            let mut names: Vec<&str> = scc.iter().map(|&n| self.graph[n].name.as_str()).collect();
-            names.sort_unstable();
-            members.push(names);
+            // Node order is name order.
+            scc.sort_unstable();
+            members.push(scc);
         }
         // Kahn's algorithm on the condensation, smallest first name first.
-        let mut indegree = vec![0usize; sccs.len()];
-        let mut successors: Vec<Vec<usize>> = vec![Vec::new(); sccs.len()];
+        let mut indegree = vec![0usize; members.len()];
+        let mut successors: Vec<Vec<usize>> = vec![Vec::new(); members.len()];
         for edge in self.graph.edge_references() {
-            let (from, to) = (group_of[edge.source().index()], group_of[edge.target().index()]);
+            let (from, to) = (scc_of[edge.source().index()], scc_of[edge.target().index()]);
             if from != to {
                 successors[from].push(to);
                 indegree[to] += 1;
             }
         }
-        let mut ready: BinaryHeap<Reverse<(&str, usize)>> =
-            (0..sccs.len()).filter(|&g| indegree[g] == 0).map(|g| Reverse((members[g][0], g))).collect();
-        let mut order = Vec::with_capacity(sccs.len());
+        let mut ready: BinaryHeap<Reverse<(NodeIndex, usize)>> =
+            (0..members.len()).filter(|&g| indegree[g] == 0).map(|g| Reverse((members[g][0], g))).collect();
+        let mut position = vec![0usize; members.len()];
+        let mut order = Vec::with_capacity(members.len());
         while let Some(Reverse((_, g))) = ready.pop() {
+            position[g] = order.len();
             order.push(g);
             for &next in &successors[g] {
                 indegree[next] -= 1;
@@ -123,22 +158,24 @@ impl ServiceGraph {
                 }
             }
         }
-        let mut by_index: Vec<Option<Vec<&str>>> = members.into_iter().map(Some).collect();
-        order.into_iter().filter_map(|g| by_index[g].take()).collect()
+        let group_of = scc_of.into_iter().map(|g| position[g]).collect();
+        let mut by_index: Vec<Vec<NodeIndex>> = members;
+        let order = order.into_iter().map(|g| std::mem::take(&mut by_index[g])).collect();
+        Groups { order, group_of }
     }
 
     /// Edges as (provider, consumer, role), sorted.
-    pub fn edges(&self) -> Vec<(&str, &str, &str)> {
+    pub fn edges(&self) -> Vec<(&'a str, &'a str, &'a str)> {
         let mut edges: Vec<_> = self
             .graph
             .edge_references()
-            .map(|e| (self.graph[e.source()].name.as_str(), self.graph[e.target()].name.as_str(), e.weight().as_str()))
+            .map(|e| (self.graph[e.source()].name, self.graph[e.target()].name, *e.weight()))
             .collect();
         edges.sort_unstable();
         edges
     }
 
-    fn vertex(&self, name: &str) -> Option<&Vertex> {
+    fn vertex(&self, name: &str) -> Option<&Vertex<'a>> {
         self.index.get(name).map(|&i| &self.graph[i])
     }
 
@@ -169,6 +206,10 @@ impl ServiceGraph {
 
     /// A text view: one line per service in deployment order, with what it calls.
     pub fn to_text(&self) -> String {
+        let mut calls_of: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
+        for (provider, consumer, role) in self.edges() {
+            calls_of.entry(consumer).or_default().push((provider, role));
+        }
         let mut out = String::new();
         for (step, group) in self.groups().iter().enumerate() {
             let cycle = group.len() > 1;
@@ -178,11 +219,11 @@ impl ServiceGraph {
                 if vertex.is_some_and(|v| v.legacy) {
                     line.push_str(" (legacy)");
                 }
-                let calls: Vec<String> = self
-                    .edges()
+                let calls: Vec<String> = calls_of
+                    .get(name)
                     .into_iter()
-                    .filter(|(_, c, _)| c == name)
-                    .map(|(p, _, role)| if p == role { p.to_string() } else { format!("{p} as {role}") })
+                    .flatten()
+                    .map(|(p, role)| if p == role { (*p).to_string() } else { format!("{p} as {role}") })
                     .collect();
                 if !calls.is_empty() {
                     let _ = write!(line, "  → calls {}", calls.join(", "));

@@ -1,7 +1,10 @@
 //! The plan as a pure function of effective spec × recorded state × settings: no network, no
 //! clock, no randomness; the same inputs give the same bytes. Linear in the number of services.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashMapExt as _, HashSet, HashSetExt as _};
+use petgraph::Direction;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -64,39 +67,89 @@ impl Planned {
 
 /// SHA-256 of the canonical JSON of a spec, which must be normalized (as [`PlanInput::spec`]).
 pub fn spec_digest(spec: &Choreography) -> String {
-    let mut bytes = serde_json::to_vec_pretty(spec).unwrap_or_default();
-    bytes.push(b'\n');
-    let digest = Sha256::digest(&bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    /// Hashes what serde_json writes, without holding the whole text.
+    struct HashWriter(Sha256);
+    impl std::io::Write for HashWriter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut writer = std::io::BufWriter::with_capacity(64 * 1024, HashWriter(Sha256::new()));
+    // Writing to memory cannot fail, and a spec always serializes.
+    let _ = serde_json::to_writer_pretty(&mut writer, spec);
+    let _ = std::io::Write::write_all(&mut writer, b"\n");
+    let _ = std::io::Write::flush(&mut writer);
+    let (HashWriter(hasher), _) = writer.into_parts();
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One service name of the spec or the state, with what each side says about it.
+#[derive(Debug, Clone, Copy)]
+struct Entry<'a> {
+    name: &'a str,
+    recorded: Option<&'a ServiceState>,
+    desired: Option<Service<'a>>,
+}
+
+/// Every service of the spec and of the state, in name order (a merge of two sorted lists).
+fn entries<'a>(spec: &'a Choreography, state: &'a State) -> Vec<Entry<'a>> {
+    let mut desired: Vec<Service<'a>> = spec.services().collect();
+    // Normally sorted already; the sort only checks.
+    desired.sort_by(|a, b| a.name().cmp(b.name()));
+    let mut out = Vec::with_capacity(desired.len().max(state.services.len()) + 16);
+    let mut desired = desired.into_iter().peekable();
+    let mut recorded = state.services.iter().peekable();
+    loop {
+        let entry = match (desired.peek(), recorded.peek()) {
+            (None, None) => break,
+            (Some(d), Some((r, _))) if d.name() == r.as_str() => {
+                let (d, (_, r)) = (desired.next(), recorded.next().unzip());
+                Entry { name: d.map_or("", |d| d.name()), recorded: r, desired: d }
+            }
+            (Some(d), Some((r, _))) if d.name() > r.as_str() => {
+                let (name, r) = recorded.next().unzip();
+                Entry { name: name.map_or("", String::as_str), recorded: r, desired: None }
+            }
+            (Some(_), _) => {
+                let d = desired.next();
+                Entry { name: d.map_or("", |d| d.name()), recorded: None, desired: d }
+            }
+            (None, Some(_)) => {
+                let (name, r) = recorded.next().unzip();
+                Entry { name: name.map_or("", String::as_str), recorded: r, desired: None }
+            }
+        };
+        out.push(entry);
+    }
+    out
 }
 
 /// Computes the plan that takes `input.state` to `input.spec`.
 pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
-    let desired: HashMap<&str, Service<'_>> = input.spec.services().map(|s| (s.name(), s)).collect();
-    let recorded = &input.state.services;
+    let entries = entries(input.spec, input.state);
 
     // The set of services the plan may touch.
-    let scope = scope(input, &desired)?;
+    let scope = scope(input, &entries)?;
     let in_scope = |name: &str| scope.as_ref().is_none_or(|s| s.contains(name));
 
-    // Pass 1: per-service changes, without rewiring.
-    let mut names: BTreeSet<&str> = desired.keys().copied().collect();
-    names.extend(recorded.keys().map(String::as_str));
-    let mut changes: BTreeMap<&str, Change> = BTreeMap::new();
+    // Pass 1: per-service changes, without rewiring; by entry.
+    let mut changes: Vec<Option<Change>> = vec![None; entries.len()];
     let mut paused: Vec<String> = Vec::new();
     let mut endpoints_change: HashSet<&str> = HashSet::new();
-    for &name in &names {
-        if !in_scope(name) {
+    for (entry, slot) in entries.iter().zip(changes.iter_mut()) {
+        if !in_scope(entry.name) {
             continue;
         }
-        let recorded_service = recorded.get(name);
-        if recorded_service.is_some_and(|s| s.paused) {
+        if entry.recorded.is_some_and(|s| s.paused) {
             // Held until `enact resume`: apply leaves a paused service alone.
-            paused.push(name.to_string());
+            paused.push(entry.name.to_string());
             continue;
         }
-        let after = desired.get(name).copied();
-        if let Some(change) = compare(name, recorded_service, after) {
+        if let Some(change) = compare(entry.name, entry.recorded, entry.desired) {
             let moves = change.action != Action::Create
                 && (change.action == Action::Replace
                     || change.action == Action::Destroy
@@ -104,35 +157,39 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
                     || change.memory.is_some()
                     || change.fields.iter().any(|f| f.path == "/nativeURIs" || f.path == "/cloudAccount"));
             if moves {
-                endpoints_change.insert(name);
+                endpoints_change.insert(entry.name);
             }
-            changes.insert(name, change);
+            *slot = Some(change);
         }
     }
 
     // Pass 2: consumers told again about providers whose endpoints change, and about
     // dependencies added or removed.
-    for &name in &names {
-        if !in_scope(name) {
-            continue;
-        }
-        let (Some(before), Some(after)) = (recorded.get(name), desired.get(name)) else {
+    for (entry, slot) in entries.iter().zip(changes.iter_mut()) {
+        let name = entry.name;
+        let (Some(before), Some(after)) = (entry.recorded, entry.desired) else {
             continue;
         };
-        if before.paused {
-            // `enact resume` wires it afresh.
+        if !in_scope(name) || before.paused {
+            // A paused service: `enact resume` wires it afresh.
             continue;
         }
-        let old: BTreeSet<&str> =
-            before.spec.as_service().dependencies().iter().map(|d| d.service_spec_name.as_str()).collect();
-        let new: BTreeSet<&str> = after.dependencies().iter().map(|d| d.service_spec_name.as_str()).collect();
+        let old_deps = before.spec.as_service().dependencies();
+        let new_deps = after.dependencies();
+        let moved = |p: &str| endpoints_change.contains(p) && (p != name || endpoints_change.contains(name));
+        if old_deps == new_deps && !new_deps.iter().any(|d| moved(&d.service_spec_name)) {
+            // The common case, without building sets.
+            continue;
+        }
+        let old: BTreeSet<&str> = old_deps.iter().map(|d| d.service_spec_name.as_str()).collect();
+        let new: BTreeSet<&str> = new_deps.iter().map(|d| d.service_spec_name.as_str()).collect();
         let mut rewire: BTreeSet<&str> = new.symmetric_difference(&old).copied().collect();
         rewire.extend(new.iter().filter(|p| endpoints_change.contains(*p)));
         rewire.retain(|p| *p != name || endpoints_change.contains(p));
         if rewire.is_empty() {
             continue;
         }
-        let change = changes.entry(name).or_insert_with(|| Change {
+        let change = slot.get_or_insert_with(|| Change {
             service: name.to_string(),
             action: Action::Update,
             instances: None,
@@ -146,30 +203,29 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
         });
         change.rewire = rewire.into_iter().map(str::to_string).collect();
     }
+    let changed: Vec<(&Entry<'_>, Change)> =
+        entries.iter().zip(changes).filter_map(|(entry, change)| change.map(|c| (entry, c))).collect();
 
     // Placement of the instances that start and stop.
-    let demands: Vec<Demand<'_>> = changes
-        .values()
-        .filter(|c| {
+    let demands: Vec<Demand<'_>> = changed
+        .iter()
+        .filter(|(_, c)| {
             !c.legacy
                 && (c.instances.is_some()
                     || c.memory.is_some()
                     || matches!(c.action, Action::Replace | Action::Create | Action::Destroy)
                     || c.fields.iter().any(|f| f.path == "/cloudAccount"))
         })
-        .filter_map(|c| {
-            let spec = match desired.get(c.service.as_str()) {
-                Some(Service::Deployable(s)) => Some(*s),
-                Some(Service::Legacy(_)) => None,
-                None => None,
+        .filter_map(|(entry, c)| {
+            let spec = match entry.desired {
+                Some(Service::Deployable(s)) => Some(s),
+                _ => None,
             };
-            if spec.is_none()
-                && !matches!(recorded.get(c.service.as_str()).map(|s| &s.spec), Some(AppliedSpec::Deployable(_)))
-            {
+            if spec.is_none() && !matches!(entry.recorded.map(|s| &s.spec), Some(AppliedSpec::Deployable(_))) {
                 return None;
             }
             Some(Demand {
-                service: &c.service,
+                service: entry.name,
                 spec,
                 replace_all: c.action == Action::Replace
                     || c.memory.is_some()
@@ -191,9 +247,10 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
         }
     }
 
+    let changes: Vec<Change> = changed.into_iter().map(|(_, c)| c).collect();
     let steps = steps(input, &changes);
     let mut summary = Summary::default();
-    for change in changes.values() {
+    for change in &changes {
         match change.action {
             Action::Create => summary.create += 1,
             Action::Update => summary.update += 1,
@@ -209,7 +266,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
             serial: input.state.serial,
         },
         spec_digest: spec_digest(input.spec),
-        changes: changes.into_values().collect(),
+        changes,
         steps,
         nodes,
         summary,
@@ -225,31 +282,28 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
 }
 
 /// `None` without targets; else the targets and, transitively, the services they depend on.
-fn scope<'a>(
-    input: PlanInput<'a>,
-    desired: &HashMap<&'a str, Service<'a>>,
-) -> Result<Option<HashSet<&'a str>>, Vec<Diagnostic>> {
+fn scope<'a>(input: PlanInput<'a>, entries: &[Entry<'a>]) -> Result<Option<HashSet<&'a str>>, Vec<Diagnostic>> {
     if input.targets.is_empty() {
         return Ok(None);
     }
+    let find = |name: &str| entries.binary_search_by(|e| e.name.cmp(name)).ok().map(|i| entries[i]);
     let mut errors = Vec::new();
     let mut scope: HashSet<&str> = HashSet::new();
     let mut queue: Vec<&str> = Vec::new();
     for target in input.targets {
-        if desired.contains_key(target.as_str()) || input.state.services.contains_key(target.as_str()) {
-            queue.push(target.as_str());
-        } else {
-            errors.push(
+        match find(target) {
+            Some(entry) => queue.push(entry.name),
+            None => errors.push(
                 Diagnostic::new(format!("`--target {target}` names no service of the spec or the state"))
                     .hint("`enact graph --format text` lists the services"),
-            );
+            ),
         }
     }
     while let Some(name) = queue.pop() {
         if !scope.insert(name) {
             continue;
         }
-        if let Some(service) = desired.get(name) {
+        if let Some(service) = find(name).and_then(|e| e.desired) {
             queue.extend(service.dependencies().iter().map(|d| d.service_spec_name.as_str()));
         }
     }
@@ -401,50 +455,70 @@ fn field_rank(key: &str) -> usize {
 
 /// Orders the changes: providers before consumers for everything that starts or rewires,
 /// consumers before providers for what is destroyed; cycles form one group.
-fn steps(input: PlanInput<'_>, changes: &BTreeMap<&str, Change>) -> Vec<Step> {
+fn steps(input: PlanInput<'_>, changes: &[Change]) -> Vec<Step> {
     if changes.is_empty() {
         return Vec::new();
     }
     // The graph of the spec plus the destroyed services with their recorded dependencies.
     let destroyed = changes
-        .values()
+        .iter()
         .filter(|c| c.action == Action::Destroy)
         .filter_map(|c| input.state.services.get(&c.service).map(|s| s.spec.as_service()));
     let graph = ServiceGraph::from_services(input.spec.services().chain(destroyed));
-    let groups = graph.groups();
-    let group_of: HashMap<&str, usize> =
-        groups.iter().enumerate().flat_map(|(g, members)| members.iter().map(move |m| (*m, g))).collect();
-    let mut old_consumers: HashMap<&str, BTreeSet<&str>> = HashMap::new();
-    for (consumer, service) in &input.state.services {
-        for dep in service.spec.as_service().dependencies() {
-            old_consumers.entry(dep.service_spec_name.as_str()).or_default().insert(consumer.as_str());
+    let groups = graph.condensed();
+    // The change of every node, by node index.
+    let mut change_of: Vec<Option<&Change>> = vec![None; graph.len()];
+    for change in changes {
+        if let Some(node) = graph.node(&change.service) {
+            change_of[node.index()] = Some(change);
         }
     }
-    let same_group = |a: &str, b: &str| group_of.get(a) == group_of.get(b);
+    // Recorded consumers of the destroyed services (the spec may no longer name them).
+    let mut old_consumers: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    if changes.iter().any(|c| c.action == Action::Destroy) {
+        for (consumer, service) in &input.state.services {
+            for dep in service.spec.as_service().dependencies() {
+                let provider = dep.service_spec_name.as_str();
+                if graph.node(provider).and_then(|p| change_of[p.index()]).is_some_and(|c| c.action == Action::Destroy) {
+                    old_consumers.entry(provider).or_default().insert(consumer.as_str());
+                }
+            }
+        }
+    }
+    let group_of = |name: &str| graph.node(name).map(|n| groups.group_of[n.index()]);
     let mut forward = Vec::new();
     let mut backward = Vec::new();
-    for group in &groups {
-        for &name in group {
-            let Some(change) = changes.get(name) else {
+    for (g, group) in groups.order.iter().enumerate() {
+        for &node in group {
+            let Some(change) = change_of[node.index()] else {
                 continue;
             };
+            let name = graph.name(node);
             if change.action == Action::Destroy {
                 // Every recorded consumer is unwired (or destroyed) first.
-                let mut after: BTreeSet<&str> = graph.consumers(name);
+                let mut after: BTreeSet<&str> =
+                    graph.neighbor_nodes(node, Direction::Outgoing).map(|n| graph.name(n)).collect();
                 after.extend(old_consumers.get(name).into_iter().flatten().copied());
                 let after: Vec<String> = after
                     .into_iter()
-                    .filter(|c| *c != name && changes.contains_key(c) && !same_group(c, name))
+                    .filter(|c| {
+                        *c != name
+                            && group_of(c) != Some(g)
+                            && graph.node(c).is_some_and(|n| change_of[n.index()].is_some())
+                    })
                     .map(str::to_string)
                     .collect();
                 backward.push(Step { service: name.to_string(), action: change.action, after });
             } else {
-                let after: Vec<String> = graph
-                    .providers(name)
-                    .into_iter()
-                    .filter(|p| changes.get(p).is_some_and(|c| c.action != Action::Destroy) && !same_group(p, name))
-                    .map(str::to_string)
+                let after: BTreeSet<&str> = graph
+                    .neighbor_nodes(node, Direction::Incoming)
+                    .filter(|p| {
+                        groups.group_of[p.index()] != g
+                            && change_of[p.index()].is_some_and(|c| c.action != Action::Destroy)
+                    })
+                    .map(|p| graph.name(p))
                     .collect();
+                let after = after.into_iter().map(str::to_string).collect();
                 forward.push(Step { service: name.to_string(), action: change.action, after });
             }
         }

@@ -6,7 +6,10 @@
 //! that need the same port never share a node; a placement that cannot work is refused here, at
 //! plan time, before anything runs. The result is pure data, the same for the same inputs.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use crate::diagnostic::Diagnostic;
 use crate::repo::settings::{Account, EnvView, Policy};
@@ -61,16 +64,65 @@ pub struct Demand<'a> {
 }
 
 #[derive(Debug, Clone)]
-struct NodeSlot {
-    account: String,
+struct NodeSlot<'a> {
+    id: Cow<'a, str>,
+    account: Cow<'a, str>,
     memory: Option<Memory>,
-    ports: BTreeSet<u16>,
+    /// The ports in use on the node (a node rarely runs more than a few instances).
+    ports: Vec<u16>,
     instances: usize,
     /// Existing nodes that lost an instance in this plan, to free them if they end up empty.
     touched: bool,
     existing: bool,
     fixed: bool,
-    order: usize,
+}
+
+/// Every node placement knows of, in the order they came to be (the state's in id order, then
+/// the new ones), with an index by id.
+#[derive(Debug, Default)]
+struct Slots<'a> {
+    slots: Vec<NodeSlot<'a>>,
+    index: HashMap<Cow<'a, str>, usize>,
+}
+
+impl<'a> Slots<'a> {
+    fn get(&self, id: &str) -> Option<&NodeSlot<'a>> {
+        self.index.get(id).map(|&i| &self.slots[i])
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut NodeSlot<'a>> {
+        self.index.get(id).map(|&i| &mut self.slots[i])
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.index.contains_key(id)
+    }
+
+    fn insert(&mut self, slot: NodeSlot<'a>) {
+        self.index.insert(slot.id.clone(), self.slots.len());
+        self.slots.push(slot);
+    }
+
+    /// One instance fewer on `node`, which frees `port` there.
+    fn free(&mut self, node: &str, port: Option<u16>) {
+        if let Some(slot) = self.get_mut(node) {
+            slot.instances = slot.instances.saturating_sub(1);
+            if let Some(port) = port {
+                slot.ports.retain(|p| *p != port);
+            }
+            slot.touched = true;
+        }
+    }
+
+    /// One instance more on `node`, listening on `port`.
+    fn take(&mut self, node: &str, port: u16) {
+        if let Some(slot) = self.get_mut(node) {
+            slot.instances += 1;
+            if !slot.ports.contains(&port) {
+                slot.ports.push(port);
+            }
+        }
+    }
 }
 
 /// An old instance a rolling replacement stops: (id, node, port).
@@ -89,37 +141,31 @@ pub fn id_number(id: &str) -> u64 {
 /// Places the instances `demands` need, starting from what `state` records.
 pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Result<Placement, Vec<Diagnostic>> {
     let settings = view.settings;
-    let mut slots: BTreeMap<String, NodeSlot> = BTreeMap::new();
-    for (order, (id, node)) in state.nodes.iter().enumerate() {
-        slots.insert(
-            id.clone(),
-            NodeSlot {
-                account: node.account.clone(),
-                memory: node.memory,
-                ports: BTreeSet::new(),
-                instances: 0,
-                touched: false,
-                existing: true,
-                fixed: node.provider == "ssh",
-                order,
-            },
-        );
+    let mut slots = Slots { slots: Vec::with_capacity(state.nodes.len()), index: HashMap::with_capacity(state.nodes.len()) };
+    for (id, node) in &state.nodes {
+        slots.insert(NodeSlot {
+            id: Cow::Borrowed(id),
+            account: Cow::Borrowed(&node.account),
+            memory: node.memory,
+            ports: Vec::new(),
+            instances: 0,
+            touched: false,
+            existing: true,
+            fixed: node.provider == "ssh",
+        });
     }
     for service in state.services.values() {
         let AppliedSpec::Deployable(spec) = &service.spec else {
             continue;
         };
         for instance in &service.instances {
-            if let Some(slot) = slots.get_mut(&instance.node) {
-                slot.instances += 1;
-                slot.ports.insert(port_of(spec));
-            }
+            slots.take(&instance.node, port_of(spec));
         }
     }
     // Next free node number per account.
-    let mut next_node: HashMap<String, u64> = HashMap::new();
+    let mut next_node: HashMap<&str, u64> = HashMap::new();
     for (id, node) in &state.nodes {
-        let n = next_node.entry(node.account.clone()).or_insert(1);
+        let n = next_node.entry(node.account.as_str()).or_insert(1);
         *n = (*n).max(id_number(id) + 1);
     }
 
@@ -129,15 +175,6 @@ pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Resul
     // First every leaving instance frees its slot, so new ones can use it.
     let mut keep_count: HashMap<&str, usize> = HashMap::new();
     let mut pending_old: HashMap<&str, std::collections::VecDeque<Leaving>> = HashMap::new();
-    let free = |slots: &mut BTreeMap<String, NodeSlot>, node: &str, port: Option<u16>| {
-        if let Some(slot) = slots.get_mut(node) {
-            slot.instances = slot.instances.saturating_sub(1);
-            if let Some(port) = port {
-                slot.ports.remove(&port);
-            }
-            slot.touched = true;
-        }
-    };
     for demand in demands {
         let recorded = state.services.get(demand.service);
         let instances = recorded.map(|s| s.instances.as_slice()).unwrap_or_default();
@@ -165,13 +202,7 @@ pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Resul
                 ));
                 continue;
             }
-            if let Some(slot) = slots.get_mut(&leaving.node) {
-                slot.instances = slot.instances.saturating_sub(1);
-                if let Some(port) = recorded_port {
-                    slot.ports.remove(&port);
-                }
-                slot.touched = true;
-            }
+            slots.free(&leaving.node, recorded_port);
         }
     }
 
@@ -182,8 +213,8 @@ pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Resul
         let Some(spec) = demand.spec else {
             continue;
         };
-        let account_name = spec.cloud_account.clone().unwrap_or_else(|| view.default_account.clone());
-        let Some(account) = settings.account(&account_name) else {
+        let account_name: &str = spec.cloud_account.as_deref().unwrap_or(&view.default_account);
+        let Some(account) = settings.account(account_name) else {
             errors.push(
                 Diagnostic::new(format!("account `{account_name}` is not defined in enact.json"))
                     .service(demand.service),
@@ -200,44 +231,40 @@ pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Resul
         #[allow(clippy::explicit_counter_loop, reason = "instance numbers continue from the recorded ones")]
         for _ in keep..wanted {
             let mut after_stopping = None;
-            let mut choice = choose_node(view, account, &account_name, &slots, memory, port, wanted);
+            let mut choice = choose_node(view, account, account_name, &slots, memory, port, wanted);
             if choice.is_err()
                 && let Some((old, old_node, old_port)) = pending_old.get_mut(demand.service).and_then(|q| q.pop_front())
             {
                 // No spare slot for new-before-old: this one replaces an old one in place.
-                free(&mut slots, &old_node, old_port);
+                slots.free(&old_node, old_port);
                 after_stopping = Some(old);
-                choice = choose_node(view, account, &account_name, &slots, memory, port, wanted);
+                choice = choose_node(view, account, account_name, &slots, memory, port, wanted);
             }
             let node = match choice {
                 Ok(Some(node)) => node,
                 Ok(None) => {
-                    let number = next_node.entry(account_name.clone()).or_insert(1);
+                    let number = next_node.entry(account_name).or_insert(1);
                     let id = format!("{account_name}-{number}");
                     *number += 1;
                     placement.new_nodes.push(NewNode {
                         id: id.clone(),
-                        account: account_name.clone(),
+                        account: account_name.to_string(),
                         provider: account.provider(),
                         memory,
                         size: account.node_size(memory),
                         address: None,
                         provisioned: true,
                     });
-                    let order = slots.len();
-                    slots.insert(
-                        id.clone(),
-                        NodeSlot {
-                            account: account_name.clone(),
-                            memory: Some(memory),
-                            ports: BTreeSet::new(),
-                            instances: 0,
-                            touched: false,
-                            existing: false,
-                            fixed: false,
-                            order,
-                        },
-                    );
+                    slots.insert(NodeSlot {
+                        id: Cow::Owned(id.clone()),
+                        account: Cow::Borrowed(account_name),
+                        memory: Some(memory),
+                        ports: Vec::new(),
+                        instances: 0,
+                        touched: false,
+                        existing: false,
+                        fixed: false,
+                    });
                     id
                 }
                 Err(d) => {
@@ -246,38 +273,31 @@ pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Resul
                 }
             };
             if let Account::Ssh(ssh) = account
-                && !slots.contains_key(&node)
+                && !slots.contains(&node)
             {
                 // A fixed host used for the first time becomes a node of the state.
-                let host = ssh.hosts.iter().find(|h| host_node_id(&account_name, &h.address) == node);
+                let host = ssh.hosts.iter().find(|h| host_node_id(account_name, &h.address) == node);
                 placement.new_nodes.push(NewNode {
                     id: node.clone(),
-                    account: account_name.clone(),
+                    account: account_name.to_string(),
                     provider: "ssh",
                     memory: host.and_then(|h| h.memory).unwrap_or(memory),
                     size: host.and_then(|h| h.memory).unwrap_or(memory).to_string(),
                     address: host.map(|h| h.address.clone()),
                     provisioned: false,
                 });
-                let order = slots.len();
-                slots.insert(
-                    node.clone(),
-                    NodeSlot {
-                        account: account_name.clone(),
-                        memory: host.and_then(|h| h.memory),
-                        ports: BTreeSet::new(),
-                        instances: 0,
-                        touched: false,
-                        existing: false,
-                        fixed: true,
-                        order,
-                    },
-                );
+                slots.insert(NodeSlot {
+                    id: Cow::Owned(node.clone()),
+                    account: Cow::Borrowed(account_name),
+                    memory: host.and_then(|h| h.memory),
+                    ports: Vec::new(),
+                    instances: 0,
+                    touched: false,
+                    existing: false,
+                    fixed: true,
+                });
             }
-            if let Some(slot) = slots.get_mut(&node) {
-                slot.instances += 1;
-                slot.ports.insert(port);
-            }
+            slots.take(&node, port);
             placement.started.push(PlacedInstance {
                 service: demand.service.to_string(),
                 id: format!("{}-{next_instance}", demand.service),
@@ -288,14 +308,16 @@ pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Resul
         }
         // The old instances left stop after their replacements: their slots free up now.
         for (_, old_node, old_port) in pending_old.remove(demand.service).unwrap_or_default() {
-            free(&mut slots, &old_node, old_port);
+            slots.free(&old_node, old_port);
         }
     }
 
+    // The state's nodes come first, in id order.
     placement.freed_nodes = slots
+        .slots
         .iter()
-        .filter(|(_, s)| s.existing && s.touched && s.instances == 0 && !s.fixed)
-        .map(|(id, _)| id.clone())
+        .filter(|s| s.existing && s.touched && s.instances == 0 && !s.fixed)
+        .map(|s| s.id.to_string())
         .collect();
     if errors.is_empty() { Ok(placement) } else { Err(errors) }
 }
@@ -310,7 +332,7 @@ fn choose_node(
     view: &EnvView<'_>,
     account: &Account,
     account_name: &str,
-    slots: &BTreeMap<String, NodeSlot>,
+    slots: &Slots<'_>,
     memory: Memory,
     port: u16,
     wanted: usize,
@@ -318,10 +340,12 @@ fn choose_node(
     // Least-loaded fitting node; ties go to the oldest node.
     let least_loaded = |fits: &dyn Fn(&NodeSlot) -> bool| {
         slots
+            .slots
             .iter()
+            .enumerate()
             .filter(|(_, s)| s.account == account_name && !s.ports.contains(&port) && fits(s))
-            .min_by_key(|(_, s)| (s.instances, s.order))
-            .map(|(id, _)| id.clone())
+            .min_by_key(|(order, s)| (s.instances, *order))
+            .map(|(_, s)| s.id.to_string())
     };
     if let Account::Ssh(ssh) = account {
         // Fixed hosts: the nodes are the hosts; make sure every host has a slot.
@@ -352,7 +376,7 @@ fn choose_node(
         Policy::RoundRobin => Ok(least_loaded(&same_size)),
         Policy::LimitedRoundRobin => {
             let limit = view.node_selector.vm_limit.unwrap_or(1) as usize;
-            let live = slots.values().filter(|s| s.account == account_name && (s.instances > 0 || !s.touched)).count();
+            let live = slots.slots.iter().filter(|s| s.account == account_name && (s.instances > 0 || !s.touched)).count();
             if live < limit {
                 return Ok(None);
             }
