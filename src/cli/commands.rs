@@ -198,9 +198,15 @@ pub fn schema(ctx: &Context) -> Result<Outcome> {
 pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
-    let effective = repo.load(&env)?;
     let store = repo.store();
-    let state = store.read_or_empty(&env)?;
+    // Reading the state and loading the spec are independent: one on each core.
+    let (effective, state) = std::thread::scope(|scope| {
+        let state = scope.spawn(|| store.read_or_empty(&env));
+        let effective = repo.load(&env);
+        let state = state.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (effective, state)
+    });
+    let (effective, state) = (effective?, state?);
     if state.lineage.is_empty() && !repo.known_envs().contains(&env) && env != repo.default_env() {
         ctx.printer.warn(&format!(
             "env `{env}` has no overlay ({ENVS_DIR}/{env}.json), no settings and no state: planning the base spec alone"
@@ -233,7 +239,7 @@ pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
         ));
     }
     if args.json {
-        ctx.printer.out(&plan.to_json());
+        ctx.printer.out_with(|w| plan.write_json(&mut &mut *w));
     } else {
         ctx.printer.out(&plan::render::render(&plan, ctx.printer.paint));
     }

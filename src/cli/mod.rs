@@ -34,6 +34,14 @@ impl Printer {
         let _ = stdout.flush();
     }
 
+    /// Streams the command's output to stdout.
+    pub fn out_with(&self, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) {
+        let mut stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+        // As with `out`: a closed pipe (`| head`) is not an error of the command.
+        let _ = write(&mut stdout);
+        let _ = stdout.flush();
+    }
+
     /// A status line on stderr, unless `--quiet`.
     pub fn info(&self, text: &str) {
         if !self.quiet {

@@ -479,7 +479,8 @@ fn steps(input: PlanInput<'_>, changes: &[Change]) -> Vec<Step> {
         for (consumer, service) in &input.state.services {
             for dep in service.spec.as_service().dependencies() {
                 let provider = dep.service_spec_name.as_str();
-                if graph.node(provider).and_then(|p| change_of[p.index()]).is_some_and(|c| c.action == Action::Destroy) {
+                if graph.node(provider).and_then(|p| change_of[p.index()]).is_some_and(|c| c.action == Action::Destroy)
+                {
                     old_consumers.entry(provider).or_default().insert(consumer.as_str());
                 }
             }

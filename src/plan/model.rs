@@ -142,6 +142,12 @@ impl Plan {
         text
     }
 
+    /// [`Self::to_json`] written out as it is made (a plan of 100,000 services is 40 MB of JSON).
+    pub fn write_json(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer_pretty(&mut *out, self)?;
+        out.write_all(b"\n")
+    }
+
     pub fn change(&self, service: &str) -> Option<&Change> {
         self.changes.iter().find(|c| c.service == service)
     }

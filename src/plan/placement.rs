@@ -141,7 +141,8 @@ pub fn id_number(id: &str) -> u64 {
 /// Places the instances `demands` need, starting from what `state` records.
 pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Result<Placement, Vec<Diagnostic>> {
     let settings = view.settings;
-    let mut slots = Slots { slots: Vec::with_capacity(state.nodes.len()), index: HashMap::with_capacity(state.nodes.len()) };
+    let mut slots =
+        Slots { slots: Vec::with_capacity(state.nodes.len()), index: HashMap::with_capacity(state.nodes.len()) };
     for (id, node) in &state.nodes {
         slots.insert(NodeSlot {
             id: Cow::Borrowed(id),
@@ -376,7 +377,8 @@ fn choose_node(
         Policy::RoundRobin => Ok(least_loaded(&same_size)),
         Policy::LimitedRoundRobin => {
             let limit = view.node_selector.vm_limit.unwrap_or(1) as usize;
-            let live = slots.slots.iter().filter(|s| s.account == account_name && (s.instances > 0 || !s.touched)).count();
+            let live =
+                slots.slots.iter().filter(|s| s.account == account_name && (s.instances > 0 || !s.touched)).count();
             if live < limit {
                 return Ok(None);
             }

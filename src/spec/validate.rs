@@ -1,7 +1,7 @@
 //! Validation of an effective choreography, before anything runs. Every problem is collected and
 //! each names its service and, through the caller's locator, the file, line and column.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt as _, HashSet, HashSetExt as _};
 
 use super::model::{Choreography, Service};
 use crate::diagnostic::{Diagnostic, Location, Segment};
@@ -85,7 +85,7 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
     let key = |k: &str| vec![Segment::Key(k.to_string())];
 
     // Names: valid and unique across both lists.
-    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(chor.len());
     for service in chor.services() {
         let name = service.name();
         if !is_valid_name(name) {
@@ -109,9 +109,9 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
 
     // Roles each service declares, for dependency checks (of every service of a name, so a
     // duplicate name is reported once and not again as a missing role).
-    let mut roles: HashMap<&str, HashSet<&str>> = HashMap::new();
+    let mut roles: HashSet<(&str, &str)> = HashSet::with_capacity(chor.len());
     for s in chor.services() {
-        roles.entry(s.name()).or_default().extend(s.roles().iter().map(String::as_str));
+        roles.extend(s.roles().iter().map(|role| (s.name(), role.as_str())));
     }
 
     for service in chor.services() {
@@ -129,35 +129,42 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
             }
         }
         for (i, dep) in service.dependencies().iter().enumerate() {
+            let provider = dep.service_spec_name.as_str();
+            if roles.contains(&(provider, dep.service_spec_role.as_str())) {
+                continue;
+            }
             let at = [Segment::Key("dependencies".into()), Segment::Index(i)];
-            match roles.get(dep.service_spec_name.as_str()) {
-                None => errors.push(
+            if !seen.contains_key(provider) {
+                errors.push(
                     err(
                         name,
                         &at,
                         format!("depends on service `{}`, which does not exist", dep.service_spec_name.escape_debug()),
                     )
                     .hint("add that service, or fix `serviceSpecName`"),
-                ),
-                Some(provided) if !provided.contains(dep.service_spec_role.as_str()) => {
-                    let mut listed: Vec<&str> = provided.iter().copied().collect();
-                    listed.sort_unstable();
-                    errors.push(
-                        err(
-                            name,
-                            &at,
-                            format!(
-                                "depends on `{}` in role `{}`, but `{}` declares roles [{}]",
-                                dep.service_spec_name,
-                                dep.service_spec_role.escape_debug(),
-                                dep.service_spec_name,
-                                listed.join(", ")
-                            ),
-                        )
-                        .hint("add the role to the provider's `roles`, or fix `serviceSpecRole`"),
-                    );
-                }
-                Some(_) => {}
+                );
+            } else {
+                let mut listed: Vec<&str> = chor
+                    .services()
+                    .filter(|s| s.name() == provider)
+                    .flat_map(|s| s.roles().iter().map(String::as_str))
+                    .collect();
+                listed.sort_unstable();
+                listed.dedup();
+                errors.push(
+                    err(
+                        name,
+                        &at,
+                        format!(
+                            "depends on `{}` in role `{}`, but `{}` declares roles [{}]",
+                            dep.service_spec_name,
+                            dep.service_spec_role.escape_debug(),
+                            dep.service_spec_name,
+                            listed.join(", ")
+                        ),
+                    )
+                    .hint("add the role to the provider's `roles`, or fix `serviceSpecRole`"),
+                );
             }
         }
         match service {
