@@ -93,7 +93,11 @@ fn run() -> BenchResult<()> {
                 load_average()
             );
         }
-        rows.push(Row { n, workload, phases, e2e, in_process_hwm_kib: hwm });
+        let policies = match &binary {
+            Ok(bin) => measure_policies(bin, dir.path(), n)?,
+            Err(_) => Vec::new(),
+        };
+        rows.push(Row { n, workload, phases, e2e, in_process_hwm_kib: hwm, policies });
     }
     report(&rows, &binary, hwm_reset);
     Ok(())
@@ -497,6 +501,28 @@ fn measure_end_to_end(binary: &Path, root: &Path) -> BenchResult<EndToEnd> {
     })
 }
 
+/// The node selection policies that look for a node with room, as `enact.json` says them.
+const POLICIES: [(&str, &str); 2] = [
+    ("ROUND_ROBIN", r#"{"nodeSelector": {"policy": "ROUND_ROBIN"}}"#),
+    ("LIMITED_ROUND_ROBIN", r#"{"nodeSelector": {"policy": "LIMITED_ROUND_ROBIN", "vmLimit": 1000}}"#),
+];
+
+/// The same plan end to end under each of [`POLICIES`] (the workload's state was placed with
+/// `ALWAYS_CREATE`: a node per instance, so every new instance has all of them to choose from).
+fn measure_policies(binary: &Path, root: &Path, n: usize) -> BenchResult<Vec<(&'static str, EndToEnd)>> {
+    let settings = root.join("enact.json");
+    let mut out = Vec::new();
+    for (policy, text) in POLICIES {
+        fs::write(&settings, text).map_err(|e| format!("write enact.json: {e}"))?;
+        let e2e = measure_end_to_end(binary, root);
+        fs::remove_file(&settings).map_err(|e| format!("remove enact.json: {e}"))?;
+        let e2e = e2e?;
+        eprintln!("N = {n}: `plan --json` under {policy}: median {:.1} ms, CPU {:.1} ms", ms(e2e.median), ms(e2e.cpu));
+        out.push((policy, e2e));
+    }
+    Ok(out)
+}
+
 /// Runs the binary once, from a fresh, small copy of this executable (see [`measure_child`]);
 /// its wall time and peak RSS (KiB).
 ///
@@ -642,6 +668,8 @@ struct Row {
     phases: Phases,
     e2e: Option<EndToEnd>,
     in_process_hwm_kib: Option<u64>,
+    /// End to end under the round-robin policies.
+    policies: Vec<(&'static str, EndToEnd)>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -752,6 +780,33 @@ fn report(rows: &[Row], binary: &Result<PathBuf, String>, hwm_reset: bool) {
                 q(|p| p.human),
                 q(Phases::total)
             );
+        }
+    }
+
+    if rows.iter().any(|r| !r.policies.is_empty()) {
+        println!();
+        println!(
+            "Node selection policies, `plan --json` end to end, median ms (time(N)/time(N/10) in brackets; \
+             `LIMITED_ROUND_ROBIN` with `vmLimit` 1000):"
+        );
+        println!();
+        println!("| N | ALWAYS_CREATE | {} |", POLICIES.map(|(p, _)| p).join(" | "));
+        println!("|---:|---:|{}", "---:|".repeat(POLICIES.len()));
+        for r in rows {
+            let cell = |now: Option<&EndToEnd>, before: Option<&EndToEnd>| match (now, before) {
+                (Some(now), Some(before)) => {
+                    format!("{} ({:.1}×)", fmt_ms(now.median), ms(now.median) / ms(before.median))
+                }
+                (Some(now), None) => fmt_ms(now.median),
+                _ => "—".to_string(),
+            };
+            let smaller = smaller(r);
+            let mut cells = vec![cell(r.e2e.as_ref(), smaller.and_then(|s| s.e2e.as_ref()))];
+            for (policy, e2e) in &r.policies {
+                let before = smaller.and_then(|s| s.policies.iter().find(|(p, _)| p == policy)).map(|(_, e)| e);
+                cells.push(cell(Some(e2e), before));
+            }
+            println!("| {} | {} |", thousands(r.n), cells.join(" | "));
         }
     }
 

@@ -162,6 +162,47 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
+    /// Under `LIMITED_ROUND_ROBIN` with a small `vmLimit` a plan either places every instance on
+    /// at most `vmLimit` nodes, never two on one port of a node, or is refused naming the limit.
+    /// (Debug builds check placement's load index against a scan of all nodes at every choice.)
+    #[test]
+    fn a_small_vm_limit_is_kept_or_refused((old, new, _) in scenario(), limit in 1u32..8) {
+        let settings = Settings {
+            node_selector: Some(NodeSelector { policy: Policy::LimitedRoundRobin, vm_limit: Some(limit) }),
+            ..Default::default()
+        };
+        let empty = State::empty("dev");
+        let check = |prior: &State, spec: &Choreography| -> Result<Option<State>, TestCaseError> {
+            match plan(input(spec, prior, &settings)) {
+                Ok(planned) => {
+                    let after = apply_model(prior, spec, &planned);
+                    let mut used = std::collections::HashSet::new();
+                    for service in after.services.values() {
+                        if let enact::state::AppliedSpec::Deployable(s) = &service.spec {
+                            for instance in &service.instances {
+                                prop_assert!(used.insert((instance.node.clone(), s.port)), "port {:?} twice on {}", s.port, instance.node);
+                            }
+                        }
+                    }
+                    Ok(Some(after))
+                }
+                Err(errors) => {
+                    let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    prop_assert!(text.iter().all(|e| e.contains("vmLimit")), "{:?}", text);
+                    Ok(None)
+                }
+            }
+        };
+        if let Some(prior) = check(&empty, &old)? {
+            prop_assert!(prior.nodes.len() <= limit as usize, "{} nodes over vmLimit {}", prior.nodes.len(), limit);
+            check(&prior, &new)?;
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
     /// `export` then import (what `merge` reads) gives the same choreography, and exporting
     /// again gives the same bytes.
     #[test]

@@ -7,7 +7,7 @@
 //! plan time, before anything runs. The result is pure data, the same for the same inputs.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use foldhash::{HashMap, HashMapExt as _};
 
@@ -78,20 +78,51 @@ struct NodeSlot<'a> {
 }
 
 /// Every node placement knows of, in the order they came to be (the state's in id order, then
-/// the new ones), with an index by id.
+/// the new ones), with an index by id and, for the round-robin policies, by load.
 #[derive(Debug, Default)]
 struct Slots<'a> {
     slots: Vec<NodeSlot<'a>>,
     index: HashMap<Cow<'a, str>, usize>,
+    /// `None` under `ALWAYS_CREATE`, which never looks for a node with room.
+    load: Option<LoadIndex<'a>>,
+}
+
+/// Slot indices ordered by (instances, index): the least loaded first, ties to the oldest.
+type ByLoad = BTreeSet<(usize, usize)>;
+
+/// What the round-robin policies ask of every new instance, answered without a scan of all
+/// nodes (which made a plan quadratic in the number of nodes).
+#[derive(Debug, Default)]
+struct LoadIndex<'a> {
+    /// Whether a node this plan emptied may take an instance again (not under
+    /// `LIMITED_ROUND_ROBIN`, which counts it as gone).
+    reuse_emptied: bool,
+    /// The nodes that may take an instance, per account and memory size, by (instances, order).
+    by_load: HashMap<(Cow<'a, str>, Memory), ByLoad>,
+    /// How many of those nodes run an instance on a port, per account, memory size and port.
+    busy: HashMap<(Cow<'a, str>, Memory, u16), usize>,
+    /// Nodes per account that run an instance or were not emptied by this plan.
+    live: HashMap<Cow<'a, str>, usize>,
+}
+
+impl LoadIndex<'_> {
+    fn is_live(slot: &NodeSlot<'_>) -> bool {
+        slot.instances > 0 || !slot.touched
+    }
 }
 
 impl<'a> Slots<'a> {
-    fn get(&self, id: &str) -> Option<&NodeSlot<'a>> {
-        self.index.get(id).map(|&i| &self.slots[i])
+    fn new(capacity: usize, policy: Policy) -> Slots<'a> {
+        let load = match policy {
+            Policy::AlwaysCreate => None,
+            Policy::RoundRobin => Some(LoadIndex { reuse_emptied: true, ..LoadIndex::default() }),
+            Policy::LimitedRoundRobin => Some(LoadIndex::default()),
+        };
+        Slots { slots: Vec::with_capacity(capacity), index: HashMap::with_capacity(capacity), load }
     }
 
-    fn get_mut(&mut self, id: &str) -> Option<&mut NodeSlot<'a>> {
-        self.index.get(id).map(|&i| &mut self.slots[i])
+    fn get(&self, id: &str) -> Option<&NodeSlot<'a>> {
+        self.index.get(id).map(|&i| &self.slots[i])
     }
 
     fn contains(&self, id: &str) -> bool {
@@ -99,29 +130,106 @@ impl<'a> Slots<'a> {
     }
 
     fn insert(&mut self, slot: NodeSlot<'a>) {
-        self.index.insert(slot.id.clone(), self.slots.len());
+        let i = self.slots.len();
+        self.index.insert(slot.id.clone(), i);
         self.slots.push(slot);
+        self.count(i, true);
+    }
+
+    /// Changes the slot of `node`, keeping the load index in step.
+    fn update(&mut self, node: &str, change: impl FnOnce(&mut NodeSlot<'a>)) {
+        let Some(&i) = self.index.get(node) else {
+            return;
+        };
+        self.count(i, false);
+        change(&mut self.slots[i]);
+        self.count(i, true);
+    }
+
+    /// Adds slot `i` to the load index (`add`) or takes it out.
+    fn count(&mut self, i: usize, add: bool) {
+        let Some(load) = &mut self.load else {
+            return;
+        };
+        let slot = &self.slots[i];
+        let step = |n: &mut usize| *n = if add { *n + 1 } else { n.saturating_sub(1) };
+        if LoadIndex::is_live(slot) {
+            step(load.live.entry(slot.account.clone()).or_default());
+        }
+        let Some(memory) = slot.memory else {
+            return;
+        };
+        if !load.reuse_emptied && !LoadIndex::is_live(slot) {
+            return;
+        }
+        let nodes = load.by_load.entry((slot.account.clone(), memory)).or_default();
+        if add {
+            nodes.insert((slot.instances, i));
+        } else {
+            nodes.remove(&(slot.instances, i));
+        }
+        for &port in &slot.ports {
+            step(load.busy.entry((slot.account.clone(), memory, port)).or_default());
+        }
     }
 
     /// One instance fewer on `node`, which frees `port` there.
     fn free(&mut self, node: &str, port: Option<u16>) {
-        if let Some(slot) = self.get_mut(node) {
+        self.update(node, |slot| {
             slot.instances = slot.instances.saturating_sub(1);
             if let Some(port) = port {
                 slot.ports.retain(|p| *p != port);
             }
             slot.touched = true;
-        }
+        });
     }
 
     /// One instance more on `node`, listening on `port`.
     fn take(&mut self, node: &str, port: u16) {
-        if let Some(slot) = self.get_mut(node) {
+        self.update(node, |slot| {
             slot.instances += 1;
             if !slot.ports.contains(&port) {
                 slot.ports.push(port);
             }
-        }
+        });
+    }
+
+    /// The least-loaded node of `account` and `memory` with `port` free (ties go to the oldest
+    /// node); `None` when there is none, or under `ALWAYS_CREATE`.
+    fn least_loaded(&self, account: &'a str, memory: Memory, port: u16) -> Option<String> {
+        let load = self.load.as_ref()?;
+        let found = load.by_load.get(&(Cow::Borrowed(account), memory)).and_then(|nodes| {
+            if load.busy.get(&(Cow::Borrowed(account), memory, port)).is_some_and(|&n| n >= nodes.len()) {
+                return None;
+            }
+            nodes.iter().map(|&(_, i)| &self.slots[i]).find(|s| !s.ports.contains(&port))
+        });
+        // Debug builds (and so every test) check the index against a scan of all nodes.
+        debug_assert_eq!(
+            found.map(|s| &s.id),
+            self.slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.account == account
+                    && s.memory == Some(memory)
+                    && !s.ports.contains(&port)
+                    && (load.reuse_emptied || LoadIndex::is_live(s)))
+                .min_by_key(|(order, s)| (s.instances, *order))
+                .map(|(_, s)| &s.id),
+            "the load index disagrees with a scan of the nodes"
+        );
+        found.map(|s| s.id.to_string())
+    }
+
+    /// Nodes of `account` that run an instance or were not emptied by this plan.
+    fn live(&self, account: &'a str) -> usize {
+        let live = self.load.as_ref().and_then(|l| l.live.get(&Cow::Borrowed(account)).copied()).unwrap_or(0);
+        debug_assert_eq!(
+            live,
+            self.slots.iter().filter(|s| s.account == account && LoadIndex::is_live(s)).count(),
+            "the count of live nodes disagrees with a scan of the nodes"
+        );
+        live
     }
 }
 
@@ -141,8 +249,7 @@ pub fn id_number(id: &str) -> u64 {
 /// Places the instances `demands` need, starting from what `state` records.
 pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Result<Placement, Vec<Diagnostic>> {
     let settings = view.settings;
-    let mut slots =
-        Slots { slots: Vec::with_capacity(state.nodes.len()), index: HashMap::with_capacity(state.nodes.len()) };
+    let mut slots = Slots::new(state.nodes.len(), view.node_selector.policy);
     for (id, node) in &state.nodes {
         slots.insert(NodeSlot {
             id: Cow::Borrowed(id),
@@ -338,16 +445,6 @@ fn choose_node(
     port: u16,
     wanted: usize,
 ) -> Result<Option<String>, Diagnostic> {
-    // Least-loaded fitting node; ties go to the oldest node.
-    let least_loaded = |fits: &dyn Fn(&NodeSlot) -> bool| {
-        slots
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.account == account_name && !s.ports.contains(&port) && fits(s))
-            .min_by_key(|(order, s)| (s.instances, *order))
-            .map(|(_, s)| s.id.to_string())
-    };
     if let Account::Ssh(ssh) = account {
         // Fixed hosts: the nodes are the hosts; make sure every host has a slot.
         let mut candidates: Vec<(usize, usize, String)> = Vec::new();
@@ -371,18 +468,16 @@ fn choose_node(
             .hint("add hosts to the account, lower `numberOfInstances`, or give the service another port")
         });
     }
-    let same_size = |s: &NodeSlot| s.memory == Some(memory);
     match view.node_selector.policy {
         Policy::AlwaysCreate => Ok(None),
-        Policy::RoundRobin => Ok(least_loaded(&same_size)),
+        Policy::RoundRobin => Ok(slots.least_loaded(account_name, memory, port)),
         Policy::LimitedRoundRobin => {
             let limit = view.node_selector.vm_limit.unwrap_or(1) as usize;
-            let live =
-                slots.slots.iter().filter(|s| s.account == account_name && (s.instances > 0 || !s.touched)).count();
-            if live < limit {
+            if slots.live(account_name) < limit {
                 return Ok(None);
             }
-            least_loaded(&|s: &NodeSlot| s.memory == Some(memory) && (s.instances > 0 || !s.touched))
+            slots
+                .least_loaded(account_name, memory, port)
                 .map(Some)
                 .ok_or_else(|| {
                     Diagnostic::new(format!(
