@@ -93,11 +93,11 @@ fn run() -> BenchResult<()> {
                 load_average()
             );
         }
-        let policies = match &binary {
-            Ok(bin) => measure_policies(bin, dir.path(), n)?,
+        let variants = match &binary {
+            Ok(bin) => measure_variants(bin, dir.path(), n)?,
             Err(_) => Vec::new(),
         };
-        rows.push(Row { n, workload, phases, e2e, in_process_hwm_kib: hwm, policies });
+        rows.push(Row { n, workload, phases, e2e, in_process_hwm_kib: hwm, variants });
     }
     report(&rows, &binary, hwm_reset);
     Ok(())
@@ -501,24 +501,43 @@ fn measure_end_to_end(binary: &Path, root: &Path) -> BenchResult<EndToEnd> {
     })
 }
 
-/// The node selection policies that look for a node with room, as `enact.json` says them.
-const POLICIES: [(&str, &str); 2] = [
-    ("ROUND_ROBIN", r#"{"nodeSelector": {"policy": "ROUND_ROBIN"}}"#),
-    ("LIMITED_ROUND_ROBIN", r#"{"nodeSelector": {"policy": "LIMITED_ROUND_ROBIN", "vmLimit": 1000}}"#),
-];
+/// Variants of the workload, each measured end to end: a config file written into the
+/// repository for the run (and removed after it), and what the column is called.
+const VARIANTS: [(&str, &str); 3] =
+    [("ROUND_ROBIN", "enact.json"), ("LIMITED_ROUND_ROBIN", "enact.json"), ("with an overlay", "envs/dev.json")];
 
-/// The same plan end to end under each of [`POLICIES`] (the workload's state was placed with
-/// `ALWAYS_CREATE`: a node per instance, so every new instance has all of them to choose from).
-fn measure_policies(binary: &Path, root: &Path, n: usize) -> BenchResult<Vec<(&'static str, EndToEnd)>> {
-    let settings = root.join("enact.json");
+/// The file of a variant: the two round-robin policies (the workload's state was placed with
+/// `ALWAYS_CREATE`, a node per instance, so every new instance has all of them to choose
+/// from), and an overlay that scales out one service in a hundred (an overlay that names
+/// services takes another load path than none).
+fn variant_file(variant: &str, n: usize) -> String {
+    match variant {
+        "ROUND_ROBIN" => r#"{"nodeSelector": {"policy": "ROUND_ROBIN"}}"#.to_string(),
+        "LIMITED_ROUND_ROBIN" => r#"{"nodeSelector": {"policy": "LIMITED_ROUND_ROBIN", "vmLimit": 1000}}"#.to_string(),
+        _ => {
+            let services: Vec<String> = (1..=n)
+                .step_by(100)
+                .map(|i| format!(r#"    {{"name": "{}", "numberOfInstances": 4}}"#, name(i)))
+                .collect();
+            format!("{{\n  \"deployableServiceSpecs\": [\n{}\n  ]\n}}\n", services.join(",\n"))
+        }
+    }
+}
+
+/// The same plan end to end under each of [`VARIANTS`].
+fn measure_variants(binary: &Path, root: &Path, n: usize) -> BenchResult<Vec<(&'static str, EndToEnd)>> {
     let mut out = Vec::new();
-    for (policy, text) in POLICIES {
-        fs::write(&settings, text).map_err(|e| format!("write enact.json: {e}"))?;
+    for (variant, file) in VARIANTS {
+        let path = root.join(file);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        fs::write(&path, variant_file(variant, n)).map_err(|e| format!("write {file}: {e}"))?;
         let e2e = measure_end_to_end(binary, root);
-        fs::remove_file(&settings).map_err(|e| format!("remove enact.json: {e}"))?;
+        fs::remove_file(&path).map_err(|e| format!("remove {file}: {e}"))?;
         let e2e = e2e?;
-        eprintln!("N = {n}: `plan --json` under {policy}: median {:.1} ms, CPU {:.1} ms", ms(e2e.median), ms(e2e.cpu));
-        out.push((policy, e2e));
+        eprintln!("N = {n}: `plan --json` {variant}: median {:.1} ms, CPU {:.1} ms", ms(e2e.median), ms(e2e.cpu));
+        out.push((variant, e2e));
     }
     Ok(out)
 }
@@ -668,8 +687,8 @@ struct Row {
     phases: Phases,
     e2e: Option<EndToEnd>,
     in_process_hwm_kib: Option<u64>,
-    /// End to end under the round-robin policies.
-    policies: Vec<(&'static str, EndToEnd)>,
+    /// End to end, each of [`VARIANTS`].
+    variants: Vec<(&'static str, EndToEnd)>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -783,15 +802,16 @@ fn report(rows: &[Row], binary: &Result<PathBuf, String>, hwm_reset: bool) {
         }
     }
 
-    if rows.iter().any(|r| !r.policies.is_empty()) {
+    if rows.iter().any(|r| !r.variants.is_empty()) {
         println!();
         println!(
-            "Node selection policies, `plan --json` end to end, median ms (time(N)/time(N/10) in brackets; \
-             `LIMITED_ROUND_ROBIN` with `vmLimit` 1000):"
+            "Variants, `plan --json` end to end, median ms (time(N)/time(N/10) in brackets): the \
+             round-robin node selection policies (`LIMITED_ROUND_ROBIN` with `vmLimit` 1000), and an \
+             overlay `envs/dev.json` that scales out one service in a hundred:"
         );
         println!();
-        println!("| N | ALWAYS_CREATE | {} |", POLICIES.map(|(p, _)| p).join(" | "));
-        println!("|---:|---:|{}", "---:|".repeat(POLICIES.len()));
+        println!("| N | as above | {} |", VARIANTS.map(|(v, _)| v).join(" | "));
+        println!("|---:|---:|{}", "---:|".repeat(VARIANTS.len()));
         for r in rows {
             let cell = |now: Option<&EndToEnd>, before: Option<&EndToEnd>| match (now, before) {
                 (Some(now), Some(before)) => {
@@ -802,8 +822,8 @@ fn report(rows: &[Row], binary: &Result<PathBuf, String>, hwm_reset: bool) {
             };
             let smaller = smaller(r);
             let mut cells = vec![cell(r.e2e.as_ref(), smaller.and_then(|s| s.e2e.as_ref()))];
-            for (policy, e2e) in &r.policies {
-                let before = smaller.and_then(|s| s.policies.iter().find(|(p, _)| p == policy)).map(|(_, e)| e);
+            for (variant, e2e) in &r.variants {
+                let before = smaller.and_then(|s| s.variants.iter().find(|(v, _)| v == variant)).map(|(_, e)| e);
                 cells.push(cell(Some(e2e), before));
             }
             println!("| {} | {} |", thousands(r.n), cells.join(" | "));

@@ -136,6 +136,12 @@ impl ConfigRepo {
         if let Some(effective) = self.load_fast(env, overlay_text.as_deref())? {
             return Ok(effective);
         }
+        self.load_located(env, overlay_text)
+    }
+
+    /// The path that locates every problem at file:line:column: both files parsed with their
+    /// shapes checked, merged as JSON, then deserialized and validated.
+    fn load_located(&self, env: &str, overlay_text: Option<String>) -> Result<EffectiveSpec> {
         let base_text =
             std::fs::read_to_string(self.root.join(SPEC_FILE)).map_err(Error::io("read", self.root.join(SPEC_FILE)))?;
         let base_source = SourceFile::new(SPEC_FILE, base_text);
@@ -187,22 +193,21 @@ impl ConfigRepo {
 }
 
 impl ConfigRepo {
-    /// The common case, fast: an overlay that changes no service, and a base spec that parses
-    /// straight into the model and is valid. `None` sends the caller down the path that
-    /// locates every problem.
+    /// The common case, fast: a base spec that parses straight into the model, an overlay
+    /// merged service by service into it, and the result valid. Only the services the overlay
+    /// names go through JSON values. `None` sends the caller down the path that locates every
+    /// problem ([`Self::load_located`]), which gives the same spec when there is none.
     fn load_fast(&self, env: &str, overlay_text: Option<&str>) -> Result<Option<EffectiveSpec>> {
         let overlay_display = PathBuf::from(ENVS_DIR).join(format!("{env}.json"));
-        if let Some(text) = overlay_text {
-            let Ok(value) = parse_spec_file(&SourceFile::new(&overlay_display, text.to_string()), FileKind::Overlay)
-            else {
-                return Ok(None);
-            };
-            let touches_services =
-                LISTS.iter().any(|l| value.get(*l).and_then(Value::as_array).is_some_and(|a| !a.is_empty()));
-            if touches_services {
-                return Ok(None);
+        let overlay = match overlay_text {
+            Some(text) => {
+                match parse_spec_file(&SourceFile::new(&overlay_display, text.to_string()), FileKind::Overlay) {
+                    Ok(value) => Some(value),
+                    Err(_) => return Ok(None),
+                }
             }
-        }
+            None => None,
+        };
         let path = self.root.join(SPEC_FILE);
         let text = std::fs::read_to_string(&path).map_err(Error::io("read", &path))?;
         // Typed parsing refuses unknown and duplicate fields just as the located checks do, but
@@ -211,9 +216,16 @@ impl ConfigRepo {
         if text.contains("null") {
             return Ok(None);
         }
-        let Ok(choreography) = serde_json::from_str::<Choreography>(&text) else {
+        let Ok(mut choreography) = serde_json::from_str::<Choreography>(&text) else {
             return Ok(None);
         };
+        if let Some(overlay) = &overlay {
+            let merged = merge_typed(&mut choreography.deployable_service_specs, overlay.get(LISTS[0]), |s| &s.name)
+                && merge_typed(&mut choreography.legacy_service_specs, overlay.get(LISTS[1]), |s| &s.name);
+            if !merged {
+                return Ok(None);
+            }
+        }
         if !validate(&choreography, &self.settings, &|_, _, _| None).is_empty() {
             return Ok(None);
         }
@@ -226,6 +238,73 @@ impl ConfigRepo {
         effective.choreography.normalize();
         Ok(Some(effective))
     }
+}
+
+/// [`overlay::merge`] of one overlay list into the typed list of the base spec: each named
+/// service goes to JSON, takes the overlay's merge patch and comes back. `false` for anything
+/// the located path must explain (a name twice in the overlay, `$delete` of an unknown service,
+/// a merged service the model refuses).
+fn merge_typed<T: serde::Serialize + serde::de::DeserializeOwned>(
+    list: &mut Vec<T>,
+    items: Option<&Value>,
+    name_of: fn(&T) -> &str,
+) -> bool {
+    let Some(Value::Array(items)) = items else {
+        return true;
+    };
+    if items.is_empty() {
+        return true;
+    }
+    // Where each overlay service lands: the base service of that name (the last, as the JSON
+    // merge does), or a new one.
+    let mut seen = BTreeSet::new();
+    let targets: Vec<(&Value, Option<usize>)> = {
+        let positions: foldhash::HashMap<&str, usize> = list.iter().enumerate().map(|(i, s)| (name_of(s), i)).collect();
+        let mut targets = Vec::with_capacity(items.len());
+        for item in items {
+            let Some(name) = item.get("name").and_then(Value::as_str) else {
+                return false;
+            };
+            if !seen.insert(name) {
+                return false;
+            }
+            targets.push((item, positions.get(name).copied()));
+        }
+        targets
+    };
+    let mut deleted = vec![false; list.len()];
+    for (item, position) in targets {
+        let delete = item.get("$delete") == Some(&Value::Bool(true));
+        match position {
+            Some(i) if delete => deleted[i] = true,
+            None if delete => return false,
+            Some(i) => {
+                let Ok(mut value) = serde_json::to_value(&list[i]) else {
+                    return false;
+                };
+                overlay::merge_patch(&mut value, item);
+                match serde_json::from_value(value) {
+                    Ok(service) => list[i] = service,
+                    Err(_) => return false,
+                }
+            }
+            None => {
+                let mut value = Value::Object(serde_json::Map::new());
+                overlay::merge_patch(&mut value, item);
+                match serde_json::from_value(value) {
+                    Ok(service) => list.push(service),
+                    Err(_) => return false,
+                }
+                deleted.push(false);
+            }
+        }
+    }
+    let mut i = 0;
+    list.retain(|_| {
+        i += 1;
+        !deleted[i - 1]
+    });
+    true
 }
 
 impl EffectiveSpec {
@@ -283,5 +362,62 @@ pub(crate) fn read_optional(path: &Path) -> Result<Option<String>> {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::Io { action: "read", path: path.to_path_buf(), source: e }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"{
+  "deployableServiceSpecs": [
+    {"name": "airline", "roles": ["airline"], "packageUri": "a.py", "port": 8001,
+     "resourceImpact": {"memory": "SMALL", "cpu": "1"}, "version": "1.0"},
+    {"name": "travel", "roles": ["travel"], "packageUri": "t.py", "port": 8002, "numberOfInstances": 2,
+     "dependencies": [{"serviceSpecName": "airline", "serviceSpecRole": "airline"}]},
+    {"name": "hotel", "roles": ["hotel"], "packageUri": "h.py", "port": 8003}
+  ],
+  "legacyServiceSpecs": [{"name": "weather", "roles": ["weather"], "nativeURIs": ["http://10.0.0.5:80/w"]}]
+}"#;
+
+    fn repo() -> (tempfile::TempDir, ConfigRepo) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SPEC_FILE), BASE).unwrap();
+        let repo = ConfigRepo::open(dir.path()).unwrap();
+        (dir, repo)
+    }
+
+    /// The fast path and the located path give the same spec for every overlay the fast path
+    /// takes, and the fast path leaves every faulty overlay to the located one.
+    #[test]
+    fn the_fast_path_merges_overlays_as_the_located_path_does() {
+        let (_dir, repo) = repo();
+        let overlays = [
+            r#"{}"#,
+            r#"{"deployableServiceSpecs": []}"#,
+            r#"{"deployableServiceSpecs": [{"name": "travel", "numberOfInstances": 5}]}"#,
+            r#"{"deployableServiceSpecs": [{"name": "airline", "resourceImpact": {"memory": "LARGE", "cpu": null}, "version": null}]}"#,
+            r#"{"deployableServiceSpecs": [{"name": "hotel", "$delete": true},
+                {"name": "cars", "roles": ["cars"], "packageUri": "c.py", "port": 8004}]}"#,
+            r#"{"deployableServiceSpecs": [{"name": "travel", "dependencies": []}],
+                "legacyServiceSpecs": [{"name": "weather", "nativeURIs": ["http://10.0.0.6:80/w"]}]}"#,
+            r#"{"legacyServiceSpecs": [{"name": "weather", "$delete": true}], "deployableServiceSpecs": null}"#,
+        ];
+        for overlay in overlays {
+            let fast = repo.load_fast("prod", Some(overlay)).unwrap().unwrap_or_else(|| panic!("not fast: {overlay}"));
+            let located = repo.load_located("prod", Some(overlay.to_string())).unwrap();
+            assert_eq!(fast.choreography, located.choreography, "{overlay}");
+        }
+        let faulty = [
+            r#"{"deployableServiceSpecs": [{"name": "travel"}, {"name": "travel"}]}"#,
+            r#"{"deployableServiceSpecs": [{"name": "ghost", "$delete": true}]}"#,
+            r#"{"deployableServiceSpecs": [{"name": "travel", "numberOfInstances": "many"}]}"#,
+            r#"{"deployableServiceSpecs": [{"name": "travel", "dependencies": [{"serviceSpecName": "ghost", "serviceSpecRole": "x"}]}]}"#,
+            r#"{"deployableServiceSpecs": [{"name": "weather", "packageUri": "w.py", "port": 1}]}"#,
+        ];
+        for overlay in faulty {
+            assert!(repo.load_fast("prod", Some(overlay)).unwrap().is_none(), "{overlay}");
+            assert!(repo.load_located("prod", Some(overlay.to_string())).is_err(), "{overlay}");
+        }
     }
 }
