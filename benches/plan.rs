@@ -33,6 +33,7 @@ use enact::plan::{PlanInput, plan};
 use enact::repo::ConfigRepo;
 use enact::repo::settings::Settings;
 use enact::spec::model::ResourceImpact;
+use enact::spec::validate::validate;
 use enact::spec::{Choreography, DeployableServiceSpec, Memory, ServiceDependency};
 use enact::state::{FileStore, State, StateStore};
 
@@ -382,6 +383,10 @@ fn generate(root: &Path, n: usize) -> BenchResult<Workload> {
 #[derive(Debug, Clone, Default)]
 struct Phases {
     load: Duration,
+    /// Parts of `load`, timed apart: reading and parsing `chor.json` into the model, and
+    /// validating the model.
+    parse: Duration,
+    validate: Duration,
     state: Duration,
     graph: Duration,
     diff: Duration,
@@ -399,9 +404,11 @@ impl Phases {
 
     fn describe(&self) -> String {
         format!(
-            "load {:.1} ms, state {:.1} ms, graph {:.1} ms, diff {:.1} ms, json {:.1} ms ({:.1} MB), \
+            "load {:.1} ms (parse {:.1} ms, validate {:.1} ms), state {:.1} ms, graph {:.1} ms, diff {:.1} ms, json {:.1} ms ({:.1} MB), \
              human {:.1} ms ({:.1} MB) (median of {})",
             ms(self.load),
+            ms(self.parse),
+            ms(self.validate),
             ms(self.state),
             ms(self.graph),
             ms(self.diff),
@@ -421,7 +428,7 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 
 /// Each phase of `enact plan`, in process; the median of `runs` runs per phase.
 fn measure_phases(root: &Path, runs: usize) -> BenchResult<Phases> {
-    let mut samples: [Vec<Duration>; 6] = Default::default();
+    let mut samples: [Vec<Duration>; 8] = Default::default();
     let mut json_bytes = 0;
     let mut human_bytes = 0;
     for _ in 0..runs {
@@ -433,6 +440,19 @@ fn measure_phases(root: &Path, runs: usize) -> BenchResult<Phases> {
         let t = Instant::now();
         let state = FileStore::new(repo.state_dir()).read_or_empty(ENV).map_err(|e| e.to_string())?;
         samples[1].push(t.elapsed());
+
+        // The two biggest parts of `load`, again, on their own.
+        let t = Instant::now();
+        let text = fs::read_to_string(root.join("chor.json")).map_err(|e| e.to_string())?;
+        let parsed: Choreography = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        samples[6].push(t.elapsed());
+        let t = Instant::now();
+        let problems = validate(&parsed, &repo.settings, &|_, _, _| None);
+        samples[7].push(t.elapsed());
+        if !problems.is_empty() {
+            return Err(format!("the generated spec is not valid: {}", problems[0]));
+        }
+        drop((text, parsed));
 
         let t = Instant::now();
         let graph = ServiceGraph::build(&effective.choreography);
@@ -465,8 +485,8 @@ fn measure_phases(root: &Path, runs: usize) -> BenchResult<Phases> {
         // Drops (of a 100 MB state, say) are part of the real run too, but not of any phase.
         drop((json, human, planned, state, effective, repo));
     }
-    let [load, state, graph, diff, json, human] = samples.map(median);
-    Ok(Phases { load, state, graph, diff, json, human, runs, json_bytes, human_bytes })
+    let [load, state, graph, diff, json, human, parse, validate] = samples.map(median);
+    Ok(Phases { load, parse, validate, state, graph, diff, json, human, runs, json_bytes, human_bytes })
 }
 
 #[derive(Debug, Clone)]
@@ -510,14 +530,16 @@ const VARIANTS: [(&str, &str); 3] =
 /// `ALWAYS_CREATE`, a node per instance, so every new instance has all of them to choose
 /// from), and an overlay that scales out one service in a hundred (an overlay that names
 /// services takes another load path than none).
-fn variant_file(variant: &str, n: usize) -> String {
+fn variant_file(variant: &str, spec: &Choreography) -> String {
     match variant {
         "ROUND_ROBIN" => r#"{"nodeSelector": {"policy": "ROUND_ROBIN"}}"#.to_string(),
         "LIMITED_ROUND_ROBIN" => r#"{"nodeSelector": {"policy": "LIMITED_ROUND_ROBIN", "vmLimit": 1000}}"#.to_string(),
         _ => {
-            let services: Vec<String> = (1..=n)
+            let services: Vec<String> = spec
+                .deployable_service_specs
+                .iter()
                 .step_by(100)
-                .map(|i| format!(r#"    {{"name": "{}", "numberOfInstances": 4}}"#, name(i)))
+                .map(|s| format!(r#"    {{"name": "{}", "numberOfInstances": 4}}"#, s.name))
                 .collect();
             format!("{{\n  \"deployableServiceSpecs\": [\n{}\n  ]\n}}\n", services.join(",\n"))
         }
@@ -526,13 +548,14 @@ fn variant_file(variant: &str, n: usize) -> String {
 
 /// The same plan end to end under each of [`VARIANTS`].
 fn measure_variants(binary: &Path, root: &Path, n: usize) -> BenchResult<Vec<(&'static str, EndToEnd)>> {
+    let spec = ConfigRepo::open(root).and_then(|r| r.load(ENV)).map_err(|e| e.to_string())?.choreography;
     let mut out = Vec::new();
     for (variant, file) in VARIANTS {
         let path = root.join(file);
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
-        fs::write(&path, variant_file(variant, n)).map_err(|e| format!("write {file}: {e}"))?;
+        fs::write(&path, variant_file(variant, &spec)).map_err(|e| format!("write {file}: {e}"))?;
         let e2e = measure_end_to_end(binary, root);
         fs::remove_file(&path).map_err(|e| format!("remove {file}: {e}"))?;
         let e2e = e2e?;
@@ -732,9 +755,9 @@ fn report(rows: &[Row], binary: &Result<PathBuf, String>, hwm_reset: bool) {
     }
     println!();
     println!(
-        "| N | load ms | state ms | graph ms | diff ms | json ms | human ms | `plan --json` ms (e2e) | peak RSS MB (e2e) | e2e time(N)/time(N/10) | e2e CPU ms | CPU(N)/CPU(N/10) | in-process peak RSS MB |"
+        "| N | load ms | (parse ms) | (validate ms) | state ms | graph ms | diff ms | json ms | human ms | `plan --json` ms (e2e) | peak RSS MB (e2e) | e2e time(N)/time(N/10) | e2e CPU ms | CPU(N)/CPU(N/10) | in-process peak RSS MB |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let p = &r.phases;
         let (e2e, cpu, rss) = match &r.e2e {
@@ -749,9 +772,11 @@ fn report(rows: &[Row], binary: &Result<PathBuf, String>, hwm_reset: bool) {
         };
         let hwm = r.in_process_hwm_kib.map_or("—".to_string(), |k| format!("{:.1}", mb(k)));
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {e2e} | {rss} | {ratio} | {cpu} | {cpu_ratio} | {hwm} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {e2e} | {rss} | {ratio} | {cpu} | {cpu_ratio} | {hwm} |",
             thousands(r.n),
             fmt_ms(p.load),
+            fmt_ms(p.parse),
+            fmt_ms(p.validate),
             fmt_ms(p.state),
             fmt_ms(p.graph),
             fmt_ms(p.diff),
@@ -761,7 +786,8 @@ fn report(rows: &[Row], binary: &Result<PathBuf, String>, hwm_reset: bool) {
     }
     println!();
     println!(
-        "In-process phases: median of 5 runs (3 at N ≥ 100,000). End to end: median of {E2E_RUNS} runs \
+        "In-process phases: median of 5 runs (3 at N ≥ 100,000); (parse) and (validate) are the two biggest \
+         parts of load, timed again on their own. End to end: median of {E2E_RUNS} runs \
          after one warm-up (wall time, and CPU time = user + system of the child, which other load \
          on the machine disturbs much less); peak RSS is the largest `ru_maxrss` of those runs. \
          Load average at the end: {}.",
@@ -784,14 +810,16 @@ fn report(rows: &[Row], binary: &Result<PathBuf, String>, hwm_reset: bool) {
         println!();
         println!("Scaling per phase, time(N)/time(N/10) (linear ≈ 10):");
         println!();
-        println!("| N | load | state | graph | diff | json | human | in-process total |");
-        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("| N | load | (parse) | (validate) | state | graph | diff | json | human | in-process total |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for (s, b) in pairs {
             let q = |f: fn(&Phases) -> Duration| format!("{:.1}", ms(f(&b.phases)) / ms(f(&s.phases)).max(1e-6));
             println!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 thousands(b.n),
                 q(|p| p.load),
+                q(|p| p.parse),
+                q(|p| p.validate),
                 q(|p| p.state),
                 q(|p| p.graph),
                 q(|p| p.diff),
