@@ -1,6 +1,7 @@
 //! The plan as a pure function of effective spec × recorded state × settings: no network, no
 //! clock, no randomness; the same inputs give the same bytes. Linear in the number of services.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
 use foldhash::{HashMap, HashMapExt as _, HashSet, HashSetExt as _};
@@ -104,26 +105,17 @@ fn entries<'a>(spec: &'a Choreography, state: &'a State) -> Vec<Entry<'a>> {
     let mut desired = desired.into_iter().peekable();
     let mut recorded = state.services.iter().peekable();
     loop {
-        let entry = match (desired.peek(), recorded.peek()) {
+        let order = match (desired.peek(), recorded.peek()) {
             (None, None) => break,
-            (Some(d), Some((r, _))) if d.name() == r.as_str() => {
-                let (d, (_, r)) = (desired.next(), recorded.next().unzip());
-                Entry { name: d.map_or("", |d| d.name()), recorded: r, desired: d }
-            }
-            (Some(d), Some((r, _))) if d.name() > r.as_str() => {
-                let (name, r) = recorded.next().unzip();
-                Entry { name: name.map_or("", String::as_str), recorded: r, desired: None }
-            }
-            (Some(_), _) => {
-                let d = desired.next();
-                Entry { name: d.map_or("", |d| d.name()), recorded: None, desired: d }
-            }
-            (None, Some(_)) => {
-                let (name, r) = recorded.next().unzip();
-                Entry { name: name.map_or("", String::as_str), recorded: r, desired: None }
-            }
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(d), Some((name, _))) => d.name().cmp(name.as_str()),
         };
-        out.push(entry);
+        // The smaller name goes first; an equal one takes from both sides.
+        let desired_now = if order.is_le() { desired.next() } else { None };
+        let recorded_now = if order.is_ge() { recorded.next() } else { None };
+        let name = desired_now.map(Service::name).or(recorded_now.map(|(n, _)| n.as_str())).unwrap_or_default();
+        out.push(Entry { name, recorded: recorded_now.map(|(_, s)| s), desired: desired_now });
     }
     out
 }
@@ -486,7 +478,6 @@ fn steps(input: PlanInput<'_>, changes: &[Change]) -> Vec<Step> {
             }
         }
     }
-    let group_of = |name: &str| graph.node(name).map(|n| groups.group_of[n.index()]);
     let mut forward = Vec::new();
     let mut backward = Vec::new();
     for (g, group) in groups.order.iter().enumerate() {
@@ -504,8 +495,9 @@ fn steps(input: PlanInput<'_>, changes: &[Change]) -> Vec<Step> {
                     .into_iter()
                     .filter(|c| {
                         *c != name
-                            && group_of(c) != Some(g)
-                            && graph.node(c).is_some_and(|n| change_of[n.index()].is_some())
+                            && graph
+                                .node(c)
+                                .is_some_and(|n| groups.group_of[n.index()] != g && change_of[n.index()].is_some())
                     })
                     .map(str::to_string)
                     .collect();
