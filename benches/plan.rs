@@ -360,14 +360,7 @@ fn generate(root: &Path, n: usize) -> BenchResult<Workload> {
     let repo = ConfigRepo::open(root).map_err(|e| e.to_string())?;
     let effective = repo.load(ENV).map_err(|e| e.to_string())?;
     let state = store.read_or_empty(ENV).map_err(|e| e.to_string())?;
-    let planned = plan(PlanInput {
-        env: ENV,
-        spec: &effective.choreography,
-        state: &state,
-        settings: &repo.settings,
-        targets: &[],
-    })
-    .map_err(|d| enact::Error::from(d).to_string())?;
+    let planned = plan_of(&repo, &effective.choreography, &state)?;
     let s = &planned.plan.summary;
     workload.summary = [s.create, s.update, s.replace, s.destroy];
     let graph = ServiceGraph::build(&effective.choreography);
@@ -421,6 +414,12 @@ impl Phases {
     }
 }
 
+/// `enact plan` of env `dev`, as the CLI calls it.
+fn plan_of(repo: &ConfigRepo, spec: &Choreography, state: &State) -> BenchResult<enact::plan::Planned> {
+    plan(PlanInput { env: ENV, spec, state, settings: &repo.settings, targets: &[] })
+        .map_err(|d| enact::Error::from(d).to_string())
+}
+
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort_unstable();
     samples.get(samples.len() / 2).copied().unwrap_or_default()
@@ -462,14 +461,7 @@ fn measure_phases(root: &Path, runs: usize) -> BenchResult<Phases> {
         drop((groups, graph));
 
         let t = Instant::now();
-        let planned = plan(PlanInput {
-            env: ENV,
-            spec: &effective.choreography,
-            state: &state,
-            settings: &repo.settings,
-            targets: &[],
-        })
-        .map_err(|d| enact::Error::from(d).to_string())?;
+        let planned = plan_of(&repo, &effective.choreography, &state)?;
         samples[3].push(t.elapsed());
 
         let t = Instant::now();

@@ -37,15 +37,20 @@ pub fn fetch_cached(url: &str, cache_dir: &Path) -> Result<String, String> {
     fetch(url, cache_dir)
 }
 
-fn fetch(url: &str, cache_dir: &Path) -> Result<String, String> {
-    let digest: String = Sha256::digest(url.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let name: String = url
-        .rsplit('/')
+/// The last segment of a package URL, kept to the characters safe in a file name (and in a
+/// remote command line).
+pub fn file_name_of(url: &str) -> String {
+    url.rsplit('/')
         .next()
         .unwrap_or("package")
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        .collect();
+        .collect()
+}
+
+fn fetch(url: &str, cache_dir: &Path) -> Result<String, String> {
+    let digest: String = Sha256::digest(url.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let name = file_name_of(url);
     let dir = cache_dir.join("packages");
     let path = dir.join(format!("{digest}-{name}"));
     if path.is_file() {

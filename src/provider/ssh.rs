@@ -415,13 +415,7 @@ impl SshProvider {
             Package::Url(url) => {
                 let digest: String =
                     Sha256::digest(url.as_bytes()).iter().take(6).map(|b| format!("{b:02x}")).collect();
-                let name: String = url
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or("package")
-                    .chars()
-                    .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-                    .collect();
+                let name = crate::apply::package::file_name_of(url);
                 let remote = format!("{}/packages/{service}-{digest}/{name}", self.base(host, env)?);
                 let dir = remote.rsplit_once('/').map_or(".", |(d, _)| d);
                 let (r, u, p) = (quote(&remote), quote(url), quote(&format!("{remote}.part")));
