@@ -16,15 +16,16 @@ use std::time::{Duration, Instant};
 
 use super::events::{Event, Subscriber};
 use super::journal::{Journal, Record, apply_record};
-use super::wiring::WireCall;
 use crate::graph::walk::{Outcome, walk};
 use crate::plan::converge::native_uri;
 use crate::plan::placement::{PlacedInstance, port_of};
 use crate::plan::{Action, Change, Planned};
 use crate::provider::{self, Package, Provider, StartRequest};
 use crate::repo::settings::Settings;
-use crate::spec::{Choreography, DeployableServiceSpec, Service, ServiceType};
+use crate::spec::{Choreography, DeployableServiceSpec, Service};
 use crate::state::{AppliedSpec, InstanceState, InstanceStatus, NodeState, ServiceState, State};
+
+mod wire;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -76,18 +77,14 @@ pub struct Executor<'a> {
     pub events: &'a dyn Subscriber,
     pub options: Options,
     live: Mutex<State>,
+    /// The state the apply started from: what every recorded consumer was last told.
+    prior: State,
     providers: HashMap<String, Box<dyn Provider>>,
-    /// Held shared while a consumer is told a provider's endpoints, exclusively while the
-    /// provider's endpoint list changes and is pushed: consumers wire in parallel, never
-    /// against a list that is being changed.
-    wiring_locks: HashMap<String, std::sync::RwLock<()>>,
     /// The new instances of each service.
     started: HashMap<String, Vec<&'a PlacedInstance>>,
-    leaving: Mutex<HashSet<String>>,
     packages: Mutex<HashMap<String, Package>>,
     desired: HashMap<&'a str, Service<'a>>,
-    /// Who calls whom, recorded or desired: the consumers a provider's endpoints go to.
-    consumers: HashMap<String, BTreeSet<String>>,
+    wiring: wire::Wiring,
 }
 
 impl std::fmt::Debug for Executor<'_> {
@@ -96,7 +93,7 @@ impl std::fmt::Debug for Executor<'_> {
     }
 }
 
-type StepResult = Result<(), String>;
+type StepResult<T = ()> = Result<T, String>;
 
 impl<'a> Executor<'a> {
     #[allow(clippy::too_many_arguments)]
@@ -117,15 +114,9 @@ impl<'a> Executor<'a> {
             accept_new_host_keys: options.accept_new_host_keys,
         };
         let providers = providers_for(settings, &prior, planned, &provider_options)?;
-        let mut consumers: HashMap<String, BTreeSet<String>> = HashMap::new();
-        let recorded = prior.services.iter().map(|(n, s)| (n.as_str(), s.spec.as_service()));
-        for (name, service) in recorded.chain(spec.services().map(|s| (s.name(), s))) {
-            for dep in service.dependencies() {
-                consumers.entry(dep.service_spec_name.clone()).or_default().insert(name.to_string());
-            }
-        }
-        let mut names: BTreeSet<String> = prior.services.keys().cloned().collect();
-        names.extend(spec.services().map(|s| s.name().to_string()));
+        let retiring: BTreeSet<String> =
+            planned.plan.changes.iter().filter(|c| c.action == Action::Destroy).map(|c| c.service.clone()).collect();
+        let wiring = wire::Wiring::new(&prior, spec.services(), retiring);
         Ok(Executor {
             repo_root,
             state_dir,
@@ -136,9 +127,9 @@ impl<'a> Executor<'a> {
             journal,
             events,
             options,
-            live: Mutex::new(prior),
+            live: Mutex::new(prior.clone()),
+            prior,
             providers,
-            wiring_locks: names.into_iter().map(|n| (n, std::sync::RwLock::new(()))).collect(),
             started: {
                 let mut by_service: HashMap<String, Vec<&PlacedInstance>> = HashMap::new();
                 for placed in &planned.placement.started {
@@ -146,10 +137,9 @@ impl<'a> Executor<'a> {
                 }
                 by_service
             },
-            leaving: Mutex::new(HashSet::new()),
             packages: Mutex::new(HashMap::new()),
             desired: spec.services().map(|s| (s.name(), s)).collect(),
-            consumers,
+            wiring,
         })
     }
 
@@ -402,27 +392,28 @@ impl<'a> Executor<'a> {
                 if rolling {
                     self.roll(name, spec, &started, &stopped)?;
                 } else {
-                    // Scale out: new instances up and wired, then announced.
-                    let mut fresh = Vec::new();
-                    for placed in &started {
-                        if let Some(spec) = spec {
-                            fresh.push(self.start_instance(name, spec, placed)?);
-                        }
-                    }
-                    if !fresh.is_empty() {
+                    // Scale out: new instances up and wired; scale in: leaving instances out of
+                    // every list. Consumers learn both in one call, then the leaving ones stop.
+                    if let Some(spec) = spec
+                        && !started.is_empty()
+                    {
+                        let fresh = self.start_all(name, spec, &started)?;
                         self.wire_instances(name, &fresh)?;
                     }
-                    // Scale in: leaving instances unannounced, then stopped.
                     self.leave(&stopped);
-                    if !fresh.is_empty() || !stopped.is_empty() || change.fields.iter().any(|f| f.path == "/nativeURIs")
-                    {
+                    let moved = change.fields.iter().any(|f| f.path == "/nativeURIs");
+                    if moved {
+                        // A legacy service at new URIs: those hold nothing yet.
+                        self.wire_service(name, None)?;
+                    }
+                    if !started.is_empty() || !stopped.is_empty() || moved {
                         self.push(name)?;
                     }
-                    for id in &stopped {
-                        self.stop_instance(name, id)?;
-                    }
+                    self.stop_all(name, &stopped)?;
                 }
-                self.rewire(name, change)?;
+                if !change.rewire.is_empty() {
+                    self.wire_service(name, Some(&change.rewire))?;
+                }
             }
         }
         if let Some(entry) = entry {
@@ -443,25 +434,7 @@ impl<'a> Executor<'a> {
         if stopped.is_empty() && !started.is_empty() {
             // Nothing old keeps serving: start every new instance at once, then announce them.
             let Some(spec) = spec else { return Ok(()) };
-            let results: Vec<Result<InstanceState, String>> = std::thread::scope(|scope| {
-                let handles: Vec<_> =
-                    started.iter().map(|placed| scope.spawn(move || self.start_instance(name, spec, placed))).collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|_| Err("an instance start panicked".into())))
-                    .collect()
-            });
-            let mut fresh = Vec::new();
-            let mut errors = Vec::new();
-            for result in results {
-                match result {
-                    Ok(instance) => fresh.push(instance),
-                    Err(e) => errors.push(e),
-                }
-            }
-            if !errors.is_empty() {
-                return Err(errors.join("; "));
-            }
+            let fresh = self.start_all(name, spec, started)?;
             self.wire_instances(name, &fresh)?;
             return self.push(name);
         }
@@ -469,16 +442,7 @@ impl<'a> Executor<'a> {
             // Everything goes: out of every consumer's list at once, then stopped together.
             self.leave(stopped);
             self.push(name)?;
-            let results: Vec<StepResult> = std::thread::scope(|scope| {
-                let handles: Vec<_> =
-                    stopped.iter().map(|old| scope.spawn(move || self.stop_instance(name, old))).collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|_| Err("an instance stop panicked".into())))
-                    .collect()
-            });
-            let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
-            return if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) };
+            return self.stop_all(name, stopped);
         }
         let mut remaining: std::collections::VecDeque<&String> = stopped.iter().collect();
         // Takes an old instance out of every consumer's list, then stops it.
@@ -495,7 +459,7 @@ impl<'a> Executor<'a> {
             }
             if let Some(spec) = spec {
                 let instance = self.start_instance(name, spec, placed)?;
-                self.wire_instances(name, std::slice::from_ref(&instance))?;
+                self.wire_instances(name, std::slice::from_ref(&instance.id))?;
             }
             match remaining.pop_front() {
                 Some(old) => retire(old)?,
@@ -508,9 +472,44 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    fn leave(&self, ids: &[String]) {
-        let mut leaving = self.leaving.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        leaving.extend(ids.iter().cloned());
+    /// Starts new instances at once; their ids once every one is healthy and ready.
+    fn start_all(
+        &self,
+        name: &str,
+        spec: &DeployableServiceSpec,
+        started: &[&PlacedInstance],
+    ) -> StepResult<Vec<String>> {
+        let results: Vec<Result<InstanceState, String>> = if started.len() == 1 {
+            started.iter().map(|placed| self.start_instance(name, spec, placed)).collect()
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> =
+                    started.iter().map(|placed| scope.spawn(move || self.start_instance(name, spec, placed))).collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Err("an instance start panicked".into())))
+                    .collect()
+            })
+        };
+        let mut fresh = Vec::new();
+        let mut errors = Vec::new();
+        for result in results {
+            match result {
+                Ok(instance) => fresh.push(instance.id),
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() { Ok(fresh) } else { Err(errors.join("; ")) }
+    }
+
+    /// Stops instances at once.
+    fn stop_all(&self, name: &str, ids: &[String]) -> StepResult {
+        let results: Vec<StepResult> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ids.iter().map(|old| scope.spawn(move || self.stop_instance(name, old))).collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("an instance stop panicked".into()))).collect()
+        });
+        let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
     }
 
     /// The package of a service as a path on this machine.
@@ -558,6 +557,7 @@ impl<'a> Executor<'a> {
             start_time: None,
             memory: Some(spec.memory()),
         };
+        self.wiring.starting(name, &placed.id);
         self.record(Record::StartIntent {
             service: name.to_string(),
             instance: instance.clone(),
@@ -610,214 +610,6 @@ impl<'a> Executor<'a> {
         provider.stop(&instance, &node, self.options.stop_grace).map_err(|e| e.to_string())?;
         self.record(Record::Stopped { service: name.to_string(), instance: id.to_string() })?;
         self.progress(name, format!("{id} stopped"));
-        Ok(())
-    }
-
-    /// The endpoints consumers are told for `service` now: its running instances that are not
-    /// leaving, or a legacy service's URIs.
-    fn endpoints(&self, live: &State, service: &str) -> Vec<String> {
-        let leaving = self.leaving.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match live.services.get(service) {
-            Some(ServiceState { spec: AppliedSpec::Legacy(s), .. }) => match self.desired.get(service) {
-                Some(Service::Legacy(d)) => d.native_uris.clone(),
-                _ => s.native_uris.clone(),
-            },
-            Some(s) if s.paused => Vec::new(),
-            Some(s) => s
-                .instances
-                .iter()
-                .filter(|i| i.status == InstanceStatus::Running && !leaving.contains(&i.id))
-                .map(|i| i.native_uri.clone())
-                .collect(),
-            None => match self.desired.get(service) {
-                Some(Service::Legacy(d)) => d.native_uris.clone(),
-                _ => Vec::new(),
-            },
-        }
-    }
-
-    /// Where to reach a consumer: (uri, provider to call through, service type) per instance.
-    fn consumer_targets(&self, live: &State, consumer: &str) -> Vec<(String, Option<String>, ServiceType)> {
-        let leaving = self.leaving.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let spec =
-            self.desired.get(consumer).copied().or_else(|| live.services.get(consumer).map(|s| s.spec.as_service()));
-        match spec {
-            Some(Service::Legacy(l)) => l.native_uris.iter().map(|u| (u.clone(), None, l.service_type())).collect(),
-            Some(Service::Deployable(d)) => live
-                .services
-                .get(consumer)
-                .map(|s| {
-                    s.instances
-                        .iter()
-                        .filter(|i| i.status == InstanceStatus::Running && !leaving.contains(&i.id))
-                        .map(|i| {
-                            let account = live.nodes.get(&i.node).map(|n| n.account.clone());
-                            (i.native_uri.clone(), account, d.service_type())
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            None => Vec::new(),
-        }
-    }
-
-    fn call(&self, account: Option<&str>, call: &WireCall<'_>) -> StepResult {
-        let result = match account.and_then(|a| self.providers.get(a)) {
-            Some(provider) => provider.wire(call),
-            None => super::wiring::send(call),
-        };
-        result.map_err(|e| format!("cannot wire {}: {e}", call.consumer))
-    }
-
-    /// The roles in which `consumer` calls `provider`, per its desired (else recorded) spec.
-    fn roles(&self, live: &State, consumer: &str, provider: &str) -> Vec<String> {
-        let spec =
-            self.desired.get(consumer).copied().or_else(|| live.services.get(consumer).map(|s| s.spec.as_service()));
-        spec.map(|s| {
-            s.dependencies()
-                .iter()
-                .filter(|d| d.service_spec_name == provider)
-                .map(|d| d.service_spec_role.clone())
-                .collect()
-        })
-        .unwrap_or_default()
-    }
-
-    /// Tells every current consumer instance of `service` its endpoint list.
-    fn push(&self, service: &str) -> StepResult {
-        let _guard =
-            self.wiring_locks.get(service).map(|l| l.write().unwrap_or_else(std::sync::PoisonError::into_inner));
-        let mut calls = Vec::new();
-        {
-            let live = self.live();
-            let endpoints = self.endpoints(&live, service);
-            let consumers = self.consumers.get(service).into_iter().flatten();
-            for consumer in consumers {
-                let roles = self.roles(&live, consumer, service);
-                for (uri, account, service_type) in self.consumer_targets(&live, consumer) {
-                    for role in &roles {
-                        calls.push((uri.clone(), account.clone(), service_type, role.clone(), endpoints.clone()));
-                    }
-                }
-            }
-        }
-        let mut errors = Vec::new();
-        for (uri, account, service_type, role, endpoints) in &calls {
-            let call = WireCall { service_type: *service_type, consumer: uri, role, provider: service, endpoints };
-            if let Err(e) = self.call(account.as_deref(), &call) {
-                errors.push(e);
-            }
-        }
-        if !calls.is_empty() {
-            self.progress(service, format!("told {} consumer instance(s) its endpoints", calls.len()));
-        }
-        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
-    }
-
-    /// Wires some instances of `service` to every dependency.
-    fn wire_instances(&self, service: &str, instances: &[InstanceState]) -> StepResult {
-        let Some(spec) = self.desired.get(service).copied() else {
-            return Ok(());
-        };
-        self.wire_instances_of(service, spec, instances)
-    }
-
-    fn wire_instances_of(&self, service: &str, spec: Service<'_>, instances: &[InstanceState]) -> StepResult {
-        let service_type = match spec {
-            Service::Deployable(d) => d.service_type(),
-            Service::Legacy(l) => l.service_type(),
-        };
-        let providers: BTreeSet<&str> = spec.dependencies().iter().map(|d| d.service_spec_name.as_str()).collect();
-        if providers.len() <= 1 {
-            for provider in providers {
-                self.wire_to(service, provider, service_type, Some(instances))?;
-            }
-            return Ok(());
-        }
-        // One dependency's calls do not wait for another's.
-        let results: Vec<StepResult> = std::thread::scope(|scope| {
-            let handles: Vec<_> = providers
-                .iter()
-                .map(|provider| scope.spawn(move || self.wire_to(service, provider, service_type, Some(instances))))
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("wiring panicked".into()))).collect()
-        });
-        let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
-        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
-    }
-
-    /// Wires every instance of `service` (or a legacy service's URIs) to one provider, or to
-    /// all of its dependencies when `provider` is `None`.
-    fn wire_service(&self, service: &str, provider: Option<&str>) -> StepResult {
-        let Some(spec) = self.desired.get(service).copied() else {
-            return Ok(());
-        };
-        let service_type = match spec {
-            Service::Deployable(d) => d.service_type(),
-            Service::Legacy(l) => l.service_type(),
-        };
-        let providers: BTreeSet<&str> = match provider {
-            Some(p) => std::iter::once(p).collect(),
-            None => spec.dependencies().iter().map(|d| d.service_spec_name.as_str()).collect(),
-        };
-        for p in providers {
-            self.wire_to(service, p, service_type, None)?;
-        }
-        Ok(())
-    }
-
-    fn wire_to(
-        &self,
-        service: &str,
-        provider: &str,
-        service_type: ServiceType,
-        only: Option<&[InstanceState]>,
-    ) -> StepResult {
-        let _guard =
-            self.wiring_locks.get(provider).map(|l| l.read().unwrap_or_else(std::sync::PoisonError::into_inner));
-        let (endpoints, roles, targets) = {
-            let live = self.live();
-            let endpoints = self.endpoints(&live, provider);
-            let mut roles = self.roles(&live, service, provider);
-            if roles.is_empty() {
-                // A dependency that was removed: tell the recorded roles there is no one.
-                if let Some(s) = live.services.get(service) {
-                    roles = s
-                        .spec
-                        .as_service()
-                        .dependencies()
-                        .iter()
-                        .filter(|d| d.service_spec_name == provider)
-                        .map(|d| d.service_spec_role.clone())
-                        .collect();
-                }
-            }
-            let targets: Vec<(String, Option<String>)> = match only {
-                Some(instances) => instances
-                    .iter()
-                    .map(|i| (i.native_uri.clone(), live.nodes.get(&i.node).map(|n| n.account.clone())))
-                    .collect(),
-                None => self.consumer_targets(&live, service).into_iter().map(|(u, a, _)| (u, a)).collect(),
-            };
-            (endpoints, roles, targets)
-        };
-        let still_depends =
-            self.desired.get(service).is_some_and(|s| s.dependencies().iter().any(|d| d.service_spec_name == provider));
-        let endpoints = if still_depends { endpoints } else { Vec::new() };
-        for (uri, account) in &targets {
-            for role in &roles {
-                let call = WireCall { service_type, consumer: uri, role, provider, endpoints: &endpoints };
-                self.call(account.as_deref(), &call)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Tells the service again about the dependencies the plan lists.
-    fn rewire(&self, service: &str, change: &Change) -> StepResult {
-        for provider in &change.rewire {
-            self.wire_service(service, Some(provider))?;
-        }
         Ok(())
     }
 }
@@ -875,10 +667,10 @@ impl Executor<'_> {
                 node: instance.node.clone(),
                 after_stopping: None,
             };
-            fresh.push(self.start_instance_with(service, &spec, &placed)?);
+            fresh.push(self.start_instance_with(service, &spec, &placed)?.id);
         }
         self.record(Record::Paused { service: service.to_string(), paused: false })?;
-        self.wire_instances_of(service, Service::Deployable(&spec), &fresh)?;
+        self.wire_instances(service, &fresh)?;
         self.push(service)
     }
 

@@ -1,0 +1,416 @@
+//! Wiring during an apply: which list every consumer instance must hold for each role it calls,
+//! what it was last told, and the `setInvocationAddress` calls that close the gap.
+//!
+//! A consumer keeps **one endpoint list per role** (the CHOReOS services do): each call replaces
+//! the list of its role. So the list a consumer must hold for role R is the union of the serving
+//! endpoints of every provider it depends on in R, and it is always sent whole: a call never
+//! wipes what another dependency of the same role contributed, and moving a consumer from one
+//! provider of a role to another is one call from the old list to the new one, never through an
+//! empty list.
+//!
+//! The executor keeps a ledger of what every consumer instance was told. An instance recorded by
+//! the prior state is taken to hold what that state implies (the lists its last apply sent); an
+//! instance started by this apply holds nothing. A call is sent only when the list a consumer
+//! must hold differs from what it was told, so each consumer learns each list once, whichever
+//! step (the provider's, the consumer's, a dependency's) notices the change first.
+//!
+//! Who counts:
+//! - an **endpoint** is an instance that runs, passed its health (and readiness) check, was
+//!   wired to its own dependencies and announced; never one starting, leaving or paused;
+//! - a **target** (a consumer instance that is told) is an instance that runs and passed its
+//!   checks; never one starting or leaving, nor any instance of a service this apply destroys.
+//!
+//! Every (consumer, role) list is computed and sent under one lock, so two steps changing
+//! providers of one role at once cannot leave a consumer with the older of two lists.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::super::wiring::WireCall;
+use super::{Executor, StepResult};
+use crate::spec::{Service, ServiceType};
+use crate::state::{AppliedSpec, InstanceStatus, ServiceState, State};
+
+/// Where an instance is in its life during this apply; an instance with no phase runs normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Started, not yet healthy and ready: neither told anything nor an endpoint.
+    Starting,
+    /// Healthy and ready, being wired to its dependencies: told, but not yet an endpoint.
+    Unannounced,
+    /// About to stop: neither told anything nor an endpoint.
+    Leaving,
+}
+
+/// One place a consumer is told its lists: an instance of a deployable service, or one URI of a
+/// legacy service.
+#[derive(Debug, Clone)]
+struct Target {
+    /// The instance id, or the legacy URI.
+    key: String,
+    uri: String,
+    /// The account whose provider makes the call (none for a legacy service).
+    account: Option<String>,
+    service_type: ServiceType,
+}
+
+/// What a consumer instance holds for a role, as far as enact knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Known {
+    List(Vec<String>),
+    /// A call failed midway: the next sync tells it again whatever it holds.
+    Unknown,
+}
+
+/// Consumer instance (service, key) → role → what it was told.
+type Ledger = HashMap<(String, String), HashMap<String, Known>>;
+
+/// The executor's wiring bookkeeping.
+#[derive(Debug, Default)]
+pub(super) struct Wiring {
+    /// (provider, consumer, role) for every dependency, recorded or desired, by provider.
+    consumers: HashMap<String, BTreeSet<(String, String)>>,
+    phases: Mutex<HashMap<String, Phase>>,
+    ledger: Mutex<Ledger>,
+    /// One lock per (consumer, role): a list is computed and sent under it.
+    locks: Mutex<HashMap<(String, String), Arc<Mutex<()>>>>,
+    /// Services this apply destroys: their instances are told nothing.
+    retiring: BTreeSet<String>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Wiring {
+    /// The bookkeeping for an apply from `prior` toward `desired`, destroying `retiring`.
+    pub(super) fn new<'a>(
+        prior: &'a State,
+        desired: impl Iterator<Item = Service<'a>>,
+        retiring: BTreeSet<String>,
+    ) -> Wiring {
+        let mut consumers: HashMap<String, BTreeSet<(String, String)>> = HashMap::new();
+        let recorded = prior.services.values().map(|s| s.spec.as_service());
+        for service in recorded.chain(desired) {
+            for dep in service.dependencies() {
+                consumers
+                    .entry(dep.service_spec_name.clone())
+                    .or_default()
+                    .insert((service.name().to_string(), dep.service_spec_role.clone()));
+            }
+        }
+        Wiring { consumers, retiring, ..Wiring::default() }
+    }
+
+    pub(super) fn set_phase(&self, ids: &[String], phase: Phase) {
+        let mut phases = lock(&self.phases);
+        for id in ids {
+            phases.insert(id.clone(), phase);
+        }
+    }
+
+    /// A freshly started instance: starting, and holding nothing yet.
+    pub(super) fn starting(&self, service: &str, id: &str) {
+        lock(&self.phases).insert(id.to_string(), Phase::Starting);
+        lock(&self.ledger).insert((service.to_string(), id.to_string()), HashMap::new());
+    }
+
+    /// Announces every unannounced instance of `ids`: they become endpoints.
+    fn announce(&self, ids: impl Iterator<Item = String>) {
+        let mut phases = lock(&self.phases);
+        for id in ids {
+            if phases.get(&id) == Some(&Phase::Unannounced) {
+                phases.remove(&id);
+            }
+        }
+    }
+
+    fn role_lock(&self, consumer: &str, role: &str) -> Arc<Mutex<()>> {
+        let mut locks = lock(&self.locks);
+        Arc::clone(locks.entry((consumer.to_string(), role.to_string())).or_default())
+    }
+}
+
+/// The endpoints `provider` serves in `state`: its running instances that pass `serving`, or a
+/// legacy service's URIs (`legacy_uris` when given: the desired ones).
+fn served(
+    state: &State,
+    provider: &str,
+    legacy_uris: Option<&[String]>,
+    serving: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    match state.services.get(provider) {
+        Some(ServiceState { spec: AppliedSpec::Legacy(s), .. }) => {
+            legacy_uris.map_or_else(|| s.native_uris.clone(), <[String]>::to_vec)
+        }
+        Some(s) if s.paused => Vec::new(),
+        Some(s) => s
+            .instances
+            .iter()
+            .filter(|i| i.status == InstanceStatus::Running && serving(&i.id))
+            .map(|i| i.native_uri.clone())
+            .collect(),
+        None => legacy_uris.map(<[String]>::to_vec).unwrap_or_default(),
+    }
+}
+
+/// The list for one role: the union of every provider's endpoints, sorted, without repeats.
+fn union(lists: impl Iterator<Item = Vec<String>>) -> Vec<String> {
+    let all: BTreeSet<String> = lists.flatten().collect();
+    all.into_iter().collect()
+}
+
+impl Executor<'_> {
+    /// The URIs of a legacy service as desired, if it is one.
+    fn desired_legacy_uris(&self, service: &str) -> Option<&[String]> {
+        match self.desired.get(service) {
+            Some(Service::Legacy(l)) => Some(&l.native_uris),
+            _ => None,
+        }
+    }
+
+    /// What `consumer` must hold for `role` now, and the provider names it is told with.
+    fn must_hold(&self, live: &State, consumer: Service<'_>, role: &str) -> (Vec<String>, Vec<String>) {
+        let phases = lock(&self.wiring.phases);
+        let providers: BTreeSet<&str> = consumer
+            .dependencies()
+            .iter()
+            .filter(|d| d.service_spec_role == role)
+            .map(|d| d.service_spec_name.as_str())
+            .collect();
+        let list = union(
+            providers.iter().map(|p| served(live, p, self.desired_legacy_uris(p), |id| !phases.contains_key(id))),
+        );
+        (list, providers.into_iter().map(str::to_string).collect())
+    }
+
+    /// What a consumer instance recorded by the prior state holds for `role`: what that state
+    /// implies its last apply told it.
+    fn held_before(&self, consumer: &str, key: &str, role: &str) -> Vec<String> {
+        let Some(recorded) = self.prior.services.get(consumer) else {
+            return Vec::new();
+        };
+        let known = match &recorded.spec {
+            AppliedSpec::Legacy(l) => l.native_uris.iter().any(|u| u == key),
+            AppliedSpec::Deployable(_) => !recorded.paused && recorded.instances.iter().any(|i| i.id == key),
+        };
+        if !known {
+            return Vec::new();
+        }
+        union(
+            recorded
+                .spec
+                .as_service()
+                .dependencies()
+                .iter()
+                .filter(|d| d.service_spec_role == role)
+                .map(|d| served(&self.prior, &d.service_spec_name, None, |_| true)),
+        )
+    }
+
+    /// The instances (or legacy URIs) of `consumer` that are told their lists now.
+    fn targets(&self, live: &State, consumer: &str) -> Vec<Target> {
+        if self.wiring.retiring.contains(consumer) {
+            return Vec::new();
+        }
+        let Some(spec) = self.desired.get(consumer).copied() else {
+            return Vec::new();
+        };
+        match spec {
+            Service::Legacy(l) => l
+                .native_uris
+                .iter()
+                .map(|u| Target { key: u.clone(), uri: u.clone(), account: None, service_type: l.service_type() })
+                .collect(),
+            Service::Deployable(d) => {
+                let phases = lock(&self.wiring.phases);
+                let Some(service) = live.services.get(consumer).filter(|s| !s.paused) else {
+                    return Vec::new();
+                };
+                service
+                    .instances
+                    .iter()
+                    .filter(|i| {
+                        i.status == InstanceStatus::Running
+                            && matches!(phases.get(&i.id), None | Some(Phase::Unannounced))
+                    })
+                    .map(|i| Target {
+                        key: i.id.clone(),
+                        uri: i.native_uri.clone(),
+                        account: live.nodes.get(&i.node).map(|n| n.account.clone()),
+                        service_type: d.service_type(),
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Brings every target of `consumer` (or only those in `only`) to the list it must hold for
+    /// `role`: one call per target whose knowledge differs, none otherwise.
+    fn sync(&self, consumer: &str, role: &str, only: Option<&[String]>) -> StepResult {
+        let Some(spec) = self.desired.get(consumer).copied() else {
+            // Destroyed by this apply: told nothing.
+            return Ok(());
+        };
+        let role_lock = self.wiring.role_lock(consumer, role);
+        let _held = lock(&role_lock);
+        let (list, providers, targets) = {
+            let live = self.live();
+            let (list, mut providers) = self.must_hold(&live, spec, role);
+            if providers.is_empty() {
+                // No dependency in this role any more: named after the ones it had.
+                providers = self
+                    .prior
+                    .services
+                    .get(consumer)
+                    .map(|s| {
+                        let names: BTreeSet<&str> = s
+                            .spec
+                            .as_service()
+                            .dependencies()
+                            .iter()
+                            .filter(|d| d.service_spec_role == role)
+                            .map(|d| d.service_spec_name.as_str())
+                            .collect();
+                        names.into_iter().map(str::to_string).collect()
+                    })
+                    .unwrap_or_default();
+            }
+            let mut targets = self.targets(&live, consumer);
+            if let Some(only) = only {
+                targets.retain(|t| only.contains(&t.key));
+            }
+            (list, providers.join(","), targets)
+        };
+        let mut errors = Vec::new();
+        let mut told = 0usize;
+        for target in &targets {
+            let key = (consumer.to_string(), target.key.clone());
+            let known = lock(&self.wiring.ledger).get(&key).and_then(|roles| roles.get(role).cloned());
+            let known = known.unwrap_or_else(|| Known::List(self.held_before(consumer, &target.key, role)));
+            if known == Known::List(list.clone()) {
+                continue;
+            }
+            let call = WireCall {
+                service_type: target.service_type,
+                consumer: &target.uri,
+                role,
+                provider: &providers,
+                endpoints: &list,
+            };
+            let outcome = self.call(target.account.as_deref(), &call);
+            let now = if outcome.is_ok() { Known::List(list.clone()) } else { Known::Unknown };
+            lock(&self.wiring.ledger).entry(key).or_default().insert(role.to_string(), now);
+            match outcome {
+                Ok(()) => told += 1,
+                Err(e) => errors.push(e),
+            }
+        }
+        if told > 0 {
+            self.progress(
+                consumer,
+                format!("told {told} instance(s) role `{role}`: {} endpoint(s) of {providers}", list.len()),
+            );
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+    }
+
+    fn call(&self, account: Option<&str>, call: &WireCall<'_>) -> StepResult {
+        let result = match account.and_then(|a| self.providers.get(a)) {
+            Some(provider) => provider.wire(call),
+            None => super::super::wiring::send(call),
+        };
+        result.map_err(|e| format!("cannot wire {}: {e}", call.consumer))
+    }
+
+    /// Marks instances as leaving: from now on they are neither endpoints nor told anything.
+    pub(super) fn leave(&self, ids: &[String]) {
+        self.wiring.set_phase(ids, Phase::Leaving);
+    }
+
+    /// Announces the ready instances of `service` and tells every consumer of it, in every role
+    /// it calls `service` in, the list it must now hold.
+    pub(super) fn push(&self, service: &str) -> StepResult {
+        let ids: Vec<String> = self
+            .live()
+            .services
+            .get(service)
+            .map(|s| s.instances.iter().map(|i| i.id.clone()).collect())
+            .unwrap_or_default();
+        self.wiring.announce(ids.into_iter());
+        let pairs: Vec<(String, String)> =
+            self.wiring.consumers.get(service).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        self.sync_all(&pairs, None)
+    }
+
+    /// Syncs every (consumer, role) pair; pairs of different consumers in parallel.
+    fn sync_all(&self, pairs: &[(String, String)], only: Option<&[String]>) -> StepResult {
+        let results: Vec<StepResult> = if pairs.len() <= 1 {
+            pairs.iter().map(|(consumer, role)| self.sync(consumer, role, only)).collect()
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> =
+                    pairs.iter().map(|(consumer, role)| scope.spawn(move || self.sync(consumer, role, only))).collect();
+                handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("wiring panicked".into()))).collect()
+            })
+        };
+        let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+    }
+
+    /// The roles `consumer` calls `provider` in, by its desired and its recorded spec.
+    fn roles_toward(&self, consumer: &str, provider: &str) -> BTreeSet<String> {
+        let desired = self.desired.get(consumer).map(|s| s.dependencies()).unwrap_or_default();
+        let recorded =
+            self.prior.services.get(consumer).map(|s| s.spec.as_service().dependencies()).unwrap_or_default();
+        desired
+            .iter()
+            .chain(recorded)
+            .filter(|d| d.service_spec_name == provider)
+            .map(|d| d.service_spec_role.clone())
+            .collect()
+    }
+
+    /// Wires the ready `instances` of `service` (ids) to every role it depends on.
+    pub(super) fn wire_instances(&self, service: &str, instances: &[String]) -> StepResult {
+        let Some(spec) = self.desired.get(service).copied() else {
+            return Ok(());
+        };
+        self.wiring.set_phase(instances, Phase::Unannounced);
+        let roles: BTreeSet<String> = spec.dependencies().iter().map(|d| d.service_spec_role.clone()).collect();
+        let pairs: Vec<(String, String)> = roles.into_iter().map(|r| (service.to_string(), r)).collect();
+        self.sync_all(&pairs, Some(instances))
+    }
+
+    /// Wires every target of `service` to the roles it calls `providers` in (every role it has,
+    /// desired or recorded, when `providers` is `None`).
+    pub(super) fn wire_service(&self, service: &str, providers: Option<&[String]>) -> StepResult {
+        let roles: BTreeSet<String> = match providers {
+            Some(providers) => providers.iter().flat_map(|p| self.roles_toward(service, p)).collect(),
+            None => {
+                let desired = self.desired.get(service).map(|s| s.dependencies()).unwrap_or_default();
+                let recorded =
+                    self.prior.services.get(service).map(|s| s.spec.as_service().dependencies()).unwrap_or_default();
+                desired.iter().chain(recorded).map(|d| d.service_spec_role.clone()).collect()
+            }
+        };
+        for role in roles {
+            self.sync(service, &role, None)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_role_list_is_the_sorted_union_of_its_providers() {
+        let list = union(
+            [vec!["http://b/2".to_string(), "http://a/1".into()], vec!["http://a/1".into(), "http://c/3".into()]]
+                .into_iter(),
+        );
+        assert_eq!(list, vec!["http://a/1", "http://b/2", "http://c/3"]);
+    }
+}
