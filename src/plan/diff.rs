@@ -173,10 +173,10 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
             // The common case, without building sets.
             continue;
         }
-        let old: BTreeSet<&str> = old_deps.iter().map(|d| d.service_spec_name.as_str()).collect();
-        let new: BTreeSet<&str> = new_deps.iter().map(|d| d.service_spec_name.as_str()).collect();
-        let mut rewire: BTreeSet<&str> = new.symmetric_difference(&old).copied().collect();
-        rewire.extend(new.iter().filter(|p| endpoints_change.contains(*p)));
+        // A dependency is a (provider, role) pair: the same provider in another role rewires too.
+        let (old, new) = (dependency_pairs(old_deps), dependency_pairs(new_deps));
+        let mut rewire: BTreeSet<&str> = new.symmetric_difference(&old).map(|(p, _)| *p).collect();
+        rewire.extend(new.iter().map(|(p, _)| *p).filter(|p| endpoints_change.contains(*p)));
         rewire.retain(|p| *p != name || endpoints_change.contains(p));
         if rewire.is_empty() {
             continue;
@@ -271,6 +271,11 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
         },
     };
     Ok(Planned { plan, placement })
+}
+
+/// Every (provider, role) a service depends on.
+fn dependency_pairs(deps: &[crate::spec::ServiceDependency]) -> BTreeSet<(&str, &str)> {
+    deps.iter().map(|d| (d.service_spec_name.as_str(), d.service_spec_role.as_str())).collect()
 }
 
 /// `None` without targets; else the targets and, transitively, the services they depend on.

@@ -4,12 +4,14 @@
 //! - [`local`]: nodes are loopback addresses 127.0.0.2, 127.0.0.3, …; an instance is a detached
 //!   process on this machine (the default);
 //! - [`simulated`]: nothing runs; every operation takes the account's `latencyMs` (rehearsals
-//!   and benchmarks).
+//!   and benchmarks);
+//! - [`recording`]: a fake for tests: nothing runs, every call is recorded in order.
 //!
 //! Placement (which node an instance goes to) is decided once for every provider, at plan time,
 //! in [`crate::plan::placement`]; providers only carry it out.
 
 pub mod local;
+pub mod recording;
 pub mod simulated;
 pub mod ssh;
 

@@ -162,6 +162,37 @@ impl Repo {
         format!("http://127.0.0.1:{port}/weather")
     }
 
+    /// Starts `script` by hand as a legacy service on 127.0.0.1:`port`, logging to
+    /// `<instance_id>.log` in the repository, and waits until it answers; its URI.
+    pub fn start_legacy(&mut self, script: &str, endpoint: &str, instance_id: &str, port: u16) -> String {
+        let log = fs::File::create(self.path(&format!("{instance_id}.log"))).expect("legacy log");
+        let child = std::process::Command::new("python3")
+            .arg(self.path(&format!("services/{script}")))
+            .current_dir(&self.root)
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("ENDPOINT_NAME", endpoint)
+            .env("INSTANCE_ID", instance_id)
+            .env_remove("ENACT_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("legacy log"))
+            .stderr(log)
+            .spawn()
+            .expect("start a legacy service");
+        self.children.push(child);
+        let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        wait_for(&format!("the legacy service {instance_id} on {address}"), Duration::from_secs(15), || {
+            TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok()
+        });
+        format!("http://127.0.0.1:{port}/{endpoint}")
+    }
+
+    /// The log of a legacy service started with [`Repo::start_legacy`].
+    pub fn legacy_log(&self, instance_id: &str) -> Vec<LogLine> {
+        let text = fs::read_to_string(self.path(&format!("{instance_id}.log"))).unwrap_or_default();
+        parse_log(&text, instance_id)
+    }
+
     /// The recorded state of dev.
     pub fn state(&self) -> Value {
         let text = fs::read_to_string(self.path("state/dev.json")).expect("state/dev.json");
@@ -713,4 +744,118 @@ pub fn check_no_stale_endpoints(logs: &BTreeMap<String, Vec<LogLine>>, provider:
     }
     assert!(violations.is_empty(), "the wiring invariant was broken:\n{}", violations.join("\n"));
     report
+}
+
+// ---------------------------------------------------------------------------------------------
+// The wiring invariant, judged from the services' own logs
+// ---------------------------------------------------------------------------------------------
+
+/// Every list one consumer instance was told for one role, in order: (time, endpoints).
+pub fn told(lines: &[LogLine], role: &str) -> Vec<(u64, BTreeSet<String>)> {
+    lines.iter().filter_map(|l| wired_endpoints(&l.event, role).map(|e| (l.t, e))).collect()
+}
+
+/// What [`judge_wiring`] looked at.
+#[derive(Debug, Default)]
+pub struct Judgement {
+    /// `setInvocationAddress` calls read from the consumers' logs for the role.
+    pub calls: usize,
+    /// Provider instances that stopped.
+    pub stops: usize,
+}
+
+/// Judges, from the logs of every instance (`logs`, plus legacy consumers' logs in `extra`), the
+/// wiring of `role`, whose providers are instances of the services `providers`:
+///
+/// - every list a consumer was told differs from the one it held before (a consumer learns each
+///   list once; the first list is never empty);
+/// - every endpoint told was listening at that moment, and `ready` (when given) says it was
+///   ready: `ready(endpoint, t)`;
+/// - no consumer alive when a provider instance stopped still held it;
+/// - when `never_empty`, no consumer was told an empty list while a provider instance was
+///   serving (listening and not stopping).
+pub fn judge_wiring(
+    logs: &BTreeMap<String, Vec<LogLine>>,
+    extra: &BTreeMap<String, Vec<LogLine>>,
+    role: &str,
+    providers: &[&str],
+    never_empty: bool,
+) -> Judgement {
+    let all = lives(logs);
+    let is_provider = |l: &Life| {
+        providers.iter().any(|p| {
+            l.instance.strip_prefix(p).and_then(|r| r.strip_prefix('-')).is_some_and(|n| n.parse::<u64>().is_ok())
+        })
+    };
+    let provider_lives: Vec<&Life> = all.iter().filter(|l| is_provider(l)).collect();
+    let serving_at = |uri: &str, t: u64| {
+        provider_lives.iter().any(|p| p.uri == uri && p.start <= t && p.stop.is_none_or(|s| s >= t))
+    };
+    let mut judgement = Judgement::default();
+    let mut violations = Vec::new();
+    // Consumers: every life of a deployed instance that was told the role, and every legacy log.
+    let mut consumers: Vec<(String, Vec<LogLine>, u64, Option<u64>)> = all
+        .iter()
+        .filter(|l| !told(&l.lines, role).is_empty())
+        .map(|l| (l.instance.clone(), l.lines.clone(), l.start, l.stop))
+        .collect();
+    for (name, lines) in extra {
+        consumers.push((
+            name.clone(),
+            lines.clone(),
+            0,
+            lines.iter().find(|l| l.event.starts_with("stopping")).map(|l| l.t),
+        ));
+    }
+    for (name, lines, _, stop) in &consumers {
+        let lists = told(lines, role);
+        judgement.calls += lists.len();
+        let mut held: BTreeSet<String> = BTreeSet::new();
+        for (i, (t, list)) in lists.iter().enumerate() {
+            if *list == held {
+                violations.push(format!(
+                    "{name} was told the list it already held for `{role}` at {t} (call {}): {list:?}",
+                    i + 1
+                ));
+            }
+            for uri in list {
+                if !serving_at(uri, *t) {
+                    violations.push(format!("{name} was told {uri} at {t}, when no instance served there"));
+                }
+            }
+            if never_empty && list.is_empty() {
+                let serving: Vec<&str> = provider_lives
+                    .iter()
+                    .filter(|p| p.start <= *t && p.stop.is_none_or(|s| s > *t))
+                    .map(|p| p.instance.as_str())
+                    .collect();
+                if !serving.is_empty() {
+                    violations
+                        .push(format!("{name} was told an empty list for `{role}` at {t} while {serving:?} served it"));
+                }
+            }
+            if stop.is_some_and(|s| s < *t) {
+                violations.push(format!("{name} was told a list at {t}, after it began stopping"));
+            }
+            held = list.clone();
+        }
+    }
+    for provider in &provider_lives {
+        let Some(t) = provider.stop else { continue };
+        judgement.stops += 1;
+        for (name, lines, start, stop) in &consumers {
+            if *start > t || stop.is_some_and(|s| s < t) {
+                continue;
+            }
+            let held = told(lines, role).into_iter().filter(|(at, _)| *at <= t).map(|(_, l)| l).next_back();
+            if held.is_some_and(|l| l.contains(&provider.uri)) {
+                violations.push(format!(
+                    "{} ({}) stopped at {t}, but {name} still held it for `{role}`",
+                    provider.instance, provider.uri
+                ));
+            }
+        }
+    }
+    assert!(violations.is_empty(), "the wiring invariant was broken:\n{}", violations.join("\n"));
+    judgement
 }

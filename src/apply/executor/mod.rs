@@ -80,6 +80,8 @@ pub struct Executor<'a> {
     /// The state the apply started from: what every recorded consumer was last told.
     prior: State,
     providers: HashMap<String, Box<dyn Provider>>,
+    /// Who tells legacy consumers their lists (HTTP when `None`; a fake in tests).
+    legacy_wiring: Option<Box<dyn Provider>>,
     /// The new instances of each service.
     started: HashMap<String, Vec<&'a PlacedInstance>>,
     packages: Mutex<HashMap<String, Package>>,
@@ -130,6 +132,7 @@ impl<'a> Executor<'a> {
             live: Mutex::new(prior.clone()),
             prior,
             providers,
+            legacy_wiring: None,
             started: {
                 let mut by_service: HashMap<String, Vec<&PlacedInstance>> = HashMap::new();
                 for placed in &planned.placement.started {
@@ -141,6 +144,18 @@ impl<'a> Executor<'a> {
             desired: spec.services().map(|s| (s.name(), s)).collect(),
             wiring,
         })
+    }
+
+    /// Carries out the work of `account` with `provider` instead of the one its settings name
+    /// (a fake, in tests of the ordering rules).
+    pub fn use_provider(&mut self, account: &str, provider: Box<dyn Provider>) {
+        self.providers.insert(account.to_string(), provider);
+    }
+
+    /// Tells legacy consumers their lists through `provider` instead of over HTTP (a fake, in
+    /// tests).
+    pub fn use_legacy_wiring(&mut self, provider: Box<dyn Provider>) {
+        self.legacy_wiring = Some(provider);
     }
 
     fn live(&self) -> MutexGuard<'_, State> {

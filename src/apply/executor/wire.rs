@@ -62,6 +62,9 @@ enum Known {
     Unknown,
 }
 
+/// One lock per (consumer, role).
+type RoleLocks = HashMap<(String, String), Arc<Mutex<()>>>;
+
 /// Consumer instance (service, key) → role → what it was told.
 type Ledger = HashMap<(String, String), HashMap<String, Known>>;
 
@@ -73,7 +76,7 @@ pub(super) struct Wiring {
     phases: Mutex<HashMap<String, Phase>>,
     ledger: Mutex<Ledger>,
     /// One lock per (consumer, role): a list is computed and sent under it.
-    locks: Mutex<HashMap<(String, String), Arc<Mutex<()>>>>,
+    locks: Mutex<RoleLocks>,
     /// Services this apply destroys: their instances are told nothing.
     retiring: BTreeSet<String>,
 }
@@ -318,7 +321,10 @@ impl Executor<'_> {
     fn call(&self, account: Option<&str>, call: &WireCall<'_>) -> StepResult {
         let result = match account.and_then(|a| self.providers.get(a)) {
             Some(provider) => provider.wire(call),
-            None => super::super::wiring::send(call),
+            None => match &self.legacy_wiring {
+                Some(fake) => fake.wire(call),
+                None => super::super::wiring::send(call),
+            },
         };
         result.map_err(|e| format!("cannot wire {}: {e}", call.consumer))
     }

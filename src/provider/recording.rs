@@ -1,0 +1,132 @@
+//! A fake provider for tests: nothing runs, every call is recorded in order. The executor's
+//! ordering rules (health before announce, unwire before stop, new before old, each list told
+//! once) are checked by replaying what it recorded against a model of the consumers; the real
+//! providers are proven by the integration tests on real processes and real sshd.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use super::{Provider, ProviderResult, StartRequest, Started};
+use crate::apply::wiring::WireCall;
+use crate::plan::placement::NewNode;
+use crate::state::{InstanceState, NodeState};
+
+/// One call the executor made, in the order it made them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// Nodes made (one batch): their ids.
+    NodesCreated(Vec<String>),
+    NodeDestroyed(String),
+    /// An instance started (not yet healthy): its service, id and `nativeUri`.
+    Started {
+        service: String,
+        instance: String,
+        uri: String,
+    },
+    /// The instance passed its health check.
+    Healthy {
+        instance: String,
+    },
+    /// The instance stopped: its id and `nativeUri`.
+    Stopped {
+        instance: String,
+        uri: String,
+    },
+    /// `setInvocationAddress(role, provider, endpoints)` sent to the consumer at `consumer`.
+    Wired {
+        consumer: String,
+        role: String,
+        provider: String,
+        endpoints: Vec<String>,
+    },
+}
+
+/// The fake: clones share one record of calls.
+#[derive(Debug, Clone, Default)]
+pub struct RecordingProvider {
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+impl RecordingProvider {
+    pub fn new() -> Self {
+        RecordingProvider::default()
+    }
+
+    /// Every call recorded so far, and a fresh start.
+    pub fn take(&self) -> Vec<Call> {
+        std::mem::take(&mut *self.calls.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn push(&self, call: Call) {
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner).push(call);
+    }
+}
+
+impl Provider for RecordingProvider {
+    fn kind(&self) -> &'static str {
+        "simulated"
+    }
+
+    fn create_nodes(&self, nodes: &[NewNode], _taken: &BTreeSet<String>) -> ProviderResult<Vec<NodeState>> {
+        self.push(Call::NodesCreated(nodes.iter().map(|n| n.id.clone()).collect()));
+        Ok(nodes
+            .iter()
+            .map(|n| NodeState {
+                account: n.account.clone(),
+                provider: "simulated".into(),
+                address: format!("{}.recorded.invalid", n.id),
+                memory: Some(n.memory),
+                size: Some(n.size.clone()),
+                provider_id: None,
+            })
+            .collect())
+    }
+
+    fn destroy_node(&self, id: &str, _node: &NodeState) -> ProviderResult<()> {
+        self.push(Call::NodeDestroyed(id.to_string()));
+        Ok(())
+    }
+
+    fn start(&self, request: &StartRequest<'_>) -> ProviderResult<Started> {
+        self.push(Call::Started {
+            service: request.spec.name.clone(),
+            instance: request.instance_id.to_string(),
+            uri: crate::plan::converge::native_uri(&request.node.address, request.spec),
+        });
+        Ok(Started::default())
+    }
+
+    fn wait_healthy(&self, instance: &InstanceState, _: &NodeState, _: u16, _: Duration) -> ProviderResult<()> {
+        self.push(Call::Healthy { instance: instance.id.clone() });
+        Ok(())
+    }
+
+    fn stop(&self, instance: &InstanceState, _: &NodeState, _: Duration) -> ProviderResult<()> {
+        self.push(Call::Stopped { instance: instance.id.clone(), uri: instance.native_uri.clone() });
+        Ok(())
+    }
+
+    fn alive(&self, instance: &InstanceState, _: &NodeState) -> bool {
+        instance.status == crate::state::InstanceStatus::Running
+    }
+
+    fn logs(&self, instance: &InstanceState, _: &NodeState, _: &Path, _: usize) -> ProviderResult<String> {
+        Ok(format!("{} is recorded: it has no output", instance.id))
+    }
+
+    fn find(&self, _: &NodeState, _: &str) -> Option<Started> {
+        None
+    }
+
+    fn wire(&self, call: &WireCall<'_>) -> Result<(), String> {
+        self.push(Call::Wired {
+            consumer: call.consumer.to_string(),
+            role: call.role.to_string(),
+            provider: call.provider.to_string(),
+            endpoints: call.endpoints.to_vec(),
+        });
+        Ok(())
+    }
+}
