@@ -201,3 +201,74 @@ fn a_three_service_cycle_is_applied_and_destroyed_fifty_times() {
     let repo = Repo::new(&chor(vec![a, b, c]), None);
     apply_and_destroy(&repo, 50);
 }
+
+/// Settings where `airline` warms up for 1.5 s after its port opens, and a readiness check that
+/// waits for it (`with_readiness`) or not.
+fn warming_settings(with_readiness: bool) -> Value {
+    let mut warm = json!({ "start": "python3 {package} --warmup-ms 1500" });
+    if with_readiness {
+        warm["readiness"] = json!({ "path": "/{endpoint}", "minReadyMs": 300 });
+    }
+    json!({
+        "defaultEnv": "dev",
+        "accounts": { "local": { "provider": "local" } },
+        "packageTypes": { "WARM": warm }
+    })
+}
+
+#[test]
+fn consumers_are_told_of_an_instance_only_once_it_is_ready() {
+    let base = 23400;
+    let warm = |instances: u32, version: &str| {
+        let mut airline = provider("airline", "airline", base, instances);
+        airline["packageType"] = json!("WARM");
+        airline["version"] = json!(version);
+        let mut agency = front(base + 1, &["airline"]);
+        agency["numberOfInstances"] = json!(2);
+        chor(vec![airline, agency])
+    };
+    let repo = Repo::new(&warm(1, "1.0"), Some(&warming_settings(true)));
+    repo.apply();
+    let agencies = field(&instances(&repo.state(), "front"), "nativeUri");
+    let caller = Caller::start(agencies.clone());
+    for (what, instances, version) in [
+        ("scale out 1 → 3", 3, "1.0"),
+        ("redeploy of 3", 3, "1.1"),
+        ("scale in 3 → 1", 1, "1.1"),
+        ("redeploy of 1", 1, "1.2"),
+    ] {
+        repo.write_chor(&warm(instances, version));
+        let output = repo.apply();
+        assert!(stdout(&output).contains("0 failed, 0 skipped"), "{what}: {}", describe(&output));
+        for agency in &agencies {
+            assert_eq!(wired_to(agency, "airline"), endpoints_of(&repo, &["airline"]), "after {what}");
+        }
+    }
+    let calls = caller.finish_all_ok("scale-out, redeploys and scale-in of a service that warms up");
+    assert!(calls >= 20, "only {calls} calls");
+
+    // From the logs: every endpoint a consumer was told had logged `ready` at least
+    // `minReadyMs` (300 ms) before.
+    let logs = repo.logs();
+    judge_wiring(&logs, &BTreeMap::new(), "airline", &["airline"], true);
+    let all = lives(&logs);
+    let ready_at = |uri: &str, t: u64| {
+        all.iter()
+            .filter(|l| l.uri == uri && l.start <= t)
+            .filter_map(|l| l.lines.iter().find(|x| x.event == "ready").map(|x| x.t))
+            .filter(|r| *r <= t)
+            .max()
+    };
+    let mut checked = 0;
+    for consumer in all.iter().filter(|l| l.instance.starts_with("front-")) {
+        for (t, list) in told(&consumer.lines, "airline") {
+            for uri in &list {
+                let ready = ready_at(uri, t)
+                    .unwrap_or_else(|| panic!("{} was told {uri} at {t} before it was ready", consumer.instance));
+                assert!(t >= ready + 250, "{} was told {uri} {} ms after it was ready", consumer.instance, t - ready);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 8, "only {checked} endpoints checked");
+}

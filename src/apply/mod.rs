@@ -4,11 +4,13 @@
 //! - [`wiring`] tells consumers their providers' endpoints over HTTP (SOAP or REST);
 //! - [`journal`] records intents and outcomes so a killed apply can be replayed;
 //! - [`events`] is what the executor reports, and the progress display;
-//! - [`package`] finds a service's package on this machine.
+//! - [`package`] finds a service's package on this machine;
+//! - [`readiness`] waits until a new instance can serve before consumers are told of it.
 
 pub mod events;
 pub mod executor;
 pub mod journal;
 pub mod package;
+pub mod readiness;
 pub mod session;
 pub mod wiring;

@@ -10,12 +10,10 @@
 
 use std::time::Duration;
 
+use crate::repo::settings::WiringSettings;
 use crate::spec::ServiceType;
 
 pub const DEFAULT_NAMESPACE: &str = "http://services.choreos.org/";
-const TRIES: u32 = 5;
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One `setInvocationAddress` call.
 #[derive(Debug, Clone)]
@@ -27,10 +25,12 @@ pub struct WireCall<'a> {
     /// The provider's service name.
     pub provider: &'a str,
     pub endpoints: &'a [String],
+    /// Tries, backoff and timeout of the call.
+    pub retry: WiringSettings,
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder().timeout_global(Some(TIMEOUT)).http_status_as_error(false).build().into()
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into()
 }
 
 /// Escapes text for an XML element.
@@ -99,7 +99,8 @@ fn namespace_of(agent: &ureq::Agent, consumer: &str) -> String {
 
 /// Sends one call, retried with exponential backoff.
 pub fn send(call: &WireCall<'_>) -> Result<(), String> {
-    let agent = agent();
+    let agent = agent(Duration::from_millis(call.retry.timeout_ms.max(1)));
+    let tries = call.retry.tries.max(1);
     let (url, content_type, body) = match call.service_type {
         ServiceType::Rest => (
             format!("{}/setInvocationAddress", call.consumer.trim_end_matches('/')),
@@ -115,9 +116,9 @@ pub fn send(call: &WireCall<'_>) -> Result<(), String> {
             )
         }
     };
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Duration::from_millis(call.retry.backoff_ms);
     let mut last = String::new();
-    for attempt in 1..=TRIES {
+    for attempt in 1..=tries {
         let mut request = agent.post(&url).header("Content-Type", content_type);
         if call.service_type != ServiceType::Rest {
             request = request.header("SOAPAction", "\"\"");
@@ -134,12 +135,12 @@ pub fn send(call: &WireCall<'_>) -> Result<(), String> {
             }
             Err(e) => last = format!("{url}: {e}"),
         }
-        if attempt < TRIES {
+        if attempt < tries {
             std::thread::sleep(backoff);
             backoff *= 2;
         }
     }
-    Err(format!("setInvocationAddress({}, {}) failed after {TRIES} tries: {last}", call.role, call.provider))
+    Err(format!("setInvocationAddress({}, {}) failed after {tries} tries: {last}", call.role, call.provider))
 }
 
 #[cfg(test)]

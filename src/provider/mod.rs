@@ -223,7 +223,9 @@ mod tests {
     #[test]
     fn recipes_fill_placeholders_word_by_word_without_a_shell() {
         let mut settings = Settings::default();
-        settings.package_types.insert("PYTHON".into(), PackageType { start: "python3 {package} --port {port}".into() });
+        settings
+            .package_types
+            .insert("PYTHON".into(), PackageType { start: "python3 {package} --port {port}".into(), readiness: None });
         let spec = DeployableServiceSpec {
             name: "a".into(),
             package_type: Some("PYTHON".into()),

@@ -168,6 +168,10 @@ pub struct Reservoir {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PackageType {
     pub start: String,
+    /// When an instance of this package type may be told to consumers; its port accepting
+    /// connections when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<Readiness>,
 }
 
 /// The placeholders a package type's recipe may use.
@@ -497,6 +501,61 @@ fn check_recipe(start: &str) -> Result<(), String> {
         rest = &after[close + 1..];
     }
     Ok(())
+}
+
+/// When a new instance may be told to consumers (`readiness` of a package type or a service):
+/// once its port accepts connections (always checked) and, with `path`, once `GET
+/// http://<address>:<port><path>` answers 2xx; then it must stay so for `minReadyMs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Readiness {
+    /// An HTTP path on the instance, starting with `/`; `{endpoint}` is the endpoint name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// How long, in milliseconds, the instance must pass its check without a break before it is
+    /// told to consumers (0: at once).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_ready_ms: u64,
+}
+
+/// How a consumer is told its lists (`wiring`, top level or per service): each
+/// `setInvocationAddress` call is tried `tries` times, `backoffMs` apart at first and twice as
+/// long after each failure, each try given `timeoutMs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WiringSettings {
+    /// Tries per call, at least 1 (default 5).
+    #[serde(default = "default_tries")]
+    pub tries: u32,
+    /// The wait after the first failed try, in milliseconds (default 100), doubled after each.
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+    /// The time one try may take, in milliseconds (default 5000).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl Default for WiringSettings {
+    fn default() -> Self {
+        WiringSettings { tries: default_tries(), backoff_ms: default_backoff_ms(), timeout_ms: default_timeout_ms() }
+    }
+}
+
+fn default_tries() -> u32 {
+    5
+}
+
+fn default_backoff_ms() -> u64 {
+    100
+}
+
+fn default_timeout_ms() -> u64 {
+    5000
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref, reason = "serde's skip_serializing_if passes a reference")]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Host names and IP addresses: letters, digits, `.`, `-`, and `:` for IPv6.

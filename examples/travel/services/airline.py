@@ -12,6 +12,9 @@ SOAP operations:
       enact wires consumers with it; airline has no dependencies, but it stores and logs
       what it is told like any CHOReOS SOAP service.
 Every event goes to stdout as "<epoch ms> <INSTANCE_ID> <event>".  SIGTERM exits with 0.
+
+`--warmup-ms N` makes it answer 503 (health and every SOAP call) for its first N ms after it
+starts listening, then log `ready`: a service that opens its port before it can serve.
 """
 import json
 import os
@@ -41,6 +44,12 @@ OPERATIONS = {
 lock = threading.Lock()
 wired = {}  # role -> list of endpoints
 counter = 0
+WARMUP_MS = 0
+ready_at = 0.0  # time.time() from which it serves
+
+
+def warming_up():
+    return time.time() < ready_at
 
 
 _LOG_LOCK = threading.Lock()
@@ -150,6 +159,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if not self.ours():
             return
+        if warming_up():
+            self.send(503, json.dumps({"error": "warming up"}), "application/json")
+            return
         if urlsplit(self.path).query.lower() == "wsdl":
             host = self.headers.get("Host") or f"{HOST}:{PORT}"
             self.send(200, wsdl(f"http://{host}/{ENDPOINT}"), "text/xml; charset=utf-8")
@@ -171,6 +183,10 @@ class Handler(BaseHTTPRequestHandler):
                       "text/xml; charset=utf-8")
             return
         op = local(op_element.tag)
+        if warming_up() and op != "setInvocationAddress":
+            log(f"unready {op}")
+            self.send(503, fault("Server", "warming up"), "text/xml; charset=utf-8")
+            return
         try:
             if op == "setInvocationAddress":
                 set_invocation_address(op_element)
@@ -187,6 +203,13 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
+    global WARMUP_MS, ready_at
+    args = sys.argv[1:]
+    if args[:1] == ["--warmup-ms"] and len(args) == 2:
+        WARMUP_MS = int(args[1])
+    elif args:
+        print(f"usage: {sys.argv[0]} [--warmup-ms N]", file=sys.stderr)
+        return 2
     server = ThreadingHTTPServer((HOST, PORT), Handler)
     server.daemon_threads = False  # on SIGTERM, server_close() lets requests in flight finish
 
@@ -196,7 +219,12 @@ def main():
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    ready_at = time.time() + WARMUP_MS / 1000
     log(f"listening http://{HOST}:{server.server_address[1]}/{ENDPOINT}")
+    if WARMUP_MS:
+        timer = threading.Timer(WARMUP_MS / 1000, lambda: log("ready"))
+        timer.daemon = True
+        timer.start()
     server.serve_forever()
     server.server_close()
     log("stopped")

@@ -527,6 +527,11 @@ impl<'a> Executor<'a> {
         if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
     }
 
+    /// The readiness check of a service: its own, else its package type's.
+    fn readiness_of(&self, spec: &DeployableServiceSpec) -> Option<&'a crate::repo::settings::Readiness> {
+        self.settings.package_types.get(spec.package_type()).and_then(|t| t.readiness.as_ref())
+    }
+
     /// The package of a service as a path on this machine.
     fn package(&self, spec: &DeployableServiceSpec) -> Result<Package, String> {
         let mut packages = self.packages.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -595,7 +600,28 @@ impl<'a> Executor<'a> {
         instance.start_time = started.start_time;
         self.record(Record::Started { service: name.to_string(), instance: instance.clone() })?;
         self.progress(name, format!("{} started on {} ({})", placed.id, placed.node, node.address));
-        if let Err(e) = provider.wait_healthy(&instance, &node, port_of(spec), self.options.health_timeout) {
+        let checked = Instant::now();
+        let healthy = provider
+            .wait_healthy(&instance, &node, port_of(spec), self.options.health_timeout)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                let Some(readiness) = self.readiness_of(spec) else { return Ok(()) };
+                let url = readiness
+                    .path
+                    .as_deref()
+                    .map(|p| super::readiness::readiness_url(&node.address, port_of(spec), p, spec.endpoint_name()));
+                let still_up = || {
+                    if provider.alive(&instance, &node) {
+                        Ok(())
+                    } else {
+                        Err(format!("{} exited before it was ready", instance.id))
+                    }
+                };
+                let left = self.options.health_timeout.saturating_sub(checked.elapsed());
+                super::readiness::wait_ready(url.as_deref(), readiness, left, &still_up)
+                    .map_err(|e| format!("instance {}: {e}", instance.id))
+            });
+        if let Err(e) = healthy {
             let tail = provider.logs(&instance, &node, &log, 5).unwrap_or_default();
             let _ = self.stop_instance(name, &placed.id);
             let tail = if tail.trim().is_empty() {

@@ -300,6 +300,7 @@ impl Executor<'_> {
                 role,
                 provider: &providers,
                 endpoints: &list,
+                retry: self.wiring_settings_of(consumer),
             };
             let outcome = self.call(target.account.as_deref(), &call);
             let now = if outcome.is_ok() { Known::List(list.clone()) } else { Known::Unknown };
@@ -327,6 +328,11 @@ impl Executor<'_> {
             },
         };
         result.map_err(|e| format!("cannot wire {}: {e}", call.consumer))
+    }
+
+    /// How `consumer` is told its lists.
+    fn wiring_settings_of(&self, _consumer: &str) -> crate::repo::settings::WiringSettings {
+        crate::repo::settings::WiringSettings::default()
     }
 
     /// Marks instances as leaving: from now on they are neither endpoints nor told anything.
