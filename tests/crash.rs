@@ -1,4 +1,4 @@
-//! Crash safety of `enact apply` on the local provider (DESIGN §6: "nothing is lost on a crash").
+//! Crash safety of `enact apply` on the local provider ("nothing is lost on a crash").
 //!
 //! A temporary config repository runs real processes: `airline` (SOAP, 2–3 instances),
 //! `travelagency` (REST, 1–2 instances, depends on airline) and `loyalty` (a standalone SOAP

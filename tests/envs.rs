@@ -1,4 +1,4 @@
-//! Environments as code, through the built binary: promotion (the matrix of DESIGN §9), merge,
+//! Environments as code, through the built binary: promotion (every case of the three-way merge), merge,
 //! diff, scale, provenance, and every refused command leaving every file as it was.
 
 use std::collections::BTreeMap;

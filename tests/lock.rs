@@ -1,4 +1,4 @@
-//! One apply per environment (DESIGN §6): `state/<env>.lock` names its holder; a second apply
+//! One apply per environment: `state/<env>.lock` names its holder; a second apply
 //! is refused at once naming the holder's pid; a lock whose process is gone (same host) is taken
 //! over with a warning; `enact state unlock` removes any other.
 //!

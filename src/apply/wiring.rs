@@ -1,4 +1,4 @@
-//! Wiring (DESIGN §8): telling a consumer instance the endpoints of a provider with
+//! Wiring (`docs/wiring.md`): telling a consumer instance the endpoints of a provider with
 //! `setInvocationAddress(role, name, endpoints)`, over real HTTP.
 //!
 //! - SOAP (and COORDEL): a SOAP 1.1 envelope POSTed to the consumer's `nativeUri`, in the

@@ -165,7 +165,7 @@ pub struct PlanArgs {
     /// Save the plan to FILE, for `enact apply FILE` and `enact show FILE`.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Print the machine form (DESIGN §5) instead of the human one.
+    /// Print the machine form (docs/formats.md) instead of the human one.
     #[arg(long)]
     pub json: bool,
     /// Exit 0 with no changes, 1 on error, 2 with changes.

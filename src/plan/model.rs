@@ -1,4 +1,4 @@
-//! The plan as plain data: the machine form of DESIGN §5 (`plan --json`, `plan --out`).
+//! The plan as plain data: its machine form (`plan --json`, `plan --out`; `docs/formats.md`).
 //! Computing it lives in [`super::diff`], showing it in [`super::render`].
 
 use std::collections::BTreeMap;

@@ -76,7 +76,7 @@ pub fn check_package_uri(uri: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks the rules of DESIGN §2 on an effective choreography.
+/// Checks the rules of `docs/formats.md` (the spec) on an effective choreography.
 pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) -> Vec<Diagnostic> {
     let mut errors = Vec::new();
     let err = |service: &str, path: &[Segment], message: String| {

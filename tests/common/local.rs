@@ -678,7 +678,7 @@ pub struct InvariantReport {
     pub calls: usize,
 }
 
-/// DESIGN §5: no consumer ever points at an endpoint that is not running, read from the
+/// The invariant: no consumer ever points at an endpoint that is not running, read from the
 /// services' own logs. For every instance of `provider` that logged `stopping` at T, every
 /// consumer instance alive at T was last told (at or before T) a list without it, and no
 /// consumer called it at or after T (until something listens there again). And no consumer is

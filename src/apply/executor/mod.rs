@@ -1,6 +1,6 @@
 //! The executor: carries a plan out. Nodes are created first (batched per account), then the
 //! plan's steps are walked concurrently ([`crate::graph::walk`]): a step starts as soon as the
-//! steps it waits for are done. Within a step the ordering rules of DESIGN §5 hold:
+//! steps it waits for are done. Within a step the ordering rules of `docs/wiring.md` hold:
 //!
 //! - an instance is started and health-checked before anyone is told about it;
 //! - a leaving instance is removed from every consumer's endpoint list before it is stopped;
