@@ -375,6 +375,17 @@ fn plan_detailed_exitcode_is_2_with_changes_and_0_without() {
 }
 
 #[test]
+fn fmt_keeps_the_rollout_settings_of_enact_json() {
+    let settings = r#"{"rollout": {"maxUnavailable": 1}, "envs": {"prod": {"rollout": {"maxUnavailable": 0}}},
+        "services": {"airline": {"rollout": {"maxUnavailable": 0}}}}"#;
+    let repo = Repo::with(&[("chor.json", ONE_SERVICE), ("enact.json", settings)]);
+    assert_code(&repo.run(&["fmt"]), 0);
+    let formatted = parse_json(&repo.read("enact.json"));
+    assert_eq!(formatted, parse_json(settings));
+    assert_code(&repo.run(&["validate"]), 0);
+}
+
+#[test]
 fn plan_target_limits_the_plan_to_a_service_and_its_providers() {
     let repo = Repo::travel();
     let output = repo.run(&["plan", "--json", "--target", "airline"]);
@@ -551,6 +562,14 @@ fn schema_is_json_describing_chor_json() {
     let properties = &schema["properties"];
     assert!(properties["deployableServiceSpecs"].is_object(), "{schema}");
     assert!(properties["legacyServiceSpecs"].is_object(), "{schema}");
+    assert_eq!(schema["additionalProperties"], false, "unknown fields are errors");
+
+    let output = repo.run(&["schema", "enact.json"]);
+    assert_code(&output, 0);
+    let schema = parse_json(&stdout(&output));
+    assert!(schema["properties"]["rollout"].is_object(), "{schema}");
+    assert!(schema["properties"]["services"].is_object(), "{schema}");
+    assert!(stdout(&output).contains("\"maxUnavailable\""), "{schema}");
     assert_eq!(schema["additionalProperties"], false, "unknown fields are errors");
 }
 
