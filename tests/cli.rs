@@ -372,6 +372,46 @@ fn plan_detailed_exitcode_is_2_with_changes_and_0_without() {
     assert_eq!(plan["changes"][0]["action"], "replace");
     assert_eq!(plan["changes"][0]["fields"][0]["path"], "/version");
     assert_eq!(plan["summary"]["replace"], 1);
+    assert_eq!(
+        plan["changes"][0]["rollout"],
+        serde_json::json!({
+            "order": "new-before-old", "reason": "a spare slot for each new instance", "oldFirst": [], "emptyWindows": 0
+        })
+    );
+}
+
+#[test]
+fn plan_says_when_a_replacement_stops_the_old_instance_first() {
+    let repo = Repo::with(&[
+        ("chor.json", &ONE_SERVICE.replace("\"1.0\"", "\"1.1\"")),
+        ("state/dev.json", ONE_SERVICE_STATE),
+        ("enact.json", r#"{"nodeSelector": {"policy": "LIMITED_ROUND_ROBIN", "vmLimit": 1}}"#),
+    ]);
+    let output = repo.run(&["plan"]);
+    assert_code(&output, 0);
+    insta::assert_snapshot!("plan_version_bump_old_before_new", stdout(&output));
+    let plan = parse_json(&stdout(&repo.run(&["plan", "--json"])));
+    assert_eq!(
+        plan["changes"][0]["rollout"],
+        serde_json::json!({
+            "order": "old-before-new",
+            "reason": "`vmLimit` 1 of account `local` is reached and each SMALL node already runs an instance on port 1234",
+            "oldFirst": ["airline-1"],
+            "emptyWindows": 1
+        })
+    );
+    assert_eq!(plan["nodes"], serde_json::json!({}), "the replacement takes the node its old instance leaves");
+
+    // Refusing to drop traffic refuses the plan, and says what to do.
+    repo.write(
+        "enact.json",
+        r#"{"nodeSelector": {"policy": "LIMITED_ROUND_ROBIN", "vmLimit": 1}, "rollout": {"maxUnavailable": 0}}"#,
+    );
+    let output = repo.run(&["plan"]);
+    assert_code(&output, 1);
+    let err = stderr(&output);
+    assert!(err.contains("service `airline`") && err.contains("airline-1 would stop"), "{err}");
+    assert!(err.contains("`rollout.maxUnavailable` ≥ 1"), "{err}");
 }
 
 #[test]
