@@ -97,6 +97,8 @@ pub struct Change {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Rollout {
+    /// Whether new instances start before old ones stop (`new-before-old`, `old-before-new`,
+    /// `mixed`).
     pub order: RolloutOrder,
     /// Why, in a short sentence: what leaves no spare slot for old-before-new, or
     /// "a spare slot for each new instance".
