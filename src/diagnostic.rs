@@ -491,7 +491,12 @@ pub fn from_value_located<T: serde::de::DeserializeOwned>(
         };
         let mut d = Diagnostic::new(message).at(Some(source.locate(&segments, unknown)));
         if unknown {
-            d = d.hint("remove the field or fix its spelling (`enact schema` lists every field)");
+            let schema = if source.display.file_name().is_some_and(|f| f == "enact.json") {
+                "enact schema enact.json"
+            } else {
+                "enact schema"
+            };
+            d = d.hint(format!("remove the field or fix its spelling (`{schema}` lists every field)"));
         }
         d
     })

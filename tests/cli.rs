@@ -372,6 +372,57 @@ fn plan_detailed_exitcode_is_2_with_changes_and_0_without() {
     assert_eq!(plan["changes"][0]["action"], "replace");
     assert_eq!(plan["changes"][0]["fields"][0]["path"], "/version");
     assert_eq!(plan["summary"]["replace"], 1);
+    assert_eq!(
+        plan["changes"][0]["rollout"],
+        serde_json::json!({
+            "order": "new-before-old", "reason": "a spare slot for each new instance", "oldFirst": [], "emptyWindows": 0
+        })
+    );
+}
+
+#[test]
+fn plan_says_when_a_replacement_stops_the_old_instance_first() {
+    let repo = Repo::with(&[
+        ("chor.json", &ONE_SERVICE.replace("\"1.0\"", "\"1.1\"")),
+        ("state/dev.json", ONE_SERVICE_STATE),
+        ("enact.json", r#"{"nodeSelector": {"policy": "LIMITED_ROUND_ROBIN", "vmLimit": 1}}"#),
+    ]);
+    let output = repo.run(&["plan"]);
+    assert_code(&output, 0);
+    insta::assert_snapshot!("plan_version_bump_old_before_new", stdout(&output));
+    let plan = parse_json(&stdout(&repo.run(&["plan", "--json"])));
+    assert_eq!(
+        plan["changes"][0]["rollout"],
+        serde_json::json!({
+            "order": "old-before-new",
+            "reason": "`vmLimit` 1 of account `local` is reached and each SMALL node already runs an instance on port 1234",
+            "oldFirst": ["airline-1"],
+            "emptyWindows": 1
+        })
+    );
+    assert_eq!(plan["nodes"], serde_json::json!({}), "the replacement takes the node its old instance leaves");
+
+    // Refusing to drop traffic refuses the plan, and says what to do.
+    repo.write(
+        "enact.json",
+        r#"{"nodeSelector": {"policy": "LIMITED_ROUND_ROBIN", "vmLimit": 1}, "rollout": {"maxUnavailable": 0}}"#,
+    );
+    let output = repo.run(&["plan"]);
+    assert_code(&output, 1);
+    let err = stderr(&output);
+    assert!(err.contains("service `airline`") && err.contains("airline-1 would stop"), "{err}");
+    assert!(err.contains("`rollout.maxUnavailable` ≥ 1"), "{err}");
+}
+
+#[test]
+fn fmt_keeps_the_rollout_settings_of_enact_json() {
+    let settings = r#"{"rollout": {"maxUnavailable": 1}, "envs": {"prod": {"rollout": {"maxUnavailable": 0}}},
+        "services": {"airline": {"rollout": {"maxUnavailable": 0}}}}"#;
+    let repo = Repo::with(&[("chor.json", ONE_SERVICE), ("enact.json", settings)]);
+    assert_code(&repo.run(&["fmt"]), 0);
+    let formatted = parse_json(&repo.read("enact.json"));
+    assert_eq!(formatted, parse_json(settings));
+    assert_code(&repo.run(&["validate"]), 0);
 }
 
 #[test]
@@ -551,6 +602,14 @@ fn schema_is_json_describing_chor_json() {
     let properties = &schema["properties"];
     assert!(properties["deployableServiceSpecs"].is_object(), "{schema}");
     assert!(properties["legacyServiceSpecs"].is_object(), "{schema}");
+    assert_eq!(schema["additionalProperties"], false, "unknown fields are errors");
+
+    let output = repo.run(&["schema", "enact.json"]);
+    assert_code(&output, 0);
+    let schema = parse_json(&stdout(&output));
+    assert!(schema["properties"]["rollout"].is_object(), "{schema}");
+    assert!(schema["properties"]["services"].is_object(), "{schema}");
+    assert!(stdout(&output).contains("\"maxUnavailable\""), "{schema}");
     assert_eq!(schema["additionalProperties"], false, "unknown fields are errors");
 }
 

@@ -2,8 +2,9 @@
 //! leaves nothing to plan.
 
 use enact::plan::converge::apply_model;
+use enact::plan::model::RolloutOrder;
 use enact::plan::{PlanInput, plan};
-use enact::repo::settings::{NodeSelector, Policy, Settings};
+use enact::repo::settings::{NodeSelector, Policy, RolloutSettings, Settings};
 use enact::spec::{Choreography, DeployableServiceSpec, LegacyServiceSpec, Memory, ServiceDependency, ServiceType};
 use enact::state::State;
 use proptest::prelude::*;
@@ -109,6 +110,33 @@ fn scenario() -> impl Strategy<Value = (Choreography, Choreography, u8)> {
     )
 }
 
+/// A few services, then the same ones edited the way rolling replacements come about: a new
+/// version, sometimes another memory size or instance count; with a `vmLimit` of 1–7.
+fn rolling_scenario() -> impl Strategy<Value = (Choreography, Choreography, u32)> {
+    let edit = (1u8..3, prop::bool::weighted(0.2), prop::bool::weighted(0.2), prop::bool::weighted(0.3));
+    (prop::collection::vec((shape(), edit), 1..5), 1u32..8).prop_map(|(services, limit)| {
+        let old: Vec<Shape> = services.iter().map(|(s, _)| Shape { legacy: false, ..s.clone() }).collect();
+        let new: Vec<Shape> = services
+            .iter()
+            .map(|(s, (bump, resize, rescale, same))| {
+                let mut n = Shape { legacy: false, ..s.clone() };
+                if !same {
+                    n.version = s.version.wrapping_add(*bump);
+                }
+                if *resize {
+                    n.memory = if s.memory == Memory::Small { Memory::Medium } else { Memory::Small };
+                }
+                if *rescale {
+                    n.instances = (s.instances + 1) % 4;
+                }
+                n
+            })
+            .collect();
+        let names: Vec<usize> = (0..old.len()).collect();
+        (build(&old, &names), build(&new, &names), limit)
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
@@ -164,38 +192,127 @@ proptest! {
 
     /// Under `LIMITED_ROUND_ROBIN` with a small `vmLimit` a plan either places every instance on
     /// at most `vmLimit` nodes, never two on one port of a node, or is refused naming the limit.
+    /// At no moment of the apply do more than `vmLimit` nodes exist: apply creates the new nodes
+    /// first and frees the emptied ones last, so the state's nodes plus the new ones stay within
+    /// the limit. Every rollout says what its placement does.
     /// (Debug builds check placement's load index against a scan of all nodes at every choice.)
     #[test]
     fn a_small_vm_limit_is_kept_or_refused((old, new, _) in scenario(), limit in 1u32..8) {
-        let settings = Settings {
+        vm_limit_is_kept_or_refused(&old, &new, limit)?;
+    }
+
+    /// The same, on rolling replacements of a few services.
+    #[test]
+    fn a_small_vm_limit_is_kept_or_refused_while_rolling((old, new, limit) in rolling_scenario()) {
+        vm_limit_is_kept_or_refused(&old, &new, limit)?;
+    }
+}
+
+/// The body of the `vmLimit` properties: `old` planned from nothing, then `new` from there.
+fn vm_limit_is_kept_or_refused(old: &Choreography, new: &Choreography, limit: u32) -> Result<(), TestCaseError> {
+    let settings = Settings {
+        node_selector: Some(NodeSelector { policy: Policy::LimitedRoundRobin, vm_limit: Some(limit) }),
+        ..Default::default()
+    };
+    let empty = State::empty("dev");
+    let check = |prior: &State, spec: &Choreography| -> Result<Option<State>, TestCaseError> {
+        match plan(input(spec, prior, &settings)) {
+            Ok(planned) => {
+                let existing = prior.nodes.len() + planned.placement.new_nodes.len();
+                prop_assert!(
+                    existing <= limit as usize,
+                    "{} state nodes + {} new nodes exceed vmLimit {}",
+                    prior.nodes.len(),
+                    planned.placement.new_nodes.len(),
+                    limit
+                );
+                check_rollouts(&planned)?;
+                let after = apply_model(prior, spec, &planned);
+                let mut used = std::collections::HashSet::new();
+                for service in after.services.values() {
+                    if let enact::state::AppliedSpec::Deployable(s) = &service.spec {
+                        for instance in &service.instances {
+                            prop_assert!(
+                                used.insert((instance.node.clone(), s.port)),
+                                "port {:?} twice on {}",
+                                s.port,
+                                instance.node
+                            );
+                        }
+                    }
+                }
+                Ok(Some(after))
+            }
+            Err(errors) => {
+                let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                prop_assert!(text.iter().all(|e| e.contains("vmLimit")), "{:?}", text);
+                Ok(None)
+            }
+        }
+    };
+    if let Some(prior) = check(&empty, old)? {
+        prop_assert!(prior.nodes.len() <= limit as usize, "{} nodes over vmLimit {}", prior.nodes.len(), limit);
+        check(&prior, new)?;
+    }
+    Ok(())
+}
+
+/// Every rolling replacement has a rollout that matches its placement: `oldFirst` lists the
+/// `after_stopping` instances in order, the order follows from them, and the service is never
+/// left without a serving instance more often than an instance stops first.
+fn check_rollouts(planned: &enact::plan::Planned) -> Result<(), TestCaseError> {
+    for change in &planned.plan.changes {
+        let started: Vec<_> = planned.placement.started.iter().filter(|p| p.service == change.service).collect();
+        let old_first: Vec<String> = started.iter().filter_map(|p| p.after_stopping.clone()).collect();
+        let Some(rollout) = &change.rollout else {
+            prop_assert!(old_first.is_empty(), "{}: instances stop first but there is no rollout", change.service);
+            continue;
+        };
+        prop_assert_eq!(&rollout.old_first, &old_first, "{}", change.service);
+        let order = match old_first.len() {
+            0 => RolloutOrder::NewBeforeOld,
+            n if n == started.len() => RolloutOrder::OldBeforeNew,
+            _ => RolloutOrder::Mixed,
+        };
+        prop_assert_eq!(rollout.order, order, "{}", change.service);
+        prop_assert!(rollout.empty_windows as usize <= old_first.len(), "{}", change.service);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// With `rollout.maxUnavailable` 0 no plan stops an old instance before its replacement is
+    /// ready: it is refused instead, naming the setting (or the limit, as above).
+    #[test]
+    fn max_unavailable_0_never_plans_an_old_first_stop((old, new, limit) in rolling_scenario()) {
+        let loose = Settings {
             node_selector: Some(NodeSelector { policy: Policy::LimitedRoundRobin, vm_limit: Some(limit) }),
             ..Default::default()
         };
+        let strict = Settings { rollout: Some(RolloutSettings { max_unavailable: Some(0) }), ..loose.clone() };
         let empty = State::empty("dev");
-        let check = |prior: &State, spec: &Choreography| -> Result<Option<State>, TestCaseError> {
-            match plan(input(spec, prior, &settings)) {
-                Ok(planned) => {
-                    let after = apply_model(prior, spec, &planned);
-                    let mut used = std::collections::HashSet::new();
-                    for service in after.services.values() {
-                        if let enact::state::AppliedSpec::Deployable(s) = &service.spec {
-                            for instance in &service.instances {
-                                prop_assert!(used.insert((instance.node.clone(), s.port)), "port {:?} twice on {}", s.port, instance.node);
-                            }
-                        }
+        let Ok(first) = plan(input(&old, &empty, &loose)) else {
+            return Ok(());
+        };
+        let prior = apply_model(&empty, &old, &first);
+        match (plan(input(&new, &prior, &strict)), plan(input(&new, &prior, &loose))) {
+            (Ok(planned), _) => {
+                prop_assert!(planned.plan.changes.iter().filter_map(|c| c.rollout.as_ref()).all(|r| r.old_first.is_empty()));
+            }
+            (Err(errors), loose) => {
+                let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                let refused_by_setting = text.iter().all(|e| e.contains("`rollout.maxUnavailable` is 0"));
+                // Refused for the setting exactly when the loose plan stops an instance first.
+                match loose {
+                    Ok(planned) => {
+                        prop_assert!(refused_by_setting, "{:?}", text);
+                        prop_assert!(planned.plan.changes.iter().filter_map(|c| c.rollout.as_ref()).any(|r| !r.old_first.is_empty()));
                     }
-                    Ok(Some(after))
-                }
-                Err(errors) => {
-                    let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                    prop_assert!(text.iter().all(|e| e.contains("vmLimit")), "{:?}", text);
-                    Ok(None)
+                    Err(_) => prop_assert!(text.iter().all(|e| e.contains("vmLimit")), "{:?}", text),
                 }
             }
-        };
-        if let Some(prior) = check(&empty, &old)? {
-            prop_assert!(prior.nodes.len() <= limit as usize, "{} nodes over vmLimit {}", prior.nodes.len(), limit);
-            check(&prior, &new)?;
         }
     }
 }

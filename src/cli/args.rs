@@ -42,8 +42,12 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// Print the JSON Schema of chor.json.
-    Schema,
+    /// Print the JSON Schema of chor.json, or of enact.json.
+    Schema {
+        /// The file whose schema to print.
+        #[arg(value_enum, default_value_t = SchemaFile::Chor)]
+        file: SchemaFile,
+    },
     /// Show what apply would change in an environment.
     Plan(PlanArgs),
     /// Show a saved plan, or the recorded state of the environment.
@@ -213,6 +217,17 @@ pub enum StateCommand {
     Show,
     /// Remove the environment's lock, whoever holds it.
     Unlock,
+}
+
+/// Which file `enact schema` describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaFile {
+    /// The choreography spec (and, field for field, an overlay).
+    #[value(name = "chor.json")]
+    Chor,
+    /// The settings.
+    #[value(name = "enact.json")]
+    Settings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

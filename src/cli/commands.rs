@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::args::{GraphFormat, PlanArgs};
+use super::args::{GraphFormat, PlanArgs, SchemaFile};
 use super::{Context, Outcome};
 use crate::diagnostic::{Diagnostic, SourceFile, strip_position};
 use crate::error::{Error, Result};
@@ -90,10 +90,15 @@ pub fn validate(ctx: &Context) -> Result<Outcome> {
     let mut lines = Vec::new();
     // Each problem once, with the environments it shows in.
     let mut errors: Vec<(Diagnostic, Vec<String>)> = Vec::new();
+    // The service names of every environment, for the names under `services` of enact.json.
+    let mut names: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     for env in &envs {
         match repo.load(env) {
             Ok(effective) => {
                 let chor = &effective.choreography;
+                if !repo.settings.services.is_empty() {
+                    names.extend(chor.services().map(|s| s.name().to_string()));
+                }
                 let graph = ServiceGraph::build(chor);
                 let groups = graph.groups();
                 let cycles = groups.iter().filter(|g| g.len() > 1).count();
@@ -120,7 +125,17 @@ pub fn validate(ctx: &Context) -> Result<Outcome> {
             Err(e) => return Err(e),
         }
     }
-    if !errors.is_empty() {
+    // Only once every environment is known: a service may live in one overlay alone.
+    let mut unknown = Vec::new();
+    if ctx.env_arg.is_none()
+        && errors.is_empty()
+        && !repo.settings.services.is_empty()
+        && let Some(text) = read_optional(&repo.root.join(SETTINGS_FILE))?
+    {
+        let source = SourceFile::new(SETTINGS_FILE, text);
+        unknown = repo.settings.unknown_services(&source, |n| names.contains(n), names.iter().map(String::as_str));
+    }
+    if !errors.is_empty() || !unknown.is_empty() {
         let errors: Vec<Diagnostic> = errors
             .into_iter()
             .map(
@@ -128,6 +143,7 @@ pub fn validate(ctx: &Context) -> Result<Outcome> {
                     if in_envs.len() == envs.len() && envs.len() > 1 { d } else { d.env(in_envs.join("`, `")) }
                 },
             )
+            .chain(unknown)
             .collect();
         return Err(errors.into());
     }
@@ -190,8 +206,12 @@ pub fn fmt(ctx: &Context, check: bool) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-pub fn schema(ctx: &Context) -> Result<Outcome> {
-    ctx.printer.out(&format::to_text(&crate::spec::schema()));
+pub fn schema(ctx: &Context, file: SchemaFile) -> Result<Outcome> {
+    let schema = match file {
+        SchemaFile::Chor => crate::spec::schema(),
+        SchemaFile::Settings => crate::repo::settings::schema(),
+    };
+    ctx.printer.out(&format::to_text(&schema));
     Ok(Outcome::Success)
 }
 

@@ -148,7 +148,7 @@ pub fn run(cli: Cli, printer: Printer) -> Result<Outcome> {
         Command::Init => commands::init(&ctx),
         Command::Validate => commands::validate(&ctx),
         Command::Fmt { check } => commands::fmt(&ctx, check),
-        Command::Schema => commands::schema(&ctx),
+        Command::Schema { file } => commands::schema(&ctx, file),
         Command::Plan(args) => commands::plan(&ctx, &args),
         Command::Show { json, planfile } => commands::show(&ctx, json, planfile.as_deref()),
         Command::Graph { format } => commands::graph(&ctx, format),

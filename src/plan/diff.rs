@@ -11,12 +11,13 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::model::{
-    Action, Change, FieldChange, FromTo, NodeChanges, PLAN_FORMAT_VERSION, Plan, PriorState, Step, Summary,
+    Action, Change, FieldChange, FromTo, NodeChanges, PLAN_FORMAT_VERSION, Plan, PriorState, Rollout, RolloutOrder,
+    Step, Summary,
 };
-use super::placement::{Demand, Placement, place};
+use super::placement::{Demand, PlacedInstance, Placement, old_first_reason, place};
 use crate::diagnostic::Diagnostic;
 use crate::graph::ServiceGraph;
-use crate::repo::settings::Settings;
+use crate::repo::settings::{Account, EnvView, Settings};
 use crate::spec::{Choreography, Service};
 use crate::state::{AppliedSpec, ServiceState, State};
 
@@ -192,6 +193,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
             legacy: after.is_legacy(),
             before: Some(before.spec.as_service().to_value()),
             after: Some(after.to_value()),
+            rollout: None,
         });
         change.rewire = rewire.into_iter().map(str::to_string).collect();
     }
@@ -227,6 +229,13 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
         .collect();
     let view = input.settings.env_view(input.env);
     let placement = place(&view, input.state, &demands)?;
+    let rollouts = rollouts(input, &view, &demands, &placement)?;
+    let mut changed = changed;
+    for (service, rollout) in rollouts {
+        if let Ok(i) = changed.binary_search_by(|(entry, _)| entry.name.cmp(service)) {
+            changed[i].1.rollout = Some(rollout);
+        }
+    }
 
     let mut nodes: BTreeMap<String, NodeChanges> = BTreeMap::new();
     for node in placement.new_nodes.iter().filter(|n| n.provisioned) {
@@ -276,6 +285,115 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
 /// Every (provider, role) a service depends on.
 fn dependency_pairs(deps: &[crate::spec::ServiceDependency]) -> BTreeSet<(&str, &str)> {
     deps.iter().map(|d| (d.service_spec_name.as_str(), d.service_spec_role.as_str())).collect()
+}
+
+/// The reason of a rollout whose new instances all have a spare slot.
+pub const SPARE_SLOT_REASON: &str = "a spare slot for each new instance";
+
+/// The rollout of every rolling replacement among `demands` (a desired service whose instances
+/// are all replaced), by service name; refused when one stops an old instance before its
+/// replacement is ready and the service's `rollout.maxUnavailable` is 0.
+fn rollouts<'d>(
+    input: PlanInput<'_>,
+    view: &EnvView<'_>,
+    demands: &[Demand<'d>],
+    placement: &Placement,
+) -> Result<Vec<(&'d str, Rollout)>, Vec<Diagnostic>> {
+    let rolling: Vec<&Demand<'d>> = demands
+        .iter()
+        .filter(|d| {
+            d.replace_all && d.spec.is_some() && placement.stopped.get(d.service).is_some_and(|s| !s.is_empty())
+        })
+        .collect();
+    if rolling.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names: HashSet<&str> = rolling.iter().map(|d| d.service).collect();
+    let mut started: HashMap<&str, Vec<&PlacedInstance>> = HashMap::with_capacity(names.len());
+    for placed in placement.started.iter().filter(|p| names.contains(p.service.as_str())) {
+        started.entry(placed.service.as_str()).or_default().push(placed);
+    }
+    let mut out = Vec::with_capacity(rolling.len());
+    let mut errors = Vec::new();
+    for demand in rolling {
+        let (Some(spec), Some(stopped)) = (demand.spec, placement.stopped.get(demand.service)) else {
+            continue;
+        };
+        let recorded = input.state.services.get(demand.service).map_or(0, |s| s.instances.len());
+        let Some(rollout) = rollout(
+            started.get(demand.service).map(Vec::as_slice).unwrap_or_default(),
+            stopped,
+            recorded.saturating_sub(stopped.len()),
+            || old_first_reason(view, spec),
+        ) else {
+            continue;
+        };
+        let max_unavailable = view.max_unavailable(demand.service);
+        if max_unavailable.value == 0 && !rollout.old_first.is_empty() {
+            let whose = if rollout.old_first.len() == 1 { "its replacement is" } else { "their replacements are" };
+            let set_at = max_unavailable.set_at.map(|at| format!(" (enact.json `{at}`)")).unwrap_or_default();
+            let account = spec.cloud_account.as_deref().unwrap_or(&view.default_account);
+            let first = match input.settings.account(account) {
+                Some(Account::Ssh(_)) => format!("add a host to ssh account `{account}`"),
+                _ => "raise `nodeSelector.vmLimit`".to_string(),
+            };
+            errors.push(
+                Diagnostic::new(format!(
+                    "`rollout.maxUnavailable` is 0{set_at}, but {} would stop before {whose} ready: {}",
+                    rollout.old_first.join(", "),
+                    rollout.reason
+                ))
+                .service(demand.service)
+                .hint(format!("{first}, give the service a free port, or allow it with `rollout.maxUnavailable` ≥ 1")),
+            );
+        }
+        out.push((demand.service, rollout));
+    }
+    if errors.is_empty() { Ok(out) } else { Err(errors) }
+}
+
+/// How one service's rolling replacement runs, following apply's sequence: with old instances
+/// `stopped` (in order) and new ones `started` (in order), `remaining` is `stopped` without the
+/// `after_stopping` ones; for each new instance its `after_stopping` instance stops first, the
+/// new one starts, then the front of `remaining` stops; what remains stops at the end. `kept`
+/// instances are not replaced and serve throughout. `None` when nothing rolls (no instance to
+/// start or none to stop: apply then starts, or stops, them all at once). `reason` explains an
+/// old-before-new stop; it is only called when there is one.
+pub fn rollout(
+    started: &[&PlacedInstance],
+    stopped: &[String],
+    kept: usize,
+    reason: impl FnOnce() -> String,
+) -> Option<Rollout> {
+    if started.is_empty() || stopped.is_empty() {
+        return None;
+    }
+    let old_first: Vec<String> = started.iter().filter_map(|p| p.after_stopping.clone()).collect();
+    let order = match old_first.len() {
+        0 => RolloutOrder::NewBeforeOld,
+        n if n == started.len() => RolloutOrder::OldBeforeNew,
+        _ => RolloutOrder::Mixed,
+    };
+    let mut remaining: std::collections::VecDeque<&String> =
+        stopped.iter().filter(|id| !old_first.contains(id)).collect();
+    let mut serving = kept + stopped.len();
+    let mut empty_windows = 0;
+    for placed in started {
+        // Each stop here comes before this instance starts: a replacement is still to come.
+        if placed.after_stopping.as_ref().is_some_and(|old| stopped.contains(old)) {
+            serving = serving.saturating_sub(1);
+            if serving == 0 {
+                empty_windows += 1;
+            }
+        }
+        serving += 1;
+        if remaining.pop_front().is_some() {
+            // The instance just started serves: this stop never empties the service.
+            serving = serving.saturating_sub(1);
+        }
+    }
+    let reason = if old_first.is_empty() { SPARE_SLOT_REASON.to_string() } else { reason() };
+    Some(Rollout { order, reason, old_first, empty_windows })
 }
 
 /// `None` without targets; else the targets and, transitively, the services they depend on.
@@ -374,6 +492,7 @@ fn compare(name: &str, recorded: Option<&ServiceState>, after: Option<Service<'_
         legacy: after.or(before).is_some_and(Service::is_legacy),
         before: before_value,
         after: after_value,
+        rollout: None,
     })
 }
 
@@ -524,4 +643,152 @@ fn steps(input: PlanInput<'_>, changes: &[Change]) -> Vec<Step> {
     backward.reverse();
     forward.extend(backward);
     forward
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::converge::apply_model;
+
+    /// One service `airline` on port 1234.
+    fn airline(instances: u32, memory: &str, version: &str) -> Choreography {
+        let mut chor: Choreography = serde_json::from_value(serde_json::json!({ "deployableServiceSpecs": [{
+            "name": "airline", "roles": ["airline"], "packageUri": "services/airline.py", "port": 1234,
+            "numberOfInstances": instances, "resourceImpact": { "memory": memory }, "version": version
+        }]}))
+        .unwrap();
+        chor.normalize();
+        chor
+    }
+
+    fn settings(text: &str) -> Settings {
+        serde_json::from_str(text).unwrap()
+    }
+
+    fn plan_of(spec: &Choreography, state: &State, settings: &Settings) -> Result<Planned, Vec<Diagnostic>> {
+        plan(PlanInput { env: "dev", spec, state, settings, targets: &[] })
+    }
+
+    /// The state after applying `spec` to an empty environment.
+    fn applied(spec: &Choreography, settings: &Settings) -> State {
+        let empty = State::empty("dev");
+        apply_model(&empty, spec, &plan_of(spec, &empty, settings).unwrap())
+    }
+
+    fn placed(id: &str, after_stopping: Option<&str>) -> PlacedInstance {
+        PlacedInstance {
+            service: "airline".into(),
+            id: id.into(),
+            node: "n".into(),
+            after_stopping: after_stopping.map(str::to_string),
+        }
+    }
+
+    fn ids(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|s| (*s).to_string()).collect()
+    }
+
+    #[test]
+    fn a_rollout_follows_the_executors_sequence() {
+        let reason = || "no room".to_string();
+        let (a, b) = (placed("airline-3", Some("airline-1")), placed("airline-4", Some("airline-2")));
+        // One instance replaced old-before-new: nothing serves while it restarts.
+        let one = rollout(&[&a], &ids(&["airline-1"]), 0, reason).unwrap();
+        assert_eq!(
+            one,
+            Rollout {
+                order: RolloutOrder::OldBeforeNew,
+                reason: "no room".into(),
+                old_first: ids(&["airline-1"]),
+                empty_windows: 1
+            }
+        );
+        // Two, each old-before-new: one always serves.
+        let two = rollout(&[&a, &b], &ids(&["airline-1", "airline-2"]), 0, reason).unwrap();
+        assert_eq!((two.order, two.empty_windows), (RolloutOrder::OldBeforeNew, 0));
+        assert_eq!(two.old_first, ids(&["airline-1", "airline-2"]));
+        // A kept instance serves throughout.
+        assert_eq!(rollout(&[&a], &ids(&["airline-1"]), 1, reason).unwrap().empty_windows, 0);
+        // New before old: the reason is the spare slot, and `reason` is not asked.
+        let (c, d) = (placed("airline-3", None), placed("airline-4", None));
+        let spare = rollout(&[&c, &d], &ids(&["airline-1", "airline-2"]), 0, || unreachable!()).unwrap();
+        assert_eq!(
+            (spare.order, spare.reason.as_str(), spare.empty_windows),
+            (RolloutOrder::NewBeforeOld, SPARE_SLOT_REASON, 0)
+        );
+        let mixed = rollout(&[&c, &b], &ids(&["airline-1", "airline-2"]), 0, reason).unwrap();
+        assert_eq!((mixed.order, mixed.old_first), (RolloutOrder::Mixed, ids(&["airline-2"])));
+        // Nothing to stop, or nothing to start: not a rolling replacement.
+        assert_eq!(rollout(&[&c], &[], 0, reason), None);
+        assert_eq!(rollout(&[], &ids(&["airline-1"]), 0, reason), None);
+    }
+
+    #[test]
+    fn a_redeploy_at_the_vm_limit_says_it_goes_old_before_new() {
+        let settings = settings(r#"{"nodeSelector": {"policy": "LIMITED_ROUND_ROBIN", "vmLimit": 1}}"#);
+        let state = applied(&airline(1, "SMALL", "1.0"), &settings);
+        let planned = plan_of(&airline(1, "SMALL", "1.1"), &state, &settings).unwrap();
+        let rollout = planned.plan.change("airline").and_then(|c| c.rollout.clone()).unwrap();
+        assert_eq!(rollout.order, RolloutOrder::OldBeforeNew);
+        assert_eq!(rollout.old_first, ids(&["airline-1"]));
+        assert_eq!(rollout.empty_windows, 1);
+        assert!(rollout.reason.contains("`vmLimit` 1 of account `local` is reached"), "{}", rollout.reason);
+        let json = planned.plan.to_json();
+        assert!(json.contains(r#""order": "old-before-new""#) && json.contains(r#""emptyWindows": 1"#), "{json}");
+    }
+
+    #[test]
+    fn a_redeploy_and_a_resize_with_spare_slots_go_new_before_old() {
+        let settings = Settings::default();
+        let state = applied(&airline(2, "SMALL", "1.0"), &settings);
+        for spec in [airline(2, "SMALL", "1.1"), airline(2, "MEDIUM", "1.0")] {
+            let planned = plan_of(&spec, &state, &settings).unwrap();
+            let rollout = planned.plan.change("airline").and_then(|c| c.rollout.clone()).unwrap();
+            assert_eq!(
+                rollout,
+                Rollout {
+                    order: RolloutOrder::NewBeforeOld,
+                    reason: SPARE_SLOT_REASON.into(),
+                    old_first: Vec::new(),
+                    empty_windows: 0
+                }
+            );
+        }
+        // Scaling and destroying replace nothing: no rollout.
+        for spec in [airline(3, "SMALL", "1.0"), airline(1, "SMALL", "1.0"), Choreography::default()] {
+            let planned = plan_of(&spec, &state, &settings).unwrap();
+            assert!(planned.plan.changes.iter().all(|c| c.rollout.is_none()), "{}", planned.plan.to_json());
+        }
+    }
+
+    #[test]
+    fn max_unavailable_0_refuses_an_old_before_new_replacement() {
+        let limited = r#""nodeSelector": {"policy": "LIMITED_ROUND_ROBIN", "vmLimit": 2}"#;
+        let state = applied(&airline(2, "SMALL", "1.0"), &settings(&format!("{{{limited}}}")));
+        let strict =
+            settings(&format!(r#"{{{limited}, "services": {{"airline": {{"rollout": {{"maxUnavailable": 0}}}}}}}}"#));
+        let errors = plan_of(&airline(2, "SMALL", "1.1"), &state, &strict).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let text = errors[0].to_string();
+        for part in [
+            "service `airline`",
+            "`rollout.maxUnavailable` is 0 (enact.json `services.airline.rollout`)",
+            "airline-1, airline-2 would stop before their replacements are ready",
+            "`vmLimit` 2 of account `local` is reached",
+            "raise `nodeSelector.vmLimit`",
+            "`rollout.maxUnavailable` ≥ 1",
+        ] {
+            assert!(text.contains(part), "{part:?} missing: {text}");
+        }
+        // The environment's 0 is overridden by the service's 1.
+        let allowed = settings(&format!(
+            r#"{{{limited}, "rollout": {{"maxUnavailable": 0}}, "services": {{"airline": {{"rollout": {{"maxUnavailable": 1}}}}}}}}"#
+        ));
+        assert!(plan_of(&airline(2, "SMALL", "1.1"), &state, &allowed).is_ok());
+        // With a spare slot for each new instance, 0 is no obstacle.
+        let roomy = settings(
+            r#"{"nodeSelector": {"policy": "LIMITED_ROUND_ROBIN", "vmLimit": 4}, "rollout": {"maxUnavailable": 0}}"#,
+        );
+        assert!(plan_of(&airline(2, "SMALL", "1.1"), &state, &roomy).is_ok());
+    }
 }

@@ -84,6 +84,54 @@ pub struct Change {
     /// The service spec before (null on create) and after (null on destroy).
     pub before: Option<Value>,
     pub after: Option<Value>,
+    /// How apply replaces the running instances, present for every rolling replacement: a
+    /// `replace`, or an `update` that moves the instances (memory size or `cloudAccount`),
+    /// when there are both instances to stop and instances to start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+}
+
+/// How a rolling replacement runs, in the order apply follows: for each new instance in turn,
+/// the old instance it waits for (if any) stops, the new one starts and is health-checked and
+/// wired, then one more old instance stops; the old ones left stop at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    /// Whether new instances start before old ones stop (`new-before-old`, `old-before-new`,
+    /// `mixed`).
+    pub order: RolloutOrder,
+    /// Why, in a short sentence: what leaves no spare slot for old-before-new, or
+    /// "a spare slot for each new instance".
+    pub reason: String,
+    /// Ids of the old instances that stop before their replacement is ready, in the order
+    /// they stop.
+    pub old_first: Vec<String>,
+    /// How many times the service has no serving instance at all during the replacement: an
+    /// old instance stops while none other serves and a replacement is still to start.
+    pub empty_windows: u32,
+}
+
+/// Whether new instances start before the old ones stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutOrder {
+    /// Every new instance starts while the old ones still serve (a spare slot for each).
+    NewBeforeOld,
+    /// Every new instance waits for an old one to stop first (no spare slot at all).
+    OldBeforeNew,
+    /// Some new instances wait for an old one to stop, others do not.
+    Mixed,
+}
+
+impl RolloutOrder {
+    /// The name in the plan's machine form: `new-before-old`, `old-before-new`, `mixed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutOrder::NewBeforeOld => "new-before-old",
+            RolloutOrder::OldBeforeNew => "old-before-new",
+            RolloutOrder::Mixed => "mixed",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

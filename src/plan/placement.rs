@@ -1,10 +1,14 @@
 //! Placement: which node every instance runs on, written once for every provider.
 //!
 //! Node selection per account: `ALWAYS_CREATE` (a node per instance), `ROUND_ROBIN` (the
-//! least-loaded fitting node, else a new one), `LIMITED_ROUND_ROBIN` (new nodes up to `vmLimit`,
-//! then round robin). SSH accounts have a fixed set of hosts and never create nodes. Two instances
-//! that need the same port never share a node; a placement that cannot work is refused here, at
-//! plan time, before anything runs. The result is pure data, the same for the same inputs.
+//! least-loaded fitting node, else a new one), `LIMITED_ROUND_ROBIN` (a new node while the
+//! account has fewer than `vmLimit` nodes, else round robin). Under `LIMITED_ROUND_ROBIN` every
+//! node that exists at some moment of the apply counts: apply creates the new nodes first and
+//! frees the emptied ones last, so a node this plan empties still counts, and may take an
+//! instance again (it is then not freed). SSH accounts have a fixed set of hosts and never create
+//! nodes. Two instances that need the same port never share a node; a placement that cannot work
+//! is refused here, at plan time, before anything runs. The result is pure data, the same for the
+//! same inputs.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,8 +26,10 @@ pub struct PlacedInstance {
     pub service: String,
     pub id: String,
     pub node: String,
-    /// An old instance that must stop before this one starts, because no other node could
-    /// take it (new-before-old needs a spare slot; a fixed set of hosts may have none).
+    /// An old instance of the same service that must stop before this one starts, because no
+    /// node has a spare slot for it (new-before-old needs one; a fixed set of hosts, or a
+    /// reached `vmLimit`, may have none). It is the first old instance (by id) that no earlier new
+    /// instance of the service waits for, and this instance goes to the node it leaves.
     pub after_stopping: Option<String>,
 }
 
@@ -94,29 +100,19 @@ type ByLoad = BTreeSet<(usize, usize)>;
 /// nodes (which made a plan quadratic in the number of nodes).
 #[derive(Debug, Default)]
 struct LoadIndex<'a> {
-    /// Whether a node this plan emptied may take an instance again (not under
-    /// `LIMITED_ROUND_ROBIN`, which counts it as gone).
-    reuse_emptied: bool,
     /// The nodes that may take an instance, per account and memory size, by (instances, order).
     by_load: HashMap<(Cow<'a, str>, Memory), ByLoad>,
     /// How many of those nodes run an instance on a port, per account, memory size and port.
     busy: HashMap<(Cow<'a, str>, Memory, u16), usize>,
-    /// Nodes per account that run an instance or were not emptied by this plan.
-    live: HashMap<Cow<'a, str>, usize>,
-}
-
-impl LoadIndex<'_> {
-    fn is_live(slot: &NodeSlot<'_>) -> bool {
-        slot.instances > 0 || !slot.touched
-    }
+    /// Nodes per account: the state's (emptied ones included) and the new ones.
+    nodes: HashMap<Cow<'a, str>, usize>,
 }
 
 impl<'a> Slots<'a> {
     fn new(capacity: usize, policy: Policy) -> Slots<'a> {
         let load = match policy {
             Policy::AlwaysCreate => None,
-            Policy::RoundRobin => Some(LoadIndex { reuse_emptied: true, ..LoadIndex::default() }),
-            Policy::LimitedRoundRobin => Some(LoadIndex::default()),
+            Policy::RoundRobin | Policy::LimitedRoundRobin => Some(LoadIndex::default()),
         };
         Slots { slots: Vec::with_capacity(capacity), index: HashMap::with_capacity(capacity), load }
     }
@@ -131,6 +127,9 @@ impl<'a> Slots<'a> {
 
     fn insert(&mut self, slot: NodeSlot<'a>) {
         let i = self.slots.len();
+        if let Some(load) = &mut self.load {
+            *load.nodes.entry(slot.account.clone()).or_default() += 1;
+        }
         self.index.insert(slot.id.clone(), i);
         self.slots.push(slot);
         self.count(i, true);
@@ -153,15 +152,9 @@ impl<'a> Slots<'a> {
         };
         let slot = &self.slots[i];
         let step = |n: &mut usize| *n = if add { *n + 1 } else { n.saturating_sub(1) };
-        if LoadIndex::is_live(slot) {
-            step(load.live.entry(slot.account.clone()).or_default());
-        }
         let Some(memory) = slot.memory else {
             return;
         };
-        if !load.reuse_emptied && !LoadIndex::is_live(slot) {
-            return;
-        }
         let nodes = load.by_load.entry((slot.account.clone(), memory)).or_default();
         if add {
             nodes.insert((slot.instances, i));
@@ -210,10 +203,7 @@ impl<'a> Slots<'a> {
             self.slots
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| s.account == account
-                    && s.memory == Some(memory)
-                    && !s.ports.contains(&port)
-                    && (load.reuse_emptied || LoadIndex::is_live(s)))
+                .filter(|(_, s)| s.account == account && s.memory == Some(memory) && !s.ports.contains(&port))
                 .min_by_key(|(order, s)| (s.instances, *order))
                 .map(|(_, s)| &s.id),
             "the load index disagrees with a scan of the nodes"
@@ -221,15 +211,30 @@ impl<'a> Slots<'a> {
         found.map(|s| s.id.to_string())
     }
 
-    /// Nodes of `account` that run an instance or were not emptied by this plan.
-    fn live(&self, account: &'a str) -> usize {
-        let live = self.load.as_ref().and_then(|l| l.live.get(&Cow::Borrowed(account)).copied()).unwrap_or(0);
+    /// Nodes of `account` that exist at some moment of the apply: the state's, those this plan
+    /// empties included (apply frees them last), and the new ones.
+    fn nodes(&self, account: &'a str) -> usize {
+        let nodes = self.load.as_ref().and_then(|l| l.nodes.get(&Cow::Borrowed(account)).copied()).unwrap_or(0);
         debug_assert_eq!(
-            live,
-            self.slots.iter().filter(|s| s.account == account && LoadIndex::is_live(s)).count(),
-            "the count of live nodes disagrees with a scan of the nodes"
+            nodes,
+            self.slots.iter().filter(|s| s.account == account).count(),
+            "the count of nodes disagrees with a scan of the nodes"
         );
-        live
+        nodes
+    }
+
+    /// Whether `account` has a node of `memory` (whatever it runs).
+    fn has_size(&self, account: &'a str, memory: Memory) -> bool {
+        let found = self
+            .load
+            .as_ref()
+            .and_then(|l| l.by_load.get(&(Cow::Borrowed(account), memory)))
+            .is_some_and(|nodes| !nodes.is_empty());
+        debug_assert!(
+            self.load.is_none() || found == self.slots.iter().any(|s| s.account == account && s.memory == Some(memory)),
+            "the load index disagrees with a scan of the nodes"
+        );
+        found
     }
 }
 
@@ -336,6 +341,10 @@ pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Resul
         let wanted = spec.instances() as usize;
         let port = port_of(spec);
         let memory = spec.memory();
+        let recorded_memory = match recorded.map(|s| &s.spec) {
+            Some(AppliedSpec::Deployable(s)) => Some(s.memory()),
+            _ => None,
+        };
         #[allow(clippy::explicit_counter_loop, reason = "instance numbers continue from the recorded ones")]
         for _ in keep..wanted {
             let mut after_stopping = None;
@@ -376,6 +385,12 @@ pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Resul
                     id
                 }
                 Err(d) => {
+                    let limited = view.node_selector.policy == Policy::LimitedRoundRobin && account.creates_nodes();
+                    let d = if limited && !slots.has_size(account_name, memory) {
+                        no_node_of_size(view, account_name, slots.nodes(account_name), memory, recorded_memory)
+                    } else {
+                        d
+                    };
                     errors.push(d.service(demand.service));
                     break;
                 }
@@ -430,6 +445,63 @@ pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Resul
     if errors.is_empty() { Ok(placement) } else { Err(errors) }
 }
 
+/// Why a `LIMITED_ROUND_ROBIN` account at its `vmLimit` cannot take an instance of `memory`: no
+/// node of that size exists, and a new one would break the limit. `from` is the size the
+/// service's instances have now, when it changes (a resize).
+fn no_node_of_size(
+    view: &EnvView<'_>,
+    account: &str,
+    nodes: usize,
+    memory: Memory,
+    from: Option<Memory>,
+) -> Diagnostic {
+    let limit = view.node_selector.vm_limit.unwrap_or(1);
+    let why = format!(
+        "`vmLimit` {limit} of account `{account}` is reached (it has {nodes} node{}, counting those this plan \
+         would free only after apply) and none of them is {memory}, so a {memory} instance needs a node the limit does not allow",
+        if nodes == 1 { "" } else { "s" }
+    );
+    match from {
+        Some(from) if from != memory => {
+            Diagnostic::new(format!("cannot resize from {from} to {memory}: {why}")).hint(format!(
+                "raise `nodeSelector.vmLimit` in enact.json (a resize starts its instances on new nodes), \
+                 or keep `resourceImpact.memory` at {from}"
+            ))
+        }
+        _ => Diagnostic::new(format!("cannot place a {memory} instance: {why}")).hint(
+            "raise `nodeSelector.vmLimit` in enact.json, or give the service the memory size of an existing node",
+        ),
+    }
+}
+
+/// Why a rolling replacement of `spec` must stop an old instance before its replacement starts,
+/// in a short sentence: the account's nodes (a reached `vmLimit`, or a fixed set of ssh hosts)
+/// have no free slot on the service's port. Pure: made from the settings alone.
+pub fn old_first_reason(view: &EnvView<'_>, spec: &DeployableServiceSpec) -> String {
+    let account_name: &str = spec.cloud_account.as_deref().unwrap_or(&view.default_account);
+    let (port, memory) = (port_of(spec), spec.memory());
+    match view.settings.account(account_name) {
+        Some(Account::Ssh(ssh)) => {
+            let fitting = ssh.hosts.iter().filter(|h| h.memory.is_none_or(|m| m >= memory)).count();
+            let all = fitting == ssh.hosts.len();
+            let hosts = match (fitting, all) {
+                (1, true) => format!("the only host of ssh account `{account_name}`"),
+                (1, false) => format!("the only host of ssh account `{account_name}` that takes {memory} instances"),
+                (_, true) => format!("each of the {fitting} hosts of ssh account `{account_name}`"),
+                (_, false) => {
+                    format!("each of the {fitting} hosts of ssh account `{account_name}` that take {memory} instances")
+                }
+            };
+            format!("{hosts} already runs an instance on port {port}")
+        }
+        _ if view.node_selector.policy == Policy::LimitedRoundRobin => format!(
+            "`vmLimit` {} of account `{account_name}` is reached and each {memory} node already runs an instance on port {port}",
+            view.node_selector.vm_limit.unwrap_or(1)
+        ),
+        _ => format!("no node of account `{account_name}` has a free slot on port {port}"),
+    }
+}
+
 /// The node id of a fixed host.
 pub fn host_node_id(account: &str, address: &str) -> String {
     format!("{account}-{address}")
@@ -473,7 +545,7 @@ fn choose_node(
         Policy::RoundRobin => Ok(slots.least_loaded(account_name, memory, port)),
         Policy::LimitedRoundRobin => {
             let limit = view.node_selector.vm_limit.unwrap_or(1) as usize;
-            if slots.live(account_name) < limit {
+            if slots.nodes(account_name) < limit {
                 return Ok(None);
             }
             slots
@@ -487,5 +559,127 @@ fn choose_node(
                     .hint("raise `nodeSelector.vmLimit` in enact.json, lower `numberOfInstances`, or use another port")
                 })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::converge::apply_model;
+    use crate::plan::{PlanInput, plan};
+    use crate::repo::settings::Settings;
+    use crate::spec::Choreography;
+
+    /// `services` as `(name, instances, memory, port, version)`.
+    fn chor(services: &[(&str, u32, &str, u16, &str)]) -> Choreography {
+        let list: Vec<serde_json::Value> = services
+            .iter()
+            .map(|(name, instances, memory, port, version)| {
+                serde_json::json!({
+                    "name": name, "roles": [name], "packageUri": format!("services/{name}.py"), "port": port,
+                    "numberOfInstances": instances, "resourceImpact": { "memory": memory }, "version": version
+                })
+            })
+            .collect();
+        let mut chor: Choreography =
+            serde_json::from_value(serde_json::json!({ "deployableServiceSpecs": list })).unwrap();
+        chor.normalize();
+        chor
+    }
+
+    fn settings(text: &str) -> Settings {
+        serde_json::from_str(text).unwrap()
+    }
+
+    fn limited(vm_limit: u32) -> Settings {
+        settings(&format!(r#"{{"nodeSelector": {{"policy": "LIMITED_ROUND_ROBIN", "vmLimit": {vm_limit}}}}}"#))
+    }
+
+    /// The state after applying `spec` to an empty environment.
+    fn applied(spec: &Choreography, settings: &Settings) -> State {
+        let empty = State::empty("dev");
+        let input = PlanInput { env: "dev", spec, state: &empty, settings, targets: &[] };
+        apply_model(&empty, spec, &plan(input).unwrap())
+    }
+
+    /// Places `spec` from `state` the way the planner does, for the services that differ.
+    fn place_all(spec: &Choreography, state: &State, settings: &Settings) -> Result<Placement, Vec<Diagnostic>> {
+        let input = PlanInput { env: "dev", spec, state, settings, targets: &[] };
+        plan(input).map(|p| p.placement)
+    }
+
+    fn after_stopping(placement: &Placement) -> Vec<(&str, &str, Option<&str>)> {
+        placement.started.iter().map(|p| (p.id.as_str(), p.node.as_str(), p.after_stopping.as_deref())).collect()
+    }
+
+    #[test]
+    fn at_its_vm_limit_a_redeploy_replaces_each_instance_on_the_node_it_leaves() {
+        let settings = limited(2);
+        let state = applied(&chor(&[("airline", 2, "SMALL", 1234, "1.0")]), &settings);
+        assert_eq!(state.nodes.len(), 2);
+        let placement = place_all(&chor(&[("airline", 2, "SMALL", 1234, "1.1")]), &state, &settings).unwrap();
+        assert_eq!(
+            after_stopping(&placement),
+            vec![("airline-3", "local-1", Some("airline-1")), ("airline-4", "local-2", Some("airline-2"))]
+        );
+        assert!(placement.new_nodes.is_empty(), "{:?}", placement.new_nodes);
+        assert!(placement.freed_nodes.is_empty(), "{:?}", placement.freed_nodes);
+    }
+
+    #[test]
+    fn below_its_vm_limit_a_redeploy_starts_new_before_old_on_new_nodes() {
+        let settings = limited(4);
+        let state = applied(&chor(&[("airline", 2, "SMALL", 1234, "1.0")]), &settings);
+        let placement = place_all(&chor(&[("airline", 2, "SMALL", 1234, "1.1")]), &state, &settings).unwrap();
+        assert_eq!(after_stopping(&placement), vec![("airline-3", "local-3", None), ("airline-4", "local-4", None)]);
+        assert_eq!(placement.freed_nodes, vec!["local-1", "local-2"]);
+        assert_eq!(state.nodes.len() + placement.new_nodes.len(), 4);
+    }
+
+    #[test]
+    fn a_node_this_plan_empties_counts_against_the_vm_limit_and_may_be_reused() {
+        let settings = limited(1);
+        let state = applied(&chor(&[("airline", 1, "SMALL", 1234, "1.0")]), &settings);
+        // airline goes, hotel comes: apply frees local-1 only at the end, so hotel shares it.
+        let placement = place_all(&chor(&[("hotel", 1, "SMALL", 1235, "1.0")]), &state, &settings).unwrap();
+        assert_eq!(after_stopping(&placement), vec![("hotel-1", "local-1", None)]);
+        assert!(placement.new_nodes.is_empty(), "{:?}", placement.new_nodes);
+        assert!(placement.freed_nodes.is_empty(), "local-1 keeps running hotel");
+    }
+
+    #[test]
+    fn a_resize_beyond_the_vm_limit_is_refused_naming_the_limit() {
+        let settings = limited(1);
+        let state = applied(&chor(&[("airline", 1, "SMALL", 1234, "1.0")]), &settings);
+        let errors = place_all(&chor(&[("airline", 1, "MEDIUM", 1234, "1.0")]), &state, &settings).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let text = errors[0].to_string();
+        assert_eq!(errors[0].service.as_deref(), Some("airline"));
+        for part in ["cannot resize from SMALL to MEDIUM", "`vmLimit` 1 of account `local`", "none of them is MEDIUM"] {
+            assert!(text.contains(part), "{part:?} missing: {text}");
+        }
+        assert!(errors[0].hint.as_deref().is_some_and(|h| h.contains("nodeSelector.vmLimit")), "{text}");
+        // With room for a MEDIUM node the resize goes ahead, new before old.
+        let placement = place_all(&chor(&[("airline", 1, "MEDIUM", 1234, "1.0")]), &state, &limited(2)).unwrap();
+        assert_eq!(after_stopping(&placement), vec![("airline-2", "local-2", None)]);
+        assert_eq!(placement.freed_nodes, vec!["local-1"]);
+    }
+
+    #[test]
+    fn the_reason_for_old_before_new_names_the_limit_or_the_hosts() {
+        let spec = chor(&[("airline", 1, "SMALL", 8080, "1.0")]);
+        let spec = &spec.deployable_service_specs[0];
+        assert_eq!(
+            old_first_reason(&limited(2).env_view("dev"), spec),
+            "`vmLimit` 2 of account `local` is reached and each SMALL node already runs an instance on port 8080"
+        );
+        let ssh = settings(
+            r#"{"defaultAccount": "lab", "accounts": {"lab": {"provider": "ssh", "hosts": [
+                {"address": "10.0.0.1", "user": "u"}, {"address": "10.0.0.2", "user": "u"}]}}}"#,
+        );
+        assert_eq!(
+            old_first_reason(&ssh.env_view("dev"), spec),
+            "each of the 2 hosts of ssh account `lab` already runs an instance on port 8080"
+        );
     }
 }

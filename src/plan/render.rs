@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 use similar::{ChangeTag, TextDiff};
 
-use super::model::{Action, Change, Plan};
+use super::model::{Action, Change, Plan, Rollout, RolloutOrder};
 use crate::paint::Painter;
 
 /// The human form of a plan.
@@ -94,7 +94,8 @@ fn render_change(out: &mut String, change: &Change, paint: Painter) {
         Action::Replace => (
             paint.magenta("-/+"),
             format!(
-                "{kind} `{name}` will be redeployed, one instance at a time (forced by {})",
+                "{kind} `{name}` will be redeployed{} (forced by {})",
+                change.rollout.as_ref().map(|r| format!(" {}", order_words(r))).unwrap_or_default(),
                 change
                     .forced_by
                     .iter()
@@ -122,6 +123,19 @@ fn render_change(out: &mut String, change: &Change, paint: Painter) {
     if !notes.is_empty() {
         let _ = writeln!(out, "  {} {}", paint.dim("#"), notes.join("; "));
     }
+    if let Some(rollout) = &change.rollout {
+        // A replace says the order in its headline; a move to new nodes says it here.
+        let order = (change.action != Action::Replace).then(|| format!("redeployed {}", order_words(rollout)));
+        let old_first = old_first_words(rollout);
+        let line = match (order, old_first) {
+            (Some(order), Some(old_first)) => format!("{order}: {old_first}"),
+            (Some(line), None) | (None, Some(line)) => line,
+            (None, None) => String::new(),
+        };
+        if !line.is_empty() {
+            let _ = writeln!(out, "  {} {line}", paint.dim("#"));
+        }
+    }
     let _ = writeln!(out, "{symbol} {name}");
     let before = pretty(change.before.as_ref());
     let after = pretty(change.after.as_ref());
@@ -146,6 +160,33 @@ fn render_change(out: &mut String, change: &Change, paint: Painter) {
             }
         }
     }
+}
+
+/// The order of a rollout in words: `new-before-old, one instance at a time`, `old-before-new`,
+/// `one instance at a time, partly old-before-new`.
+fn order_words(rollout: &Rollout) -> String {
+    match rollout.order {
+        RolloutOrder::NewBeforeOld => "new-before-old, one instance at a time".to_string(),
+        RolloutOrder::OldBeforeNew => "old-before-new".to_string(),
+        RolloutOrder::Mixed => "one instance at a time, partly old-before-new".to_string(),
+    }
+}
+
+/// Which old instances stop before their replacement is ready, why, and how often the service
+/// then has no serving instance; `None` when none does.
+fn old_first_words(rollout: &Rollout) -> Option<String> {
+    let n = rollout.old_first.len();
+    if n == 0 {
+        return None;
+    }
+    let (verb, whose) = if n == 1 { ("stops", "its replacement is") } else { ("stop", "their replacements are") };
+    let serving = match rollout.empty_windows {
+        0 => "the service keeps at least one serving instance".to_string(),
+        1 => "the service has no serving instance once".to_string(),
+        2 => "the service has no serving instance twice".to_string(),
+        k => format!("the service has no serving instance {k} times"),
+    };
+    Some(format!("{} {verb} before {whose} ready ({}); {serving}", rollout.old_first.join(", "), rollout.reason))
 }
 
 fn pretty(value: Option<&Value>) -> String {

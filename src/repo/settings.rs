@@ -11,6 +11,11 @@ use crate::diagnostic::{Diagnostic, Segment, SourceFile, from_value_located};
 use crate::spec::model::Memory;
 use crate::spec::validate::is_valid_name;
 
+/// The JSON Schema of `enact.json`.
+pub fn schema() -> Value {
+    serde_json::to_value(schemars::schema_for!(Settings)).unwrap_or_default()
+}
+
 /// The built-in account every service goes to when nothing else is said.
 pub const LOCAL_ACCOUNT: &str = "local";
 
@@ -34,6 +39,13 @@ pub struct Settings {
     pub package_types: BTreeMap<String, PackageType>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub envs: BTreeMap<String, EnvSettings>,
+    /// How rolling replacements run, unless an environment or a service says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutSettings>,
+    /// Settings of single services, by service name. A name the spec does not hold is not an
+    /// error here (settings are read before the spec); `enact validate` reports it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<String, ServiceSettings>,
 }
 
 /// A named place to get nodes.
@@ -186,6 +198,47 @@ pub struct EnvSettings {
     pub node_selector: Option<NodeSelector>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reservoir: Option<Reservoir>,
+    /// Overrides the top-level `rollout` in this environment, field by field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutSettings>,
+}
+
+/// How a rolling replacement (a redeploy, a resize, a move to another account) may run:
+/// `rollout` at the top of enact.json, in `envs.<env>`, or in `services.<name>`. A service's
+/// setting wins over its environment's, which wins over the top level; a field left out is
+/// inherited from the next level.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RolloutSettings {
+    /// How many instances of a service may be out of service at once because an old instance
+    /// stops before its replacement is ready (a count of instances; default
+    /// [`DEFAULT_MAX_UNAVAILABLE`]). With 0 a plan that needs such a stop is refused; 1 or more
+    /// allows apply's one-at-a-time replacement, which never stops more than one at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<u32>,
+}
+
+/// `rollout.maxUnavailable` when no level of enact.json sets it: one instance at a time may be
+/// out of service, which is how apply replaces instances when there is no spare slot.
+pub const DEFAULT_MAX_UNAVAILABLE: u32 = 1;
+
+/// Settings of one service (`services.<name>` in enact.json).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceSettings {
+    /// Overrides the environment's `rollout` for this service, field by field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutSettings>,
+}
+
+/// A resolved `rollout.maxUnavailable`: the value and where enact.json sets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaxUnavailable {
+    /// A count of instances.
+    pub value: u32,
+    /// The path of the `rollout` object that sets it (`services.airline.rollout`,
+    /// `envs.prod.rollout`, `rollout`); `None` for the default.
+    pub set_at: Option<String>,
 }
 
 /// The settings that apply to one environment, overrides resolved.
@@ -194,6 +247,18 @@ pub struct EnvView<'a> {
     pub settings: &'a Settings,
     pub default_account: String,
     pub node_selector: NodeSelector,
+    /// `rollout.maxUnavailable` of the environment (before per-service settings).
+    pub max_unavailable: MaxUnavailable,
+}
+
+impl EnvView<'_> {
+    /// `rollout.maxUnavailable` for `service`: its own setting, else the environment's.
+    pub fn max_unavailable(&self, service: &str) -> MaxUnavailable {
+        match self.settings.services.get(service).and_then(|s| s.rollout).and_then(|r| r.max_unavailable) {
+            Some(value) => MaxUnavailable { value, set_at: Some(format!("services.{service}.rollout")) },
+            None => self.max_unavailable.clone(),
+        }
+    }
 }
 
 const BUILTIN_LOCAL: Account = Account::Local(LocalAccount {});
@@ -214,7 +279,15 @@ impl Settings {
             .or_else(|| self.default_account.clone())
             .unwrap_or_else(|| LOCAL_ACCOUNT.to_string());
         let node_selector = overrides.and_then(|o| o.node_selector).or(self.node_selector).unwrap_or_default();
-        EnvView { settings: self, default_account, node_selector }
+        let max_unavailable = match (
+            overrides.and_then(|o| o.rollout).and_then(|r| r.max_unavailable),
+            self.rollout.and_then(|r| r.max_unavailable),
+        ) {
+            (Some(value), _) => MaxUnavailable { value, set_at: Some(format!("envs.{env}.rollout")) },
+            (None, Some(value)) => MaxUnavailable { value, set_at: Some("rollout".to_string()) },
+            (None, None) => MaxUnavailable { value: DEFAULT_MAX_UNAVAILABLE, set_at: None },
+        };
+        EnvView { settings: self, default_account, node_selector, max_unavailable }
     }
 
     pub fn knows_package_type(&self, name: &str) -> bool {
@@ -428,6 +501,18 @@ impl Settings {
                 );
             }
         }
+        for name in self.services.keys() {
+            if !is_valid_name(name) {
+                errors.push(
+                    Diagnostic::new(format!(
+                        "`services` names `{}`, which is not a valid service name",
+                        name.escape_debug()
+                    ))
+                    .at(loc(&["services", name]))
+                    .hint("service names are letters, digits, `.`, `_` and `-`, starting with a letter or digit"),
+                );
+            }
+        }
         for (env, overrides) in &self.envs {
             if !is_valid_name(env) {
                 errors.push(Diagnostic::new(format!("environment name `{env}` is not valid")).at(loc(&["envs", env])));
@@ -449,6 +534,54 @@ impl Settings {
         }
         errors
     }
+}
+
+impl Settings {
+    /// Errors for the names under `services` that name no service: `known` says whether a name
+    /// is a service of some environment's spec, `names` lists them all (for a "did you mean").
+    /// Located in `source`, the text of enact.json these settings were parsed from.
+    pub fn unknown_services<'n>(
+        &self,
+        source: &SourceFile,
+        known: impl Fn(&str) -> bool,
+        names: impl Iterator<Item = &'n str> + Clone,
+    ) -> Vec<Diagnostic> {
+        let mut errors = Vec::new();
+        for name in self.services.keys().filter(|n| !known(n)) {
+            let at = [Segment::Key("services".into()), Segment::Key(name.clone())];
+            let closest = names
+                .clone()
+                .map(|known| (edit_distance(name, known), known))
+                .filter(|(d, _)| *d <= (name.chars().count() / 3).max(1))
+                .min();
+            let hint = match closest {
+                Some((_, known)) => format!("did you mean `{known}`? Otherwise remove the entry"),
+                None => "name a service of chor.json or of an overlay, or remove the entry".to_string(),
+            };
+            errors.push(
+                Diagnostic::new(format!("`services` names `{}`, which is no service of the spec", name.escape_debug()))
+                    .at(Some(source.locate(&at, true)))
+                    .hint(hint),
+            );
+        }
+        errors
+    }
+}
+
+/// The Levenshtein distance of two names, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 /// One account: the `provider` tag picks the shape, so errors keep their exact place.
@@ -624,5 +757,70 @@ mod tests {
         assert_eq!(errs.len(), 4, "{text:?}");
         assert!(text.iter().any(|t| t.contains("unknown placeholder `{pkg}`")));
         assert!(text.iter().any(|t| t.contains("vmLimit")));
+    }
+
+    #[test]
+    fn max_unavailable_is_the_services_else_the_envs_else_the_top_levels_else_1() {
+        let s = parse(
+            r#"{ "rollout": { "maxUnavailable": 2 },
+  "envs": { "prod": { "rollout": { "maxUnavailable": 0 } }, "test": { "rollout": {} } },
+  "services": { "airline": { "rollout": { "maxUnavailable": 3 } }, "hotel": {} } }"#,
+        )
+        .unwrap();
+        let at = |env: &str, service: &str| {
+            let m = s.env_view(env).max_unavailable(service);
+            (m.value, m.set_at)
+        };
+        assert_eq!(at("prod", "airline"), (3, Some("services.airline.rollout".to_string())));
+        assert_eq!(at("prod", "hotel"), (0, Some("envs.prod.rollout".to_string())));
+        assert_eq!(at("dev", "hotel"), (2, Some("rollout".to_string())));
+        assert_eq!(at("test", "hotel"), (2, Some("rollout".to_string())), "an empty `rollout` inherits");
+        let none = parse("{}").unwrap();
+        assert_eq!(none.env_view("dev").max_unavailable("airline"), MaxUnavailable { value: 1, set_at: None });
+    }
+
+    #[test]
+    fn service_settings_refuse_unknown_fields_and_bad_names_with_their_place() {
+        let errs = parse("{\"services\": {\n \"airline\": {\"rollout\": {\"maxUnavailable\": -1}}}}").unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].location.as_ref().map(|l| l.line), Some(2), "{errs:?}");
+        let errs = parse("{\"services\": {\"airline\": {\"rolout\": {}}}}").unwrap_err();
+        assert!(errs[0].message.contains("unknown field `rolout`"), "{errs:?}");
+        let errs = parse("{\"services\": {\"air line\": {}}}").unwrap_err();
+        assert!(errs[0].message.contains("not a valid service name"), "{errs:?}");
+        // A name the spec may not hold is fine here: settings are read before the spec.
+        assert!(parse("{\"services\": {\"nowhere\": {\"rollout\": {\"maxUnavailable\": 0}}}}").is_ok());
+    }
+
+    #[test]
+    fn a_service_setting_for_no_service_is_located_with_the_closest_name() {
+        let text = "{\"services\": {\n  \"airlin\": {},\n  \"airline\": {},\n  \"zzz\": {}}}";
+        let source = SourceFile::new("enact.json", text.to_string());
+        let s = Settings::parse(&source).unwrap();
+        let names = ["airline", "hotel"];
+        let errs = s.unknown_services(&source, |n| names.contains(&n), names.iter().copied());
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(errs[0].location.as_ref().map(|l| (l.line, l.column)), Some((2, 3)));
+        assert!(errs[0].to_string().contains("did you mean `airline`?"), "{}", errs[0]);
+        assert!(errs[1].message.contains("`zzz`") && !errs[1].to_string().contains("did you mean"), "{}", errs[1]);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "ab"), 2);
+    }
+
+    #[test]
+    fn the_schema_of_enact_json_has_the_rollout_settings() {
+        let schema = schema();
+        let text = schema.to_string();
+        for field in ["rollout", "services", "maxUnavailable"] {
+            assert!(text.contains(&format!("\"{field}\"")), "{field} missing: {text}");
+        }
+        assert!(schema["properties"]["services"].is_object(), "{schema}");
+    }
+
+    #[test]
+    fn rollout_settings_survive_a_round_trip() {
+        let text = r#"{"rollout":{"maxUnavailable":1},"services":{"airline":{"rollout":{"maxUnavailable":0}}}}"#;
+        let s = parse(text).unwrap();
+        assert_eq!(serde_json::to_string(&s).unwrap(), text);
     }
 }
