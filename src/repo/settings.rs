@@ -46,6 +46,9 @@ pub struct Settings {
     /// error here (settings are read before the spec); `enact validate` reports it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub services: BTreeMap<String, ServiceSettings>,
+    /// How consumers are told their lists, unless a service says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wiring: Option<WiringSettings>,
 }
 
 /// A named place to get nodes.
@@ -229,6 +232,13 @@ pub struct ServiceSettings {
     /// Overrides the environment's `rollout` for this service, field by field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutSettings>,
+    /// When a new instance of this service may be told to consumers; overrides its package
+    /// type's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<Readiness>,
+    /// How this service, as a consumer, is told its lists; overrides the top-level `wiring`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wiring: Option<WiringSettings>,
 }
 
 /// A resolved `rollout.maxUnavailable`: the value and where enact.json sets it.
@@ -288,6 +298,21 @@ impl Settings {
             (None, None) => MaxUnavailable { value: DEFAULT_MAX_UNAVAILABLE, set_at: None },
         };
         EnvView { settings: self, default_account, node_selector, max_unavailable }
+    }
+
+    /// How `consumer` is told its lists: its own `wiring`, else the top-level one, else the
+    /// defaults.
+    pub fn wiring_of(&self, consumer: &str) -> WiringSettings {
+        self.services.get(consumer).and_then(|s| s.wiring).or(self.wiring).unwrap_or_default()
+    }
+
+    /// The readiness check of an instance of `service` of `package_type`: the service's own,
+    /// else its package type's; `None` when only the port is checked.
+    pub fn readiness_of(&self, service: &str, package_type: &str) -> Option<&Readiness> {
+        self.services
+            .get(service)
+            .and_then(|s| s.readiness.as_ref())
+            .or_else(|| self.package_types.get(package_type).and_then(|t| t.readiness.as_ref()))
     }
 
     pub fn knows_package_type(&self, name: &str) -> bool {
@@ -530,6 +555,69 @@ impl Settings {
             }
             if let Some(selector) = &overrides.node_selector {
                 check_selector(selector, &["envs", env, "nodeSelector"], &mut errors);
+            }
+        }
+        let mut check_wiring = |wiring: &WiringSettings, at: &[&str]| {
+            for (field, value, range) in [
+                ("tries", u64::from(wiring.tries), 1..=100),
+                ("backoffMs", wiring.backoff_ms, 0..=60_000),
+                ("timeoutMs", wiring.timeout_ms, 1..=600_000),
+            ] {
+                if !range.contains(&value) {
+                    let mut path = at.to_vec();
+                    path.push(field);
+                    errors.push(
+                        Diagnostic::new(format!(
+                            "`{}` is {value}, outside {}–{}",
+                            path.join("."),
+                            range.start(),
+                            range.end()
+                        ))
+                        .at(loc(&path))
+                        .hint("the defaults are 5 tries, 100 ms of backoff and a 5000 ms timeout"),
+                    );
+                }
+            }
+        };
+        if let Some(wiring) = &self.wiring {
+            check_wiring(wiring, &["wiring"]);
+        }
+        for (name, service) in &self.services {
+            if let Some(wiring) = &service.wiring {
+                check_wiring(wiring, &["services", name, "wiring"]);
+            }
+        }
+        let readiness =
+            self.services
+                .iter()
+                .filter_map(|(n, s)| s.readiness.as_ref().map(|r| (vec!["services", n.as_str(), "readiness"], r)))
+                .chain(self.package_types.iter().filter_map(|(n, t)| {
+                    t.readiness.as_ref().map(|r| (vec!["packageTypes", n.as_str(), "readiness"], r))
+                }));
+        for (at, readiness) in readiness {
+            if let Some(path) = &readiness.path
+                && (!path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()))
+            {
+                let mut here = at.clone();
+                here.push("path");
+                errors.push(
+                    Diagnostic::new(format!("`{}` must be a URL path starting with `/`, got {path:?}", here.join(".")))
+                        .at(loc(&here))
+                        .hint("for example \"/health\" or \"/{endpoint}/ready\""),
+                );
+            }
+            if readiness.min_ready_ms > 3_600_000 {
+                let mut here = at.clone();
+                here.push("minReadyMs");
+                errors.push(
+                    Diagnostic::new(format!(
+                        "`{}` is {} ms, more than an hour",
+                        here.join("."),
+                        readiness.min_ready_ms
+                    ))
+                    .at(loc(&here))
+                    .hint("it must also fit in the health timeout (`--health-timeout`, 30 s by default)"),
+                );
             }
         }
         errors

@@ -529,7 +529,7 @@ impl<'a> Executor<'a> {
 
     /// The readiness check of a service: its own, else its package type's.
     fn readiness_of(&self, spec: &DeployableServiceSpec) -> Option<&'a crate::repo::settings::Readiness> {
-        self.settings.package_types.get(spec.package_type()).and_then(|t| t.readiness.as_ref())
+        self.settings.readiness_of(&spec.name, spec.package_type())
     }
 
     /// The package of a service as a path on this machine.

@@ -331,8 +331,8 @@ impl Executor<'_> {
     }
 
     /// How `consumer` is told its lists.
-    fn wiring_settings_of(&self, _consumer: &str) -> crate::repo::settings::WiringSettings {
-        crate::repo::settings::WiringSettings::default()
+    fn wiring_settings_of(&self, consumer: &str) -> crate::repo::settings::WiringSettings {
+        self.settings.wiring_of(consumer)
     }
 
     /// Marks instances as leaving: from now on they are neither endpoints nor told anything.
