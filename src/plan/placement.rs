@@ -315,7 +315,9 @@ pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Resul
                 ));
                 continue;
             }
-            slots.free(&leaving.node, recorded_port);
+            // The port stays taken on that node for the whole plan: the instance stops in its own
+            // step, which another service's start does not wait for.
+            slots.free(&leaving.node, None);
         }
     }
 
@@ -429,9 +431,10 @@ pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Resul
             });
             next_instance += 1;
         }
-        // The old instances left stop after their replacements: their slots free up now.
-        for (_, old_node, old_port) in pending_old.remove(demand.service).unwrap_or_default() {
-            slots.free(&old_node, old_port);
+        // The old instances left stop after their replacements: their slots free up now, but
+        // not their ports (another service's start does not wait for those stops).
+        for (_, old_node, _) in pending_old.remove(demand.service).unwrap_or_default() {
+            slots.free(&old_node, None);
         }
     }
 
@@ -610,6 +613,33 @@ mod tests {
 
     fn after_stopping(placement: &Placement) -> Vec<(&str, &str, Option<&str>)> {
         placement.started.iter().map(|p| (p.id.as_str(), p.node.as_str(), p.after_stopping.as_deref())).collect()
+    }
+
+    #[test]
+    fn a_port_another_service_gives_up_stays_taken_for_the_whole_plan() {
+        // `old` stops in its own step, which `new`'s start does not wait for: `new` must not
+        // take `old`'s port on `old`'s node, under either round-robin policy.
+        for settings in [settings(r#"{"nodeSelector": {"policy": "ROUND_ROBIN"}}"#), limited(4)] {
+            let state = applied(&chor(&[("old", 2, "SMALL", 8000, "1.0")]), &settings);
+            for after in [
+                chor(&[("new", 1, "SMALL", 8000, "1.0")]),
+                chor(&[("new", 1, "SMALL", 8000, "1.0"), ("old", 1, "SMALL", 8000, "1.0")]),
+                chor(&[("new", 1, "SMALL", 8000, "1.0"), ("old", 2, "SMALL", 8000, "1.1")]),
+            ] {
+                let placement = place_all(&after, &state, &settings).unwrap();
+                let new = placement.started.iter().find(|p| p.service == "new").unwrap();
+                assert!(
+                    !state.nodes.contains_key(&new.node),
+                    "`new` was placed on {} beside a stopping `old`",
+                    new.node
+                );
+            }
+        }
+        // Another port on the same node is fine (ROUND_ROBIN reuses the node it empties).
+        let settings = settings(r#"{"nodeSelector": {"policy": "ROUND_ROBIN"}}"#);
+        let state = applied(&chor(&[("old", 2, "SMALL", 8000, "1.0")]), &settings);
+        let placement = place_all(&chor(&[("new", 1, "SMALL", 8001, "1.0")]), &state, &settings).unwrap();
+        assert!(state.nodes.contains_key(&placement.started[0].node), "{:?}", placement.started);
     }
 
     #[test]
