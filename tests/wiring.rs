@@ -272,3 +272,96 @@ fn consumers_are_told_of_an_instance_only_once_it_is_ready() {
     }
     assert!(checked >= 8, "only {checked} endpoints checked");
 }
+
+/// Settings with `LIMITED_ROUND_ROBIN` and `vmLimit`, and `rollout` per service when given.
+fn limited_settings(vm_limit: u32, services: Value) -> Value {
+    json!({
+        "defaultEnv": "dev",
+        "accounts": { "local": { "provider": "local" } },
+        "nodeSelector": { "policy": "LIMITED_ROUND_ROBIN", "vmLimit": vm_limit },
+        "services": services
+    })
+}
+
+/// The most instances of `service` that ran at once, from their logs.
+fn most_at_once(repo: &Repo, service: &str) -> usize {
+    let all = lives(&repo.logs());
+    let mine: Vec<&Life> =
+        all.iter().filter(|l| l.instance.strip_prefix(service).is_some_and(|r| r.starts_with('-'))).collect();
+    mine.iter()
+        .map(|l| l.start)
+        .map(|t| mine.iter().filter(|o| o.start <= t && o.stop.is_none_or(|s| s >= t)).count())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_rolling_replacement_keeps_the_vm_limit_and_the_plan_says_what_it_does() {
+    let base = 23500;
+    let spec = |version: &str| {
+        let mut airline = provider("airline", "airline", base, 2);
+        airline["version"] = json!(version);
+        chor(vec![airline, front(base + 1, &["airline"])])
+    };
+    let repo = Repo::new(&spec("1.0"), Some(&limited_settings(2, json!({}))));
+    repo.apply();
+    assert_eq!(repo.state()["nodes"].as_object().map(|n| n.len()), Some(2));
+    let agency = agency_uri_of(&repo);
+
+    // vmLimit 2 is reached: each new instance takes the place of an old one, old before new.
+    repo.write_chor(&spec("1.1"));
+    let plan = repo.enact_ok(&["plan", "--json"], 0);
+    let plan: Value = serde_json::from_slice(&plan.stdout).expect("plan JSON");
+    let change = plan["changes"].as_array().unwrap().iter().find(|c| c["service"] == "airline").unwrap();
+    assert_eq!(change["rollout"]["order"], "old-before-new", "{change}");
+    assert_eq!(change["rollout"]["oldFirst"], json!(["airline-1", "airline-2"]));
+    assert_eq!(change["rollout"]["emptyWindows"], 0);
+    assert!(change["rollout"]["reason"].as_str().unwrap().contains("`vmLimit` 2"), "{change}");
+    assert!(plan["nodes"].as_object().unwrap().is_empty(), "no node made or freed: {}", plan["nodes"]);
+    let human = stdout(&repo.enact_ok(&["plan"], 0));
+    assert!(human.contains("old-before-new"), "{human}");
+
+    let caller = Caller::start(vec![agency.clone()]);
+    repo.apply();
+    caller.finish_all_ok("an old-before-new redeploy of two instances");
+    assert_eq!(repo.state()["nodes"].as_object().map(|n| n.len()), Some(2));
+    assert!(most_at_once(&repo, "airline") <= 2, "{} airline instances ran at once", most_at_once(&repo, "airline"));
+    assert_eq!(wired_to(&agency, "airline"), endpoints_of(&repo, &["airline"]));
+    judge_wiring(&repo.logs(), &BTreeMap::new(), "airline", &["airline"], true);
+    repo.enact_ok(&["plan", "--detailed-exitcode"], 0);
+}
+
+#[test]
+fn a_lone_instance_replaced_in_place_empties_its_role_only_when_the_plan_says_so() {
+    let base = 23600;
+    let spec = |version: &str| {
+        let mut airline = provider("airline", "airline", base, 1);
+        airline["version"] = json!(version);
+        chor(vec![airline, front(base + 1, &["airline"])])
+    };
+    let repo = Repo::new(&spec("1.0"), Some(&limited_settings(1, json!({}))));
+    repo.apply();
+    repo.write_chor(&spec("1.1"));
+    let human = stdout(&repo.enact_ok(&["plan"], 0));
+    assert!(human.contains("airline-1 stops before its replacement is ready"), "{human}");
+    assert!(human.contains("no serving instance once"), "{human}");
+
+    // With maxUnavailable 0 the same plan is refused and nothing changes.
+    repo.write_json("enact.json", &limited_settings(1, json!({ "airline": { "rollout": { "maxUnavailable": 0 } } })));
+    let before = std::fs::read(repo.path("state/dev.json")).unwrap();
+    for args in [&["plan"][..], &["apply", "--auto-approve"][..]] {
+        let output = repo.enact_ok(args, 1);
+        let err = stderr(&output);
+        assert!(err.contains("`rollout.maxUnavailable` is 0") && err.contains("airline-1"), "{err}");
+    }
+    assert_eq!(std::fs::read(repo.path("state/dev.json")).unwrap(), before, "a refused plan changed the state");
+
+    // Allowed (the default): the consumer goes without a provider once, as the plan said.
+    repo.write_json("enact.json", &limited_settings(1, json!({})));
+    repo.apply();
+    let told = lists(&repo, "front-1", "airline");
+    assert_eq!(told.iter().filter(|l| l.is_empty()).count(), 1, "{told:?}");
+    assert_eq!(told.len(), 3, "{told:?}");
+    assert_eq!(wired_to(&agency_uri_of(&repo), "airline"), endpoints_of(&repo, &["airline"]));
+    judge_wiring(&repo.logs(), &BTreeMap::new(), "airline", &["airline"], false);
+}
