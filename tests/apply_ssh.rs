@@ -422,3 +422,33 @@ fn hostile_values_reach_the_host_as_text_and_never_run() {
     assert!(err.contains("control character"), "{err}");
     assert!(!Path::new(&format!("{m}6")).exists());
 }
+
+#[test]
+fn hosts_that_share_a_home_directory_take_one_package_from_many_writers_at_once() {
+    if !sshd::available() {
+        return;
+    }
+    // The loopback hosts share this machine's filesystem, like hosts on one NFS home: twelve
+    // instances of four services, one package, start at once on three hosts and upload it to the
+    // same remote path.
+    let hosts = SshHosts::start(3, 12, 2418);
+    let services: Vec<Value> = (0..4)
+        .map(|i| {
+            json!({ "name": format!("s{i}"), "roles": [format!("s{i}")], "packageType": "PYTHON",
+                         "packageUri": "services/shared.py", "port": 24800 + i, "numberOfInstances": 3 })
+        })
+        .collect();
+    let repo = Repo::new(&hosts, &hosts.known_hosts(), &json!({ "deployableServiceSpecs": services }));
+    // A package no other test uploads (its digest names the remote directory).
+    let airline = fs::read_to_string(repo.root.join("services/airline.py")).expect("airline.py");
+    let unique = format!("{airline}\n# {:?}\n", std::time::SystemTime::now());
+    fs::write(repo.root.join("services/shared.py"), unique).expect("shared.py");
+    let (code, out, err) = repo.apply(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("Apply: 4 done, 0 failed, 0 skipped"), "{out}");
+    for i in 0..4 {
+        assert_eq!(repo.uris(&format!("s{i}")).len(), 3);
+    }
+    let (code, out, err) = repo.enact(&["destroy", "--auto-approve"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+}

@@ -360,6 +360,10 @@ impl SshProvider {
         )?;
         if present.trim() != "present" {
             let who = self.describe(host);
+            // Hosts may share a home directory (NFS), and so may applies of several environments
+            // or repositories: each writer uploads under a name of its own, and the rename that
+            // installs the package is atomic, so the last one wins with the same bytes.
+            let partial = format!("{remote}.{}.part", crate::state::store::new_lineage());
             self.runtime.block_on(async {
                 let connection = self.connection(host).await?;
                 let sftp = connection
@@ -373,7 +377,6 @@ impl SshProvider {
                     })
                     .await
                     .map_err(|e| ProviderError::new(format!("host {who}: cannot open SFTP: {e}")))?;
-                let partial = format!("{remote}.part");
                 let mut file = sftp
                     .create(&partial)
                     .await
@@ -388,7 +391,7 @@ impl SshProvider {
             })?;
             self.exec_ok(
                 host,
-                &format!("chmod 755 {p} && mv -f {p} {r}", p = quote(&format!("{remote}.part")), r = quote(remote)),
+                &format!("chmod 755 {p} && mv -f {p} {r}", p = quote(&partial), r = quote(remote)),
                 "installing the package",
             )?;
         }
@@ -418,7 +421,8 @@ impl SshProvider {
                 let name = crate::apply::package::file_name_of(url);
                 let remote = format!("{}/packages/{service}-{digest}/{name}", self.base(host, env)?);
                 let dir = remote.rsplit_once('/').map_or(".", |(d, _)| d);
-                let (r, u, p) = (quote(&remote), quote(url), quote(&format!("{remote}.part")));
+                let partial = format!("{remote}.{}.part", crate::state::store::new_lineage());
+                let (r, u, p) = (quote(&remote), quote(url), quote(&partial));
                 self.exec_ok(
                     host,
                     &format!(

@@ -205,11 +205,9 @@ class Handler(BaseHTTPRequestHandler):
 def main():
     global WARMUP_MS, ready_at
     args = sys.argv[1:]
-    if args[:1] == ["--warmup-ms"] and len(args) == 2:
-        WARMUP_MS = int(args[1])
-    elif args:
-        print(f"usage: {sys.argv[0]} [--warmup-ms N]", file=sys.stderr)
-        return 2
+    # Other arguments (a recipe may pass any) are ignored.
+    if "--warmup-ms" in args[:-1]:
+        WARMUP_MS = int(args[args.index("--warmup-ms") + 1])
     server = ThreadingHTTPServer((HOST, PORT), Handler)
     server.daemon_threads = False  # on SIGTERM, server_close() lets requests in flight finish
 
