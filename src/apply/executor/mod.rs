@@ -77,8 +77,6 @@ pub struct Executor<'a> {
     pub events: &'a dyn Subscriber,
     pub options: Options,
     live: Mutex<State>,
-    /// The state the apply started from: what every recorded consumer was last told.
-    prior: State,
     providers: HashMap<String, Box<dyn Provider>>,
     /// Who tells legacy consumers their lists (HTTP when `None`; a fake in tests).
     legacy_wiring: Option<Box<dyn Provider>>,
@@ -118,7 +116,8 @@ impl<'a> Executor<'a> {
         let providers = providers_for(settings, &prior, planned, &provider_options)?;
         let retiring: BTreeSet<String> =
             planned.plan.changes.iter().filter(|c| c.action == Action::Destroy).map(|c| c.service.clone()).collect();
-        let wiring = wire::Wiring::new(&prior, spec.services(), retiring);
+        let changed = planned.plan.changes.iter().map(|c| c.service.as_str());
+        let wiring = wire::Wiring::new(&prior, spec.services(), changed, retiring);
         Ok(Executor {
             repo_root,
             state_dir,
@@ -129,8 +128,7 @@ impl<'a> Executor<'a> {
             journal,
             events,
             options,
-            live: Mutex::new(prior.clone()),
-            prior,
+            live: Mutex::new(prior),
             providers,
             legacy_wiring: None,
             started: {
@@ -183,20 +181,21 @@ impl<'a> Executor<'a> {
     /// Runs the whole plan; the caller writes the resulting state.
     pub fn run(self) -> Report {
         let plan = &self.planned.plan;
-        let prior = self.live().clone();
+        let (lineage, serial) = {
+            let live = self.live();
+            (live.lineage.clone(), live.serial)
+        };
+        // The state is taken out of the executor at the end, not copied.
         let mut report = Report {
             done: Vec::new(),
             failed: Vec::new(),
             skipped: Vec::new(),
             node_errors: Vec::new(),
-            state: prior.clone(),
+            state: State::empty(self.env),
         };
-        if let Err(e) = self.record(Record::Begin {
-            lineage: prior.lineage.clone(),
-            serial: prior.serial,
-            command: format!("apply -e {}", self.env),
-        }) {
+        if let Err(e) = self.record(Record::Begin { lineage, serial, command: format!("apply -e {}", self.env) }) {
             report.node_errors.push(e);
+            report.state = self.take_state();
             return report;
         }
         self.events.on(&Event::Begin { steps: plan.steps.len() });
@@ -241,8 +240,13 @@ impl<'a> Executor<'a> {
         if let Err(e) = self.journal.flush() {
             report.node_errors.push(e);
         }
-        report.state = self.live().clone();
+        report.state = self.take_state();
         report
+    }
+
+    /// The live state, taken out (the executor is done with it).
+    fn take_state(&self) -> State {
+        std::mem::replace(&mut *self.live(), State::empty(self.env))
     }
 
     /// Creates every node the placement needs, one batch per account.
@@ -519,6 +523,9 @@ impl<'a> Executor<'a> {
 
     /// Stops instances at once.
     fn stop_all(&self, name: &str, ids: &[String]) -> StepResult {
+        if ids.len() <= 1 {
+            return ids.iter().try_for_each(|id| self.stop_instance(name, id));
+        }
         let results: Vec<StepResult> = std::thread::scope(|scope| {
             let handles: Vec<_> = ids.iter().map(|old| scope.spawn(move || self.stop_instance(name, old))).collect();
             handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("an instance stop panicked".into()))).collect()
@@ -674,6 +681,7 @@ impl Executor<'_> {
     /// `enact pause`: takes the service's instances out of every consumer's list, then stops
     /// them; they stay in the state, paused.
     pub fn pause(&self, service: &str) -> StepResult {
+        self.wiring.capture(&self.live(), service);
         let ids: Vec<String> = self
             .live()
             .services
@@ -691,6 +699,7 @@ impl Executor<'_> {
     /// `enact resume`: starts the paused instances again where they were, wires them and
     /// announces them.
     pub fn resume(&self, service: &str) -> StepResult {
+        self.wiring.capture(&self.live(), service);
         let (spec, instances) = {
             let live = self.live();
             match live.services.get(service) {

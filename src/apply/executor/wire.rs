@@ -23,12 +23,12 @@
 //! Every (consumer, role) list is computed and sent under one lock, so two steps changing
 //! providers of one role at once cannot leave a consumer with the older of two lists.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::super::wiring::WireCall;
 use super::{Executor, StepResult};
-use crate::spec::{Service, ServiceType};
+use crate::spec::{Service, ServiceDependency, ServiceType};
 use crate::state::{AppliedSpec, InstanceStatus, ServiceState, State};
 
 /// Where an instance is in its life during this apply; an instance with no phase runs normally.
@@ -79,6 +79,53 @@ pub(super) struct Wiring {
     locks: Mutex<RoleLocks>,
     /// Services this apply destroys: their instances are told nothing.
     retiring: BTreeSet<String>,
+    /// What the state the apply started from says of the consumers it may tell anything.
+    prior: Mutex<PriorView>,
+}
+
+/// The part of the prior state wiring needs, for the consumers an apply may tell anything: only
+/// those, so the cost follows the change, not the environment.
+#[derive(Debug, Default)]
+struct PriorView {
+    /// Recorded dependencies, by consumer.
+    dependencies: HashMap<String, Vec<ServiceDependency>>,
+    /// (consumer, role) → the list the recorded state implies its instances hold.
+    held: HashMap<(String, String), Vec<String>>,
+    /// (consumer, instance id or legacy URI) of every recorded, running consumer instance.
+    known: HashSet<(String, String)>,
+}
+
+impl PriorView {
+    /// Records what `state` says of `consumer`, unless it was recorded already.
+    fn capture(&mut self, state: &State, consumer: &str) {
+        if self.dependencies.contains_key(consumer) {
+            return;
+        }
+        let Some(recorded) = state.services.get(consumer) else {
+            self.dependencies.insert(consumer.to_string(), Vec::new());
+            return;
+        };
+        let deps = recorded.spec.as_service().dependencies();
+        self.dependencies.insert(consumer.to_string(), deps.to_vec());
+        match &recorded.spec {
+            AppliedSpec::Legacy(l) => {
+                self.known.extend(l.native_uris.iter().map(|u| (consumer.to_string(), u.clone())));
+            }
+            AppliedSpec::Deployable(_) if !recorded.paused => {
+                self.known.extend(recorded.instances.iter().map(|i| (consumer.to_string(), i.id.clone())));
+            }
+            AppliedSpec::Deployable(_) => {}
+        }
+        let roles: BTreeSet<&str> = deps.iter().map(|d| d.service_spec_role.as_str()).collect();
+        for role in roles {
+            let list = union(
+                deps.iter()
+                    .filter(|d| d.service_spec_role == role)
+                    .map(|d| served(state, &d.service_spec_name, None, |_| true)),
+            );
+            self.held.insert((consumer.to_string(), role.to_string()), list);
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -86,10 +133,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Wiring {
-    /// The bookkeeping for an apply from `prior` toward `desired`, destroying `retiring`.
+    /// The bookkeeping for an apply from `prior` toward `desired` that changes `changed` and
+    /// destroys `retiring`.
     pub(super) fn new<'a>(
         prior: &'a State,
         desired: impl Iterator<Item = Service<'a>>,
+        changed: impl Iterator<Item = &'a str>,
         retiring: BTreeSet<String>,
     ) -> Wiring {
         let mut consumers: HashMap<String, BTreeSet<(String, String)>> = HashMap::new();
@@ -102,7 +151,21 @@ impl Wiring {
                     .insert((service.name().to_string(), dep.service_spec_role.clone()));
             }
         }
-        Wiring { consumers, retiring, ..Wiring::default() }
+        let wiring = Wiring { consumers, retiring, ..Wiring::default() };
+        for service in changed {
+            wiring.capture(prior, service);
+        }
+        wiring
+    }
+
+    /// Records what `state` says of `service` and of its consumers, before anything changes
+    /// them: the lists they hold.
+    pub(super) fn capture(&self, state: &State, service: &str) {
+        let mut prior = lock(&self.prior);
+        prior.capture(state, service);
+        for (consumer, _) in self.consumers.get(service).into_iter().flatten() {
+            prior.capture(state, consumer);
+        }
     }
 
     pub(super) fn set_phase(&self, ids: &[String], phase: Phase) {
@@ -190,25 +253,16 @@ impl Executor<'_> {
     /// What a consumer instance recorded by the prior state holds for `role`: what that state
     /// implies its last apply told it.
     fn held_before(&self, consumer: &str, key: &str, role: &str) -> Vec<String> {
-        let Some(recorded) = self.prior.services.get(consumer) else {
-            return Vec::new();
-        };
-        let known = match &recorded.spec {
-            AppliedSpec::Legacy(l) => l.native_uris.iter().any(|u| u == key),
-            AppliedSpec::Deployable(_) => !recorded.paused && recorded.instances.iter().any(|i| i.id == key),
-        };
-        if !known {
+        let prior = lock(&self.wiring.prior);
+        if !prior.known.contains(&(consumer.to_string(), key.to_string())) {
             return Vec::new();
         }
-        union(
-            recorded
-                .spec
-                .as_service()
-                .dependencies()
-                .iter()
-                .filter(|d| d.service_spec_role == role)
-                .map(|d| served(&self.prior, &d.service_spec_name, None, |_| true)),
-        )
+        prior.held.get(&(consumer.to_string(), role.to_string())).cloned().unwrap_or_default()
+    }
+
+    /// The dependencies `consumer` had in the prior state.
+    fn recorded_dependencies(&self, consumer: &str) -> Vec<ServiceDependency> {
+        lock(&self.wiring.prior).dependencies.get(consumer).cloned().unwrap_or_default()
     }
 
     /// The instances (or legacy URIs) of `consumer` that are told their lists now.
@@ -248,6 +302,19 @@ impl Executor<'_> {
         }
     }
 
+    /// Whether `consumer` may have an instance (or a legacy URI) to tell anything now: a cheap
+    /// test that spares a sync of consumers not yet started.
+    fn may_have_targets(&self, live: &State, consumer: &str) -> bool {
+        match self.desired.get(consumer) {
+            Some(Service::Legacy(_)) => !self.wiring.retiring.contains(consumer),
+            Some(Service::Deployable(_)) => live
+                .services
+                .get(consumer)
+                .is_some_and(|s| !s.paused && s.instances.iter().any(|i| i.status == InstanceStatus::Running)),
+            None => false,
+        }
+    }
+
     /// Brings every target of `consumer` (or only those in `only`) to the list it must hold for
     /// `role`: one call per target whose knowledge differs, none otherwise.
     fn sync(&self, consumer: &str, role: &str, only: Option<&[String]>) -> StepResult {
@@ -262,22 +329,13 @@ impl Executor<'_> {
             let (list, mut providers) = self.must_hold(&live, spec, role);
             if providers.is_empty() {
                 // No dependency in this role any more: named after the ones it had.
-                providers = self
-                    .prior
-                    .services
-                    .get(consumer)
-                    .map(|s| {
-                        let names: BTreeSet<&str> = s
-                            .spec
-                            .as_service()
-                            .dependencies()
-                            .iter()
-                            .filter(|d| d.service_spec_role == role)
-                            .map(|d| d.service_spec_name.as_str())
-                            .collect();
-                        names.into_iter().map(str::to_string).collect()
-                    })
-                    .unwrap_or_default();
+                let recorded = self.recorded_dependencies(consumer);
+                let names: BTreeSet<&str> = recorded
+                    .iter()
+                    .filter(|d| d.service_spec_role == role)
+                    .map(|d| d.service_spec_name.as_str())
+                    .collect();
+                providers = names.into_iter().map(str::to_string).collect();
             }
             let mut targets = self.targets(&live, consumer);
             if let Some(only) = only {
@@ -350,14 +408,33 @@ impl Executor<'_> {
             .map(|s| s.instances.iter().map(|i| i.id.clone()).collect())
             .unwrap_or_default();
         self.wiring.announce(ids.into_iter());
-        let pairs: Vec<(String, String)> =
-            self.wiring.consumers.get(service).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        // Only consumers with something to tell (after the announce: a consumer instance that
+        // becomes a target later computes its own list after it, and sees the new endpoints).
+        let pairs: Vec<(String, String)> = {
+            let live = self.live();
+            self.wiring
+                .consumers
+                .get(service)
+                .into_iter()
+                .flatten()
+                .filter(|(consumer, _)| self.may_have_targets(&live, consumer))
+                .cloned()
+                .collect()
+        };
         self.sync_all(&pairs, None)
     }
 
-    /// Syncs every (consumer, role) pair; pairs of different consumers in parallel.
+    /// Whether a wiring call may wait on the network (a real provider, or a legacy consumer told
+    /// over HTTP): only then are calls worth a thread each.
+    fn calls_block(&self) -> bool {
+        self.providers.values().any(|p| p.kind() != "simulated")
+            || (self.legacy_wiring.is_none()
+                && self.desired.values().any(|s| s.is_legacy() && !s.dependencies().is_empty()))
+    }
+
+    /// Syncs every (consumer, role) pair: in parallel when calls may block.
     fn sync_all(&self, pairs: &[(String, String)], only: Option<&[String]>) -> StepResult {
-        let results: Vec<StepResult> = if pairs.len() <= 1 {
+        let results: Vec<StepResult> = if pairs.len() <= 1 || !self.calls_block() {
             pairs.iter().map(|(consumer, role)| self.sync(consumer, role, only)).collect()
         } else {
             std::thread::scope(|scope| {
@@ -373,11 +450,10 @@ impl Executor<'_> {
     /// The roles `consumer` calls `provider` in, by its desired and its recorded spec.
     fn roles_toward(&self, consumer: &str, provider: &str) -> BTreeSet<String> {
         let desired = self.desired.get(consumer).map(|s| s.dependencies()).unwrap_or_default();
-        let recorded =
-            self.prior.services.get(consumer).map(|s| s.spec.as_service().dependencies()).unwrap_or_default();
+        let recorded = self.recorded_dependencies(consumer);
         desired
             .iter()
-            .chain(recorded)
+            .chain(&recorded)
             .filter(|d| d.service_spec_name == provider)
             .map(|d| d.service_spec_role.clone())
             .collect()
@@ -401,9 +477,8 @@ impl Executor<'_> {
             Some(providers) => providers.iter().flat_map(|p| self.roles_toward(service, p)).collect(),
             None => {
                 let desired = self.desired.get(service).map(|s| s.dependencies()).unwrap_or_default();
-                let recorded =
-                    self.prior.services.get(service).map(|s| s.spec.as_service().dependencies()).unwrap_or_default();
-                desired.iter().chain(recorded).map(|d| d.service_spec_role.clone()).collect()
+                let recorded = self.recorded_dependencies(service);
+                desired.iter().chain(&recorded).map(|d| d.service_spec_role.clone()).collect()
             }
         };
         for role in roles {
