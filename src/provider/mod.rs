@@ -132,6 +132,12 @@ pub trait Provider: Send + Sync {
     /// Finds an instance by its start token after an interrupted apply.
     fn find(&self, node: &NodeState, token: &str) -> Option<Started>;
 
+    /// Whether this provider's operations return at once (a simulation at 0 ms, a fake): then
+    /// the executor does not spread them over threads.
+    fn is_instant(&self) -> bool {
+        false
+    }
+
     /// Tells one consumer instance the endpoints of a provider; real providers go over HTTP.
     fn wire(&self, call: &crate::apply::wiring::WireCall<'_>) -> Result<(), String> {
         crate::apply::wiring::send(call)

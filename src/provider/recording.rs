@@ -69,6 +69,10 @@ impl Provider for RecordingProvider {
         "simulated"
     }
 
+    fn is_instant(&self) -> bool {
+        true
+    }
+
     fn create_nodes(&self, nodes: &[NewNode], _taken: &BTreeSet<String>) -> ProviderResult<Vec<NodeState>> {
         self.push(Call::NodesCreated(nodes.iter().map(|n| n.id.clone()).collect()));
         Ok(nodes

@@ -32,6 +32,10 @@ impl Provider for SimulatedProvider {
         "simulated"
     }
 
+    fn is_instant(&self) -> bool {
+        self.latency.is_zero()
+    }
+
     fn create_nodes(&self, nodes: &[NewNode], _taken: &BTreeSet<String>) -> ProviderResult<Vec<NodeState>> {
         // One call per batch, as a cloud API would take.
         self.pause();

@@ -427,7 +427,7 @@ impl Executor<'_> {
     /// Whether a wiring call may wait on the network (a real provider, or a legacy consumer told
     /// over HTTP): only then are calls worth a thread each.
     fn calls_block(&self) -> bool {
-        self.providers.values().any(|p| p.kind() != "simulated")
+        self.providers.values().any(|p| !p.is_instant())
             || (self.legacy_wiring.is_none()
                 && self.desired.values().any(|s| s.is_legacy() && !s.dependencies().is_empty()))
     }
