@@ -49,6 +49,9 @@ type BenchResult<T> = Result<T, String>;
 
 /// The argument that makes this executable the small process that runs `enact` once.
 const CHILD_ARG: &str = "--enact-measure-child";
+/// A refreshing plan (every recorded instance looked at, simulated provider) against the offline
+/// one on the same inputs.
+const TARGET_REFRESH: f64 = 2.0;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -79,7 +82,7 @@ fn run() -> BenchResult<()> {
         let hwm = vm_hwm_kib();
         eprintln!("N = {n}: in-process phases: {}", phases.describe());
         let e2e = match &binary {
-            Ok(bin) => Some(measure_end_to_end(bin, dir.path())?),
+            Ok(bin) => Some(measure_end_to_end(bin, dir.path(), false)?),
             Err(_) => None,
         };
         if let Some(e) = &e2e {
@@ -347,8 +350,9 @@ fn generate(root: &Path, n: usize) -> BenchResult<Workload> {
     // The state: what applying `applied` to an empty environment records.
     let settings = Settings::default();
     let empty = State::empty(ENV);
-    let planned = plan(PlanInput { env: ENV, spec: &applied, state: &empty, settings: &settings, targets: &[] })
-        .map_err(|d| format!("planning the state: {}", enact::Error::from(d)))?;
+    let planned =
+        plan(PlanInput { env: ENV, spec: &applied, state: &empty, settings: &settings, targets: &[], observed: None })
+            .map_err(|d| format!("planning the state: {}", enact::Error::from(d)))?;
     let state = apply_model(&empty, &applied, &planned);
     let store = FileStore::new(root.join("state"));
     store.write(&state).map_err(|e| format!("writing the state: {e}"))?;
@@ -416,7 +420,7 @@ impl Phases {
 
 /// `enact plan` of env `dev`, as the CLI calls it.
 fn plan_of(repo: &ConfigRepo, spec: &Choreography, state: &State) -> BenchResult<enact::plan::Planned> {
-    plan(PlanInput { env: ENV, spec, state, settings: &repo.settings, targets: &[] })
+    plan(PlanInput { env: ENV, spec, state, settings: &repo.settings, targets: &[], observed: None })
         .map_err(|d| enact::Error::from(d).to_string())
 }
 
@@ -492,12 +496,12 @@ struct EndToEnd {
 }
 
 /// `enact -C DIR plan --json > /dev/null`, `E2E_RUNS` times after one warm-up run.
-fn measure_end_to_end(binary: &Path, root: &Path) -> BenchResult<EndToEnd> {
+fn measure_end_to_end(binary: &Path, root: &Path, refresh: bool) -> BenchResult<EndToEnd> {
     let mut times = Vec::new();
     let mut cpu = Vec::new();
     let mut max_rss_kib = 0;
     for run in 0..=E2E_RUNS {
-        let child = run_child(binary, root)?;
+        let child = run_child(binary, root, refresh)?;
         if run > 0 {
             times.push(child.wall);
             cpu.push(child.cpu);
@@ -513,10 +517,17 @@ fn measure_end_to_end(binary: &Path, root: &Path) -> BenchResult<EndToEnd> {
     })
 }
 
-/// Variants of the workload, each measured end to end: a config file written into the
-/// repository for the run (and removed after it), and what the column is called.
-const VARIANTS: [(&str, &str); 3] =
-    [("ROUND_ROBIN", "enact.json"), ("LIMITED_ROUND_ROBIN", "enact.json"), ("with an overlay", "envs/dev.json")];
+/// Variants of the workload, each measured end to end: what the column is called, a config
+/// file written into the repository for the run (and removed after it), and whether the plan
+/// refreshes (every other column plans offline, `--refresh=false`: the generated state records
+/// processes that do not run here).
+const VARIANTS: [(&str, &str, bool); 5] = [
+    ("ROUND_ROBIN", "enact.json", false),
+    ("LIMITED_ROUND_ROBIN", "enact.json", false),
+    ("with an overlay", "envs/dev.json", false),
+    ("simulated, offline", "enact.json", false),
+    ("simulated, refresh", "enact.json", true),
+];
 
 /// The file of a variant: the two round-robin policies (the workload's state was placed with
 /// `ALWAYS_CREATE`, a node per instance, so every new instance has all of them to choose
@@ -526,6 +537,11 @@ fn variant_file(variant: &str, spec: &Choreography) -> String {
     match variant {
         "ROUND_ROBIN" => r#"{"nodeSelector": {"policy": "ROUND_ROBIN"}}"#.to_string(),
         "LIMITED_ROUND_ROBIN" => r#"{"nodeSelector": {"policy": "LIMITED_ROUND_ROBIN", "vmLimit": 1000}}"#.to_string(),
+        // The state's nodes are in account `local`: made simulated, a refresh looks at every
+        // recorded instance through the simulated provider, which answers from the state.
+        "simulated, offline" | "simulated, refresh" => {
+            r#"{"accounts": {"local": {"provider": "simulated"}}}"#.to_string()
+        }
         _ => {
             let services: Vec<String> = spec
                 .deployable_service_specs
@@ -542,13 +558,13 @@ fn variant_file(variant: &str, spec: &Choreography) -> String {
 fn measure_variants(binary: &Path, root: &Path, n: usize) -> BenchResult<Vec<(&'static str, EndToEnd)>> {
     let spec = ConfigRepo::open(root).and_then(|r| r.load(ENV)).map_err(|e| e.to_string())?.choreography;
     let mut out = Vec::new();
-    for (variant, file) in VARIANTS {
+    for (variant, file, refresh) in VARIANTS {
         let path = root.join(file);
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
         fs::write(&path, variant_file(variant, &spec)).map_err(|e| format!("write {file}: {e}"))?;
-        let e2e = measure_end_to_end(binary, root);
+        let e2e = measure_end_to_end(binary, root, refresh);
         fs::remove_file(&path).map_err(|e| format!("remove {file}: {e}"))?;
         let e2e = e2e?;
         eprintln!("N = {n}: `plan --json` {variant}: median {:.1} ms, CPU {:.1} ms", ms(e2e.median), ms(e2e.cpu));
@@ -563,12 +579,13 @@ fn measure_variants(binary: &Path, root: &Path, n: usize) -> BenchResult<Vec<(&'
 /// Not spawned from here directly: Linux counts the parent's peak RSS at the time of `exec`
 /// into the child's `ru_maxrss` (posix_spawn shares the parent's memory until `exec`), and this
 /// process holds the whole workload in memory.
-fn run_child(binary: &Path, root: &Path) -> BenchResult<ChildRun> {
+fn run_child(binary: &Path, root: &Path, refresh: bool) -> BenchResult<ChildRun> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let output = Command::new(exe)
         .arg(CHILD_ARG)
         .arg(binary)
         .arg(root)
+        .arg(if refresh { "--refresh=true" } else { "--refresh=false" })
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot re-run the bench as {CHILD_ARG}: {e}"))?;
@@ -593,12 +610,13 @@ struct ChildRun {
     max_rss_kib: u64,
 }
 
-/// `--enact-measure-child BINARY DIR`: runs `BINARY -C DIR plan --json > /dev/null` and prints
+/// `--enact-measure-child BINARY DIR REFRESH`: runs `BINARY -C DIR plan --json REFRESH > /dev/null`
+/// (REFRESH is `--refresh=true` or `--refresh=false`) and prints
 /// its wall time in nanoseconds, its CPU time (user + system) in microseconds and its peak RSS
 /// in KiB (`ru_utime`, `ru_stime` and `ru_maxrss` from `wait4`).
 fn measure_child(args: &[String]) -> BenchResult<()> {
-    let [binary, root] = args else {
-        return Err(format!("usage: {CHILD_ARG} BINARY DIR"));
+    let [binary, root, refresh] = args else {
+        return Err(format!("usage: {CHILD_ARG} BINARY DIR --refresh=BOOL"));
     };
     let root = Path::new(root);
     let stderr_path = root.join("enact.stderr");
@@ -607,7 +625,7 @@ fn measure_child(args: &[String]) -> BenchResult<()> {
     let child = Command::new(binary)
         .arg("-C")
         .arg(root)
-        .args(["plan", "--json"])
+        .args(["plan", "--json", refresh.as_str()])
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -830,7 +848,7 @@ fn report(rows: &[Row], binary: &Result<PathBuf, String>, hwm_reset: bool) {
              overlay `envs/dev.json` that scales out one service in a hundred:"
         );
         println!();
-        println!("| N | as above | {} |", VARIANTS.map(|(v, _)| v).join(" | "));
+        println!("| N | as above | {} |", VARIANTS.map(|(v, _, _)| v).join(" | "));
         println!("|---:|---:|{}", "---:|".repeat(VARIANTS.len()));
         for r in rows {
             let cell = |now: Option<&EndToEnd>, before: Option<&EndToEnd>| match (now, before) {
@@ -888,6 +906,18 @@ fn report(rows: &[Row], binary: &Result<PathBuf, String>, hwm_reset: bool) {
                 thousands(n / 10),
                 thousands(n),
                 pass(cpu_ratio <= TARGET_RATIO)
+            );
+        }
+    }
+    let variant = |r: &Row, name: &str| r.variants.iter().find(|(v, _)| *v == name).map(|(_, e)| ms(e.median));
+    for r in rows.iter().filter(|r| r.n >= 10_000) {
+        if let (Some(offline), Some(refresh)) = (variant(r, "simulated, offline"), variant(r, "simulated, refresh")) {
+            println!(
+                "- {}: `plan` with refresh ≤ {TARGET_REFRESH:.0}× the offline plan, {} simulated services: \
+                 {refresh:.1} ms against {offline:.1} ms = {:.2}×",
+                pass(refresh <= TARGET_REFRESH * offline),
+                thousands(r.n),
+                refresh / offline
             );
         }
     }

@@ -452,3 +452,42 @@ fn hosts_that_share_a_home_directory_take_one_package_from_many_writers_at_once(
     let (code, out, err) = repo.enact(&["destroy", "--auto-approve"]);
     assert_eq!(code, 0, "{out}\n{err}");
 }
+
+#[test]
+fn status_and_plan_say_why_an_ssh_instance_is_not_healthy() {
+    if !sshd::available() {
+        return;
+    }
+    let mut hosts = SshHosts::start(1, 15, 2419);
+    let repo = Repo::new(&hosts, &hosts.known_hosts(), &travel(24900, 1, "1.0"));
+    let (code, out, err) = repo.apply(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, _, _) = repo.enact(&["status"]);
+    assert_eq!(code, 0, "everything runs");
+
+    // A changed host key: the instance still answers, but enact cannot trust what it would see.
+    hosts.rekey_host(0);
+    let airline = repo.uris("airline").remove(0);
+    assert!(get(&airline).contains("airline"), "the instance still answers");
+    let (code, out, err) = repo.enact(&["status", "--json"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let status: Value = serde_json::from_str(&out).expect("status JSON");
+    assert_eq!(status["services"]["airline"]["instances"][0]["reason"], "host-key-changed", "{status}");
+    let (code, out, _) = repo.enact(&["status"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("why: SSH host key changed"), "{out}");
+    let (code, out, err) = repo.enact(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, 0, "nothing is replaced on a host enact cannot trust: {out}\n{err}");
+    assert!(out.contains("is not healthy (SSH host key changed)"), "{out}");
+
+    // The host down: unreachable.
+    fs::write(repo.root.join("known_hosts"), hosts.known_hosts()).expect("known_hosts");
+    hosts.stop_host(0);
+    let (code, out, _) = repo.enact(&["status", "--json"]);
+    assert_eq!(code, 1);
+    let status: Value = serde_json::from_str(&out).expect("status JSON");
+    assert_eq!(status["services"]["airline"]["instances"][0]["reason"], "host-unreachable", "{status}");
+    hosts.start_host(0);
+    let (code, out, err) = repo.enact(&["status"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+}

@@ -355,20 +355,21 @@ fn plan_detailed_exitcode_is_2_with_changes_and_0_without() {
     assert_code(&repo.run(&["plan"]), 0);
 
     repo.write("state/dev.json", ONE_SERVICE_STATE);
-    let output = repo.run(&["plan", "--detailed-exitcode"]);
+    // The fixture state records an instance nothing runs: plan it offline.
+    let output = repo.run(&["plan", "--refresh=false", "--detailed-exitcode"]);
     assert_code(&output, 0);
     insta::assert_snapshot!("plan_no_changes", stdout(&output));
-    let plan = parse_json(&stdout(&repo.run(&["plan", "--json"])));
+    let plan = parse_json(&stdout(&repo.run(&["plan", "--refresh=false", "--json"])));
     assert_eq!(plan["changes"], Value::Array(Vec::new()));
     assert_eq!(plan["priorState"]["lineage"], "3f2c0000-0000-4000-8000-000000000001");
     assert_eq!(plan["priorState"]["serial"], 7);
 
     // A version bump is a redeploy: changes again.
     repo.write("chor.json", &ONE_SERVICE.replace("\"1.0\"", "\"1.1\""));
-    let output = repo.run(&["plan", "--detailed-exitcode"]);
+    let output = repo.run(&["plan", "--refresh=false", "--detailed-exitcode"]);
     assert_code(&output, 2);
     insta::assert_snapshot!("plan_version_bump", stdout(&output));
-    let plan = parse_json(&stdout(&repo.run(&["plan", "--json"])));
+    let plan = parse_json(&stdout(&repo.run(&["plan", "--refresh=false", "--json"])));
     assert_eq!(plan["changes"][0]["action"], "replace");
     assert_eq!(plan["changes"][0]["fields"][0]["path"], "/version");
     assert_eq!(plan["summary"]["replace"], 1);
@@ -387,10 +388,10 @@ fn plan_says_when_a_replacement_stops_the_old_instance_first() {
         ("state/dev.json", ONE_SERVICE_STATE),
         ("enact.json", r#"{"nodeSelector": {"policy": "LIMITED_ROUND_ROBIN", "vmLimit": 1}}"#),
     ]);
-    let output = repo.run(&["plan"]);
+    let output = repo.run(&["plan", "--refresh=false"]);
     assert_code(&output, 0);
     insta::assert_snapshot!("plan_version_bump_old_before_new", stdout(&output));
-    let plan = parse_json(&stdout(&repo.run(&["plan", "--json"])));
+    let plan = parse_json(&stdout(&repo.run(&["plan", "--refresh=false", "--json"])));
     assert_eq!(
         plan["changes"][0]["rollout"],
         serde_json::json!({
@@ -407,7 +408,7 @@ fn plan_says_when_a_replacement_stops_the_old_instance_first() {
         "enact.json",
         r#"{"nodeSelector": {"policy": "LIMITED_ROUND_ROBIN", "vmLimit": 1}, "rollout": {"maxUnavailable": 0}}"#,
     );
-    let output = repo.run(&["plan"]);
+    let output = repo.run(&["plan", "--refresh=false"]);
     assert_code(&output, 1);
     let err = stderr(&output);
     assert!(err.contains("service `airline`") && err.contains("airline-1 would stop"), "{err}");

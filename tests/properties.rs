@@ -96,7 +96,7 @@ fn settings(policy: u8) -> Settings {
 }
 
 fn input<'a>(spec: &'a Choreography, state: &'a State, settings: &'a Settings) -> PlanInput<'a> {
-    PlanInput { env: "dev", spec, state, settings, targets: &[] }
+    PlanInput { env: "dev", spec, state, settings, targets: &[], observed: None }
 }
 
 /// Two random choreographies over overlapping names: the first is applied, the second planned.

@@ -408,7 +408,8 @@ fn run(initial: &[bool], ops: &[Vec<Op>], policy: u8, vm_limit: u32) -> Result<(
             world.apply(op);
         }
         let spec = world.choreography();
-        let input = PlanInput { env: "dev", spec: &spec, state: &state, settings: &settings, targets: &[] };
+        let input =
+            PlanInput { env: "dev", spec: &spec, state: &state, settings: &settings, targets: &[], observed: None };
         let Ok(planned) = plan(input) else {
             // Refused (a vmLimit too small): nothing runs; the world stays as it was.
             world.services = before;

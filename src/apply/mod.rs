@@ -5,12 +5,14 @@
 //! - [`journal`] records intents and outcomes so a killed apply can be replayed;
 //! - [`events`] is what the executor reports, and the progress display;
 //! - [`package`] finds a service's package on this machine;
-//! - [`readiness`] waits until a new instance can serve before consumers are told of it.
+//! - [`readiness`] waits until a new instance can serve before consumers are told of it;
+//! - [`refresh`] looks at every recorded instance before a plan (what really runs).
 
 pub mod events;
 pub mod executor;
 pub mod journal;
 pub mod package;
 pub mod readiness;
+pub mod refresh;
 pub mod session;
 pub mod wiring;

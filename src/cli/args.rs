@@ -178,6 +178,9 @@ pub struct PlanArgs {
     /// Limit the plan to this service and what it depends on (repeatable).
     #[arg(long, value_name = "SVC")]
     pub target: Vec<String>,
+    /// Look at every recorded instance first (`--refresh=false`: take the state at its word).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub refresh: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -196,6 +199,9 @@ pub struct ApplyArgs {
     /// Seconds an instance has to start answering on its port.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub health_timeout: u64,
+    /// Look at every recorded instance first (`--refresh=false`: take the state at its word).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub refresh: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -232,12 +232,14 @@ pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
             "env `{env}` has no overlay ({ENVS_DIR}/{env}.json), no settings and no state: planning the base spec alone"
         ));
     }
+    let observed = super::operate::refresh(ctx, &repo, &state, args.refresh);
     let planned = plan::plan(PlanInput {
         env: &env,
         spec: &effective.choreography,
         state: &state,
         settings: &repo.settings,
         targets: &args.target,
+        observed: observed.as_ref(),
     })?;
     let plan = planned.plan;
     if let Some(out) = &args.out {

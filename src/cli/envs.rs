@@ -423,8 +423,14 @@ pub fn scale(ctx: &Context, requests: &[String]) -> Result<Outcome> {
         ctx.printer.info(&format!("{} already says so.", edit.display));
     }
     let state = repo.store().read_or_empty(&env)?;
-    let planned =
-        plan::plan(PlanInput { env: &env, spec: &spec, state: &state, settings: &repo.settings, targets: &[] })?;
+    let planned = plan::plan(PlanInput {
+        env: &env,
+        spec: &spec,
+        state: &state,
+        settings: &repo.settings,
+        targets: &[],
+        observed: None,
+    })?;
     ctx.printer.out(&plan::render::render(&planned.plan, ctx.printer.paint));
     Ok(Outcome::Success)
 }

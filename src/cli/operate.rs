@@ -21,6 +21,7 @@ use crate::provider;
 use crate::repo::ConfigRepo;
 use crate::spec::{Choreography, DeployableServiceSpec, LegacyServiceSpec};
 use crate::state::lock;
+use crate::state::observed::{DownReason, Health, Observations};
 use crate::state::{AppliedSpec, InstanceStatus, State, StateStore};
 
 /// Asks on the terminal; without one, refuses unless `auto` was given.
@@ -74,6 +75,11 @@ fn providers_of(
         }
     }
     providers
+}
+
+/// Looks at every recorded instance of `state` when `on` (a refresh); `None` when off.
+pub(super) fn refresh(ctx: &Context, repo: &ConfigRepo, state: &State, on: bool) -> Option<Observations> {
+    on.then(|| crate::apply::refresh::observe(&repo.settings, state, &ctx.provider_options(repo)))
 }
 
 fn open_session<'a>(ctx: &Context, repo: &'a ConfigRepo, env: &str, command: &str) -> Result<Session<'a>> {
@@ -160,7 +166,22 @@ fn saved_plan(repo: &ConfigRepo, env: &str, state: &State, saved: &Plan) -> Resu
         }
     }
     spec.normalize();
-    let planned = plan::plan(PlanInput { env, spec: &spec, state, settings: &repo.settings, targets: &saved.targets })?;
+    // What the plan saw when it was made, not what runs now: the same plan comes out.
+    let observed: Option<Observations> = saved.refreshed.then(|| {
+        saved
+            .down
+            .iter()
+            .map(|d| (d.instance.clone(), Health::Down { reason: d.reason, detail: d.detail.clone() }))
+            .collect()
+    });
+    let planned = plan::plan(PlanInput {
+        env,
+        spec: &spec,
+        state,
+        settings: &repo.settings,
+        targets: &saved.targets,
+        observed: observed.as_ref(),
+    })?;
     if planned.plan.changes != saved.changes || planned.plan.nodes != saved.nodes {
         return Err(Diagnostic::new(
             "the plan no longer matches what enact would do (enact.json changed since it was made?)",
@@ -184,12 +205,14 @@ pub fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Outcome> {
         }
         None => {
             let effective = repo.load(&env)?;
+            let observed = refresh(ctx, &repo, &session.state, args.refresh);
             let planned = plan::plan(PlanInput {
                 env: &env,
                 spec: &effective.choreography,
                 state: &session.state,
                 settings: &repo.settings,
                 targets: &args.target,
+                observed: observed.as_ref(),
             })?;
             (effective.choreography, planned, false)
         }
@@ -218,8 +241,14 @@ pub fn destroy(ctx: &Context, auto_approve: bool, parallelism: usize) -> Result<
         service.paused = false;
     }
     let spec = Choreography::default();
-    let planned =
-        plan::plan(PlanInput { env: &env, spec: &spec, state: &unpaused, settings: &repo.settings, targets: &[] })?;
+    let planned = plan::plan(PlanInput {
+        env: &env,
+        spec: &spec,
+        state: &unpaused,
+        settings: &repo.settings,
+        targets: &[],
+        observed: None,
+    })?;
     ctx.printer.out(&plan::render::render(&planned.plan, ctx.printer.paint));
     if !planned.plan.has_changes() {
         return Ok(Outcome::Success);
@@ -241,12 +270,14 @@ pub fn rollback(ctx: &Context, serial: u64, auto_approve: bool) -> Result<Outcom
     let mut session = open_session(ctx, &repo, &env, &format!("enact rollback {serial} -e {env}"))?;
     let target = session.store.read_serial(&env, serial)?;
     let spec = target.choreography();
+    let observed = refresh(ctx, &repo, &session.state, true);
     let planned = plan::plan(PlanInput {
         env: &env,
         spec: &spec,
         state: &session.state,
         settings: &repo.settings,
         targets: &[],
+        observed: observed.as_ref(),
     })?;
     ctx.printer.info(&format!("Rolling env `{env}` back to the spec recorded at serial {serial}."));
     ctx.printer.out(&plan::render::render(&planned.plan, ctx.printer.paint));
@@ -341,6 +372,11 @@ struct InstanceStatusView {
     /// Its port accepts connections.
     answering: bool,
     health: &'static str,
+    /// Why it is down (absent when healthy or paused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<DownReason>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    detail: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -374,7 +410,7 @@ pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
     let state = repo.store().read_or_empty(&env)?;
-    let providers = providers_of(ctx, &repo, &state);
+    let observed = crate::apply::refresh::observe(&repo.settings, &state, &ctx.provider_options(&repo));
     let mut services = std::collections::BTreeMap::new();
     let (mut healthy, mut total) = (0, 0);
     for (name, service) in &state.services {
@@ -389,19 +425,12 @@ pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
             view.native_uris = l.native_uris.iter().map(|u| (u.clone(), answers(u))).collect();
         }
         for instance in &service.instances {
-            let node = state.nodes.get(&instance.node);
-            let provider = node.and_then(|n| providers.get(&n.account));
-            let alive = match (provider, node) {
-                (Some(p), Some(n)) => p.alive(instance, n),
-                _ => false,
-            };
-            let simulated = provider_kind(&repo, node) == Some("simulated");
-            let answering = if simulated { alive } else { alive && answers(&instance.native_uri) };
-            let health = match (service.paused, alive, answering) {
-                (true, _, _) => "paused",
-                (false, true, true) => "healthy",
-                (false, true, false) => "not answering",
-                (false, false, _) => "down",
+            let seen = observed.get(&instance.id);
+            let (health, reason, detail) = match seen {
+                _ if service.paused => ("paused", None, String::new()),
+                Some(Health::Healthy) => ("healthy", None, String::new()),
+                Some(Health::Down { reason, detail }) => ("down", Some(*reason), detail.clone()),
+                None => ("down", Some(DownReason::Unknown), "not looked at".to_string()),
             };
             total += 1;
             if health == "healthy" {
@@ -412,17 +441,28 @@ pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
                 node: instance.node.clone(),
                 native_uri: instance.native_uri.clone(),
                 recorded: instance.status,
-                alive,
-                answering,
+                alive: health == "healthy" || reason == Some(DownReason::PortClosed),
+                answering: health == "healthy",
                 health,
+                reason,
+                detail,
             });
         }
         services.insert(name.clone(), view);
     }
+    let unhealthy: usize = services
+        .values()
+        .map(|v| {
+            v.instances.iter().filter(|i| i.health == "down").count()
+                + v.native_uris.iter().filter(|(_, up)| !*up).count()
+        })
+        .sum();
+    let outcome = if unhealthy == 0 { Outcome::Success } else { Outcome::Failed };
     if json {
-        let out = serde_json::json!({ "env": env, "serial": state.serial, "services": services });
+        let out =
+            serde_json::json!({ "env": env, "serial": state.serial, "unhealthy": unhealthy, "services": services });
         ctx.printer.out(&format!("{}\n", serde_json::to_string_pretty(&out).unwrap_or_default()));
-        return Ok(Outcome::Success);
+        return Ok(outcome);
     }
     let paint = ctx.printer.paint;
     let mut out = format!("env `{env}` · serial {}\n", state.serial);
@@ -455,15 +495,20 @@ pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
                 _ => paint.red(i.health),
             };
             let _ = writeln!(out, "  {:<20} {:<14} {:<12} {}", i.id, health, i.node, i.native_uri);
+            if let Some(reason) = i.reason {
+                let detail = if i.detail.is_empty() { String::new() } else { format!(": {}", i.detail) };
+                let _ = writeln!(out, "    {} {}{detail}", paint.red("why:"), reason.describe());
+            }
         }
     }
     let _ = writeln!(out, "\n{healthy} of {total} instance(s) healthy.");
     ctx.printer.out(&out);
-    Ok(Outcome::Success)
-}
-
-fn provider_kind(repo: &ConfigRepo, node: Option<&crate::state::NodeState>) -> Option<&'static str> {
-    node.and_then(|n| repo.settings.account(&n.account)).map(crate::repo::settings::Account::provider)
+    if unhealthy > 0 {
+        ctx.printer.error(&format!(
+            "{unhealthy} instance(s) or legacy URI(s) of env `{env}` are not healthy; `enact plan` shows what apply would do"
+        ));
+    }
+    Ok(outcome)
 }
 
 pub fn logs(ctx: &Context, service: &str, lines: usize) -> Result<Outcome> {

@@ -11,14 +11,15 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::model::{
-    Action, Change, FieldChange, FromTo, NodeChanges, PLAN_FORMAT_VERSION, Plan, PriorState, Rollout, RolloutOrder,
-    Step, Summary,
+    Action, Change, DownInstance, FieldChange, FromTo, NodeChanges, PLAN_FORMAT_VERSION, Plan, PriorState, Rollout,
+    RolloutOrder, Step, Summary,
 };
 use super::placement::{Demand, PlacedInstance, Placement, old_first_reason, place};
 use crate::diagnostic::Diagnostic;
 use crate::graph::ServiceGraph;
 use crate::repo::settings::{Account, EnvView, Settings};
 use crate::spec::{Choreography, Service};
+use crate::state::observed::{Health, Observations};
 use crate::state::{AppliedSpec, ServiceState, State};
 
 /// Fields whose change replaces every instance (a redeploy).
@@ -34,6 +35,9 @@ pub struct PlanInput<'a> {
     pub settings: &'a Settings,
     /// `--target`s: limit the plan to these services and what they depend on.
     pub targets: &'a [String],
+    /// What a refresh saw of the recorded instances; `None` plans offline (`--refresh=false`),
+    /// taking the state at its word.
+    pub observed: Option<&'a Observations>,
 }
 
 /// A plan together with the placement it was computed with (apply needs both).
@@ -61,6 +65,8 @@ impl Planned {
                 summary: Summary::default(),
                 paused: Vec::new(),
                 targets: Vec::new(),
+                refreshed: false,
+                down: Vec::new(),
             },
             placement: Placement::default(),
         }
@@ -133,6 +139,8 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
     let mut changes: Vec<Option<Change>> = vec![None; entries.len()];
     let mut paused: Vec<String> = Vec::new();
     let mut endpoints_change: HashSet<&str> = HashSet::new();
+    let mut down: Vec<DownInstance> = Vec::new();
+    let mut dead: HashMap<&str, Vec<&str>> = HashMap::new();
     for (entry, slot) in entries.iter().zip(changes.iter_mut()) {
         if !in_scope(entry.name) {
             continue;
@@ -142,12 +150,23 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
             paused.push(entry.name.to_string());
             continue;
         }
-        if let Some(change) = compare(entry.name, entry.recorded, entry.desired) {
+        let mut change = compare(entry.name, entry.recorded, entry.desired);
+        // A service being destroyed stops anyway, whatever its instances are doing.
+        if let (Some(observed), Some(recorded), Some(_)) = (input.observed, entry.recorded, entry.desired) {
+            let replaced = observe_service(entry, recorded, observed, &mut down);
+            if !replaced.is_empty() && entry.desired.is_some_and(|d| !d.is_legacy()) {
+                let change = change.get_or_insert_with(|| unchanged(entry.name, recorded, entry.desired));
+                change.restart = replaced.iter().map(|id| (*id).to_string()).collect();
+                dead.insert(entry.name, replaced);
+            }
+        }
+        if let Some(change) = change {
             let moves = change.action != Action::Create
                 && (change.action == Action::Replace
                     || change.action == Action::Destroy
                     || change.instances.is_some()
                     || change.memory.is_some()
+                    || !change.restart.is_empty()
                     || change.fields.iter().any(|f| f.path == "/nativeURIs" || f.path == "/cloudAccount"));
             if moves {
                 endpoints_change.insert(entry.name);
@@ -182,19 +201,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
         if rewire.is_empty() {
             continue;
         }
-        let change = slot.get_or_insert_with(|| Change {
-            service: name.to_string(),
-            action: Action::Update,
-            instances: None,
-            memory: None,
-            fields: Vec::new(),
-            rewire: Vec::new(),
-            forced_by: Vec::new(),
-            legacy: after.is_legacy(),
-            before: Some(before.spec.as_service().to_value()),
-            after: Some(after.to_value()),
-            rollout: None,
-        });
+        let change = slot.get_or_insert_with(|| unchanged(name, before, Some(after)));
         change.rewire = rewire.into_iter().map(str::to_string).collect();
     }
     let changed: Vec<(&Entry<'_>, Change)> =
@@ -207,6 +214,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
             !c.legacy
                 && (c.instances.is_some()
                     || c.memory.is_some()
+                    || !c.restart.is_empty()
                     || matches!(c.action, Action::Replace | Action::Create | Action::Destroy)
                     || c.fields.iter().any(|f| f.path == "/cloudAccount"))
         })
@@ -224,6 +232,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
                 replace_all: c.action == Action::Replace
                     || c.memory.is_some()
                     || c.fields.iter().any(|f| f.path == "/cloudAccount"),
+                dead: dead.get(entry.name).cloned().unwrap_or_default(),
             })
         })
         .collect();
@@ -278,8 +287,55 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
             t.dedup();
             t
         },
+        refreshed: input.observed.is_some(),
+        down,
     };
     Ok(Planned { plan, placement })
+}
+
+/// An update of a service whose spec does not change (it is rewired, or dead instances of it
+/// are replaced).
+fn unchanged(name: &str, before: &ServiceState, after: Option<Service<'_>>) -> Change {
+    Change {
+        service: name.to_string(),
+        action: Action::Update,
+        instances: None,
+        memory: None,
+        fields: Vec::new(),
+        rewire: Vec::new(),
+        forced_by: Vec::new(),
+        legacy: after.is_some_and(Service::is_legacy),
+        before: Some(before.spec.as_service().to_value()),
+        after: after.map(Service::to_value),
+        rollout: None,
+        restart: Vec::new(),
+    }
+}
+
+/// Notes every recorded instance of `entry` a refresh found down in `down`, and returns those
+/// a new instance replaces (the instance itself is gone or broken, and the service stays).
+fn observe_service<'s>(
+    entry: &Entry<'_>,
+    recorded: &'s ServiceState,
+    observed: &Observations,
+    down: &mut Vec<DownInstance>,
+) -> Vec<&'s str> {
+    let mut replaced = Vec::new();
+    for instance in &recorded.instances {
+        let Some(Health::Down { reason, detail }) = observed.get(&instance.id) else { continue };
+        let replace = reason.replaceable() && entry.desired.is_some();
+        down.push(DownInstance {
+            service: entry.name.to_string(),
+            instance: instance.id.clone(),
+            reason: *reason,
+            detail: detail.clone(),
+            replaced: replace,
+        });
+        if replace {
+            replaced.push(instance.id.as_str());
+        }
+    }
+    replaced
 }
 
 /// Every (provider, role) a service depends on.
@@ -320,12 +376,24 @@ fn rollouts<'d>(
             continue;
         };
         let recorded = input.state.services.get(demand.service).map_or(0, |s| s.instances.len());
-        let Some(rollout) = rollout(
-            started.get(demand.service).map(Vec::as_slice).unwrap_or_default(),
-            stopped,
-            recorded.saturating_sub(stopped.len()),
-            || old_first_reason(view, spec),
-        ) else {
+        // Dead instances serve nothing: stopping them first takes nothing down, so the rollout
+        // is that of the live ones.
+        let is_dead = |id: &str| demand.dead.contains(&id);
+        let stopped_live: Vec<String> = stopped.iter().filter(|id| !is_dead(id)).cloned().collect();
+        let started_live: Vec<PlacedInstance> = started
+            .get(demand.service)
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                let mut p = (*p).clone();
+                p.after_stopping = p.after_stopping.filter(|old| !is_dead(old));
+                p
+            })
+            .collect();
+        let started_live: Vec<&PlacedInstance> = started_live.iter().collect();
+        let Some(rollout) = rollout(&started_live, &stopped_live, recorded.saturating_sub(stopped.len()), || {
+            old_first_reason(view, spec)
+        }) else {
             continue;
         };
         let max_unavailable = view.max_unavailable(demand.service);
@@ -493,6 +561,7 @@ fn compare(name: &str, recorded: Option<&ServiceState>, after: Option<Service<'_
         before: before_value,
         after: after_value,
         rollout: None,
+        restart: Vec::new(),
     })
 }
 
@@ -666,7 +735,7 @@ mod tests {
     }
 
     fn plan_of(spec: &Choreography, state: &State, settings: &Settings) -> Result<Planned, Vec<Diagnostic>> {
-        plan(PlanInput { env: "dev", spec, state, settings, targets: &[] })
+        plan(PlanInput { env: "dev", spec, state, settings, targets: &[], observed: None })
     }
 
     /// The state after applying `spec` to an empty environment.

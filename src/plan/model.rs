@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::spec::Memory;
+use crate::state::observed::DownReason;
 
 pub const PLAN_FORMAT_VERSION: u32 = 1;
 
@@ -30,6 +31,28 @@ pub struct Plan {
     /// The `--target`s the plan was limited to, if any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<String>,
+    /// Whether the recorded instances were looked at before planning (a refresh); `false` for
+    /// `--refresh=false`, which takes the state at its word.
+    #[serde(default)]
+    pub refreshed: bool,
+    /// Recorded instances the refresh found not healthy, with why; `replaced` says whether the
+    /// plan replaces each (it does when the instance itself is gone or broken, not when its node
+    /// cannot be reached or trusted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub down: Vec<DownInstance>,
+}
+
+/// A recorded instance a refresh found down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DownInstance {
+    pub service: String,
+    pub instance: String,
+    pub reason: DownReason,
+    /// The provider's own words, if any.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    pub replaced: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +112,10 @@ pub struct Change {
     /// when there are both instances to stop and instances to start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
+    /// Recorded instances a refresh found not running: each leaves every consumer's list, stops
+    /// and is replaced by a new instance (ids).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart: Vec<String>,
 }
 
 /// How a rolling replacement runs, in the order apply follows: for each new instance in turn,

@@ -67,6 +67,9 @@ pub struct Demand<'a> {
     pub spec: Option<&'a DeployableServiceSpec>,
     /// Whether every current instance is replaced (redeploy, resize, account move).
     pub replace_all: bool,
+    /// Recorded instances a refresh found not running: each stops (it serves nothing) before a
+    /// new instance takes its place, and a scale-in stops them first.
+    pub dead: Vec<&'a str>,
 }
 
 #[derive(Debug, Clone)]
@@ -288,6 +291,8 @@ pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Resul
     // First every leaving instance frees its slot, so new ones can use it.
     let mut keep_count: HashMap<&str, usize> = HashMap::new();
     let mut pending_old: HashMap<&str, std::collections::VecDeque<Leaving>> = HashMap::new();
+    // Dead instances to replace, per service: each new instance takes one's place first.
+    let mut dead_old: HashMap<&str, std::collections::VecDeque<Leaving>> = HashMap::new();
     for demand in demands {
         let recorded = state.services.get(demand.service);
         let instances = recorded.map(|s| s.instances.as_slice()).unwrap_or_default();
@@ -299,14 +304,35 @@ pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Resul
             Some(spec) if !demand.replace_all => (spec.instances() as usize).min(instances.len()),
             _ => 0,
         };
-        keep_count.insert(demand.service, keep);
+        let is_dead = |id: &str| demand.dead.contains(&id);
         let mut sorted: Vec<&crate::state::InstanceState> = instances.iter().collect();
-        sorted.sort_by_key(|i| id_number(&i.id));
+        // The dead go last, so a scale-in stops them first.
+        sorted.sort_by_key(|i| (is_dead(&i.id), id_number(&i.id)));
+        // A dead instance that would be kept is replaced instead.
+        let (kept, leaving) = sorted.split_at(keep);
+        let mut revived = 0;
+        for dead in kept.iter().filter(|i| is_dead(&i.id)) {
+            placement.stopped.entry(demand.service.to_string()).or_default().push(dead.id.clone());
+            dead_old.entry(demand.service).or_default().push_back((dead.id.clone(), dead.node.clone(), recorded_port));
+            revived += 1;
+        }
+        keep_count.insert(demand.service, keep - revived);
+        let sorted = leaving;
+        let keep = 0;
         // A rolling replacement keeps its old instances running while new ones start, so
         // their slots stay taken until placement has to stop one first.
         let rolling = demand.replace_all && demand.spec.is_some();
         for leaving in &sorted[keep..] {
             placement.stopped.entry(demand.service.to_string()).or_default().push(leaving.id.clone());
+            if rolling && is_dead(&leaving.id) {
+                // It serves nothing: it goes first, and its replacement may take its place.
+                dead_old.entry(demand.service).or_default().push_back((
+                    leaving.id.clone(),
+                    leaving.node.clone(),
+                    recorded_port,
+                ));
+                continue;
+            }
             if rolling {
                 pending_old.entry(demand.service).or_default().push_back((
                     leaving.id.clone(),
@@ -350,6 +376,12 @@ pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Resul
         #[allow(clippy::explicit_counter_loop, reason = "instance numbers continue from the recorded ones")]
         for _ in keep..wanted {
             let mut after_stopping = None;
+            if let Some((old, old_node, old_port)) = dead_old.get_mut(demand.service).and_then(|q| q.pop_front()) {
+                // A dead instance's slot, port included, is free: its process is gone (or is
+                // stopped before this one starts).
+                slots.free(&old_node, old_port);
+                after_stopping = Some(old);
+            }
             let mut choice = choose_node(view, account, account_name, &slots, memory, port, wanted);
             if choice.is_err()
                 && let Some((old, old_node, old_port)) = pending_old.get_mut(demand.service).and_then(|q| q.pop_front())
@@ -434,6 +466,10 @@ pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Resul
         // The old instances left stop after their replacements: their slots free up now, but
         // not their ports (another service's start does not wait for those stops).
         for (_, old_node, _) in pending_old.remove(demand.service).unwrap_or_default() {
+            slots.free(&old_node, None);
+        }
+        // Dead instances no new one replaced (the service shrinks): they only stop.
+        for (_, old_node, _) in dead_old.remove(demand.service).unwrap_or_default() {
             slots.free(&old_node, None);
         }
     }
@@ -601,13 +637,13 @@ mod tests {
     /// The state after applying `spec` to an empty environment.
     fn applied(spec: &Choreography, settings: &Settings) -> State {
         let empty = State::empty("dev");
-        let input = PlanInput { env: "dev", spec, state: &empty, settings, targets: &[] };
+        let input = PlanInput { env: "dev", spec, state: &empty, settings, targets: &[], observed: None };
         apply_model(&empty, spec, &plan(input).unwrap())
     }
 
     /// Places `spec` from `state` the way the planner does, for the services that differ.
     fn place_all(spec: &Choreography, state: &State, settings: &Settings) -> Result<Placement, Vec<Diagnostic>> {
-        let input = PlanInput { env: "dev", spec, state, settings, targets: &[] };
+        let input = PlanInput { env: "dev", spec, state, settings, targets: &[], observed: None };
         plan(input).map(|p| p.placement)
     }
 

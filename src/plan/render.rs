@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 use similar::{ChangeTag, TextDiff};
 
-use super::model::{Action, Change, Plan, Rollout, RolloutOrder};
+use super::model::{Action, Change, DownInstance, Plan, Rollout, RolloutOrder};
 use crate::paint::Painter;
 
 /// The human form of a plan.
@@ -16,6 +16,21 @@ pub fn render(plan: &Plan, paint: Painter) -> String {
         Some(_) => format!("state serial {}", plan.prior_state.serial),
         None => "never applied".to_string(),
     };
+    let unreplaced: Vec<&DownInstance> = plan.down.iter().filter(|d| !d.replaced).collect();
+    for d in &unreplaced {
+        let detail = if d.detail.is_empty() { String::new() } else { format!(": {}", d.detail) };
+        let _ = writeln!(
+            out,
+            "{} instance {} of service `{}` is not healthy ({}){detail}; enact does not replace it",
+            paint.yellow("Warning:"),
+            d.instance,
+            d.service,
+            d.reason.describe(),
+        );
+    }
+    if !unreplaced.is_empty() {
+        out.push('\n');
+    }
     if !plan.has_changes() {
         let _ = writeln!(
             out,
@@ -50,7 +65,7 @@ pub fn render(plan: &Plan, paint: Painter) -> String {
     for step in &plan.steps {
         if let Some(change) = changes.get(step.service.as_str()) {
             out.push('\n');
-            render_change(&mut out, change, paint);
+            render_change(&mut out, change, &plan.down, paint);
         }
     }
     out.push('\n');
@@ -84,7 +99,7 @@ pub fn render(plan: &Plan, paint: Painter) -> String {
     out
 }
 
-fn render_change(out: &mut String, change: &Change, paint: Painter) {
+fn render_change(out: &mut String, change: &Change, down: &[DownInstance], paint: Painter) {
     let kind = if change.legacy { "legacy service" } else { "service" };
     let name = &change.service;
     let (symbol, headline) = match change.action {
@@ -122,6 +137,10 @@ fn render_change(out: &mut String, change: &Change, paint: Painter) {
     let _ = writeln!(out, "  {} {headline}", paint.dim("#"));
     if !notes.is_empty() {
         let _ = writeln!(out, "  {} {}", paint.dim("#"), notes.join("; "));
+    }
+    for id in &change.restart {
+        let why = down.iter().find(|d| d.instance == *id).map_or("not running", |d| d.reason.describe());
+        let _ = writeln!(out, "  {} instance {id} is not running ({why}) → replaced by a new instance", paint.dim("#"));
     }
     if let Some(rollout) = &change.rollout {
         // A replace says the order in its headline; a move to new nodes says it here.

@@ -22,6 +22,7 @@ use std::time::Duration;
 use crate::plan::placement::NewNode;
 use crate::repo::settings::{Account, Settings};
 use crate::spec::DeployableServiceSpec;
+use crate::state::observed::{DownReason, Health};
 use crate::state::{InstanceState, NodeState};
 
 /// A provider operation that failed, with what to do about it.
@@ -29,11 +30,18 @@ use crate::state::{InstanceState, NodeState};
 #[error("{message}")]
 pub struct ProviderError {
     pub message: String,
+    /// What kind of failure, when the provider can tell (a node it cannot reach or trust).
+    pub kind: Option<DownReason>,
 }
 
 impl ProviderError {
     pub fn new(message: impl Into<String>) -> Self {
-        ProviderError { message: message.into() }
+        ProviderError { message: message.into(), kind: None }
+    }
+
+    /// A failure of a known kind.
+    pub fn of_kind(kind: DownReason, message: impl Into<String>) -> Self {
+        ProviderError { message: message.into(), kind: Some(kind) }
     }
 }
 
@@ -128,6 +136,25 @@ pub trait Provider: Send + Sync {
         log: &std::path::Path,
         lines: usize,
     ) -> ProviderResult<String>;
+
+    /// Looks at instances of one node: whether each process runs and answers on its port
+    /// (`port`, one per instance), in the order given. The default asks [`Provider::alive`] and
+    /// connects to the port; a provider with a cheaper way (one remote command per host)
+    /// overrides it.
+    fn observe(&self, node: &NodeState, instances: &[(&InstanceState, u16)]) -> Vec<Health> {
+        instances
+            .iter()
+            .map(|(instance, port)| {
+                if !self.alive(instance, node) {
+                    Health::down(DownReason::ProcessGone, "")
+                } else if !port_answers(&node.address, *port) {
+                    Health::down(DownReason::PortClosed, format!("{}:{port} accepts no connection", node.address))
+                } else {
+                    Health::Healthy
+                }
+            })
+            .collect()
+    }
 
     /// Finds an instance by its start token after an interrupted apply.
     fn find(&self, node: &NodeState, token: &str) -> Option<Started>;

@@ -79,6 +79,11 @@ impl Provider for SimulatedProvider {
         Ok(format!("{} is simulated: it has no output", instance.id))
     }
 
+    fn observe(&self, _node: &NodeState, instances: &[(&InstanceState, u16)]) -> Vec<crate::state::observed::Health> {
+        // Nothing runs: the state is the truth.
+        instances.iter().map(|_| crate::state::observed::Health::Healthy).collect()
+    }
+
     fn find(&self, _: &NodeState, _: &str) -> Option<Started> {
         None
     }

@@ -8,6 +8,7 @@
 //! - Every value that reaches the remote shell goes through [`quote`].
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use tokio::io::AsyncWriteExt;
 use super::{Package, Provider, ProviderError, ProviderResult, StartRequest, Started};
 use crate::plan::placement::NewNode;
 use crate::repo::settings::{SshAccount, SshHost};
+use crate::state::observed::{DownReason, Health};
 use crate::state::{InstanceState, NodeState};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -206,27 +208,36 @@ impl SshProvider {
         let connecting = client::connect(config, (host.address.as_str(), port), verifier);
         let mut handle = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
             Err(_) => {
-                return Err(ProviderError::new(format!(
-                    "cannot reach host {who}: no answer within {} s",
-                    CONNECT_TIMEOUT.as_secs()
-                )));
+                return Err(ProviderError::of_kind(
+                    DownReason::HostUnreachable,
+                    format!("cannot reach host {who}: no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+                ));
             }
             Ok(Err(e)) => {
                 let problem = problem.lock().ok().and_then(|p| p.clone());
-                return Err(ProviderError::new(match problem {
-                    Some(KeyProblem::Unknown { algorithm, fingerprint }) => format!(
-                        "host {who} presented an unknown {algorithm} host key {fingerprint}; refusing to connect. \
+                let kind = match &problem {
+                    Some(KeyProblem::Unknown { .. }) => DownReason::HostKeyUnknown,
+                    Some(KeyProblem::Changed { .. }) => DownReason::HostKeyChanged,
+                    Some(KeyProblem::Unreadable(_)) => DownReason::Unknown,
+                    None => DownReason::HostUnreachable,
+                };
+                return Err(ProviderError::of_kind(
+                    kind,
+                    match problem {
+                        Some(KeyProblem::Unknown { algorithm, fingerprint }) => format!(
+                            "host {who} presented an unknown {algorithm} host key {fingerprint}; refusing to connect. \
                          If that is the host's key, trust it with `enact hosts trust` (records it in {}) or pass --accept-new-host-keys",
-                        self.known_hosts.display()
-                    ),
-                    Some(KeyProblem::Changed { fingerprint, line }) => format!(
-                        "host {who} presented a DIFFERENT host key ({fingerprint}) than the one recorded at {}:{line}; refusing to connect. \
+                            self.known_hosts.display()
+                        ),
+                        Some(KeyProblem::Changed { fingerprint, line }) => format!(
+                            "host {who} presented a DIFFERENT host key ({fingerprint}) than the one recorded at {}:{line}; refusing to connect. \
                          Someone may be intercepting the connection; if the host was reinstalled, remove that line and trust the new key",
-                        self.known_hosts.display()
-                    ),
-                    Some(KeyProblem::Unreadable(why)) => format!("host {who}: {why}"),
-                    None => format!("cannot reach host {who}: {e}"),
-                }));
+                            self.known_hosts.display()
+                        ),
+                        Some(KeyProblem::Unreadable(why)) => format!("host {who}: {why}"),
+                        None => format!("cannot reach host {who}: {e}"),
+                    },
+                ));
             }
             Ok(Ok(handle)) => handle,
         };
@@ -238,13 +249,18 @@ impl SshProvider {
         let auth = handle
             .authenticate_publickey(host.user.clone(), PrivateKeyWithHashAlg::new(Arc::new(key), hash))
             .await
-            .map_err(|e| ProviderError::new(format!("host {who}: authentication failed: {e}")))?;
+            .map_err(|e| {
+                ProviderError::of_kind(DownReason::AuthRefused, format!("host {who}: authentication failed: {e}"))
+            })?;
         if !auth.success() {
-            return Err(ProviderError::new(format!(
-                "host {who} refused the key {} for user `{}`; add its public key to that user's authorized_keys",
-                key_path.display(),
-                host.user
-            )));
+            return Err(ProviderError::of_kind(
+                DownReason::AuthRefused,
+                format!(
+                    "host {who} refused the key {} for user `{}`; add its public key to that user's authorized_keys",
+                    key_path.display(),
+                    host.user
+                ),
+            ));
         }
         let learned = learned.lock().ok().and_then(|l| l.clone());
         Ok((Connection { handle, sftp: tokio::sync::OnceCell::new() }, learned))
@@ -602,6 +618,52 @@ impl Provider for SshProvider {
         };
         let script = format!("{}; alive", alive_check(pid, instance.start_time));
         self.exec(host, &script).is_ok_and(|o| o.status == Some(0))
+    }
+
+    fn observe(&self, node: &NodeState, instances: &[(&InstanceState, u16)]) -> Vec<Health> {
+        let host = match self.host(&node.address) {
+            Ok(h) => h,
+            Err(e) => return instances.iter().map(|_| Health::down(DownReason::Unknown, e.message.clone())).collect(),
+        };
+        // One command for every instance of the host: `<index> ok` or `<index> gone` each.
+        let mut script = String::from("true");
+        for (index, (instance, _)) in instances.iter().enumerate() {
+            if let Some(pid) = instance.pid {
+                let _ = write!(
+                    script,
+                    "; {}; if alive; then echo '{index} ok'; else echo '{index} gone'; fi",
+                    alive_check(pid, instance.start_time)
+                );
+            } else {
+                let _ = write!(script, "; echo '{index} ok'");
+            }
+        }
+        let output = match self.exec(host, &script) {
+            Ok(o) if o.status == Some(0) => o.stdout,
+            Ok(o) => {
+                let why = format!("the health check failed on host {}: {}", self.describe(host), o.stderr.trim());
+                return instances.iter().map(|_| Health::down(DownReason::Unknown, why.clone())).collect();
+            }
+            Err(e) => {
+                let reason = e.kind.unwrap_or(DownReason::HostUnreachable);
+                return instances.iter().map(|_| Health::down(reason, e.message.clone())).collect();
+            }
+        };
+        let gone: HashSet<usize> =
+            output.lines().filter_map(|l| l.strip_suffix(" gone").and_then(|i| i.trim().parse().ok())).collect();
+        instances
+            .iter()
+            .enumerate()
+            .map(|(index, (_, port))| {
+                if gone.contains(&index) {
+                    Health::down(DownReason::ProcessGone, "")
+                } else if !super::port_answers(&node.address, *port) {
+                    Health::down(DownReason::PortClosed, format!("{}:{port} accepts no connection", node.address))
+                } else {
+                    Health::Healthy
+                }
+            })
+            .collect()
     }
 
     fn logs(&self, instance: &InstanceState, node: &NodeState, _log: &Path, lines: usize) -> ProviderResult<String> {

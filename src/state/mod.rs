@@ -1,7 +1,9 @@
-//! Recorded state: the model of `state/<env>.json` and the stores that read and write it.
+//! Recorded state: the model of `state/<env>.json` and the stores that read and write it, and
+//! what a refresh saw of the recorded instances ([`observed`]).
 
 pub mod lock;
 pub mod model;
+pub mod observed;
 pub mod store;
 
 pub use model::{AppliedSpec, InstanceState, InstanceStatus, NodeState, ServiceState, State};

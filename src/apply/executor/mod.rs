@@ -407,7 +407,11 @@ impl<'a> Executor<'a> {
                     Some(Service::Deployable(s)) => Some(s),
                     _ => None,
                 };
-                let rolling = change.memory.is_some() || change.fields.iter().any(|f| f.path == "/cloudAccount");
+                // Dead instances are replaced like a rolling replacement: each leaves every list and
+                // stops before its replacement starts (placement says so).
+                let rolling = change.memory.is_some()
+                    || !change.restart.is_empty()
+                    || change.fields.iter().any(|f| f.path == "/cloudAccount");
                 if rolling {
                     self.roll(name, spec, &started, &stopped)?;
                 } else {

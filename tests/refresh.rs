@@ -1,0 +1,108 @@
+//! Refresh and drift on the local provider, with real processes: an instance killed outside
+//! enact, or one whose port closes after it passed its health check, is seen by `plan` and
+//! `status` (with the reason), replaced and rewired by `apply`, and the next plan is empty.
+
+mod common;
+
+use std::time::Duration;
+
+use common::local::*;
+use serde_json::{Value, json};
+
+fn pid_of(repo: &Repo, service: &str, n: usize) -> u32 {
+    pids(&instances(&repo.state(), service))[n]
+}
+
+fn kill(pid: u32) {
+    let status = std::process::Command::new("kill").arg(pid.to_string()).status().expect("kill runs");
+    assert!(status.success(), "kill {pid}");
+    wait_dead(&[pid]);
+}
+
+#[test]
+fn an_instance_killed_outside_enact_is_seen_replaced_and_rewired() {
+    let base = 23700;
+    let repo = Repo::new(
+        &json!({ "deployableServiceSpecs": [
+            deployable("airline", "airline.py", "SOAP", base, 2),
+            with_deps(deployable("travelagency", "travelagency.py", "REST", base + 1, 1), &[("airline", "airline")])
+        ]}),
+        None,
+    );
+    repo.apply();
+    let agency = field(&instances(&repo.state(), "travelagency"), "nativeUri").remove(0);
+    let dead_uri = field(&instances(&repo.state(), "airline"), "nativeUri").remove(0);
+    kill(pid_of(&repo, "airline", 0));
+
+    // Offline, the state is taken at its word.
+    repo.enact_ok(&["plan", "--refresh=false", "--detailed-exitcode"], 0);
+    // A refreshing plan sees it, and says why.
+    let plan = stdout(&repo.enact_ok(&["plan", "--detailed-exitcode"], 2));
+    assert!(plan.contains("instance airline-1 is not running (process gone) → replaced"), "{plan}");
+    let json: Value = serde_json::from_slice(&repo.enact_ok(&["plan", "--json"], 0).stdout).expect("plan JSON");
+    assert_eq!(json["refreshed"], true);
+    assert_eq!(json["down"][0]["instance"], "airline-1");
+    assert_eq!(json["down"][0]["reason"], "process-gone");
+    assert_eq!(json["down"][0]["replaced"], true);
+    // `status` says why, and fails.
+    let status = repo.enact_ok(&["status"], 1);
+    assert!(stdout(&status).contains("why: process gone"), "{}", stdout(&status));
+    assert!(stderr(&status).contains("not healthy"), "{}", stderr(&status));
+    let status: Value = serde_json::from_slice(&repo.enact_ok(&["status", "--json"], 1).stdout).expect("status JSON");
+    assert_eq!(status["unhealthy"], 1);
+    assert_eq!(status["services"]["airline"]["instances"][0]["reason"], "process-gone");
+
+    // Apply unwires the dead one first, starts a new one and wires it.
+    let output = repo.apply();
+    assert!(stdout(&output).contains("0 failed, 0 skipped"), "{}", describe(&output));
+    let airlines = field(&instances(&repo.state(), "airline"), "nativeUri");
+    assert_eq!(airlines.len(), 2);
+    assert!(!field(&instances(&repo.state(), "airline"), "id").contains(&"airline-1".to_string()));
+    assert_eq!(wired_to(&agency, "airline"), set_of(&airlines));
+    let told = told(&repo.log_of("travelagency-1"), "airline");
+    assert_eq!(told.len(), 3, "the full list, the list without the dead one, the new list: {told:?}");
+    assert!(!told[1].1.contains(&dead_uri), "{told:?}");
+    repo.enact_ok(&["plan", "--detailed-exitcode"], 0);
+    repo.enact_ok(&["status"], 0);
+    trip_ok(&agency);
+}
+
+#[test]
+fn an_instance_whose_port_closes_after_its_health_check_is_seen_and_replaced() {
+    let base = 23800;
+    let repo = Repo::new(&json!({ "deployableServiceSpecs": [] }), None);
+    // Listens, passes its health check, and, the first time, closes its port a second later
+    // while it keeps running.
+    let marker = repo.path("flaky.once");
+    let script = format!(
+        "#!/usr/bin/env python3\n\
+         import os, socket, time\n\
+         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind((os.environ['HOST'], int(os.environ['PORT']))); s.listen()\n\
+         print(f\"{{int(time.time()*1000)}} {{os.environ['INSTANCE_ID']}} listening\", flush=True)\n\
+         if os.path.exists({marker:?}):\n\
+         \x20   os.remove({marker:?}); time.sleep(1); s.close()\n\
+         while True: time.sleep(1)\n",
+        marker = marker.display().to_string()
+    );
+    std::fs::write(repo.path("services/flaky.py"), script).expect("flaky.py");
+    make_executable(&repo.path("services/flaky.py"));
+    std::fs::write(repo.path("flaky.once"), "").expect("marker");
+    let mut chor = json!({ "deployableServiceSpecs": [deployable("flaky", "flaky.py", "REST", base, 1)] });
+    chor["deployableServiceSpecs"][0]["roles"] = json!(["flaky"]);
+    repo.write_chor(&chor);
+    repo.apply();
+    std::thread::sleep(Duration::from_millis(1500));
+    let status: Value = serde_json::from_slice(&repo.enact_ok(&["status", "--json"], 1).stdout).expect("status JSON");
+    let instance = &status["services"]["flaky"]["instances"][0];
+    assert_eq!(instance["reason"], "port-closed", "{status}");
+    assert_eq!(instance["alive"], true, "{status}");
+    let plan = stdout(&repo.enact_ok(&["plan"], 0));
+    assert!(plan.contains("instance flaky-1 is not running (port closed) → replaced"), "{plan}");
+    let old = pid_of(&repo, "flaky", 0);
+    repo.apply();
+    // The broken process was stopped, not left behind.
+    assert!(!process_alive(old), "flaky-1 (pid {old}) still runs");
+    repo.enact_ok(&["status"], 0);
+    repo.enact_ok(&["plan", "--detailed-exitcode"], 0);
+}
