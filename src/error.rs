@@ -13,6 +13,9 @@ pub enum Error {
     /// The filesystem refused something.
     #[error("cannot {action} {}: {source}", path.display())]
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    /// A signal (Ctrl-C, SIGTERM, SIGHUP) stopped the command before it changed anything.
+    #[error("interrupted; nothing was changed")]
+    Interrupted,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -36,10 +36,10 @@ const ENACT: &str = env!("CARGO_BIN_EXE_enact");
 const DEFAULT_TRIALS: usize = 20;
 const DEFAULT_SEED: u64 = 0x00c0_ffee;
 const MAX_KILL_DELAY_MS: u64 = 1500;
-/// Ports of this test's services; other tests use other ports.
-const AIRLINE_PORT: u16 = 23_001;
-const TRAVEL_PORT: u16 = 23_002;
-const LOYALTY_PORT: u16 = 23_003;
+/// Ports of the kill test's services (airline, travelagency, loyalty); other tests use others.
+const KILL_PORTS: [u16; 3] = [23_001, 23_002, 23_003];
+/// Ports of the signal test's services.
+const SIGNAL_PORTS: [u16; 3] = [23_011, 23_012, 23_013];
 /// A command that takes longer than this is hung.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -78,6 +78,7 @@ impl Rng {
 
 #[derive(Debug, Clone)]
 struct Spec {
+    ports: [u16; 3],
     airline_instances: u32,
     airline_version: u32,
     travel_instances: u32,
@@ -87,8 +88,9 @@ struct Spec {
 }
 
 impl Spec {
-    fn initial() -> Spec {
+    fn initial(ports: [u16; 3]) -> Spec {
         Spec {
+            ports,
             airline_instances: 3,
             airline_version: 1,
             travel_instances: 2,
@@ -149,7 +151,7 @@ impl Spec {
                 "packageType": "COMMAND_LINE",
                 "packageUri": "services/airline.py",
                 "endpointName": "airline",
-                "port": AIRLINE_PORT,
+                "port": self.ports[0],
                 "numberOfInstances": self.airline_instances,
                 "resourceImpact": { "memory": "SMALL" },
                 "version": format!("{}.0", self.airline_version)
@@ -162,7 +164,7 @@ impl Spec {
                 "packageType": "COMMAND_LINE",
                 "packageUri": "services/travelagency.py",
                 "endpointName": "travelagency",
-                "port": TRAVEL_PORT,
+                "port": self.ports[1],
                 "numberOfInstances": self.travel_instances,
                 "resourceImpact": { "memory": "SMALL" },
                 "version": format!("{}.0", self.travel_version)
@@ -176,7 +178,7 @@ impl Spec {
                 "packageType": "COMMAND_LINE",
                 "packageUri": "services/airline.py",
                 "endpointName": "loyalty",
-                "port": LOYALTY_PORT,
+                "port": self.ports[2],
                 "numberOfInstances": 1,
                 "resourceImpact": { "memory": "SMALL" },
                 "version": format!("{v}.0")
@@ -258,7 +260,11 @@ fn describe_processes(root: &str, state: Option<&Value>) -> String {
             }
         }
     }
-    let mut out = format!("listening on the test's ports: {:?}\nprocesses of the repository now:\n", listeners());
+    let mut out = format!(
+        "listening on the test's ports: {:?} {:?}\nprocesses of the repository now:\n",
+        listeners(KILL_PORTS),
+        listeners(SIGNAL_PORTS)
+    );
     for (pid, p) in instance_process_details(root) {
         let _ = writeln!(
             out,
@@ -276,8 +282,7 @@ fn describe_processes(root: &str, state: Option<&Value>) -> String {
 }
 
 /// The IPv4 sockets listening on this test's ports (`/proc/net/tcp`), as `address:port`.
-fn listeners() -> Vec<String> {
-    let ports = [AIRLINE_PORT, TRAVEL_PORT, LOYALTY_PORT];
+fn listeners(ports: [u16; 3]) -> Vec<String> {
     let text = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
     let mut found = Vec::new();
     for line in text.lines().skip(1) {
@@ -463,6 +468,63 @@ impl Repo {
         Ok(Run { status, elapsed: started.elapsed(), output: self.output_of(log) })
     }
 
+    /// Starts `apply --auto-approve` and stops it with `stop` after `delay` (unless it ended
+    /// first). Whether it was stopped while running, and, for a signal, how it exited.
+    fn stopped_apply(
+        &self,
+        cleanup: &mut Cleanup,
+        delay: Duration,
+        stop: Stop,
+        log: &str,
+    ) -> (bool, Option<ExitStatus>) {
+        if matches!(stop, Stop::Kill) {
+            return (self.killed_apply(cleanup, delay, log), None);
+        }
+        let started = Instant::now();
+        let child = self.command(&["apply", "--auto-approve"], log).spawn().expect("run enact apply");
+        cleanup.enact = Some(child);
+        let child = cleanup.enact.as_mut().expect("the child was just stored");
+        loop {
+            if let Some(status) = child.try_wait().ok().flatten() {
+                cleanup.enact = None;
+                return (false, Some(status));
+            }
+            if started.elapsed() >= delay {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1).min(delay - started.elapsed()));
+        }
+        let pid = i32::try_from(child.id()).expect("a pid");
+        let (first, again) = match stop {
+            Stop::Signal { signal, again } => (signal, again),
+            Stop::Kill => unreachable!("handled above"),
+        };
+        // SAFETY: kill(2) has no memory-safety preconditions; `pid` is our own child.
+        unsafe {
+            libc::kill(pid, first);
+        }
+        if let Some(after) = again {
+            std::thread::sleep(after);
+            // SAFETY: as above.
+            unsafe {
+                libc::kill(pid, libc::SIGINT);
+            }
+        }
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait().ok().flatten() {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        cleanup.enact = None;
+        (status.is_some_and(|s| s.code() == Some(130)), status)
+    }
+
     /// Starts `apply --auto-approve` and SIGKILLs it after `delay` (unless it ended first).
     /// Whether it was killed while running.
     fn killed_apply(&self, cleanup: &mut Cleanup, delay: Duration, log: &str) -> bool {
@@ -595,6 +657,8 @@ fn empty_nodes(state: &Value) -> BTreeSet<String> {
 struct Tally {
     trials: usize,
     killed_mid_run: usize,
+    /// Signalled applies that stopped cleanly (exit 130 after one signal), checked at once.
+    clean_stops: usize,
     finished_before_kill: usize,
     /// Kills that left a journal behind (the apply had begun its work).
     journal_left: usize,
@@ -617,14 +681,35 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// How a trial stops the apply.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// SIGKILL: a crash.
+    Kill,
+    /// SIGINT, SIGTERM or SIGHUP, and maybe a second SIGINT after a while (abort at once).
+    Signal { signal: i32, again: Option<Duration> },
+}
+
 #[test]
 fn a_killed_apply_never_loses_or_leaks_a_process() {
+    trials("crash", KILL_PORTS, false);
+}
+
+/// Ctrl-C, SIGTERM and SIGHUP at random moments: the first stops the apply cleanly (exit 130, the
+/// state written, no lock, no journal, every running process recorded); a second one aborts at
+/// once and the next apply recovers.
+#[test]
+fn an_interrupted_apply_stops_cleanly_and_never_loses_a_process() {
+    trials("signal", SIGNAL_PORTS, true);
+}
+
+fn trials(name: &str, ports: [u16; 3], signals: bool) {
     let trials = usize::try_from(env_number("ENACT_CRASH_TRIALS", DEFAULT_TRIALS as u64)).unwrap_or(DEFAULT_TRIALS);
     let seed = env_number("ENACT_CRASH_SEED", DEFAULT_SEED);
     let repo = Repo::new();
     let root = repo.root_str();
     let mut cleanup = Cleanup { root: root.clone(), enact: None };
-    let busy = listeners();
+    let busy = listeners(ports);
     assert!(
         busy.is_empty(),
         "other processes listen on the ports this test needs: {busy:?} (`ss -ltnp | grep ':2300'` names them)"
@@ -632,10 +717,10 @@ fn a_killed_apply_never_loses_or_leaks_a_process() {
     let mut rng = Rng::new(seed);
     let mut tally = Tally::default();
     let started = Instant::now();
-    eprintln!("crash test: {trials} trials, seed {seed:#x}, repository {root}");
+    eprintln!("{name} test: {trials} trials, seed {seed:#x}, repository {root}");
 
     // A first, uninterrupted apply.
-    let mut spec = Spec::initial();
+    let mut spec = Spec::initial(ports);
     fs::write(repo.root.join("chor.json"), spec.to_json()).expect("write chor.json");
     let run = repo.run(&mut cleanup, &["apply", "--auto-approve"], "initial-apply").unwrap_or_else(|e| panic!("{e}"));
     run.expect_code(0, "the first apply").unwrap_or_else(|e| panic!("{e}"));
@@ -643,10 +728,21 @@ fn a_killed_apply_never_loses_or_leaks_a_process() {
     for trial in 1..=trials {
         spec = spec.mutate(&mut rng);
         let delay = Duration::from_millis(rng.upto(MAX_KILL_DELAY_MS));
+        let stop = if signals {
+            let signal = match rng.upto(3) {
+                0 => libc::SIGTERM,
+                1 => libc::SIGHUP,
+                _ => libc::SIGINT,
+            };
+            let again = rng.chance(20).then(|| Duration::from_millis(rng.upto(300)));
+            Stop::Signal { signal, again }
+        } else {
+            Stop::Kill
+        };
         let double = rng.chance(25);
         let second_delay = Duration::from_millis(rng.upto(MAX_KILL_DELAY_MS));
         let context = format!(
-            "trial {trial} of {trials} (seed {seed:#x}): spec {}; killed after {} ms{}",
+            "trial {trial} of {trials} (seed {seed:#x}): spec {}; {stop:?} after {} ms{}",
             spec.describe(),
             delay.as_millis(),
             if double {
@@ -660,10 +756,31 @@ fn a_killed_apply_never_loses_or_leaks_a_process() {
         fs::write(repo.root.join("chor.json"), spec.to_json()).expect("write chor.json");
 
         let log = format!("t{trial:03}-killed");
-        if repo.killed_apply(&mut cleanup, delay, &log) {
+        let (stopped, status) = repo.stopped_apply(&mut cleanup, delay, stop, &log);
+        if stopped {
             tally.killed_mid_run += 1;
         } else {
             tally.finished_before_kill += 1;
+        }
+        if let (Stop::Signal { again, .. }, Some(status)) = (stop, status) {
+            // A signal ends an apply with 130 (or it finished first: 0), never anything else.
+            if !matches!(status.code(), Some(0 | 130)) {
+                fail(format!("the signalled apply exited with {status}\n{}", repo.output_of(&log)));
+            }
+            if again.is_none() && status.code() == Some(130) {
+                // A clean stop: the state written, nothing left behind, every process recorded.
+                for leftover in ["state/dev.journal", "state/dev.lock"] {
+                    if repo.root.join(leftover).exists() {
+                        fail(format!("{leftover} is left after a clean stop\n{}", repo.output_of(&log)));
+                    }
+                }
+                tally.clean_stops += 1;
+                if let Ok(Some(state)) = repo.state()
+                    && let Err(e) = check_processes(&root, &state)
+                {
+                    fail(format!("after a clean stop: {e}\n{}", describe_processes(&root, Some(&state))));
+                }
+            }
         }
         if repo.root.join("state/dev.journal").exists() {
             tally.journal_left += 1;
@@ -679,7 +796,7 @@ fn a_killed_apply_never_loses_or_leaks_a_process() {
         if double {
             tally.double_crashes += 1;
             let log = format!("t{trial:03}-killed-again");
-            repo.killed_apply(&mut cleanup, second_delay, &log);
+            repo.stopped_apply(&mut cleanup, second_delay, stop, &log);
             repo.keep_copies(&log);
             if let Err(e) = repo.state() {
                 fail(format!("(a) after the second kill: {e}"));
@@ -760,8 +877,8 @@ fn a_killed_apply_never_loses_or_leaks_a_process() {
     }
 
     eprintln!(
-        "\ncrash test summary (seed {seed:#x}): {} trials in {:.1} s\n\
-         - kills while apply ran: {}, apply finished before the kill: {}\n\
+        "\n{name} test summary (seed {seed:#x}): {} trials in {:.1} s\n\
+         - stopped while apply ran: {} (clean stops checked at once: {}), apply finished first: {}\n\
          - a journal was left: {}, no state file yet: {}, double crashes: {}\n\
          - next command recovered a journal: {}, found an interrupted start running: {}, took over a stale lock: {}\n\
          - converging apply: mean {:.2} s\n\
@@ -770,6 +887,7 @@ fn a_killed_apply_never_loses_or_leaks_a_process() {
         tally.trials,
         started.elapsed().as_secs_f64(),
         tally.killed_mid_run,
+        tally.clean_stops,
         tally.finished_before_kill,
         tally.journal_left,
         tally.no_state_yet,

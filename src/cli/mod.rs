@@ -5,6 +5,7 @@
 pub mod args;
 mod commands;
 mod envs;
+pub mod interrupt;
 mod operate;
 
 use std::io::{IsTerminal, Write};
@@ -66,6 +67,8 @@ pub enum Outcome {
     Changes,
     /// The command ran but found a problem it already reported (`fmt --check`).
     Failed,
+    /// A signal stopped the command cleanly after it changed something (exit 130).
+    Interrupted,
 }
 
 /// Everything a command needs, resolved once from the arguments and the environment.
@@ -108,6 +111,8 @@ impl Context {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // Ctrl-C ends a command that only reads at once, and stops one that holds a lock cleanly.
+    interrupt::install();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -129,6 +134,11 @@ pub fn main() -> ExitCode {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Changes) => ExitCode::from(2),
         Ok(Outcome::Failed) => ExitCode::from(1),
+        Ok(Outcome::Interrupted) => ExitCode::from(interrupt::EXIT_INTERRUPTED),
+        Err(err @ Error::Interrupted) => {
+            err_printer.error(&err.to_string());
+            ExitCode::from(interrupt::EXIT_INTERRUPTED)
+        }
         Err(err) => {
             err_printer.error(&err.to_string());
             ExitCode::from(1)

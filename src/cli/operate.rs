@@ -2,7 +2,7 @@
 //! that look at it live (status, logs, history, state).
 
 use std::fmt::Write as _;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -10,12 +10,12 @@ use serde::Serialize;
 
 use super::args::{ApplyArgs, StateCommand};
 use super::commands::read_plan;
-use super::{Context, Outcome};
+use super::{Context, Outcome, interrupt};
 use crate::apply::events::Progress;
 use crate::apply::executor::{Options, Report, log_path};
 use crate::apply::session::Session;
 use crate::diagnostic::Diagnostic;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::plan::{self, Action, Plan, PlanInput, Planned};
 use crate::provider;
 use crate::repo::ConfigRepo;
@@ -36,12 +36,16 @@ fn confirm(question: &str, auto: bool, flag: &str) -> Result<()> {
         .hint(format!("pass `{flag}` to confirm in advance"))
         .into());
     }
-    let mut stderr = std::io::stderr().lock();
-    let _ = write!(stderr, "{question}\n  Only 'yes' will be accepted: ");
-    let _ = stderr.flush();
-    let mut answer = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut answer);
-    if answer.trim() == "yes" { Ok(()) } else { Err(Diagnostic::new("cancelled; nothing was changed").into()) }
+    {
+        let mut stderr = std::io::stderr().lock();
+        let _ = write!(stderr, "{question}\n  Only 'yes' will be accepted: ");
+        let _ = stderr.flush();
+    }
+    match interrupt::read_line() {
+        Some(answer) if answer.trim() == "yes" => Ok(()),
+        _ if interrupt::interrupted() => Err(Error::Interrupted),
+        _ => Err(Diagnostic::new("cancelled; nothing was changed").into()),
+    }
 }
 
 fn progress(ctx: &Context) -> Progress {
@@ -56,6 +60,7 @@ fn options(parallelism: usize, health_timeout: u64, accept_new_host_keys: bool) 
         parallelism,
         health_timeout: Duration::from_secs(health_timeout.max(1)),
         accept_new_host_keys,
+        cancel: Some(&interrupt::INTERRUPTED),
         ..Options::default()
     })
 }
@@ -107,7 +112,12 @@ fn summarize(ctx: &Context, report: &Report, verb: &str) -> Outcome {
         let _ = writeln!(out, "  {} {service}: {error}", paint.red("failed"));
     }
     for service in &report.skipped {
-        let _ = writeln!(out, "  {} {service}: a step it depends on failed", paint.yellow("skipped"));
+        let why = if report.interrupted.contains(service) {
+            "not started: enact was interrupted"
+        } else {
+            "a step it depends on failed"
+        };
+        let _ = writeln!(out, "  {} {service}: {why}", paint.yellow("skipped"));
     }
     for error in &report.node_errors {
         let _ = writeln!(out, "  {} {error}", paint.red("error"));
@@ -123,7 +133,10 @@ fn summarize(ctx: &Context, report: &Report, verb: &str) -> Outcome {
         let _ = writeln!(out, "Endpoints:\n{}", endpoints.join("\n"));
     }
     ctx.printer.out(&out);
-    if report.succeeded() {
+    if !report.interrupted.is_empty() || (interrupt::interrupted() && !report.succeeded()) {
+        ctx.printer.error("interrupted: the state records what was done; run the same command again to finish");
+        Outcome::Interrupted
+    } else if report.succeeded() {
         Outcome::Success
     } else {
         ctx.printer.error("the apply did not finish every step; fix the cause and run `enact apply` again to converge");
@@ -196,6 +209,7 @@ pub fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
     let options = options(args.parallelism, args.health_timeout, ctx.accept_new_host_keys)?;
+    let _guard = interrupt::guard();
     let mut session = open_session(ctx, &repo, &env, &format!("enact apply -e {env}"))?;
     let (spec, planned, saved) = match &args.planfile {
         Some(file) => {
@@ -234,6 +248,7 @@ pub fn destroy(ctx: &Context, auto_approve: bool, parallelism: usize) -> Result<
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
     let options = options(parallelism, 30, ctx.accept_new_host_keys)?;
+    let _guard = interrupt::guard();
     let mut session = open_session(ctx, &repo, &env, &format!("enact destroy -e {env}"))?;
     // Paused services go too.
     let mut unpaused = session.state.clone();
@@ -267,6 +282,7 @@ pub fn destroy(ctx: &Context, auto_approve: bool, parallelism: usize) -> Result<
 pub fn rollback(ctx: &Context, serial: u64, auto_approve: bool) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
+    let _guard = interrupt::guard();
     let mut session = open_session(ctx, &repo, &env, &format!("enact rollback {serial} -e {env}"))?;
     let target = session.store.read_serial(&env, serial)?;
     let spec = target.choreography();
@@ -296,6 +312,7 @@ pub fn pause(ctx: &Context, service: Option<&str>, pause: bool) -> Result<Outcom
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
     let verb = if pause { "pause" } else { "resume" };
+    let _guard = interrupt::guard();
     let mut session = open_session(ctx, &repo, &env, &format!("enact {verb} -e {env}"))?;
     let candidates: Vec<String> = session
         .state

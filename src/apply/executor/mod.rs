@@ -34,6 +34,8 @@ pub struct Options {
     pub stop_grace: Duration,
     /// Record unknown SSH host keys instead of refusing them.
     pub accept_new_host_keys: bool,
+    /// Once set, no new step starts (the steps already running finish): a clean stop on Ctrl-C.
+    pub cancel: Option<&'static std::sync::atomic::AtomicBool>,
 }
 
 impl Default for Options {
@@ -43,6 +45,7 @@ impl Default for Options {
             health_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(5),
             accept_new_host_keys: false,
+            cancel: None,
         }
     }
 }
@@ -55,12 +58,14 @@ pub struct Report {
     pub skipped: Vec<String>,
     /// Node problems that are not one service's (a node that could not be created or freed).
     pub node_errors: Vec<String>,
+    /// Steps that never started because the apply was asked to stop (a subset of `skipped`).
+    pub interrupted: Vec<String>,
     pub state: State,
 }
 
 impl Report {
     pub fn succeeded(&self) -> bool {
-        self.failed.is_empty() && self.skipped.is_empty() && self.node_errors.is_empty()
+        self.failed.is_empty() && self.skipped.is_empty() && self.node_errors.is_empty() && self.interrupted.is_empty()
     }
 }
 
@@ -94,6 +99,9 @@ impl std::fmt::Debug for Executor<'_> {
 }
 
 type StepResult<T = ()> = Result<T, String>;
+
+/// What a step that never started because of a stop request returns to the walk.
+const INTERRUPTED: &str = "\0interrupted";
 
 impl<'a> Executor<'a> {
     #[allow(clippy::too_many_arguments)]
@@ -191,6 +199,7 @@ impl<'a> Executor<'a> {
             failed: Vec::new(),
             skipped: Vec::new(),
             node_errors: Vec::new(),
+            interrupted: Vec::new(),
             state: State::empty(self.env),
         };
         if let Err(e) = self.record(Record::Begin { lineage, serial, command: format!("apply -e {}", self.env) }) {
@@ -208,8 +217,13 @@ impl<'a> Executor<'a> {
             .map(|s| s.after.iter().filter_map(|a| index.get(a.as_str()).copied()).collect())
             .collect();
         let changes: HashMap<&str, &Change> = plan.changes.iter().map(|c| (c.service.as_str(), c)).collect();
+        let cancelled = || self.options.cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst));
         let outcomes = walk(&deps, self.options.parallelism, |i| {
             let step = &plan.steps[i];
+            if cancelled() {
+                // Asked to stop: this step never starts; what depends on it is skipped.
+                return Err(INTERRUPTED.to_string());
+            }
             let started = Instant::now();
             self.events.on(&Event::StepStarted { service: &step.service, action: step.action });
             let result = match changes.get(step.service.as_str()) {
@@ -229,6 +243,10 @@ impl<'a> Executor<'a> {
         for (step, outcome) in plan.steps.iter().zip(outcomes) {
             match outcome {
                 Outcome::Done => report.done.push(step.service.clone()),
+                Outcome::Failed(e) if e == INTERRUPTED => {
+                    report.skipped.push(step.service.clone());
+                    report.interrupted.push(step.service.clone());
+                }
                 Outcome::Failed(e) => report.failed.push((step.service.clone(), e)),
                 Outcome::Skipped => {
                     self.events.on(&Event::StepSkipped { service: &step.service });
@@ -673,7 +691,14 @@ impl Executor<'_> {
         if let Err(e) = self.journal.flush() {
             node_errors.push(e);
         }
-        Report { done: Vec::new(), failed, skipped: Vec::new(), node_errors, state: self.live().clone() }
+        Report {
+            done: Vec::new(),
+            failed,
+            skipped: Vec::new(),
+            node_errors,
+            interrupted: Vec::new(),
+            state: self.take_state(),
+        }
     }
 
     /// Records the start of an operation outside a plan.
