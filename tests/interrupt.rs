@@ -1,0 +1,118 @@
+//! Ctrl-C on real processes: at the confirmation prompt (on a real pseudo-terminal) it changes
+//! nothing and releases the lock; during an apply, the step that runs finishes, nothing new
+//! starts, the state records every process that runs, and the lock and journal are gone.
+//! (`tests/crash.rs` sends SIGINT, SIGTERM and SIGHUP at random moments, 20 times.)
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::local::*;
+use serde_json::json;
+
+/// Runs `enact ARGS` in `dir` on a pseudo-terminal, sends SIGINT once `prompt` appears in its
+/// output, and returns (exit code, everything it printed).
+fn interrupt_at_prompt(dir: &std::path::Path, args: &[&str], prompt: &str) -> (i32, String) {
+    let script = r#"
+import os, pty, signal, sys, time
+enact, prompt, args = sys.argv[1], sys.argv[2].encode(), sys.argv[3:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.environ["NO_COLOR"] = "1"
+    os.execv(enact, [enact] + args)
+seen, deadline = b"", time.time() + 60
+while prompt not in seen and time.time() < deadline:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    seen += chunk
+os.kill(pid, signal.SIGINT)
+while True:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    seen += chunk
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(seen.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(status) & 0xff)
+"#;
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_enact"))
+        .arg(prompt)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3 runs");
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[test]
+fn ctrl_c_at_the_confirmation_prompt_changes_nothing_and_releases_the_lock() {
+    let base = 23900;
+    let repo =
+        Repo::new(&json!({ "deployableServiceSpecs": [deployable("airline", "airline.py", "SOAP", base, 1)] }), None);
+    let (code, out) = interrupt_at_prompt(&repo.root, &["apply"], "Only 'yes' will be accepted");
+    assert_eq!(code, 130, "{out}");
+    assert!(out.contains("interrupted; nothing was changed"), "{out}");
+    assert!(!repo.path("state/dev.lock").exists(), "the lock is left behind");
+    assert!(!repo.path("state/dev.json").exists(), "nothing was applied");
+    assert!(processes_of(&repo.root).is_empty(), "nothing runs");
+    // And the environment is usable at once.
+    repo.apply();
+    let (code, out) = interrupt_at_prompt(&repo.root, &["destroy"], "Only 'yes' will be accepted");
+    assert_eq!(code, 130, "{out}");
+    assert!(!repo.path("state/dev.lock").exists(), "the lock is left behind");
+    assert_eq!(instances(&repo.state(), "airline").len(), 1, "destroy did nothing");
+}
+
+#[test]
+fn ctrl_c_during_an_apply_lets_the_running_step_finish_and_records_it() {
+    let base = 24000;
+    let mut repo = Repo::new(&json!({ "deployableServiceSpecs": [] }), None);
+    // `slow` takes 1.5 s to start listening; `after` depends on it.
+    let airline = std::fs::read_to_string(repo.path("services/airline.py")).expect("airline.py");
+    let slow = airline.replacen('\n', "\nimport time as _t\n_t.sleep(1.5)\n", 1);
+    std::fs::write(repo.path("services/slow.py"), slow).expect("slow.py");
+    make_executable(&repo.path("services/slow.py"));
+    let mut slow = deployable("slow", "slow.py", "SOAP", base, 1);
+    slow["roles"] = json!(["slow"]);
+    let after = with_deps(deployable("after", "travelagency.py", "REST", base + 1, 1), &[("slow", "slow")]);
+    repo.write_chor(&json!({ "deployableServiceSpecs": [slow, after] }));
+    let pid = repo.spawn_enact(&["apply", "--auto-approve"], "apply");
+    let journal = repo.path("state/dev.journal");
+    wait_for("slow to start", Duration::from_secs(30), || {
+        std::fs::read_to_string(&journal).unwrap_or_default().contains("\"op\":\"startIntent\",\"service\":\"slow\"")
+    });
+    let sent = Instant::now();
+    let status = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().expect("kill");
+    assert!(status.success());
+    let exit = repo.wait_child(pid, Duration::from_secs(60));
+    let out = std::fs::read_to_string(repo.path("apply.out")).unwrap_or_default();
+    let err = std::fs::read_to_string(repo.path("apply.err")).unwrap_or_default();
+    assert_eq!(exit.code(), Some(130), "{out}\n{err}");
+    assert!(sent.elapsed() < Duration::from_secs(30), "the running step finished within its timeout");
+    assert!(err.contains("stopping cleanly"), "{err}");
+    assert!(out.contains("skipped after: not started: enact was interrupted"), "{out}");
+    assert!(!repo.path("state/dev.lock").exists(), "no lock left");
+    assert!(!journal.exists(), "no journal left: the state was written");
+    // The running step finished: `slow` runs and is recorded; `after` never started.
+    let state = repo.state();
+    let recorded = pids(&instances(&state, "slow"));
+    assert_eq!(recorded.len(), 1, "{state}");
+    let running = processes_of(&repo.root);
+    assert_eq!(running, recorded, "every process that runs is recorded, and only those");
+    assert!(instances(&state, "after").is_empty(), "{state}");
+    // The next apply finishes the job.
+    repo.apply();
+    repo.enact_ok(&["plan", "--detailed-exitcode"], 0);
+}
