@@ -116,3 +116,52 @@ fn ctrl_c_during_an_apply_lets_the_running_step_finish_and_records_it() {
     repo.apply();
     repo.enact_ok(&["plan", "--detailed-exitcode"], 0);
 }
+
+#[test]
+fn an_apply_killed_while_an_instance_starts_is_visible_to_plan_status_and_show() {
+    let base = 24100;
+    let mut repo = Repo::new(&json!({ "deployableServiceSpecs": [] }), None);
+    let airline = std::fs::read_to_string(repo.path("services/airline.py")).expect("airline.py");
+    let slow = airline.replacen('\n', "\nimport time as _t\n_t.sleep(1.0)\n", 1);
+    std::fs::write(repo.path("services/slow.py"), slow).expect("slow.py");
+    make_executable(&repo.path("services/slow.py"));
+    let mut slow = deployable("slow", "slow.py", "SOAP", base, 1);
+    slow["roles"] = json!(["slow"]);
+    repo.write_chor(&json!({ "deployableServiceSpecs": [slow] }));
+    let pid = repo.spawn_enact(&["apply", "--auto-approve"], "apply");
+    let journal = repo.path("state/dev.journal");
+    wait_for("slow to start", Duration::from_secs(30), || {
+        std::fs::read_to_string(&journal).unwrap_or_default().contains("\"op\":\"startIntent\",\"service\":\"slow\"")
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill");
+    repo.wait_child(pid, Duration::from_secs(10));
+    // The orphan starts answering a moment later.
+    wait_for("the orphan to answer", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.2", base)).is_ok() || !processes_of(&repo.root).is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(!repo.path("state/dev.json").exists(), "the killed apply never wrote a state");
+
+    // plan: not "never applied, 1 to create" in silence.
+    let output = repo.enact_ok(&["plan"], 0);
+    let err = stderr(&output);
+    assert!(err.contains("was interrupted and left state/dev.journal"), "{err}");
+    assert!(err.contains("slow-1"), "names the instance it knows of: {err}");
+    assert!(err.contains("no longer runs: the next `enact apply` takes it over"), "mentions the stale lock: {err}");
+    // status: the orphan is there, and answers.
+    let output = repo.enact_ok(&["status", "--json"], 0);
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("status JSON");
+    assert_eq!(status["services"]["slow"]["instances"][0]["id"], "slow-1", "{status}");
+    assert_eq!(status["services"]["slow"]["instances"][0]["health"], "healthy", "{status}");
+    // show: the state as it will be recovered.
+    let output = repo.enact_ok(&["show"], 0);
+    assert!(stdout(&output).contains("slow-1"), "{}", stdout(&output));
+    // Nothing was written by those.
+    assert!(journal.exists() && !repo.path("state/dev.json").exists());
+    // The next apply recovers it; nothing is left untracked.
+    repo.apply();
+    let state = repo.state();
+    assert_eq!(processes_of(&repo.root), pids(&instances(&state, "slow")));
+    repo.enact_ok(&["plan", "--detailed-exitcode"], 0);
+}

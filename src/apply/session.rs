@@ -123,8 +123,38 @@ fn only_simulated(repo: &ConfigRepo, state: &State, planned: &Planned) -> bool {
     accounts.all(|a| matches!(repo.settings.account(a), Some(crate::repo::settings::Account::Simulated(_))))
 }
 
+/// What a journal left behind by an interrupted apply holds, read without changing anything.
+#[derive(Debug, Clone)]
+pub enum Leftover {
+    /// No journal.
+    None,
+    /// A journal of an apply whose state was recorded after all: nothing is missing.
+    Stale(PathBuf),
+    /// An apply was interrupted: the state recovery leads to.
+    Interrupted(Recovery),
+}
+
+/// What recovering an interrupted apply does.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    /// The state with the journal replayed and the interrupted starts looked for.
+    pub state: State,
+    /// Instances whose start was interrupted and that were found running (adopted).
+    pub found: Vec<String>,
+    /// Instances the journal started (their outcome recorded).
+    pub started: Vec<String>,
+    /// Services that will be redeployed to converge.
+    pub incomplete: Vec<String>,
+    /// The line that says so.
+    pub note: String,
+}
+
 /// Replays the journal of `env` onto `state`, if one was left behind. Returns the recovered
 /// state (to be written) and notes for the user; `None` when there is nothing to recover.
+/// A journal that no longer belongs to the state is removed.
+///
+/// # Errors
+/// The journal cannot be read or removed.
 pub fn recover(
     state_dir: &Path,
     env: &str,
@@ -132,18 +162,37 @@ pub fn recover(
     repo: &ConfigRepo,
     options: &provider::ProviderOptions,
 ) -> Result<Option<(State, Vec<String>)>> {
+    match preview(state_dir, env, state, repo, options)? {
+        Leftover::None => Ok(None),
+        Leftover::Stale(path) => {
+            std::fs::remove_file(&path).map_err(Error::io("remove", &path))?;
+            Ok(None)
+        }
+        Leftover::Interrupted(recovery) => Ok(Some((recovery.state, vec![recovery.note]))),
+    }
+}
+
+/// What recovering `env`'s journal would do, changing nothing (no lock needed): for `plan`,
+/// `status` and `show`, which must not be blind to what an interrupted apply left running.
+///
+/// # Errors
+/// The journal cannot be read.
+pub fn preview(
+    state_dir: &Path,
+    env: &str,
+    state: &State,
+    repo: &ConfigRepo,
+    options: &provider::ProviderOptions,
+) -> Result<Leftover> {
     let path = journal_path(state_dir, env);
     let Some(replay) = journal::read(&path)? else {
-        return Ok(None);
+        return Ok(Leftover::None);
     };
-    let mut notes = Vec::new();
     let belongs =
         replay.begin.as_ref().is_some_and(|(lineage, serial)| *lineage == state.lineage && *serial == state.serial);
     if !belongs {
         // The apply that wrote it got as far as recording its state: nothing is missing.
-        notes.push(format!("removed a journal of an apply whose state was already recorded ({})", path.display()));
-        std::fs::remove_file(&path).map_err(Error::io("remove", &path))?;
-        return Ok(None);
+        return Ok(Leftover::Stale(path));
     }
     let mut next = state.clone();
     for record in &replay.records {
@@ -157,7 +206,7 @@ pub fn recover(
             providers.insert(account, p);
         }
     }
-    let (mut found, mut lost) = (0, 0);
+    let (mut found, mut lost) = (Vec::new(), 0);
     for open in &replay.open {
         match open {
             OpenIntent::Start { service, instance, token } => {
@@ -173,9 +222,9 @@ pub fn recover(
                     instance.start_time = started.start_time;
                     if let Some(s) = next.services.get_mut(service) {
                         s.instances.retain(|i| i.id != instance.id);
+                        found.push(instance.id.clone());
                         s.instances.push(instance);
                         s.incomplete = true;
-                        found += 1;
                     }
                 }
             }
@@ -196,15 +245,23 @@ pub fn recover(
             }
         }
     }
-    let incomplete: Vec<&String> = next.services.iter().filter(|(_, s)| s.incomplete).map(|(n, _)| n).collect();
-    notes.push(format!(
+    let incomplete: Vec<String> = next.services.iter().filter(|(_, s)| s.incomplete).map(|(n, _)| n.clone()).collect();
+    let started: Vec<String> = replay
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            journal::Record::Started { instance, .. } => Some(instance.id.clone()),
+            _ => None,
+        })
+        .collect();
+    let note = format!(
         "recovered an interrupted apply from {}: {} record(s){}{}; {} service(s) will be redeployed to converge: {}",
         path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         replay.records.len(),
-        if found > 0 { format!(", {found} instance(s) found running") } else { String::new() },
+        if found.is_empty() { String::new() } else { format!(", {} instance(s) found running", found.len()) },
         if lost > 0 { format!(", {lost} instance(s) found stopped") } else { String::new() },
         incomplete.len(),
-        incomplete.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-    ));
-    Ok(Some((next, notes)))
+        incomplete.join(", ")
+    );
+    Ok(Leftover::Interrupted(Recovery { state: next, found, started, incomplete, note }))
 }

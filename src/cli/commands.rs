@@ -5,6 +5,7 @@ use std::path::Path;
 
 use super::args::{GraphFormat, PlanArgs, SchemaFile};
 use super::{Context, Outcome};
+use crate::apply::session::Leftover;
 use crate::diagnostic::{Diagnostic, SourceFile, strip_position};
 use crate::error::{Error, Result};
 use crate::graph::ServiceGraph;
@@ -227,6 +228,7 @@ pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
         (effective, state)
     });
     let (effective, state) = (effective?, state?);
+    let state = super::operate::leftovers(ctx, &repo, &env, state)?;
     if state.lineage.is_empty() && !repo.known_envs().contains(&env) && env != repo.default_env() {
         ctx.printer.warn(&format!(
             "env `{env}` has no overlay ({ENVS_DIR}/{env}.json), no settings and no state: planning the base spec alone"
@@ -308,6 +310,21 @@ pub fn show(ctx: &Context, json: bool, planfile: Option<&Path>) -> Result<Outcom
     let env = ctx.env(&repo)?;
     let store = repo.store();
     let Some(state) = store.read(&env)? else {
+        if let Leftover::Interrupted(_) = crate::apply::session::preview(
+            &repo.state_dir(),
+            &env,
+            &State::empty(&env),
+            &repo,
+            &ctx.provider_options(&repo),
+        )? {
+            let state = super::operate::leftovers(ctx, &repo, &env, State::empty(&env))?;
+            if json {
+                ctx.printer.out(&state.to_json());
+            } else {
+                ctx.printer.out(&render_state(&state, ctx));
+            }
+            return Ok(Outcome::Success);
+        }
         if json {
             ctx.printer.out(&State::empty(&env).to_json());
         } else {
@@ -315,6 +332,7 @@ pub fn show(ctx: &Context, json: bool, planfile: Option<&Path>) -> Result<Outcom
         }
         return Ok(Outcome::Success);
     };
+    let state = super::operate::leftovers(ctx, &repo, &env, state)?;
     if json {
         ctx.printer.out(&state.to_json());
     } else {

@@ -13,7 +13,7 @@ use super::commands::read_plan;
 use super::{Context, Outcome, interrupt};
 use crate::apply::events::Progress;
 use crate::apply::executor::{Options, Report, log_path};
-use crate::apply::session::Session;
+use crate::apply::session::{Leftover, Session};
 use crate::diagnostic::Diagnostic;
 use crate::error::{Error, Result};
 use crate::plan::{self, Action, Plan, PlanInput, Planned};
@@ -80,6 +80,47 @@ fn providers_of(
         }
     }
     providers
+}
+
+/// The state of `env` as the next locked command will see it: a journal an interrupted apply left
+/// behind is replayed (in memory: nothing is written, no lock is taken), and a warning says what
+/// recovery will do and whether a lock is left. For the commands that only read.
+pub(super) fn leftovers(ctx: &Context, repo: &ConfigRepo, env: &str, state: State) -> Result<State> {
+    let state_dir = repo.state_dir();
+    if let Some(holder) = lock::holder(&state_dir, env)? {
+        let running = holder.host == lock::hostname() && provider::local::process_alive(holder.pid, holder.start_time);
+        if running {
+            ctx.printer.warn(&format!(
+                "env `{env}` is being changed right now by pid {} ({}, since {}): what follows may be out of date",
+                holder.pid, holder.command, holder.time
+            ));
+        } else {
+            ctx.printer.warn(&format!(
+                "state/{env}.lock is left by pid {} on {} ({}, since {}), which no longer runs: the next `enact apply` takes it over (`enact state unlock` removes it)",
+                holder.pid, holder.host, holder.command, holder.time
+            ));
+        }
+    }
+    match crate::apply::session::preview(&state_dir, env, &state, repo, &ctx.provider_options(repo))? {
+        Leftover::Interrupted(recovery) => {
+            let mut known: Vec<String> = recovery.started.clone();
+            known.extend(recovery.found.iter().cloned());
+            known.sort();
+            known.dedup();
+            ctx.printer.warn(&format!(
+                "an apply on env `{env}` was interrupted and left state/{env}.journal; shown as the next `enact apply` will recover it: {} instance(s) it started{}{}",
+                known.len(),
+                if known.is_empty() { String::new() } else { format!(" ({})", known.join(", ")) },
+                if recovery.incomplete.is_empty() {
+                    String::new()
+                } else {
+                    format!("; to be redeployed so they converge: {}", recovery.incomplete.join(", "))
+                }
+            ));
+            Ok(recovery.state)
+        }
+        Leftover::Stale(_) | Leftover::None => Ok(state),
+    }
 }
 
 /// Looks at every recorded instance of `state` when `on` (a refresh); `None` when off.
@@ -426,7 +467,7 @@ fn answers(uri: &str) -> bool {
 pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
-    let state = repo.store().read_or_empty(&env)?;
+    let state = leftovers(ctx, &repo, &env, repo.store().read_or_empty(&env)?)?;
     let observed = crate::apply::refresh::observe(&repo.settings, &state, &ctx.provider_options(&repo));
     let mut services = std::collections::BTreeMap::new();
     let (mut healthy, mut total) = (0, 0);
