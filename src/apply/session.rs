@@ -131,7 +131,7 @@ pub enum Leftover {
     /// A journal of an apply whose state was recorded after all: nothing is missing.
     Stale(PathBuf),
     /// An apply was interrupted: the state recovery leads to.
-    Interrupted(Recovery),
+    Interrupted(Box<Recovery>),
 }
 
 /// What recovering an interrupted apply does.
@@ -168,7 +168,10 @@ pub fn recover(
             std::fs::remove_file(&path).map_err(Error::io("remove", &path))?;
             Ok(None)
         }
-        Leftover::Interrupted(recovery) => Ok(Some((recovery.state, vec![recovery.note]))),
+        Leftover::Interrupted(recovery) => {
+            let Recovery { state, note, .. } = *recovery;
+            Ok(Some((state, vec![note])))
+        }
     }
 }
 
@@ -263,5 +266,5 @@ pub fn preview(
         incomplete.len(),
         incomplete.join(", ")
     );
-    Ok(Leftover::Interrupted(Recovery { state: next, found, started, incomplete, note }))
+    Ok(Leftover::Interrupted(Box::new(Recovery { state: next, found, started, incomplete, note })))
 }

@@ -117,7 +117,7 @@ pub(super) fn leftovers(ctx: &Context, repo: &ConfigRepo, env: &str, state: Stat
                     format!("; to be redeployed so they converge: {}", recovery.incomplete.join(", "))
                 }
             ));
-            Ok(recovery.state)
+            Ok(recovery.state.clone())
         }
         Leftover::Stale(_) | Leftover::None => Ok(state),
     }
