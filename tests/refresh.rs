@@ -106,3 +106,30 @@ fn an_instance_whose_port_closes_after_its_health_check_is_seen_and_replaced() {
     repo.enact_ok(&["status"], 0);
     repo.enact_ok(&["plan", "--detailed-exitcode"], 0);
 }
+
+#[test]
+fn two_repositories_with_the_same_spec_and_ports_run_side_by_side() {
+    let base = 24200;
+    let chor = json!({ "deployableServiceSpecs": [
+        deployable("airline", "airline.py", "SOAP", base, 2),
+        with_deps(deployable("travelagency", "travelagency.py", "REST", base + 1, 1), &[("airline", "airline")])
+    ]});
+    let (a, b) = (Repo::new(&chor, None), Repo::new(&chor, None));
+    // Both at once, as two operators would.
+    let (first, second) = std::thread::scope(|scope| {
+        let first = scope.spawn(|| a.enact(&["apply", "--auto-approve"]));
+        let second = scope.spawn(|| b.enact(&["apply", "--auto-approve"]));
+        (first.join().expect("apply a"), second.join().expect("apply b"))
+    });
+    assert_eq!(first.status.code(), Some(0), "{}", describe(&first));
+    assert_eq!(second.status.code(), Some(0), "{}", describe(&second));
+    let agencies: Vec<String> =
+        [&a, &b].iter().map(|r| field(&instances(&r.state(), "travelagency"), "nativeUri").remove(0)).collect();
+    assert_ne!(agencies[0], agencies[1], "each repository has addresses of its own");
+    for (repo, agency) in [&a, &b].iter().zip(&agencies) {
+        let (seller, _) = trip_ok(agency);
+        assert!(seller.starts_with("airline-"), "{seller}");
+        repo.enact_ok(&["plan", "--detailed-exitcode"], 0);
+        repo.enact_ok(&["status"], 0);
+    }
+}

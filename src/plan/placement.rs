@@ -45,6 +45,9 @@ pub struct NewNode {
     pub address: Option<String>,
     /// Whether it costs anything to create (false for an ssh host used the first time).
     pub provisioned: bool,
+    /// The ports the instances placed on it listen on: a provider that picks addresses avoids
+    /// one where another process already holds one of them.
+    pub ports: Vec<u16>,
 }
 
 /// What changes in placement for a set of services.
@@ -405,6 +408,7 @@ pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Resul
                         size: account.node_size(memory),
                         address: None,
                         provisioned: true,
+                        ports: Vec::new(),
                     });
                     slots.insert(NodeSlot {
                         id: Cow::Owned(id.clone()),
@@ -442,6 +446,7 @@ pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Resul
                     size: host.and_then(|h| h.memory).unwrap_or(memory).to_string(),
                     address: host.map(|h| h.address.clone()),
                     provisioned: false,
+                    ports: Vec::new(),
                 });
                 slots.insert(NodeSlot {
                     id: Cow::Owned(node.clone()),
@@ -471,6 +476,26 @@ pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Resul
         // Dead instances no new one replaced (the service shrinks): they only stop.
         for (_, old_node, _) in dead_old.remove(demand.service).unwrap_or_default() {
             slots.free(&old_node, None);
+        }
+    }
+
+    // The ports of every new node, from the instances placed on it.
+    let new_index: HashMap<&str, usize> =
+        placement.new_nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
+    let port_of_service: HashMap<&str, u16> =
+        demands.iter().filter_map(|d| d.spec.map(|spec| (d.service, port_of(spec)))).collect();
+    let mut ports: Vec<(usize, u16)> = Vec::new();
+    for placed in &placement.started {
+        if let (Some(&i), Some(&port)) =
+            (new_index.get(placed.node.as_str()), port_of_service.get(placed.service.as_str()))
+        {
+            ports.push((i, port));
+        }
+    }
+    for (i, port) in ports {
+        let node = &mut placement.new_nodes[i];
+        if !node.ports.contains(&port) {
+            node.ports.push(port);
         }
     }
 

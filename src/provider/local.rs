@@ -1,5 +1,10 @@
-//! The local provider: nodes are loopback addresses (127.0.0.2, 127.0.0.3, …) of this machine;
-//! an instance is a process in its own session (so it outlives enact), its output in a log file.
+//! The local provider: nodes are loopback addresses of this machine; an instance is a process in
+//! its own session (so it outlives enact), its output in a log file.
+//!
+//! Every environment of every config repository has a block of its own in 127.0.0.0/8 (4,095
+//! addresses, picked by a hash of the repository's path and the environment's name), so two
+//! repositories on one machine that use the same ports do not collide; an address where one of a
+//! new node's ports is already held by some other process is passed over.
 //!
 //! A process is identified by its pid *and* its start time (from `/proc/<pid>/stat`): enact
 //! signals a pid only while both match, so a pid reused by the kernel is never killed.
@@ -17,12 +22,48 @@ use crate::plan::placement::NewNode;
 use crate::state::{InstanceState, NodeState};
 
 #[derive(Debug, Default)]
-pub struct LocalProvider;
+pub struct LocalProvider {
+    /// The first block of loopback addresses new nodes are looked for in.
+    block: u32,
+}
+
+/// Addresses per block (the block's first one, `.0` of it, is never handed out).
+const BLOCK: u32 = 4096;
+/// Blocks in 127.0.0.0/8; block 0 (127.0.0.1 and the addresses of older versions) is skipped.
+const BLOCKS: u32 = (1 << 24) / BLOCK;
 
 impl LocalProvider {
+    /// A provider whose new nodes come from block 1 (tests).
     pub fn new() -> Self {
-        LocalProvider
+        LocalProvider { block: 1 }
     }
+
+    /// The provider of environment `env` of the repository at `repo_root`.
+    pub fn for_environment(repo_root: &Path, env: &str) -> Self {
+        LocalProvider { block: block_of(repo_root, env) }
+    }
+}
+
+/// The block of `env` of the repository at `repo_root`: 1–4095, by FNV-1a over the canonical
+/// path and the name.
+pub fn block_of(repo_root: &Path, env: &str) -> u32 {
+    let root = repo_root.canonicalize().unwrap_or_else(|_| repo_root.to_path_buf());
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in root.as_os_str().as_encoded_bytes().iter().chain(b"\0").chain(env.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    1 + u32::try_from(hash % u64::from(BLOCKS - 1)).unwrap_or(0)
+}
+
+/// The `n`th address of 127.0.0.0/8 (`127.0.0.0` + n).
+fn address_at(n: u32) -> String {
+    format!("127.{}.{}.{}", (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff)
+}
+
+/// Whether some process listens on `address:port`.
+fn held(address: &str, port: u16) -> bool {
+    port != 0 && super::port_answers(address, port)
 }
 
 /// The descriptor an instance keeps its start marker on.
@@ -31,12 +72,6 @@ const MARKER_FD: i32 = 199;
 /// Where the start marker of `token` lives while an instance is being started.
 fn marker_path(token: &str) -> std::path::PathBuf {
     std::env::temp_dir().join("enact-starting").join(token)
-}
-
-/// The `n`th loopback address handed out: 127.0.0.2 for n = 1.
-pub fn loopback(n: u32) -> String {
-    let v = n + 1;
-    format!("127.{}.{}.{}", (v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff)
 }
 
 /// State and start time of a process, from `/proc/<pid>/stat`.
@@ -89,18 +124,22 @@ impl Provider for LocalProvider {
 
     fn create_nodes(&self, nodes: &[NewNode], taken: &BTreeSet<String>) -> ProviderResult<Vec<NodeState>> {
         let mut used = taken.clone();
-        let mut next = 1u32;
+        // Addresses from the environment's block on (then the blocks after it), skipping each
+        // block's `.0`.
+        let mut candidates = (0..BLOCKS - 1)
+            .map(|i| 1 + (self.block - 1 + i) % (BLOCKS - 1))
+            .flat_map(|b| (1..BLOCK).map(move |n| b * BLOCK + n));
         let mut made = Vec::with_capacity(nodes.len());
         for node in nodes {
             let address = loop {
-                let candidate = loopback(next);
-                next += 1;
-                if !used.contains(&candidate) {
-                    break candidate;
-                }
-                if next > 0x00ff_fffd {
+                let Some(n) = candidates.next() else {
                     return Err(ProviderError::new("no free loopback address is left in 127.0.0.0/8"));
+                };
+                let candidate = address_at(n);
+                if used.contains(&candidate) || node.ports.iter().any(|p| held(&candidate, *p)) {
+                    continue;
                 }
+                break candidate;
             };
             used.insert(address.clone());
             made.push(NodeState {
@@ -306,11 +345,42 @@ impl Provider for LocalProvider {
 mod tests {
     use super::*;
 
+    fn new_node(id: &str, ports: &[u16]) -> NewNode {
+        NewNode {
+            id: id.into(),
+            account: "local".into(),
+            provider: "local",
+            memory: crate::spec::Memory::Small,
+            size: "SMALL".into(),
+            address: None,
+            provisioned: true,
+            ports: ports.to_vec(),
+        }
+    }
+
     #[test]
-    fn loopback_addresses_start_at_two() {
-        assert_eq!(loopback(1), "127.0.0.2");
-        assert_eq!(loopback(254), "127.0.0.255");
-        assert_eq!(loopback(255), "127.0.1.0");
+    fn each_environment_of_each_repository_has_its_own_block() {
+        let a = block_of(Path::new("/srv/a"), "dev");
+        assert_eq!(a, block_of(Path::new("/srv/a"), "dev"), "stable");
+        assert_ne!(a, block_of(Path::new("/srv/b"), "dev"));
+        assert_ne!(a, block_of(Path::new("/srv/a"), "prod"));
+        assert!((1..BLOCKS).contains(&a));
+        // Block 1's first address is 127.0.16.1; the `.0` of a block is skipped.
+        let made = LocalProvider::new().create_nodes(&[new_node("local-1", &[])], &BTreeSet::new()).unwrap();
+        assert_eq!(made[0].address, "127.0.16.1");
+    }
+
+    #[test]
+    fn an_address_whose_port_another_process_holds_is_passed_over() {
+        let provider = LocalProvider::new();
+        let first = address_at(BLOCK + 1);
+        let listener = std::net::TcpListener::bind((first.as_str(), 0)).expect("bind on loopback");
+        let port = listener.local_addr().expect("address").port();
+        let taken = BTreeSet::from([address_at(BLOCK + 2)]);
+        let made =
+            provider.create_nodes(&[new_node("local-1", &[port]), new_node("local-2", &[port])], &taken).unwrap();
+        let addresses: Vec<&str> = made.iter().map(|n| n.address.as_str()).collect();
+        assert_eq!(addresses, vec![address_at(BLOCK + 3), address_at(BLOCK + 4)], "held by a listener, then taken");
     }
 
     #[test]

@@ -178,6 +178,9 @@ pub struct ProviderOptions {
     pub repo_root: PathBuf,
     /// Record unknown SSH host keys instead of refusing them.
     pub accept_new_host_keys: bool,
+    /// The environment the nodes are for: with the repository, it picks the local provider's
+    /// block of loopback addresses.
+    pub env: String,
 }
 
 /// The provider of an account.
@@ -187,7 +190,7 @@ pub fn for_account(
     options: &ProviderOptions,
 ) -> Result<Box<dyn Provider>, ProviderError> {
     match account {
-        Account::Local(_) => Ok(Box::new(local::LocalProvider::new())),
+        Account::Local(_) => Ok(Box::new(local::LocalProvider::for_environment(&options.repo_root, &options.env))),
         Account::Simulated(s) => Ok(Box::new(simulated::SimulatedProvider::new(Duration::from_millis(s.latency_ms)))),
         Account::Ssh(ssh) => Ok(Box::new(ssh::SshProvider::new(
             name,
