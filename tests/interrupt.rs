@@ -56,6 +56,17 @@ sys.exit(os.waitstatus_to_exitcode(status) & 0xff)
     (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// A service `slow` (airline.py that sleeps `seconds` before it listens) on `port`.
+fn slow_service(repo: &Repo, port: u16, seconds: f64) -> serde_json::Value {
+    let airline = std::fs::read_to_string(repo.path("services/airline.py")).expect("airline.py");
+    let slow = airline.replacen('\n', &format!("\nimport time as _t\n_t.sleep({seconds})\n"), 1);
+    std::fs::write(repo.path("services/slow.py"), slow).expect("slow.py");
+    make_executable(&repo.path("services/slow.py"));
+    let mut service = deployable("slow", "slow.py", "SOAP", port, 1);
+    service["roles"] = json!(["slow"]);
+    service
+}
+
 #[test]
 fn ctrl_c_at_the_confirmation_prompt_changes_nothing_and_releases_the_lock() {
     let base = 23900;
@@ -80,12 +91,7 @@ fn ctrl_c_during_an_apply_lets_the_running_step_finish_and_records_it() {
     let base = 24000;
     let mut repo = Repo::new(&json!({ "deployableServiceSpecs": [] }), None);
     // `slow` takes 1.5 s to start listening; `after` depends on it.
-    let airline = std::fs::read_to_string(repo.path("services/airline.py")).expect("airline.py");
-    let slow = airline.replacen('\n', "\nimport time as _t\n_t.sleep(1.5)\n", 1);
-    std::fs::write(repo.path("services/slow.py"), slow).expect("slow.py");
-    make_executable(&repo.path("services/slow.py"));
-    let mut slow = deployable("slow", "slow.py", "SOAP", base, 1);
-    slow["roles"] = json!(["slow"]);
+    let slow = slow_service(&repo, base, 1.5);
     let after = with_deps(deployable("after", "travelagency.py", "REST", base + 1, 1), &[("slow", "slow")]);
     repo.write_chor(&json!({ "deployableServiceSpecs": [slow, after] }));
     let pid = repo.spawn_enact(&["apply", "--auto-approve"], "apply");
@@ -121,12 +127,7 @@ fn ctrl_c_during_an_apply_lets_the_running_step_finish_and_records_it() {
 fn an_apply_killed_while_an_instance_starts_is_visible_to_plan_status_and_show() {
     let base = 24100;
     let mut repo = Repo::new(&json!({ "deployableServiceSpecs": [] }), None);
-    let airline = std::fs::read_to_string(repo.path("services/airline.py")).expect("airline.py");
-    let slow = airline.replacen('\n', "\nimport time as _t\n_t.sleep(1.0)\n", 1);
-    std::fs::write(repo.path("services/slow.py"), slow).expect("slow.py");
-    make_executable(&repo.path("services/slow.py"));
-    let mut slow = deployable("slow", "slow.py", "SOAP", base, 1);
-    slow["roles"] = json!(["slow"]);
+    let slow = slow_service(&repo, base, 1.0);
     repo.write_chor(&json!({ "deployableServiceSpecs": [slow] }));
     let pid = repo.spawn_enact(&["apply", "--auto-approve"], "apply");
     let journal = repo.path("state/dev.journal");

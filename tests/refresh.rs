@@ -9,8 +9,12 @@ use std::time::Duration;
 use common::local::*;
 use serde_json::{Value, json};
 
-fn pid_of(repo: &Repo, service: &str, n: usize) -> u32 {
-    pids(&instances(&repo.state(), service))[n]
+/// The pid and `nativeUri` of instance `id` of `service`.
+fn instance_of(repo: &Repo, service: &str, id: &str) -> (u32, String) {
+    let all = instances(&repo.state(), service);
+    let instance = all.iter().find(|i| i["id"] == id).unwrap_or_else(|| panic!("no instance {id}: {all:?}"));
+    let pid = instance["pid"].as_u64().and_then(|p| u32::try_from(p).ok()).expect("a pid");
+    (pid, instance["nativeUri"].as_str().expect("a nativeUri").to_string())
 }
 
 fn kill(pid: u32) {
@@ -31,8 +35,8 @@ fn an_instance_killed_outside_enact_is_seen_replaced_and_rewired() {
     );
     repo.apply();
     let agency = field(&instances(&repo.state(), "travelagency"), "nativeUri").remove(0);
-    let dead_uri = field(&instances(&repo.state(), "airline"), "nativeUri").remove(0);
-    kill(pid_of(&repo, "airline", 0));
+    let (dead_pid, dead_uri) = instance_of(&repo, "airline", "airline-1");
+    kill(dead_pid);
 
     // Offline, the state is taken at its word.
     repo.enact_ok(&["plan", "--refresh=false", "--detailed-exitcode"], 0);
@@ -50,7 +54,12 @@ fn an_instance_killed_outside_enact_is_seen_replaced_and_rewired() {
     assert!(stderr(&status).contains("not healthy"), "{}", stderr(&status));
     let status: Value = serde_json::from_slice(&repo.enact_ok(&["status", "--json"], 1).stdout).expect("status JSON");
     assert_eq!(status["unhealthy"], 1);
-    assert_eq!(status["services"]["airline"]["instances"][0]["reason"], "process-gone");
+    let dead = status["services"]["airline"]["instances"]
+        .as_array()
+        .and_then(|all| all.iter().find(|i| i["id"] == "airline-1"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(dead["reason"], "process-gone", "{status}");
 
     // Apply unwires the dead one first, starts a new one and wires it.
     let output = repo.apply();
@@ -99,7 +108,7 @@ fn an_instance_whose_port_closes_after_its_health_check_is_seen_and_replaced() {
     assert_eq!(instance["alive"], true, "{status}");
     let plan = stdout(&repo.enact_ok(&["plan"], 0));
     assert!(plan.contains("instance flaky-1 is not running (port closed) → replaced"), "{plan}");
-    let old = pid_of(&repo, "flaky", 0);
+    let (old, _) = instance_of(&repo, "flaky", "flaky-1");
     repo.apply();
     // The broken process was stopped, not left behind.
     assert!(!process_alive(old), "flaky-1 (pid {old}) still runs");

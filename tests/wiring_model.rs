@@ -232,14 +232,19 @@ fn replay(
     // A legacy service that left the choreography (or moved) is told nothing more: what it held
     // is no longer enact's to keep.
     model.held.retain(|uri, _| !uri.starts_with("http://legacy.invalid") || legacy_uris.contains(uri.as_str()));
-    // A consumer that this apply destroys is told nothing: until it stops it may hold an endpoint
-    // that stops in the same apply.
-    let retiring: BTreeSet<&str> = prior
+    // A consumer instance this apply stops (its service destroyed, or the instance replaced or
+    // scaled away) is told nothing once it leaves: until it stops it may hold an endpoint that
+    // stops in the same apply (nobody calls it any more).
+    let mut retiring: BTreeSet<&str> = prior
         .services
         .iter()
         .filter(|(name, _)| !desired.contains_key(name.as_str()))
         .flat_map(|(_, s)| s.instances.iter().map(|i| i.native_uri.as_str()))
         .collect();
+    retiring.extend(calls.iter().filter_map(|c| match c {
+        Call::Stopped { uri, .. } => Some(uri.as_str()),
+        _ => None,
+    }));
     for call in calls {
         match call {
             Call::NodesCreated(ids) => {

@@ -138,28 +138,10 @@ impl Repo {
         }
     }
 
-    /// Starts the legacy weather service on 127.0.0.1:`port` and waits until it answers.
+    /// Starts the legacy weather service on 127.0.0.1:`port` (instance `legacy-weather`, its
+    /// output in `legacy-weather.log`) and waits until it answers.
     pub fn start_weather(&mut self, port: u16) -> String {
-        let log = fs::File::create(self.path("weather.log")).expect("weather log");
-        let child = std::process::Command::new("python3")
-            .arg(self.path("services/weather.py"))
-            .current_dir(&self.root)
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("ENDPOINT_NAME", "weather")
-            .env("INSTANCE_ID", "legacy-weather")
-            .env_remove("ENACT_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("weather log"))
-            .stderr(log)
-            .spawn()
-            .expect("start weather.py");
-        self.children.push(child);
-        let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-        wait_for(&format!("the legacy weather service on {address}"), Duration::from_secs(15), || {
-            TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok()
-        });
-        format!("http://127.0.0.1:{port}/weather")
+        self.start_legacy("weather.py", "weather", "legacy-weather", port)
     }
 
     /// Starts `script` by hand as a legacy service on 127.0.0.1:`port`, logging to

@@ -165,6 +165,15 @@ impl<'a> Executor<'a> {
         self.legacy_wiring = Some(provider);
     }
 
+    /// The ids of the recorded instances of `service`.
+    fn instance_ids(&self, service: &str) -> Vec<String> {
+        self.live()
+            .services
+            .get(service)
+            .map(|s| s.instances.iter().map(|i| i.id.clone()).collect())
+            .unwrap_or_default()
+    }
+
     fn live(&self) -> MutexGuard<'_, State> {
         self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -712,12 +721,7 @@ impl Executor<'_> {
     /// them; they stay in the state, paused.
     pub fn pause(&self, service: &str) -> StepResult {
         self.wiring.capture(&self.live(), service);
-        let ids: Vec<String> = self
-            .live()
-            .services
-            .get(service)
-            .map(|s| s.instances.iter().map(|i| i.id.clone()).collect())
-            .unwrap_or_default();
+        let ids = self.instance_ids(service);
         self.leave(&ids);
         self.push(service)?;
         for id in &ids {

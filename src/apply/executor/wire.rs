@@ -401,13 +401,7 @@ impl Executor<'_> {
     /// Announces the ready instances of `service` and tells every consumer of it, in every role
     /// it calls `service` in, the list it must now hold.
     pub(super) fn push(&self, service: &str) -> StepResult {
-        let ids: Vec<String> = self
-            .live()
-            .services
-            .get(service)
-            .map(|s| s.instances.iter().map(|i| i.id.clone()).collect())
-            .unwrap_or_default();
-        self.wiring.announce(ids.into_iter());
+        self.wiring.announce(self.instance_ids(service).into_iter());
         // Only consumers with something to tell (after the announce: a consumer instance that
         // becomes a target later computes its own list after it, and sees the new endpoints).
         let pairs: Vec<(String, String)> = {
