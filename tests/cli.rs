@@ -512,12 +512,17 @@ fn export_is_deterministic_and_ignores_service_and_key_order() {
     assert_code(&other, 0);
     assert_eq!(stdout(&first), stdout(&other), "service and key order do not matter");
 
-    for env in ["prod", "test"] {
+    for env in ["dev", "prod"] {
         let a = repo.run(&["export", "-e", env]);
         let b = shuffled.run(&["export", "-e", env]);
         assert_code(&a, 0);
         assert_eq!(a.stdout, b.stdout, "env {env}");
     }
+    // An environment with no overlay, no settings and no state does not exist.
+    let missing = repo.run(&["export", "-e", "test"]);
+    assert_code(&missing, 1);
+    assert!(stderr(&missing).contains("env `test` does not exist"), "{}", stderr(&missing));
+    assert!(stderr(&missing).contains("the known environments are: dev, prod"), "{}", stderr(&missing));
     insta::assert_snapshot!("export_prod", stdout(&repo.run(&["export", "-e", "prod"])));
 }
 

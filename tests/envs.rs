@@ -228,7 +228,7 @@ fn a_service_removed_in_dev_is_reported_and_removed_only_with_prune() {
 fn refused_commands_change_no_file() {
     let repo = Repo::new();
     let out = repo.refused(&["promote", "dev", "staging", "--yes"]);
-    assert!(out.contains("unknown environment `staging`"), "{out}");
+    assert!(out.contains("env `staging` does not exist") && out.contains("enact env new staging"), "{out}");
     let out = repo.refused(&["promote", "dev", "dev", "--yes"]);
     assert!(out.contains("into itself"), "{out}");
     repo.set_version("dev", "api", "9.9");

@@ -103,6 +103,10 @@ pub enum Command {
     Pause { service: Option<String> },
     /// Start paused instances again and wire them.
     Resume { service: Option<String> },
+    /// Create an environment, or list them (an environment is an overlay envs/ENV.json, an
+    /// entry under `envs` in enact.json, or a recorded state; the default one always exists).
+    #[command(subcommand)]
+    Env(EnvCommand),
     /// Inspect or repair recorded state.
     #[command(subcommand)]
     State(StateCommand),
@@ -207,6 +211,17 @@ pub enum HostsCommand {
         #[arg(long)]
         account: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Create environment NAME: write an empty overlay envs/NAME.json (the base spec alone).
+    New {
+        /// Letters, digits, `.`, `_` and `-`, like `staging`.
+        name: String,
+    },
+    /// Every environment, with its overlay, settings and recorded state.
+    List,
 }
 
 #[derive(Debug, Subcommand)]

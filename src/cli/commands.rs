@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::args::{GraphFormat, PlanArgs, SchemaFile};
 use super::{Context, Outcome};
-use crate::diagnostic::{Diagnostic, SourceFile, strip_position};
+use crate::diagnostic::{Diagnostic, SourceFile, strip_bom, strip_position};
 use crate::error::{Error, Result};
 use crate::graph::ServiceGraph;
 use crate::plan::{self, Plan, PlanInput};
@@ -80,12 +80,8 @@ pub fn init(ctx: &Context) -> Result<Outcome> {
 pub fn validate(ctx: &Context) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let envs: Vec<String> = match &ctx.env_arg {
-        Some(env) => vec![env.clone()],
-        None => {
-            let mut envs = repo.known_envs();
-            envs.insert(repo.default_env());
-            envs.into_iter().collect()
-        }
+        Some(_) => vec![ctx.env(&repo)?],
+        None => repo.environments().into_iter().collect(),
     };
     let mut lines = Vec::new();
     // Each problem once, with the environments it shows in.
@@ -172,15 +168,18 @@ pub fn fmt(ctx: &Context, check: bool) -> Result<Outcome> {
     let mut errors = Vec::new();
     for (path, kind) in &files {
         let full = repo.root.join(path);
+        // Read as written: a byte order mark is not canonical, so `fmt` drops it.
         let text = std::fs::read_to_string(&full).map_err(Error::io("read", &full))?;
         match parse_spec_file(&SourceFile::new(path, text.clone()), *kind) {
             Ok(value) => rewritten.push((path.clone(), text, format::to_text(&format::canonical(&value)))),
             Err(e) => errors.extend(e),
         }
     }
-    if let Some(text) = read_optional(&repo.root.join(SETTINGS_FILE))? {
+    let settings_path = repo.root.join(SETTINGS_FILE);
+    if settings_path.exists() {
+        let text = std::fs::read_to_string(&settings_path).map_err(Error::io("read", &settings_path))?;
         let source = SourceFile::new(SETTINGS_FILE, text.clone());
-        match serde_json::from_str::<serde_json::Value>(&text) {
+        match serde_json::from_str::<serde_json::Value>(&source.text) {
             Ok(value) => rewritten.push((SETTINGS_FILE.to_string(), text, format::to_text(&value))),
             Err(e) => errors.push(source.syntax_error(&e)),
         }
@@ -227,11 +226,6 @@ pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
         (effective, state)
     });
     let (effective, state) = (effective?, state?);
-    if state.lineage.is_empty() && !repo.known_envs().contains(&env) && env != repo.default_env() {
-        ctx.printer.warn(&format!(
-            "env `{env}` has no overlay ({ENVS_DIR}/{env}.json), no settings and no state: planning the base spec alone"
-        ));
-    }
     let planned = plan::plan(PlanInput {
         env: &env,
         spec: &effective.choreography,
@@ -273,7 +267,7 @@ pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
 /// Reads a saved plan, with errors located in it.
 pub fn read_plan(ctx: &Context, file: &Path) -> Result<Plan> {
     let path = ctx.resolve(file);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    let text = std::fs::read_to_string(&path).map(strip_bom).map_err(|e| {
         Diagnostic::new(format!("cannot read plan file {}: {e}", file.display()))
             .hint("save a plan with `enact plan --out FILE` first")
     })?;
@@ -383,6 +377,7 @@ pub fn export(ctx: &Context, from_state: bool) -> Result<Outcome> {
 pub fn import_xml(ctx: &Context, file: &Path, spec_only: bool) -> Result<Outcome> {
     let path = ctx.resolve(file);
     let text = std::fs::read_to_string(&path)
+        .map(strip_bom)
         .map_err(|e| Diagnostic::new(format!("cannot read {}: {e}", file.display())).hint("give a CHOReOS XML file"))?;
     match crate::spec::xml::root_name(&text).as_deref() {
         Some("choreography") if spec_only => {

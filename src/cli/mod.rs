@@ -86,10 +86,11 @@ impl Context {
         ConfigRepo::open(&root)
     }
 
-    /// The environment: `-e`, else the repository's default.
+    /// The environment: `-e`, else the repository's default; it must exist
+    /// ([`ConfigRepo::require_env`]).
     pub fn env(&self, repo: &ConfigRepo) -> Result<String> {
         let env = self.env_arg.clone().unwrap_or_else(|| repo.default_env());
-        ConfigRepo::check_env_name(&env)?;
+        repo.require_env(&env)?;
         Ok(env)
     }
 
@@ -162,6 +163,8 @@ pub fn run(cli: Cli, printer: Printer) -> Result<Outcome> {
         Command::Pause { service } => operate::pause(&ctx, service.as_deref(), true),
         Command::Resume { service } => operate::pause(&ctx, service.as_deref(), false),
         Command::State(command) => operate::state(&ctx, &command),
+        Command::Env(args::EnvCommand::New { name }) => envs::new_env(&ctx, &name),
+        Command::Env(args::EnvCommand::List) => envs::list_envs(&ctx),
         Command::Hosts(args::HostsCommand::Trust { account }) => operate::trust_hosts(&ctx, account.as_deref()),
         Command::Merge { file, prune, yes } => envs::merge(&ctx, &file, prune, yes),
         Command::Promote { from, to, only, yes, force, prune } => {

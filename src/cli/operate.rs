@@ -572,7 +572,12 @@ pub fn state(ctx: &Context, command: &StateCommand) -> Result<Outcome> {
             ctx.printer.out(&repo.store().read_or_empty(&env)?.to_json());
         }
         StateCommand::Unlock => {
-            let env = ctx.env(&repo)?;
+            // A lock left by the first apply of an environment is the one thing it has.
+            let env = ctx.env_arg.clone().unwrap_or_else(|| repo.default_env());
+            ConfigRepo::check_env_name(&env)?;
+            if !lock::lock_path(&repo.state_dir(), &env).exists() {
+                repo.require_env(&env)?;
+            }
             match lock::force_unlock(&repo.state_dir(), &env)? {
                 Some(holder) => ctx.printer.out(&format!(
                     "Removed the lock of env `{env}` held by pid {} of {} on {} since {} (`{}`).\n",

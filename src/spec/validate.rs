@@ -135,13 +135,19 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
             }
             let at = [Segment::Key("dependencies".into()), Segment::Index(i)];
             if !seen.contains_key(provider) {
+                let mut at = at.to_vec();
+                at.push(Segment::Key("serviceSpecName".into()));
                 errors.push(
                     err(
                         name,
                         &at,
                         format!("depends on service `{}`, which does not exist", dep.service_spec_name.escape_debug()),
                     )
-                    .hint("add that service, or fix `serviceSpecName`"),
+                    .hint(crate::suggest::hint(
+                        provider,
+                        seen.keys().copied(),
+                        "add that service, or fix `serviceSpecName`",
+                    )),
                 );
             } else {
                 let mut listed: Vec<&str> = chor
@@ -151,6 +157,8 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
                     .collect();
                 listed.sort_unstable();
                 listed.dedup();
+                let mut at = at.to_vec();
+                at.push(Segment::Key("serviceSpecRole".into()));
                 errors.push(
                     err(
                         name,
@@ -163,7 +171,11 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
                             listed.join(", ")
                         ),
                     )
-                    .hint("add the role to the provider's `roles`, or fix `serviceSpecRole`"),
+                    .hint(crate::suggest::hint(
+                        &dep.service_spec_role,
+                        listed.iter().copied(),
+                        "add the role to the provider's `roles`, or fix `serviceSpecRole`",
+                    )),
                 );
             }
         }
@@ -220,9 +232,13 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
                             &key("packageType"),
                             format!("unknown `packageType` `{}`", s.package_type().escape_debug()),
                         )
-                        .hint(format!(
-                            "use one of {}, or define it under `packageTypes` in enact.json",
-                            known.join(", ")
+                        .hint(crate::suggest::hint(
+                            s.package_type(),
+                            known.iter().copied(),
+                            &format!(
+                                "use one of {}, or define it under `packageTypes` in enact.json",
+                                known.join(", ")
+                            ),
                         )),
                     );
                 }
@@ -249,9 +265,17 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
                 if let Some(account) = &s.cloud_account
                     && settings.account(account).is_none()
                 {
+                    let mut known: Vec<&str> = settings.accounts.keys().map(String::as_str).collect();
+                    if !known.contains(&crate::repo::settings::LOCAL_ACCOUNT) {
+                        known.push(crate::repo::settings::LOCAL_ACCOUNT);
+                    }
                     errors.push(
                         err(name, &key("cloudAccount"), format!("`cloudAccount` `{}` is not defined in enact.json", account.escape_debug()))
-                            .hint("define it under `accounts` in enact.json, or remove `cloudAccount` to use the default account"),
+                            .hint(crate::suggest::hint(
+                                account,
+                                known,
+                                "define it under `accounts` in enact.json, or remove `cloudAccount` to use the default account",
+                            )),
                     );
                 }
                 if let Some(qos) = s.desired_qos.as_ref().and_then(|q| q.response_time_metric.as_ref())
@@ -276,7 +300,7 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
                         errors.push(err(
                             name,
                             &[Segment::Key("nativeURIs".into()), Segment::Index(i)],
-                            format!("`{}` is not a valid URI: {why}", uri.escape_debug()),
+                            format!("`nativeURIs` `{}` is not a valid URI: {why}", uri.escape_debug()),
                         ));
                     }
                 }

@@ -95,6 +95,7 @@ pub fn new_lineage() -> String {
 /// Parses a state file's text, with errors located in `display`.
 pub fn parse_state(display: &Path, text: &str, env: &str) -> Result<State> {
     let source = SourceFile::new(display, String::new());
+    let text = crate::diagnostic::without_bom(text);
     let state: State = serde_json::from_str(text).map_err(|e| {
         Diagnostic::new(format!("the state file is damaged: {}", strip_position(&e.to_string())))
             .at(Some(source.location_at(e.line(), e.column())))
