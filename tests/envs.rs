@@ -241,7 +241,7 @@ fn refused_commands_change_no_file() {
     let out = repo.refused(&["-e", "test", "merge", "missing.json", "--yes"]);
     assert!(out.contains("cannot read missing.json"), "{out}");
     let out = repo.refused(&["diff", "dev", "nowhere"]);
-    assert!(out.contains("unknown environment `nowhere`"), "{out}");
+    assert!(out.contains("env `nowhere` does not exist"), "{out}");
     let out = repo.refused(&["-e", "test", "scale", "api=-1"]);
     assert!(out.contains("not a count"), "{out}");
     let out = repo.refused(&["-e", "test", "scale", "ghost=2"]);
