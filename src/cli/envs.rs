@@ -435,10 +435,13 @@ pub fn scale(ctx: &Context, requests: &[String]) -> Result<Outcome> {
                 ))
                 .service(name),
             ),
-            None => errors.push(
-                Diagnostic::new(format!("env `{env}` has no service `{name}`"))
-                    .hint("`enact graph` lists the services"),
-            ),
+            None => {
+                errors.push(Diagnostic::new(format!("env `{env}` has no service `{name}`")).hint(crate::suggest::hint(
+                    name,
+                    current.names(),
+                    "`enact graph` lists the services",
+                )))
+            }
         }
     }
     if !errors.is_empty() {

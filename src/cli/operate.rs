@@ -277,7 +277,11 @@ pub fn pause(ctx: &Context, service: Option<&str>, pause: bool) -> Result<Outcom
         Some(name) => {
             let Some(s) = session.state.services.get(name) else {
                 return Err(Diagnostic::new(format!("env `{env}` has no service `{name}`"))
-                    .hint("`enact status` lists the services")
+                    .hint(crate::suggest::hint(
+                        name,
+                        session.state.services.keys().map(String::as_str),
+                        "`enact status` lists the services",
+                    ))
                     .into());
             };
             if matches!(s.spec, AppliedSpec::Legacy(_)) {
@@ -473,7 +477,11 @@ pub fn logs(ctx: &Context, service: &str, lines: usize) -> Result<Outcome> {
     let providers = providers_of(ctx, &repo, &state);
     let Some(recorded) = state.services.get(service) else {
         return Err(Diagnostic::new(format!("env `{env}` has no service `{service}`"))
-            .hint("`enact status` lists the services")
+            .hint(crate::suggest::hint(
+                service,
+                state.services.keys().map(String::as_str),
+                "`enact status` lists the services",
+            ))
             .into());
     };
     if recorded.instances.is_empty() {

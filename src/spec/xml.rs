@@ -740,8 +740,12 @@ impl<'a> Cx<'a> {
         let list: Vec<String> = expected.iter().map(|e| format!("<{e}>")).collect();
         self.push(
             child.pos,
-            Diagnostic::new(format!("unknown element `<{}>` in `<{}>`", child.name, parent.name))
-                .hint(format!("expected one of {}", list.join(", "))),
+            Diagnostic::new(format!("unknown element `<{}>` in `<{}>`", child.name, parent.name)).hint(
+                match crate::suggest::closest(&child.name, expected.iter().copied()) {
+                    Some(meant) => format!("did you mean `<{meant}>`? Otherwise use one of {}", list.join(", ")),
+                    None => format!("expected one of {}", list.join(", ")),
+                },
+            ),
         );
     }
 
