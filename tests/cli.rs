@@ -147,8 +147,13 @@ impl Repo {
         Repo { dir: tempfile::tempdir().expect("temp dir") }
     }
 
+    /// A repository of `files`, with the packages the fixtures name (plan checks that they
+    /// exist).
     fn with(files: &[(&str, &str)]) -> Repo {
         let repo = Repo::empty();
+        for package in ["services/airline.py", "services/travel.py"] {
+            repo.write(package, "#!/bin/sh\n");
+        }
         for (path, text) in files {
             repo.write(path, text);
         }

@@ -89,7 +89,7 @@ pub fn validate(ctx: &Context) -> Result<Outcome> {
     // The service names of every environment, for the names under `services` of enact.json.
     let mut names: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     for env in &envs {
-        match repo.load(env) {
+        match repo.load_deployable(env) {
             Ok(effective) => {
                 let chor = &effective.choreography;
                 if !repo.settings.services.is_empty() {
@@ -221,7 +221,7 @@ pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
     // Reading the state and loading the spec are independent: one on each core.
     let (effective, state) = std::thread::scope(|scope| {
         let state = scope.spawn(|| store.read_or_empty(&env));
-        let effective = repo.load(&env);
+        let effective = repo.load_deployable(&env);
         let state = state.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (effective, state)
     });

@@ -436,11 +436,13 @@ pub fn scale(ctx: &Context, requests: &[String]) -> Result<Outcome> {
                 .service(name),
             ),
             None => {
-                errors.push(Diagnostic::new(format!("env `{env}` has no service `{name}`")).hint(crate::suggest::hint(
-                    name,
-                    current.names(),
-                    "`enact graph` lists the services",
-                )))
+                errors.push(
+                    Diagnostic::new(format!("env `{env}` has no service `{name}`")).hint(crate::suggest::hint(
+                        name,
+                        current.names(),
+                        "`enact graph` lists the services",
+                    )),
+                );
             }
         }
     }

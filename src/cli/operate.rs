@@ -183,7 +183,7 @@ pub fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Outcome> {
             (spec, planned, true)
         }
         None => {
-            let effective = repo.load(&env)?;
+            let effective = repo.load_deployable(&env)?;
             let planned = plan::plan(PlanInput {
                 env: &env,
                 spec: &effective.choreography,

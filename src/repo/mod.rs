@@ -1,6 +1,7 @@
 //! The config repository: found like cargo finds Cargo.toml (walk up to `chor.json`), holding
 //! `enact.json`, the base spec, one overlay per environment and the recorded state.
 
+pub mod deployable;
 pub mod settings;
 
 use std::collections::BTreeSet;
@@ -163,6 +164,26 @@ impl ConfigRepo {
     pub fn load(&self, env: &str) -> Result<EffectiveSpec> {
         let overlay = read_optional(&self.overlay_path(env))?;
         self.load_with_overlay(env, overlay)
+    }
+
+    /// [`Self::load`], then the checks of what enact.json decides about running the spec
+    /// ([`deployable::check`]: accounts that can make nodes, package types the provider runs,
+    /// package files that exist): what `validate`, `plan` and `apply` need.
+    ///
+    /// # Errors
+    /// Every problem of the spec, or else every one of these checks, located at file:line:column.
+    pub fn load_deployable(&self, env: &str) -> Result<EffectiveSpec> {
+        let effective = self.load(env)?;
+        let no_place = |_: &str, _: usize, _: &[Segment]| None;
+        if deployable::check(&effective.choreography, &self.settings, env, &self.root, &no_place).is_empty() {
+            return Ok(effective);
+        }
+        // The fast path keeps no positions: load again where every field can be found.
+        let located = self.load_located(env, read_optional(&self.overlay_path(env))?)?;
+        let errors = deployable::check(&located.choreography, &self.settings, env, &self.root, &|s, o, p| {
+            located.locate_occurrence(s, o, p)
+        });
+        Err(errors.into_iter().map(|d| d.env(env)).collect::<Vec<_>>().into())
     }
 
     /// Loads `env` as if its overlay held `overlay_text` (to check an edit before writing it).
