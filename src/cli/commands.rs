@@ -379,10 +379,16 @@ pub fn import_xml(ctx: &Context, file: &Path, spec_only: bool) -> Result<Outcome
     let text = std::fs::read_to_string(&path)
         .map(strip_bom)
         .map_err(|e| Diagnostic::new(format!("cannot read {}: {e}", file.display())).hint("give a CHOReOS XML file"))?;
+    // A spec is printed with every field the XML states, and only once it passes the spec's
+    // checks, located in the XML.
+    let checked = |chor: crate::spec::Choreography| -> Result<String> {
+        let errors = crate::spec::xml::check_imported(&text, file, &chor);
+        if errors.is_empty() { Ok(format::as_written(&chor)) } else { Err(errors.into()) }
+    };
     match crate::spec::xml::root_name(&text).as_deref() {
         Some("choreography") if spec_only => {
             let chor = crate::spec::xml::import_choreography_spec(&text, file)?;
-            ctx.printer.out(&chor.to_canonical_json());
+            ctx.printer.out(&checked(chor)?);
         }
         Some("choreography") => {
             let env = match &ctx.env_arg {
@@ -400,7 +406,7 @@ pub fn import_xml(ctx: &Context, file: &Path, spec_only: bool) -> Result<Outcome
         }
         _ => {
             let chor = crate::spec::xml::import_chorspec(&text, file)?;
-            ctx.printer.out(&chor.to_canonical_json());
+            ctx.printer.out(&checked(chor)?);
         }
     }
     Ok(Outcome::Success)

@@ -215,11 +215,18 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
                     ),
                     Some(uri) => {
                         if let Err(why) = check_package_uri(uri) {
-                            errors.push(err(
-                                name,
-                                &key("packageUri"),
-                                format!("`packageUri` `{}` is not valid: {why}", uri.escape_debug()),
-                            ));
+                            errors.push(
+                                err(
+                                    name,
+                                    &key("packageUri"),
+                                    format!("`packageUri` `{}` is not valid: {why}", uri.escape_debug()),
+                                )
+                                .hint(if uri.is_empty() {
+                                    "fill in the package (a template leaves it empty): a path relative to the config repository, a file:// or an http(s):// URI"
+                                } else {
+                                    "give a path relative to the config repository, a file:// or an http(s):// URI"
+                                }),
+                            );
                         }
                     }
                 }
@@ -297,11 +304,18 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
                 }
                 for (i, uri) in s.native_uris.iter().enumerate() {
                     if let Err(why) = check_http_uri(uri) {
-                        errors.push(err(
-                            name,
-                            &[Segment::Key("nativeURIs".into()), Segment::Index(i)],
-                            format!("`nativeURIs` `{}` is not a valid URI: {why}", uri.escape_debug()),
-                        ));
+                        errors.push(
+                            err(
+                                name,
+                                &[Segment::Key("nativeURIs".into()), Segment::Index(i)],
+                                format!("`nativeURIs` `{}` is not a valid URI: {why}", uri.escape_debug()),
+                            )
+                            .hint(if uri.is_empty() {
+                                "fill in the URL where the running service answers (a template leaves it empty)"
+                            } else {
+                                "list the http(s):// URLs where the running service answers"
+                            }),
+                        );
                     }
                 }
             }
