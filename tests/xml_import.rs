@@ -426,7 +426,7 @@ fn assert_one_to_one(file: &str, element: &Xml, json: &serde_json::Value) {
                 assert_eq!(value, &serde_json::Value::from(expected), "{at}: dependencies");
             }
             "serviceType" | "packageType" => {
-                assert_eq!(value, &serde_json::Value::from(child.wrapped()), "{at}: {field}")
+                assert_eq!(value, &serde_json::Value::from(child.wrapped()), "{at}: {field}");
             }
             "port" | "numberOfInstances" => {
                 assert_eq!(value.as_i64(), child.text.trim().parse::<i64>().ok(), "{at}: {field}");
