@@ -76,8 +76,9 @@ pub enum Command {
         /// Do not ask for confirmation.
         #[arg(long)]
         auto_approve: bool,
-        #[arg(long, default_value_t = 10, value_name = "N")]
-        parallelism: usize,
+        /// How many steps run at once (1–1000).
+        #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_PARALLELISM))]
+        parallelism: u64,
     },
     /// Live health of every instance.
     Status {
@@ -87,22 +88,34 @@ pub enum Command {
     /// The output of a service's instances.
     Logs {
         service: String,
-        /// How many lines per instance.
-        #[arg(short = 'n', long, default_value_t = 50)]
-        lines: usize,
+        /// How many lines per instance (0–1000000).
+        #[arg(short = 'n', long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=MAX_LOG_LINES))]
+        lines: u64,
     },
     /// The recorded states of the environment (serials, times).
     History,
     /// Plan and apply toward the spec recorded at SERIAL.
     Rollback {
+        /// A serial `enact history` lists (1 or more).
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
         serial: u64,
         #[arg(long)]
         auto_approve: bool,
     },
-    /// Stop a service's instances (or every service's) without forgetting them.
-    Pause { service: Option<String> },
-    /// Start paused instances again and wire them.
-    Resume { service: Option<String> },
+    /// Stop a service's instances (or every service's) without forgetting them (asks first).
+    Pause {
+        service: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Start paused instances again and wire them (asks first).
+    Resume {
+        service: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Create an environment, or list them (an environment is an overlay envs/ENV.json, an
     /// entry under `envs` in enact.json, or a recorded state; the default one always exists).
     #[command(subcommand)]
@@ -168,6 +181,14 @@ pub enum Command {
     },
 }
 
+/// The most steps `--parallelism` runs at once: each may hold a thread and connections.
+pub const MAX_PARALLELISM: u64 = 1000;
+/// The longest `--health-timeout`, in seconds (a day): longer waits overflow no clock, but no
+/// start takes that long.
+pub const MAX_HEALTH_TIMEOUT_SECS: u64 = 86_400;
+/// The most lines `logs -n` prints per instance.
+pub const MAX_LOG_LINES: u64 = 1_000_000;
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct PlanArgs {
     /// Save the plan to FILE, for `enact apply FILE` and `enact show FILE`.
@@ -191,14 +212,14 @@ pub struct ApplyArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub auto_approve: bool,
-    /// How many steps run at once.
-    #[arg(long, default_value_t = 10, value_name = "N")]
-    pub parallelism: usize,
+    /// How many steps run at once (1–1000).
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_PARALLELISM))]
+    pub parallelism: u64,
     /// Limit the apply to this service and what it depends on (repeatable).
     #[arg(long, value_name = "SVC")]
     pub target: Vec<String>,
-    /// Seconds an instance has to start answering on its port.
-    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    /// Seconds an instance has to start answering on its port (1–86400, a day).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=MAX_HEALTH_TIMEOUT_SECS))]
     pub health_timeout: u64,
 }
 

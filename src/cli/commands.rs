@@ -234,6 +234,9 @@ pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
         targets: &args.target,
     })?;
     let plan = planned.plan;
+    if plan.has_changes() {
+        super::operate::last_serial(&env, &state)?;
+    }
     if let Some(out) = &args.out {
         let path = ctx.resolve(out);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
@@ -318,6 +321,9 @@ pub fn show(ctx: &Context, json: bool, planfile: Option<&Path>) -> Result<Outcom
 fn render_state(state: &State, ctx: &Context) -> String {
     let paint = ctx.printer.paint;
     let mut out = format!("env `{}` · serial {} · lineage {}\n", state.env, state.serial, state.lineage);
+    if state.services.is_empty() && state.nodes.is_empty() {
+        let _ = writeln!(out, "\nThe environment is empty: no services and no nodes (`enact apply` deploys its spec).");
+    }
     for (name, service) in &state.services {
         match &service.spec {
             AppliedSpec::Legacy(s) => {

@@ -26,14 +26,21 @@ use crate::state::store::write_atomic;
 struct OverlayEdit {
     env: String,
     display: String,
+    /// The file as it is (empty when there is none).
     original: String,
+    /// Whether the file exists.
+    exists: bool,
+    /// What the file holds, parsed (an empty object when there is none).
+    original_value: Map<String, Value>,
     value: Map<String, Value>,
 }
 
 impl OverlayEdit {
     fn open(repo: &ConfigRepo, env: &str) -> Result<OverlayEdit> {
         let display = format!("{ENVS_DIR}/{env}.json");
-        let original = read_optional(&repo.overlay_path(env))?.unwrap_or_default();
+        let read = read_optional(&repo.overlay_path(env))?;
+        let exists = read.is_some();
+        let original = read.unwrap_or_default();
         let value = if original.trim().is_empty() {
             Map::new()
         } else {
@@ -42,23 +49,30 @@ impl OverlayEdit {
                 _ => Map::new(),
             }
         };
-        Ok(OverlayEdit { env: env.to_string(), display, original, value })
+        Ok(OverlayEdit { env: env.to_string(), display, original, exists, original_value: value.clone(), value })
     }
 
     fn text(&self) -> String {
         format::to_text(&format::canonical(&Value::Object(self.value.clone())))
     }
 
+    /// Whether the edit changes what the overlay says (not merely its layout): an edit that
+    /// changes nothing writes nothing.
     fn changed(&self) -> bool {
-        self.text() != self.original
+        format::canonical(&Value::Object(self.value.clone()))
+            != format::canonical(&Value::Object(self.original_value.clone()))
     }
 
-    /// The unified diff of the overlay file.
+    /// The unified diff of the overlay file: the file as it is, then as it would be written.
     fn diff(&self, ctx: &Context) -> String {
         let paint = ctx.printer.paint;
         let new = self.text();
         let diff = TextDiff::from_lines(&self.original, &new);
-        let mut out = format!("--- {}\n+++ {} (new)\n", self.display, self.display);
+        let mut out = if self.exists {
+            format!("--- {}\n+++ {} (as it would be written)\n", self.display, self.display)
+        } else {
+            format!("--- /dev/null\n+++ {} (a new file)\n", self.display)
+        };
         for group in diff.grouped_ops(3) {
             let first = group.first().map_or(0, |op| op.old_range().start + 1);
             let _ = writeln!(out, "{}", paint.dim(&format!("@@ line {first} @@")));
