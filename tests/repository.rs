@@ -158,6 +158,8 @@ struct ReadmeCommand {
     args: Vec<String>,
     stdout_to: Option<String>,
     cwd: Option<String>,
+    /// The output a transcript (`$ ` block) shows under the command.
+    shown: Vec<String>,
 }
 
 /// The commands of the README's code blocks: in a block with `$ ` prompts only the prompted
@@ -186,7 +188,7 @@ fn readme_commands(text: &str) -> (Vec<ReadmeCommand>, Vec<String>) {
             continue;
         }
         let prompted = block.iter().any(|l| l.starts_with("$ "));
-        for raw in block {
+        for (index, raw) in block.iter().enumerate() {
             let line = if prompted {
                 match raw.strip_prefix("$ ") {
                     Some(l) => l,
@@ -195,7 +197,19 @@ fn readme_commands(text: &str) -> (Vec<ReadmeCommand>, Vec<String>) {
             } else {
                 raw
             };
-            let line = line.split("  #").next().unwrap_or_default().trim();
+            let shown: Vec<String> = if prompted {
+                block[index + 1..].iter().take_while(|l| !l.starts_with("$ ")).map(|l| (*l).to_string()).collect()
+            } else {
+                Vec::new()
+            };
+            let comment = line.split_once(" # ").map(|(_, c)| c.trim().to_string());
+            let line = line.split(" # ").next().unwrap_or_default().trim();
+            // An error shown under a condition the comment states ("with a typo in chor.json")
+            // is not the copy's: not run.
+            if shown.first().is_some_and(|l| l.starts_with("error:")) && comment.is_some() {
+                skipped.push(format!("{line} (shows an error {})", comment.unwrap_or_default()));
+                continue;
+            }
             if line.is_empty() {
                 continue;
             }
@@ -220,7 +234,7 @@ fn readme_commands(text: &str) -> (Vec<ReadmeCommand>, Vec<String>) {
             } else {
                 panic!("a README command this test does not know how to run: {line}");
             };
-            commands.push(ReadmeCommand { line: line.to_string(), args, stdout_to, cwd: cwd.clone() });
+            commands.push(ReadmeCommand { line: line.to_string(), args, stdout_to, cwd: cwd.clone(), shown });
         }
     }
     (commands, skipped)
@@ -260,7 +274,7 @@ fn every_command_of_the_readme_runs() {
         serde_json::from_str(&fs::read_to_string(&settings_path).expect("enact.json")).expect("JSON");
     settings["defaultAccount"] = serde_json::json!("rehearsal");
     settings["accounts"]["rehearsal"]["latencyMs"] = serde_json::json!(0);
-    fs::write(&settings_path, serde_json::to_string_pretty(&settings).expect("JSON")).expect("write");
+    fs::write(&settings_path, serde_json::to_string_pretty(&settings).expect("JSON") + "\n").expect("write");
     for command in &commands {
         let dir = match &command.cwd {
             Some(dir) => scratch.path().join(dir),
@@ -268,8 +282,26 @@ fn every_command_of_the_readme_runs() {
         };
         let args: Vec<&str> = command.args.iter().map(String::as_str).collect();
         let (code, out, err) = enact(&dir, &args);
-        let allowed: &[i32] = if args.contains(&"--detailed-exitcode") { &[0, 2] } else { &[0] };
-        assert!(allowed.contains(&code), "README: `{}` exited {code}\n--- stdout\n{out}\n--- stderr\n{err}", command.line);
+        let shows_error = command.shown.first().is_some_and(|l| l.starts_with("error:"));
+        let allowed: &[i32] = if shows_error {
+            &[1]
+        } else if args.contains(&"--detailed-exitcode") {
+            &[0, 2]
+        } else {
+            &[0]
+        };
+        assert!(
+            allowed.contains(&code),
+            "README: `{}` exited {code}\n--- stdout\n{out}\n--- stderr\n{err}",
+            command.line
+        );
+        // A transcript shown in full (nothing elided with `…`) is what the command prints.
+        let shown = command.shown.iter().map(|l| l.trim_end()).filter(|l| !l.is_empty()).collect::<Vec<_>>();
+        if !shown.is_empty() && !shown.iter().any(|l| l.contains('…')) {
+            let printed = if shows_error { &err } else { &out };
+            let printed: Vec<&str> = printed.lines().map(str::trim_end).filter(|l| !l.is_empty()).collect();
+            assert_eq!(printed, shown, "README: `{}` prints what the README shows", command.line);
+        }
         if let Some(file) = &command.stdout_to {
             fs::write(dir.join(file), out).expect("redirect");
         }
