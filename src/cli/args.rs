@@ -6,7 +6,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// Plan and apply service choreographies.
 #[derive(Debug, Parser)]
-#[command(name = "enact", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "enact",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = "Every file format (spec, overlay, settings, plan, state, journal, lock): docs/formats.md.\nThe wiring protocol: docs/wiring.md."
+)]
 pub struct Cli {
     /// Run as if started in DIR (the config repository, or a directory inside it).
     #[arg(short = 'C', global = true, value_name = "DIR")]
@@ -34,7 +41,8 @@ pub struct Cli {
 pub enum Command {
     /// Create a config repository here: enact.json, chor.json, envs/, state/, .gitignore.
     Init,
-    /// Check enact.json, chor.json and the overlays (every environment, or -e ENV).
+    /// Check enact.json, chor.json and the overlays (every environment, or -e ENV), and what the
+    /// settings decide about running each service (docs/formats.md §2).
     Validate,
     /// Rewrite chor.json, envs/*.json and enact.json in canonical layout.
     Fmt {
@@ -69,7 +77,8 @@ pub enum Command {
         #[arg(long)]
         from_state: bool,
     },
-    /// Carry out a plan: the one computed now (after confirmation), or a saved one.
+    /// Carry out a plan: the one computed now (after confirmation), or a saved one; consumers
+    /// are wired as docs/wiring.md says.
     Apply(ApplyArgs),
     /// Stop and remove every service of the environment.
     Destroy {
@@ -117,7 +126,8 @@ pub enum Command {
         yes: bool,
     },
     /// Create an environment, or list them (an environment is an overlay envs/ENV.json, an
-    /// entry under `envs` in enact.json, or a recorded state; the default one always exists).
+    /// entry under `envs` in enact.json, or a recorded state; the default one always exists:
+    /// docs/formats.md §1).
     #[command(subcommand)]
     Env(EnvCommand),
     /// Inspect or repair recorded state.
@@ -166,8 +176,9 @@ pub enum Command {
         #[arg(required = true, value_name = "SVC=N")]
         requests: Vec<String>,
     },
-    /// Convert a CHOReOS XML document to JSON: a ChorSpec becomes a spec (chor.json), a
-    /// Choreography becomes a recorded state (state/<env>.json), to adopt a running deployment.
+    /// Convert a CHOReOS XML document to JSON: a ChorSpec becomes a spec (chor.json), every field
+    /// it states kept; a Choreography becomes a recorded state (state/<env>.json), to adopt a
+    /// running deployment (docs/formats.md §2 and §6).
     ImportXml {
         file: PathBuf,
         /// From a Choreography document, print its ChorSpec instead of its state.
