@@ -146,6 +146,9 @@ pub struct Ec2Account {
     pub known_hosts: Option<String>,
 }
 
+/// The longest `latencyMs` of a simulated account, in milliseconds (an hour).
+pub const MAX_LATENCY_MS: u64 = 3_600_000;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SimulatedAccount {
@@ -497,7 +500,19 @@ impl Settings {
                         );
                     }
                 }
-                Account::Local(_) | Account::Simulated(_) => {}
+                Account::Simulated(simulated) => {
+                    if simulated.latency_ms > MAX_LATENCY_MS {
+                        errors.push(
+                            Diagnostic::new(format!(
+                                "simulated account `{name}`: `latencyMs` is {}, outside 0–{MAX_LATENCY_MS} (an hour)",
+                                simulated.latency_ms
+                            ))
+                            .at(loc(&["accounts", name, "latencyMs"]))
+                            .hint("a rehearsal's operations take milliseconds to seconds, e.g. 200"),
+                        );
+                    }
+                }
+                Account::Local(_) => {}
             }
         }
         let check_selector = |selector: &NodeSelector, at: &[&str], errors: &mut Vec<Diagnostic>| {

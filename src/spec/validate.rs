@@ -286,6 +286,15 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
                     );
                 }
                 if let Some(qos) = s.desired_qos.as_ref().and_then(|q| q.response_time_metric.as_ref())
+                    && qos.max_desired_response_time.is_some_and(|t| t < 0.0)
+                {
+                    errors.push(err(
+                        name,
+                        &["desiredQoS", "responseTimeMetric", "maxDesiredResponseTime"].map(|k| Segment::Key(k.into())),
+                        "`maxDesiredResponseTime` must be 0 or more".into(),
+                    ));
+                }
+                if let Some(qos) = s.desired_qos.as_ref().and_then(|q| q.response_time_metric.as_ref())
                     && qos.acceptable_percentage.is_some_and(|p| !(0.0..=100.0).contains(&p))
                 {
                     errors.push(err(
