@@ -39,7 +39,7 @@ print(s[0]["nativeUri"] if s else "")')
     echo
     echo "The travel agency answers at $agency. Book a trip:"
     echo "  curl $agency/buyTrip"
-    echo "Then: target/release/enact -C $repo -e $env status | logs airline | plan"
+    echo "Then try: target/release/enact -C $repo -e $env status   (or: logs airline, plan, history)"
     echo "Tear it down with: scripts/travel.sh down"
     ;;
   down)

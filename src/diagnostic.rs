@@ -141,9 +141,28 @@ pub struct SourceFile {
     pub text: String,
 }
 
+/// The UTF-8 byte order mark some Windows editors put at the start of a file.
+pub const BOM: char = '\u{feff}';
+
+/// `text` without a leading UTF-8 byte order mark. JSON (RFC 8259) forbids one, but editors
+/// write it; it carries no content, and leaving it out keeps line 1's columns as the editor
+/// shows them.
+pub fn without_bom(text: &str) -> &str {
+    text.strip_prefix(BOM).unwrap_or(text)
+}
+
+/// [`without_bom`] of an owned text, without copying when there is no mark.
+pub fn strip_bom(text: String) -> String {
+    match text.strip_prefix(BOM) {
+        Some(rest) => rest.to_string(),
+        None => text,
+    }
+}
+
 impl SourceFile {
+    /// A file read for parsing; a leading byte order mark is dropped (see [`without_bom`]).
     pub fn new(display: impl AsRef<Path>, text: String) -> Self {
-        SourceFile { display: display.as_ref().to_path_buf(), text }
+        SourceFile { display: display.as_ref().to_path_buf(), text: strip_bom(text) }
     }
 
     /// Where the value at `segments` starts; for a key that is missing, where its object starts.
@@ -205,8 +224,8 @@ impl SourceFile {
 fn friendly(message: &str) -> String {
     message
         .replace("expected i64", "expected a whole number")
-        .replace("expected u64", "expected a whole number ≥ 0")
-        .replace("expected u32", "expected a whole number ≥ 0")
+        .replace("expected u64", "expected a whole number from 0 to 18446744073709551615")
+        .replace("expected u32", "expected a whole number from 0 to 4294967295")
         .replace("expected f64", "expected a number")
         .replace("expected a sequence", "expected a list")
         .replace("invalid type: sequence", "invalid type: list")
@@ -482,12 +501,28 @@ pub fn from_value_located<T: serde::de::DeserializeOwned>(
             };
             return Diagnostic::new(message).at(Some(source.locate(&segments, false)));
         }
-        let message = if unknown {
-            inner
-        } else if segments.len() > base.len() {
-            format!("{}: {inner}", pointer(&segments[base.len()..]))
+        // "unknown field `prot`, expected one of `name`, `port`, …": say which one was meant.
+        let suggestion = if unknown || inner.starts_with("unknown variant") {
+            let names = crate::suggest::names_in_serde_message(&inner);
+            names.split_first().and_then(|(typed, expected)| {
+                crate::suggest::closest(typed, expected.iter().copied()).map(|c| (typed.to_string(), c.to_string()))
+            })
         } else {
-            inner
+            None
+        };
+        let message = match &suggestion {
+            Some((typed, meant)) if unknown => format!("unknown field `{typed}`: did you mean `{meant}`?"),
+            _ if unknown => inner,
+            Some((typed, meant)) => {
+                let value = format!("unknown value `{typed}`: did you mean `{meant}`?");
+                if segments.len() > base.len() {
+                    format!("{}: {value}", pointer(&segments[base.len()..]))
+                } else {
+                    value
+                }
+            }
+            None if segments.len() > base.len() => format!("{}: {inner}", pointer(&segments[base.len()..])),
+            None => inner,
         };
         let mut d = Diagnostic::new(message).at(Some(source.locate(&segments, unknown)));
         if unknown {
@@ -496,7 +531,11 @@ pub fn from_value_located<T: serde::de::DeserializeOwned>(
             } else {
                 "enact schema"
             };
-            d = d.hint(format!("remove the field or fix its spelling (`{schema}` lists every field)"));
+            d = d.hint(if suggestion.is_some() {
+                format!("fix its spelling, or remove the field (`{schema}` lists every field)")
+            } else {
+                format!("remove the field or fix its spelling (`{schema}` lists every field)")
+            });
         }
         d
     })

@@ -22,6 +22,7 @@ pub mod provider;
 pub mod repo;
 pub mod spec;
 pub mod state;
+pub mod suggest;
 pub mod time;
 
 pub use error::{Error, Result};

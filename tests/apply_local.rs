@@ -508,7 +508,7 @@ fn pause_unwires_and_stops_a_service_and_resume_brings_it_back() {
     let airline_pids = pids(&instances(&state, "airline"));
     let airline_uris = set_of(&field(&instances(&state, "airline"), "nativeUri"));
 
-    let output = repo.enact_ok(&["pause", "airline"], 0);
+    let output = repo.enact_ok(&["pause", "airline", "--yes"], 0);
     assert!(stdout(&output).contains("Paused 1: airline"), "{}", describe(&output));
     wait_dead(&airline_pids);
     let status = repo.status();
@@ -532,7 +532,7 @@ fn pause_unwires_and_stops_a_service_and_resume_brings_it_back() {
     assert!(stdout(&output).contains("No changes"), "{}", describe(&output));
     assert!(wired_to(&agency, "airline").is_empty());
 
-    let output = repo.enact_ok(&["resume", "airline"], 0);
+    let output = repo.enact_ok(&["resume", "airline", "--yes"], 0);
     assert!(stdout(&output).contains("Resumed 1: airline"), "{}", describe(&output));
     let status = repo.status();
     assert_all_healthy(&status);
@@ -547,7 +547,7 @@ fn pause_unwires_and_stops_a_service_and_resume_brings_it_back() {
     // A paused consumer stays paused while its provider changes, and comes back wired to the
     // provider's current instances; a change to its own spec waits for the resume.
     let agency_pids = pids(&instances(&repo.state(), "travelagency"));
-    repo.enact_ok(&["pause", "travelagency"], 0);
+    repo.enact_ok(&["pause", "travelagency", "--yes"], 0);
     wait_dead(&agency_pids);
     let mut chor = travel(base, 3, 1);
     set(&mut chor, "travelagency", "/version", json!("1.1"));
@@ -561,7 +561,7 @@ fn pause_unwires_and_stops_a_service_and_resume_brings_it_back() {
     let status = repo.status();
     assert_eq!(status["services"]["travelagency"]["paused"], true, "{status}");
     assert_eq!(status["services"]["travelagency"]["instances"][0]["health"], "paused", "{status}");
-    let output = repo.enact_ok(&["resume", "travelagency"], 0);
+    let output = repo.enact_ok(&["resume", "travelagency", "--yes"], 0);
     assert!(stdout(&output).contains("Resumed 1: travelagency"), "{}", describe(&output));
     assert_all_healthy(&repo.status());
     let state = repo.state();

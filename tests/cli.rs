@@ -147,8 +147,13 @@ impl Repo {
         Repo { dir: tempfile::tempdir().expect("temp dir") }
     }
 
+    /// A repository of `files`, with the packages the fixtures name (plan checks that they
+    /// exist).
     fn with(files: &[(&str, &str)]) -> Repo {
         let repo = Repo::empty();
+        for package in ["services/airline.py", "services/travel.py"] {
+            repo.write(package, "#!/bin/sh\n");
+        }
         for (path, text) in files {
             repo.write(path, text);
         }
@@ -513,12 +518,17 @@ fn export_is_deterministic_and_ignores_service_and_key_order() {
     assert_code(&other, 0);
     assert_eq!(stdout(&first), stdout(&other), "service and key order do not matter");
 
-    for env in ["prod", "test"] {
+    for env in ["dev", "prod"] {
         let a = repo.run(&["export", "-e", env]);
         let b = shuffled.run(&["export", "-e", env]);
         assert_code(&a, 0);
         assert_eq!(a.stdout, b.stdout, "env {env}");
     }
+    // An environment with no overlay, no settings and no state does not exist.
+    let missing = repo.run(&["export", "-e", "test"]);
+    assert_code(&missing, 1);
+    assert!(stderr(&missing).contains("env `test` does not exist"), "{}", stderr(&missing));
+    assert!(stderr(&missing).contains("the known environments are: dev, prod"), "{}", stderr(&missing));
     insta::assert_snapshot!("export_prod", stdout(&repo.run(&["export", "-e", "prod"])));
 }
 
@@ -697,4 +707,61 @@ fn no_color_env_is_honoured_when_piped() {
     assert_code(&output, 0);
     assert!(!has_ansi(&stdout(&output)));
     assert_eq!(stdout(&output), stdout(&repo.run(&["--no-color", "plan"])), "NO_COLOR and --no-color print the same");
+}
+
+// ---------------------------------------------------------------------------------------------
+// environments
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn env_new_creates_an_environment_that_then_plans_and_env_list_shows_it() {
+    let repo = Repo::travel();
+    let refused = repo.run(&["-e", "staging", "plan"]);
+    assert_code(&refused, 1);
+    assert!(stderr(&refused).contains("enact env new staging"), "{}", stderr(&refused));
+    assert!(!repo.file("envs/staging.json").exists());
+
+    let created = repo.run(&["env", "new", "staging"]);
+    assert_code(&created, 0);
+    assert_eq!(repo.read("envs/staging.json"), "{}\n");
+    assert!(stderr(&created).contains("Created env `staging`"), "{}", stderr(&created));
+    assert_code(&repo.run(&["-e", "staging", "plan"]), 0);
+    assert_code(&repo.run(&["env", "new", "staging"]), 1);
+
+    let list = repo.run(&["env", "list"]);
+    assert_code(&list, 0);
+    let out = stdout(&list);
+    for env in ["* dev", "  prod", "  staging"] {
+        assert!(out.contains(env), "{out}");
+    }
+    assert!(out.contains("never applied"), "{out}");
+
+    // A repository of a lone chor.json plans its default environment.
+    let lone = Repo::with(&[("chor.json", ONE_SERVICE)]);
+    assert_code(&lone.run(&["plan"]), 0);
+    assert!(stdout(&lone.run(&["env", "list"])).contains("no overlay: the base spec alone"));
+}
+
+#[test]
+fn a_byte_order_mark_is_read_and_an_error_after_it_keeps_its_line_and_column() {
+    let repo = Repo::travel();
+    repo.write("chor.json", &format!("\u{feff}{CHOR}"));
+    repo.write("envs/dev.json", "\u{feff}{\r\n  \"deployableServiceSpecs\": [\r\n    { \"name\": \"airline\", \"numberOfInstances\": 1 }\r\n  ]\r\n}\r\n");
+    repo.write("enact.json", &format!("\u{feff}{SETTINGS}"));
+    assert_code(&repo.run(&["validate"]), 0);
+    let with_bom = stdout(&repo.run(&["plan"]));
+    let plain = Repo::travel();
+    assert_eq!(with_bom, stdout(&plain.run(&["plan"])), "a BOM changes nothing");
+
+    repo.write(
+        "envs/dev.json",
+        "\u{feff}{\r\n  \"deployableServiceSpecs\": [\r\n    { \"name\": \"airline\", \"prot\": 1 }\r\n  ]\r\n}\r\n",
+    );
+    let output = repo.run(&["plan"]);
+    assert_code(&output, 1);
+    assert!(stderr(&output).contains("envs/dev.json:3:26:"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("did you mean `port`?"), "{}", stderr(&output));
+
+    // fmt drops the mark (enact never writes one).
+    assert_code(&repo.run(&["fmt", "--check"]), 1);
 }

@@ -228,7 +228,7 @@ fn a_service_removed_in_dev_is_reported_and_removed_only_with_prune() {
 fn refused_commands_change_no_file() {
     let repo = Repo::new();
     let out = repo.refused(&["promote", "dev", "staging", "--yes"]);
-    assert!(out.contains("unknown environment `staging`"), "{out}");
+    assert!(out.contains("env `staging` does not exist") && out.contains("enact env new staging"), "{out}");
     let out = repo.refused(&["promote", "dev", "dev", "--yes"]);
     assert!(out.contains("into itself"), "{out}");
     repo.set_version("dev", "api", "9.9");
@@ -241,7 +241,7 @@ fn refused_commands_change_no_file() {
     let out = repo.refused(&["-e", "test", "merge", "missing.json", "--yes"]);
     assert!(out.contains("cannot read missing.json"), "{out}");
     let out = repo.refused(&["diff", "dev", "nowhere"]);
-    assert!(out.contains("unknown environment `nowhere`"), "{out}");
+    assert!(out.contains("env `nowhere` does not exist"), "{out}");
     let out = repo.refused(&["-e", "test", "scale", "api=-1"]);
     assert!(out.contains("not a count"), "{out}");
     let out = repo.refused(&["-e", "test", "scale", "ghost=2"]);

@@ -320,3 +320,244 @@ proptest! {
         prop_assert_eq!(back, expected);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The corpus of real CHOReOS documents beside the project (never copied into it)
+// ---------------------------------------------------------------------------------------------
+
+/// Element names of the Enactment Engine's documents before the 2014 XSD (2013 versions of its
+/// REST API); a file holding one is of an older format, which enact does not import.
+const PRE_2014_ELEMENTS: [&str; 9] = [
+    "chorSpec",
+    "serviceSpecs",
+    "choreographyServiceSpecs",
+    "choreographyServices",
+    "deployedServices",
+    "uuid",
+    "busUris",
+    "artifactType",
+    "codeUri",
+];
+
+/// The first element of an older format that `text` holds.
+fn pre_2014_element(text: &str) -> Option<&'static str> {
+    PRE_2014_ELEMENTS.iter().find(|e| [">", "/>", " "].iter().any(|end| text.contains(&format!("<{e}{end}")))).copied()
+}
+
+/// An XML element as the test reads it: name, text and children.
+#[derive(Debug, Default)]
+struct Xml {
+    name: String,
+    text: String,
+    children: Vec<Xml>,
+}
+
+impl Xml {
+    fn parse(text: &str) -> Xml {
+        use quick_xml::events::Event;
+        let mut reader = quick_xml::NsReader::from_str(text);
+        let mut stack = vec![Xml::default()];
+        loop {
+            match reader.read_event().expect("the corpus is well-formed XML") {
+                Event::Start(e) => {
+                    stack.push(Xml { name: e.local_name().as_ref().to_string(), ..Xml::default() });
+                }
+                Event::Empty(e) => {
+                    let el = Xml { name: e.local_name().as_ref().to_string(), ..Xml::default() };
+                    stack.last_mut().expect("open element").children.push(el);
+                }
+                Event::End(_) => {
+                    let done = stack.pop().expect("open element");
+                    stack.last_mut().expect("parent").children.push(done);
+                }
+                Event::Text(t) => {
+                    stack.last_mut().expect("open element").text.push_str(&t.xml10_content());
+                }
+                Event::GeneralRef(r) => {
+                    let resolved = match r.resolve_char_ref() {
+                        Ok(Some(c)) => c.to_string(),
+                        _ => quick_xml::escape::resolve_xml_entity(&r).unwrap_or_default().to_string(),
+                    };
+                    stack.last_mut().expect("open element").text.push_str(&resolved);
+                }
+                Event::CData(c) => stack.last_mut().expect("open element").text.push_str(&c.xml10_content()),
+                Event::Eof => break,
+                _ => {}
+            }
+        }
+        stack.pop().expect("document").children.pop().expect("a root element")
+    }
+
+    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Xml> + 'a {
+        self.children.iter().filter(move |c| c.name == name)
+    }
+
+    /// A `<serviceType>` / `<packageType>`: the text of its `<type>`, or its own.
+    fn wrapped(&self) -> String {
+        self.all("type").next().map_or_else(|| self.text.trim().to_string(), |t| t.text.clone())
+    }
+}
+
+/// Every element of a service of the XML equals the JSON field of the same name, and the JSON
+/// has no field the XML does not state: import is 1:1.
+fn assert_one_to_one(file: &str, element: &Xml, json: &serde_json::Value) {
+    let name = element.all("name").next().map(|n| n.text.clone()).unwrap_or_default();
+    let at = format!("{file}: service `{name}`");
+    let mut stated: Vec<String> = Vec::new();
+    for child in &element.children {
+        let field = child.name.as_str();
+        if !stated.contains(&child.name) {
+            stated.push(child.name.clone());
+        }
+        let value = &json[field];
+        let texts = |n: &str| element.all(n).map(|e| serde_json::Value::from(e.text.clone())).collect::<Vec<_>>();
+        match field {
+            "roles" | "nativeURIs" => assert_eq!(value, &serde_json::Value::from(texts(field)), "{at}: {field}"),
+            "dependencies" => {
+                let expected: Vec<serde_json::Value> = element
+                    .all("dependencies")
+                    .map(|d| {
+                        serde_json::json!({
+                            "serviceSpecName": d.all("serviceSpecName").next().map(|x| x.text.clone()),
+                            "serviceSpecRole": d.all("serviceSpecRole").next().map(|x| x.text.clone()),
+                        })
+                    })
+                    .collect();
+                assert_eq!(value, &serde_json::Value::from(expected), "{at}: dependencies");
+            }
+            "serviceType" | "packageType" => {
+                assert_eq!(value, &serde_json::Value::from(child.wrapped()), "{at}: {field}");
+            }
+            "port" | "numberOfInstances" => {
+                assert_eq!(value.as_i64(), child.text.trim().parse::<i64>().ok(), "{at}: {field}");
+            }
+            "resourceImpact" => {
+                assert!(value.is_object(), "{at}: `<resourceImpact>` is kept even when empty: {json}");
+                for part in &child.children {
+                    assert_eq!(
+                        value[&part.name],
+                        serde_json::Value::from(part.text.trim()),
+                        "{at}: resourceImpact/{}",
+                        part.name
+                    );
+                }
+                assert_eq!(value.as_object().map(|o| o.len()), Some(child.children.len()), "{at}: resourceImpact");
+            }
+            "desiredQoS" => assert!(value.is_object(), "{at}: desiredQoS"),
+            _ => assert_eq!(value, &serde_json::Value::from(child.text.clone()), "{at}: {field}"),
+        }
+    }
+    let mut fields: Vec<String> = json.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    fields.sort();
+    stated.sort();
+    assert_eq!(fields, stated, "{at}: the JSON has exactly the fields the XML states");
+}
+
+/// Each `error:` of `enact import-xml` names the XML file, line and column, and says what to do.
+fn assert_located(file: &Path, stderr: &str) -> usize {
+    let prefix = format!("error: {}:", file.display());
+    let mut count = 0;
+    let lines: Vec<&str> = stderr.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if !line.starts_with("error: ") {
+            continue;
+        }
+        count += 1;
+        let rest = line.strip_prefix(&prefix).unwrap_or_else(|| panic!("not located in the XML: {line}"));
+        let mut parts = rest.splitn(3, ':');
+        let (l, c) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        assert!(l.parse::<usize>().is_ok() && c.parse::<usize>().is_ok(), "no line:column: {line}");
+        assert!(lines.get(i + 1).is_some_and(|h| h.starts_with("  help: ")), "no hint after: {line}");
+    }
+    count
+}
+
+#[test]
+#[allow(clippy::print_stderr, reason = "says which corpus files were not of the 2014 format, or that it did not run")]
+fn every_2014_document_of_the_choreos_corpus_imports_one_to_one_or_fails_located() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/choreos-xml");
+    if !dir.is_dir() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "the CHOReOS corpus is missing at {}: CI lays it beside the project",
+            dir.display()
+        );
+        eprintln!("did not run: no CHOReOS corpus at {} (it lies beside the project in CI)", dir.display());
+        return;
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("read the corpus")
+        .map(|e| e.expect("corpus entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "xml"))
+        .collect();
+    files.sort();
+    let (mut imported, mut refused, mut suggestions, mut templates) = (0, 0, Vec::new(), 0);
+    for path in &files {
+        let file = path.file_name().expect("name").to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(path).expect("read");
+        if let Some(old) = pre_2014_element(&text) {
+            eprintln!("{file}: not of the 2014 format (it has `<{old}>`); not imported");
+            continue;
+        }
+        let root = Xml::parse(&text);
+        let (spec_root, spec_flag) = match root.name.as_str() {
+            "choreography" => (root.all("choreographySpec").next().expect("a choreographySpec"), true),
+            _ => (&root, false),
+        };
+        // The library import keeps every element, even of a document validation refuses.
+        let chor = if spec_flag {
+            enact::spec::xml::import_choreography_spec(&text, path)
+        } else {
+            import_chorspec(&text, path)
+        }
+        .unwrap_or_else(|e| panic!("{file}: a 2014 document imports: {e:#?}"));
+        let json: serde_json::Value =
+            serde_json::from_str(&enact::spec::format::as_written(&chor)).expect("the spec is JSON");
+        for list in ["deployableServiceSpecs", "legacyServiceSpecs"] {
+            let services = json[list].as_array().cloned().unwrap_or_default();
+            assert_eq!(services.len(), spec_root.all(list).count(), "{file}: {list}");
+            for element in spec_root.all(list) {
+                let name = element.all("name").next().map(|n| n.text.clone());
+                let service = services.iter().find(|s| s["name"].as_str() == name.as_deref()).expect("imported");
+                assert_one_to_one(&file, element, service);
+            }
+        }
+        if spec_flag {
+            import_choreography(&text, path, "dev").unwrap_or_else(|e| panic!("{file}: imports as a state: {e:#?}"));
+        }
+        // The command: the spec printed as imported, or every problem located in the XML.
+        let mut args = vec!["import-xml".to_string()];
+        if spec_flag {
+            args.push("--spec".into());
+        }
+        args.push(path.display().to_string());
+        let output = assert_cmd::Command::cargo_bin("enact").expect("enact").args(&args).output().expect("runs");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        match output.status.code() {
+            Some(0) => {
+                assert_eq!(stdout, enact::spec::format::as_written(&chor), "{file}");
+                assert!(validate(&chor, &Settings::default(), &|_, _, _| None).is_empty(), "{file}");
+                imported += 1;
+            }
+            Some(1) => {
+                assert!(stdout.is_empty(), "{file}: a refused import prints no spec");
+                assert!(assert_located(path, &stderr) > 0, "{file}: {stderr}");
+                templates += usize::from(stderr.contains("a template leaves it empty"));
+                suggestions.extend(stderr.lines().filter(|l| l.contains("did you mean")).map(str::to_string));
+                refused += 1;
+            }
+            other => panic!("{file}: exit {other:?}\n{stderr}"),
+        }
+    }
+    eprintln!("{imported} imported and valid, {refused} refused with located errors");
+    assert!(imported >= 2, "the 2014 guide's listings import");
+    assert!(templates >= 1, "the corpus's templates are refused for their empty URIs");
+    if files.iter().any(|f| f.to_string_lossy().contains("f6a9dca")) {
+        assert!(
+            suggestions.iter().any(|l| l.contains("did you mean `CD-marketingmanager-marketingapplication`?")),
+            "the dependency typo gets its suggestion: {suggestions:#?}"
+        );
+    }
+}

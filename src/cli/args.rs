@@ -6,7 +6,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// Plan and apply service choreographies.
 #[derive(Debug, Parser)]
-#[command(name = "enact", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "enact",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = "Every file format (spec, overlay, settings, plan, state, journal, lock): docs/formats.md.\nThe wiring protocol: docs/wiring.md."
+)]
 pub struct Cli {
     /// Run as if started in DIR (the config repository, or a directory inside it).
     #[arg(short = 'C', global = true, value_name = "DIR")]
@@ -34,7 +41,8 @@ pub struct Cli {
 pub enum Command {
     /// Create a config repository here: enact.json, chor.json, envs/, state/, .gitignore.
     Init,
-    /// Check enact.json, chor.json and the overlays (every environment, or -e ENV).
+    /// Check enact.json, chor.json and the overlays (every environment, or -e ENV), and what the
+    /// settings decide about running each service (docs/formats.md §2).
     Validate,
     /// Rewrite chor.json, envs/*.json and enact.json in canonical layout.
     Fmt {
@@ -69,15 +77,17 @@ pub enum Command {
         #[arg(long)]
         from_state: bool,
     },
-    /// Carry out a plan: the one computed now (after confirmation), or a saved one.
+    /// Carry out a plan: the one computed now (after confirmation), or a saved one; consumers
+    /// are wired as docs/wiring.md says.
     Apply(ApplyArgs),
     /// Stop and remove every service of the environment.
     Destroy {
         /// Do not ask for confirmation.
         #[arg(long)]
         auto_approve: bool,
-        #[arg(long, default_value_t = 10, value_name = "N")]
-        parallelism: usize,
+        /// How many steps run at once (1–1000).
+        #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_PARALLELISM))]
+        parallelism: u64,
     },
     /// Live health of every instance.
     Status {
@@ -87,22 +97,39 @@ pub enum Command {
     /// The output of a service's instances.
     Logs {
         service: String,
-        /// How many lines per instance.
-        #[arg(short = 'n', long, default_value_t = 50)]
-        lines: usize,
+        /// How many lines per instance (0–1000000).
+        #[arg(short = 'n', long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=MAX_LOG_LINES))]
+        lines: u64,
     },
     /// The recorded states of the environment (serials, times).
     History,
     /// Plan and apply toward the spec recorded at SERIAL.
     Rollback {
+        /// A serial `enact history` lists (1 or more).
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
         serial: u64,
         #[arg(long)]
         auto_approve: bool,
     },
-    /// Stop a service's instances (or every service's) without forgetting them.
-    Pause { service: Option<String> },
-    /// Start paused instances again and wire them.
-    Resume { service: Option<String> },
+    /// Stop a service's instances (or every service's) without forgetting them (asks first).
+    Pause {
+        service: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Start paused instances again and wire them (asks first).
+    Resume {
+        service: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Create an environment, or list them (an environment is an overlay envs/ENV.json, an
+    /// entry under `envs` in enact.json, or a recorded state; the default one always exists:
+    /// docs/formats.md §1).
+    #[command(subcommand)]
+    Env(EnvCommand),
     /// Inspect or repair recorded state.
     #[command(subcommand)]
     State(StateCommand),
@@ -149,8 +176,9 @@ pub enum Command {
         #[arg(required = true, value_name = "SVC=N")]
         requests: Vec<String>,
     },
-    /// Convert a CHOReOS XML document to JSON: a ChorSpec becomes a spec (chor.json), a
-    /// Choreography becomes a recorded state (state/<env>.json), to adopt a running deployment.
+    /// Convert a CHOReOS XML document to JSON: a ChorSpec becomes a spec (chor.json), every field
+    /// it states kept; a Choreography becomes a recorded state (state/<env>.json), to adopt a
+    /// running deployment (docs/formats.md §2 and §6).
     ImportXml {
         file: PathBuf,
         /// From a Choreography document, print its ChorSpec instead of its state.
@@ -163,6 +191,14 @@ pub enum Command {
         shell: clap_complete::Shell,
     },
 }
+
+/// The most steps `--parallelism` runs at once: each may hold a thread and connections.
+pub const MAX_PARALLELISM: u64 = 1000;
+/// The longest `--health-timeout`, in seconds (a day): longer waits overflow no clock, but no
+/// start takes that long.
+pub const MAX_HEALTH_TIMEOUT_SECS: u64 = 86_400;
+/// The most lines `logs -n` prints per instance.
+pub const MAX_LOG_LINES: u64 = 1_000_000;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct PlanArgs {
@@ -190,14 +226,14 @@ pub struct ApplyArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub auto_approve: bool,
-    /// How many steps run at once.
-    #[arg(long, default_value_t = 10, value_name = "N")]
-    pub parallelism: usize,
+    /// How many steps run at once (1–1000).
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_PARALLELISM))]
+    pub parallelism: u64,
     /// Limit the apply to this service and what it depends on (repeatable).
     #[arg(long, value_name = "SVC")]
     pub target: Vec<String>,
-    /// Seconds an instance has to start answering on its port.
-    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    /// Seconds an instance has to start answering on its port (1–86400, a day).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=MAX_HEALTH_TIMEOUT_SECS))]
     pub health_timeout: u64,
     /// Look at every recorded instance first (`--refresh=false`: take the state at its word).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -213,6 +249,17 @@ pub enum HostsCommand {
         #[arg(long)]
         account: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Create environment NAME: write an empty overlay envs/NAME.json (the base spec alone).
+    New {
+        /// Letters, digits, `.`, `_` and `-`, like `staging`.
+        name: String,
+    },
+    /// Every environment, with its overlay, settings and recorded state.
+    List,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,7 +6,7 @@ use std::path::Path;
 use super::args::{GraphFormat, PlanArgs, SchemaFile};
 use super::{Context, Outcome};
 use crate::apply::session::Leftover;
-use crate::diagnostic::{Diagnostic, SourceFile, strip_position};
+use crate::diagnostic::{Diagnostic, SourceFile, strip_bom, strip_position};
 use crate::error::{Error, Result};
 use crate::graph::ServiceGraph;
 use crate::plan::{self, Plan, PlanInput};
@@ -81,12 +81,8 @@ pub fn init(ctx: &Context) -> Result<Outcome> {
 pub fn validate(ctx: &Context) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let envs: Vec<String> = match &ctx.env_arg {
-        Some(env) => vec![env.clone()],
-        None => {
-            let mut envs = repo.known_envs();
-            envs.insert(repo.default_env());
-            envs.into_iter().collect()
-        }
+        Some(_) => vec![ctx.env(&repo)?],
+        None => repo.environments().into_iter().collect(),
     };
     let mut lines = Vec::new();
     // Each problem once, with the environments it shows in.
@@ -94,7 +90,7 @@ pub fn validate(ctx: &Context) -> Result<Outcome> {
     // The service names of every environment, for the names under `services` of enact.json.
     let mut names: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     for env in &envs {
-        match repo.load(env) {
+        match repo.load_deployable(env) {
             Ok(effective) => {
                 let chor = &effective.choreography;
                 if !repo.settings.services.is_empty() {
@@ -173,15 +169,18 @@ pub fn fmt(ctx: &Context, check: bool) -> Result<Outcome> {
     let mut errors = Vec::new();
     for (path, kind) in &files {
         let full = repo.root.join(path);
+        // Read as written: a byte order mark is not canonical, so `fmt` drops it.
         let text = std::fs::read_to_string(&full).map_err(Error::io("read", &full))?;
         match parse_spec_file(&SourceFile::new(path, text.clone()), *kind) {
             Ok(value) => rewritten.push((path.clone(), text, format::to_text(&format::canonical(&value)))),
             Err(e) => errors.extend(e),
         }
     }
-    if let Some(text) = read_optional(&repo.root.join(SETTINGS_FILE))? {
+    let settings_path = repo.root.join(SETTINGS_FILE);
+    if settings_path.exists() {
+        let text = std::fs::read_to_string(&settings_path).map_err(Error::io("read", &settings_path))?;
         let source = SourceFile::new(SETTINGS_FILE, text.clone());
-        match serde_json::from_str::<serde_json::Value>(&text) {
+        match serde_json::from_str::<serde_json::Value>(&source.text) {
             Ok(value) => rewritten.push((SETTINGS_FILE.to_string(), text, format::to_text(&value))),
             Err(e) => errors.push(source.syntax_error(&e)),
         }
@@ -223,17 +222,12 @@ pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
     // Reading the state and loading the spec are independent: one on each core.
     let (effective, state) = std::thread::scope(|scope| {
         let state = scope.spawn(|| store.read_or_empty(&env));
-        let effective = repo.load(&env);
+        let effective = repo.load_deployable(&env);
         let state = state.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (effective, state)
     });
     let (effective, state) = (effective?, state?);
     let state = super::operate::leftovers(ctx, &repo, &env, state)?;
-    if state.lineage.is_empty() && !repo.known_envs().contains(&env) && env != repo.default_env() {
-        ctx.printer.warn(&format!(
-            "env `{env}` has no overlay ({ENVS_DIR}/{env}.json), no settings and no state: planning the base spec alone"
-        ));
-    }
     let observed = super::operate::refresh(ctx, &repo, &state, args.refresh);
     let planned = plan::plan(PlanInput {
         env: &env,
@@ -244,6 +238,9 @@ pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
         observed: observed.as_ref(),
     })?;
     let plan = planned.plan;
+    if plan.has_changes() {
+        super::operate::last_serial(&env, &state)?;
+    }
     if let Some(out) = &args.out {
         let path = ctx.resolve(out);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
@@ -277,7 +274,7 @@ pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
 /// Reads a saved plan, with errors located in it.
 pub fn read_plan(ctx: &Context, file: &Path) -> Result<Plan> {
     let path = ctx.resolve(file);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    let text = std::fs::read_to_string(&path).map(strip_bom).map_err(|e| {
         Diagnostic::new(format!("cannot read plan file {}: {e}", file.display()))
             .hint("save a plan with `enact plan --out FILE` first")
     })?;
@@ -344,6 +341,9 @@ pub fn show(ctx: &Context, json: bool, planfile: Option<&Path>) -> Result<Outcom
 fn render_state(state: &State, ctx: &Context) -> String {
     let paint = ctx.printer.paint;
     let mut out = format!("env `{}` · serial {} · lineage {}\n", state.env, state.serial, state.lineage);
+    if state.services.is_empty() && state.nodes.is_empty() {
+        let _ = writeln!(out, "\nThe environment is empty: no services and no nodes (`enact apply` deploys its spec).");
+    }
     for (name, service) in &state.services {
         match &service.spec {
             AppliedSpec::Legacy(s) => {
@@ -403,11 +403,18 @@ pub fn export(ctx: &Context, from_state: bool) -> Result<Outcome> {
 pub fn import_xml(ctx: &Context, file: &Path, spec_only: bool) -> Result<Outcome> {
     let path = ctx.resolve(file);
     let text = std::fs::read_to_string(&path)
+        .map(strip_bom)
         .map_err(|e| Diagnostic::new(format!("cannot read {}: {e}", file.display())).hint("give a CHOReOS XML file"))?;
+    // A spec is printed with every field the XML states, and only once it passes the spec's
+    // checks, located in the XML.
+    let checked = |chor: crate::spec::Choreography| -> Result<String> {
+        let errors = crate::spec::xml::check_imported(&text, file, &chor);
+        if errors.is_empty() { Ok(format::as_written(&chor)) } else { Err(errors.into()) }
+    };
     match crate::spec::xml::root_name(&text).as_deref() {
         Some("choreography") if spec_only => {
             let chor = crate::spec::xml::import_choreography_spec(&text, file)?;
-            ctx.printer.out(&chor.to_canonical_json());
+            ctx.printer.out(&checked(chor)?);
         }
         Some("choreography") => {
             let env = match &ctx.env_arg {
@@ -425,7 +432,7 @@ pub fn import_xml(ctx: &Context, file: &Path, spec_only: bool) -> Result<Outcome
         }
         _ => {
             let chor = crate::spec::xml::import_chorspec(&text, file)?;
-            ctx.printer.out(&chor.to_canonical_json());
+            ctx.printer.out(&checked(chor)?);
         }
     }
     Ok(Outcome::Success)

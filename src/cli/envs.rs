@@ -26,14 +26,21 @@ use crate::state::store::write_atomic;
 struct OverlayEdit {
     env: String,
     display: String,
+    /// The file as it is (empty when there is none).
     original: String,
+    /// Whether the file exists.
+    exists: bool,
+    /// What the file holds, parsed (an empty object when there is none).
+    original_value: Map<String, Value>,
     value: Map<String, Value>,
 }
 
 impl OverlayEdit {
     fn open(repo: &ConfigRepo, env: &str) -> Result<OverlayEdit> {
         let display = format!("{ENVS_DIR}/{env}.json");
-        let original = read_optional(&repo.overlay_path(env))?.unwrap_or_default();
+        let read = read_optional(&repo.overlay_path(env))?;
+        let exists = read.is_some();
+        let original = read.unwrap_or_default();
         let value = if original.trim().is_empty() {
             Map::new()
         } else {
@@ -42,23 +49,30 @@ impl OverlayEdit {
                 _ => Map::new(),
             }
         };
-        Ok(OverlayEdit { env: env.to_string(), display, original, value })
+        Ok(OverlayEdit { env: env.to_string(), display, original, exists, original_value: value.clone(), value })
     }
 
     fn text(&self) -> String {
         format::to_text(&format::canonical(&Value::Object(self.value.clone())))
     }
 
+    /// Whether the edit changes what the overlay says (not merely its layout): an edit that
+    /// changes nothing writes nothing.
     fn changed(&self) -> bool {
-        self.text() != self.original
+        format::canonical(&Value::Object(self.value.clone()))
+            != format::canonical(&Value::Object(self.original_value.clone()))
     }
 
-    /// The unified diff of the overlay file.
+    /// The unified diff of the overlay file: the file as it is, then as it would be written.
     fn diff(&self, ctx: &Context) -> String {
         let paint = ctx.printer.paint;
         let new = self.text();
         let diff = TextDiff::from_lines(&self.original, &new);
-        let mut out = format!("--- {}\n+++ {} (new)\n", self.display, self.display);
+        let mut out = if self.exists {
+            format!("--- {}\n+++ {} (as it would be written)\n", self.display, self.display)
+        } else {
+            format!("--- /dev/null\n+++ {} (a new file)\n", self.display)
+        };
         for group in diff.grouped_ops(3) {
             let first = group.first().map_or(0, |op| op.old_range().start + 1);
             let _ = writeln!(out, "{}", paint.dim(&format!("@@ line {first} @@")));
@@ -106,26 +120,71 @@ impl OverlayEdit {
     }
 }
 
-/// An environment must exist: an overlay, an entry in enact.json, or a recorded state.
+/// An environment must exist: an overlay, an entry in enact.json, a recorded state, or the
+/// default.
 fn known_env(repo: &ConfigRepo, env: &str) -> Result<()> {
-    ConfigRepo::check_env_name(env)?;
-    let known = repo.known_envs();
-    if known.contains(env) || env == repo.default_env() {
-        return Ok(());
+    repo.require_env(env)
+}
+
+/// `env new NAME`: writes an empty overlay, the explicit act that creates an environment.
+pub fn new_env(ctx: &Context, name: &str) -> Result<Outcome> {
+    let repo = ctx.repo()?;
+    ConfigRepo::check_env_name(name)?;
+    let path = repo.overlay_path(name);
+    let display = format!("{ENVS_DIR}/{name}.json");
+    if path.exists() {
+        return Err(Diagnostic::new(format!("env `{name}` already exists: {display} is there"))
+            .hint(format!("plan it with `enact -e {name} plan`; `enact env list` lists the environments"))
+            .into());
     }
-    let list: Vec<&str> = known.iter().map(String::as_str).collect();
-    Err(Diagnostic::new(format!("unknown environment `{env}`"))
-        .hint(format!(
-            "known environments: {}; create envs/{env}.json to add one",
-            if list.is_empty() { "none".to_string() } else { list.join(", ") }
-        ))
-        .into())
+    let dir = repo.root.join(ENVS_DIR);
+    std::fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
+    write_atomic(&path, b"{}\n")?;
+    let mut note = format!(
+        "Created env `{name}`: {display}, an empty overlay (the env is the base spec alone until you add to it).\n\
+         `enact -e {name} plan` shows what applying it would do."
+    );
+    let others: Vec<String> = repo.environments().into_iter().filter(|e| e != name).collect();
+    if let Some(close) = crate::suggest::closest(name, others.iter().map(String::as_str)) {
+        let _ = write!(note, "\nNote: env `{close}` exists too; remove {display} if you meant that one.");
+    }
+    ctx.printer.info(&note);
+    Ok(Outcome::Success)
+}
+
+/// `env list`: each environment and what makes it one.
+pub fn list_envs(ctx: &Context) -> Result<Outcome> {
+    let repo = ctx.repo()?;
+    let store = repo.store();
+    let default = repo.default_env();
+    let mut out = String::new();
+    for env in repo.environments() {
+        let mut sources = Vec::new();
+        if repo.overlay_path(&env).exists() {
+            sources.push(format!("{ENVS_DIR}/{env}.json"));
+        }
+        if repo.settings.envs.contains_key(&env) {
+            sources.push(format!("`envs.{env}` in {}", crate::repo::SETTINGS_FILE));
+        }
+        if sources.is_empty() {
+            sources.push("no overlay: the base spec alone".to_string());
+        }
+        let state = match store.read(&env) {
+            Ok(Some(state)) => format!("serial {}, {} service(s)", state.serial, state.services.len()),
+            Ok(None) => "never applied".to_string(),
+            Err(_) => "state unreadable (`enact -e ENV show` says why)".replace("ENV", &env),
+        };
+        let marker = if env == default { "*" } else { " " };
+        let _ = writeln!(out, "{marker} {env:<12} {:<40} {state}", sources.join(", "));
+    }
+    let _ = writeln!(out, "\n* the default (`-e` when none is given)");
+    ctx.printer.out(&out);
+    Ok(Outcome::Success)
 }
 
 /// Names of the services of chor.json, as written (for `$delete`).
 fn base_names(repo: &ConfigRepo) -> Result<BTreeSet<String>> {
-    let path = repo.root.join(SPEC_FILE);
-    let text = std::fs::read_to_string(&path).map_err(Error::io("read", &path))?;
+    let text = crate::repo::read_text(&repo.root.join(SPEC_FILE))?;
     let value = parse_spec_file(&SourceFile::new(SPEC_FILE, text), FileKind::Base)?;
     Ok(LISTS
         .iter()
@@ -390,10 +449,15 @@ pub fn scale(ctx: &Context, requests: &[String]) -> Result<Outcome> {
                 ))
                 .service(name),
             ),
-            None => errors.push(
-                Diagnostic::new(format!("env `{env}` has no service `{name}`"))
-                    .hint("`enact graph` lists the services"),
-            ),
+            None => {
+                errors.push(
+                    Diagnostic::new(format!("env `{env}` has no service `{name}`")).hint(crate::suggest::hint(
+                        name,
+                        current.names(),
+                        "`enact graph` lists the services",
+                    )),
+                );
+            }
         }
     }
     if !errors.is_empty() {

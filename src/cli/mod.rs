@@ -89,10 +89,11 @@ impl Context {
         ConfigRepo::open(&root)
     }
 
-    /// The environment: `-e`, else the repository's default.
+    /// The environment: `-e`, else the repository's default; it must exist
+    /// ([`ConfigRepo::require_env`]).
     pub fn env(&self, repo: &ConfigRepo) -> Result<String> {
         let env = self.env_arg.clone().unwrap_or_else(|| repo.default_env());
-        ConfigRepo::check_env_name(&env)?;
+        repo.require_env(&env)?;
         Ok(env)
     }
 
@@ -167,12 +168,14 @@ pub fn run(cli: Cli, printer: Printer) -> Result<Outcome> {
         Command::Apply(args) => operate::apply(&ctx, &args),
         Command::Destroy { auto_approve, parallelism } => operate::destroy(&ctx, auto_approve, parallelism),
         Command::Status { json } => operate::status(&ctx, json),
-        Command::Logs { service, lines } => operate::logs(&ctx, &service, lines),
+        Command::Logs { service, lines } => operate::logs(&ctx, &service, usize::try_from(lines).unwrap_or(usize::MAX)),
         Command::History => operate::history(&ctx),
         Command::Rollback { serial, auto_approve } => operate::rollback(&ctx, serial, auto_approve),
-        Command::Pause { service } => operate::pause(&ctx, service.as_deref(), true),
-        Command::Resume { service } => operate::pause(&ctx, service.as_deref(), false),
+        Command::Pause { service, yes } => operate::pause(&ctx, service.as_deref(), true, yes),
+        Command::Resume { service, yes } => operate::pause(&ctx, service.as_deref(), false, yes),
         Command::State(command) => operate::state(&ctx, &command),
+        Command::Env(args::EnvCommand::New { name }) => envs::new_env(&ctx, &name),
+        Command::Env(args::EnvCommand::List) => envs::list_envs(&ctx),
         Command::Hosts(args::HostsCommand::Trust { account }) => operate::trust_hosts(&ctx, account.as_deref()),
         Command::Merge { file, prune, yes } => envs::merge(&ctx, &file, prune, yes),
         Command::Promote { from, to, only, yes, force, prune } => {

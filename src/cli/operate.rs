@@ -52,13 +52,17 @@ fn progress(ctx: &Context) -> Progress {
     Progress::new(std::io::stderr().is_terminal(), ctx.printer.paint, ctx.printer.verbose, ctx.printer.quiet)
 }
 
-fn options(parallelism: usize, health_timeout: u64, accept_new_host_keys: bool) -> Result<Options> {
+/// Executor options from the flags, whose ranges clap has checked (they are clamped again here,
+/// so no value can overflow a clock or spawn without bound).
+fn options(parallelism: u64, health_timeout: u64, accept_new_host_keys: bool) -> Result<Options> {
     if parallelism == 0 {
         return Err(Diagnostic::new("`--parallelism` must be at least 1").into());
     }
+    let parallelism = usize::try_from(parallelism.min(super::args::MAX_PARALLELISM)).unwrap_or(1);
+    let health_timeout = health_timeout.clamp(1, super::args::MAX_HEALTH_TIMEOUT_SECS);
     Ok(Options {
         parallelism,
-        health_timeout: Duration::from_secs(health_timeout.max(1)),
+        health_timeout: Duration::from_secs(health_timeout),
         accept_new_host_keys,
         cancel: Some(&interrupt::INTERRUPTED),
         ..Options::default()
@@ -133,7 +137,24 @@ fn open_session<'a>(ctx: &Context, repo: &'a ConfigRepo, env: &str, command: &st
     for note in &session.notes {
         ctx.printer.warn(note);
     }
+    last_serial(env, &session.state)?;
     Ok(session)
+}
+
+/// A state at serial 2^64 − 1 cannot be followed by another: refused before anything runs.
+///
+/// # Errors
+/// When `state`'s serial is `u64::MAX`.
+pub(super) fn last_serial(env: &str, state: &State) -> Result<()> {
+    if state.serial < u64::MAX {
+        return Ok(());
+    }
+    Err(Diagnostic::new(format!(
+        "env `{env}` is at serial {}, the largest a state records: the next write would wrap it to 0, so nothing can change it",
+        state.serial
+    ))
+    .hint("start a new history: move the state file away (its services keep running) and import or apply it again")
+    .into())
 }
 
 /// The summary after an apply, and how to reach what runs.
@@ -259,7 +280,7 @@ pub fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Outcome> {
             (spec, planned, true)
         }
         None => {
-            let effective = repo.load(&env)?;
+            let effective = repo.load_deployable(&env)?;
             let observed = refresh(ctx, &repo, &session.state, args.refresh);
             let planned = plan::plan(PlanInput {
                 env: &env,
@@ -285,7 +306,7 @@ pub fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Outcome> {
     Ok(summarize(ctx, &report, "Apply"))
 }
 
-pub fn destroy(ctx: &Context, auto_approve: bool, parallelism: usize) -> Result<Outcome> {
+pub fn destroy(ctx: &Context, auto_approve: bool, parallelism: u64) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
     let options = options(parallelism, 30, ctx.accept_new_host_keys)?;
@@ -305,19 +326,31 @@ pub fn destroy(ctx: &Context, auto_approve: bool, parallelism: usize) -> Result<
         targets: &[],
         observed: None,
     })?;
-    ctx.printer.out(&plan::render::render(&planned.plan, ctx.printer.paint));
     if !planned.plan.has_changes() {
+        ctx.printer.out(&format!("Nothing to destroy: env `{env}` has no services and no nodes.\n"));
         return Ok(Outcome::Success);
     }
-    confirm(
-        &format!("\nDestroy every service of env `{env}`? This stops {} service(s).", planned.plan.summary.destroy),
-        auto_approve,
-        "--auto-approve",
-    )?;
+    ctx.printer.out(&plan::render::render(&planned.plan, ctx.printer.paint));
+    // Legacy services run elsewhere: destroy forgets them but stops nothing of theirs.
+    let (legacy, stopped): (Vec<&plan::Change>, Vec<&plan::Change>) =
+        planned.plan.changes.iter().filter(|c| c.action == Action::Destroy).partition(|c| c.legacy);
+    let mut question = format!("\nDestroy every service of env `{env}`? This stops {} service(s)", stopped.len());
+    if !legacy.is_empty() {
+        let _ = write!(question, " and forgets {} legacy service(s), which keep running elsewhere", legacy.len());
+    }
+    question.push('.');
+    confirm(&question, auto_approve, "--auto-approve")?;
     let progress = progress(ctx);
     let report = session.apply(&spec, &planned, &progress, options)?;
     progress.finish();
-    Ok(summarize(ctx, &report, "Destroy"))
+    let outcome = summarize(ctx, &report, "Destroy");
+    if report.state.services.is_empty() && report.state.nodes.is_empty() {
+        ctx.printer.out(&format!(
+            "env `{env}` is empty: its state (serial {}) records no services and no nodes.\n",
+            report.state.serial
+        ));
+    }
+    Ok(outcome)
 }
 
 pub fn rollback(ctx: &Context, serial: u64, auto_approve: bool) -> Result<Outcome> {
@@ -349,7 +382,7 @@ pub fn rollback(ctx: &Context, serial: u64, auto_approve: bool) -> Result<Outcom
 }
 
 /// Pause or resume one service or every one.
-pub fn pause(ctx: &Context, service: Option<&str>, pause: bool) -> Result<Outcome> {
+pub fn pause(ctx: &Context, service: Option<&str>, pause: bool, yes: bool) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
     let verb = if pause { "pause" } else { "resume" };
@@ -366,7 +399,11 @@ pub fn pause(ctx: &Context, service: Option<&str>, pause: bool) -> Result<Outcom
         Some(name) => {
             let Some(s) = session.state.services.get(name) else {
                 return Err(Diagnostic::new(format!("env `{env}` has no service `{name}`"))
-                    .hint("`enact status` lists the services")
+                    .hint(crate::suggest::hint(
+                        name,
+                        session.state.services.keys().map(String::as_str),
+                        "`enact status` lists the services",
+                    ))
                     .into());
             };
             if matches!(s.spec, AppliedSpec::Legacy(_)) {
@@ -387,6 +424,21 @@ pub fn pause(ctx: &Context, service: Option<&str>, pause: bool) -> Result<Outcom
         ctx.printer.info(&format!("Nothing to {verb} in env `{env}`."));
         return Ok(Outcome::Success);
     }
+    let listed = services.join(", ");
+    confirm(
+        &format!(
+            "{} {} service(s) of env `{env}`: {listed}? {}",
+            if pause { "Pause" } else { "Resume" },
+            services.len(),
+            if pause {
+                "Their instances are unwired from consumers and stopped."
+            } else {
+                "Their instances start again and are wired to consumers."
+            }
+        ),
+        yes,
+        "--yes",
+    )?;
     let spec = session.state.choreography();
     let planned = Planned::empty(&env, &session.state);
     let events = progress(ctx);
@@ -576,7 +628,11 @@ pub fn logs(ctx: &Context, service: &str, lines: usize) -> Result<Outcome> {
     let providers = providers_of(ctx, &repo, &state);
     let Some(recorded) = state.services.get(service) else {
         return Err(Diagnostic::new(format!("env `{env}` has no service `{service}`"))
-            .hint("`enact status` lists the services")
+            .hint(crate::suggest::hint(
+                service,
+                state.services.keys().map(String::as_str),
+                "`enact status` lists the services",
+            ))
             .into());
     };
     if recorded.instances.is_empty() {
@@ -675,7 +731,12 @@ pub fn state(ctx: &Context, command: &StateCommand) -> Result<Outcome> {
             ctx.printer.out(&repo.store().read_or_empty(&env)?.to_json());
         }
         StateCommand::Unlock => {
-            let env = ctx.env(&repo)?;
+            // A lock left by the first apply of an environment is the one thing it has.
+            let env = ctx.env_arg.clone().unwrap_or_else(|| repo.default_env());
+            ConfigRepo::check_env_name(&env)?;
+            if !lock::lock_path(&repo.state_dir(), &env).exists() {
+                repo.require_env(&env)?;
+            }
             match lock::force_unlock(&repo.state_dir(), &env)? {
                 Some(holder) => ctx.printer.out(&format!(
                     "Removed the lock of env `{env}` held by pid {} of {} on {} since {} (`{}`).\n",

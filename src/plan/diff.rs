@@ -477,8 +477,13 @@ fn scope<'a>(input: PlanInput<'a>, entries: &[Entry<'a>]) -> Result<Option<HashS
         match find(target) {
             Some(entry) => queue.push(entry.name),
             None => errors.push(
-                Diagnostic::new(format!("`--target {target}` names no service of the spec or the state"))
-                    .hint("`enact graph --format text` lists the services"),
+                Diagnostic::new(format!("`--target {target}` names no service of the spec or the state")).hint(
+                    crate::suggest::hint(
+                        target,
+                        entries.iter().map(|e| e.name),
+                        "`enact graph --format text` lists the services",
+                    ),
+                ),
             ),
         }
     }

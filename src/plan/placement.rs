@@ -282,10 +282,11 @@ pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Resul
         }
     }
     // Next free node number per account.
-    let mut next_node: HashMap<&str, u64> = HashMap::new();
+    // Counted in u128 so that the number after a recorded u64::MAX exists, and is refused.
+    let mut next_node: HashMap<&str, u128> = HashMap::new();
     for (id, node) in &state.nodes {
         let n = next_node.entry(node.account.as_str()).or_insert(1);
-        *n = (*n).max(id_number(id) + 1);
+        *n = (*n).max(u128::from(id_number(id)) + 1);
     }
 
     let mut placement = Placement::default();
@@ -367,7 +368,8 @@ pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Resul
         };
         let recorded = state.services.get(demand.service);
         let mut next_instance =
-            recorded.map(|s| s.instances.iter().map(|i| id_number(&i.id)).max().unwrap_or(0)).unwrap_or(0) + 1;
+            u128::from(recorded.map(|s| s.instances.iter().map(|i| id_number(&i.id)).max().unwrap_or(0)).unwrap_or(0))
+                + 1;
         let keep = keep_count.get(demand.service).copied().unwrap_or(0);
         let wanted = spec.instances() as usize;
         let port = port_of(spec);
@@ -398,6 +400,10 @@ pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Resul
                 Ok(Some(node)) => node,
                 Ok(None) => {
                     let number = next_node.entry(account_name).or_insert(1);
+                    if *number > u128::from(u64::MAX) {
+                        errors.push(exhausted("node", &format!("account `{account_name}`")).service(demand.service));
+                        break;
+                    }
                     let id = format!("{account_name}-{number}");
                     *number += 1;
                     placement.new_nodes.push(NewNode {
@@ -459,6 +465,10 @@ pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Resul
                     fixed: true,
                 });
             }
+            if next_instance > u128::from(u64::MAX) {
+                errors.push(exhausted("instance", &format!("service `{}`", demand.service)).service(demand.service));
+                break;
+            }
             slots.take(&node, port);
             placement.started.push(PlacedInstance {
                 service: demand.service.to_string(),
@@ -507,6 +517,16 @@ pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Resul
         .map(|s| s.id.to_string())
         .collect();
     if errors.is_empty() { Ok(placement) } else { Err(errors) }
+}
+
+/// A new node or instance would need a number after 18446744073709551615 (2^64 − 1), the
+/// largest a recorded id holds: refused rather than wrapped onto an id in use.
+fn exhausted(what: &str, of: &str) -> Diagnostic {
+    Diagnostic::new(format!(
+        "cannot number a new {what} of {of}: the state's {what} ids already reach {}",
+        u64::MAX
+    ))
+    .hint("the state was edited or damaged: renumber its ids (`enact -e ENV state show` prints it), or restore it from git")
 }
 
 /// Why a `LIMITED_ROUND_ROBIN` account at its `vmLimit` cannot take an instance of `memory`: no

@@ -1,6 +1,7 @@
 //! The config repository: found like cargo finds Cargo.toml (walk up to `chor.json`), holding
 //! `enact.json`, the base spec, one overlay per environment and the recorded state.
 
+pub mod deployable;
 pub mod settings;
 
 use std::collections::BTreeSet;
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::diagnostic::{Diagnostic, Location, Segment, SourceFile};
+use crate::diagnostic::{Diagnostic, Location, Segment, SourceFile, strip_bom};
 use crate::env::overlay;
 use crate::error::{Error, Result};
 use crate::spec::Choreography;
@@ -113,6 +114,41 @@ impl ConfigRepo {
         envs
     }
 
+    /// Every environment of the repository: [`Self::known_envs`] and the default one, which
+    /// exists without an overlay (it is then the base spec alone), so that a repository of a
+    /// lone `chor.json` plans.
+    pub fn environments(&self) -> BTreeSet<String> {
+        let mut envs = self.known_envs();
+        envs.insert(self.default_env());
+        envs
+    }
+
+    /// Checks that `env` is an environment of this repository (see [`Self::environments`]),
+    /// so a mistyped `-e prd` never plans, applies or records a new environment.
+    ///
+    /// # Errors
+    /// An invalid name, or an environment that has no overlay, no entry under `envs` in
+    /// enact.json, no recorded state and is not the default: the error lists the known ones, with
+    /// the closest first ("did you mean `prod`?"), and says how to create one.
+    pub fn require_env(&self, env: &str) -> Result<()> {
+        Self::check_env_name(env)?;
+        let envs = self.environments();
+        if envs.contains(env) {
+            return Ok(());
+        }
+        let list: Vec<&str> = envs.iter().map(String::as_str).collect();
+        let otherwise = format!(
+            "create it with `enact env new {env}` (it writes {ENVS_DIR}/{env}.json); the known environments are: {}",
+            list.join(", ")
+        );
+        Err(Diagnostic::new(format!(
+            "env `{env}` does not exist: it has no overlay ({ENVS_DIR}/{env}.json), no entry under `envs` in \
+             {SETTINGS_FILE} and no recorded state"
+        ))
+        .hint(crate::suggest::hint(env, list.iter().copied(), &otherwise))
+        .into())
+    }
+
     /// Checks an environment name before it becomes a file name.
     pub fn check_env_name(env: &str) -> Result<()> {
         if is_valid_name(env) {
@@ -130,6 +166,26 @@ impl ConfigRepo {
         self.load_with_overlay(env, overlay)
     }
 
+    /// [`Self::load`], then the checks of what enact.json decides about running the spec
+    /// ([`deployable::check`]: accounts that can make nodes, package types the provider runs,
+    /// package files that exist): what `validate`, `plan` and `apply` need.
+    ///
+    /// # Errors
+    /// Every problem of the spec, or else every one of these checks, located at file:line:column.
+    pub fn load_deployable(&self, env: &str) -> Result<EffectiveSpec> {
+        let effective = self.load(env)?;
+        let no_place = |_: &str, _: usize, _: &[Segment]| None;
+        if deployable::check(&effective.choreography, &self.settings, env, &self.root, &no_place).is_empty() {
+            return Ok(effective);
+        }
+        // The fast path keeps no positions: load again where every field can be found.
+        let located = self.load_located(env, read_optional(&self.overlay_path(env))?)?;
+        let errors = deployable::check(&located.choreography, &self.settings, env, &self.root, &|s, o, p| {
+            located.locate_occurrence(s, o, p)
+        });
+        Err(errors.into_iter().map(|d| d.env(env)).collect::<Vec<_>>().into())
+    }
+
     /// Loads `env` as if its overlay held `overlay_text` (to check an edit before writing it).
     pub fn load_with_overlay(&self, env: &str, overlay_text: Option<String>) -> Result<EffectiveSpec> {
         Self::check_env_name(env)?;
@@ -142,8 +198,7 @@ impl ConfigRepo {
     /// The path that locates every problem at file:line:column: both files parsed with their
     /// shapes checked, merged as JSON, then deserialized and validated.
     fn load_located(&self, env: &str, overlay_text: Option<String>) -> Result<EffectiveSpec> {
-        let base_text =
-            std::fs::read_to_string(self.root.join(SPEC_FILE)).map_err(Error::io("read", self.root.join(SPEC_FILE)))?;
+        let base_text = read_text(&self.root.join(SPEC_FILE))?;
         let base_source = SourceFile::new(SPEC_FILE, base_text);
         let mut errors = Vec::new();
         let base_value = parse_spec_file(&base_source, FileKind::Base).unwrap_or_else(|e| {
@@ -208,8 +263,7 @@ impl ConfigRepo {
             }
             None => None,
         };
-        let path = self.root.join(SPEC_FILE);
-        let text = std::fs::read_to_string(&path).map_err(Error::io("read", &path))?;
+        let text = read_text(&self.root.join(SPEC_FILE))?;
         // Typed parsing refuses unknown and duplicate fields just as the located checks do, but
         // takes `null` for a missing field, which the base spec must refuse: leave those (and
         // anything that merely says "null") to the located checks.
@@ -357,9 +411,22 @@ impl EffectiveSpec {
     }
 }
 
+/// The text of a file enact reads, a leading byte order mark dropped.
+///
+/// # Errors
+/// [`Error::Io`] naming the file when it cannot be read.
+pub fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map(strip_bom).map_err(Error::io("read", path))
+}
+
+/// The text of a file enact reads (JSON, mostly), a leading byte order mark dropped; `None`
+/// when the file does not exist.
+///
+/// # Errors
+/// Any failure to read other than the file's absence.
 pub(crate) fn read_optional(path: &Path) -> Result<Option<String>> {
     match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text)),
+        Ok(text) => Ok(Some(strip_bom(text))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::Io { action: "read", path: path.to_path_buf(), source: e }),
     }

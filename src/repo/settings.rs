@@ -146,6 +146,9 @@ pub struct Ec2Account {
     pub known_hosts: Option<String>,
 }
 
+/// The longest `latencyMs` of a simulated account, in milliseconds (an hour).
+pub const MAX_LATENCY_MS: u64 = 3_600_000;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SimulatedAccount {
@@ -388,7 +391,11 @@ impl Settings {
                 known.push(LOCAL_ACCOUNT);
             }
             known.sort_unstable();
-            format!("define account `{name}` under `accounts`, or use one of: {}", known.join(", "))
+            crate::suggest::hint(
+                name,
+                known.iter().copied(),
+                &format!("define account `{name}` under `accounts`, or use one of: {}", known.join(", ")),
+            )
         };
         if let Some(name) = &self.default_account
             && self.account(name).is_none()
@@ -493,7 +500,19 @@ impl Settings {
                         );
                     }
                 }
-                Account::Local(_) | Account::Simulated(_) => {}
+                Account::Simulated(simulated) => {
+                    if simulated.latency_ms > MAX_LATENCY_MS {
+                        errors.push(
+                            Diagnostic::new(format!(
+                                "simulated account `{name}`: `latencyMs` is {}, outside 0–{MAX_LATENCY_MS} (an hour)",
+                                simulated.latency_ms
+                            ))
+                            .at(loc(&["accounts", name, "latencyMs"]))
+                            .hint("a rehearsal's operations take milliseconds to seconds, e.g. 200"),
+                        );
+                    }
+                }
+                Account::Local(_) => {}
             }
         }
         let check_selector = |selector: &NodeSelector, at: &[&str], errors: &mut Vec<Diagnostic>| {
@@ -637,15 +656,11 @@ impl Settings {
         let mut errors = Vec::new();
         for name in self.services.keys().filter(|n| !known(n)) {
             let at = [Segment::Key("services".into()), Segment::Key(name.clone())];
-            let closest = names
-                .clone()
-                .map(|known| (edit_distance(name, known), known))
-                .filter(|(d, _)| *d <= (name.chars().count() / 3).max(1))
-                .min();
-            let hint = match closest {
-                Some((_, known)) => format!("did you mean `{known}`? Otherwise remove the entry"),
-                None => "name a service of chor.json or of an overlay, or remove the entry".to_string(),
-            };
+            let hint = crate::suggest::hint(
+                name,
+                names.clone(),
+                "name a service of chor.json or of an overlay, or remove the entry",
+            );
             errors.push(
                 Diagnostic::new(format!("`services` names `{}`, which is no service of the spec", name.escape_debug()))
                     .at(Some(source.locate(&at, true)))
@@ -654,22 +669,6 @@ impl Settings {
         }
         errors
     }
-}
-
-/// The Levenshtein distance of two names, in characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let next = (diagonal + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
-            diagonal = row[j + 1];
-            row[j + 1] = next;
-        }
-    }
-    row[b.len()]
 }
 
 /// One account: the `provider` tag picks the shape, so errors keep their exact place.
@@ -697,9 +696,10 @@ fn parse_account(raw: &Value, source: &SourceFile, at: &[Segment]) -> Result<Acc
         other => {
             let mut here = at.to_vec();
             here.push(Segment::Key("provider".into()));
+            let providers = ["local", "ssh", "ec2", "simulated"];
             Err(Diagnostic::new(format!("unknown provider `{}`", other.escape_debug()))
                 .at(Some(source.locate(&here, false)))
-                .hint("`provider` is one of local, ssh, ec2, simulated"))
+                .hint(crate::suggest::hint(other, providers, "`provider` is one of local, ssh, ec2, simulated")))
         }
     }
 }
@@ -891,8 +891,6 @@ mod tests {
         assert_eq!(errs[0].location.as_ref().map(|l| (l.line, l.column)), Some((2, 3)));
         assert!(errs[0].to_string().contains("did you mean `airline`?"), "{}", errs[0]);
         assert!(errs[1].message.contains("`zzz`") && !errs[1].to_string().contains("did you mean"), "{}", errs[1]);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("", "ab"), 2);
     }
 
     #[test]

@@ -73,3 +73,10 @@ pub fn to_text(value: &Value) -> String {
     text.push('\n');
     text
 }
+
+/// A choreography as a spec file in canonical layout, every field kept as it is set (a
+/// default value written out stays: `import-xml` keeps what the XML states), unlike
+/// [`crate::spec::Choreography::to_canonical_json`], which leaves defaults out.
+pub fn as_written(chor: &crate::spec::Choreography) -> String {
+    to_text(&canonical(&serde_json::to_value(chor).unwrap_or_default()))
+}

@@ -45,10 +45,12 @@ pub fn parse_spec_file(source: &SourceFile, kind: FileKind) -> Result<Value, Vec
         }
         if !LISTS.contains(&key.as_str()) {
             let what = if key.starts_with('$') { "unknown directive" } else { "unknown field" };
+            let message = match crate::suggest::closest(key, LISTS) {
+                Some(meant) => format!("{what} `{key}`: did you mean `{meant}`?"),
+                None => format!("{what} `{key}`, expected `deployableServiceSpecs` or `legacyServiceSpecs`"),
+            };
             errors.push(
-                Diagnostic::new(format!("{what} `{key}`, expected `deployableServiceSpecs` or `legacyServiceSpecs`"))
-                    .at(Some(source.locate(&here, true)))
-                    .hint("remove it or fix its spelling"),
+                Diagnostic::new(message).at(Some(source.locate(&here, true))).hint("fix its spelling, or remove it"),
             );
             continue;
         }

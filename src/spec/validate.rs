@@ -135,13 +135,19 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
             }
             let at = [Segment::Key("dependencies".into()), Segment::Index(i)];
             if !seen.contains_key(provider) {
+                let mut at = at.to_vec();
+                at.push(Segment::Key("serviceSpecName".into()));
                 errors.push(
                     err(
                         name,
                         &at,
                         format!("depends on service `{}`, which does not exist", dep.service_spec_name.escape_debug()),
                     )
-                    .hint("add that service, or fix `serviceSpecName`"),
+                    .hint(crate::suggest::hint(
+                        provider,
+                        seen.keys().copied(),
+                        "add that service, or fix `serviceSpecName`",
+                    )),
                 );
             } else {
                 let mut listed: Vec<&str> = chor
@@ -151,6 +157,8 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
                     .collect();
                 listed.sort_unstable();
                 listed.dedup();
+                let mut at = at.to_vec();
+                at.push(Segment::Key("serviceSpecRole".into()));
                 errors.push(
                     err(
                         name,
@@ -163,7 +171,11 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
                             listed.join(", ")
                         ),
                     )
-                    .hint("add the role to the provider's `roles`, or fix `serviceSpecRole`"),
+                    .hint(crate::suggest::hint(
+                        &dep.service_spec_role,
+                        listed.iter().copied(),
+                        "add the role to the provider's `roles`, or fix `serviceSpecRole`",
+                    )),
                 );
             }
         }
@@ -203,11 +215,18 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
                     ),
                     Some(uri) => {
                         if let Err(why) = check_package_uri(uri) {
-                            errors.push(err(
-                                name,
-                                &key("packageUri"),
-                                format!("`packageUri` `{}` is not valid: {why}", uri.escape_debug()),
-                            ));
+                            errors.push(
+                                err(
+                                    name,
+                                    &key("packageUri"),
+                                    format!("`packageUri` `{}` is not valid: {why}", uri.escape_debug()),
+                                )
+                                .hint(if uri.is_empty() {
+                                    "fill in the package (a template leaves it empty): a path relative to the config repository, a file:// or an http(s):// URI"
+                                } else {
+                                    "give a path relative to the config repository, a file:// or an http(s):// URI"
+                                }),
+                            );
                         }
                     }
                 }
@@ -220,9 +239,13 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
                             &key("packageType"),
                             format!("unknown `packageType` `{}`", s.package_type().escape_debug()),
                         )
-                        .hint(format!(
-                            "use one of {}, or define it under `packageTypes` in enact.json",
-                            known.join(", ")
+                        .hint(crate::suggest::hint(
+                            s.package_type(),
+                            known.iter().copied(),
+                            &format!(
+                                "use one of {}, or define it under `packageTypes` in enact.json",
+                                known.join(", ")
+                            ),
                         )),
                     );
                 }
@@ -249,10 +272,27 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
                 if let Some(account) = &s.cloud_account
                     && settings.account(account).is_none()
                 {
+                    let mut known: Vec<&str> = settings.accounts.keys().map(String::as_str).collect();
+                    if !known.contains(&crate::repo::settings::LOCAL_ACCOUNT) {
+                        known.push(crate::repo::settings::LOCAL_ACCOUNT);
+                    }
                     errors.push(
                         err(name, &key("cloudAccount"), format!("`cloudAccount` `{}` is not defined in enact.json", account.escape_debug()))
-                            .hint("define it under `accounts` in enact.json, or remove `cloudAccount` to use the default account"),
+                            .hint(crate::suggest::hint(
+                                account,
+                                known,
+                                "define it under `accounts` in enact.json, or remove `cloudAccount` to use the default account",
+                            )),
                     );
+                }
+                if let Some(qos) = s.desired_qos.as_ref().and_then(|q| q.response_time_metric.as_ref())
+                    && qos.max_desired_response_time.is_some_and(|t| t < 0.0)
+                {
+                    errors.push(err(
+                        name,
+                        &["desiredQoS", "responseTimeMetric", "maxDesiredResponseTime"].map(|k| Segment::Key(k.into())),
+                        "`maxDesiredResponseTime` must be 0 or more".into(),
+                    ));
                 }
                 if let Some(qos) = s.desired_qos.as_ref().and_then(|q| q.response_time_metric.as_ref())
                     && qos.acceptable_percentage.is_some_and(|p| !(0.0..=100.0).contains(&p))
@@ -273,11 +313,18 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
                 }
                 for (i, uri) in s.native_uris.iter().enumerate() {
                     if let Err(why) = check_http_uri(uri) {
-                        errors.push(err(
-                            name,
-                            &[Segment::Key("nativeURIs".into()), Segment::Index(i)],
-                            format!("`{}` is not a valid URI: {why}", uri.escape_debug()),
-                        ));
+                        errors.push(
+                            err(
+                                name,
+                                &[Segment::Key("nativeURIs".into()), Segment::Index(i)],
+                                format!("`nativeURIs` `{}` is not a valid URI: {why}", uri.escape_debug()),
+                            )
+                            .hint(if uri.is_empty() {
+                                "fill in the URL where the running service answers (a template leaves it empty)"
+                            } else {
+                                "list the http(s):// URLs where the running service answers"
+                            }),
+                        );
                     }
                 }
             }

@@ -47,7 +47,10 @@
 //!   later Enactment Engine versions, whose types are plain Java enums, write them) is read too.
 //!   A wrapper without `<type>` is the field left out.
 //! - Values are kept as written: `<numberOfInstances>1</numberOfInstances>` becomes `Some(1)`,
-//!   not "left out"; [`Choreography::normalize`] drops defaults. Services and list entries keep
+//!   not "left out", and `enact import-xml` prints every field the XML states (an explicit
+//!   `SOAP` or `COMMAND_LINE`, an empty `<resourceImpact/>` as `{}`); only
+//!   [`Choreography::normalize`] drops defaults. `import-xml` prints a spec only once it passes
+//!   the spec's checks, each problem located in the XML ([`check_imported`]). Services and list entries keep
 //!   document order. (CHOReOS reads `numberOfInstances` ≤ 0 as 1; enact keeps the number, and 0
 //!   means no instance.)
 //! - `xs:string` values are taken exactly, whitespace included; numbers and enum values are
@@ -237,6 +240,77 @@ pub fn import_choreography(xml: &str, file: &Path, env: &str) -> Result<State, V
     };
     let state = cx.state(report, env);
     cx.finish(state)
+}
+
+/// The spec checks of `chor`, imported from the ChorSpec (or Choreography) document `xml`, each
+/// located at the XML element it is about: names, dependencies (with the closest service or
+/// role when one is mistyped), ports, URIs (a template's empty `<packageUri>` or
+/// `<nativeURIs>`), and so on. Accounts and package types are left to `enact validate`, which
+/// knows enact.json: an imported spec may name ones the repository defines later.
+pub fn check_imported(xml: &str, file: &Path, chor: &Choreography) -> Vec<Diagnostic> {
+    let mut cx = Cx::new(xml, file);
+    let Ok(root) = cx.tree() else { return Vec::new() };
+    let spec_root = match root.name.as_str() {
+        "choreography" => root.children.iter().find(|c| c.name == "choreographySpec"),
+        _ => Some(&root),
+    };
+    let mut settings = crate::repo::settings::Settings::default();
+    for spec in &chor.deployable_service_specs {
+        if let Some(account) = &spec.cloud_account {
+            settings.accounts.insert(account.clone(), crate::repo::settings::Account::Local(Default::default()));
+        }
+        settings
+            .package_types
+            .entry(spec.package_type().to_string())
+            .or_insert_with(|| crate::repo::settings::PackageType { start: "{package}".to_string(), readiness: None });
+    }
+    let locate = |service: &str, occurrence: usize, path: &[crate::diagnostic::Segment]| {
+        let spec_root = spec_root?;
+        let offset = locate_element(spec_root, service, occurrence, path)?;
+        Some(cx.location(offset))
+    };
+    crate::spec::validate::validate(chor, &settings, &locate)
+}
+
+/// Where the field `path` of the `occurrence`th service named `service` is in a
+/// `<choreographySpec>` (or a lone `<deployableServiceSpec>` / `<legacyServiceSpec>`): the
+/// element names are the JSON field names, and a list is its repeated elements. The offset is
+/// that of the value's text, else of the element, else of the nearest enclosing element found.
+fn locate_element(
+    spec_root: &Element,
+    service: &str,
+    occurrence: usize,
+    path: &[crate::diagnostic::Segment],
+) -> Option<usize> {
+    use crate::diagnostic::Segment;
+    let name_of = |el: &Element| el.children.iter().find(|c| c.name == "name").map(|n| n.text.trim().to_string());
+    let services: Vec<&Element> = if matches!(spec_root.name.as_str(), "deployableServiceSpec" | "legacyServiceSpec") {
+        vec![spec_root]
+    } else {
+        spec_root
+            .children
+            .iter()
+            .filter(|c| matches!(c.name.as_str(), "deployableServiceSpecs" | "legacyServiceSpecs"))
+            .collect()
+    };
+    let mut element = *services.iter().filter(|el| name_of(el).as_deref() == Some(service)).nth(occurrence)?;
+    let mut i = 0;
+    while i < path.len() {
+        let Segment::Key(key) = &path[i] else { break };
+        let index = match path.get(i + 1) {
+            Some(Segment::Index(n)) => {
+                i += 1;
+                *n
+            }
+            _ => 0,
+        };
+        match element.children.iter().filter(|c| &c.name == key).nth(index) {
+            Some(child) => element = child,
+            None => break,
+        }
+        i += 1;
+    }
+    Some(element.text_pos.unwrap_or(element.pos))
 }
 
 /// The name of the root element of an XML document (`choreographySpec`, `choreography`, …), to
@@ -740,8 +814,12 @@ impl<'a> Cx<'a> {
         let list: Vec<String> = expected.iter().map(|e| format!("<{e}>")).collect();
         self.push(
             child.pos,
-            Diagnostic::new(format!("unknown element `<{}>` in `<{}>`", child.name, parent.name))
-                .hint(format!("expected one of {}", list.join(", "))),
+            Diagnostic::new(format!("unknown element `<{}>` in `<{}>`", child.name, parent.name)).hint(
+                match crate::suggest::closest(&child.name, expected.iter().copied()) {
+                    Some(meant) => format!("did you mean `<{meant}>`? Otherwise use one of {}", list.join(", ")),
+                    None => format!("expected one of {}", list.join(", ")),
+                },
+            ),
         );
     }
 

@@ -51,8 +51,38 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
+/// Who runs enact, for the lock: `USER`, else `LOGNAME`, else the name of the process's user
+/// id (a cron job or a container often has neither variable), else `uid N`.
 fn user() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".to_string())
+    std::env::var("USER")
+        .ok()
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(user_of_uid)
+}
+
+/// The user name of the real user id, from the system's user database (`getpwuid_r`: files,
+/// LDAP or whatever NSS is configured with).
+#[allow(unsafe_code)]
+fn user_of_uid() -> String {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buffer = vec![0 as libc::c_char; 16 * 1024];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call: `entry` and `found` are locals, `buffer` is
+    // a live allocation whose length is passed; the strings `entry` points at live in `buffer`.
+    let code = unsafe { libc::getpwuid_r(uid, &raw mut entry, buffer.as_mut_ptr(), buffer.len(), &raw mut found) };
+    if code == 0 && !found.is_null() && !entry.pw_name.is_null() {
+        // SAFETY: getpwuid_r succeeded, so pw_name is a NUL-terminated string inside `buffer`.
+        let name = unsafe { std::ffi::CStr::from_ptr(entry.pw_name) };
+        if let Ok(name) = name.to_str()
+            && !name.is_empty()
+        {
+            return name.to_string();
+        }
+    }
+    format!("uid {uid}")
 }
 
 /// The holder of `env`'s lock, if any.
@@ -168,6 +198,20 @@ mod tests {
         drop(lock);
         drop(other);
         assert!(acquire(dir.path(), "dev", "enact apply").is_ok());
+    }
+
+    #[test]
+    fn the_user_comes_from_the_uid_without_user_or_logname() {
+        let name = user_of_uid();
+        assert!(!name.is_empty() && name != "unknown", "{name}");
+        // getpwuid_r agrees with the user database for this uid.
+        let uid = fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).ok();
+        if let (Some(uid), Ok(passwd)) = (uid, fs::read_to_string("/etc/passwd")) {
+            let listed = passwd.lines().find(|l| l.split(':').nth(2) == Some(&uid.to_string()));
+            if let Some(line) = listed {
+                assert_eq!(Some(name.as_str()), line.split(':').next(), "{line}");
+            }
+        }
     }
 
     #[test]

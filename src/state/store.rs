@@ -72,7 +72,14 @@ fn successor(current: Option<&State>, next: &State) -> Result<State> {
             }
         }
     }
-    written.serial = next.serial + 1;
+    written.serial = next.serial.checked_add(1).ok_or_else(|| {
+        Diagnostic::new(format!(
+            "refusing to write state of env `{}`: its serial is {}, the largest there is, and the next write \
+             would wrap it to 0",
+            next.env, next.serial
+        ))
+        .hint("start a new history: move the state file away (its services keep running) and import or apply it again")
+    })?;
     written.format_version = STATE_FORMAT_VERSION;
     Ok(written)
 }
@@ -95,6 +102,7 @@ pub fn new_lineage() -> String {
 /// Parses a state file's text, with errors located in `display`.
 pub fn parse_state(display: &Path, text: &str, env: &str) -> Result<State> {
     let source = SourceFile::new(display, String::new());
+    let text = crate::diagnostic::without_bom(text);
     let state: State = serde_json::from_str(text).map_err(|e| {
         Diagnostic::new(format!("the state file is damaged: {}", strip_position(&e.to_string())))
             .at(Some(source.location_at(e.line(), e.column())))
@@ -308,6 +316,17 @@ mod tests {
         assert_eq!(store.read("dev").unwrap(), Some(second));
         assert_eq!(store.read_serial("dev", 1).unwrap(), first);
         assert_eq!(store.backups("dev").unwrap().iter().map(|b| b.serial).collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[test]
+    fn the_largest_serial_is_never_followed_by_a_wrapped_one() {
+        let store = MemoryStore::default();
+        let mut last = store.write(&State::empty("dev")).unwrap();
+        last.serial = u64::MAX;
+        store.current.borrow_mut().insert("dev".into(), last.clone());
+        let err = store.write(&last).unwrap_err().to_string();
+        assert!(err.contains("18446744073709551615") && err.contains("wrap"), "{err}");
+        assert_eq!(store.read("dev").unwrap(), Some(last), "nothing written");
     }
 
     #[test]
