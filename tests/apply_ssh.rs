@@ -490,4 +490,12 @@ fn status_and_plan_say_why_an_ssh_instance_is_not_healthy() {
     hosts.start_host(0);
     let (code, out, err) = repo.enact(&["status"]);
     assert_eq!(code, 0, "{out}\n{err}");
+
+    // enact's key refused.
+    hosts.allow_client_key(false);
+    let (code, out, _) = repo.enact(&["status", "--json"]);
+    assert_eq!(code, 1);
+    let status: Value = serde_json::from_str(&out).expect("status JSON");
+    assert_eq!(status["services"]["airline"]["instances"][0]["reason"], "auth-refused", "{status}");
+    hosts.allow_client_key(true);
 }

@@ -138,6 +138,13 @@ impl SshHosts {
     }
 
     /// A known_hosts file that trusts every host's current key.
+    /// Makes every host refuse the client key (`allow`: accept it again).
+    pub fn allow_client_key(&self, allow: bool) {
+        let public = std::fs::read_to_string(pub_of(&self.client_key)).expect("client public key");
+        let text = if allow { public } else { String::new() };
+        std::fs::write(self.dir.path().join("authorized_keys"), text).expect("write authorized_keys");
+    }
+
     pub fn known_hosts(&self) -> String {
         let mut text = String::new();
         for (address, key) in self.addresses.iter().zip(&self.host_keys) {
