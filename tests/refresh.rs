@@ -142,3 +142,31 @@ fn two_repositories_with_the_same_spec_and_ports_run_side_by_side() {
         repo.enact_ok(&["status"], 0);
     }
 }
+
+#[test]
+fn instances_start_with_a_clean_environment_without_enacts_secrets() {
+    let base = 24300;
+    let repo =
+        Repo::new(&json!({ "deployableServiceSpecs": [deployable("airline", "airline.py", "SOAP", base, 1)] }), None);
+    let output = repo.enact_env(
+        &["apply", "--auto-approve"],
+        &[("AWS_SECRET_ACCESS_KEY", "do-not-leak-1"), ("GITHUB_TOKEN", "do-not-leak-2")],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let (pid, _) = instance_of(&repo, "airline", "airline-1");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("the instance's environment");
+    let vars: Vec<String> =
+        environ.split(|b| *b == 0).filter(|v| !v.is_empty()).map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+    assert!(!vars.iter().any(|v| v.contains("do-not-leak")), "enact's environment leaked: {vars:?}");
+    for name in ["HOST", "PORT", "SERVICE_NAME", "INSTANCE_ID", "ENDPOINT_NAME", "PATH"] {
+        assert!(vars.iter().any(|v| v.starts_with(&format!("{name}="))), "{name} is missing: {vars:?}");
+    }
+    trip_free_check(&repo);
+}
+
+/// The instance still works in its clean environment.
+fn trip_free_check(repo: &Repo) {
+    let uri = field(&instances(&repo.state(), "airline"), "nativeUri").remove(0);
+    let (status, _) = http_get(&uri).expect("airline answers");
+    assert_eq!(status, 200);
+}

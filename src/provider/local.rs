@@ -66,12 +66,21 @@ fn held(address: &str, port: u16) -> bool {
     port != 0 && super::port_answers(address, port)
 }
 
+/// What an instance takes from enact's own environment besides what [`StartRequest::environment`]
+/// sets: where programs are, and the user's home (interpreters look for their settings there).
+const INHERITED: [&str; 2] = ["PATH", "HOME"];
+
 /// The descriptor an instance keeps its start marker on.
 const MARKER_FD: i32 = 199;
 
-/// Where the start marker of `token` lives while an instance is being started.
+/// Where the start marker of `token` lives while an instance is being started: a directory of
+/// the user's own (`enact-starting-<uid>` in the temporary directory), so one user's markers
+/// never stand in another's way.
 fn marker_path(token: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join("enact-starting").join(token)
+    use std::os::unix::fs::MetadataExt as _;
+    // /proc/self belongs to the process's user.
+    let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+    std::env::temp_dir().join(format!("enact-starting-{uid}")).join(token)
 }
 
 /// State and start time of a process, from `/proc/<pid>/stat`.
@@ -196,7 +205,13 @@ impl Provider for LocalProvider {
             .try_clone()
             .map_err(|e| ProviderError::new(format!("cannot open log {}: {e}", request.log.display())))?;
         let mut command = Command::new(program);
-        command.args(args).stdin(Stdio::null()).stdout(log).stderr(log_err).envs(request.environment());
+        // A clean environment: enact's own (cloud credentials, tokens) never reaches a service.
+        command.env_clear().args(args).stdin(Stdio::null()).stdout(log).stderr(log_err).envs(request.environment());
+        for inherited in INHERITED {
+            if let Some(value) = std::env::var_os(inherited) {
+                command.env(inherited, value);
+            }
+        }
         if let Some(dir) = Path::new(program).parent().filter(|d| d.is_dir()) {
             command.current_dir(dir);
         }
@@ -221,7 +236,12 @@ impl Provider for LocalProvider {
                 Ok(())
             });
         }
-        let mut child = command.spawn().map_err(|e| {
+        let spawned = command.spawn();
+        // The child holds the marker open (and recovery finds it even once deleted); a failed
+        // spawn leaves nothing behind.
+        drop(marker_file);
+        let _ = std::fs::remove_file(&marker);
+        let mut child = spawned.map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
                 " (is the package executable? `chmod +x` it, or give it a package type with a start recipe)"
             } else if e.kind() == std::io::ErrorKind::NotFound {
@@ -231,8 +251,6 @@ impl Provider for LocalProvider {
             };
             ProviderError::new(format!("cannot start `{program}`: {e}{hint}"))
         })?;
-        drop(marker_file);
-        let _ = std::fs::remove_file(&marker);
         let pid = child.id();
         let start_time = proc_stat(pid).map(|(_, t)| t);
         // Reap the child if it exits while enact still runs, so it never lingers as a zombie.

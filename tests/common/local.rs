@@ -77,6 +77,19 @@ impl Repo {
         self.write_json("chor.json", chor);
     }
 
+    /// Runs enact with extra environment variables set for it.
+    pub fn enact_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::cargo_bin("enact").expect("the enact binary");
+        cmd.current_dir(&self.root)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env_remove("ENACT_TOKEN")
+            .envs(vars.iter().copied())
+            .write_stdin("")
+            .timeout(COMMAND_TIMEOUT);
+        cmd.output().expect("run enact")
+    }
+
     /// Runs enact in the repository (no terminal, no colour), with a deadline.
     pub fn enact(&self, args: &[&str]) -> Output {
         let mut cmd = Command::cargo_bin("enact").expect("the enact binary");
