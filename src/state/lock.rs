@@ -88,7 +88,8 @@ fn user_of_uid() -> String {
 /// The holder of `env`'s lock, if any.
 pub fn holder(dir: &Path, env: &str) -> Result<Option<LockInfo>> {
     let path = lock_path(dir, env);
-    match fs::read_to_string(&path) {
+    // Read as bytes: a damaged lock (not even UTF-8) still names itself, and can be removed.
+    match fs::read(&path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()) {
         Ok(text) => Ok(Some(serde_json::from_str(&text).unwrap_or(LockInfo {
             pid: 0,
             start_time: None,
@@ -185,6 +186,20 @@ pub fn force_unlock(dir: &Path, env: &str) -> Result<Option<LockInfo>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_file_of_arbitrary_bytes_is_named_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(lock_path(dir.path(), "dev"), [0xff, 0xfe, b'{', 0x80, 0x00]).unwrap();
+        let held = holder(dir.path(), "dev").unwrap().expect("a holder");
+        assert!(held.command.starts_with("(unreadable lock file"), "{held:?}");
+        // Not this host's live process: apply refuses (pid 0 is never taken over), unlock works.
+        let err = acquire(dir.path(), "dev", "enact apply").unwrap_err().to_string();
+        assert!(err.contains("unreadable lock file") && err.contains("state unlock"), "{err}");
+        assert!(force_unlock(dir.path(), "dev").unwrap().is_some());
+        assert!(holder(dir.path(), "dev").unwrap().is_none());
+        drop(acquire(dir.path(), "dev", "enact apply").unwrap());
+    }
 
     #[test]
     fn a_second_lock_is_refused_naming_the_holder_and_released_on_drop() {
