@@ -170,3 +170,18 @@ fn trip_free_check(repo: &Repo) {
     let (status, _) = http_get(&uri).expect("airline answers");
     assert_eq!(status, 200);
 }
+
+#[test]
+fn a_script_whose_interpreter_is_missing_is_reported_as_such() {
+    let base = 24400;
+    let repo = Repo::new(&json!({ "deployableServiceSpecs": [] }), None);
+    std::fs::write(repo.path("services/odd.py"), "#!/usr/bin/python9.99\nprint('never')\n").expect("odd.py");
+    make_executable(&repo.path("services/odd.py"));
+    let mut odd = deployable("odd", "odd.py", "SOAP", base, 1);
+    odd["roles"] = json!(["odd"]);
+    repo.write_chor(&json!({ "deployableServiceSpecs": [odd] }));
+    let output = repo.enact_ok(&["apply", "--auto-approve"], 1);
+    let out = stdout(&output);
+    assert!(out.contains("names the interpreter `/usr/bin/python9.99`, which does not exist"), "{out}");
+    assert!(!out.contains("no such program or package file"), "{out}");
+}

@@ -83,6 +83,16 @@ fn marker_path(token: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("enact-starting-{uid}")).join(token)
 }
 
+/// The interpreter a script's `#!` line names, when the script exists and that interpreter does
+/// not (the kernel's "not found" for a missing interpreter reads like a missing package).
+fn missing_interpreter(program: &Path) -> Option<String> {
+    let head = std::fs::read(program).ok()?;
+    let line = head.strip_prefix(b"#!")?.split(|b| *b == b'\n').next()?;
+    let line = String::from_utf8_lossy(line);
+    let interpreter = line.split_whitespace().next()?.to_string();
+    (!Path::new(&interpreter).exists()).then_some(interpreter)
+}
+
 /// State and start time of a process, from `/proc/<pid>/stat`.
 fn proc_stat(pid: u32) -> Option<(char, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -245,6 +255,11 @@ impl Provider for LocalProvider {
             let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
                 " (is the package executable? `chmod +x` it, or give it a package type with a start recipe)"
             } else if e.kind() == std::io::ErrorKind::NotFound {
+                if let Some(interpreter) = missing_interpreter(Path::new(program)) {
+                    return ProviderError::new(format!(
+                        "cannot start `{program}`: its first line names the interpreter `{interpreter}`, which does not exist on this machine; install it, fix the `#!` line, or give the service a package type whose recipe names the interpreter"
+                    ));
+                }
                 " (no such program or package file)"
             } else {
                 ""
