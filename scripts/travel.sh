@@ -8,10 +8,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 env="${ENV:-dev}"
-repo=examples/travel
+repo="$PWD/examples/travel"
 state=state
 weather_pid="$state/.weather.pid"
 
+echo "building enact (release; the first build takes about 4 minutes on 2 cores)…" >&2
 cargo build --release --quiet
 enact() { target/release/enact -C "$repo" -e "$env" "$@"; }
 
