@@ -185,3 +185,33 @@ fn a_script_whose_interpreter_is_missing_is_reported_as_such() {
     assert!(out.contains("names the interpreter `/usr/bin/python9.99`, which does not exist"), "{out}");
     assert!(!out.contains("no such program or package file"), "{out}");
 }
+
+#[test]
+fn the_health_timeout_is_a_setting_per_service_and_the_flag_overrides_it() {
+    let base = 24500;
+    let settings = json!({
+        "defaultEnv": "dev",
+        "accounts": { "local": { "provider": "local" } },
+        "services": { "slow": { "timeouts": { "healthMs": 1000, "stopGraceMs": 500 } } }
+    });
+    let repo = Repo::new(&json!({ "deployableServiceSpecs": [] }), Some(&settings));
+    let airline = std::fs::read_to_string(repo.path("services/airline.py")).expect("airline.py");
+    std::fs::write(repo.path("services/slow.py"), airline.replacen('\n', "\nimport time as _t\n_t.sleep(3)\n", 1))
+        .expect("slow.py");
+    make_executable(&repo.path("services/slow.py"));
+    let mut slow = deployable("slow", "slow.py", "SOAP", base, 1);
+    slow["roles"] = json!(["slow"]);
+    repo.write_chor(&json!({ "deployableServiceSpecs": [slow] }));
+    let started = std::time::Instant::now();
+    let output = repo.enact_ok(&["apply", "--auto-approve"], 1);
+    assert!(
+        stdout(&output).contains("did not answer") && stdout(&output).contains("within 1 s"),
+        "{}",
+        describe(&output)
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "the setting was not used: {:?}", started.elapsed());
+    assert!(processes_of(&repo.root).is_empty(), "the instance that did not answer was stopped");
+    // The flag wins over the setting.
+    repo.enact_ok(&["apply", "--auto-approve", "--health-timeout", "30"], 0);
+    repo.enact_ok(&["status"], 0);
+}

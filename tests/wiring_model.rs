@@ -185,7 +185,9 @@ fn settings(policy: u8, vm_limit: u32) -> Settings {
         node_selector: Some(NodeSelector { policy, vm_limit: Some(vm_limit) }),
         ..Default::default()
     };
-    settings.accounts.insert("sim".into(), Account::Simulated(SimulatedAccount { latency_ms: 0 }));
+    settings
+        .accounts
+        .insert("sim".into(), Account::Simulated(SimulatedAccount { latency_ms: 0, ..Default::default() }));
     settings
 }
 

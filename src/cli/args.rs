@@ -110,6 +110,10 @@ pub enum Command {
         serial: u64,
         #[arg(long)]
         auto_approve: bool,
+        /// Seconds an instance has to start answering on its port (1–86400); overrides
+        /// `timeouts.healthMs` of enact.json (default 30).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=MAX_HEALTH_TIMEOUT_SECS))]
+        health_timeout: Option<u64>,
     },
     /// Stop a service's instances (or every service's) without forgetting them (asks first).
     Pause {
@@ -124,6 +128,10 @@ pub enum Command {
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
+        /// Seconds an instance has to start answering on its port (1–86400); overrides
+        /// `timeouts.healthMs` of enact.json (default 30).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=MAX_HEALTH_TIMEOUT_SECS))]
+        health_timeout: Option<u64>,
     },
     /// Create an environment, or list them (an environment is an overlay envs/ENV.json, an
     /// entry under `envs` in enact.json, or a recorded state; the default one always exists:
@@ -232,9 +240,10 @@ pub struct ApplyArgs {
     /// Limit the apply to this service and what it depends on (repeatable).
     #[arg(long, value_name = "SVC")]
     pub target: Vec<String>,
-    /// Seconds an instance has to start answering on its port (1–86400, a day).
-    #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=MAX_HEALTH_TIMEOUT_SECS))]
-    pub health_timeout: u64,
+    /// Seconds an instance has to start answering on its port (1–86400, a day); overrides
+    /// `timeouts.healthMs` of enact.json (default 30).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=MAX_HEALTH_TIMEOUT_SECS))]
+    pub health_timeout: Option<u64>,
     /// Look at every recorded instance first (`--refresh=false`: take the state at its word).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub refresh: bool,

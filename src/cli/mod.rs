@@ -170,9 +170,13 @@ pub fn run(cli: Cli, printer: Printer) -> Result<Outcome> {
         Command::Status { json } => operate::status(&ctx, json),
         Command::Logs { service, lines } => operate::logs(&ctx, &service, usize::try_from(lines).unwrap_or(usize::MAX)),
         Command::History => operate::history(&ctx),
-        Command::Rollback { serial, auto_approve } => operate::rollback(&ctx, serial, auto_approve),
-        Command::Pause { service, yes } => operate::pause(&ctx, service.as_deref(), true, yes),
-        Command::Resume { service, yes } => operate::pause(&ctx, service.as_deref(), false, yes),
+        Command::Rollback { serial, auto_approve, health_timeout } => {
+            operate::rollback(&ctx, serial, auto_approve, health_timeout)
+        }
+        Command::Pause { service, yes } => operate::pause(&ctx, service.as_deref(), true, yes, None),
+        Command::Resume { service, yes, health_timeout } => {
+            operate::pause(&ctx, service.as_deref(), false, yes, health_timeout)
+        }
         Command::State(command) => operate::state(&ctx, &command),
         Command::Env(args::EnvCommand::New { name }) => envs::new_env(&ctx, &name),
         Command::Env(args::EnvCommand::List) => envs::list_envs(&ctx),

@@ -54,15 +54,15 @@ fn progress(ctx: &Context) -> Progress {
 
 /// Executor options from the flags, whose ranges clap has checked (they are clamped again here,
 /// so no value can overflow a clock or spawn without bound).
-fn options(parallelism: u64, health_timeout: u64, accept_new_host_keys: bool) -> Result<Options> {
+fn options(parallelism: u64, health_timeout: Option<u64>, accept_new_host_keys: bool) -> Result<Options> {
     if parallelism == 0 {
         return Err(Diagnostic::new("`--parallelism` must be at least 1").into());
     }
     let parallelism = usize::try_from(parallelism.min(super::args::MAX_PARALLELISM)).unwrap_or(1);
-    let health_timeout = health_timeout.clamp(1, super::args::MAX_HEALTH_TIMEOUT_SECS);
+    let health_timeout = health_timeout.map(|s| Duration::from_secs(s.clamp(1, super::args::MAX_HEALTH_TIMEOUT_SECS)));
     Ok(Options {
         parallelism,
-        health_timeout: Duration::from_secs(health_timeout),
+        health_timeout,
         accept_new_host_keys,
         cancel: Some(&interrupt::INTERRUPTED),
         ..Options::default()
@@ -309,7 +309,7 @@ pub fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Outcome> {
 pub fn destroy(ctx: &Context, auto_approve: bool, parallelism: u64) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
-    let options = options(parallelism, 30, ctx.accept_new_host_keys)?;
+    let options = options(parallelism, None, ctx.accept_new_host_keys)?;
     let _guard = interrupt::guard();
     let mut session = open_session(ctx, &repo, &env, &format!("enact destroy -e {env}"))?;
     // Paused services go too.
@@ -353,7 +353,7 @@ pub fn destroy(ctx: &Context, auto_approve: bool, parallelism: u64) -> Result<Ou
     Ok(outcome)
 }
 
-pub fn rollback(ctx: &Context, serial: u64, auto_approve: bool) -> Result<Outcome> {
+pub fn rollback(ctx: &Context, serial: u64, auto_approve: bool, health_timeout: Option<u64>) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
     let _guard = interrupt::guard();
@@ -376,13 +376,19 @@ pub fn rollback(ctx: &Context, serial: u64, auto_approve: bool) -> Result<Outcom
     }
     confirm(&format!("\nRoll env `{env}` back to serial {serial}?"), auto_approve, "--auto-approve")?;
     let progress = progress(ctx);
-    let report = session.apply(&spec, &planned, &progress, options(10, 30, ctx.accept_new_host_keys)?)?;
+    let report = session.apply(&spec, &planned, &progress, options(10, health_timeout, ctx.accept_new_host_keys)?)?;
     progress.finish();
     Ok(summarize(ctx, &report, "Rollback"))
 }
 
 /// Pause or resume one service or every one.
-pub fn pause(ctx: &Context, service: Option<&str>, pause: bool, yes: bool) -> Result<Outcome> {
+pub fn pause(
+    ctx: &Context,
+    service: Option<&str>,
+    pause: bool,
+    yes: bool,
+    health_timeout: Option<u64>,
+) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
     let verb = if pause { "pause" } else { "resume" };
@@ -443,17 +449,18 @@ pub fn pause(ctx: &Context, service: Option<&str>, pause: bool, yes: bool) -> Re
     let planned = Planned::empty(&env, &session.state);
     let events = progress(ctx);
     let command = format!("enact {verb}");
-    let report = session.run(&spec, &planned, &events, options(10, 30, ctx.accept_new_host_keys)?, |executor| {
-        executor.begin(&command)?;
-        let mut failed = Vec::new();
-        for s in &services {
-            let result = if pause { executor.pause(s) } else { executor.resume(s) };
-            if let Err(e) = result {
-                failed.push((s.clone(), e));
+    let report =
+        session.run(&spec, &planned, &events, options(10, health_timeout, ctx.accept_new_host_keys)?, |executor| {
+            executor.begin(&command)?;
+            let mut failed = Vec::new();
+            for s in &services {
+                let result = if pause { executor.pause(s) } else { executor.resume(s) };
+                if let Err(e) = result {
+                    failed.push((s.clone(), e));
+                }
             }
-        }
-        Ok(executor.finish(failed))
-    })?;
+            Ok(executor.finish(failed))
+        })?;
     events.finish();
     for (s, e) in &report.failed {
         ctx.printer.error(&format!("{s}: {e}"));

@@ -49,6 +49,10 @@ pub struct Settings {
     /// How consumers are told their lists, unless a service says otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wiring: Option<WiringSettings>,
+    /// How long an instance may take to become healthy and to stop, unless an account or a
+    /// service says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
 }
 
 /// A named place to get nodes.
@@ -68,6 +72,16 @@ impl Account {
             Account::Ssh(_) => "ssh",
             Account::Ec2(_) => "ec2",
             Account::Simulated(_) => "simulated",
+        }
+    }
+
+    /// The account's own `timeouts`, if it sets any.
+    pub fn timeouts(&self) -> Option<Timeouts> {
+        match self {
+            Account::Local(a) => a.timeouts,
+            Account::Ssh(a) => a.timeouts,
+            Account::Ec2(a) => a.timeouts,
+            Account::Simulated(a) => a.timeouts,
         }
     }
 
@@ -97,7 +111,11 @@ pub fn default_instance_type(memory: Memory) -> &'static str {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct LocalAccount {}
+pub struct LocalAccount {
+    /// Timeouts of the account's instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -109,6 +127,9 @@ pub struct SshAccount {
     /// Tomcat's webapps directory on the hosts, for `TOMCAT` packages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tomcat_webapps: Option<String>,
+    /// Timeouts of the account's instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -144,6 +165,9 @@ pub struct Ec2Account {
     pub endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub known_hosts: Option<String>,
+    /// Timeouts of the account's instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
 }
 
 /// The longest `latencyMs` of a simulated account, in milliseconds (an hour).
@@ -152,6 +176,9 @@ pub const MAX_LATENCY_MS: u64 = 3_600_000;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SimulatedAccount {
+    /// Timeouts of the account's instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
     #[serde(default)]
     pub latency_ms: u64,
 }
@@ -242,6 +269,9 @@ pub struct ServiceSettings {
     /// How this service, as a consumer, is told its lists; overrides the top-level `wiring`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wiring: Option<WiringSettings>,
+    /// Its instances' timeouts; override the account's and the top-level ones, field by field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
 }
 
 /// A resolved `rollout.maxUnavailable`: the value and where enact.json sets it.
@@ -274,7 +304,7 @@ impl EnvView<'_> {
     }
 }
 
-const BUILTIN_LOCAL: Account = Account::Local(LocalAccount {});
+const BUILTIN_LOCAL: Account = Account::Local(LocalAccount { timeouts: None });
 
 impl Settings {
     pub fn account(&self, name: &str) -> Option<&Account> {
@@ -301,6 +331,19 @@ impl Settings {
             (None, None) => MaxUnavailable { value: DEFAULT_MAX_UNAVAILABLE, set_at: None },
         };
         EnvView { settings: self, default_account, node_selector, max_unavailable }
+    }
+
+    /// The timeouts of an instance of `service` in `account`: the service's, else the account's,
+    /// else the top level's, else the defaults, field by field. Milliseconds: (health, stop grace).
+    pub fn timeouts_of(&self, service: &str, account: &str) -> (u64, u64) {
+        let levels = [
+            self.services.get(service).and_then(|s| s.timeouts),
+            self.account(account).and_then(Account::timeouts),
+            self.timeouts,
+        ];
+        let health = levels.iter().flatten().find_map(|t| t.health_ms).unwrap_or(DEFAULT_HEALTH_MS);
+        let grace = levels.iter().flatten().find_map(|t| t.stop_grace_ms).unwrap_or(DEFAULT_STOP_GRACE_MS);
+        (health, grace)
     }
 
     /// How `consumer` is told its lists: its own `wiring`, else the top-level one, else the
@@ -606,6 +649,40 @@ impl Settings {
                 check_wiring(wiring, &["services", name, "wiring"]);
             }
         }
+        let mut timeouts: Vec<(Vec<&str>, Timeouts)> = Vec::new();
+        if let Some(t) = self.timeouts {
+            timeouts.push((vec!["timeouts"], t));
+        }
+        for (name, account) in &self.accounts {
+            if let Some(t) = account.timeouts() {
+                timeouts.push((vec!["accounts", name.as_str(), "timeouts"], t));
+            }
+        }
+        for (name, service) in &self.services {
+            if let Some(t) = service.timeouts {
+                timeouts.push((vec!["services", name.as_str(), "timeouts"], t));
+            }
+        }
+        for (at, t) in timeouts {
+            for (field, value, range) in
+                [("healthMs", t.health_ms, 1..=86_400_000u64), ("stopGraceMs", t.stop_grace_ms, 0..=3_600_000)]
+            {
+                if let Some(value) = value.filter(|v| !range.contains(v)) {
+                    let mut path = at.clone();
+                    path.push(field);
+                    errors.push(
+                        Diagnostic::new(format!(
+                            "`{}` is {value} ms, outside {}–{} ms",
+                            path.join("."),
+                            range.start(),
+                            range.end()
+                        ))
+                        .at(loc(&path))
+                        .hint("the defaults are 30000 ms to become healthy and 5000 ms to stop"),
+                    );
+                }
+            }
+        }
         let readiness =
             self.services
                 .iter()
@@ -739,6 +816,26 @@ pub struct Readiness {
     pub min_ready_ms: u64,
 }
 
+/// How long an instance may take (`timeouts`, at the top level, in an account or under
+/// `services.<name>`; the most specific wins, field by field).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Timeouts {
+    /// Milliseconds a new instance has to answer on its port and pass its readiness check
+    /// (1–86,400,000; default 30,000). `apply --health-timeout` overrides every level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_ms: Option<u64>,
+    /// Milliseconds between SIGTERM and SIGKILL when an instance stops (0–3,600,000; default
+    /// 5,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grace_ms: Option<u64>,
+}
+
+/// The health timeout when nothing sets one, in milliseconds.
+pub const DEFAULT_HEALTH_MS: u64 = 30_000;
+/// The stop grace when nothing sets one, in milliseconds.
+pub const DEFAULT_STOP_GRACE_MS: u64 = 5_000;
+
 /// How a consumer is told its lists (`wiring`, top level or per service): each
 /// `setInvocationAddress` call is tried `tries` times, `backoffMs` apart at first and twice as
 /// long after each failure, each try given `timeoutMs`.
@@ -831,6 +928,24 @@ mod tests {
         assert!(errs[0].message.contains("gcp"));
         assert_eq!(errs[0].location.as_ref().map(|l| l.line), Some(2));
         assert!(errs[1].message.contains("unknown field `x`"));
+    }
+
+    #[test]
+    fn timeouts_come_from_the_service_then_the_account_then_the_top_level() {
+        let s = parse(
+            r#"{"timeouts": {"healthMs": 1000, "stopGraceMs": 2000},
+                "accounts": {"lab": {"provider": "local", "timeouts": {"healthMs": 3000}}},
+                "services": {"airline": {"timeouts": {"stopGraceMs": 4000}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.timeouts_of("airline", "lab"), (3000, 4000));
+        assert_eq!(s.timeouts_of("other", "lab"), (3000, 2000));
+        assert_eq!(s.timeouts_of("other", "local"), (1000, 2000));
+        assert_eq!(Settings::default().timeouts_of("x", "local"), (DEFAULT_HEALTH_MS, DEFAULT_STOP_GRACE_MS));
+        let errs = parse(r#"{"services": {"a": {"timeouts": {"healthMs": 0, "stopGraceMs": 99999999}}}}"#).unwrap_err();
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(errs.len(), 2, "{text:?}");
+        assert!(text[0].contains("`services.a.timeouts.healthMs` is 0 ms"), "{text:?}");
     }
 
     #[test]

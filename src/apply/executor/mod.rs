@@ -27,11 +27,14 @@ use crate::state::{AppliedSpec, InstanceState, InstanceStatus, NodeState, Servic
 
 mod wire;
 
+/// How an apply runs: what the command line says (the settings say the rest).
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
+    /// Steps at once (at least 1).
     pub parallelism: usize,
-    pub health_timeout: Duration,
-    pub stop_grace: Duration,
+    /// `--health-timeout`: when given, every instance's health timeout, whatever `timeouts` in
+    /// enact.json say.
+    pub health_timeout: Option<Duration>,
     /// Record unknown SSH host keys instead of refusing them.
     pub accept_new_host_keys: bool,
     /// Once set, no new step starts (the steps already running finish): a clean stop on Ctrl-C.
@@ -40,13 +43,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            parallelism: 10,
-            health_timeout: Duration::from_secs(30),
-            stop_grace: Duration::from_secs(5),
-            accept_new_host_keys: false,
-            cancel: None,
-        }
+        Options { parallelism: 10, health_timeout: None, accept_new_host_keys: false, cancel: None }
     }
 }
 
@@ -640,26 +637,29 @@ impl<'a> Executor<'a> {
         self.record(Record::Started { service: name.to_string(), instance: instance.clone() })?;
         self.progress(name, format!("{} started on {} ({})", placed.id, placed.node, node.address));
         let checked = Instant::now();
-        let healthy = provider
-            .wait_healthy(&instance, &node, port_of(spec), self.options.health_timeout)
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                let Some(readiness) = self.readiness_of(spec) else { return Ok(()) };
-                let url = readiness
-                    .path
-                    .as_deref()
-                    .map(|p| super::readiness::readiness_url(&node.address, port_of(spec), p, spec.endpoint_name()));
-                let still_up = || {
-                    if provider.alive(&instance, &node) {
-                        Ok(())
-                    } else {
-                        Err(format!("{} exited before it was ready", instance.id))
-                    }
-                };
-                let left = self.options.health_timeout.saturating_sub(checked.elapsed());
-                super::readiness::wait_ready(url.as_deref(), readiness, left, &still_up)
-                    .map_err(|e| format!("instance {}: {e}", instance.id))
-            });
+        let health_timeout = self
+            .options
+            .health_timeout
+            .unwrap_or_else(|| Duration::from_millis(self.settings.timeouts_of(name, &node.account).0));
+        let healthy =
+            provider.wait_healthy(&instance, &node, port_of(spec), health_timeout).map_err(|e| e.to_string()).and_then(
+                |()| {
+                    let Some(readiness) = self.readiness_of(spec) else { return Ok(()) };
+                    let url = readiness.path.as_deref().map(|p| {
+                        super::readiness::readiness_url(&node.address, port_of(spec), p, spec.endpoint_name())
+                    });
+                    let still_up = || {
+                        if provider.alive(&instance, &node) {
+                            Ok(())
+                        } else {
+                            Err(format!("{} exited before it was ready", instance.id))
+                        }
+                    };
+                    let left = health_timeout.saturating_sub(checked.elapsed());
+                    super::readiness::wait_ready(url.as_deref(), readiness, left, &still_up)
+                        .map_err(|e| format!("instance {}: {e}", instance.id))
+                },
+            );
         if let Err(e) = healthy {
             let tail = provider.logs(&instance, &node, &log, 5).unwrap_or_default();
             let _ = self.stop_instance(name, &placed.id);
@@ -687,7 +687,7 @@ impl<'a> Executor<'a> {
         };
         let provider = self.provider_of_node(&node)?;
         self.record(Record::StopIntent { service: name.to_string(), instance: id.to_string() })?;
-        provider.stop(&instance, &node, self.options.stop_grace).map_err(|e| e.to_string())?;
+        provider.stop(&instance, &node, self.stop_grace(name, &node)).map_err(|e| e.to_string())?;
         self.record(Record::Stopped { service: name.to_string(), instance: id.to_string() })?;
         self.progress(name, format!("{id} stopped"));
         Ok(())
@@ -764,7 +764,12 @@ impl Executor<'_> {
             return Ok(());
         };
         let provider = self.provider_of_node(&node)?;
-        provider.stop(&instance, &node, self.options.stop_grace).map_err(|e| e.to_string())
+        provider.stop(&instance, &node, self.stop_grace(name, &node)).map_err(|e| e.to_string())
+    }
+
+    /// How long an instance of `service` on `node` has between SIGTERM and SIGKILL.
+    fn stop_grace(&self, service: &str, node: &NodeState) -> Duration {
+        Duration::from_millis(self.settings.timeouts_of(service, &node.account).1)
     }
 }
 
