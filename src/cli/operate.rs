@@ -65,7 +65,6 @@ fn options(parallelism: u64, health_timeout: Option<u64>, accept_new_host_keys: 
         health_timeout,
         accept_new_host_keys,
         cancel: Some(&interrupt::INTERRUPTED),
-        ..Options::default()
     })
 }
 
