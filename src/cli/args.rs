@@ -279,6 +279,15 @@ pub enum StateCommand {
     Show,
     /// Remove the environment's lock, whoever holds it.
     Unlock,
+    /// Make a backup (`enact history` lists them) the current state again, as a new serial; a
+    /// damaged current state is kept beside the backups. Takes the lock.
+    Restore {
+        /// The serial of the backup.
+        serial: u64,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// Which file `enact schema` describes.

@@ -60,12 +60,7 @@ fn options(parallelism: u64, health_timeout: Option<u64>, accept_new_host_keys: 
     }
     let parallelism = usize::try_from(parallelism.min(super::args::MAX_PARALLELISM)).unwrap_or(1);
     let health_timeout = health_timeout.map(|s| Duration::from_secs(s.clamp(1, super::args::MAX_HEALTH_TIMEOUT_SECS)));
-    Ok(Options {
-        parallelism,
-        health_timeout,
-        accept_new_host_keys,
-        cancel: Some(&interrupt::INTERRUPTED),
-    })
+    Ok(Options { parallelism, health_timeout, accept_new_host_keys, cancel: Some(&interrupt::INTERRUPTED) })
 }
 
 /// One provider per account the state has nodes in (accounts enact.json lost are left out).
@@ -666,21 +661,32 @@ pub fn history(ctx: &Context) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
     let store = repo.store();
-    let mut rows = Vec::new();
+    // Every row, damaged ones too: history is where one looks when the state is broken.
+    let mut rows: Vec<std::result::Result<State, (String, String)>> = Vec::new();
     for backup in store.backups(&env)? {
-        if let Ok(state) = store.read_serial(&env, backup.serial) {
-            rows.push(state);
-        }
+        rows.push(store.read_backup(&env, &backup).map_err(|e| (backup.serial.to_string(), e.to_string())));
     }
-    if let Some(current) = store.read(&env)? {
-        rows.push(current);
+    match store.read(&env) {
+        Ok(Some(current)) => rows.push(Ok(current)),
+        Ok(None) => {}
+        Err(e) => rows.push(Err(("current".to_string(), e.to_string()))),
     }
     if rows.is_empty() {
         ctx.printer.out(&format!("env `{env}` has never been applied.\n"));
         return Ok(Outcome::Success);
     }
     let mut out = format!("{:>7}  {:<21} {:>8} {:>9}  {}\n", "serial", "applied at", "services", "instances", "commit");
-    for state in &rows {
+    let mut damaged = 0;
+    for row in &rows {
+        let state = match row {
+            Ok(state) => state,
+            Err((serial, error)) => {
+                damaged += 1;
+                let first = error.lines().next().unwrap_or_default();
+                let _ = writeln!(out, "{serial:>7}  {}  {first}", ctx.printer.paint.red("DAMAGED"));
+                continue;
+            }
+        };
         let instances: usize = state.services.values().map(|s| s.instances.len()).sum();
         let commit = match &state.provenance {
             Some(p) => {
@@ -698,6 +704,11 @@ pub fn history(ctx: &Context) -> Result<Outcome> {
         );
     }
     ctx.printer.out(&out);
+    if damaged > 0 {
+        ctx.printer.warn(&format!(
+            "{damaged} recorded state(s) of env `{env}` are damaged; `enact state restore SERIAL` makes a good backup current again"
+        ));
+    }
     Ok(Outcome::Success)
 }
 
@@ -730,6 +741,32 @@ pub fn state(ctx: &Context, command: &StateCommand) -> Result<Outcome> {
         StateCommand::Show => {
             let env = ctx.env(&repo)?;
             ctx.printer.out(&repo.store().read_or_empty(&env)?.to_json());
+        }
+        StateCommand::Restore { serial, yes } => {
+            let env = ctx.env(&repo)?;
+            let _guard = interrupt::guard();
+            let state_dir = repo.state_dir();
+            let _lock = lock::acquire(&state_dir, &env, &format!("enact state restore {serial} -e {env}"))?;
+            let store = repo.store();
+            let current = store.read(&env);
+            let what = match &current {
+                Ok(Some(c)) => format!("the current state (serial {}) is backed up first", c.serial),
+                Ok(None) => "there is no current state".to_string(),
+                Err(_) => "the current state is damaged: it is kept beside the backups".to_string(),
+            };
+            confirm(
+                &format!(
+                    "\nMake the backup of serial {serial} the current state of env `{env}`? {what}. Instances started since that serial are not in it: `enact status` and `plan` show what runs."
+                ),
+                *yes,
+                "--yes",
+            )?;
+            let (written, replaced) = store.restore(&env, *serial)?;
+            ctx.printer.out(&format!(
+                "Restored env `{env}` from the backup of serial {serial} as serial {}{}.\n",
+                written.serial,
+                replaced.map(|r| format!(" (it replaces serial {r})")).unwrap_or_default()
+            ));
         }
         StateCommand::Unlock => {
             // A lock left by the first apply of an environment is the one thing it has.

@@ -84,6 +84,14 @@ fn successor(current: Option<&State>, next: &State) -> Result<State> {
     Ok(written)
 }
 
+/// The `"serial": N` a (possibly damaged) state's text still shows, if any.
+fn serial_in(text: &str) -> Option<u64> {
+    let at = text.find("\"serial\"")?;
+    let rest = text[at + "\"serial\"".len()..].trim_start().strip_prefix(':')?.trim_start();
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 /// A random 128-bit id in UUID form, set once per environment.
 pub fn new_lineage() -> String {
     let mut bytes = [0u8; 16];
@@ -147,6 +155,68 @@ impl FileStore {
 
     pub fn path(&self, env: &str) -> PathBuf {
         self.dir.join(format!("{env}.json"))
+    }
+
+    /// The state a backup holds.
+    ///
+    /// # Errors
+    /// The backup cannot be read, or is damaged (located, like a damaged state).
+    pub fn read_backup(&self, env: &str, backup: &Backup) -> Result<State> {
+        let text = fs::read_to_string(&backup.path).map_err(Error::io("read", &backup.path))?;
+        parse_state(&backup.path, &text, env)
+    }
+
+    /// `enact state restore`: makes the backup of `serial` the current state of `env`, as a new
+    /// serial (one past every serial known, so none is used twice) in the backup's lineage. A
+    /// current state that cannot be read is kept beside the backups (`damaged-<serial>.json`)
+    /// rather than lost; a readable one is backed up as at every write. Returns the state written
+    /// and the serial it replaced, if it could be read.
+    ///
+    /// # Errors
+    /// No backup of `serial`, a damaged backup, a serial at its limit, or the filesystem.
+    pub fn restore(&self, env: &str, serial: u64) -> Result<(State, Option<u64>)> {
+        let backups = self.backups(env)?;
+        let backup = backups.iter().find(|b| b.serial == serial).ok_or_else(|| {
+            Diagnostic::new(format!("env `{env}` has no backup of serial {serial}"))
+                .hint("`enact history` lists the serials that are kept")
+        })?;
+        let restored = self.read_backup(env, backup)?;
+        let current = self.read(env);
+        let newest = backups.iter().map(|b| b.serial).max().unwrap_or(0);
+        let replaced = current.as_ref().ok().and_then(|c| c.as_ref().map(|c| c.serial));
+        // The newest serial is the current state's, never in the backups: a damaged current
+        // state had at least the serial after the newest backup (or the one its text still shows).
+        let last = match &current {
+            Ok(_) => newest.max(replaced.unwrap_or(0)),
+            Err(_) => {
+                let text = fs::read(self.path(env)).map(|b| String::from_utf8_lossy(&b).into_owned());
+                let shown = text.ok().and_then(|t| serial_in(&t)).unwrap_or(0);
+                newest.saturating_add(1).max(shown)
+            }
+        };
+        let path = self.path(env);
+        let dir = self.backup_dir(env);
+        fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
+        match &current {
+            Ok(Some(current)) => {
+                let backup = dir.join(format!("{:010}.json", current.serial));
+                fs::copy(&path, &backup).map_err(Error::io("back up", &path))?;
+            }
+            Ok(None) => {}
+            Err(_) => {
+                // Unreadable: kept as it is, never overwritten.
+                let keep = dir.join(format!("damaged-{:010}.json", last + 1));
+                fs::copy(&path, &keep).map_err(Error::io("keep the damaged state as", &keep))?;
+            }
+        }
+        let mut written = restored;
+        written.serial = last.checked_add(1).ok_or_else(|| {
+            Diagnostic::new(format!("env `{env}`: serial {last} is the largest there is; nothing can follow it"))
+                .hint("start a new history: move the state file away and import or apply it again")
+        })?;
+        written.format_version = STATE_FORMAT_VERSION;
+        write_atomic(&path, written.to_json().as_bytes())?;
+        Ok((written, replaced))
     }
 
     fn backup_dir(&self, env: &str) -> PathBuf {
@@ -299,6 +369,13 @@ impl StateStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_serial_of_a_damaged_state_is_read_from_what_is_left_of_it() {
+        assert_eq!(serial_in("{\"formatVersion\": 1, \"lineage\": \"x\", \"serial\": 17, \"env\": "), Some(17));
+        assert_eq!(serial_in("{ \"serial\" :3}"), Some(3));
+        assert_eq!(serial_in("{ \"formatVersion\": 1"), None);
+    }
 
     fn exercise(store: &dyn StateStore) {
         assert_eq!(store.read("dev").unwrap(), None);
