@@ -166,3 +166,30 @@ fn an_apply_killed_while_an_instance_starts_is_visible_to_plan_status_and_show()
     assert_eq!(processes_of(&repo.root), pids(&instances(&state, "slow")));
     repo.enact_ok(&["plan", "--detailed-exitcode"], 0);
 }
+
+#[test]
+fn unreadable_journal_records_are_named_not_skipped_in_silence() {
+    let base = 24700;
+    let mut repo = Repo::new(&json!({ "deployableServiceSpecs": [] }), None);
+    let slow = slow_service(&repo, base, 1.0);
+    repo.write_chor(&json!({ "deployableServiceSpecs": [slow] }));
+    let pid = repo.spawn_enact(&["apply", "--auto-approve"], "apply");
+    let journal = repo.path("state/dev.journal");
+    wait_for("slow to start", Duration::from_secs(30), || {
+        std::fs::read_to_string(&journal).unwrap_or_default().contains("\"op\":\"startIntent\",\"service\":\"slow\"")
+    });
+    std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill");
+    repo.wait_child(pid, Duration::from_secs(10));
+    // Damage the second line with bytes that are not even UTF-8.
+    let text = std::fs::read(&journal).expect("journal");
+    let mut lines: Vec<Vec<u8>> = text.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
+    assert!(lines.len() >= 3, "{}", String::from_utf8_lossy(&text));
+    lines[1] = vec![0xff, 0xfe, b'{', 0x80];
+    std::fs::write(&journal, lines.join(&b'\n')).expect("damaged journal");
+    let err = stderr(&repo.enact_ok(&["plan"], 0));
+    assert!(err.contains("1 unreadable record(s) (line 2)"), "{err}");
+    let output = repo.apply();
+    let all = format!("{}{}", stdout(&output), stderr(&output));
+    assert!(all.contains("1 unreadable record(s) skipped (line 2"), "{all}");
+    repo.enact_ok(&["plan", "--detailed-exitcode"], 0);
+}

@@ -158,11 +158,15 @@ pub struct Replay {
     pub begin: Option<(String, u64)>,
     pub records: Vec<Record>,
     pub open: Vec<OpenIntent>,
-    /// Lines that could not be read (a torn last write).
-    pub torn: usize,
+    /// The numbers (from 1) of the lines that could not be read: a torn last write, or damage.
+    pub torn: Vec<usize>,
 }
 
-/// Reads a journal; a torn last line (the apply died mid-write) is skipped.
+/// Reads a journal; a line that cannot be read (a torn last write, or bytes that are not a
+/// record) is skipped and its number kept in [`Replay::torn`], for the caller to report.
+///
+/// # Errors
+/// The file exists but cannot be read.
 pub fn read(path: &Path) -> Result<Option<Replay>> {
     let file = match File::open(path) {
         Ok(f) => f,
@@ -172,13 +176,14 @@ pub fn read(path: &Path) -> Result<Option<Replay>> {
         }
     };
     let mut replay = Replay::default();
-    for line in BufReader::new(file).lines() {
+    // Bytes, not text: a damaged line is not even UTF-8, and must not hide the others.
+    for (number, line) in BufReader::new(file).split(b'\n').enumerate() {
         let line = line.map_err(Error::io("read", path))?;
-        if line.trim().is_empty() {
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let Ok(record) = serde_json::from_str::<Record>(&line) else {
-            replay.torn += 1;
+        let Ok(record) = serde_json::from_slice::<Record>(&line) else {
+            replay.torn.push(number + 1);
             continue;
         };
         match &record {
@@ -345,7 +350,7 @@ mod tests {
         let replay = read(&path).unwrap().unwrap();
         assert_eq!(replay.records, records);
         assert_eq!(replay.begin, Some(("l".into(), 3)));
-        assert_eq!(replay.torn, 1);
+        assert_eq!(replay.torn, vec![records.len() + 1]);
         assert_eq!(
             replay.open,
             vec![

@@ -145,6 +145,8 @@ pub struct Recovery {
     pub started: Vec<String>,
     /// Services that will be redeployed to converge.
     pub incomplete: Vec<String>,
+    /// Numbers of the journal's lines that could not be read.
+    pub unreadable: Vec<usize>,
     /// The line that says so.
     pub note: String,
 }
@@ -257,8 +259,18 @@ pub fn preview(
             _ => None,
         })
         .collect();
+    let unreadable = if replay.torn.is_empty() {
+        String::new()
+    } else {
+        let lines: Vec<String> = replay.torn.iter().map(ToString::to_string).collect();
+        format!(
+            ", {} unreadable record(s) skipped (line {}: check `enact status` for instances it does not name)",
+            replay.torn.len(),
+            lines.join(", ")
+        )
+    };
     let note = format!(
-        "recovered an interrupted apply from {}: {} record(s){}{}; {} service(s) will be redeployed to converge: {}",
+        "recovered an interrupted apply from {}: {} record(s){unreadable}{}{}; {} service(s) will be redeployed to converge: {}",
         path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         replay.records.len(),
         if found.is_empty() { String::new() } else { format!(", {} instance(s) found running", found.len()) },
@@ -266,5 +278,6 @@ pub fn preview(
         incomplete.len(),
         incomplete.join(", ")
     );
-    Ok(Leftover::Interrupted(Box::new(Recovery { state: next, found, started, incomplete, note })))
+    let unreadable = replay.torn;
+    Ok(Leftover::Interrupted(Box::new(Recovery { state: next, found, started, incomplete, unreadable, note })))
 }

@@ -115,6 +115,14 @@ pub(super) fn leftovers(ctx: &Context, repo: &ConfigRepo, env: &str, state: Stat
                     format!("; to be redeployed so they converge: {}", recovery.incomplete.join(", "))
                 }
             ));
+            if !recovery.unreadable.is_empty() {
+                let lines: Vec<String> = recovery.unreadable.iter().map(ToString::to_string).collect();
+                ctx.printer.warn(&format!(
+                    "state/{env}.journal has {} unreadable record(s) (line {}): instances they named are not known; `enact status` shows what answers",
+                    lines.len(),
+                    lines.join(", ")
+                ));
+            }
             Ok(recovery.state.clone())
         }
         Leftover::Stale(_) | Leftover::None => Ok(state),
