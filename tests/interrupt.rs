@@ -123,11 +123,11 @@ fn ctrl_c_during_an_apply_lets_the_running_step_finish_and_records_it() {
     repo.enact_ok(&["plan", "--detailed-exitcode"], 0);
 }
 
-#[test]
-fn an_apply_killed_while_an_instance_starts_is_visible_to_plan_status_and_show() {
-    let base = 24100;
+/// A repository whose first apply was SIGKILLed while `slow` (1 s to listen, on `port`) was
+/// starting: its journal is left behind, and no state.
+fn killed_while_slow_starts(port: u16) -> (Repo, std::path::PathBuf) {
     let mut repo = Repo::new(&json!({ "deployableServiceSpecs": [] }), None);
-    let slow = slow_service(&repo, base, 1.0);
+    let slow = slow_service(&repo, port, 1.0);
     repo.write_chor(&json!({ "deployableServiceSpecs": [slow] }));
     let pid = repo.spawn_enact(&["apply", "--auto-approve"], "apply");
     let journal = repo.path("state/dev.journal");
@@ -137,10 +137,14 @@ fn an_apply_killed_while_an_instance_starts_is_visible_to_plan_status_and_show()
     std::thread::sleep(Duration::from_millis(100));
     std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill");
     repo.wait_child(pid, Duration::from_secs(10));
-    // The orphan starts answering a moment later.
-    wait_for("the orphan to answer", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.2", base)).is_ok() || !processes_of(&repo.root).is_empty()
-    });
+    (repo, journal)
+}
+
+#[test]
+fn an_apply_killed_while_an_instance_starts_is_visible_to_plan_status_and_show() {
+    let (repo, journal) = killed_while_slow_starts(24100);
+    // The orphan runs, and answers once its second of start-up is over.
+    wait_for("the orphan to run", Duration::from_secs(10), || !processes_of(&repo.root).is_empty());
     std::thread::sleep(Duration::from_millis(1200));
     assert!(!repo.path("state/dev.json").exists(), "the killed apply never wrote a state");
 
@@ -169,17 +173,7 @@ fn an_apply_killed_while_an_instance_starts_is_visible_to_plan_status_and_show()
 
 #[test]
 fn unreadable_journal_records_are_named_not_skipped_in_silence() {
-    let base = 24700;
-    let mut repo = Repo::new(&json!({ "deployableServiceSpecs": [] }), None);
-    let slow = slow_service(&repo, base, 1.0);
-    repo.write_chor(&json!({ "deployableServiceSpecs": [slow] }));
-    let pid = repo.spawn_enact(&["apply", "--auto-approve"], "apply");
-    let journal = repo.path("state/dev.journal");
-    wait_for("slow to start", Duration::from_secs(30), || {
-        std::fs::read_to_string(&journal).unwrap_or_default().contains("\"op\":\"startIntent\",\"service\":\"slow\"")
-    });
-    std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill");
-    repo.wait_child(pid, Duration::from_secs(10));
+    let (repo, journal) = killed_while_slow_starts(24700);
     // Damage the second line with bytes that are not even UTF-8.
     let text = std::fs::read(&journal).expect("journal");
     let mut lines: Vec<Vec<u8>> = text.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
