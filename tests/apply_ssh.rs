@@ -499,3 +499,38 @@ fn status_and_plan_say_why_an_ssh_instance_is_not_healthy() {
     assert_eq!(status["services"]["airline"]["instances"][0]["reason"], "auth-refused", "{status}");
     hosts.allow_client_key(true);
 }
+
+#[test]
+fn a_process_no_record_names_is_found_on_its_host_and_destroy_stops_it() {
+    if !sshd::available() {
+        return;
+    }
+    let hosts = SshHosts::start(2, 40, 2440);
+    let repo = Repo::new(&hosts, &hosts.known_hosts(), &travel(25500, 1, "1.0"));
+    let (code, out, err) = repo.apply(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let lost = repo.pids("airline");
+    assert_eq!(lost.len(), 1);
+    // The record of airline's instance is lost (as a damaged journal loses one); its process runs on.
+    let mut state = repo.state();
+    state["services"]["airline"]["instances"] = json!([]);
+    fs::write(repo.root.join("state/dev.json"), serde_json::to_string_pretty(&state).expect("json")).expect("state");
+    let (code, out, err) = repo.enact(&["status", "--json"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let status: Value = serde_json::from_str(&out).expect("status JSON");
+    let untracked = status["untracked"].as_array().expect("untracked");
+    assert_eq!(untracked.len(), 1, "{status}");
+    assert_eq!(untracked[0]["pid"], lost[0], "{status}");
+    assert_eq!(untracked[0]["service"], "airline", "{status}");
+    assert!(untracked[0]["address"].as_str().is_some_and(|a| a.starts_with("127.0.0.4")), "{status}");
+    let (code, out, err) = repo.enact(&["destroy", "--auto-approve"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(format!("{out}{err}").contains("Stopped 1 untracked process(es)"), "{out}\n{err}");
+    for _ in 0..100 {
+        if !process_alive(lost[0]) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!process_alive(lost[0]), "destroy left the untracked process running");
+}

@@ -15,4 +15,5 @@ pub mod package;
 pub mod readiness;
 pub mod refresh;
 pub mod session;
+pub mod untracked;
 pub mod wiring;

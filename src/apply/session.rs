@@ -53,6 +53,7 @@ impl<'a> Session<'a> {
         if let Some(recovered) = recover(&state_dir, env, &state, repo, options)? {
             let (next, recovery_notes) = recovered;
             notes.extend(recovery_notes);
+            // Written before anything else changes: the journal's records are then in the state.
             state = store.write(&next)?;
             let path = journal_path(&state_dir, env);
             std::fs::remove_file(&path).map_err(Error::io("remove", &path))?;
@@ -84,6 +85,11 @@ impl<'a> Session<'a> {
         let state_dir = self.repo.state_dir();
         let path = journal_path(&state_dir, &self.env);
         let durable = !only_simulated(self.repo, &self.state, planned);
+        // The lineage is fixed before anything starts: every instance carries it, so even the
+        // processes of a first apply whose journal is lost can be found.
+        if self.state.lineage.is_empty() {
+            self.state.lineage = crate::state::store::new_lineage();
+        }
         let journal = Journal::create(&path, durable)?;
         let executor = Executor::new(
             &self.repo.root,
@@ -147,6 +153,9 @@ pub struct Recovery {
     pub incomplete: Vec<String>,
     /// Numbers of the journal's lines that could not be read.
     pub unreadable: Vec<usize>,
+    /// Processes carrying the environment's lineage that the recovered state does not record
+    /// (the journal lost their records): recovery stops them.
+    pub untracked: super::untracked::Untracked,
     /// The line that says so.
     pub note: String,
 }
@@ -171,8 +180,23 @@ pub fn recover(
             Ok(None)
         }
         Leftover::Interrupted(recovery) => {
-            let Recovery { state, note, .. } = *recovery;
-            Ok(Some((state, vec![note])))
+            let Recovery { state, note, untracked, .. } = *recovery;
+            let mut notes = vec![note];
+            if !untracked.orphans.is_empty() {
+                let errors = super::untracked::stop(&repo.settings, &untracked.orphans, options);
+                let stopped = untracked.orphans.len() - errors.len();
+                notes.push(format!(
+                    "stopped {stopped} process(es) this environment started that no record names: {}",
+                    super::untracked::summary(&untracked.orphans)
+                ));
+                for error in errors {
+                    notes.push(format!("could not stop {error}"));
+                }
+            }
+            for host in &untracked.unreachable {
+                notes.push(format!("could not look for processes no record names on {host}"));
+            }
+            Ok(Some((state, notes)))
         }
     }
 }
@@ -193,13 +217,22 @@ pub fn preview(
     let Some(replay) = journal::read(&path)? else {
         return Ok(Leftover::None);
     };
-    let belongs =
-        replay.begin.as_ref().is_some_and(|(lineage, serial)| *lineage == state.lineage && *serial == state.serial);
+    // A first apply fixes its lineage before it starts anything; the state records it only
+    // when the apply ends.
+    let first = state.serial == 0 && state.lineage.is_empty();
+    let belongs = match &replay.begin {
+        Some((lineage, serial)) => *serial == state.serial && (*lineage == state.lineage || first),
+        // Its first line is unreadable: it is taken to belong, and recovery looks for what runs.
+        None => !replay.records.is_empty() || !replay.torn.is_empty(),
+    };
     if !belongs {
         // The apply that wrote it got as far as recording its state: nothing is missing.
         return Ok(Leftover::Stale(path));
     }
     let mut next = state.clone();
+    if let Some((lineage, _)) = replay.begin.as_ref().filter(|_| first) {
+        next.lineage.clone_from(lineage);
+    }
     for record in &replay.records {
         apply_record(&mut next, record);
     }
@@ -270,14 +303,26 @@ pub fn preview(
         )
     };
     let note = format!(
-        "recovered an interrupted apply from {}: {} record(s){unreadable}{}{}; {} service(s) will be redeployed to converge: {}",
+        "recovered an interrupted apply from {}: {} record(s){unreadable}{}{}{}",
         path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         replay.records.len(),
         if found.is_empty() { String::new() } else { format!(", {} instance(s) found running", found.len()) },
         if lost > 0 { format!(", {lost} instance(s) found stopped") } else { String::new() },
-        incomplete.len(),
-        incomplete.join(", ")
+        if incomplete.is_empty() {
+            String::new()
+        } else {
+            format!("; {} service(s) will be redeployed to converge: {}", incomplete.len(), incomplete.join(", "))
+        }
     );
+    let untracked = super::untracked::find(&repo.settings, &next, options);
     let unreadable = replay.torn;
-    Ok(Leftover::Interrupted(Box::new(Recovery { state: next, found, started, incomplete, unreadable, note })))
+    Ok(Leftover::Interrupted(Box::new(Recovery {
+        state: next,
+        found,
+        started,
+        incomplete,
+        unreadable,
+        untracked,
+        note,
+    })))
 }

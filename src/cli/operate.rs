@@ -123,6 +123,13 @@ pub(super) fn leftovers(ctx: &Context, repo: &ConfigRepo, env: &str, state: Stat
                     lines.join(", ")
                 ));
             }
+            if !recovery.untracked.orphans.is_empty() {
+                ctx.printer.warn(&format!(
+                    "{} process(es) carry env `{env}`'s lineage but no record names them: {}; the next `enact apply` or `enact destroy` stops them",
+                    recovery.untracked.orphans.len(),
+                    crate::apply::untracked::summary(&recovery.untracked.orphans)
+                ));
+            }
             Ok(recovery.state.clone())
         }
         Leftover::Stale(_) | Leftover::None => Ok(state),
@@ -328,11 +335,24 @@ pub fn destroy(ctx: &Context, auto_approve: bool, parallelism: u64) -> Result<Ou
         targets: &[],
         observed: None,
     })?;
-    if !planned.plan.has_changes() {
+    // Processes this environment started that no record names (a journal lost their records):
+    // destroy stops them with the rest.
+    let untracked = crate::apply::untracked::find(&repo.settings, &session.state, &ctx.provider_options(&repo));
+    for host in &untracked.unreachable {
+        ctx.printer.warn(&format!("could not look for processes no record names on {host}"));
+    }
+    if !planned.plan.has_changes() && untracked.orphans.is_empty() {
         ctx.printer.out(&format!("Nothing to destroy: env `{env}` has no services and no nodes.\n"));
         return Ok(Outcome::Success);
     }
     ctx.printer.out(&plan::render::render(&planned.plan, ctx.printer.paint));
+    if !untracked.orphans.is_empty() {
+        ctx.printer.out(&format!(
+            "\n{} process(es) carry this environment's lineage but no record names them; destroy stops them: {}\n",
+            untracked.orphans.len(),
+            crate::apply::untracked::summary(&untracked.orphans)
+        ));
+    }
     // Legacy services run elsewhere: destroy forgets them but stops nothing of theirs.
     let (legacy, stopped): (Vec<&plan::Change>, Vec<&plan::Change>) =
         planned.plan.changes.iter().filter(|c| c.action == Action::Destroy).partition(|c| c.legacy);
@@ -340,12 +360,25 @@ pub fn destroy(ctx: &Context, auto_approve: bool, parallelism: u64) -> Result<Ou
     if !legacy.is_empty() {
         let _ = write!(question, " and forgets {} legacy service(s), which keep running elsewhere", legacy.len());
     }
+    if !untracked.orphans.is_empty() {
+        let _ = write!(question, " and {} untracked process(es)", untracked.orphans.len());
+    }
     question.push('.');
     confirm(&question, auto_approve, "--auto-approve")?;
     let progress = progress(ctx);
     let report = session.apply(&spec, &planned, &progress, options)?;
     progress.finish();
-    let outcome = summarize(ctx, &report, "Destroy");
+    let mut outcome = summarize(ctx, &report, "Destroy");
+    if !untracked.orphans.is_empty() {
+        let errors = crate::apply::untracked::stop(&repo.settings, &untracked.orphans, &ctx.provider_options(&repo));
+        ctx.printer.info(&format!("Stopped {} untracked process(es).", untracked.orphans.len() - errors.len()));
+        for error in &errors {
+            ctx.printer.error(&format!("could not stop {error}"));
+        }
+        if !errors.is_empty() {
+            outcome = Outcome::Failed;
+        }
+    }
     if report.state.services.is_empty() && report.state.nodes.is_empty() {
         ctx.printer.out(&format!(
             "env `{env}` is empty: its state (serial {}) records no services and no nodes.\n",
@@ -530,6 +563,7 @@ pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
     let env = ctx.env(&repo)?;
     let state = leftovers(ctx, &repo, &env, repo.store().read_or_empty(&env)?)?;
     let observed = crate::apply::refresh::observe(&repo.settings, &state, &ctx.provider_options(&repo));
+    let untracked = crate::apply::untracked::find(&repo.settings, &state, &ctx.provider_options(&repo));
     let mut services = std::collections::BTreeMap::new();
     let (mut healthy, mut total) = (0, 0);
     for (name, service) in &state.services {
@@ -571,10 +605,18 @@ pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
     }
     // Legacy services run elsewhere: shown, but not enact's to answer for in the exit code.
     let unhealthy: usize = services.values().map(|v| v.instances.iter().filter(|i| i.health == "down").count()).sum();
-    let outcome = if unhealthy == 0 { Outcome::Success } else { Outcome::Failed };
+    let outcome = if unhealthy == 0 && untracked.orphans.is_empty() { Outcome::Success } else { Outcome::Failed };
     if json {
-        let out =
-            serde_json::json!({ "env": env, "serial": state.serial, "unhealthy": unhealthy, "services": services });
+        let orphans: Vec<serde_json::Value> = untracked
+            .orphans
+            .iter()
+            .map(|o| {
+                serde_json::json!({ "pid": o.process.pid, "instance": o.process.instance, "service": o.process.service,
+                    "address": o.node.address, "account": o.account })
+            })
+            .collect();
+        let out = serde_json::json!({ "env": env, "serial": state.serial, "unhealthy": unhealthy, "services": services,
+            "untracked": orphans, "unreachable": untracked.unreachable });
         ctx.printer.out(&format!("{}\n", serde_json::to_string_pretty(&out).unwrap_or_default()));
         return Ok(outcome);
     }
@@ -615,8 +657,23 @@ pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
             }
         }
     }
+    if !untracked.orphans.is_empty() {
+        let _ = writeln!(out, "\n{}", paint.bold("untracked (carry this environment's lineage, in no record)"));
+        for orphan in &untracked.orphans {
+            let _ = writeln!(out, "  {}", paint.red(&orphan.describe()));
+        }
+    }
+    for host in &untracked.unreachable {
+        let _ = writeln!(out, "  could not look for untracked processes on {host}");
+    }
     let _ = writeln!(out, "\n{healthy} of {total} instance(s) healthy.");
     ctx.printer.out(&out);
+    if !untracked.orphans.is_empty() {
+        ctx.printer.error(&format!(
+            "{} process(es) carry env `{env}`'s lineage but no record names them; `enact destroy` or the next apply after an interrupted one stops them",
+            untracked.orphans.len()
+        ));
+    }
     if unhealthy > 0 {
         ctx.printer.error(&format!(
             "{unhealthy} instance(s) of env `{env}` are not healthy; `enact plan` shows what apply would do"

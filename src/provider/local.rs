@@ -104,6 +104,53 @@ fn proc_stat(pid: u32) -> Option<(char, u64)> {
     Some((state, start_time))
 }
 
+/// The processes of this machine that carry `ENACT_LINEAGE=lineage` and lead their session.
+fn tagged_processes(lineage: &str) -> Vec<super::Tagged> {
+    let needle = format!("ENACT_LINEAGE={lineage}");
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return found };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Some((state, session, start_time)) = proc_session(pid) else { continue };
+        if session != pid || state == 'Z' || state == 'X' {
+            continue;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let vars: Vec<&[u8]> = environ.split(|&b| b == 0).collect();
+        if !vars.contains(&needle.as_bytes()) {
+            continue;
+        }
+        let var = |name: &str| {
+            vars.iter()
+                .find_map(|v| v.strip_prefix(name.as_bytes()).and_then(|v| v.strip_prefix(b"=")))
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        found.push(super::Tagged {
+            pid,
+            start_time: Some(start_time),
+            instance: var("INSTANCE_ID"),
+            service: var("SERVICE_NAME"),
+            host: var("HOST"),
+            account: var("ENACT_ACCOUNT"),
+        });
+    }
+    found
+}
+
+/// State, session id and start time of a process (`/proc/<pid>/stat` fields 3, 6 and 22).
+fn proc_session(pid: u32) -> Option<(char, u32, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let session = fields.get(3)?.parse().ok()?;
+    let start_time = fields.get(19)?.parse().ok()?;
+    Some((state, session, start_time))
+}
+
 /// The start time of a running process (clock ticks since boot).
 pub fn start_time_of(pid: u32) -> Option<u64> {
     proc_stat(pid).map(|(_, t)| t)
@@ -346,6 +393,10 @@ impl Provider for LocalProvider {
             return Err(ProviderError::new(format!("no log file at {}", log.display())));
         }
         Ok(tail(log, lines))
+    }
+
+    fn tagged(&self, _node: &NodeState, lineage: &str) -> ProviderResult<Vec<super::Tagged>> {
+        Ok(tagged_processes(lineage))
     }
 
     fn find(&self, _node: &NodeState, token: &str) -> Option<Started> {

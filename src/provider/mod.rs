@@ -75,6 +75,9 @@ pub struct StartRequest<'a> {
     pub token: &'a str,
     /// Where the instance's output goes.
     pub log: PathBuf,
+    /// The lineage of the environment's state (`ENACT_LINEAGE`): every process the environment
+    /// starts carries it, so one that no record names can still be found and stopped.
+    pub lineage: &'a str,
 }
 
 impl StartRequest<'_> {
@@ -88,8 +91,29 @@ impl StartRequest<'_> {
             ("ENDPOINT_NAME", self.spec.endpoint_name().to_string()),
             ("ENACT_ENV", self.env.to_string()),
             ("ENACT_TOKEN", self.token.to_string()),
+            ("ENACT_LINEAGE", self.lineage.to_string()),
+            ("ENACT_ACCOUNT", self.node.account.clone()),
         ]
     }
+}
+
+/// A process found on a node carrying an environment's lineage (`ENACT_LINEAGE`), with what its
+/// environment says it was started as. Only session leaders count (an instance is started in a
+/// session of its own; its children carry the same variables and go with it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tagged {
+    /// The process id on the node.
+    pub pid: u32,
+    /// Its start time, in clock ticks since the node booted (`/proc/<pid>/stat`, field 22).
+    pub start_time: Option<u64>,
+    /// `INSTANCE_ID` of its environment.
+    pub instance: String,
+    /// `SERVICE_NAME` of its environment.
+    pub service: String,
+    /// `HOST` of its environment: the address of the node it was started on.
+    pub host: String,
+    /// `ENACT_ACCOUNT` of its environment: the account of that node.
+    pub account: String,
 }
 
 /// What a provider knows about an instance it started.
@@ -158,6 +182,17 @@ pub trait Provider: Send + Sync {
 
     /// Finds an instance by its start token after an interrupted apply.
     fn find(&self, node: &NodeState, token: &str) -> Option<Started>;
+
+    /// The processes on `node`'s machine that carry `ENACT_LINEAGE=lineage`, recorded or not
+    /// (see [`Tagged`]). A provider whose nodes share one machine (local) answers for all of
+    /// them from any one. The default (no processes: the simulated provider) finds none.
+    ///
+    /// # Errors
+    /// The node cannot be reached.
+    fn tagged(&self, node: &NodeState, lineage: &str) -> ProviderResult<Vec<Tagged>> {
+        let _ = (node, lineage);
+        Ok(Vec::new())
+    }
 
     /// Whether this provider's operations return at once (a simulation at 0 ms, a fake): then
     /// the executor does not spread them over threads.

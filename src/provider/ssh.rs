@@ -675,6 +675,40 @@ impl Provider for SshProvider {
         self.exec_ok(host, &script, "reading the log")
     }
 
+    fn tagged(&self, node: &NodeState, lineage: &str) -> ProviderResult<Vec<super::Tagged>> {
+        let host = self.host(&node.address)?;
+        // One line per session leader carrying the lineage: pid, start time, instance, service.
+        // GNU grep reads the NUL-separated environ files itself; others go through `tr`.
+        let script = format!(
+            "n={n}; if printf 'a\\0' | grep -qzxF a 2>/dev/null; then l=$(grep -lzxF \"$n\" /proc/[0-9]*/environ 2>/dev/null); \
+             else l=$(for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < \"$f\" 2>/dev/null | grep -qxF \"$n\" && echo \"$f\"; done); fi; \
+             for f in $l; do p=${{f#/proc/}}; p=${{p%/environ}}; \
+             st=$(sed 's/.*) //' /proc/$p/stat 2>/dev/null) || continue; set -- $st; \
+             [ \"$1\" != Z ] && [ \"$4\" = \"$p\" ] || continue; \
+             e=$(tr '\\0' '\\n' < \"$f\" 2>/dev/null); \
+             v() {{ printf '%s\\n' \"$e\" | sed -n \"s/^$1=//p\" | head -n 1; }}; \
+             echo \"$p ${{20}} $(v INSTANCE_ID) $(v SERVICE_NAME) $(v HOST) $(v ENACT_ACCOUNT)\"; done; true",
+            n = quote(&format!("ENACT_LINEAGE={lineage}"))
+        );
+        let out = self.exec_ok(host, &script, "looking for this environment's processes")?;
+        Ok(out
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let pid = fields.next()?.parse().ok()?;
+                let start_time = fields.next().and_then(|s| s.parse().ok());
+                Some(super::Tagged {
+                    pid,
+                    start_time,
+                    instance: fields.next().unwrap_or_default().to_string(),
+                    service: fields.next().unwrap_or_default().to_string(),
+                    host: fields.next().unwrap_or_default().to_string(),
+                    account: fields.next().unwrap_or_default().to_string(),
+                })
+            })
+            .collect())
+    }
+
     fn find(&self, node: &NodeState, token: &str) -> Option<Started> {
         let host = self.host(&node.address).ok()?;
         let needle = format!("ENACT_TOKEN={token}");

@@ -307,6 +307,12 @@ impl EnvView<'_> {
 const BUILTIN_LOCAL: Account = Account::Local(LocalAccount { timeouts: None });
 
 impl Settings {
+    /// Every account by name, the built-in `local` one included unless `accounts` redefines it.
+    pub fn accounts(&self) -> impl Iterator<Item = (&str, &Account)> {
+        let builtin = (!self.accounts.contains_key(LOCAL_ACCOUNT)).then_some((LOCAL_ACCOUNT, &BUILTIN_LOCAL));
+        self.accounts.iter().map(|(n, a)| (n.as_str(), a)).chain(builtin)
+    }
+
     pub fn account(&self, name: &str) -> Option<&Account> {
         match self.accounts.get(name) {
             Some(a) => Some(a),

@@ -87,6 +87,8 @@ pub struct Executor<'a> {
     packages: Mutex<HashMap<String, Package>>,
     desired: HashMap<&'a str, Service<'a>>,
     wiring: wire::Wiring,
+    /// The state's lineage, which every started instance carries (`ENACT_LINEAGE`).
+    lineage: String,
 }
 
 impl std::fmt::Debug for Executor<'_> {
@@ -124,6 +126,7 @@ impl<'a> Executor<'a> {
             planned.plan.changes.iter().filter(|c| c.action == Action::Destroy).map(|c| c.service.clone()).collect();
         let changed = planned.plan.changes.iter().map(|c| c.service.as_str());
         let wiring = wire::Wiring::new(&prior, spec.services(), changed, retiring);
+        let lineage = prior.lineage.clone();
         Ok(Executor {
             repo_root,
             state_dir,
@@ -147,6 +150,7 @@ impl<'a> Executor<'a> {
             packages: Mutex::new(HashMap::new()),
             desired: spec.services().map(|s| (s.name(), s)).collect(),
             wiring,
+            lineage,
         })
     }
 
@@ -630,6 +634,7 @@ impl<'a> Executor<'a> {
             cache_dir: self.state_dir.join(".cache"),
             token: &token,
             log: log.clone(),
+            lineage: &self.lineage,
         };
         let started = provider.start(&request).map_err(|e| format!("instance {}: {e}", placed.id))?;
         instance.pid = started.pid;

@@ -1,0 +1,193 @@
+//! Processes an environment started that its state does not record. Every instance carries
+//! the lineage of its environment's state (`ENACT_LINEAGE`), so whatever happened to the
+//! journal — records overwritten, a torn line, the file gone — the processes of an interrupted
+//! apply are found on their nodes and stopped: recovery stops them before it records the
+//! recovered state, `destroy` stops them with the rest, and `status` and `plan` name them.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::Duration;
+
+use crate::provider::{self, Provider, ProviderOptions, Tagged};
+use crate::repo::settings::{Account, Settings};
+use crate::state::{InstanceState, InstanceStatus, NodeState, State};
+
+/// A process carrying the environment's lineage that no recorded instance is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    /// The account of the node it runs on.
+    pub account: String,
+    /// The node (for the local provider, the machine: its address is the loopback).
+    pub node: NodeState,
+    /// The process, with the instance and service its environment names.
+    pub process: Tagged,
+}
+
+impl Orphan {
+    /// `pid 4242 (instance web-3 of service web) on 10.0.0.5` (`on this machine` for the local
+    /// provider).
+    pub fn describe(&self) -> String {
+        let what = match (self.process.instance.as_str(), self.process.service.as_str()) {
+            ("", "") => String::new(),
+            (instance, "") => format!(" (instance {instance})"),
+            ("", service) => format!(" (service {service})"),
+            (instance, service) => format!(" (instance {instance} of service {service})"),
+        };
+        if self.node.provider == "local" {
+            format!("pid {}{what} on this machine", self.process.pid)
+        } else {
+            format!("pid {}{what} on {}", self.process.pid, self.node.address)
+        }
+    }
+}
+
+/// What a sweep found.
+#[derive(Debug, Clone, Default)]
+pub struct Untracked {
+    /// Processes carrying the lineage that no recorded instance is, in node then pid order.
+    pub orphans: Vec<Orphan>,
+    /// Nodes that could not be asked, each with why (`host 10.0.0.5: connection refused`).
+    pub unreachable: Vec<String>,
+}
+
+/// The nodes to ask, by account: every node of the state; every host of each ssh account the
+/// state has nodes in (or of every ssh account, when the state has no nodes: an interrupted
+/// first apply); and one node for the local machine when any local account is defined (the
+/// local provider looks at the whole machine at once).
+fn nodes_to_ask(settings: &Settings, state: &State) -> BTreeMap<String, Vec<NodeState>> {
+    let mut by_account: BTreeMap<String, BTreeMap<String, NodeState>> = BTreeMap::new();
+    let used: BTreeSet<&str> = state.nodes.values().map(|n| n.account.as_str()).collect();
+    for (name, account) in settings.accounts() {
+        match account {
+            Account::Local(_) => {
+                let machine = NodeState {
+                    account: name.to_string(),
+                    provider: "local".into(),
+                    address: "127.0.0.1".into(),
+                    memory: None,
+                    size: None,
+                    provider_id: None,
+                };
+                // One look covers every local account: they share the machine.
+                if !by_account.values().flat_map(BTreeMap::values).any(|n| n.provider == "local") {
+                    by_account.entry(name.to_string()).or_default().insert(machine.address.clone(), machine);
+                }
+            }
+            Account::Ssh(ssh) if used.is_empty() || used.contains(name) => {
+                for host in &ssh.hosts {
+                    let node = NodeState {
+                        account: name.to_string(),
+                        provider: "ssh".into(),
+                        address: host.address.clone(),
+                        memory: None,
+                        size: None,
+                        provider_id: None,
+                    };
+                    by_account.entry(name.to_string()).or_default().insert(host.address.clone(), node);
+                }
+            }
+            _ => {}
+        }
+    }
+    for node in state.nodes.values().filter(|n| n.provider != "local") {
+        by_account.entry(node.account.clone()).or_default().entry(node.address.clone()).or_insert_with(|| node.clone());
+    }
+    by_account.into_iter().map(|(account, nodes)| (account, nodes.into_values().collect())).collect()
+}
+
+/// Looks on every node the environment may have used for processes carrying `state`'s lineage
+/// that `state` does not record (by node address and pid; on the local machine by pid). A state
+/// without a lineage (never applied) finds nothing.
+pub fn find(settings: &Settings, state: &State, options: &ProviderOptions) -> Untracked {
+    let mut untracked = Untracked::default();
+    if state.lineage.is_empty() {
+        return untracked;
+    }
+    // The recorded processes, by (node address, pid). A process is looked for where it says it
+    // was started (`HOST`, `ENACT_ACCOUNT`): nodes may share a machine, and one look at the
+    // machine sees the processes of all of them.
+    let mut recorded: HashSet<(&str, u32)> = HashSet::new();
+    for instance in state.services.values().flat_map(|s| &s.instances) {
+        let (Some(pid), Some(node)) = (instance.pid, state.nodes.get(&instance.node)) else { continue };
+        recorded.insert((node.address.as_str(), pid));
+    }
+    let mut seen: HashSet<(String, u32)> = HashSet::new();
+    for (account, nodes) in nodes_to_ask(settings, state) {
+        let Some(provider) = settings.account(&account).and_then(|a| provider::for_account(&account, a, options).ok())
+        else {
+            continue;
+        };
+        for node in nodes {
+            match provider.tagged(&node, &state.lineage) {
+                Ok(processes) => {
+                    for process in processes {
+                        let ours = if node.provider == "local" {
+                            settings.account(&process.account).is_some_and(|a| matches!(a, Account::Local(_)))
+                        } else {
+                            process.account == account && process.host == node.address
+                        };
+                        if !ours
+                            || recorded.contains(&(process.host.as_str(), process.pid))
+                            || !seen.insert((process.host.clone(), process.pid))
+                        {
+                            continue;
+                        }
+                        let mut node = node.clone();
+                        node.address.clone_from(&process.host);
+                        untracked.orphans.push(Orphan { account: process.account.clone(), node, process });
+                    }
+                }
+                Err(e) => untracked.unreachable.push(format!("host {}: {e}", node.address)),
+            }
+        }
+    }
+    untracked
+}
+
+/// Stops each orphan as any instance of its service is stopped (SIGTERM, then SIGKILL after the
+/// service's `timeouts.stopGraceMs`). Returns the error of each that could not be stopped,
+/// naming it.
+pub fn stop(settings: &Settings, orphans: &[Orphan], options: &ProviderOptions) -> Vec<String> {
+    let mut providers: BTreeMap<&str, Box<dyn Provider>> = BTreeMap::new();
+    let mut errors = Vec::new();
+    for orphan in orphans {
+        if !providers.contains_key(orphan.account.as_str()) {
+            match settings.account(&orphan.account).map(|a| provider::for_account(&orphan.account, a, options)) {
+                Some(Ok(p)) => {
+                    providers.insert(&orphan.account, p);
+                }
+                Some(Err(e)) => {
+                    errors.push(format!("{}: {e}", orphan.describe()));
+                    continue;
+                }
+                None => {
+                    errors.push(format!("{}: account `{}` is not defined", orphan.describe(), orphan.account));
+                    continue;
+                }
+            }
+        }
+        let Some(provider) = providers.get(orphan.account.as_str()) else { continue };
+        let instance = InstanceState {
+            id: orphan.process.instance.clone(),
+            node: orphan.node.address.clone(),
+            status: InstanceStatus::Running,
+            native_uri: String::new(),
+            pid: Some(orphan.process.pid),
+            start_time: orphan.process.start_time,
+            memory: None,
+        };
+        let grace = Duration::from_millis(settings.timeouts_of(&orphan.process.service, &orphan.account).1);
+        if let Err(e) = provider.stop(&instance, &orphan.node, grace) {
+            errors.push(format!("{}: {e}", orphan.describe()));
+        }
+    }
+    errors
+}
+
+/// One line naming `orphans` (at most five, then a count).
+pub fn summary(orphans: &[Orphan]) -> String {
+    let mut named: Vec<String> = orphans.iter().take(5).map(Orphan::describe).collect();
+    if orphans.len() > 5 {
+        named.push(format!("and {} more", orphans.len() - 5));
+    }
+    named.join(", ")
+}
