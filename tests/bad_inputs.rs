@@ -27,6 +27,9 @@ struct Case {
     args: Vec<String>,
     /// Substrings stderr must contain.
     stderr: Vec<String>,
+    /// Substrings (secrets) that must appear in neither stdout nor stderr.
+    #[serde(default)]
+    absent: Vec<String>,
 }
 
 fn corpus_dir() -> PathBuf {
@@ -138,6 +141,12 @@ fn run_case(dir: &Path) -> Result<(), String> {
     for expected in &case.stderr {
         if !stderr.contains(expected.as_str()) {
             problems.push(format!("stderr lacks {expected:?}"));
+        }
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for secret in &case.absent {
+        if stderr.contains(secret.as_str()) || stdout.contains(secret.as_str()) {
+            problems.push(format!("the output shows {secret:?}"));
         }
     }
     if stderr.contains("panicked") {

@@ -37,6 +37,26 @@ pub fn fetch_cached(url: &str, cache_dir: &Path) -> Result<String, String> {
     fetch(url, cache_dir)
 }
 
+/// The `Authorization: Basic …` value for `url`'s host from `~/.netrc` (or the file `NETRC`
+/// names), as curl and wget use it: the entry of the host, else the `default` entry; `None`
+/// when there is no file, no entry or no login. The credentials never leave this header.
+fn netrc_authorization(url: &str) -> Option<String> {
+    use base64::Engine as _;
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let netrc = netrc::Netrc::new().ok()?;
+    let entry = netrc.hosts.get(host).or_else(|| netrc.hosts.get("default"))?;
+    if entry.login.is_empty() {
+        return None;
+    }
+    let pair = format!("{}:{}", entry.login, entry.password);
+    Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair)))
+}
+
 /// The last segment of a package URL, kept to the characters safe in a file name (and in a
 /// remote command line).
 pub fn file_name_of(url: &str) -> String {
@@ -57,7 +77,11 @@ fn fetch(url: &str, cache_dir: &Path) -> Result<String, String> {
         return Ok(path.to_string_lossy().into_owned());
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let mut response = ureq::get(url).call().map_err(|e| format!("cannot fetch package {url}: {e}"))?;
+    let mut request = ureq::get(url);
+    if let Some(authorization) = netrc_authorization(url) {
+        request = request.header("Authorization", authorization);
+    }
+    let mut response = request.call().map_err(|e| format!("cannot fetch package {url}: {e}"))?;
     let mut bytes = Vec::new();
     response.body_mut().as_reader().read_to_end(&mut bytes).map_err(|e| format!("cannot fetch package {url}: {e}"))?;
     crate::state::store::write_atomic(&path, &bytes).map_err(|e| e.to_string())?;

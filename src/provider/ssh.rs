@@ -442,7 +442,7 @@ impl SshProvider {
                 self.exec_ok(
                     host,
                     &format!(
-                        "mkdir -p {d} && (test -f {r} || {{ (curl -fsSL -o {p} {u} || wget -q -O {p} {u}) && chmod 755 {p} && mv -f {p} {r}; }})",
+                        "mkdir -p {d} && (test -f {r} || {{ (curl -fsSL --netrc-optional -o {p} {u} || wget -q -O {p} {u}) && chmod 755 {p} && mv -f {p} {r}; }})",
                         d = quote(dir)
                     ),
                     "fetching the package",

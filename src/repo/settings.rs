@@ -304,6 +304,23 @@ impl EnvView<'_> {
     }
 }
 
+/// Whether a `privateKey` value holds a key itself (PEM or OpenSSH armour, several lines, or
+/// far longer than any path) instead of the path to a key file.
+fn holds_key_material(value: &str) -> bool {
+    value.contains("-----BEGIN") || value.contains("PRIVATE KEY") || value.contains('\n') || value.len() > 1024
+}
+
+/// The error for a `privateKey` of `whose` that holds key material. It never repeats the value.
+fn key_material_error(whose: &str) -> Diagnostic {
+    Diagnostic::new(format!(
+        "`privateKey` of {whose} holds a private key itself, not the path to a key file (the value is not shown)"
+    ))
+    .hint(
+        "save the key in a file outside the config repository (`chmod 600`), e.g. `~/.ssh/enact_deploy`, and give that path; \
+         if enact.json was committed with the key, remove it from the history and replace the key",
+    )
+}
+
 const BUILTIN_LOCAL: Account = Account::Local(LocalAccount { timeouts: None });
 
 impl Settings {
@@ -519,9 +536,22 @@ impl Settings {
                         {
                             errors.push(Diagnostic::new(format!("host port {port} is outside 1–65535")).at(at.clone()));
                         }
+                        if host.private_key.as_deref().is_some_and(holds_key_material) {
+                            errors.push(
+                                key_material_error(&format!("host {} of ssh account `{name}`", host.address))
+                                    .at(at.clone()),
+                            );
+                        }
                     }
                 }
                 Account::Ec2(ec2) => {
+                    if ec2.private_key.as_deref().is_some_and(holds_key_material) {
+                        errors.push(key_material_error(&format!("ec2 account `{name}`")).at(loc(&[
+                            "accounts",
+                            name,
+                            "privateKey",
+                        ])));
+                    }
                     if ec2.region.is_empty() || !is_valid_name(&ec2.region) {
                         errors.push(
                             Diagnostic::new(format!("ec2 account `{name}` has no valid `region`"))

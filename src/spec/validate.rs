@@ -22,6 +22,29 @@ pub fn is_valid_name(name: &str) -> bool {
 const NAME_HINT: &str = "names are letters, digits, `.`, `_` and `-`, starting with a letter or digit (at most 128)";
 
 /// An `http://` or `https://` URL with a host, an optional numeric port and no whitespace.
+/// Why a URL with user-info (`user:password@host`) is refused, as [`check_http_uri`] says it.
+pub const CREDENTIALS_IN_URI: &str = "it holds credentials (`user:password@` before the host), which would be committed with the spec, recorded in the state and shown in every plan";
+
+/// Where package credentials come from instead of the URI.
+pub const CREDENTIALS_HINT: &str = "remove them from the URI (and change the password if the file was committed); enact downloads \
+     http:// packages with the credentials `~/.netrc` gives for the host (`machine HOST login USER password PASSWORD`), \
+     read on the machine that downloads: enact's own for local accounts, the host's for ssh accounts (curl and wget read it)";
+
+/// `uri` with the user-info of its authority replaced by `***` (`http://***@host/p`), so a
+/// password never reaches an output; any other text unchanged.
+pub fn redact_uri(uri: &str) -> std::borrow::Cow<'_, str> {
+    let Some((scheme, rest)) = uri.split_once("://") else { return uri.into() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]).into(),
+        None => uri.into(),
+    }
+}
+
+/// An http(s) URL with a host, an optional port in 1–65535, and no user-info.
+///
+/// # Errors
+/// Why it is not one, as a clause (`it has no host`); [`CREDENTIALS_IN_URI`] for user-info.
 pub fn check_http_uri(uri: &str) -> Result<(), String> {
     let rest = uri
         .strip_prefix("http://")
@@ -31,7 +54,10 @@ pub fn check_http_uri(uri: &str) -> Result<(), String> {
         return Err("it contains whitespace or a character URLs do not allow".into());
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(CREDENTIALS_IN_URI.into());
+    }
+    let host_port = authority;
     let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
         let (host, after) = v6.split_once(']').ok_or("an IPv6 host lacks its `]`")?;
         (host, after.strip_prefix(':'))
@@ -219,9 +245,11 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
                                 err(
                                     name,
                                     &key("packageUri"),
-                                    format!("`packageUri` `{}` is not valid: {why}", uri.escape_debug()),
+                                    format!("`packageUri` `{}` is not valid: {why}", redact_uri(uri).escape_debug()),
                                 )
-                                .hint(if uri.is_empty() {
+                                .hint(if why == CREDENTIALS_IN_URI {
+                                    CREDENTIALS_HINT
+                                } else if uri.is_empty() {
                                     "fill in the package (a template leaves it empty): a path relative to the config repository, a file:// or an http(s):// URI"
                                 } else {
                                     "give a path relative to the config repository, a file:// or an http(s):// URI"
@@ -317,9 +345,11 @@ pub fn validate(chor: &Choreography, settings: &Settings, locate: Locate<'_>) ->
                             err(
                                 name,
                                 &[Segment::Key("nativeURIs".into()), Segment::Index(i)],
-                                format!("`nativeURIs` `{}` is not a valid URI: {why}", uri.escape_debug()),
+                                format!("`nativeURIs` `{}` is not a valid URI: {why}", redact_uri(uri).escape_debug()),
                             )
-                            .hint(if uri.is_empty() {
+                            .hint(if why == CREDENTIALS_IN_URI {
+                                "a legacy service's URLs are sent to its consumers and recorded as they are: remove the credentials and give them to the consumers another way"
+                            } else if uri.is_empty() {
                                 "fill in the URL where the running service answers (a template leaves it empty)"
                             } else {
                                 "list the http(s):// URLs where the running service answers"

@@ -1311,7 +1311,10 @@ impl<'a> Cx<'a> {
                 if let Err(why) = check_http_uri(&native_uri) {
                     self.push(
                         uri_at,
-                        Diagnostic::new(format!("`<nativeUri>` `{}` is not valid: {why}", native_uri.escape_debug())),
+                        Diagnostic::new(format!(
+                            "`<nativeUri>` `{}` is not valid: {why}",
+                            crate::spec::validate::redact_uri(&native_uri).escape_debug()
+                        )),
                     );
                     continue;
                 }
