@@ -1,6 +1,7 @@
 //! A damaged state is never a dead end: `history` still answers and marks what is damaged, and
 //! `state restore SERIAL` makes a backup current again as a new serial, keeping the damaged file.
-//! (The simulated provider: nothing runs, the state is the whole story.)
+//! (The simulated provider: nothing runs, the state is the whole story.) A full disk while the
+//! state is written says what was done and what is pending, and the next apply recovers it all.
 
 mod common;
 
@@ -54,4 +55,86 @@ fn a_damaged_state_is_restored_from_a_backup_as_a_new_serial() {
     repo.apply();
     assert_eq!(instances(&repo.state(), "airline").len(), 2);
     repo.enact_ok(&["plan", "--detailed-exitcode"], 0);
+}
+
+/// Mounts a tmpfs of `kib` KiB on `dir`; `None` (with a note) where this test cannot mount
+/// (not root, no mount): then it says so and passes, except under `CI=true`.
+fn small_disk(dir: &std::path::Path, kib: u32) -> Option<()> {
+    std::fs::create_dir_all(dir).expect("state dir");
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+        .arg(dir)
+        .stderr(std::process::Stdio::null())
+        .status();
+    if status.is_ok_and(|s| s.success()) {
+        return Some(());
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must be able to mount a tmpfs (run as root)");
+    eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+    None
+}
+
+/// Fills the file system of `dir` until it is full.
+fn fill(dir: &std::path::Path) {
+    use std::io::Write as _;
+    let mut filler = std::fs::File::create(dir.join("filler")).expect("filler");
+    let block = vec![0u8; 4096];
+    while filler.write_all(&block).is_ok() {}
+    let _ = filler.sync_all();
+}
+
+#[test]
+fn a_full_disk_when_the_state_is_written_says_what_was_done_and_loses_nothing() {
+    let mut repo = Repo::new(&json!({ "deployableServiceSpecs": [] }), None);
+    let state_dir = repo.path("state");
+    if small_disk(&state_dir, 2048).is_none() {
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(state_dir.clone());
+    // `fast` starts at once; `slow` (after it) takes 2 s to listen: the disk fills meanwhile.
+    let airline = std::fs::read_to_string(repo.path("services/airline.py")).expect("airline.py");
+    std::fs::write(repo.path("services/slow.py"), airline.replacen('\n', "\nimport time as _t\n_t.sleep(2)\n", 1))
+        .expect("slow.py");
+    make_executable(&repo.path("services/slow.py"));
+    let mut fast = deployable("fast", "airline.py", "SOAP", 25700, 1);
+    fast["roles"] = json!(["fast"]);
+    let mut slow = deployable("slow", "slow.py", "SOAP", 25701, 1);
+    slow["roles"] = json!(["slow"]);
+    let slow = with_deps(slow, &[("fast", "fast")]);
+    repo.write_chor(&json!({ "deployableServiceSpecs": [fast, slow] }));
+    let pid = repo.spawn_enact(&["apply", "--auto-approve"], "apply");
+    let journal = repo.path("state/dev.journal");
+    wait_for("slow to start", std::time::Duration::from_secs(60), || {
+        std::fs::read_to_string(&journal).unwrap_or_default().contains("\"op\":\"startIntent\",\"service\":\"slow\"")
+    });
+    fill(&state_dir);
+    let exit = repo.wait_child(pid, std::time::Duration::from_secs(60));
+    let err = std::fs::read_to_string(repo.path("apply.err")).unwrap_or_default();
+    assert_eq!(exit.code(), Some(1), "{err}");
+    assert!(err.contains("ran, but its state could not be recorded"), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("instances started: fast-1 on http://"), "names the instance started: {err}");
+    assert!(err.contains("free space on the disk"), "{err}");
+    assert!(!repo.path("state/dev.json").exists(), "no half-written state");
+    assert!(journal.exists(), "the journal is kept");
+
+    // Space again: the next apply recovers and converges; nothing runs that the state does not know.
+    std::fs::remove_file(state_dir.join("filler")).expect("filler removed");
+    repo.apply();
+    let state = repo.state();
+    let mut recorded = pids(&instances(&state, "fast"));
+    recorded.extend(pids(&instances(&state, "slow")));
+    recorded.sort_unstable();
+    let mut running = processes_of(&repo.root);
+    running.sort_unstable();
+    assert_eq!(running, recorded, "{state}");
+    repo.enact_ok(&["plan", "--detailed-exitcode"], 0);
+    repo.enact_ok(&["destroy", "--auto-approve"], 0);
+    wait_dead(&running);
 }

@@ -110,13 +110,49 @@ impl<'a> Session<'a> {
         next.lineage = self.state.lineage.clone();
         next.applied_at = Some(crate::time::now_rfc3339());
         next.provenance = crate::state::model::Provenance::of(&self.repo.root, &state_dir);
-        let written = self.store.write(&next)?;
+        let written = match self.store.write(&next) {
+            Ok(written) => written,
+            // The journal stays: it holds every side effect, and the next command replays it.
+            Err(e) => return Err(unrecorded(&self.env, &e, &self.state, &report, &path)),
+        };
         drop(journal);
         std::fs::remove_file(&path).map_err(Error::io("remove", &path))?;
         self.state = written.clone();
         report.state = written;
         Ok(report)
     }
+}
+
+/// The error of an apply whose side effects happened but whose state could not be written (a
+/// full disk): what was done, which instances run, what is pending, and the way back.
+fn unrecorded(env: &str, error: &Error, prior: &State, report: &Report, journal: &Path) -> Error {
+    let known: std::collections::HashSet<&str> =
+        prior.services.values().flat_map(|s| &s.instances).map(|i| i.id.as_str()).collect();
+    let started: Vec<String> = report
+        .state
+        .services
+        .values()
+        .flat_map(|s| &s.instances)
+        .filter(|i| !known.contains(i.id.as_str()))
+        .map(|i| format!("{} on {}", i.id, i.native_uri))
+        .collect();
+    let list = |items: &[String]| if items.is_empty() { "none".to_string() } else { items.join(", ") };
+    let failed: Vec<String> = report.failed.iter().map(|(s, e)| format!("{s} ({e})")).collect();
+    let mut pending = report.skipped.clone();
+    pending.extend(report.node_errors.iter().cloned());
+    Diagnostic::new(format!(
+        "the apply on env `{env}` ran, but its state could not be recorded: {}\n  \
+         done: {}\n  instances started: {}\n  failed: {}\n  pending (not started): {}\n  \
+         nothing is lost: {} and the lineage every instance carries let the next apply recover it all",
+        error,
+        list(&report.done),
+        list(&started),
+        list(&failed),
+        list(&pending),
+        journal.display()
+    ))
+    .hint("free space on the disk (or fix the error above), then run `enact apply`: it replays the journal, records the state and finishes what is pending")
+    .into()
 }
 
 /// Whether every node involved is simulated (then intents need not wait for the disk).
