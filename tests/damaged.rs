@@ -59,6 +59,7 @@ fn a_damaged_state_is_restored_from_a_backup_as_a_new_serial() {
 
 /// Mounts a tmpfs of `kib` KiB on `dir`; `None` (with a note) where this test cannot mount
 /// (not root, no mount): then it says so and passes, except under `CI=true`.
+#[allow(clippy::print_stderr, reason = "says why the test is skipped where no tmpfs can be mounted")]
 fn small_disk(dir: &std::path::Path, kib: u32) -> Option<()> {
     std::fs::create_dir_all(dir).expect("state dir");
     let status = std::process::Command::new("mount")
