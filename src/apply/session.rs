@@ -62,9 +62,13 @@ impl<'a> Session<'a> {
     }
 
     /// Carries out `planned` toward `spec`, then records the state. Returns the report with
-    /// the state as written.
+    /// the state as written; the session (and its lock) ends with it.
+    ///
+    /// # Errors
+    /// The journal cannot be made, a provider cannot be made, or the state cannot be written
+    /// (the error then says what was done and what is pending; the journal is kept).
     pub fn apply(
-        &mut self,
+        self,
         spec: &Choreography,
         planned: &Planned,
         events: &dyn Subscriber,
@@ -73,9 +77,14 @@ impl<'a> Session<'a> {
         self.run(spec, planned, events, options, |executor| Ok(executor.run()))
     }
 
-    /// Runs something with an executor, then records the state.
+    /// Runs something with an executor, then records the state. The recorded state moves into
+    /// the executor and the state it ends with is written as is: an apply that changes k
+    /// services copies nothing of the other ones.
+    ///
+    /// # Errors
+    /// As [`Session::apply`].
     pub fn run(
-        &mut self,
+        mut self,
         spec: &Choreography,
         planned: &Planned,
         events: &dyn Subscriber,
@@ -90,6 +99,7 @@ impl<'a> Session<'a> {
         if self.state.lineage.is_empty() {
             self.state.lineage = crate::state::store::new_lineage();
         }
+        let (lineage, serial) = (self.state.lineage.clone(), self.state.serial);
         let journal = Journal::create(&path, durable)?;
         let executor = Executor::new(
             &self.repo.root,
@@ -98,43 +108,44 @@ impl<'a> Session<'a> {
             &self.repo.settings,
             spec,
             planned,
-            self.state.clone(),
+            std::mem::replace(&mut self.state, State::empty(&self.env)),
             &journal,
             events,
             options,
         )
         .map_err(|e| Error::from(Diagnostic::new(e)))?;
         let mut report = work(executor).map_err(|e| Error::from(Diagnostic::new(e)))?;
-        let mut next = report.state.clone();
-        next.serial = self.state.serial;
-        next.lineage = self.state.lineage.clone();
+        let mut next = std::mem::replace(&mut report.state, State::empty(&self.env));
+        next.serial = serial;
+        next.lineage = lineage;
         next.applied_at = Some(crate::time::now_rfc3339());
         next.provenance = crate::state::model::Provenance::of(&self.repo.root, &state_dir);
-        let written = match self.store.write(&next) {
+        report.state = match self.store.write(&next) {
             Ok(written) => written,
             // The journal stays: it holds every side effect, and the next command replays it.
-            Err(e) => return Err(unrecorded(&self.env, &e, &self.state, &report, &path)),
+            Err(e) => {
+                report.state = next;
+                return Err(unrecorded(&self.env, &e, planned, &report, &path));
+            }
         };
         drop(journal);
         std::fs::remove_file(&path).map_err(Error::io("remove", &path))?;
-        self.state = written.clone();
-        report.state = written;
         Ok(report)
     }
 }
 
 /// The error of an apply whose side effects happened but whose state could not be written (a
 /// full disk): what was done, which instances run, what is pending, and the way back.
-fn unrecorded(env: &str, error: &Error, prior: &State, report: &Report, journal: &Path) -> Error {
-    let known: std::collections::HashSet<&str> =
-        prior.services.values().flat_map(|s| &s.instances).map(|i| i.id.as_str()).collect();
-    let started: Vec<String> = report
-        .state
-        .services
-        .values()
-        .flat_map(|s| &s.instances)
-        .filter(|i| !known.contains(i.id.as_str()))
-        .map(|i| format!("{} on {}", i.id, i.native_uri))
+fn unrecorded(env: &str, error: &Error, planned: &Planned, report: &Report, journal: &Path) -> Error {
+    let started: Vec<String> = planned
+        .placement
+        .started
+        .iter()
+        .filter_map(|placed| {
+            let service = report.state.services.get(&placed.service)?;
+            let instance = service.instances.iter().find(|i| i.id == placed.id)?;
+            Some(format!("{} on {}", instance.id, instance.native_uri))
+        })
         .collect();
     let list = |items: &[String]| if items.is_empty() { "none".to_string() } else { items.join(", ") };
     let failed: Vec<String> = report.failed.iter().map(|(s, e)| format!("{s} ({e})")).collect();

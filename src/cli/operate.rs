@@ -281,7 +281,7 @@ pub fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Outcome> {
     let env = ctx.env(&repo)?;
     let options = options(args.parallelism, args.health_timeout, ctx.accept_new_host_keys)?;
     let _guard = interrupt::guard();
-    let mut session = open_session(ctx, &repo, &env, &format!("enact apply -e {env}"))?;
+    let session = open_session(ctx, &repo, &env, &format!("enact apply -e {env}"))?;
     let (spec, planned, saved) = match &args.planfile {
         Some(file) => {
             let saved = read_plan(ctx, file)?;
@@ -320,7 +320,7 @@ pub fn destroy(ctx: &Context, auto_approve: bool, parallelism: u64) -> Result<Ou
     let env = ctx.env(&repo)?;
     let options = options(parallelism, None, ctx.accept_new_host_keys)?;
     let _guard = interrupt::guard();
-    let mut session = open_session(ctx, &repo, &env, &format!("enact destroy -e {env}"))?;
+    let session = open_session(ctx, &repo, &env, &format!("enact destroy -e {env}"))?;
     // Paused services go too.
     let mut unpaused = session.state.clone();
     for service in unpaused.services.values_mut() {
@@ -365,19 +365,21 @@ pub fn destroy(ctx: &Context, auto_approve: bool, parallelism: u64) -> Result<Ou
     }
     question.push('.');
     confirm(&question, auto_approve, "--auto-approve")?;
+    // Stopped first, under the lock: they are in no record, so the apply does not see them.
+    let mut orphan_errors = Vec::new();
+    if !untracked.orphans.is_empty() {
+        orphan_errors = crate::apply::untracked::stop(&repo.settings, &untracked.orphans, &ctx.provider_options(&repo));
+        ctx.printer.info(&format!("Stopped {} untracked process(es).", untracked.orphans.len() - orphan_errors.len()));
+        for error in &orphan_errors {
+            ctx.printer.error(&format!("could not stop {error}"));
+        }
+    }
     let progress = progress(ctx);
     let report = session.apply(&spec, &planned, &progress, options)?;
     progress.finish();
     let mut outcome = summarize(ctx, &report, "Destroy");
-    if !untracked.orphans.is_empty() {
-        let errors = crate::apply::untracked::stop(&repo.settings, &untracked.orphans, &ctx.provider_options(&repo));
-        ctx.printer.info(&format!("Stopped {} untracked process(es).", untracked.orphans.len() - errors.len()));
-        for error in &errors {
-            ctx.printer.error(&format!("could not stop {error}"));
-        }
-        if !errors.is_empty() {
-            outcome = Outcome::Failed;
-        }
+    if !orphan_errors.is_empty() {
+        outcome = Outcome::Failed;
     }
     if report.state.services.is_empty() && report.state.nodes.is_empty() {
         ctx.printer.out(&format!(
@@ -392,7 +394,7 @@ pub fn rollback(ctx: &Context, serial: u64, auto_approve: bool, health_timeout: 
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
     let _guard = interrupt::guard();
-    let mut session = open_session(ctx, &repo, &env, &format!("enact rollback {serial} -e {env}"))?;
+    let session = open_session(ctx, &repo, &env, &format!("enact rollback {serial} -e {env}"))?;
     let target = session.store.read_serial(&env, serial)?;
     let spec = target.choreography();
     let observed = refresh(ctx, &repo, &session.state, true);
@@ -428,7 +430,7 @@ pub fn pause(
     let env = ctx.env(&repo)?;
     let verb = if pause { "pause" } else { "resume" };
     let _guard = interrupt::guard();
-    let mut session = open_session(ctx, &repo, &env, &format!("enact {verb} -e {env}"))?;
+    let session = open_session(ctx, &repo, &env, &format!("enact {verb} -e {env}"))?;
     let candidates: Vec<String> = session
         .state
         .services
