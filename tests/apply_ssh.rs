@@ -534,3 +534,131 @@ fn a_process_no_record_names_is_found_on_its_host_and_destroy_stops_it() {
     }
     assert!(!process_alive(lost[0]), "destroy left the untracked process running");
 }
+
+/// The log files of `instance` on the loopback hosts (they share this machine's home): name and
+/// size, the recorded cap left out.
+fn remote_logs(instance: &str) -> Vec<(String, u64)> {
+    let home = std::env::var("HOME").map(PathBuf::from).unwrap_or_default();
+    let dir = home.join(".enact/dev/logs");
+    let mut files: Vec<(String, u64)> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ours = name == format!("{instance}.log") || name.starts_with(&format!("{instance}.log."));
+            (ours && !name.ends_with(".cap")).then(|| (name, e.metadata().map_or(0, |m| m.len())))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Log watchers running for `instance`: (pid, process group, environment).
+fn watchers_of(instance: &str) -> Vec<(u32, u32, String)> {
+    let needle = format!("/.enact/dev/logs/{instance}.log");
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let cmdline = String::from_utf8_lossy(&fs::read(entry.path().join("cmdline")).unwrap_or_default()).into_owned();
+        if !cmdline.contains("enact-logs") || !cmdline.contains(&needle) || !process_alive(pid) {
+            continue;
+        }
+        let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let pgrp = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(2)?.parse().ok()).unwrap_or(0);
+        let environ = String::from_utf8_lossy(&fs::read(entry.path().join("environ")).unwrap_or_default()).into_owned();
+        found.push((pid, pgrp, environ));
+    }
+    found
+}
+
+/// Waits up to `secs` seconds for `done`.
+fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_remote_log_keeps_its_cap_on_every_contact_and_while_enact_is_away_and_goes_with_destroy() {
+    if !sshd::available() {
+        return;
+    }
+    let hosts = SshHosts::start(1, 20, 2420);
+    let (max, keep) = (256 * 1024_u64, 2_u32);
+    let chor = json!({ "deployableServiceSpecs": [
+        { "name": "logchat", "roles": ["logchat"], "packageType": "PYTHON", "packageUri": "services/chatty.py",
+          "port": 24250 }
+    ]});
+    let repo = Repo::new(&hosts, &hosts.known_hosts(), &chor);
+    fs::write(repo.root.join("services/chatty.py"), common::CHATTY).expect("chatty.py");
+    let mut settings: Value =
+        serde_json::from_str(&fs::read_to_string(repo.root.join("enact.json")).expect("read")).expect("json");
+    settings["logs"] = json!({ "maxBytes": max, "keep": keep });
+    fs::write(repo.root.join("enact.json"), settings.to_string()).expect("write");
+    let capped = |files: &[(String, u64)]| {
+        files.len() <= keep as usize + 1
+            && files.iter().all(|(_, size)| *size <= max)
+            && files.iter().map(|(_, size)| size).sum::<u64>() <= u64::from(keep + 1) * max
+    };
+
+    // The service printed 3 MB before it answered; a contact (status) rotates its log.
+    let (code, out, err) = repo.apply(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = repo.enact(&["status"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let files = remote_logs("logchat-1");
+    assert!(capped(&files), "after a contact: {files:?}");
+    assert!(files.iter().any(|(name, size)| name == "logchat-1.log.1" && *size == max), "{files:?}");
+    let (code, out, err) = repo.enact(&["logs", "logchat", "-n", "2"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let last: Vec<&str> = out.lines().filter(|l| l.starts_with("logchat-1 ")).collect();
+    assert_eq!(last.len(), 2, "{out}");
+    assert!(last[1].starts_with("logchat-1 start last "), "the newest line, read across the rotation: {out}");
+
+    // Its watcher runs in its process group, without its token.
+    let pid = repo.pids("logchat")[0];
+    let watchers = watchers_of("logchat-1");
+    assert_eq!(watchers.len(), 1, "{watchers:?}");
+    assert_eq!(watchers[0].1, pid, "in the instance's process group");
+    assert!(!watchers[0].2.contains("ENACT_TOKEN"), "the watcher has no token");
+
+    // 3 MB more while enact is away (nothing of enact contacts the host until the log is under
+    // the cap again): the watcher rotates it.
+    let uri = repo.uris("logchat").remove(0);
+    let address = uri.trim_start_matches("http://").split('/').next().expect("address").to_string();
+    assert!(get(&format!("http://{address}/burst")).starts_with("HTTP/1.0 200"));
+    wait_until("the watcher to rotate the log", 60, || capped(&remote_logs("logchat-1")));
+    let (code, out, err) = repo.enact(&["logs", "logchat", "-n", "1"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("logchat-1 burst last "), "the newest line is kept: {out}");
+
+    // A stop ends the watcher with the instance (pause stops it; resume starts both again).
+    let (code, out, err) = repo.enact(&["pause", "logchat", "--yes"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    wait_until("the watcher to end with its instance", 10, || watchers_of("logchat-1").is_empty());
+    let (code, out, err) = repo.enact(&["resume", "logchat", "--yes", "--health-timeout", "20"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let pid = repo.pids("logchat")[0];
+    let watchers = watchers_of("logchat-1");
+    assert_eq!(watchers.len(), 1, "{watchers:?}");
+
+    // With its watcher gone, a contact still rotates the log.
+    std::process::Command::new("kill").args(["-KILL", &watchers[0].0.to_string()]).status().expect("kill");
+    wait_until("the watcher to end", 10, || watchers_of("logchat-1").is_empty());
+    assert!(get(&format!("http://{address}/burst")).starts_with("HTTP/1.0 200"));
+    assert!(!capped(&remote_logs("logchat-1")), "nothing rotated the log: {:?}", remote_logs("logchat-1"));
+    let (code, out, err) = repo.enact(&["status"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(capped(&remote_logs("logchat-1")), "after a contact: {:?}", remote_logs("logchat-1"));
+
+    // Destroy: the instance and its logs go.
+    let (code, out, err) = repo.enact(&["destroy", "--auto-approve"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!process_alive(pid));
+    assert_eq!(remote_logs("logchat-1"), Vec::<(String, u64)>::new());
+    let home = std::env::var("HOME").map(PathBuf::from).unwrap_or_default();
+    assert!(!home.join(".enact/dev/logs/logchat-1.log.cap").exists());
+}

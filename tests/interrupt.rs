@@ -143,9 +143,10 @@ fn killed_while_slow_starts(port: u16) -> (Repo, std::path::PathBuf) {
 #[test]
 fn an_apply_killed_while_an_instance_starts_is_visible_to_plan_status_and_show() {
     let (repo, journal) = killed_while_slow_starts(24100);
-    // The orphan runs, and answers once its second of start-up is over.
+    // The orphan runs, and answers once its second of start-up is over (however long the
+    // machine takes to get it there).
     wait_for("the orphan to run", Duration::from_secs(10), || !processes_of(&repo.root).is_empty());
-    std::thread::sleep(Duration::from_millis(1200));
+    wait_for("the orphan to answer", Duration::from_secs(30), || repo.enact(&["status"]).status.code() == Some(0));
     assert!(!repo.path("state/dev.json").exists(), "the killed apply never wrote a state");
 
     // plan: not "never applied, 1 to create" in silence.

@@ -168,7 +168,8 @@ fn apply_and_destroy(repo: &Repo, rounds: usize) {
         assert_eq!(output.status.code(), Some(0), "round {round}: apply\n{}", describe(&output));
         let wired_before: usize =
             repo.logs().values().map(|l| l.iter().filter(|x| x.event.starts_with("wired ")).count()).sum();
-        let output = repo.enact(&["destroy", "--auto-approve"]);
+        // The logs are read after the destroy: kept.
+        let output = repo.enact(&["destroy", "--auto-approve", "--keep-logs"]);
         assert_eq!(output.status.code(), Some(0), "round {round}: destroy\n{}", describe(&output));
         let wired_after: usize =
             repo.logs().values().map(|l| l.iter().filter(|x| x.event.starts_with("wired ")).count()).sum();

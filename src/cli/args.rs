@@ -88,6 +88,9 @@ pub enum Command {
         /// How many steps run at once (1–1000).
         #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_PARALLELISM))]
         parallelism: u64,
+        /// Keep the instances' logs (by default they go with the environment).
+        #[arg(long)]
+        keep_logs: bool,
     },
     /// Live health of every instance.
     Status {
@@ -247,6 +250,10 @@ pub struct ApplyArgs {
     /// Look at every recorded instance first (`--refresh=false`: take the state at its word).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub refresh: bool,
+    /// Keep the logs of the instances this apply stops for good (replaced, scaled in, or of a
+    /// removed service); by default they go with the instance.
+    #[arg(long)]
+    pub keep_logs: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -113,6 +113,11 @@ impl Context {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // The log relay of a local instance (this binary run again by the local provider): not a
+    // command of the command line, and Ctrl-C handling is its own, not that of the commands.
+    if std::env::args_os().nth(1).is_some_and(|a| a == crate::provider::logfile::RELAY_COMMAND) {
+        return crate::provider::logfile::relay_main(std::env::args_os().skip(1));
+    }
     // Ctrl-C ends a command that only reads at once, and stops one that holds a lock cleanly.
     interrupt::install();
     let cli = match Cli::try_parse() {
@@ -166,7 +171,9 @@ pub fn run(cli: Cli, printer: Printer) -> Result<Outcome> {
         Command::Graph { format } => commands::graph(&ctx, format),
         Command::Export { from_state } => commands::export(&ctx, from_state),
         Command::Apply(args) => operate::apply(&ctx, &args),
-        Command::Destroy { auto_approve, parallelism } => operate::destroy(&ctx, auto_approve, parallelism),
+        Command::Destroy { auto_approve, parallelism, keep_logs } => {
+            operate::destroy(&ctx, auto_approve, parallelism, keep_logs)
+        }
         Command::Status { json } => operate::status(&ctx, json),
         Command::Logs { service, lines } => operate::logs(&ctx, &service, usize::try_from(lines).unwrap_or(usize::MAX)),
         Command::History => operate::history(&ctx),

@@ -60,7 +60,13 @@ fn options(parallelism: u64, health_timeout: Option<u64>, accept_new_host_keys: 
     }
     let parallelism = usize::try_from(parallelism.min(super::args::MAX_PARALLELISM)).unwrap_or(1);
     let health_timeout = health_timeout.map(|s| Duration::from_secs(s.clamp(1, super::args::MAX_HEALTH_TIMEOUT_SECS)));
-    Ok(Options { parallelism, health_timeout, accept_new_host_keys, cancel: Some(&interrupt::INTERRUPTED) })
+    Ok(Options {
+        parallelism,
+        health_timeout,
+        accept_new_host_keys,
+        cancel: Some(&interrupt::INTERRUPTED),
+        keep_logs: false,
+    })
 }
 
 /// One provider per account the state has nodes in (accounts enact.json lost are left out).
@@ -193,6 +199,9 @@ fn summarize(ctx: &Context, report: &Report, verb: &str) -> Outcome {
     for error in &report.node_errors {
         let _ = writeln!(out, "  {} {error}", paint.red("error"));
     }
+    for warning in &report.warnings {
+        let _ = writeln!(out, "  {} {warning}", paint.yellow("warning"));
+    }
     let endpoints: Vec<String> = report
         .state
         .services
@@ -279,7 +288,10 @@ fn saved_plan(repo: &ConfigRepo, env: &str, state: &State, saved: &Plan) -> Resu
 pub fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
-    let options = options(args.parallelism, args.health_timeout, ctx.accept_new_host_keys)?;
+    let options = Options {
+        keep_logs: args.keep_logs,
+        ..options(args.parallelism, args.health_timeout, ctx.accept_new_host_keys)?
+    };
     let _guard = interrupt::guard();
     let session = open_session(ctx, &repo, &env, &format!("enact apply -e {env}"))?;
     let (spec, planned, saved) = match &args.planfile {
@@ -315,10 +327,10 @@ pub fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Outcome> {
     Ok(summarize(ctx, &report, "Apply"))
 }
 
-pub fn destroy(ctx: &Context, auto_approve: bool, parallelism: u64) -> Result<Outcome> {
+pub fn destroy(ctx: &Context, auto_approve: bool, parallelism: u64, keep_logs: bool) -> Result<Outcome> {
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
-    let options = options(parallelism, None, ctx.accept_new_host_keys)?;
+    let options = Options { keep_logs, ..options(parallelism, None, ctx.accept_new_host_keys)? };
     let _guard = interrupt::guard();
     let session = open_session(ctx, &repo, &env, &format!("enact destroy -e {env}"))?;
     // Paused services go too.
@@ -386,6 +398,15 @@ pub fn destroy(ctx: &Context, auto_approve: bool, parallelism: u64) -> Result<Ou
             "env `{env}` is empty: its state (serial {}) records no services and no nodes.\n",
             report.state.serial
         ));
+        // The logs go with the environment: also those an earlier `--keep-logs` kept, and those
+        // of instances that never started.
+        let logs = repo.state_dir().join(".logs").join(&env);
+        if !keep_logs
+            && let Err(e) = std::fs::remove_dir_all(&logs)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            ctx.printer.warn(&format!("the logs in {} stay: {e}", logs.display()));
+        }
     }
     Ok(outcome)
 }

@@ -1,5 +1,8 @@
 //! The local provider: nodes are loopback addresses of this machine; an instance is a process in
-//! its own session (so it outlives enact), its output in a log file.
+//! its own session (so it outlives enact), its output in a log file written and rotated by its
+//! log relay ([`super::logfile`]), forked from the instance before it execs, so it is in the
+//! instance's session and process group. A stop returns once the relay has written the
+//! instance's last lines and ended.
 //!
 //! Every environment of every config repository has a block of its own in 127.0.0.0/8 (4,095
 //! addresses, picked by a hash of the repository's path and the environment's name), so two
@@ -151,6 +154,47 @@ fn proc_session(pid: u32) -> Option<(char, u32, u64)> {
     Some((state, session, start_time))
 }
 
+/// The log relays in the process group `group` (an instance's: its pid), by their command line.
+fn relays_of(group: u32) -> Vec<u32> {
+    let mut relays = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return relays;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == group {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // After the command name: state, ppid, pgrp, …
+        let pgrp = stat.rfind(')').and_then(|at| stat[at + 1..].split_whitespace().nth(2)?.parse::<u32>().ok());
+        if pgrp != Some(group) {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if cmdline.split(|b| *b == 0).any(|arg| arg == super::logfile::RELAY_COMMAND.as_bytes()) {
+            relays.push(pid);
+        }
+    }
+    relays
+}
+
+/// How long a stop waits for an instance's log relay to write the instance's last lines and end.
+const RELAY_DRAIN: Duration = Duration::from_secs(2);
+
+/// Waits until `relays` have ended, for [`RELAY_DRAIN`] at most (a child of the instance that
+/// outlived it and still holds the pipe keeps its relay running).
+fn wait_relays(relays: &[u32]) {
+    let deadline = Instant::now() + RELAY_DRAIN;
+    while relays.iter().any(|p| process_alive(*p, None)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// The start time of a running process (clock ticks since boot).
 pub fn start_time_of(pid: u32) -> Option<u64> {
     proc_stat(pid).map(|(_, t)| t)
@@ -177,10 +221,66 @@ fn signal_group(pid: u32, signal: i32) {
     }
 }
 
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+/// Makes the log's directory and checks the log can be written (the relay, which writes it,
+/// could not say so); the log's absolute path (the relay runs in the instance's directory).
+fn prepare_log(log: &Path) -> ProviderResult<std::path::PathBuf> {
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ProviderError::new(format!("cannot create log directory {}: {e}", dir.display())))?;
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| ProviderError::new(format!("cannot open log {}: {e}", log.display())))?;
+    std::path::absolute(log).map_err(|e| ProviderError::new(format!("cannot open log {}: {e}", log.display())))
+}
+
+/// How the log relay is executed, prepared before the fork: the fork must not allocate.
+struct RelayExec {
+    /// The program, argv and environment as C strings; the pointer arrays below point into them.
+    strings: Vec<std::ffi::CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+// SAFETY: the pointers point into `strings`, owned by the same value and never changed; they
+// are only read (by execve, in the forked child).
+#[allow(unsafe_code)]
+unsafe impl Send for RelayExec {}
+#[allow(unsafe_code)]
+unsafe impl Sync for RelayExec {}
+
+impl RelayExec {
+    /// `/proc/self/exe __log-relay --max-bytes N --keep K -- LOG`, with an empty environment.
+    /// `/proc/self/exe` is, in the forked child, this very binary, even if its file was
+    /// replaced or removed since enact started.
+    fn new(log: &Path, cap: crate::repo::settings::LogCap) -> ProviderResult<Self> {
+        use std::os::unix::ffi::OsStrExt as _;
+        let to_c = |s: &[u8]| {
+            std::ffi::CString::new(s)
+                .map_err(|_| ProviderError::new(format!("the log path {} holds a NUL byte", log.display())))
+        };
+        let mut strings = vec![to_c(b"/proc/self/exe")?, to_c(b"enact")?];
+        for arg in super::logfile::relay_args(log, cap) {
+            strings.push(to_c(arg.as_bytes())?);
+        }
+        let mut argv: Vec<*const libc::c_char> = strings[1..].iter().map(|s| s.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        Ok(RelayExec { strings, argv, envp: vec![std::ptr::null()] })
+    }
+
+    fn program(&self) -> *const libc::c_char {
+        self.strings[0].as_ptr()
+    }
+
+    fn argv(&self) -> *const *const libc::c_char {
+        self.argv.as_ptr()
+    }
+
+    fn envp(&self) -> *const *const libc::c_char {
+        self.envp.as_ptr()
+    }
 }
 
 impl Provider for LocalProvider {
@@ -249,21 +349,18 @@ impl Provider for LocalProvider {
         let Some((program, args)) = command.split_first() else {
             return Err(ProviderError::new("the package type's start command is empty"));
         };
-        if let Some(dir) = request.log.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| ProviderError::new(format!("cannot create log directory {}: {e}", dir.display())))?;
-        }
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&request.log)
-            .map_err(|e| ProviderError::new(format!("cannot open log {}: {e}", request.log.display())))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| ProviderError::new(format!("cannot open log {}: {e}", request.log.display())))?;
+        let log = prepare_log(&request.log)?;
+        let relay = RelayExec::new(&log, request.log_cap)?;
         let mut command = Command::new(program);
         // A clean environment: enact's own (cloud credentials, tokens) never reaches a service.
-        command.env_clear().args(args).stdin(Stdio::null()).stdout(log).stderr(log_err).envs(request.environment());
+        // Its stdout and stderr become the log relay's pipe once it is forked (below).
+        command
+            .env_clear()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .envs(request.environment());
         for inherited in INHERITED {
             if let Some(value) = std::env::var_os(inherited) {
                 command.env(inherited, value);
@@ -281,14 +378,36 @@ impl Provider for LocalProvider {
         let marker_file = std::fs::File::create(&marker)
             .map_err(|e| ProviderError::new(format!("cannot create {}: {e}", marker.display())))?;
         let marker_fd = std::os::fd::AsRawFd::as_raw_fd(&marker_file);
-        // SAFETY: setsid(2) and dup2(2) are async-signal-safe and touch no memory of the parent;
-        // setsid makes the instance a session leader so it outlives enact and can be stopped as
-        // a group; dup2 keeps the marker open across exec (the original is close-on-exec).
+        // SAFETY: between fork and exec only async-signal-safe calls are made (setsid, pipe2,
+        // fork, dup2, close, execve, _exit), on memory prepared before the fork (`relay`), and
+        // nothing is allocated. setsid makes the instance a session leader so it outlives enact
+        // and can be stopped as a group; the relay is forked from it, so it is in that session
+        // and process group, with the pipe's read end as its stdin and neither the token nor
+        // the marker; the instance gets the write end as stdout and stderr; dup2 keeps the
+        // marker open across exec (the original is close-on-exec).
         unsafe {
             command.pre_exec(move || {
                 if libc::setsid() == -1 {
                     return Err(std::io::Error::last_os_error());
                 }
+                let mut pipe = [0; 2];
+                if libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                match libc::fork() {
+                    -1 => return Err(std::io::Error::last_os_error()),
+                    0 => {
+                        libc::close(marker_fd);
+                        libc::dup2(pipe[0], 0);
+                        libc::execve(relay.program(), relay.argv(), relay.envp());
+                        libc::_exit(127);
+                    }
+                    _ => {}
+                }
+                libc::dup2(pipe[1], 1);
+                libc::dup2(pipe[1], 2);
+                libc::close(pipe[0]);
+                libc::close(pipe[1]);
                 libc::dup2(marker_fd, MARKER_FD);
                 Ok(())
             });
@@ -360,14 +479,21 @@ impl Provider for LocalProvider {
         let Some(pid) = instance.pid else {
             return Ok(());
         };
+        // Its log relay ends once the instance has (end of file on its pipe); a stop returns
+        // when the instance's last lines are in its log.
+        let relays = relays_of(pid);
+        let stopped = || {
+            wait_relays(&relays);
+            Ok(())
+        };
         if !process_alive(pid, instance.start_time) {
-            return Ok(());
+            return stopped();
         }
         signal_group(pid, libc::SIGTERM);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if !process_alive(pid, instance.start_time) {
-                return Ok(());
+                return stopped();
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -377,7 +503,7 @@ impl Provider for LocalProvider {
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
             if !process_alive(pid, instance.start_time) {
-                return Ok(());
+                return stopped();
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -389,10 +515,18 @@ impl Provider for LocalProvider {
     }
 
     fn logs(&self, _instance: &InstanceState, _node: &NodeState, log: &Path, lines: usize) -> ProviderResult<String> {
-        if !log.exists() {
-            return Err(ProviderError::new(format!("no log file at {}", log.display())));
-        }
-        Ok(tail(log, lines))
+        super::logfile::tail(log, lines).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                ProviderError::new(format!("no log file at {}", log.display()))
+            } else {
+                ProviderError::new(format!("cannot read {}: {e}", log.display()))
+            }
+        })
+    }
+
+    fn remove_logs(&self, _env: &str, _instance: &InstanceState, _node: &NodeState, log: &Path) -> ProviderResult<()> {
+        super::logfile::remove(log)
+            .map_err(|e| ProviderError::new(format!("cannot remove the log {}: {e}", log.display())))
     }
 
     fn tagged(&self, _node: &NodeState, lineage: &str) -> ProviderResult<Vec<super::Tagged>> {

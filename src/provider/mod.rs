@@ -2,7 +2,8 @@
 //! implementation:
 //!
 //! - [`local`]: nodes are loopback addresses 127.0.0.2, 127.0.0.3, …; an instance is a detached
-//!   process on this machine (the default);
+//!   process on this machine (the default), its output capped by a log relay ([`logfile`]);
+//! - [`ssh`]: the hosts of an ssh account;
 //! - [`simulated`]: nothing runs; every operation takes the account's `latencyMs` (rehearsals
 //!   and benchmarks);
 //! - [`recording`]: a fake for tests: nothing runs, every call is recorded in order.
@@ -11,6 +12,7 @@
 //! in [`crate::plan::placement`]; providers only carry it out.
 
 pub mod local;
+pub mod logfile;
 pub mod recording;
 pub mod simulated;
 pub mod ssh;
@@ -73,11 +75,14 @@ pub struct StartRequest<'a> {
     /// A random token put in the instance's environment (`ENACT_TOKEN`), by which an instance
     /// whose start was interrupted can be found again.
     pub token: &'a str,
-    /// Where the instance's output goes.
+    /// Where the instance's output goes (on this machine; the ssh provider keeps it on the
+    /// host).
     pub log: PathBuf,
     /// The lineage of the environment's state (`ENACT_LINEAGE`): every process the environment
     /// starts carries it, so one that no record names can still be found and stopped.
     pub lineage: &'a str,
+    /// How large that log may grow, and how many rotated files are kept.
+    pub log_cap: crate::repo::settings::LogCap,
 }
 
 impl StartRequest<'_> {
@@ -152,7 +157,8 @@ pub trait Provider: Send + Sync {
     /// Whether the instance's process still runs.
     fn alive(&self, instance: &InstanceState, node: &NodeState) -> bool;
 
-    /// The last `lines` lines of the instance's output.
+    /// The last `lines` lines of the instance's output, read on into the rotated files when
+    /// the current one has fewer.
     fn logs(
         &self,
         instance: &InstanceState,
@@ -178,6 +184,23 @@ pub trait Provider: Send + Sync {
                 }
             })
             .collect()
+    }
+
+    /// Removes the output of an instance that is gone for good (stopped and forgotten): its log
+    /// and the rotated files. `log` is where [`StartRequest::log`] put it on this machine; `env`
+    /// the environment. The default has nothing to remove.
+    ///
+    /// # Errors
+    /// A file cannot be removed, or its host cannot be reached.
+    fn remove_logs(
+        &self,
+        env: &str,
+        instance: &InstanceState,
+        node: &NodeState,
+        log: &std::path::Path,
+    ) -> ProviderResult<()> {
+        let _ = (env, instance, node, log);
+        Ok(())
     }
 
     /// Finds an instance by its start token after an interrupted apply.

@@ -476,6 +476,40 @@ impl SshProvider {
     }
 }
 
+/// Seconds between two looks of an instance's log watcher at the size of its log.
+pub const WATCH_EVERY_SECS: u32 = 5;
+
+/// `rot FILE MAX KEEP`, a shell function: when FILE holds more than MAX bytes, FILE.1 … move up
+/// one (the one past KEEP is dropped), FILE's newest MAX bytes become FILE.1 and FILE is emptied
+/// in place (copy and truncate: the instance keeps appending to it). Output the instance writes
+/// between the copy and the truncation is lost, and so is what it wrote beyond the newest MAX
+/// bytes since the last look.
+const ROTATE_FN: &str = r#"rot() { [ -f "$1" ] || return 0; rs=$(($(wc -c < "$1"))); [ "$rs" -gt "$2" ] || return 0; ri=$3; while [ "$ri" -gt 1 ]; do rj=$((ri-1)); [ -f "$1.$rj" ] && mv -f "$1.$rj" "$1.$ri"; ri=$rj; done; if [ "$3" -gt 0 ]; then tail -c "$2" "$1" > "$1.1.trim" && mv -f "$1.1.trim" "$1.1"; fi; : > "$1"; }"#;
+
+/// A shell snippet that rotates the logs of `instances` (ids) on a host, in every environment,
+/// each under the cap recorded beside it at start (`<log>.cap`: max bytes and rotated files
+/// kept); logs without one (started by an older enact) are left alone. One `wc` sizes them all;
+/// only a log over its cap costs more.
+fn rotate_on_contact(instances: &[&str]) -> String {
+    let mut script = format!("{ROTATE_FN}; set --; for f in");
+    for id in instances {
+        let _ = write!(script, " \"$HOME\"/.enact/*/logs/{}", quote(&format!("{id}.log")));
+    }
+    script.push_str(
+        r#"; do [ -f "$f" ] && [ -f "$f.cap" ] && set -- "$@" "$f"; done; [ $# -eq 0 ] || wc -c "$@" 2>/dev/null | while read n f; do read m k < "$f.cap" 2>/dev/null || continue; case "$n$m$k" in ''|*[!0-9]*) continue;; esac; [ "$n" -gt "$m" ] && rot "$f" "$m" "$k"; done; true"#,
+    );
+    script
+}
+
+/// The log watcher, run with `enact-logs PID LOG MAX KEEP EVERY`: rotates LOG every EVERY
+/// seconds while PID (the instance) runs. It is started from the instance's own process, so it
+/// is in the instance's process group (a stop ends it) and has a clean environment (no token).
+const WATCH: &str = r#"p=$1 f=$2 max=$3 keep=$4 every=$5; while :; do rot "$f" "$max" "$keep"; kill -0 "$p" 2>/dev/null || exit 0; sleep "$every"; done"#;
+
+/// What runs as the instance, with `enact-instance WATCH LOG MAX KEEP EVERY ARGV…`: it starts the
+/// log watcher and then becomes the instance (exec), so the instance keeps its pid.
+const WRAP: &str = r#"w=$1 f=$2 max=$3 keep=$4 every=$5; shift 5; env -i PATH="$PATH" sh -c "$w" enact-logs "$$" "$f" "$max" "$keep" "$every" < /dev/null > /dev/null 2>&1 & exec "$@""#;
+
 /// A shell snippet that is true while `pid` is the process that started at `start`.
 fn alive_check(pid: u32, start: Option<u64>) -> String {
     let start = start.map_or_else(String::new, |s| s.to_string());
@@ -533,12 +567,23 @@ impl Provider for SshProvider {
         let base = self.base(host, request.env)?;
         let log = format!("{base}/logs/{}.log", request.instance_id);
         let dir = remote_package.rsplit_once('/').map_or(".", |(d, _)| d);
+        let (max, keep) = (request.log_cap.max_bytes.to_string(), request.log_cap.keep.to_string());
+        // The instance appends to its log itself (it is never held up by a reader); its watcher
+        // keeps the log under the cap while enact is away, and every contact (status, plan,
+        // apply, logs) rotates it too, under the cap recorded beside it.
         let script = format!(
-            "mkdir -p {logdir} && cd {dir} && {{ setsid env {env} {argv} >> {log} 2>&1 < /dev/null & }}; \
+            "mkdir -p {logdir} && printf '%s %s\\n' {max} {keep} > {cap} && cd {dir} && \
+             {{ setsid env {env} sh -c {wrap} enact-instance {watch} {log} {max} {keep} {every} {argv} >> {log} 2>&1 < /dev/null & }}; \
              p=$!; echo \"$p $(sed 's/.*) //' /proc/$p/stat | cut -d' ' -f20)\"",
             logdir = quote(&format!("{base}/logs")),
+            cap = quote(&format!("{log}.cap")),
             dir = quote(dir),
             env = env.join(" "),
+            wrap = quote(WRAP),
+            watch = quote(&format!("{ROTATE_FN}; {WATCH}")),
+            max = quote(&max),
+            keep = quote(&keep),
+            every = quote(&WATCH_EVERY_SECS.to_string()),
             argv = argv.join(" "),
             log = quote(&log),
         );
@@ -625,8 +670,10 @@ impl Provider for SshProvider {
             Ok(h) => h,
             Err(e) => return instances.iter().map(|_| Health::down(DownReason::Unknown, e.message.clone())).collect(),
         };
-        // One command for every instance of the host: `<index> ok` or `<index> gone` each.
-        let mut script = String::from("true");
+        // One command for every instance of the host: `<index> ok` or `<index> gone` each. Every
+        // capped log on the host is rotated first (a contact with the host).
+        let ids: Vec<&str> = instances.iter().map(|(i, _)| i.id.as_str()).collect();
+        let mut script = format!("{{ {}; }} 2>/dev/null; true", rotate_on_contact(&ids));
         for (index, (instance, _)) in instances.iter().enumerate() {
             if let Some(pid) = instance.pid {
                 let _ = write!(
@@ -668,9 +715,18 @@ impl Provider for SshProvider {
 
     fn logs(&self, instance: &InstanceState, node: &NodeState, _log: &Path, lines: usize) -> ProviderResult<String> {
         let host = self.host(&node.address)?;
+        if lines == 0 {
+            return Ok(String::new());
+        }
+        // The log rotated first (a contact), then as many of LOG, LOG.1, … as hold `lines` lines,
+        // oldest first, through one `tail`.
         let script = format!(
-            "for f in \"$HOME\"/.enact/*/logs/{}; do [ -f \"$f\" ] && tail -n {lines} \"$f\"; done; true",
-            quote(&format!("{}.log", instance.id))
+            "{{ {rotate}; }} 2>/dev/null; for f in \"$HOME\"/.enact/*/logs/{name}; do [ -f \"$f\" ] || continue; \
+             set --; g=$f; i=0; need={lines}; \
+             while [ -f \"$g\" ] && [ \"$need\" -gt 0 ]; do set -- \"$g\" \"$@\"; need=$((need - $(wc -l < \"$g\"))); i=$((i+1)); g=\"$f.$i\"; done; \
+             [ $# -gt 0 ] && cat \"$@\" | tail -n {lines}; done; true",
+            name = quote(&format!("{}.log", instance.id)),
+            rotate = rotate_on_contact(&[instance.id.as_str()]),
         );
         self.exec_ok(host, &script, "reading the log")
     }
@@ -707,6 +763,13 @@ impl Provider for SshProvider {
                 })
             })
             .collect())
+    }
+
+    fn remove_logs(&self, env: &str, instance: &InstanceState, node: &NodeState, _log: &Path) -> ProviderResult<()> {
+        let host = self.host(&node.address)?;
+        let log = format!("{}/logs/{}.log", self.base(host, env)?, instance.id);
+        // The log, and what starts with `LOG.`: rotated files, the recorded cap, a cut left behind.
+        self.exec_ok(host, &format!("rm -f -- {q} {q}.*", q = quote(&log)), "removing the log").map(drop)
     }
 
     fn find(&self, node: &NodeState, token: &str) -> Option<Started> {

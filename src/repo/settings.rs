@@ -53,6 +53,10 @@ pub struct Settings {
     /// service says otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
+    /// How large an instance's log may grow and how many rotated files are kept, unless an
+    /// account or a service says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogSettings>,
 }
 
 /// A named place to get nodes.
@@ -82,6 +86,16 @@ impl Account {
             Account::Ssh(a) => a.timeouts,
             Account::Ec2(a) => a.timeouts,
             Account::Simulated(a) => a.timeouts,
+        }
+    }
+
+    /// The account's own `logs`, if it sets any.
+    pub fn logs(&self) -> Option<LogSettings> {
+        match self {
+            Account::Local(a) => a.logs,
+            Account::Ssh(a) => a.logs,
+            Account::Ec2(a) => a.logs,
+            Account::Simulated(a) => a.logs,
         }
     }
 
@@ -115,6 +129,9 @@ pub struct LocalAccount {
     /// Timeouts of the account's instances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
+    /// The log cap of the account's instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogSettings>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -130,6 +147,9 @@ pub struct SshAccount {
     /// Timeouts of the account's instances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
+    /// The log cap of the account's instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogSettings>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -168,6 +188,9 @@ pub struct Ec2Account {
     /// Timeouts of the account's instances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
+    /// The log cap of the account's instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogSettings>,
 }
 
 /// The longest `latencyMs` of a simulated account, in milliseconds (an hour).
@@ -179,6 +202,9 @@ pub struct SimulatedAccount {
     /// Timeouts of the account's instances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
+    /// The log cap of the account's instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogSettings>,
     #[serde(default)]
     pub latency_ms: u64,
 }
@@ -272,6 +298,9 @@ pub struct ServiceSettings {
     /// Its instances' timeouts; override the account's and the top-level ones, field by field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
+    /// Its instances' log cap; overrides the account's and the top-level one, field by field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogSettings>,
 }
 
 /// A resolved `rollout.maxUnavailable`: the value and where enact.json sets it.
@@ -321,7 +350,7 @@ fn key_material_error(whose: &str) -> Diagnostic {
     )
 }
 
-const BUILTIN_LOCAL: Account = Account::Local(LocalAccount { timeouts: None });
+const BUILTIN_LOCAL: Account = Account::Local(LocalAccount { timeouts: None, logs: None });
 
 impl Settings {
     /// Every account by name, the built-in `local` one included unless `accounts` redefines it.
@@ -367,6 +396,18 @@ impl Settings {
         let health = levels.iter().flatten().find_map(|t| t.health_ms).unwrap_or(DEFAULT_HEALTH_MS);
         let grace = levels.iter().flatten().find_map(|t| t.stop_grace_ms).unwrap_or(DEFAULT_STOP_GRACE_MS);
         (health, grace)
+    }
+
+    /// The log cap of an instance of `service` in `account`: the service's `logs`, else the
+    /// account's, else the top level's, else the defaults ([`DEFAULT_LOG_MAX_BYTES`],
+    /// [`DEFAULT_LOG_KEEP`]), field by field.
+    pub fn logs_of(&self, service: &str, account: &str) -> LogCap {
+        let levels =
+            [self.services.get(service).and_then(|s| s.logs), self.account(account).and_then(Account::logs), self.logs];
+        LogCap {
+            max_bytes: levels.iter().flatten().find_map(|l| l.max_bytes).unwrap_or(DEFAULT_LOG_MAX_BYTES),
+            keep: levels.iter().flatten().find_map(|l| l.keep).unwrap_or(DEFAULT_LOG_KEEP),
+        }
     }
 
     /// How `consumer` is told its lists: its own `wiring`, else the top-level one, else the
@@ -719,6 +760,43 @@ impl Settings {
                 }
             }
         }
+        let mut logs: Vec<(Vec<&str>, LogSettings)> = Vec::new();
+        if let Some(l) = self.logs {
+            logs.push((vec!["logs"], l));
+        }
+        for (name, account) in &self.accounts {
+            if let Some(l) = account.logs() {
+                logs.push((vec!["accounts", name.as_str(), "logs"], l));
+            }
+        }
+        for (name, service) in &self.services {
+            if let Some(l) = service.logs {
+                logs.push((vec!["services", name.as_str(), "logs"], l));
+            }
+        }
+        for (at, l) in logs {
+            for (field, value, range, unit) in [
+                ("maxBytes", l.max_bytes, LOG_MAX_BYTES_RANGE, " bytes"),
+                ("keep", l.keep.map(u64::from), 0..=u64::from(MAX_LOG_KEEP), " rotated files"),
+            ] {
+                if let Some(value) = value.filter(|v| !range.contains(v)) {
+                    let mut path = at.clone();
+                    path.push(field);
+                    errors.push(
+                        Diagnostic::new(format!(
+                            "`{}` is {value}, outside {}–{}{unit}",
+                            path.join("."),
+                            range.start(),
+                            range.end()
+                        ))
+                        .at(loc(&path))
+                        .hint(format!(
+                            "the defaults are {DEFAULT_LOG_MAX_BYTES} bytes (10 MiB) per file and {DEFAULT_LOG_KEEP} rotated files; a cap of at least 4096 bytes (4 KiB) and at most 1 TiB"
+                        )),
+                    );
+                }
+            }
+        }
         let readiness =
             self.services
                 .iter()
@@ -872,6 +950,47 @@ pub const DEFAULT_HEALTH_MS: u64 = 30_000;
 /// The stop grace when nothing sets one, in milliseconds.
 pub const DEFAULT_STOP_GRACE_MS: u64 = 5_000;
 
+/// How large an instance's log may grow (`logs`, at the top level, in an account or under
+/// `services.<name>`; the most specific wins, field by field). The log is rotated when the
+/// next write would take it past `maxBytes`: `<instance>.log` becomes `<instance>.log.1`, which
+/// becomes `.log.2`, … up to `keep` files, the oldest dropped. An instance never has more than
+/// (`keep` + 1) × `maxBytes` bytes of log on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LogSettings {
+    /// Bytes one log file may hold (4,096–1,099,511,627,776; default 10,485,760, 10 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    /// Rotated files kept besides the current one (0–100; default 3). With 0 the log is
+    /// emptied when it reaches `maxBytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<u32>,
+}
+
+/// A resolved log cap (see [`Settings::logs_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogCap {
+    /// Bytes one log file may hold.
+    pub max_bytes: u64,
+    /// Rotated files kept besides the current one.
+    pub keep: u32,
+}
+
+impl Default for LogCap {
+    fn default() -> Self {
+        LogCap { max_bytes: DEFAULT_LOG_MAX_BYTES, keep: DEFAULT_LOG_KEEP }
+    }
+}
+
+/// `logs.maxBytes` when nothing sets it: 10 MiB.
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
+/// `logs.keep` when nothing sets it.
+pub const DEFAULT_LOG_KEEP: u32 = 3;
+/// The allowed `logs.maxBytes`, in bytes: 4 KiB to 1 TiB.
+pub const LOG_MAX_BYTES_RANGE: std::ops::RangeInclusive<u64> = 4096..=(1 << 40);
+/// The largest `logs.keep`.
+pub const MAX_LOG_KEEP: u32 = 100;
+
 /// How a consumer is told its lists (`wiring`, top level or per service): each
 /// `setInvocationAddress` call is tried `tries` times, `backoffMs` apart at first and twice as
 /// long after each failure, each try given `timeoutMs`.
@@ -982,6 +1101,43 @@ mod tests {
         let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
         assert_eq!(errs.len(), 2, "{text:?}");
         assert!(text[0].contains("`services.a.timeouts.healthMs` is 0 ms"), "{text:?}");
+    }
+
+    #[test]
+    fn the_log_cap_comes_from_the_service_then_the_account_then_the_top_level() {
+        let s = parse(
+            r#"{"logs": {"maxBytes": 65536, "keep": 5},
+                "accounts": {"lab": {"provider": "ssh", "hosts": [{"address": "10.0.0.1", "user": "u"}],
+                                     "logs": {"maxBytes": 1048576}}},
+                "services": {"airline": {"logs": {"keep": 0}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.logs_of("airline", "lab"), LogCap { max_bytes: 1_048_576, keep: 0 });
+        assert_eq!(s.logs_of("other", "lab"), LogCap { max_bytes: 1_048_576, keep: 5 });
+        assert_eq!(s.logs_of("other", "local"), LogCap { max_bytes: 65_536, keep: 5 });
+        assert_eq!(
+            Settings::default().logs_of("x", "local"),
+            LogCap { max_bytes: DEFAULT_LOG_MAX_BYTES, keep: DEFAULT_LOG_KEEP }
+        );
+    }
+
+    #[test]
+    fn a_log_cap_out_of_range_is_refused_with_its_file_line_and_field() {
+        let text = "{\"logs\": {\"maxBytes\": 100},\n \"accounts\": {\"l\": {\"provider\": \"local\",\n  \"logs\": {\"keep\": 101}}},\n \"services\": {\"a\": {\"logs\": {\"maxBytes\": 2199023255552, \"keep\": 100}}}}";
+        let errs = parse(text).unwrap_err();
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(errs.len(), 3, "{text:?}");
+        assert!(text[0].starts_with("enact.json:1:"), "{text:?}");
+        assert!(text[0].contains("`logs.maxBytes` is 100, outside 4096–1099511627776 bytes"), "{text:?}");
+        assert!(text[0].contains("10 MiB"), "the hint gives the defaults: {text:?}");
+        assert!(text[1].starts_with("enact.json:3:"), "{text:?}");
+        assert!(text[1].contains("`accounts.l.logs.keep` is 101, outside 0–100 rotated files"), "{text:?}");
+        assert!(text[2].contains("`services.a.logs.maxBytes` is 2199023255552"), "{text:?}");
+        let errs = parse(r#"{"logs": {"maxBytes": -1}}"#).unwrap_err();
+        assert!(errs[0].to_string().contains("/logs/maxBytes"), "{}", errs[0]);
+        let errs = parse(r#"{"logs": {"max": 1}}"#).unwrap_err();
+        assert!(errs[0].to_string().contains("unknown field `max`"), "{}", errs[0]);
+        assert!(parse(r#"{"logs": {"maxBytes": 4096, "keep": 0}}"#).is_ok());
     }
 
     #[test]

@@ -17,6 +17,9 @@ use assert_cmd::Command;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+/// Markers written by [`Repo::sync_logs`] so far.
+static SYNCS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The longest any single enact command may take before the test fails.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -116,8 +119,11 @@ impl Repo {
         output
     }
 
+    /// `enact apply --auto-approve --keep-logs`: the tests judge the wiring from the logs of
+    /// every instance that ever ran, those an apply replaced or scaled in included (without
+    /// `--keep-logs` they go with their instances; tests/logs.rs tests that).
     pub fn apply(&self) -> Output {
-        self.enact_ok(&["apply", "--auto-approve"], 0)
+        self.enact_ok(&["apply", "--auto-approve", "--keep-logs"], 0)
     }
 
     /// Starts enact in the background; its output goes to `<name>.out` and `<name>.err`.
@@ -199,8 +205,39 @@ impl Repo {
         serde_json::from_slice(&output.stdout).expect("status --json is JSON")
     }
 
-    /// Every instance log, per instance id.
+    /// Waits until every running instance's log relay has written what the instance wrote so
+    /// far: a marker line is written into each instance's stdout pipe and waited for in its log
+    /// (an instance that stopped has its last lines in its log already: a stop waits for its
+    /// relay).
+    pub fn sync_logs(&self) {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let Ok(text) = fs::read_to_string(self.path("state/dev.json")) else { return };
+        let Ok(state) = serde_json::from_str::<Value>(&text) else { return };
+        for service in state["services"].as_object().into_iter().flat_map(|s| s.values()) {
+            for instance in service["instances"].as_array().into_iter().flatten() {
+                let (Some(id), Some(pid)) = (instance["id"].as_str(), instance["pid"].as_u64()) else { continue };
+                let marker = format!("#sync {} {}\n", std::process::id(), SYNCS.fetch_add(1, Ordering::SeqCst));
+                // Not blocking: a pipe whose relay is gone cannot be opened, and then there is
+                // nothing to wait for.
+                let opened =
+                    fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(format!("/proc/{pid}/fd/1"));
+                let Ok(mut pipe) = opened else { continue };
+                if pipe.write_all(marker.as_bytes()).is_err() {
+                    continue;
+                }
+                let log = self.path(&format!("state/.logs/dev/{id}.log"));
+                wait_for(&format!("the log relay of {id} to write what it was sent"), Duration::from_secs(30), || {
+                    [log.clone(), PathBuf::from(format!("{}.1", log.display()))]
+                        .iter()
+                        .any(|f| fs::read_to_string(f).is_ok_and(|t| t.contains(&marker)))
+                });
+            }
+        }
+    }
+
+    /// Every instance log, per instance id (once every relay has caught up).
     pub fn logs(&self) -> BTreeMap<String, Vec<LogLine>> {
+        self.sync_logs();
         let mut logs = BTreeMap::new();
         let dir = self.path("state/.logs/dev");
         let Ok(entries) = fs::read_dir(&dir) else {

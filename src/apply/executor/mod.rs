@@ -39,11 +39,14 @@ pub struct Options {
     pub accept_new_host_keys: bool,
     /// Once set, no new step starts (the steps already running finish): a clean stop on Ctrl-C.
     pub cancel: Option<&'static std::sync::atomic::AtomicBool>,
+    /// `--keep-logs`: the logs of instances the plan stops for good (replaced, scaled in,
+    /// destroyed) stay; by default they are removed with the instance.
+    pub keep_logs: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { parallelism: 10, health_timeout: None, accept_new_host_keys: false, cancel: None }
+        Options { parallelism: 10, health_timeout: None, accept_new_host_keys: false, cancel: None, keep_logs: false }
     }
 }
 
@@ -57,6 +60,8 @@ pub struct Report {
     pub node_errors: Vec<String>,
     /// Steps that never started because the apply was asked to stop (a subset of `skipped`).
     pub interrupted: Vec<String>,
+    /// Problems that do not make the apply fail (a log that could not be removed).
+    pub warnings: Vec<String>,
     pub state: State,
 }
 
@@ -89,6 +94,8 @@ pub struct Executor<'a> {
     wiring: wire::Wiring,
     /// The state's lineage, which every started instance carries (`ENACT_LINEAGE`).
     lineage: String,
+    /// See [`Report::warnings`].
+    warnings: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Executor<'_> {
@@ -151,6 +158,7 @@ impl<'a> Executor<'a> {
             desired: spec.services().map(|s| (s.name(), s)).collect(),
             wiring,
             lineage,
+            warnings: Mutex::new(Vec::new()),
         })
     }
 
@@ -211,6 +219,7 @@ impl<'a> Executor<'a> {
             skipped: Vec::new(),
             node_errors: Vec::new(),
             interrupted: Vec::new(),
+            warnings: Vec::new(),
             state: State::empty(self.env),
         };
         if let Err(e) = self.record(Record::Begin { lineage, serial, command: format!("apply -e {}", self.env) }) {
@@ -269,8 +278,14 @@ impl<'a> Executor<'a> {
         if let Err(e) = self.journal.flush() {
             report.node_errors.push(e);
         }
+        report.warnings = self.take_warnings();
         report.state = self.take_state();
         report
+    }
+
+    /// The warnings so far, taken out.
+    fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// The live state, taken out (the executor is done with it).
@@ -501,7 +516,7 @@ impl<'a> Executor<'a> {
         let retire = |old: &String| -> StepResult {
             self.leave(std::slice::from_ref(old));
             self.push(name)?;
-            self.stop_instance(name, old)
+            self.retire_instance(name, old)
         };
         for placed in started {
             if let Some(old) = &placed.after_stopping {
@@ -554,13 +569,13 @@ impl<'a> Executor<'a> {
         if errors.is_empty() { Ok(fresh) } else { Err(errors.join("; ")) }
     }
 
-    /// Stops instances at once.
+    /// Stops instances the plan takes away for good, at once.
     fn stop_all(&self, name: &str, ids: &[String]) -> StepResult {
         if ids.len() <= 1 {
-            return ids.iter().try_for_each(|id| self.stop_instance(name, id));
+            return ids.iter().try_for_each(|id| self.retire_instance(name, id));
         }
         let results: Vec<StepResult> = std::thread::scope(|scope| {
-            let handles: Vec<_> = ids.iter().map(|old| scope.spawn(move || self.stop_instance(name, old))).collect();
+            let handles: Vec<_> = ids.iter().map(|old| scope.spawn(move || self.retire_instance(name, old))).collect();
             handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("an instance stop panicked".into()))).collect()
         });
         let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
@@ -635,6 +650,7 @@ impl<'a> Executor<'a> {
             token: &token,
             log: log.clone(),
             lineage: &self.lineage,
+            log_cap: self.settings.logs_of(name, &node.account),
         };
         let started = provider.start(&request).map_err(|e| format!("instance {}: {e}", placed.id))?;
         instance.pid = started.pid;
@@ -666,8 +682,9 @@ impl<'a> Executor<'a> {
                 },
             );
         if let Err(e) = healthy {
-            let tail = provider.logs(&instance, &node, &log, 5).unwrap_or_default();
+            // Stopped first: once it is, its last lines are in its log (which stays).
             let _ = self.stop_instance(name, &placed.id);
+            let tail = provider.logs(&instance, &node, &log, 5).unwrap_or_default();
             let tail = if tail.trim().is_empty() {
                 String::new()
             } else {
@@ -684,6 +701,29 @@ impl<'a> Executor<'a> {
         let instance = live.services.get(name)?.instances.iter().find(|i| i.id == id)?.clone();
         let node = live.nodes.get(&instance.node)?.clone();
         Some((instance, node))
+    }
+
+    /// Stops an instance the plan takes away for good (replaced, scaled in, destroyed) and,
+    /// unless `--keep-logs`, removes its log: it goes with the instance. A log that cannot be
+    /// removed is a warning.
+    fn retire_instance(&self, name: &str, id: &str) -> StepResult {
+        let target = self.instance_on_node(name, id);
+        self.stop_instance(name, id)?;
+        if let Some((instance, node)) = target
+            && !self.options.keep_logs
+        {
+            let log = log_path(self.state_dir, self.env, id);
+            let removed = self
+                .provider_of_node(&node)
+                .and_then(|p| p.remove_logs(self.env, &instance, &node, &log).map_err(|e| e.to_string()));
+            if let Err(e) = removed {
+                self.warnings
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(format!("service `{name}`: the log of {id} stays: {e}"));
+            }
+        }
+        Ok(())
     }
 
     fn stop_instance(&self, name: &str, id: &str) -> StepResult {
@@ -712,6 +752,7 @@ impl Executor<'_> {
             skipped: Vec::new(),
             node_errors,
             interrupted: Vec::new(),
+            warnings: self.take_warnings(),
             state: self.take_state(),
         }
     }
