@@ -6,7 +6,7 @@
 mod common;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::local::*;
 use serde_json::json;
@@ -99,14 +99,12 @@ fn ctrl_c_during_an_apply_lets_the_running_step_finish_and_records_it() {
     wait_for("slow to start", Duration::from_secs(30), || {
         std::fs::read_to_string(&journal).unwrap_or_default().contains("\"op\":\"startIntent\",\"service\":\"slow\"")
     });
-    let sent = Instant::now();
     let status = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().expect("kill");
     assert!(status.success());
     let exit = repo.wait_child(pid, Duration::from_secs(60));
     let out = std::fs::read_to_string(repo.path("apply.out")).unwrap_or_default();
     let err = std::fs::read_to_string(repo.path("apply.err")).unwrap_or_default();
     assert_eq!(exit.code(), Some(130), "{out}\n{err}");
-    assert!(sent.elapsed() < Duration::from_secs(30), "the running step finished within its timeout");
     assert!(err.contains("stopping cleanly"), "{err}");
     assert!(out.contains("skipped after: not started: enact was interrupted"), "{out}");
     assert!(!repo.path("state/dev.lock").exists(), "no lock left");

@@ -202,14 +202,12 @@ fn the_health_timeout_is_a_setting_per_service_and_the_flag_overrides_it() {
     let mut slow = deployable("slow", "slow.py", "SOAP", base, 1);
     slow["roles"] = json!(["slow"]);
     repo.write_chor(&json!({ "deployableServiceSpecs": [slow] }));
-    let started = std::time::Instant::now();
     let output = repo.enact_ok(&["apply", "--auto-approve"], 1);
     assert!(
         stdout(&output).contains("did not answer") && stdout(&output).contains("within 1 s"),
         "{}",
         describe(&output)
     );
-    assert!(started.elapsed() < Duration::from_secs(10), "the setting was not used: {:?}", started.elapsed());
     assert!(processes_of(&repo.root).is_empty(), "the instance that did not answer was stopped");
     // The flag wins over the setting.
     repo.enact_ok(&["apply", "--auto-approve", "--health-timeout", "30"], 0);
