@@ -792,6 +792,20 @@ impl Provider for SshProvider {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Any text without NUL (which no argument can hold), hostile shell syntax most of all,
+        /// comes back from `sh -c 'printf %s QUOTED'` unchanged: it was never run.
+        #[test]
+        fn any_value_quoted_reaches_a_shell_as_text(
+            value in proptest::string::string_regex("([^\\x00]|[;&|$`'\"\\\\(){}<>*?!#~\\n])*").expect("regex")
+        ) {
+            let out = std::process::Command::new("sh").arg("-c").arg(format!("printf %s {}", quote(&value))).output().expect("sh");
+            proptest::prop_assert_eq!(String::from_utf8_lossy(&out.stdout), value.as_str());
+            proptest::prop_assert!(out.status.success());
+        }
+    }
+
     #[test]
     fn quoting_keeps_hostile_values_as_text() {
         assert_eq!(quote("plain"), "'plain'");
