@@ -268,6 +268,12 @@ impl<'a> Executor<'a> {
                     report.interrupted.push(step.service.clone());
                 }
                 Outcome::Failed(e) => report.failed.push((step.service.clone(), e)),
+                Outcome::Panicked(message) => report.failed.push((
+                    step.service.clone(),
+                    format!(
+                        "enact hit a bug in this step ({message}); the journal holds what it did: run `enact apply` again, and please report it"
+                    ),
+                )),
                 Outcome::Skipped => {
                     self.events.on(&Event::StepSkipped { service: &step.service });
                     report.skipped.push(step.service.clone());
