@@ -12,9 +12,7 @@
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{Provider, ProviderError, ProviderResult, StartRequest, Started};
@@ -130,6 +128,163 @@ fn signal_group(pid: u32, signal: i32) {
     }
 }
 
+/// Starts `program` with `args`, detached: in a session of its own (it outlives enact and is
+/// stopped as a group), with exactly `environment`, stdin from `/dev/null`, stdout and stderr
+/// appended to `log`, the `marker` open on descriptor [`MARKER_FD`], in `dir` when given.
+/// Returns its pid.
+///
+/// It is `posix_spawn(3)`: glibc creates the child without copying enact's memory (`vfork`
+/// semantics), so a start costs the same however large enact is — `fork(2)`, which
+/// `std::process::Command` needs for `setsid` and a descriptor of our choosing, copies the page
+/// tables and every mapping of the parent, and an apply that starts N instances from N threads
+/// grows by N thread stacks: that made starts quadratic in N.
+///
+/// # Errors
+/// The program cannot be run (not found, not executable: the `io::Error` of the exec), a NUL
+/// byte in an argument or variable, or the spawn itself fails.
+#[allow(unsafe_code)]
+fn spawn_detached(
+    program: &str,
+    args: &[String],
+    environment: &[(String, std::ffi::OsString)],
+    dir: Option<&Path>,
+    log: &std::fs::File,
+    marker: &std::fs::File,
+) -> std::io::Result<u32> {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::ffi::OsStrExt as _;
+
+    let c_string = |bytes: &[u8]| {
+        CString::new(bytes).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "a NUL byte in the command or its environment")
+        })
+    };
+    let check = |code: libc::c_int| if code == 0 { Ok(()) } else { Err(std::io::Error::from_raw_os_error(code)) };
+    let path = c_string(program.as_bytes())?;
+    let argv: Vec<CString> = std::iter::once(program)
+        .chain(args.iter().map(String::as_str))
+        .map(|a| c_string(a.as_bytes()))
+        .collect::<Result<_, _>>()?;
+    let envp: Vec<CString> = environment
+        .iter()
+        .map(|(k, v)| c_string(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
+        .collect::<Result<_, _>>()?;
+    let dir = dir.map(|d| c_string(d.as_os_str().as_bytes())).transpose()?;
+    let pointers = |strings: &[CString]| -> Vec<*mut libc::c_char> {
+        strings.iter().map(|s| s.as_ptr().cast_mut()).chain(std::iter::once(std::ptr::null_mut())).collect()
+    };
+    let (argv, envp) = ((pointers(&argv), argv), (pointers(&envp), envp));
+
+    /// File actions, destroyed on every path.
+    struct Actions(libc::posix_spawn_file_actions_t);
+    impl Drop for Actions {
+        fn drop(&mut self) {
+            // SAFETY: initialized by posix_spawn_file_actions_init, destroyed once.
+            unsafe { libc::posix_spawn_file_actions_destroy(&raw mut self.0) };
+        }
+    }
+    /// Attributes, destroyed on every path.
+    struct Attributes(libc::posix_spawnattr_t);
+    impl Drop for Attributes {
+        fn drop(&mut self) {
+            // SAFETY: initialized by posix_spawnattr_init, destroyed once.
+            unsafe { libc::posix_spawnattr_destroy(&raw mut self.0) };
+        }
+    }
+
+    // SAFETY: every pointer handed to libc points into a CString or a vector that outlives the
+    // call, the argument and environment arrays end with a null pointer, the descriptors are
+    // open files borrowed for the duration of the call, and the actions and attributes are
+    // initialized before use and destroyed once (their Drop).
+    unsafe {
+        let mut actions = std::mem::MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
+        check(libc::posix_spawn_file_actions_init(actions.as_mut_ptr()))?;
+        let mut actions = Actions(actions.assume_init());
+        if let Some(dir) = &dir {
+            check(libc::posix_spawn_file_actions_addchdir_np(&raw mut actions.0, dir.as_ptr()))?;
+        }
+        check(libc::posix_spawn_file_actions_addopen(&raw mut actions.0, 0, c"/dev/null".as_ptr(), libc::O_RDONLY, 0))?;
+        check(libc::posix_spawn_file_actions_adddup2(&raw mut actions.0, log.as_raw_fd(), 1))?;
+        check(libc::posix_spawn_file_actions_adddup2(&raw mut actions.0, log.as_raw_fd(), 2))?;
+        check(libc::posix_spawn_file_actions_adddup2(&raw mut actions.0, marker.as_raw_fd(), MARKER_FD))?;
+
+        let mut attributes = std::mem::MaybeUninit::<libc::posix_spawnattr_t>::uninit();
+        check(libc::posix_spawnattr_init(attributes.as_mut_ptr()))?;
+        let mut attributes = Attributes(attributes.assume_init());
+        let flags =
+            libc::c_int::from(libc::POSIX_SPAWN_SETSID) | libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
+        let flags =
+            libc::c_short::try_from(flags).map_err(|_| std::io::Error::other("posix_spawn flags out of range"))?;
+        check(libc::posix_spawnattr_setflags(&raw mut attributes.0, flags))?;
+        // No signal blocked, and SIGPIPE (which Rust programs ignore) back to its default, as
+        // `std::process::Command` does.
+        let mut signals = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        libc::sigemptyset(signals.as_mut_ptr());
+        let mut signals = signals.assume_init();
+        check(libc::posix_spawnattr_setsigmask(&raw mut attributes.0, &raw const signals))?;
+        libc::sigaddset(&raw mut signals, libc::SIGPIPE);
+        check(libc::posix_spawnattr_setsigdefault(&raw mut attributes.0, &raw const signals))?;
+
+        let mut pid: libc::pid_t = 0;
+        let spawn = if program.contains('/') { libc::posix_spawn } else { libc::posix_spawnp };
+        check(spawn(
+            &raw mut pid,
+            path.as_ptr(),
+            &raw const actions.0,
+            &raw const attributes.0,
+            argv.0.as_ptr(),
+            envp.0.as_ptr(),
+        ))?;
+        u32::try_from(pid).map_err(|_| std::io::Error::other("posix_spawn gave a negative pid"))
+    }
+}
+
+/// Hands a child to the one reaper thread, which collects it once it exits (so it never lingers
+/// as a zombie while enact runs). One thread for every child, rather than one thread per child:
+/// it looks at the children it holds every [`REAP_EVERY`].
+#[allow(unsafe_code)]
+fn reap_later(pid: u32) {
+    static REAPER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<u32>>> = std::sync::OnceLock::new();
+    let sender = REAPER.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel::<u32>();
+        let reaper = move || {
+            let mut children: Vec<libc::pid_t> = Vec::new();
+            let mut swept = Instant::now();
+            loop {
+                // A new child, a tick (None), or the end (Err).
+                let next = if children.is_empty() {
+                    receiver.recv().map(Some).map_err(drop)
+                } else {
+                    match receiver.recv_timeout(REAP_EVERY.saturating_sub(swept.elapsed())) {
+                        Ok(pid) => Ok(Some(pid)),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Ok(None),
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(()),
+                    }
+                };
+                match next {
+                    Ok(Some(pid)) => children.extend(libc::pid_t::try_from(pid)),
+                    Ok(None) => {}
+                    Err(()) => return,
+                }
+                if swept.elapsed() >= REAP_EVERY {
+                    // SAFETY: waitpid(2) with WNOHANG on our own children touches no memory of
+                    // ours but the status word; 0 means the child still runs.
+                    children.retain(|&pid| unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } == 0);
+                    swept = Instant::now();
+                }
+            }
+        };
+        std::thread::Builder::new().name("enact-reaper".into()).spawn(reaper).ok().map(|_| sender)
+    });
+    if let Some(sender) = sender {
+        let _ = sender.send(pid);
+    }
+}
+
+/// How often the reaper looks at the children it holds.
+const REAP_EVERY: Duration = Duration::from_millis(200);
+
 fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
@@ -177,7 +332,6 @@ impl Provider for LocalProvider {
         Ok(())
     }
 
-    #[allow(unsafe_code)]
     fn start(&self, request: &StartRequest<'_>) -> ProviderResult<Started> {
         let port = crate::plan::placement::port_of(request.spec);
         let address = format!("{}:{port}", request.node.address);
@@ -211,21 +365,15 @@ impl Provider for LocalProvider {
             .append(true)
             .open(&request.log)
             .map_err(|e| ProviderError::new(format!("cannot open log {}: {e}", request.log.display())))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| ProviderError::new(format!("cannot open log {}: {e}", request.log.display())))?;
-        let mut command = Command::new(program);
-        // A clean environment: enact's own (cloud credentials, tokens) never reaches a service.
-        command.env_clear().args(args).stdin(Stdio::null()).stdout(log).stderr(log_err).envs(request.environment());
+        let mut environment: Vec<(String, std::ffi::OsString)> =
+            request.environment().into_iter().map(|(k, v)| (k.to_string(), v.into())).collect();
         for inherited in INHERITED {
             if let Some(value) = std::env::var_os(inherited) {
-                command.env(inherited, value);
+                environment.push((inherited.to_string(), value));
             }
         }
-        if let Some(dir) = Path::new(program).parent().filter(|d| d.is_dir()) {
-            command.current_dir(dir);
-        }
-        // A marker the child holds open from the moment it is forked (its environment only
+        let dir = Path::new(program).parent().filter(|d| d.is_dir());
+        // A marker the child holds open from the moment it is created (its environment only
         // shows the token once it execs): an apply killed in between still finds it.
         let marker = marker_path(request.token);
         if let Some(dir) = marker.parent() {
@@ -233,25 +381,12 @@ impl Provider for LocalProvider {
         }
         let marker_file = std::fs::File::create(&marker)
             .map_err(|e| ProviderError::new(format!("cannot create {}: {e}", marker.display())))?;
-        let marker_fd = std::os::fd::AsRawFd::as_raw_fd(&marker_file);
-        // SAFETY: setsid(2) and dup2(2) are async-signal-safe and touch no memory of the parent;
-        // setsid makes the instance a session leader so it outlives enact and can be stopped as
-        // a group; dup2 keeps the marker open across exec (the original is close-on-exec).
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setsid() == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::dup2(marker_fd, MARKER_FD);
-                Ok(())
-            });
-        }
-        let spawned = command.spawn();
+        let spawned = spawn_detached(program, args, &environment, dir, &log, &marker_file);
         // The child holds the marker open (and recovery finds it even once deleted); a failed
         // spawn leaves nothing behind.
         drop(marker_file);
         let _ = std::fs::remove_file(&marker);
-        let mut child = spawned.map_err(|e| {
+        let pid = spawned.map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
                 " (is the package executable? `chmod +x` it, or give it a package type with a start recipe)"
             } else if e.kind() == std::io::ErrorKind::NotFound {
@@ -266,12 +401,9 @@ impl Provider for LocalProvider {
             };
             ProviderError::new(format!("cannot start `{program}`: {e}{hint}"))
         })?;
-        let pid = child.id();
         let start_time = proc_stat(pid).map(|(_, t)| t);
         // Reap the child if it exits while enact still runs, so it never lingers as a zombie.
-        std::thread::spawn(move || {
-            let _ = child.wait();
-        });
+        reap_later(pid);
         Ok(Started { pid: Some(pid), start_time })
     }
 
@@ -414,6 +546,41 @@ mod tests {
             provider.create_nodes(&[new_node("local-1", &[port]), new_node("local-2", &[port])], &taken).unwrap();
         let addresses: Vec<&str> = made.iter().map(|n| n.address.as_str()).collect();
         assert_eq!(addresses, vec![address_at(BLOCK + 3), address_at(BLOCK + 4)], "held by a listener, then taken");
+    }
+
+    #[test]
+    fn a_spawned_instance_leads_its_own_session_holds_its_marker_and_is_reaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path().canonicalize().unwrap();
+        let log = OpenOptions::new().create(true).append(true).open(dir.join("out.log")).unwrap();
+        let marker_path = dir.join("marker");
+        let marker = std::fs::File::create(&marker_path).unwrap();
+        let environment = vec![("GREETING".to_string(), "hello".into())];
+        let args = vec!["-c".to_string(), "echo \"$GREETING from $PWD\"; exec sleep 30".to_string()];
+        let pid = spawn_detached("/bin/sh", &args, &environment, Some(&dir), &log, &marker).unwrap();
+        reap_later(pid);
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+        assert_eq!(fields[3], pid.to_string(), "it leads its own session: {stat}");
+        assert_eq!(std::fs::read_link(format!("/proc/{pid}/fd/{MARKER_FD}")).unwrap(), marker_path);
+        assert_eq!(std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(), dir);
+        assert_eq!(std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap(), Path::new("/dev/null"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(dir.join("out.log")).unwrap().contains("hello from") {
+            assert!(Instant::now() < deadline, "the instance never wrote to its log");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(std::fs::read_to_string(dir.join("out.log")).unwrap(), format!("hello from {}\n", dir.display()));
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        assert!(!environ.split(|b| *b == 0).any(|v| v.starts_with(b"PATH=")), "exactly the given environment");
+        signal_group(pid, libc::SIGKILL);
+        // The reaper collects it: no zombie is left behind.
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(Instant::now() < deadline, "pid {pid} was never reaped");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let missing = spawn_detached("/no/such/program", &[], &[], None, &log, &marker).unwrap_err();
+        assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
     }
 
     #[test]
