@@ -47,9 +47,13 @@ const MARGIN: f64 = 16.0;
 /// A rectangle: top-left corner, width and height, px.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rect {
+    /// Left edge, px from the drawing's left.
     pub x: f64,
+    /// Top edge, px from the drawing's top.
     pub y: f64,
+    /// Width, px.
     pub w: f64,
+    /// Height, px.
     pub h: f64,
 }
 
@@ -93,8 +97,9 @@ pub struct Layout {
     pub cycles: Vec<(Rect, usize)>,
     /// The layer of every service (its block's): 0 for services that call nothing.
     pub layer: Vec<usize>,
-    /// Size of the whole drawing, px.
+    /// Width of the whole drawing, px.
     pub width: f64,
+    /// Height of the whole drawing, px.
     pub height: f64,
     /// Steps taken: services and dependencies visited, pass by pass.
     pub work: usize,
@@ -115,7 +120,8 @@ fn label_width(label: &str) -> f64 {
     2.0 * NODE_PAD + CHAR_W * label.chars().count() as f64
 }
 
-/// Lays the graph out (see the module's documentation).
+/// Lays the graph out (see the module's documentation). Never fails: an empty graph is an
+/// empty drawing of margins only.
 pub fn layout(g: &ServiceGraph<'_>) -> Layout {
     let n = g.len();
     let mut work = 0usize;
@@ -528,5 +534,9 @@ mod tests {
         assert!(svg.contains(">a&amp;b<"), "{svg}");
         assert!(svg.contains("class=\"role\"") && svg.contains(">&lt;pay&gt;<"), "{svg}");
         assert_eq!(svg.matches("class=\"dependency\"").count(), 1, "{svg}");
+
+        let empty = render(&ServiceGraph::build(&Choreography::default()));
+        assert!(empty.starts_with("<svg") && empty.trim_end().ends_with("</svg>"), "{empty}");
+        assert!(!empty.contains("class=\"service\""), "{empty}");
     }
 }
