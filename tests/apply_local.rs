@@ -688,3 +688,55 @@ fn log_lines_written_at_once_by_two_threads_are_told_apart() {
         Some(set_of(&["http://a/airline".into(), "http://b/airline".into()]))
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Many instances
+// ---------------------------------------------------------------------------------------------
+
+/// Fifty instances of one service start together (on a bounded number of threads): every one
+/// runs, answers and is recorded, both consumer instances are told all fifty, and destroy leaves
+/// nothing running.
+#[test]
+fn fifty_instances_start_together_are_all_wired_and_destroy_leaves_none() {
+    let base = 25100;
+    let chor = json!({
+        "deployableServiceSpecs": [
+            deployable("airline", "airline.py", "SOAP", base, 50),
+            with_deps(deployable("travelagency", "travelagency.py", "REST", base + 1, 2), &[("airline", "airline")])
+        ]
+    });
+    // Fifty interpreters starting at once on a busy machine: room beyond the 30 s default.
+    let settings = json!({
+        "defaultEnv": "dev",
+        "defaultAccount": "local",
+        "accounts": { "local": { "provider": "local" } },
+        "timeouts": { "healthMs": 120000 }
+    });
+    let repo = Repo::new(&chor, Some(&settings));
+    let output = repo.apply();
+    assert!(stdout(&output).contains("Apply: 2 done, 0 failed, 0 skipped"), "{}", describe(&output));
+
+    let state = repo.state();
+    let airlines = instances(&state, "airline");
+    assert_eq!(airlines.len(), 50, "fifty airline instances recorded");
+    let uris = set_of(&field(&airlines, "nativeUri"));
+    assert_eq!(uris.len(), 50, "fifty distinct endpoints");
+    let airline_pids = pids(&airlines);
+    assert_eq!(airline_pids.iter().collect::<BTreeSet<_>>().len(), 50, "fifty processes");
+    for pid in &airline_pids {
+        assert!(process_alive(*pid), "airline pid {pid} runs");
+    }
+    assert_all_healthy(&repo.status());
+    let agencies = field(&instances(&state, "travelagency"), "nativeUri");
+    assert_eq!(agencies.len(), 2);
+    for agency in &agencies {
+        assert_eq!(wired_to(agency, "airline"), uris, "{agency} is told every airline instance");
+    }
+
+    repo.enact_ok(&["destroy", "--auto-approve"], 0);
+    wait_dead(&airline_pids);
+    assert_eq!(processes_of(&repo.root), Vec::<u32>::new(), "destroy leaves nothing running");
+    let state = repo.state();
+    assert_eq!(state["services"].as_object().map(serde_json::Map::len), Some(0), "{state}");
+    assert_eq!(state["nodes"].as_object().map(serde_json::Map::len), Some(0), "{state}");
+}

@@ -139,13 +139,14 @@ fn the_changelog_follows_keep_a_changelog() {
 }
 
 /// README commands that are not run here, and why.
-const NOT_RUN: [(&str, &str); 8] = [
+const NOT_RUN: [(&str, &str); 9] = [
     ("./scripts/travel.sh", "starts real processes and a legacy service; the apply tests cover it"),
     ("./scripts/test.sh", "it is the whole test run, this test included"),
     ("cargo install", "installs into ~/.cargo/bin"),
     ("cargo build", "the tests run on the binary cargo built for them"),
     ("cargo bench", "benchmarks take minutes (benches/README.md)"),
     ("benches/ssh_vs_ansible.sh", "installs Ansible and starts sshd"),
+    ("benches/scale.sh", "starts thousands of processes for minutes (benches/README.md)"),
     ("git clone", "needs the network"),
     ("enact hosts trust", "needs the ssh hosts of an ssh account"),
 ];

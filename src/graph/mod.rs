@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use foldhash::{HashMap, HashMapExt as _};
 use petgraph::Direction;
 
+pub mod svg;
 pub mod walk;
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -238,41 +239,10 @@ impl<'a> ServiceGraph<'a> {
         out
     }
 
-    /// An SVG drawing, laid out in-process (no Graphviz needed).
+    /// An SVG drawing, laid out in-process (no Graphviz needed), in time linear in services and
+    /// dependencies: see [`svg`].
     pub fn to_svg(&self) -> String {
-        use layout::backends::svg::SVGWriter;
-        use layout::core::base::Orientation;
-        use layout::core::geometry::Point;
-        use layout::core::style::StyleAttr;
-        use layout::std_shapes::shapes::{Arrow, Element, ShapeKind};
-        use layout::topo::layout::VisualGraph;
-
-        let mut vg = VisualGraph::new(Orientation::TopToBottom);
-        let mut handles = HashMap::new();
-        for group in self.groups() {
-            for name in group {
-                let legacy = self.vertex(name).is_some_and(|v| v.legacy);
-                let label = if legacy { format!("{name} (legacy)") } else { name.to_string() };
-                let width = 24.0 + 8.0 * label.chars().count() as f64;
-                let element = Element::create(
-                    ShapeKind::new_box(&label),
-                    StyleAttr::simple(),
-                    Orientation::LeftToRight,
-                    Point::new(width, 40.0),
-                );
-                handles.insert(name, vg.add_node(element));
-            }
-        }
-        for (provider, consumer, role) in self.edges() {
-            let mut arrow = Arrow::simple(role);
-            arrow.look = StyleAttr::simple();
-            vg.add_edge(arrow, handles[provider], handles[consumer]);
-        }
-        let mut svg = SVGWriter::new();
-        if !self.is_empty() {
-            vg.do_it(false, false, false, &mut svg);
-        }
-        svg.finalize()
+        svg::render(self)
     }
 }
 

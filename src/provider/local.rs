@@ -283,6 +283,51 @@ impl RelayExec {
     }
 }
 
+/// Hands a child to the one reaper thread, which collects it once it exits (so it never lingers
+/// as a zombie while enact runs). One thread for every child, rather than one thread per child:
+/// it looks at the children it holds every [`REAP_EVERY`].
+#[allow(unsafe_code)]
+fn reap_later(pid: u32) {
+    static REAPER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<u32>>> = std::sync::OnceLock::new();
+    let sender = REAPER.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel::<u32>();
+        let reaper = move || {
+            let mut children: Vec<libc::pid_t> = Vec::new();
+            let mut swept = Instant::now();
+            loop {
+                // A new child, a tick (None), or the end (Err).
+                let next = if children.is_empty() {
+                    receiver.recv().map(Some).map_err(drop)
+                } else {
+                    match receiver.recv_timeout(REAP_EVERY.saturating_sub(swept.elapsed())) {
+                        Ok(pid) => Ok(Some(pid)),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Ok(None),
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(()),
+                    }
+                };
+                match next {
+                    Ok(Some(pid)) => children.extend(libc::pid_t::try_from(pid)),
+                    Ok(None) => {}
+                    Err(()) => return,
+                }
+                if swept.elapsed() >= REAP_EVERY {
+                    // SAFETY: waitpid(2) with WNOHANG on our own children touches no memory of
+                    // ours but the status word; 0 means the child still runs.
+                    children.retain(|&pid| unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } == 0);
+                    swept = Instant::now();
+                }
+            }
+        };
+        std::thread::Builder::new().name("enact-reaper".into()).spawn(reaper).ok().map(|_| sender)
+    });
+    if let Some(sender) = sender {
+        let _ = sender.send(pid);
+    }
+}
+
+/// How often the reaper looks at the children it holds.
+const REAP_EVERY: Duration = Duration::from_millis(200);
+
 impl Provider for LocalProvider {
     fn kind(&self) -> &'static str {
         "local"
@@ -417,7 +462,7 @@ impl Provider for LocalProvider {
         // spawn leaves nothing behind.
         drop(marker_file);
         let _ = std::fs::remove_file(&marker);
-        let mut child = spawned.map_err(|e| {
+        let child = spawned.map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
                 " (is the package executable? `chmod +x` it, or give it a package type with a start recipe)"
             } else if e.kind() == std::io::ErrorKind::NotFound {
@@ -435,9 +480,7 @@ impl Provider for LocalProvider {
         let pid = child.id();
         let start_time = proc_stat(pid).map(|(_, t)| t);
         // Reap the child if it exits while enact still runs, so it never lingers as a zombie.
-        std::thread::spawn(move || {
-            let _ = child.wait();
-        });
+        reap_later(pid);
         Ok(Started { pid: Some(pid), start_time })
     }
 
@@ -599,6 +642,24 @@ mod tests {
             provider.create_nodes(&[new_node("local-1", &[port]), new_node("local-2", &[port])], &taken).unwrap();
         let addresses: Vec<&str> = made.iter().map(|n| n.address.as_str()).collect();
         assert_eq!(addresses, vec![address_at(BLOCK + 3), address_at(BLOCK + 4)], "held by a listener, then taken");
+    }
+
+    #[test]
+    fn the_one_reaper_collects_children_that_exit() {
+        let pids: Vec<u32> = (0..3)
+            .map(|_| Command::new("/bin/sh").args(["-c", "exit 0"]).spawn().unwrap().id())
+            .collect();
+        for &pid in &pids {
+            reap_later(pid);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for pid in pids {
+            // No zombie is left behind: the pid goes away once the reaper has collected it.
+            while Path::new(&format!("/proc/{pid}")).exists() {
+                assert!(Instant::now() < deadline, "pid {pid} was never reaped");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 
     #[test]

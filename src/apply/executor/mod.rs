@@ -194,6 +194,19 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
+    /// Journals records with one sync (intents for a batch of side effects) and applies them.
+    fn record_all(&self, records: &[Record]) -> StepResult {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.journal.append_all(records)?;
+        let mut live = self.live();
+        for record in records {
+            apply_record(&mut live, record);
+        }
+        Ok(())
+    }
+
     fn provider_of_node(&self, node: &NodeState) -> Result<&dyn Provider, String> {
         self.providers
             .get(&node.account)
@@ -396,17 +409,30 @@ impl<'a> Executor<'a> {
         let made = made.chain(orphans.iter());
         let in_use: HashSet<String> =
             self.live().services.values().flat_map(|s| s.instances.iter().map(|i| i.node.clone())).collect();
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut doomed: Vec<(String, NodeState, &dyn Provider)> = Vec::new();
         for id in self.planned.placement.freed_nodes.iter().chain(made) {
-            let (node, used) = (self.live().nodes.get(id).cloned(), in_use.contains(id));
-            let Some(node) = node else { continue };
-            if used {
+            if in_use.contains(id) || !seen.insert(id.as_str()) {
                 continue;
             }
-            let result = self.provider_of_node(&node).and_then(|provider| {
-                self.record(Record::NodeDestroyIntent { node: id.clone() })?;
-                provider.destroy_node(id, &node).map_err(|e| e.to_string())?;
-                self.record(Record::NodeDestroyed { node: id.clone() })
-            });
+            let Some(node) = self.live().nodes.get(id).cloned() else { continue };
+            match self.provider_of_node(&node) {
+                Ok(provider) => doomed.push((id.clone(), node, provider)),
+                Err(e) => errors.push(format!("node `{id}`: cannot free it: {e}")),
+            }
+        }
+        // Every intent on disk with one sync, then the nodes go one by one.
+        let intents: Vec<Record> =
+            doomed.iter().map(|(id, _, _)| Record::NodeDestroyIntent { node: id.clone() }).collect();
+        if let Err(e) = self.record_all(&intents) {
+            errors.push(format!("cannot free {} node(s): {e}", doomed.len()));
+            return errors;
+        }
+        for (id, node, provider) in doomed {
+            let result = provider
+                .destroy_node(&id, &node)
+                .map_err(|e| e.to_string())
+                .and_then(|()| self.record(Record::NodeDestroyed { node: id.clone() }));
             if let Err(e) = result {
                 errors.push(format!("node `{id}`: cannot free it: {e}"));
             }
@@ -545,28 +571,25 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    /// Starts new instances at once; their ids once every one is healthy and ready.
+    /// Starts new instances together: every one is started (at most [`INSTANCES_AT_ONCE`] starts
+    /// in flight), then every one is waited for until healthy and ready (as many waits); their
+    /// ids once every one is.
     fn start_all(
         &self,
         name: &str,
         spec: &DeployableServiceSpec,
         started: &[&PlacedInstance],
     ) -> StepResult<Vec<String>> {
-        let results: Vec<Result<InstanceState, String>> = if started.len() == 1 {
-            started.iter().map(|placed| self.start_instance(name, spec, placed)).collect()
-        } else {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> =
-                    started.iter().map(|placed| scope.spawn(move || self.start_instance(name, spec, placed))).collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|_| Err("an instance start panicked".into())))
-                    .collect()
-            })
-        };
-        let mut fresh = Vec::new();
         let mut errors = Vec::new();
-        for result in results {
+        let mut launched = Vec::with_capacity(started.len());
+        for result in at_once(started, |placed| self.launch(name, spec, placed)) {
+            match result {
+                Ok(instance) => launched.push(instance),
+                Err(e) => errors.push(e),
+            }
+        }
+        let mut fresh = Vec::with_capacity(launched.len());
+        for result in at_once(&launched, |instance| self.await_ready(name, spec, instance)) {
             match result {
                 Ok(instance) => fresh.push(instance.id),
                 Err(e) => errors.push(e),
@@ -575,16 +598,37 @@ impl<'a> Executor<'a> {
         if errors.is_empty() { Ok(fresh) } else { Err(errors.join("; ")) }
     }
 
-    /// Stops instances the plan takes away for good, at once.
+    /// Stops instances the plan takes away for good, together: every stop intent on disk with
+    /// one sync, then at most [`INSTANCES_AT_ONCE`] stops at a time, each log removed after its
+    /// stop (unless logs are kept).
     fn stop_all(&self, name: &str, ids: &[String]) -> StepResult {
         if ids.len() <= 1 {
             return ids.iter().try_for_each(|id| self.retire_instance(name, id));
         }
-        let results: Vec<StepResult> = std::thread::scope(|scope| {
-            let handles: Vec<_> = ids.iter().map(|old| scope.spawn(move || self.retire_instance(name, old))).collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("an instance stop panicked".into()))).collect()
-        });
-        let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+        let found: Vec<(InstanceState, NodeState)> = {
+            let live = self.live();
+            let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
+            let instances = live.services.get(name).map(|s| s.instances.as_slice()).unwrap_or_default();
+            instances
+                .iter()
+                .filter(|i| wanted.contains(i.id.as_str()))
+                .filter_map(|i| Some((i.clone(), live.nodes.get(&i.node)?.clone())))
+                .collect()
+        };
+        let intents: Vec<Record> = found
+            .iter()
+            .map(|(i, _)| Record::StopIntent { service: name.to_string(), instance: i.id.clone() })
+            .collect();
+        self.record_all(&intents)?;
+        let stop = |(instance, node): &(InstanceState, NodeState)| -> StepResult {
+            let provider = self.provider_of_node(node)?;
+            provider.stop(instance, node, self.stop_grace(name, node)).map_err(|e| e.to_string())?;
+            self.record(Record::Stopped { service: name.to_string(), instance: instance.id.clone() })?;
+            self.progress(name, format!("{} stopped", instance.id));
+            self.remove_log(name, instance, node);
+            Ok(())
+        };
+        let errors: Vec<String> = at_once(&found, stop).into_iter().filter_map(Result::err).collect();
         if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
     }
 
@@ -620,6 +664,12 @@ impl<'a> Executor<'a> {
         spec: &DeployableServiceSpec,
         placed: &PlacedInstance,
     ) -> Result<InstanceState, String> {
+        let launched = self.launch(name, spec, placed)?;
+        self.await_ready(name, spec, &launched)
+    }
+
+    /// Starts an instance (journalled: intent, then outcome) without waiting for it.
+    fn launch(&self, name: &str, spec: &DeployableServiceSpec, placed: &PlacedInstance) -> Result<Launched, String> {
         let node = self
             .live()
             .nodes
@@ -663,20 +713,34 @@ impl<'a> Executor<'a> {
         instance.start_time = started.start_time;
         self.record(Record::Started { service: name.to_string(), instance: instance.clone() })?;
         self.progress(name, format!("{} started on {} ({})", placed.id, placed.node, node.address));
+        Ok(Launched { instance, node, log })
+    }
+
+    /// Waits until a started instance is healthy and ready; stops it if it never is.
+    fn await_ready(
+        &self,
+        name: &str,
+        spec: &DeployableServiceSpec,
+        launched: &Launched,
+    ) -> Result<InstanceState, String> {
+        let Launched { instance, node, log } = launched;
+        let provider = self.provider_of_node(node)?;
+        // The timeout runs from the start of the wait: an instance waited for after others of
+        // its step has, if anything, longer since its start.
         let checked = Instant::now();
         let health_timeout = self
             .options
             .health_timeout
             .unwrap_or_else(|| Duration::from_millis(self.settings.timeouts_of(name, &node.account).0));
         let healthy =
-            provider.wait_healthy(&instance, &node, port_of(spec), health_timeout).map_err(|e| e.to_string()).and_then(
+            provider.wait_healthy(instance, node, port_of(spec), health_timeout).map_err(|e| e.to_string()).and_then(
                 |()| {
                     let Some(readiness) = self.readiness_of(spec) else { return Ok(()) };
                     let url = readiness.path.as_deref().map(|p| {
                         super::readiness::readiness_url(&node.address, port_of(spec), p, spec.endpoint_name())
                     });
                     let still_up = || {
-                        if provider.alive(&instance, &node) {
+                        if provider.alive(instance, node) {
                             Ok(())
                         } else {
                             Err(format!("{} exited before it was ready", instance.id))
@@ -689,8 +753,8 @@ impl<'a> Executor<'a> {
             );
         if let Err(e) = healthy {
             // Stopped first: once it is, its last lines are in its log (which stays).
-            let _ = self.stop_instance(name, &placed.id);
-            let tail = provider.logs(&instance, &node, &log, 5).unwrap_or_default();
+            let _ = self.stop_instance(name, &instance.id);
+            let tail = provider.logs(instance, node, log, 5).unwrap_or_default();
             let tail = if tail.trim().is_empty() {
                 String::new()
             } else {
@@ -698,7 +762,7 @@ impl<'a> Executor<'a> {
             };
             return Err(format!("{e}{tail}"));
         }
-        Ok(instance)
+        Ok(instance.clone())
     }
 
     /// A recorded instance of a service and the node it runs on.
@@ -715,21 +779,27 @@ impl<'a> Executor<'a> {
     fn retire_instance(&self, name: &str, id: &str) -> StepResult {
         let target = self.instance_on_node(name, id);
         self.stop_instance(name, id)?;
-        if let Some((instance, node)) = target
-            && !self.options.keep_logs
-        {
-            let log = log_path(self.state_dir, self.env, id);
-            let removed = self
-                .provider_of_node(&node)
-                .and_then(|p| p.remove_logs(self.env, &instance, &node, &log).map_err(|e| e.to_string()));
-            if let Err(e) = removed {
-                self.warnings
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(format!("service `{name}`: the log of {id} stays: {e}"));
-            }
+        if let Some((instance, node)) = target {
+            self.remove_log(name, &instance, &node);
         }
         Ok(())
+    }
+
+    /// Removes the log of a stopped instance (unless logs are kept); a failure is a warning.
+    fn remove_log(&self, name: &str, instance: &InstanceState, node: &NodeState) {
+        if self.options.keep_logs {
+            return;
+        }
+        let log = log_path(self.state_dir, self.env, &instance.id);
+        let removed = self
+            .provider_of_node(node)
+            .and_then(|p| p.remove_logs(self.env, instance, node, &log).map_err(|e| e.to_string()));
+        if let Err(e) = removed {
+            self.warnings
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(format!("service `{name}`: the log of {} stays: {e}", instance.id));
+        }
     }
 
     fn stop_instance(&self, name: &str, id: &str) -> StepResult {
@@ -825,6 +895,48 @@ impl Executor<'_> {
     }
 }
 
+/// Instances one step starts, waits for or stops at once, at most: each is a thread that mostly
+/// waits, so a service of 2,000 instances gets this many threads, not 2,000.
+pub const INSTANCES_AT_ONCE: usize = 32;
+
+/// An instance started by [`Executor::launch`], not yet known to be healthy.
+#[derive(Debug)]
+struct Launched {
+    instance: InstanceState,
+    node: NodeState,
+    log: PathBuf,
+}
+
+/// Runs `work` on every item, on at most [`INSTANCES_AT_ONCE`] threads (none for one item); the
+/// results in the items' order.
+fn at_once<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> Result<R, String> + Sync) -> Vec<Result<R, String>> {
+    if items.len() <= 1 {
+        return items.iter().map(work).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<Option<Result<R, String>>> = (0..items.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..items.len().min(INSTANCES_AT_ONCE))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { return done };
+                        done.push((i, work(item)));
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            for (i, result) in worker.join().unwrap_or_default() {
+                results[i] = Some(result);
+            }
+        }
+    });
+    results.into_iter().map(|r| r.unwrap_or_else(|| Err("an instance's thread panicked".to_string()))).collect()
+}
+
 /// Where an instance's output goes: `state/.logs/<env>/<instance>.log`.
 pub fn log_path(state_dir: &Path, env: &str, instance: &str) -> PathBuf {
     state_dir.join(".logs").join(env).join(format!("{instance}.log"))
@@ -851,4 +963,39 @@ fn providers_for(
         providers.insert(account, provider);
     }
     Ok(providers)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[test]
+    fn at_once_keeps_order_bounds_its_threads_and_turns_a_panic_into_an_error() {
+        let (in_flight, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let items: Vec<usize> = (0..500).collect();
+        let results = at_once(&items, |&i| {
+            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            std::thread::yield_now();
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            if i == 7 { Err("seven".to_string()) } else { Ok(i * 2) }
+        });
+        assert_eq!(results.len(), 500);
+        for (i, result) in results.iter().enumerate() {
+            if i == 7 {
+                assert_eq!(result, &Err("seven".to_string()));
+            } else {
+                assert_eq!(result, &Ok(i * 2), "item {i} in its place");
+            }
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!((1..=INSTANCES_AT_ONCE).contains(&most), "{most} items at once");
+
+        let one = at_once(&[1], |_| -> Result<(), String> { Ok(()) });
+        assert_eq!(one, vec![Ok(())]);
+        let panicked = at_once(&[1, 2, 3], |&i| if i == 2 { panic!("boom") } else { Ok(i) });
+        assert!(panicked.iter().any(Result::is_err), "{panicked:?}");
+    }
 }

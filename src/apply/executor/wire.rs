@@ -339,7 +339,9 @@ impl Executor<'_> {
             }
             let mut targets = self.targets(&live, consumer);
             if let Some(only) = only {
-                targets.retain(|t| only.contains(&t.key));
+                // A set: a service of N new instances wires them in one pass, not N × N.
+                let only: HashSet<&str> = only.iter().map(String::as_str).collect();
+                targets.retain(|t| only.contains(t.key.as_str()));
             }
             (list, providers.join(","), targets)
         };

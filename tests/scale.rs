@@ -1,0 +1,163 @@
+//! Scale, without a stopwatch: an apply of many instances starts, waits for and stops them with
+//! a bounded number of threads, and writes the intents of a batch of side effects with one
+//! journal sync. (The time these take is measured by `benches/scale.sh`; here only the work is
+//! counted, so a regression to one thread or one sync per instance fails a test.)
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use enact::apply::events::Silent;
+use enact::apply::executor::{Executor, INSTANCES_AT_ONCE, Options};
+use enact::apply::journal::Journal;
+use enact::plan::placement::NewNode;
+use enact::plan::{PlanInput, plan};
+use enact::provider::{Provider, ProviderResult, StartRequest, Started};
+use enact::repo::settings::{Account, NodeSelector, Policy, Settings, SimulatedAccount};
+use enact::spec::{Choreography, DeployableServiceSpec};
+use enact::state::{InstanceState, NodeState, State};
+
+const INSTANCES: usize = 300;
+
+/// Counts starts, health waits and stops, and the most of each in flight at once.
+#[derive(Debug, Default)]
+struct Counts {
+    starts: AtomicUsize,
+    stops: AtomicUsize,
+    in_flight: AtomicUsize,
+    most: AtomicUsize,
+}
+
+impl Counts {
+    fn busy(&self) {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        // Long enough for the others to overlap, if they may.
+        std::thread::sleep(Duration::from_millis(1));
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Debug)]
+struct Counting(Arc<Counts>);
+
+impl Provider for Counting {
+    fn kind(&self) -> &'static str {
+        "counting"
+    }
+
+    fn create_nodes(
+        &self,
+        nodes: &[NewNode],
+        _: &std::collections::BTreeSet<String>,
+    ) -> ProviderResult<Vec<NodeState>> {
+        Ok(nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| NodeState {
+                account: n.account.clone(),
+                provider: "counting".into(),
+                address: format!("node-{i}"),
+                memory: Some(n.memory),
+                size: Some(n.size.clone()),
+                provider_id: None,
+            })
+            .collect())
+    }
+
+    fn destroy_node(&self, _: &str, _: &NodeState) -> ProviderResult<()> {
+        Ok(())
+    }
+
+    fn start(&self, _: &StartRequest<'_>) -> ProviderResult<Started> {
+        self.0.starts.fetch_add(1, Ordering::SeqCst);
+        Ok(Started::default())
+    }
+
+    fn wait_healthy(&self, _: &InstanceState, _: &NodeState, _: u16, _: Duration) -> ProviderResult<()> {
+        self.0.busy();
+        Ok(())
+    }
+
+    fn stop(&self, _: &InstanceState, _: &NodeState, _: Duration) -> ProviderResult<()> {
+        self.0.stops.fetch_add(1, Ordering::SeqCst);
+        self.0.busy();
+        Ok(())
+    }
+
+    fn alive(&self, _: &InstanceState, _: &NodeState) -> bool {
+        true
+    }
+
+    fn logs(&self, _: &InstanceState, _: &NodeState, _: &std::path::Path, _: usize) -> ProviderResult<String> {
+        Ok(String::new())
+    }
+
+    fn find(&self, _: &NodeState, _: &str) -> Option<Started> {
+        None
+    }
+}
+
+fn settings() -> Settings {
+    let mut settings = Settings {
+        default_account: Some("sim".into()),
+        node_selector: Some(NodeSelector { policy: Policy::AlwaysCreate, vm_limit: None }),
+        ..Default::default()
+    };
+    settings
+        .accounts
+        .insert("sim".into(), Account::Simulated(SimulatedAccount { latency_ms: 0, ..Default::default() }));
+    settings
+}
+
+/// Applies `spec` over `state` with the counting provider and a durable journal: the state, and
+/// how many times the journal was synced.
+fn apply(dir: &std::path::Path, name: &str, spec: &Choreography, state: State, counts: &Arc<Counts>) -> (State, usize) {
+    let settings = settings();
+    let input = PlanInput { env: "dev", spec, state: &state, settings: &settings, targets: &[], observed: None };
+    let planned = plan(input).expect("a plan");
+    let journal = Journal::create(&dir.join(format!("{name}.journal")), true).expect("a journal");
+    let mut executor =
+        Executor::new(dir, dir, "dev", &settings, spec, &planned, state, &journal, &Silent, Options::default())
+            .expect("an executor");
+    executor.use_provider("sim", Box::new(Counting(Arc::clone(counts))));
+    let report = executor.run();
+    assert!(report.succeeded(), "{name}: {:?} {:?}", report.failed, report.node_errors);
+    (report.state, journal.syncs())
+}
+
+#[test]
+fn many_instances_start_and_stop_on_a_bounded_number_of_threads_with_batched_intents() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("big.py"), "").expect("a package");
+    let mut spec = Choreography::default();
+    spec.deployable_service_specs.push(DeployableServiceSpec {
+        name: "big".into(),
+        roles: vec!["big".into()],
+        package_uri: Some("big.py".into()),
+        port: Some(8000),
+        number_of_instances: Some(INSTANCES as i64),
+        ..Default::default()
+    });
+    spec.normalize();
+
+    let created = Arc::new(Counts::default());
+    let mut state = State::empty("dev");
+    state.lineage = "scale".into();
+    let (state, _) = apply(dir.path(), "create", &spec, state, &created);
+    assert_eq!(created.starts.load(Ordering::SeqCst), INSTANCES);
+    assert_eq!(state.services["big"].instances.len(), INSTANCES);
+    assert_eq!(state.nodes.len(), INSTANCES);
+    let most = created.most.load(Ordering::SeqCst);
+    assert!(most <= INSTANCES_AT_ONCE, "{most} health waits at once (at most {INSTANCES_AT_ONCE})");
+
+    let destroyed = Arc::new(Counts::default());
+    let (state, syncs) = apply(dir.path(), "destroy", &Choreography::default(), state, &destroyed);
+    assert_eq!(destroyed.stops.load(Ordering::SeqCst), INSTANCES);
+    assert!(state.services.is_empty() && state.nodes.is_empty(), "{state:?}");
+    let most = destroyed.most.load(Ordering::SeqCst);
+    assert!(most <= INSTANCES_AT_ONCE, "{most} stops at once (at most {INSTANCES_AT_ONCE})");
+    // The start of the apply, the stop intents, the node intents, the final flush: not one per
+    // instance or node.
+    assert!(syncs <= 4, "{syncs} journal syncs to destroy {INSTANCES} instances on {INSTANCES} nodes");
+}
