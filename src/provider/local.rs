@@ -154,8 +154,20 @@ fn proc_session(pid: u32) -> Option<(char, u32, u64)> {
     Some((state, session, start_time))
 }
 
-/// The log relays in the process group `group` (an instance's: its pid), by their command line.
+/// Whether `pid` runs the log relay (by its command line).
+fn is_relay(pid: u32) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    cmdline.split(|b| *b == 0).any(|arg| arg == super::logfile::RELAY_COMMAND.as_bytes())
+}
+
+/// The log relays of the instance `group` (its pid). The relay is forked by the instance before
+/// it execs, so it is the instance's child: `/proc/<pid>/task/<pid>/children` names it at the
+/// cost of one file, whatever runs on the machine. Where the kernel has no such file, every
+/// process of the group is looked at.
 fn relays_of(group: u32) -> Vec<u32> {
+    if let Ok(children) = std::fs::read_to_string(format!("/proc/{group}/task/{group}/children")) {
+        return children.split_whitespace().filter_map(|c| c.parse().ok()).filter(|&c| is_relay(c)).collect();
+    }
     let mut relays = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return relays;
@@ -175,8 +187,7 @@ fn relays_of(group: u32) -> Vec<u32> {
         if pgrp != Some(group) {
             continue;
         }
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if cmdline.split(|b| *b == 0).any(|arg| arg == super::logfile::RELAY_COMMAND.as_bytes()) {
+        if is_relay(pid) {
             relays.push(pid);
         }
     }
