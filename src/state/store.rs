@@ -231,6 +231,8 @@ impl FileStore {
         if self.plain_backups || current.lineage.is_empty() {
             return;
         }
+        // One that a write left to finish goes into place first: the new one may build on it.
+        self.finish_backup();
         let cancel = Arc::new(AtomicBool::new(false));
         let (path, dir, serial, lineage) =
             (self.path(env), self.backup_dir(env), current.serial, current.lineage.clone());
@@ -245,8 +247,14 @@ impl FileStore {
         let Ok(handle) = spawned else {
             return; // no thread: the write compresses on the spot
         };
-        let prepared =
-            Prepared { env: env.to_string(), serial, lineage: current.lineage.clone(), cancel, handle: Some(handle) };
+        let prepared = Prepared {
+            env: env.to_string(),
+            serial,
+            lineage: current.lineage.clone(),
+            cancel,
+            handle: Some(handle),
+            commit: None,
+        };
         *self.prepared.lock().unwrap_or_else(PoisonError::into_inner) = Some(prepared);
     }
 
@@ -328,57 +336,80 @@ impl FileStore {
     }
 
     /// Keeps `text`, the state file holding `current`, as the backup of its serial: a hard link
-    /// with [`FileStore::with_plain_backups`], else the file [`FileStore::prepare_backup`]
-    /// compressed if it holds these very bytes, else compressed now. Either way the backup only
-    /// appears under its name once whole and synced.
+    /// with [`FileStore::with_plain_backups`]; else the file [`FileStore::prepare_backup`]
+    /// compressed, if it holds these very bytes: renamed into place when it is ready, or, while
+    /// it is still being made, a plain hard link now that the compressed file replaces when it
+    /// is ready (at the latest when the store is dropped: the command's exit waits for it);
+    /// else compressed now. Whatever the moment of a crash, the backup of the serial is whole
+    /// under its name: plain, compressed, or both.
     fn back_up(&self, env: &str, current: &State, text: &str) -> Result<()> {
         let dir = self.backup_dir(env);
         fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
-        let prepared = self.prepared.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if self.plain_backups {
+        let mut slot = self.prepared.lock().unwrap_or_else(PoisonError::into_inner);
+        // A prepared backup of another serial commits (or is cancelled) here.
+        let prepared =
+            slot.take().filter(|p| p.env == env && p.serial == current.serial && p.lineage == current.lineage);
+        let plain = dir.join(backup::plain_file_name(current.serial));
+        let link = || {
             let path = self.path(env);
-            let backup = dir.join(backup::plain_file_name(current.serial));
-            let _ = fs::remove_file(&backup);
-            return fs::hard_link(&path, &backup)
-                .or_else(|_| fs::copy(&path, &backup).map(drop))
-                .map_err(Error::io("back up", &path));
+            let _ = fs::remove_file(&plain);
+            fs::hard_link(&path, &plain)
+                .or_else(|_| fs::copy(&path, &plain).map(drop))
+                .map_err(Error::io("back up", &path))
+        };
+        if self.plain_backups {
+            return link();
         }
         let target = dir.join(backup::file_name(current.serial));
-        let plain = dir.join(backup::plain_file_name(current.serial));
         // A state file put back at a serial that has a backup already (from git, say): the
         // backup stays if it holds the same text, so deltas made against it stay readable.
         let same = target.exists()
             && BackupReader::new(self, env)
                 .text(&Backup { serial: current.serial, path: target.clone() })
                 .is_ok_and(|kept| kept == text);
-        if !same {
-            let ready = prepared
-                .filter(|p| p.env == env && p.serial == current.serial && p.lineage == current.lineage)
-                .and_then(Prepared::finish);
-            match ready {
-                Some(ready) if ready.hash == content_hash(text.as_bytes()) => {
-                    fs::rename(&ready.tmp, &target).map_err(|e| {
-                        let _ = fs::remove_file(&ready.tmp);
-                        Error::Io { action: "rename into place", path: target.clone(), source: e }
-                    })?;
-                    sync_dir(&dir)?;
+        if same {
+            drop(prepared);
+        } else {
+            let hash = content_hash(text.as_bytes());
+            match prepared {
+                Some(mut p) if !p.is_finished() => {
+                    link()?;
+                    p.commit = Some(Commit { target, plain: plain.clone(), hash });
+                    *slot = Some(p);
+                    return Ok(());
                 }
-                stale => {
-                    if let Some(stale) = stale {
-                        let _ = fs::remove_file(&stale.tmp);
+                Some(mut p) => match p.finish() {
+                    Some(ready) if ready.hash == hash => commit(&ready.tmp, &target)?,
+                    stale => {
+                        if let Some(stale) = stale {
+                            let _ = fs::remove_file(&stale.tmp);
+                        }
+                        self.compress_now(&dir, current, text, &target)?;
                     }
-                    let never = AtomicBool::new(false);
-                    let bytes = backup::encode_backup(&dir, current.serial, &current.lineage, text.as_bytes(), &never)
-                        .map_err(Error::io("compress the backup", &target))?
-                        .unwrap_or_default();
-                    write_atomic(&target, &bytes)?;
-                }
+                },
+                None => self.compress_now(&dir, current, text, &target)?,
             }
         }
         match fs::remove_file(&plain) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", &plain)(e)),
             _ => Ok(()),
         }
+    }
+
+    /// Compresses the backup of `current` on the spot and writes it atomically to `target`.
+    fn compress_now(&self, dir: &Path, current: &State, text: &str, target: &Path) -> Result<()> {
+        let never = AtomicBool::new(false);
+        let bytes = backup::encode_backup(dir, current.serial, &current.lineage, text.as_bytes(), &never)
+            .map_err(Error::io("compress the backup", target))?
+            .unwrap_or_default();
+        write_atomic(target, &bytes)
+    }
+
+    /// Waits for the backup [`FileStore::prepare_backup`] started, and puts it in place if a
+    /// write left it to finish (else removes it): what dropping the store does. For a caller
+    /// that wants the wait at a moment of its choosing (the benchmark times it).
+    pub fn finish_backup(&self) {
+        drop(self.prepared.lock().unwrap_or_else(PoisonError::into_inner).take());
     }
 
     /// Removes the backups beyond the newest [`BACKUPS_KEPT`] that no kept delta needs, and
@@ -450,6 +481,8 @@ struct Prepared {
     lineage: String,
     cancel: Arc<AtomicBool>,
     handle: Option<JoinHandle<Option<Ready>>>,
+    /// Set by a write that came before it was ready: where to put it then.
+    commit: Option<Commit>,
 }
 
 /// A prepared backup, whole and synced under a temporary name.
@@ -460,20 +493,70 @@ struct Ready {
     hash: u64,
 }
 
+/// Where a write left a prepared backup to go once ready.
+#[derive(Debug)]
+struct Commit {
+    /// `<serial>.json.zst`.
+    target: PathBuf,
+    /// The plain hard link the write made meanwhile, removed once the target is in place.
+    plain: PathBuf,
+    /// [`content_hash`] of the text the write backed up.
+    hash: u64,
+}
+
 impl Prepared {
+    fn is_finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
     /// Waits for the thread; its file, if it made one.
-    fn finish(mut self) -> Option<Ready> {
+    fn finish(&mut self) -> Option<Ready> {
         self.handle.take().and_then(|h| h.join().ok().flatten())
     }
 }
 
 impl Drop for Prepared {
     fn drop(&mut self) {
-        self.cancel.store(true, Ordering::Relaxed);
-        if let Some(Ok(Some(ready))) = self.handle.take().map(JoinHandle::join) {
-            let _ = fs::remove_file(ready.tmp);
+        let pending = self.commit.take();
+        if pending.is_none() {
+            self.cancel.store(true, Ordering::Relaxed);
+        }
+        let ready = self.finish();
+        let Some(pending) = pending else {
+            if let Some(ready) = ready {
+                let _ = fs::remove_file(&ready.tmp);
+            }
+            return;
+        };
+        // The prepared file if it holds what the write backed up, else the plain link
+        // compressed now. The plain link stays if anything fails: readable either way.
+        let placed = match ready {
+            Some(ready) if ready.hash == pending.hash => commit(&ready.tmp, &pending.target).is_ok(),
+            stale => {
+                if let Some(stale) = stale {
+                    let _ = fs::remove_file(&stale.tmp);
+                }
+                let dir = pending.target.parent().unwrap_or(Path::new("."));
+                let never = AtomicBool::new(false);
+                fs::read(&pending.plain).ok().is_some_and(|text| {
+                    matches!(backup::encode_backup(dir, self.serial, &self.lineage, &text, &never),
+                        Ok(Some(bytes)) if write_atomic(&pending.target, &bytes).is_ok())
+                })
+            }
+        };
+        if placed {
+            let _ = fs::remove_file(&pending.plain);
         }
     }
+}
+
+/// Renames a finished temporary file into place and syncs the directory.
+fn commit(tmp: &Path, target: &Path) -> Result<()> {
+    fs::rename(tmp, target).map_err(|e| {
+        let _ = fs::remove_file(tmp);
+        Error::Io { action: "rename into place", path: target.to_path_buf(), source: e }
+    })?;
+    sync_dir(target.parent().unwrap_or(Path::new(".")))
 }
 
 /// Reads backups, keeping the last full backup a delta needed (a delta's reference).
@@ -887,6 +970,9 @@ mod tests {
         store.prepare_backup("dev", &written[2]);
         let next = history(&store, "dev", 1).remove(0);
         assert_eq!(store.read_serial("dev", 3).unwrap(), written[2]);
+        store.finish_backup();
+        assert_eq!(store.read_serial("dev", 3).unwrap(), written[2]);
+        assert!(backups.join("0000000003.json.zst").exists() && !backups.join("0000000003.json").exists());
         assert!(temporaries(&backups).is_empty());
 
         // The state file changed by hand after the backup was prepared: the write backs up what
@@ -897,6 +983,9 @@ mod tests {
         fs::write(store.path("dev"), edited.to_json()).unwrap();
         history(&store, "dev", 1);
         assert_eq!(store.read_serial("dev", 4).unwrap(), edited);
+        store.finish_backup();
+        assert_eq!(store.read_serial("dev", 4).unwrap(), edited);
+        assert!(backups.join("0000000004.json.zst").exists() && !backups.join("0000000004.json").exists());
         assert!(temporaries(&backups).is_empty());
 
         // Prepared but never written (a plan without changes): dropping the store removes it.
@@ -920,6 +1009,47 @@ mod tests {
         history(&store, "dev", 1);
         assert_eq!(temporaries(&backups), [mine]);
         assert_eq!(store.read_backups("dev").unwrap().into_iter().filter(|(_, r)| r.is_ok()).count(), 5);
+    }
+
+    #[test]
+    fn a_backup_still_being_prepared_at_the_write_is_a_plain_link_until_it_is_ready() {
+        // The thread read the state file before the write (the usual case), or after it (it
+        // then holds the next state: the plain link is compressed when the store lets go).
+        for read_late in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = FileStore::new(dir.path());
+            let written = history(&store, "dev", 2);
+            let backups = store.backup_dir("dev");
+            // A prepared backup of serial 2 whose thread waits until it is told to go on.
+            let (go, wait) = std::sync::mpsc::channel::<()>();
+            let (path, at, lineage) = (store.path("dev"), backups.clone(), written[1].lineage.clone());
+            let handle = std::thread::spawn(move || {
+                let early = fs::read(&path).ok()?;
+                wait.recv().ok()?;
+                let text = if read_late { fs::read(&path).ok()? } else { early };
+                let bytes = backup::encode_backup(&at, 2, &lineage, &text, &AtomicBool::new(false)).ok()??;
+                let tmp = at.join(format!(".0000000002.json.zst.prepared.tmp.{}", std::process::id()));
+                write_synced(&tmp, &bytes).ok()?;
+                Some(Ready { tmp, hash: content_hash(&text) })
+            });
+            *store.prepared.lock().unwrap() = Some(Prepared {
+                env: "dev".into(),
+                serial: 2,
+                lineage: written[1].lineage.clone(),
+                cancel: Arc::default(),
+                handle: Some(handle),
+                commit: None,
+            });
+            history(&store, "dev", 1);
+            let (plain, compressed) = (backups.join("0000000002.json"), backups.join("0000000002.json.zst"));
+            assert!(plain.exists() && !compressed.exists(), "the write did not wait: a plain link meanwhile");
+            assert_eq!(store.read_serial("dev", 2).unwrap(), written[1]);
+            go.send(()).unwrap();
+            store.finish_backup();
+            assert!(!plain.exists() && compressed.exists(), "then the compressed file replaces it");
+            assert_eq!(store.read_serial("dev", 2).unwrap(), written[1], "read late: {read_late}");
+            assert!(temporaries(&backups).is_empty());
+        }
     }
 
     #[test]
