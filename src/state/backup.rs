@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
-use zstd::zstd_safe::{self, CCtx, CParameter, DCtx, DParameter, InBuffer, OutBuffer, ResetDirective};
+use zstd::zstd_safe::{self, CCtx, CParameter, DCtx, DParameter};
 
 /// The magic number of the skippable zstd frame that opens every compressed backup (zstd
 /// reserves `0x184D2A50`–`0x184D2A5F` for such frames; enact takes the last nibble `E`).
@@ -31,8 +31,12 @@ pub const HEADER_MAGIC: u32 = 0x184D_2A5E;
 /// The version of the header and the format it describes; a newer one is refused.
 pub const FORMAT: u32 = 1;
 
-/// The zstd level of every backup (zstd's default).
+/// The zstd level of full backups (zstd's default).
 pub const LEVEL: i32 = 3;
+
+/// The zstd level of deltas: as small as at [`LEVEL`] (what matters is long-distance matching
+/// against the reference), and faster.
+pub const DELTA_LEVEL: i32 = 1;
 
 /// A full backup is written at least once every this many serials; the backups between are
 /// deltas against it.
@@ -43,9 +47,6 @@ const HEADER_MAX: usize = 4096;
 
 /// No state is a terabyte: a larger content size in a frame is damage, never an allocation.
 const CONTENT_MAX: u64 = 1 << 40;
-
-/// The input is fed to zstd in slices of this many bytes, checking for a cancel in between.
-const SLICE: usize = 1 << 20;
 
 /// The JSON header of a compressed backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,7 +142,8 @@ fn zstd_error(code: usize) -> io::Error {
 }
 
 /// Compresses `text` after `header` (the file's whole content), against `reference` (the text
-/// of the full backup the header names) when given. `None` when `cancel` was set meanwhile.
+/// of the full backup the header names) when given. `None` when `cancel` was set before the
+/// compression started (once started, it runs to its end: 20–60 ms at 10,000 services).
 ///
 /// # Errors
 /// zstd refuses (out of memory, a parameter out of range).
@@ -152,47 +154,36 @@ pub fn encode(
     cancel: &AtomicBool,
 ) -> io::Result<Option<Vec<u8>>> {
     let payload = serde_json::to_vec(header).map_err(io::Error::other)?;
-    let mut out = Vec::with_capacity(8 + payload.len() + text.len() / 8);
+    let mut cctx = CCtx::try_create().ok_or_else(|| io::Error::other("zstd: cannot create a context"))?;
+    cctx.set_parameter(CParameter::ChecksumFlag(true)).map_err(zstd_error)?;
+    cctx.set_parameter(CParameter::ContentSizeFlag(true)).map_err(zstd_error)?;
+    match reference {
+        None => {
+            cctx.set_parameter(CParameter::CompressionLevel(LEVEL)).map_err(zstd_error)?;
+        }
+        Some(reference) => {
+            // As `zstd --patch-from`: a window reaching back over the whole reference, and
+            // long-distance matching to find it there.
+            cctx.set_parameter(CParameter::CompressionLevel(DELTA_LEVEL)).map_err(zstd_error)?;
+            let largest = reference.len().max(text.len()).max(1) as u64;
+            let window_log = (u64::BITS - largest.leading_zeros() + 1).clamp(10, 30);
+            cctx.set_parameter(CParameter::WindowLog(window_log)).map_err(zstd_error)?;
+            cctx.set_parameter(CParameter::EnableLongDistanceMatching(true)).map_err(zstd_error)?;
+            cctx.ref_prefix(reference).map_err(zstd_error)?;
+        }
+    }
+    if cancel.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    // In one call: faster than streaming (which copies the input into zstd's window).
+    let mut frame = Vec::new();
+    frame.try_reserve_exact(zstd_safe::compress_bound(text.len())).map_err(io::Error::other)?;
+    cctx.compress2(&mut frame, text).map_err(zstd_error)?;
+    let mut out = Vec::with_capacity(8 + payload.len() + frame.len());
     out.extend_from_slice(&HEADER_MAGIC.to_le_bytes());
     out.extend_from_slice(&u32::try_from(payload.len()).map_err(io::Error::other)?.to_le_bytes());
     out.extend_from_slice(&payload);
-
-    let mut cctx = CCtx::try_create().ok_or_else(|| io::Error::other("zstd: cannot create a context"))?;
-    cctx.set_parameter(CParameter::CompressionLevel(LEVEL)).map_err(zstd_error)?;
-    cctx.set_parameter(CParameter::ChecksumFlag(true)).map_err(zstd_error)?;
-    cctx.set_parameter(CParameter::ContentSizeFlag(true)).map_err(zstd_error)?;
-    if let Some(reference) = reference {
-        // As `zstd --patch-from`: a window reaching back over the whole reference, and
-        // long-distance matching to find it there.
-        let largest = reference.len().max(text.len()).max(1) as u64;
-        let window_log = (u64::BITS - largest.leading_zeros() + 1).clamp(10, 30);
-        cctx.set_parameter(CParameter::WindowLog(window_log)).map_err(zstd_error)?;
-        cctx.set_parameter(CParameter::EnableLongDistanceMatching(true)).map_err(zstd_error)?;
-        cctx.ref_prefix(reference).map_err(zstd_error)?;
-    }
-    cctx.set_pledged_src_size(Some(text.len() as u64)).map_err(zstd_error)?;
-    let mut buffer = vec![0u8; CCtx::out_size()];
-    for slice in text.chunks(SLICE) {
-        if cancel.load(Ordering::Relaxed) {
-            let _ = cctx.reset(ResetDirective::SessionOnly);
-            return Ok(None);
-        }
-        let mut input = InBuffer::around(slice);
-        while input.pos() < slice.len() {
-            let mut output = OutBuffer::around(buffer.as_mut_slice());
-            cctx.compress_stream2(&mut output, &mut input, zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_continue)
-                .map_err(zstd_error)?;
-            out.extend_from_slice(output.as_slice());
-        }
-    }
-    loop {
-        let mut output = OutBuffer::around(buffer.as_mut_slice());
-        let left = cctx.end_stream(&mut output).map_err(zstd_error)?;
-        out.extend_from_slice(output.as_slice());
-        if left == 0 {
-            break;
-        }
-    }
+    out.extend_from_slice(&frame);
     Ok(Some(out))
 }
 
@@ -297,6 +288,9 @@ pub fn encode_backup(
     text: &[u8],
     cancel: &AtomicBool,
 ) -> io::Result<Option<Vec<u8>>> {
+    if cancel.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
     let chosen = choose_reference(dir, serial, lineage);
     let header = Header {
         format: FORMAT,
@@ -385,7 +379,7 @@ mod tests {
     #[test]
     fn a_cancel_stops_the_compression() {
         let cancelled = AtomicBool::new(true);
-        let text = vec![b'x'; 3 * SLICE];
+        let text = vec![b'x'; 3 << 20];
         assert!(encode(&text, &header(1, None), None, &cancelled).unwrap().is_none());
     }
 }
