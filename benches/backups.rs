@@ -2,10 +2,11 @@
 //!
 //! For each size N (10,000 and 100,000 services, or `ENACT_BENCH_SIZES`) it generates a spec and
 //! the state that applying it records (each instance with a pid and a start time, as the local
-//! provider records them), then runs, twice in the same process, W applies that each change one
-//! service (its version) through the real store, as `enact apply` does: read the state, prepare
-//! the backup, plan, apply the model, write the state. W is 100 at 10,000 services (the backups
-//! kept) and `ENACT_BENCH_WRITES_100K` (default 5) at 100,000. The two runs:
+//! provider records them), then runs W applies that each change one service (its version)
+//! through the real store, as `enact apply` does: read the state, prepare the backup, plan,
+//! apply the model, write the state, wait for the backup. W is 100 at 10,000 services (the
+//! backups kept) and `ENACT_BENCH_WRITES_100K` (default 5) at 100,000. It does so on two stores
+//! in the same process, their applies interleaved so that both see the same load:
 //!
 //! - **plain**: `FileStore::with_plain_backups`, the uncompressed hard-linked copies enact kept
 //!   before (the baseline);
@@ -74,9 +75,7 @@ fn run() -> BenchResult<()> {
         let (spec, state) = generate(n)?;
         eprintln!("N = {n}: generated in {:.1} s", started.elapsed().as_secs_f64());
         let codec = measure_codec(&state)?;
-        for &compressed in &modes {
-            let root = work_dir(n, compressed)?;
-            let run = run_writes(root.path(), &spec, &state, writes, compressed)?;
+        for (compressed, run) in run_lanes(n, &spec, &state, writes, &modes)? {
             eprintln!("N = {n}, {}: {}", mode(compressed), run.describe());
             rows.push((n, compressed, run, codec.clone()));
         }
@@ -244,58 +243,95 @@ impl WorkDir {
     }
 }
 
-/// The first write (not timed), then `writes` applies of one changed service each, then every
-/// backup read.
-fn run_writes(root: &Path, spec: &Choreography, initial: &State, writes: usize, compressed: bool) -> BenchResult<Run> {
-    let dir = root.join("state");
-    let store = if compressed { FileStore::new(&dir) } else { FileStore::new(&dir).with_plain_backups() };
-    let mut first = initial.clone();
-    first.serial = 0;
-    store.write(&first).map_err(|e| e.to_string())?;
-    let mut rng = Rng::new(0x7772_6974_6573);
-    let mut spec = spec.clone();
-    let n = spec.deployable_service_specs.len();
-    let mut run = Run { writes, ..Run::default() };
-    let cpu_before = cpu_time();
-    for w in 0..writes {
-        let index = rng.below(n);
-        spec.deployable_service_specs[index].version = Some(format!("2.{w}"));
+/// One store under test: its own state directory, spec and random numbers.
+struct Lane {
+    compressed: bool,
+    _dir: WorkDir,
+    store: FileStore,
+    spec: Choreography,
+    rng: Rng,
+    run: Run,
+}
+
+impl Lane {
+    /// A state directory with the first write done (not timed).
+    fn new(n: usize, spec: &Choreography, initial: &State, writes: usize, compressed: bool) -> BenchResult<Lane> {
+        let dir = work_dir(n, compressed)?;
+        let path = dir.path().join("state");
+        let store = if compressed { FileStore::new(&path) } else { FileStore::new(&path).with_plain_backups() };
+        let mut first = initial.clone();
+        first.serial = 0;
+        store.write(&first).map_err(|e| e.to_string())?;
+        let run = Run { writes, ..Run::default() };
+        Ok(Lane { compressed, _dir: dir, store, spec: spec.clone(), rng: Rng::new(0x7772_6974_6573), run })
+    }
+
+    /// Apply number `w`: one service changed, as `enact apply` does it: the session reads the
+    /// state and prepares its backup, the plan is made and carried out (here: the model of a
+    /// successful apply), the state written; the end of the command waits for the backup.
+    fn apply_one(&mut self, w: usize) -> BenchResult<()> {
+        let n = self.spec.deployable_service_specs.len();
+        let index = self.rng.below(n);
+        self.spec.deployable_service_specs[index].version = Some(format!("2.{w}"));
+        let cpu = cpu_time();
         let started = Instant::now();
-        // As `enact apply`: the session reads the state and prepares its backup, the plan is made
-        // and carried out (here: the model of a successful apply), the state written.
-        let state = store.read_or_empty(ENV).map_err(|e| e.to_string())?;
-        store.prepare_backup(ENV, &state);
-        let mut next = apply(&state, &spec)?;
-        with_processes(&mut next, &mut rng);
+        let state = self.store.read_or_empty(ENV).map_err(|e| e.to_string())?;
+        self.store.prepare_backup(ENV, &state);
+        let mut next = apply(&state, &self.spec)?;
+        with_processes(&mut next, &mut self.rng);
         next.serial = state.serial;
         next.applied_at = Some(format!("2026-12-01T00:{:02}:{:02}Z", w / 60, w % 60));
         let write_started = Instant::now();
-        store.write(&next).map_err(|e| e.to_string())?;
-        run.write_times.push(write_started.elapsed());
-        run.applies.push(started.elapsed());
-        // The end of the command: dropping the store waits for the backup thread.
+        self.store.write(&next).map_err(|e| e.to_string())?;
+        self.run.write_times.push(write_started.elapsed());
+        self.run.applies.push(started.elapsed());
         let exit = Instant::now();
-        store.finish_backup();
-        run.exit_waits.push(exit.elapsed());
+        self.store.finish_backup();
+        self.run.exit_waits.push(exit.elapsed());
+        self.run.cpu += cpu_time().saturating_sub(cpu);
+        Ok(())
     }
-    run.cpu = cpu_time().saturating_sub(cpu_before);
-    run.state_bytes = fs::metadata(store.path(ENV)).map_err(|e| e.to_string())?.len();
-    let backups = store.backups(ENV).map_err(|e| e.to_string())?;
-    run.backups = backups.len();
-    for b in &backups {
-        run.backup_bytes += fs::metadata(&b.path).map_err(|e| e.to_string())?.len();
-        if b.is_compressed() && backup::read_header(&b.path).is_ok_and(|h| h.reference.is_none()) {
-            run.full_backups += 1;
+
+    /// Sizes, and every backup read (`enact history`).
+    fn finish(mut self) -> BenchResult<Run> {
+        let store = &self.store;
+        let run = &mut self.run;
+        run.state_bytes = fs::metadata(store.path(ENV)).map_err(|e| e.to_string())?.len();
+        let backups = store.backups(ENV).map_err(|e| e.to_string())?;
+        run.backups = backups.len();
+        for b in &backups {
+            run.backup_bytes += fs::metadata(&b.path).map_err(|e| e.to_string())?.len();
+            let full = !b.is_compressed() || backup::read_header(&b.path).is_ok_and(|h| h.reference.is_none());
+            run.full_backups += usize::from(full);
+        }
+        let started = Instant::now();
+        let rows = store.read_backups(ENV).map_err(|e| e.to_string())?;
+        run.history = started.elapsed();
+        run.history_ok = rows.iter().filter(|(_, r)| r.is_ok()).count();
+        Ok(self.run)
+    }
+}
+
+/// `writes` applies on each store, interleaved (the two in turn, the first of each pair
+/// alternating) so that both see the same load on the machine.
+fn run_lanes(
+    n: usize,
+    spec: &Choreography,
+    initial: &State,
+    writes: usize,
+    modes: &[bool],
+) -> BenchResult<Vec<(bool, Run)>> {
+    let mut lanes = modes
+        .iter()
+        .map(|&compressed| Lane::new(n, spec, initial, writes, compressed))
+        .collect::<BenchResult<Vec<_>>>()?;
+    for w in 0..writes {
+        let count = lanes.len();
+        for k in 0..count {
+            lanes[(w + k) % count].apply_one(w)?;
         }
     }
-    if !compressed {
-        run.full_backups = run.backups;
-    }
-    let started = Instant::now();
-    let rows = store.read_backups(ENV).map_err(|e| e.to_string())?;
-    run.history = started.elapsed();
-    run.history_ok = rows.iter().filter(|(_, r)| r.is_ok()).count();
-    Ok(run)
+    lanes.into_iter().map(|lane| Ok((lane.compressed, lane.finish()?))).collect()
 }
 
 /// The codec alone on one state: compress it whole and as a delta against a state one service

@@ -379,7 +379,9 @@ impl FileStore {
                     return Ok(());
                 }
                 Some(mut p) => match p.finish() {
-                    Some(ready) if ready.hash == hash => commit(&ready.tmp, &target)?,
+                    // The directory is not synced here, to keep it off the write's path (as the
+                    // hard link of plain backups never was): the file is whole once renamed.
+                    Some(ready) if ready.hash == hash => commit(&ready.tmp, &target, false)?,
                     stale => {
                         if let Some(stale) = stale {
                             let _ = fs::remove_file(&stale.tmp);
@@ -531,7 +533,7 @@ impl Drop for Prepared {
         // The prepared file if it holds what the write backed up, else the plain link
         // compressed now. The plain link stays if anything fails: readable either way.
         let placed = match ready {
-            Some(ready) if ready.hash == pending.hash => commit(&ready.tmp, &pending.target).is_ok(),
+            Some(ready) if ready.hash == pending.hash => commit(&ready.tmp, &pending.target, true).is_ok(),
             stale => {
                 if let Some(stale) = stale {
                     let _ = fs::remove_file(&stale.tmp);
@@ -550,13 +552,13 @@ impl Drop for Prepared {
     }
 }
 
-/// Renames a finished temporary file into place and syncs the directory.
-fn commit(tmp: &Path, target: &Path) -> Result<()> {
+/// Renames a finished (synced) temporary file into place, and syncs the directory if `sync`.
+fn commit(tmp: &Path, target: &Path, sync: bool) -> Result<()> {
     fs::rename(tmp, target).map_err(|e| {
         let _ = fs::remove_file(tmp);
         Error::Io { action: "rename into place", path: target.to_path_buf(), source: e }
     })?;
-    sync_dir(target.parent().unwrap_or(Path::new(".")))
+    if sync { sync_dir(target.parent().unwrap_or(Path::new("."))) } else { Ok(()) }
 }
 
 /// Reads backups, keeping the last full backup a delta needed (a delta's reference).
