@@ -16,6 +16,7 @@
 //! services: 100 backups ≤ 10× one state), the time per apply and per write of each run, the
 //! CPU time per apply, and the time to read every backup (`enact history`). Nothing is
 //! asserted. `ENACT_BENCH_PLAIN=0` skips the plain run, `=only` runs it alone;
+//! `ENACT_BENCH_PREPARE=0` compresses each backup in the write instead of on a second thread;
 //! `ENACT_BENCH_KEEP=DIR` keeps the state directories. See `benches/README.md`.
 
 #![allow(unsafe_code, reason = "libc::getrusage reads the process's CPU time")]
@@ -285,7 +286,9 @@ impl Lane {
         let main_cpu = thread_cpu_time();
         let started = Instant::now();
         let state = self.store.read_or_empty(ENV).map_err(|e| e.to_string())?;
-        self.store.prepare_backup(ENV, &state);
+        if prepare() {
+            self.store.prepare_backup(ENV, &state);
+        }
         let mut next = apply(&state, &self.spec)?;
         with_processes(&mut next, &mut self.rng);
         next.serial = state.serial;
@@ -320,6 +323,12 @@ impl Lane {
         run.history_ok = rows.iter().filter(|(_, r)| r.is_ok()).count();
         Ok(self.run)
     }
+}
+
+/// Whether the applies prepare their backup on a second thread, as `enact` does
+/// (`ENACT_BENCH_PREPARE=0`: the write compresses it on the spot instead).
+fn prepare() -> bool {
+    std::env::var("ENACT_BENCH_PREPARE").map_or(true, |v| v != "0")
 }
 
 /// `writes` applies on each store, interleaved (the two in turn, the first of each pair
