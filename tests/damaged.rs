@@ -139,3 +139,68 @@ fn a_full_disk_when_the_state_is_written_says_what_was_done_and_loses_nothing() 
     repo.enact_ok(&["destroy", "--auto-approve"], 0);
     wait_dead(&running);
 }
+
+#[test]
+fn a_damaged_compressed_backup_is_listed_and_refused_and_costs_only_what_was_made_against_it() {
+    let settings = json!({
+        "defaultEnv": "dev",
+        "defaultAccount": "sim",
+        "accounts": { "sim": { "provider": "simulated" } }
+    });
+    let spec = |n: u32| json!({ "deployableServiceSpecs": [deployable("airline", "airline.py", "SOAP", 24600, n)] });
+    let repo = Repo::new(&spec(1), Some(&settings));
+    for n in 1..=4 {
+        repo.write_chor(&spec(n));
+        repo.apply();
+    }
+    // Serials 1 to 3 are kept compressed: 1 whole, 2 and 3 as deltas against it.
+    let backups = repo.path("state/.backups/dev");
+    let mut names: Vec<String> = std::fs::read_dir(&backups)
+        .expect("backups")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["0000000001.json.zst", "0000000002.json.zst", "0000000003.json.zst"]);
+    let out = stdout(&repo.enact_ok(&["history"], 0));
+    assert!(!out.contains("DAMAGED"), "{out}");
+    assert_eq!(out.lines().count(), 5, "a title and serials 1 to 4: {out}");
+
+    // The delta of serial 3 damaged: it alone is DAMAGED.
+    let delta = backups.join("0000000003.json.zst");
+    let good = std::fs::read(&delta).expect("read");
+    let mut bytes = good.clone();
+    let at = bytes.len() - 5;
+    bytes[at] ^= 0xff;
+    std::fs::write(&delta, &bytes).expect("damage");
+    let output = repo.enact_ok(&["history"], 0);
+    let out = stdout(&output);
+    assert!(out.contains("      3  DAMAGED  state/.backups/dev/0000000003.json.zst: the backup is damaged"), "{out}");
+    assert_eq!(out.matches("DAMAGED").count(), 1, "{out}");
+    assert!(stderr(&output).contains("1 recorded state(s)"), "{}", stderr(&output));
+    let err = stderr(&repo.enact_ok(&["rollback", "3", "--auto-approve"], 1));
+    assert!(err.contains("0000000003.json.zst: the backup is damaged"), "{err}");
+    std::fs::write(&delta, &good).expect("repair");
+
+    // The full backup of serial 1 cut short: the deltas made against it cannot be read either,
+    // and say so; rollback and restore refuse them and change nothing.
+    let full = backups.join("0000000001.json.zst");
+    let bytes = std::fs::read(&full).expect("read");
+    std::fs::write(&full, &bytes[..bytes.len() / 2]).expect("damage");
+    let out = stdout(&repo.enact_ok(&["history"], 0));
+    assert_eq!(out.matches("DAMAGED").count(), 3, "{out}");
+    assert!(out.contains("compressed against the backup of serial 1, which is damaged"), "{out}");
+    let err = stderr(&repo.enact_ok(&["rollback", "2", "--auto-approve"], 1));
+    assert!(err.contains("serial 1, which is damaged") && err.contains("enact history"), "{err}");
+    let err = stderr(&repo.enact_ok(&["state", "restore", "2", "--yes"], 1));
+    assert!(err.contains("serial 1, which is damaged"), "{err}");
+    assert_eq!(repo.state()["serial"], 4);
+    assert_eq!(instances(&repo.state(), "airline").len(), 4);
+    // The next backup is whole again, not built on the damaged one; the current state is fine.
+    repo.write_chor(&spec(2));
+    repo.apply();
+    assert!(backups.join("0000000004.json.zst").exists());
+    let out = stdout(&repo.enact_ok(&["history"], 0));
+    assert!(out.lines().any(|l| l.trim_start().starts_with("4 ") && !l.contains("DAMAGED")), "{out}");
+    repo.enact_ok(&["plan", "--detailed-exitcode"], 0);
+}

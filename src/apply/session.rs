@@ -58,6 +58,9 @@ impl<'a> Session<'a> {
             let path = journal_path(&state_dir, env);
             std::fs::remove_file(&path).map_err(Error::io("remove", &path))?;
         }
+        // The state this session starts from is what its write will back up: compressed on a
+        // second thread while the plan is made and carried out.
+        store.prepare_backup(env, &state);
         Ok(Session { repo, env: env.to_string(), store, state, notes, _lock: lock })
     }
 

@@ -751,8 +751,8 @@ pub fn history(ctx: &Context) -> Result<Outcome> {
     let store = repo.store();
     // Every row, damaged ones too: history is where one looks when the state is broken.
     let mut rows: Vec<std::result::Result<State, (String, String)>> = Vec::new();
-    for backup in store.backups(&env)? {
-        rows.push(store.read_backup(&env, &backup).map_err(|e| (backup.serial.to_string(), e.to_string())));
+    for (backup, read) in store.read_backups(&env)? {
+        rows.push(read.map_err(|e| (backup.serial.to_string(), e.to_string())));
     }
     match store.read(&env) {
         Ok(Some(current)) => rows.push(Ok(current)),

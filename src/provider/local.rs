@@ -657,9 +657,8 @@ mod tests {
 
     #[test]
     fn the_one_reaper_collects_children_that_exit() {
-        let pids: Vec<u32> = (0..3)
-            .map(|_| Command::new("/bin/sh").args(["-c", "exit 0"]).spawn().unwrap().id())
-            .collect();
+        let pids: Vec<u32> =
+            (0..3).map(|_| Command::new("/bin/sh").args(["-c", "exit 0"]).spawn().unwrap().id()).collect();
         for &pid in &pids {
             reap_later(pid);
         }

@@ -1,6 +1,7 @@
 //! Recorded state: the model of `state/<env>.json` and the stores that read and write it, and
 //! what a refresh saw of the recorded instances ([`observed`]).
 
+pub mod backup;
 pub mod lock;
 pub mod model;
 pub mod observed;
