@@ -12,9 +12,9 @@ use serde_json::Value;
 use crate::diagnostic::{Diagnostic, Location, Segment, SourceFile, strip_bom, without_bom};
 use crate::env::overlay;
 use crate::error::{Error, Result};
-use crate::spec::Choreography;
 use crate::spec::parse::{FileKind, LISTS, parse_spec_file};
 use crate::spec::validate::{is_valid_name, validate};
+use crate::spec::{Choreography, DeployableServiceSpec, LegacyServiceSpec};
 pub use settings::Settings;
 
 pub const SPEC_FILE: &str = "chor.json";
@@ -297,8 +297,12 @@ impl ConfigRepo {
         if text.contains("null") {
             return Ok(None);
         }
-        let Ok(mut choreography) = serde_json::from_str::<Choreography>(text) else {
+        let Ok(ObjectOnly(spec)) = serde_json::from_str::<ObjectOnly<FastSpec>>(text) else {
             return Ok(None);
+        };
+        let mut choreography = Choreography {
+            deployable_service_specs: spec.deployable_service_specs.into_iter().map(|s| s.0).collect(),
+            legacy_service_specs: spec.legacy_service_specs.into_iter().map(|s| s.0).collect(),
         };
         if let Some(overlay) = &overlay {
             let merged = merge_typed(&mut choreography.deployable_service_specs, overlay.get(LISTS[0]), |s| &s.name)
@@ -318,6 +322,37 @@ impl ConfigRepo {
         };
         effective.choreography.normalize();
         Ok(Some(effective))
+    }
+}
+
+/// The base spec as the fast path reads it: a [`Choreography`], except that the file and each
+/// of its services must be JSON objects, as the located checks require (serde alone also takes a
+/// struct written as an array of its fields, so `[]` would be an empty spec).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct FastSpec {
+    #[serde(default)]
+    deployable_service_specs: Vec<ObjectOnly<DeployableServiceSpec>>,
+    #[serde(default)]
+    legacy_service_specs: Vec<ObjectOnly<LegacyServiceSpec>>,
+}
+
+/// A `T` that deserializes from a JSON object only, never from an array.
+struct ObjectOnly<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Object<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> std::result::Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer.deserialize_map(Object(std::marker::PhantomData)).map(ObjectOnly)
     }
 }
 
