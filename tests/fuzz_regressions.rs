@@ -1,10 +1,11 @@
 //! Every input the fuzz targets (`fuzz/`, see fuzz/README.md) found a crash with, minimised, fed
 //! through the same public entry point as the target, with the error or result it must give now.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use enact::apply::journal::{self, Record};
 use enact::repo::{ConfigRepo, Settings};
+use enact::spec::xml::{export_chorspec, import_choreography, import_choreography_spec, import_chorspec};
 
 fn repo() -> ConfigRepo {
     ConfigRepo { root: PathBuf::from("."), settings: Settings::default() }
@@ -48,6 +49,41 @@ fn a_spec_of_objects_still_loads() {
     let located = repo().load_texts_located("dev", base, None).unwrap();
     assert_eq!(fast.choreography, located.choreography);
     assert_eq!(fast.choreography.deployable_service_specs[0].name, "a");
+}
+
+/// xml_import: a raw NUL byte in text was imported, and the spec exported from it held `&#0;`,
+/// which no XML reader takes (so `export` wrote a file `import` refuses). XML allows U+0000 in no
+/// form: the importer refuses it, located at the byte.
+#[test]
+fn a_nul_character_in_xml_text_is_refused_where_it_is() {
+    let xml = "<choreography><choreographySpec><legacyServiceSpecs><dependencies><serviceSpecName>\0\
+               </serviceSpecName><serviceSpecRole></serviceSpecRole></dependencies><name></name>\
+               </legacyServiceSpecs></choreographySpec></choreography>";
+    let file = Path::new("import.xml");
+    for errors in [
+        import_choreography_spec(xml, file).expect_err("refused"),
+        import_choreography(xml, file, "dev").expect_err("refused"),
+    ] {
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 1, "{text:#?}");
+        assert!(text[0].starts_with("import.xml:1:84: malformed XML: a NUL character (U+0000)"), "{text:#?}");
+    }
+    let chorspec = "<choreographySpec><legacyServiceSpecs><name>w<![CDATA[a\0]]></name></legacyServiceSpecs>\
+                    </choreographySpec>";
+    let errors = import_chorspec(chorspec, file).expect_err("refused");
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].to_string().starts_with("import.xml:1:56: malformed XML: a NUL character"), "{errors:#?}");
+}
+
+/// Other control characters still import, and export to character references that import again.
+#[test]
+fn other_control_characters_still_round_trip_through_xml() {
+    let xml = "<choreographySpec><legacyServiceSpecs><name>w</name><roles>a&#1;b\u{2}</roles>\
+               <nativeURIs>http://h/w</nativeURIs></legacyServiceSpecs></choreographySpec>";
+    let chor = import_chorspec(xml, Path::new("import.xml")).expect("imports");
+    assert_eq!(chor.legacy_service_specs[0].roles, ["a\u{1}b\u{2}"]);
+    let again = import_chorspec(&export_chorspec(&chor), Path::new("exported.xml")).expect("imports again");
+    assert_eq!(again, chor);
 }
 
 /// journal_read's seed journal is read whole: every record kind, no damaged line, and the start
