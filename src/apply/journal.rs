@@ -179,34 +179,52 @@ pub fn read(path: &Path) -> Result<Option<Replay>> {
     // Bytes, not text: a damaged line is not even UTF-8, and must not hide the others.
     for (number, line) in BufReader::new(file).split(b'\n').enumerate() {
         let line = line.map_err(Error::io("read", path))?;
+        replay.push_line(number + 1, &line);
+    }
+    Ok(Some(replay))
+}
+
+/// [`read`] on the bytes of a journal already in memory: the records, the intents left open
+/// and the numbers of the lines that could not be read. Never fails: any byte string is a
+/// journal, possibly of damaged lines only.
+pub fn parse(bytes: &[u8]) -> Replay {
+    let mut replay = Replay::default();
+    for (number, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        replay.push_line(number + 1, line);
+    }
+    replay
+}
+
+impl Replay {
+    /// Takes in line `number` (from 1) of a journal: a record, a blank line, or damage.
+    fn push_line(&mut self, number: usize, line: &[u8]) {
         if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
+            return;
         }
-        let Ok(record) = serde_json::from_slice::<Record>(&line) else {
-            replay.torn.push(number + 1);
-            continue;
+        let Ok(record) = serde_json::from_slice::<Record>(line) else {
+            self.torn.push(number);
+            return;
         };
         match &record {
-            Record::Begin { lineage, serial, .. } => replay.begin = Some((lineage.clone(), *serial)),
-            Record::StartIntent { service, instance, token } => replay.open.push(OpenIntent::Start {
+            Record::Begin { lineage, serial, .. } => self.begin = Some((lineage.clone(), *serial)),
+            Record::StartIntent { service, instance, token } => self.open.push(OpenIntent::Start {
                 service: service.clone(),
                 instance: instance.clone(),
                 token: token.clone(),
             }),
             Record::Started { instance, .. } => {
-                replay.open.retain(|o| !matches!(o, OpenIntent::Start { instance: i, .. } if i.id == instance.id));
+                self.open.retain(|o| !matches!(o, OpenIntent::Start { instance: i, .. } if i.id == instance.id));
             }
             Record::StopIntent { service, instance } => {
-                replay.open.push(OpenIntent::Stop { service: service.clone(), instance: instance.clone() });
+                self.open.push(OpenIntent::Stop { service: service.clone(), instance: instance.clone() });
             }
             Record::Stopped { instance, .. } => {
-                replay.open.retain(|o| !matches!(o, OpenIntent::Stop { instance: i, .. } if i == instance));
+                self.open.retain(|o| !matches!(o, OpenIntent::Stop { instance: i, .. } if i == instance));
             }
             _ => {}
         }
-        replay.records.push(record);
+        self.records.push(record);
     }
-    Ok(Some(replay))
 }
 
 struct Inner {

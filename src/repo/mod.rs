@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::diagnostic::{Diagnostic, Location, Segment, SourceFile, strip_bom};
+use crate::diagnostic::{Diagnostic, Location, Segment, SourceFile, strip_bom, without_bom};
 use crate::env::overlay;
 use crate::error::{Error, Result};
-use crate::spec::Choreography;
 use crate::spec::parse::{FileKind, LISTS, parse_spec_file};
 use crate::spec::validate::{is_valid_name, validate};
+use crate::spec::{Choreography, DeployableServiceSpec, LegacyServiceSpec};
 pub use settings::Settings;
 
 pub const SPEC_FILE: &str = "chor.json";
@@ -179,7 +179,9 @@ impl ConfigRepo {
             return Ok(effective);
         }
         // The fast path keeps no positions: load again where every field can be found.
-        let located = self.load_located(env, read_optional(&self.overlay_path(env))?)?;
+        let base_text = read_text(&self.root.join(SPEC_FILE))?;
+        let overlay_text = read_optional(&self.overlay_path(env))?;
+        let located = self.load_texts_located(env, &base_text, overlay_text.as_deref())?;
         let errors = deployable::check(&located.choreography, &self.settings, env, &self.root, &|s, o, p| {
             located.locate_occurrence(s, o, p)
         });
@@ -188,18 +190,33 @@ impl ConfigRepo {
 
     /// Loads `env` as if its overlay held `overlay_text` (to check an edit before writing it).
     pub fn load_with_overlay(&self, env: &str, overlay_text: Option<String>) -> Result<EffectiveSpec> {
-        Self::check_env_name(env)?;
-        if let Some(effective) = self.load_fast(env, overlay_text.as_deref())? {
-            return Ok(effective);
-        }
-        self.load_located(env, overlay_text)
+        let base_text = read_text(&self.root.join(SPEC_FILE))?;
+        self.load_texts(env, &base_text, overlay_text.as_deref())
     }
 
-    /// The path that locates every problem at file:line:column: both files parsed with their
-    /// shapes checked, merged as JSON, then deserialized and validated.
-    fn load_located(&self, env: &str, overlay_text: Option<String>) -> Result<EffectiveSpec> {
-        let base_text = read_text(&self.root.join(SPEC_FILE))?;
-        let base_source = SourceFile::new(SPEC_FILE, base_text);
+    /// What [`Self::load`] does, on texts rather than files: `base_text` as `chor.json` and
+    /// `overlay_text` as `envs/<env>.json` (`None`: no overlay), each with or without a leading
+    /// byte order mark. Problems are located in those two files, as `load` locates them.
+    ///
+    /// # Errors
+    /// An invalid environment name, or every problem of the two texts and of their merge
+    /// (syntax, shape, validation), located at file:line:column.
+    pub fn load_texts(&self, env: &str, base_text: &str, overlay_text: Option<&str>) -> Result<EffectiveSpec> {
+        Self::check_env_name(env)?;
+        if let Some(effective) = self.load_texts_fast(env, base_text, overlay_text)? {
+            return Ok(effective);
+        }
+        self.load_texts_located(env, base_text, overlay_text)
+    }
+
+    /// The path of [`Self::load_texts`] that locates every problem at file:line:column: both
+    /// texts parsed with their shapes checked, merged as JSON, then deserialized and validated.
+    /// It gives the same spec as the fast path wherever that one succeeds.
+    ///
+    /// # Errors
+    /// Every problem of the two texts and of their merge, located.
+    pub fn load_texts_located(&self, env: &str, base_text: &str, overlay_text: Option<&str>) -> Result<EffectiveSpec> {
+        let base_source = SourceFile::new(SPEC_FILE, without_bom(base_text).to_string());
         let mut errors = Vec::new();
         let base_value = parse_spec_file(&base_source, FileKind::Base).unwrap_or_else(|e| {
             errors.extend(e);
@@ -208,7 +225,7 @@ impl ConfigRepo {
         let overlay_display = PathBuf::from(ENVS_DIR).join(format!("{env}.json"));
         let overlay = match overlay_text {
             Some(text) => {
-                let source = SourceFile::new(&overlay_display, text);
+                let source = SourceFile::new(&overlay_display, without_bom(text).to_string());
                 match parse_spec_file(&source, FileKind::Overlay) {
                     Ok(value) => Some((source, value)),
                     Err(e) => {
@@ -248,30 +265,44 @@ impl ConfigRepo {
 }
 
 impl ConfigRepo {
-    /// The common case, fast: a base spec that parses straight into the model, an overlay
-    /// merged service by service into it, and the result valid. Only the services the overlay
-    /// names go through JSON values. `None` sends the caller down the path that locates every
-    /// problem ([`Self::load_located`]), which gives the same spec when there is none.
-    fn load_fast(&self, env: &str, overlay_text: Option<&str>) -> Result<Option<EffectiveSpec>> {
+    /// The common case of [`Self::load_texts`], fast: a base spec that parses straight into the
+    /// model, an overlay merged service by service into it, and the result valid. Only the
+    /// services the overlay names go through JSON values. `None` sends the caller down the path
+    /// that locates every problem ([`Self::load_texts_located`]), which gives the same spec when
+    /// there is none.
+    ///
+    /// # Errors
+    /// None today: every problem is left to the located path (`Ok(None)`).
+    pub fn load_texts_fast(
+        &self,
+        env: &str,
+        base_text: &str,
+        overlay_text: Option<&str>,
+    ) -> Result<Option<EffectiveSpec>> {
         let overlay_display = PathBuf::from(ENVS_DIR).join(format!("{env}.json"));
         let overlay = match overlay_text {
             Some(text) => {
-                match parse_spec_file(&SourceFile::new(&overlay_display, text.to_string()), FileKind::Overlay) {
+                let source = SourceFile::new(&overlay_display, without_bom(text).to_string());
+                match parse_spec_file(&source, FileKind::Overlay) {
                     Ok(value) => Some(value),
                     Err(_) => return Ok(None),
                 }
             }
             None => None,
         };
-        let text = read_text(&self.root.join(SPEC_FILE))?;
+        let text = without_bom(base_text);
         // Typed parsing refuses unknown and duplicate fields just as the located checks do, but
         // takes `null` for a missing field, which the base spec must refuse: leave those (and
         // anything that merely says "null") to the located checks.
         if text.contains("null") {
             return Ok(None);
         }
-        let Ok(mut choreography) = serde_json::from_str::<Choreography>(&text) else {
+        let Ok(ObjectOnly(spec)) = serde_json::from_str::<ObjectOnly<FastSpec>>(text) else {
             return Ok(None);
+        };
+        let mut choreography = Choreography {
+            deployable_service_specs: spec.deployable_service_specs.into_iter().map(|s| s.0).collect(),
+            legacy_service_specs: spec.legacy_service_specs.into_iter().map(|s| s.0).collect(),
         };
         if let Some(overlay) = &overlay {
             let merged = merge_typed(&mut choreography.deployable_service_specs, overlay.get(LISTS[0]), |s| &s.name)
@@ -291,6 +322,37 @@ impl ConfigRepo {
         };
         effective.choreography.normalize();
         Ok(Some(effective))
+    }
+}
+
+/// The base spec as the fast path reads it: a [`Choreography`], except that the file and each
+/// of its services must be JSON objects, as the located checks require (serde alone also takes a
+/// struct written as an array of its fields, so `[]` would be an empty spec).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct FastSpec {
+    #[serde(default)]
+    deployable_service_specs: Vec<ObjectOnly<DeployableServiceSpec>>,
+    #[serde(default)]
+    legacy_service_specs: Vec<ObjectOnly<LegacyServiceSpec>>,
+}
+
+/// A `T` that deserializes from a JSON object only, never from an array.
+struct ObjectOnly<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Object<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> std::result::Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer.deserialize_map(Object(std::marker::PhantomData)).map(ObjectOnly)
     }
 }
 
@@ -471,8 +533,11 @@ mod tests {
             r#"{"legacyServiceSpecs": [{"name": "weather", "$delete": true}], "deployableServiceSpecs": null}"#,
         ];
         for overlay in overlays {
-            let fast = repo.load_fast("prod", Some(overlay)).unwrap().unwrap_or_else(|| panic!("not fast: {overlay}"));
-            let located = repo.load_located("prod", Some(overlay.to_string())).unwrap();
+            let fast = repo
+                .load_texts_fast("prod", BASE, Some(overlay))
+                .unwrap()
+                .unwrap_or_else(|| panic!("not fast: {overlay}"));
+            let located = repo.load_texts_located("prod", BASE, Some(overlay)).unwrap();
             assert_eq!(fast.choreography, located.choreography, "{overlay}");
         }
         let faulty = [
@@ -483,8 +548,8 @@ mod tests {
             r#"{"deployableServiceSpecs": [{"name": "weather", "packageUri": "w.py", "port": 1}]}"#,
         ];
         for overlay in faulty {
-            assert!(repo.load_fast("prod", Some(overlay)).unwrap().is_none(), "{overlay}");
-            assert!(repo.load_located("prod", Some(overlay.to_string())).is_err(), "{overlay}");
+            assert!(repo.load_texts_fast("prod", BASE, Some(overlay)).unwrap().is_none(), "{overlay}");
+            assert!(repo.load_texts_located("prod", BASE, Some(overlay)).is_err(), "{overlay}");
         }
     }
 }

@@ -446,6 +446,11 @@ impl Out {
     }
 }
 
+/// A NUL byte in text: XML allows it in no form (not even `&#0;`), so a document holding one is
+/// damaged, and a spec read from it could not be exported again.
+const NUL_MESSAGE: &str = "malformed XML: a NUL character (U+0000), which XML never allows";
+const NUL_HINT: &str = "remove it; a NUL byte in a text file is often a sign of damage (a copy cut short, binary data)";
+
 /// Text content: markup characters as entities, and carriage returns and other control
 /// characters as character references (a raw `\r` would be read back as a newline).
 fn escape_into(out: &mut String, value: &str) {
@@ -607,6 +612,9 @@ impl<'a> Cx<'a> {
                 }
                 Event::Text(t) => {
                     let raw: &str = &t;
+                    if let Some(nul) = raw.find('\0') {
+                        return fatal(self, start + nul, NUL_MESSAGE.to_string(), NUL_HINT);
+                    }
                     let lead = raw.len() - raw.trim_start_matches(is_xml_space).len();
                     let content = t.xml10_content();
                     if !self.add_text(&mut stack, &content, start + lead) {
@@ -619,6 +627,9 @@ impl<'a> Cx<'a> {
                     }
                 }
                 Event::CData(c) => {
+                    if let Some(nul) = c.find('\0') {
+                        return fatal(self, start + "<![CDATA[".len() + nul, NUL_MESSAGE.to_string(), NUL_HINT);
+                    }
                     let content = c.xml10_content();
                     if !self.add_text(&mut stack, &content, start) {
                         return fatal(
