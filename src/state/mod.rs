@@ -4,6 +4,7 @@
 pub mod lock;
 pub mod model;
 pub mod observed;
+mod split;
 pub mod store;
 
 pub use model::{AppliedSpec, InstanceState, InstanceStatus, NodeState, ServiceState, State};
