@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::spec::Memory;
+use crate::spec::{DeployableServiceSpec, LegacyServiceSpec, Memory, Service};
 use crate::state::observed::DownReason;
 
 pub const PLAN_FORMAT_VERSION: u32 = 1;
@@ -105,8 +105,8 @@ pub struct Change {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub legacy: bool,
     /// The service spec before (null on create) and after (null on destroy).
-    pub before: Option<Value>,
-    pub after: Option<Value>,
+    pub before: Option<SpecValue>,
+    pub after: Option<SpecValue>,
     /// How apply replaces the running instances, present for every rolling replacement: a
     /// `replace`, or an `update` that moves the instances (memory size or `cloudAccount`),
     /// when there are both instances to stop and instances to start.
@@ -116,6 +116,63 @@ pub struct Change {
     /// and is replaced by a new instance (ids).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restart: Vec<String>,
+}
+
+/// A service spec as a change carries it (`before`, `after`): the typed spec a plan was made
+/// from, or the JSON a saved plan file holds. Both write the same JSON: the spec's fields in
+/// the model's order, defaults left out.
+#[derive(Debug, Clone)]
+pub enum SpecValue {
+    Deployable(Box<DeployableServiceSpec>),
+    Legacy(Box<LegacyServiceSpec>),
+    /// As read from a saved plan.
+    Json(Value),
+}
+
+impl SpecValue {
+    /// A copy of `service`'s spec.
+    pub fn of(service: Service<'_>) -> SpecValue {
+        match service {
+            Service::Deployable(s) => SpecValue::Deployable(Box::new(s.clone())),
+            Service::Legacy(s) => SpecValue::Legacy(Box::new(s.clone())),
+        }
+    }
+
+    /// The JSON value of the spec (`null` if it cannot be one).
+    pub fn to_value(&self) -> Value {
+        match self {
+            SpecValue::Json(value) => value.clone(),
+            typed => serde_json::to_value(typed).unwrap_or(Value::Null),
+        }
+    }
+}
+
+impl PartialEq for SpecValue {
+    /// Equal when they write the same JSON.
+    fn eq(&self, other: &SpecValue) -> bool {
+        match (self, other) {
+            (SpecValue::Deployable(a), SpecValue::Deployable(b)) => a == b,
+            (SpecValue::Legacy(a), SpecValue::Legacy(b)) => a == b,
+            (SpecValue::Json(a), SpecValue::Json(b)) => a == b,
+            (a, b) => a.to_value() == b.to_value(),
+        }
+    }
+}
+
+impl Serialize for SpecValue {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SpecValue::Deployable(s) => s.serialize(serializer),
+            SpecValue::Legacy(s) => s.serialize(serializer),
+            SpecValue::Json(value) => value.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SpecValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(SpecValue::Json)
+    }
 }
 
 /// How a rolling replacement runs, in the order apply follows: for each new instance in turn,
@@ -219,8 +276,11 @@ impl Plan {
 
     /// [`Self::to_json`] written out as it is made (a plan of 100,000 services is 40 MB of JSON).
     pub fn write_json(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        serde_json::to_writer_pretty(&mut *out, self)?;
-        out.write_all(b"\n")
+        // The formatter writes a few bytes at a time: a buffer of its own keeps each write a copy.
+        let mut buffered = std::io::BufWriter::with_capacity(256 * 1024, out);
+        serde_json::to_writer_pretty(&mut buffered, self)?;
+        std::io::Write::write_all(&mut buffered, b"\n")?;
+        std::io::Write::flush(&mut buffered)
     }
 
     pub fn change(&self, service: &str) -> Option<&Change> {

@@ -254,7 +254,12 @@ pub fn port_of(spec: &DeployableServiceSpec) -> u16 {
 
 /// The number at the end of an id like `airline-12` or `local-3`.
 pub fn id_number(id: &str) -> u64 {
-    id.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0)
+    let digits = id.rsplit_once('-').map_or(id, |(_, n)| n);
+    // The common case without the parser: a few ASCII digits that fit.
+    if (1..=19).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return digits.bytes().fold(0, |n, b| n * 10 + u64::from(b - b'0'));
+    }
+    digits.parse().unwrap_or(0)
 }
 
 /// Places the instances `demands` need, starting from what `state` records.
