@@ -263,9 +263,19 @@ fn plan_with(input: PlanInput<'_>, digest: impl FnOnce() -> String) -> Result<Pl
             })
         })
         .collect();
-    let view = input.settings.env_view(input.env);
-    let placement = place(&view, input.state, &demands)?;
-    let rollouts = rollouts(input, &view, &demands, &placement)?;
+    // The order of the steps needs only who changes how: another core works it out meanwhile.
+    let actions: Vec<(&str, Action)> = changed.iter().map(|(entry, c)| (entry.name, c.action)).collect();
+    let parallel = input.spec.len() >= DIGEST_THREAD_SERVICES;
+    let (placed, steps) = std::thread::scope(|scope| {
+        let steps_thread =
+            parallel.then(|| std::thread::Builder::new().spawn_scoped(scope, || steps(input, &actions)).ok()).flatten();
+        let view = input.settings.env_view(input.env);
+        let placed = place(&view, input.state, &demands)
+            .and_then(|placement| Ok((rollouts(input, &view, &demands, &placement)?, placement)));
+        let steps = steps_thread.and_then(|t| t.join().ok()).unwrap_or_else(|| steps(input, &actions));
+        (placed, steps)
+    });
+    let (rollouts, placement) = placed?;
     let mut changed = changed;
     for (service, rollout) in rollouts {
         if let Ok(i) = changed.binary_search_by(|(entry, _)| entry.name.cmp(service)) {
@@ -285,7 +295,6 @@ fn plan_with(input: PlanInput<'_>, digest: impl FnOnce() -> String) -> Result<Pl
     }
 
     let changes: Vec<Change> = changed.into_iter().map(|(_, c)| c).collect();
-    let steps = steps(input, &changes);
     let mut summary = Summary::default();
     for change in &changes {
         match change.action {
@@ -748,32 +757,31 @@ fn field_rank(key: &str) -> usize {
 
 /// Orders the changes: providers before consumers for everything that starts or rewires,
 /// consumers before providers for what is destroyed; cycles form one group.
-fn steps(input: PlanInput<'_>, changes: &[Change]) -> Vec<Step> {
+fn steps(input: PlanInput<'_>, changes: &[(&str, Action)]) -> Vec<Step> {
     if changes.is_empty() {
         return Vec::new();
     }
     // The graph of the spec plus the destroyed services with their recorded dependencies.
     let destroyed = changes
         .iter()
-        .filter(|c| c.action == Action::Destroy)
-        .filter_map(|c| input.state.services.get(&c.service).map(|s| s.spec.as_service()));
+        .filter(|(_, action)| *action == Action::Destroy)
+        .filter_map(|(service, _)| input.state.services.get(*service).map(|s| s.spec.as_service()));
     let graph = ServiceGraph::from_services(input.spec.services().chain(destroyed));
     let groups = graph.condensed();
     // The change of every node, by node index.
-    let mut change_of: Vec<Option<&Change>> = vec![None; graph.len()];
-    for change in changes {
-        if let Some(node) = graph.node(&change.service) {
-            change_of[node.index()] = Some(change);
+    let mut change_of: Vec<Option<Action>> = vec![None; graph.len()];
+    for (service, action) in changes {
+        if let Some(node) = graph.node(service) {
+            change_of[node.index()] = Some(*action);
         }
     }
     // Recorded consumers of the destroyed services (the spec may no longer name them).
     let mut old_consumers: HashMap<&str, BTreeSet<&str>> = HashMap::new();
-    if changes.iter().any(|c| c.action == Action::Destroy) {
+    if changes.iter().any(|(_, action)| *action == Action::Destroy) {
         for (consumer, service) in &input.state.services {
             for dep in service.spec.as_service().dependencies() {
                 let provider = dep.service_spec_name.as_str();
-                if graph.node(provider).and_then(|p| change_of[p.index()]).is_some_and(|c| c.action == Action::Destroy)
-                {
+                if graph.node(provider).and_then(|p| change_of[p.index()]).is_some_and(|a| a == Action::Destroy) {
                     old_consumers.entry(provider).or_default().insert(consumer.as_str());
                 }
             }
@@ -783,11 +791,11 @@ fn steps(input: PlanInput<'_>, changes: &[Change]) -> Vec<Step> {
     let mut backward = Vec::new();
     for (g, group) in groups.order.iter().enumerate() {
         for &node in group {
-            let Some(change) = change_of[node.index()] else {
+            let Some(action) = change_of[node.index()] else {
                 continue;
             };
             let name = graph.name(node);
-            if change.action == Action::Destroy {
+            if action == Action::Destroy {
                 // Every recorded consumer is unwired (or destroyed) first.
                 let mut after: BTreeSet<&str> =
                     graph.neighbor_nodes(node, Direction::Outgoing).map(|n| graph.name(n)).collect();
@@ -802,18 +810,17 @@ fn steps(input: PlanInput<'_>, changes: &[Change]) -> Vec<Step> {
                     })
                     .map(str::to_string)
                     .collect();
-                backward.push(Step { service: name.to_string(), action: change.action, after });
+                backward.push(Step { service: name.to_string(), action, after });
             } else {
                 let after: BTreeSet<&str> = graph
                     .neighbor_nodes(node, Direction::Incoming)
                     .filter(|p| {
-                        groups.group_of[p.index()] != g
-                            && change_of[p.index()].is_some_and(|c| c.action != Action::Destroy)
+                        groups.group_of[p.index()] != g && change_of[p.index()].is_some_and(|a| a != Action::Destroy)
                     })
                     .map(|p| graph.name(p))
                     .collect();
                 let after = after.into_iter().map(str::to_string).collect();
-                forward.push(Step { service: name.to_string(), action: change.action, after });
+                forward.push(Step { service: name.to_string(), action, after });
             }
         }
     }
