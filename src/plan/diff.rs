@@ -14,7 +14,7 @@ use super::model::{
     Action, Change, DownInstance, FieldChange, FromTo, NodeChanges, PLAN_FORMAT_VERSION, Plan, PriorState, Rollout,
     RolloutOrder, SpecValue, Step, Summary,
 };
-use super::placement::{Demand, PlacedInstance, Placement, old_first_reason, place};
+use super::placement::{Demand, PlacedInstance, Placement, Start, old_first_reason, place_from};
 use crate::diagnostic::Diagnostic;
 use crate::graph::ServiceGraph;
 use crate::repo::settings::{Account, EnvView, Settings};
@@ -144,6 +144,25 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
 
 /// [`plan`], with the digest of the spec from `digest`.
 fn plan_with(input: PlanInput<'_>, digest: impl FnOnce() -> String) -> Result<Planned, Vec<Diagnostic>> {
+    let policy = input.settings.env_view(input.env).node_selector.policy;
+    if input.spec.len() < DIGEST_THREAD_SERVICES {
+        return plan_from(input, digest, || Start::of(policy, input.state));
+    }
+    // Where placement starts depends on the state alone: another core works it out meanwhile.
+    std::thread::scope(|scope| {
+        let start = std::thread::Builder::new().spawn_scoped(scope, move || Start::of(policy, input.state)).ok();
+        plan_from(input, digest, move || {
+            start.and_then(|s| s.join().ok()).unwrap_or_else(|| Start::of(policy, input.state))
+        })
+    })
+}
+
+/// [`plan_with`], with the start of placement from `start`.
+fn plan_from<'a>(
+    input: PlanInput<'a>,
+    digest: impl FnOnce() -> String,
+    start: impl FnOnce() -> Start<'a>,
+) -> Result<Planned, Vec<Diagnostic>> {
     let entries = entries(input.spec, input.state);
 
     // The set of services the plan may touch.
@@ -270,7 +289,7 @@ fn plan_with(input: PlanInput<'_>, digest: impl FnOnce() -> String) -> Result<Pl
         let steps_thread =
             parallel.then(|| std::thread::Builder::new().spawn_scoped(scope, || steps(input, &actions)).ok()).flatten();
         let view = input.settings.env_view(input.env);
-        let placed = place(&view, input.state, &demands)
+        let placed = place_from(&view, input.state, &demands, start())
             .and_then(|placement| Ok((rollouts(input, &view, &demands, &placement)?, placement)));
         let steps = steps_thread.and_then(|t| t.join().ok()).unwrap_or_else(|| steps(input, &actions));
         (placed, steps)
