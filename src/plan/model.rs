@@ -296,7 +296,11 @@ impl Plan {
         text
     }
 
-    /// [`Self::to_json`] written out as it is made (a plan of 100,000 services is 40 MB of JSON).
+    /// [`Self::to_json`] written out as it is made (a plan of 100,000 services is 40 MB of JSON);
+    /// from 1,000 changes on, half of them are made on another thread meanwhile.
+    ///
+    /// # Errors
+    /// What writing to `out` returns.
     pub fn write_json(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         self.write_json_with(out, self.changes.len() >= PARALLEL_JSON_CHANGES)
     }
