@@ -12,7 +12,9 @@
 //!
 //! It prints a Markdown table and checks two targets (printed, not asserted): `plan --json` at
 //! 10,000 services within 300 ms end to end, and 10× the services within 12× the time.
-//! `ENACT_BENCH_KEEP=DIR` keeps the generated repositories in `DIR/<N>` (to profile on them).
+//! `ENACT_BENCH_KEEP=DIR` keeps the generated repositories in `DIR/<N>` (to profile on them);
+//! `ENACT_BENCH_BASELINE=PATH` also runs another `enact` binary end to end, in turn with this
+//! one, for a side-by-side table; `ENACT_BENCH_VARIANTS=0` skips the variants.
 //! See `benches/README.md`.
 
 #![allow(unsafe_code, reason = "libc::wait4 is the way to read a child's peak RSS")]
@@ -42,6 +44,8 @@ const ENV: &str = "dev";
 const E2E_RUNS: usize = 5;
 /// `plan --json` at 10,000 services, end to end.
 const TARGET_10K_MS: f64 = 300.0;
+/// `plan --json` end to end at 10,000 and at 100,000 services: the targets of the third round.
+const FAST_TARGETS_MS: [(usize, f64); 2] = [(10_000, 50.0), (100_000, 500.0)];
 /// time(10 N) / time(N), end to end.
 const TARGET_RATIO: f64 = 12.0;
 
@@ -68,6 +72,7 @@ fn main() {
 fn run() -> BenchResult<()> {
     let sizes = sizes()?;
     let binary = release_binary();
+    let baseline = std::env::var_os("ENACT_BENCH_BASELINE").map(PathBuf::from);
     let hwm_reset = reset_hwm();
     let mut rows = Vec::new();
     for &n in &sizes {
@@ -97,11 +102,27 @@ fn run() -> BenchResult<()> {
                 load_average()
             );
         }
-        let variants = match &binary {
-            Ok(bin) => measure_variants(bin, dir.path(), n)?,
-            Err(_) => Vec::new(),
+        let side_by_side = match (&binary, &baseline) {
+            (Ok(bin), Some(base)) => {
+                let (b, c) = measure_side_by_side(base, bin, dir.path())?;
+                eprintln!(
+                    "N = {n}: side by side, `plan --json`: baseline median {:.1} ms (CPU {:.1}), this build \
+                     median {:.1} ms (CPU {:.1}); load average {}",
+                    ms(b.median),
+                    ms(b.cpu),
+                    ms(c.median),
+                    ms(c.cpu),
+                    load_average()
+                );
+                Some((b, c))
+            }
+            _ => None,
         };
-        rows.push(Row { n, workload, phases, e2e, in_process_hwm_kib: hwm, variants });
+        let variants = match &binary {
+            Ok(bin) if variants_wanted() => measure_variants(bin, dir.path(), n)?,
+            _ => Vec::new(),
+        };
+        rows.push(Row { n, workload, phases, e2e, in_process_hwm_kib: hwm, variants, side_by_side });
     }
     report(&rows, &binary, hwm_reset);
     Ok(())
@@ -517,6 +538,36 @@ fn measure_end_to_end(binary: &Path, root: &Path, refresh: bool) -> BenchResult<
     })
 }
 
+/// Whether to measure the [`VARIANTS`] (`ENACT_BENCH_VARIANTS=0` skips them).
+fn variants_wanted() -> bool {
+    std::env::var("ENACT_BENCH_VARIANTS").map_or(true, |v| v != "0")
+}
+
+/// `plan --json` end to end of the `baseline` binary and of `binary`, one run of each in turn
+/// (so both see the same load on the machine), `E2E_RUNS` each after one warm-up of each.
+fn measure_side_by_side(baseline: &Path, binary: &Path, root: &Path) -> BenchResult<(EndToEnd, EndToEnd)> {
+    let mut runs: [Vec<ChildRun>; 2] = Default::default();
+    for run in 0..=E2E_RUNS {
+        for (i, bin) in [baseline, binary].into_iter().enumerate() {
+            let child = run_child(bin, root, false)?;
+            if run > 0 {
+                runs[i].push(child);
+            }
+        }
+    }
+    let [b, c] = runs.map(|runs| {
+        let times: Vec<Duration> = runs.iter().map(|r| r.wall).collect();
+        EndToEnd {
+            min: times.iter().min().copied().unwrap_or_default(),
+            max: times.iter().max().copied().unwrap_or_default(),
+            median: median(times),
+            cpu: median(runs.iter().map(|r| r.cpu).collect()),
+            max_rss_kib: runs.iter().map(|r| r.max_rss_kib).max().unwrap_or(0),
+        }
+    });
+    Ok((b, c))
+}
+
 /// Variants of the workload, each measured end to end: what the column is called, a config
 /// file written into the repository for the run (and removed after it), and whether the plan
 /// refreshes (every other column plans offline, `--refresh=false`: the generated state records
@@ -722,6 +773,8 @@ struct Row {
     in_process_hwm_kib: Option<u64>,
     /// End to end, each of [`VARIANTS`].
     variants: Vec<(&'static str, EndToEnd)>,
+    /// With `ENACT_BENCH_BASELINE`: the baseline binary and this one, run in turn.
+    side_by_side: Option<(EndToEnd, EndToEnd)>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -868,9 +921,49 @@ fn report(rows: &[Row], binary: &Result<PathBuf, String>, hwm_reset: bool) {
         }
     }
 
+    if rows.iter().any(|r| r.side_by_side.is_some()) {
+        println!();
+        println!(
+            "Side by side (`ENACT_BENCH_BASELINE`), `plan --json` end to end, one run of each binary in \
+             turn, median of {E2E_RUNS} (min–max):"
+        );
+        println!();
+        println!(
+            "| N | baseline ms | this build ms | speed-up | baseline CPU ms | this build CPU ms | baseline peak RSS MB | this build peak RSS MB |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for r in rows {
+            let Some((b, c)) = &r.side_by_side else { continue };
+            let range = |e: &EndToEnd| format!("{} ({}–{})", fmt_ms(e.median), fmt_ms(e.min), fmt_ms(e.max));
+            println!(
+                "| {} | {} | {} | {:.2}× | {} | {} | {:.1} | {:.1} |",
+                thousands(r.n),
+                range(b),
+                range(c),
+                ms(b.median) / ms(c.median).max(1e-6),
+                fmt_ms(b.cpu),
+                fmt_ms(c.cpu),
+                mb(b.max_rss_kib),
+                mb(c.max_rss_kib)
+            );
+        }
+    }
+
     println!();
     println!("### Targets");
     println!();
+    for (n, target) in FAST_TARGETS_MS {
+        if let Some(e) = by_n.get(&n).and_then(|r| r.e2e.as_ref()) {
+            println!(
+                "- {}: `plan --json` at {} services ≤ {target:.0} ms end to end: {:.1} ms (min {:.1}; CPU time {:.1} ms)",
+                pass(ms(e.median) <= target),
+                thousands(n),
+                ms(e.median),
+                ms(e.min),
+                ms(e.cpu)
+            );
+        }
+    }
     match by_n.get(&10_000).and_then(|r| r.e2e.as_ref()) {
         Some(e) => println!(
             "- {}: `plan --json` at 10,000 services ≤ {TARGET_10K_MS:.0} ms end to end: {:.1} ms \

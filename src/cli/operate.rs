@@ -252,10 +252,10 @@ fn saved_plan(repo: &ConfigRepo, env: &str, state: &State, saved: &Plan) -> Resu
         let bad =
             |e: serde_json::Error| Diagnostic::new(format!("the plan's spec of `{}` is damaged: {e}", change.service));
         if change.legacy {
-            spec.legacy_service_specs.push(serde_json::from_value::<LegacyServiceSpec>(after.clone()).map_err(bad)?);
+            spec.legacy_service_specs.push(serde_json::from_value::<LegacyServiceSpec>(after.to_value()).map_err(bad)?);
         } else {
             spec.deployable_service_specs
-                .push(serde_json::from_value::<DeployableServiceSpec>(after.clone()).map_err(bad)?);
+                .push(serde_json::from_value::<DeployableServiceSpec>(after.to_value()).map_err(bad)?);
         }
     }
     spec.normalize();

@@ -12,9 +12,9 @@ use sha2::{Digest, Sha256};
 
 use super::model::{
     Action, Change, DownInstance, FieldChange, FromTo, NodeChanges, PLAN_FORMAT_VERSION, Plan, PriorState, Rollout,
-    RolloutOrder, Step, Summary,
+    RolloutOrder, SpecValue, Step, Summary,
 };
-use super::placement::{Demand, PlacedInstance, Placement, old_first_reason, place};
+use super::placement::{Demand, PlacedInstance, Placement, Start, old_first_reason, place_from};
 use crate::diagnostic::Diagnostic;
 use crate::graph::ServiceGraph;
 use crate::repo::settings::{Account, EnvView, Settings};
@@ -127,21 +127,58 @@ fn entries<'a>(spec: &'a Choreography, state: &'a State) -> Vec<Entry<'a>> {
     out
 }
 
+/// From this many services on, the spec digest is computed on a thread of its own.
+const DIGEST_THREAD_SERVICES: usize = 2_000;
+
 /// Computes the plan that takes `input.state` to `input.spec`.
 pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
+    if input.spec.len() < DIGEST_THREAD_SERVICES {
+        return plan_with(input, || spec_digest(input.spec));
+    }
+    // The digest reads the whole spec and nothing else: another core computes it meanwhile.
+    std::thread::scope(|scope| {
+        let digest = std::thread::Builder::new().spawn_scoped(scope, || spec_digest(input.spec)).ok();
+        plan_with(input, || digest.and_then(|d| d.join().ok()).unwrap_or_else(|| spec_digest(input.spec)))
+    })
+}
+
+/// [`plan`], with the digest of the spec from `digest`.
+fn plan_with(input: PlanInput<'_>, digest: impl FnOnce() -> String) -> Result<Planned, Vec<Diagnostic>> {
+    let policy = input.settings.env_view(input.env).node_selector.policy;
+    if input.spec.len() < DIGEST_THREAD_SERVICES {
+        return plan_from(input, digest, || Start::of(policy, input.state));
+    }
+    // Where placement starts depends on the state alone: another core works it out meanwhile.
+    std::thread::scope(|scope| {
+        let start = std::thread::Builder::new().spawn_scoped(scope, move || Start::of(policy, input.state)).ok();
+        plan_from(input, digest, move || {
+            start.and_then(|s| s.join().ok()).unwrap_or_else(|| Start::of(policy, input.state))
+        })
+    })
+}
+
+/// [`plan_with`], with the start of placement from `start`.
+fn plan_from<'a>(
+    input: PlanInput<'a>,
+    digest: impl FnOnce() -> String,
+    start: impl FnOnce() -> Start<'a>,
+) -> Result<Planned, Vec<Diagnostic>> {
     let entries = entries(input.spec, input.state);
 
     // The set of services the plan may touch.
     let scope = scope(input, &entries)?;
     let in_scope = |name: &str| scope.as_ref().is_none_or(|s| s.contains(name));
 
-    // Pass 1: per-service changes, without rewiring; by entry.
-    let mut changes: Vec<Option<Change>> = vec![None; entries.len()];
+    // Pass 1: per-service changes, without rewiring, with the entry of each; `change_at` is
+    // the position in `changes` of every entry's change.
+    const NONE: u32 = u32::MAX;
+    let mut changes: Vec<(usize, Change)> = Vec::new();
+    let mut change_at: Vec<u32> = vec![NONE; entries.len()];
     let mut paused: Vec<String> = Vec::new();
     let mut endpoints_change: HashSet<&str> = HashSet::new();
     let mut down: Vec<DownInstance> = Vec::new();
     let mut dead: HashMap<&str, Vec<&str>> = HashMap::new();
-    for (entry, slot) in entries.iter().zip(changes.iter_mut()) {
+    for (i, entry) in entries.iter().enumerate() {
         if !in_scope(entry.name) {
             continue;
         }
@@ -171,13 +208,14 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
             if moves {
                 endpoints_change.insert(entry.name);
             }
-            *slot = Some(change);
+            change_at[i] = u32::try_from(changes.len()).unwrap_or(NONE);
+            changes.push((i, change));
         }
     }
 
     // Pass 2: consumers told again about providers whose endpoints change, and about
     // dependencies added or removed.
-    for (entry, slot) in entries.iter().zip(changes.iter_mut()) {
+    for (i, entry) in entries.iter().enumerate() {
         let name = entry.name;
         let (Some(before), Some(after)) = (entry.recorded, entry.desired) else {
             continue;
@@ -201,11 +239,19 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
         if rewire.is_empty() {
             continue;
         }
-        let change = slot.get_or_insert_with(|| unchanged(name, before, Some(after)));
-        change.rewire = rewire.into_iter().map(str::to_string).collect();
+        let at = match change_at[i] {
+            NONE => {
+                change_at[i] = u32::try_from(changes.len()).unwrap_or(NONE);
+                changes.push((i, unchanged(name, before, Some(after))));
+                changes.len() - 1
+            }
+            at => at as usize,
+        };
+        changes[at].1.rewire = rewire.into_iter().map(str::to_string).collect();
     }
-    let changed: Vec<(&Entry<'_>, Change)> =
-        entries.iter().zip(changes).filter_map(|(entry, change)| change.map(|c| (entry, c))).collect();
+    // In entry order (pass 2 appended its own after pass 1's).
+    changes.sort_by_key(|(i, _)| *i);
+    let changed: Vec<(&Entry<'_>, Change)> = changes.into_iter().map(|(i, c)| (&entries[i], c)).collect();
 
     // Placement of the instances that start and stop.
     let demands: Vec<Demand<'_>> = changed
@@ -236,9 +282,19 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
             })
         })
         .collect();
-    let view = input.settings.env_view(input.env);
-    let placement = place(&view, input.state, &demands)?;
-    let rollouts = rollouts(input, &view, &demands, &placement)?;
+    // The order of the steps needs only who changes how: another core works it out meanwhile.
+    let actions: Vec<(&str, Action)> = changed.iter().map(|(entry, c)| (entry.name, c.action)).collect();
+    let parallel = input.spec.len() >= DIGEST_THREAD_SERVICES;
+    let (placed, steps) = std::thread::scope(|scope| {
+        let steps_thread =
+            parallel.then(|| std::thread::Builder::new().spawn_scoped(scope, || steps(input, &actions)).ok()).flatten();
+        let view = input.settings.env_view(input.env);
+        let placed = place_from(&view, input.state, &demands, start())
+            .and_then(|placement| Ok((rollouts(input, &view, &demands, &placement)?, placement)));
+        let steps = steps_thread.and_then(|t| t.join().ok()).unwrap_or_else(|| steps(input, &actions));
+        (placed, steps)
+    });
+    let (rollouts, placement) = placed?;
     let mut changed = changed;
     for (service, rollout) in rollouts {
         if let Ok(i) = changed.binary_search_by(|(entry, _)| entry.name.cmp(service)) {
@@ -258,7 +314,6 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
     }
 
     let changes: Vec<Change> = changed.into_iter().map(|(_, c)| c).collect();
-    let steps = steps(input, &changes);
     let mut summary = Summary::default();
     for change in &changes {
         match change.action {
@@ -275,7 +330,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
             lineage: (!input.state.lineage.is_empty()).then(|| input.state.lineage.clone()),
             serial: input.state.serial,
         },
-        spec_digest: spec_digest(input.spec),
+        spec_digest: digest(),
         changes,
         steps,
         nodes,
@@ -305,8 +360,8 @@ fn unchanged(name: &str, before: &ServiceState, after: Option<Service<'_>>) -> C
         rewire: Vec::new(),
         forced_by: Vec::new(),
         legacy: after.is_some_and(Service::is_legacy),
-        before: Some(before.spec.as_service().to_value()),
-        after: after.map(Service::to_value),
+        before: Some(SpecValue::of(before.spec.as_service())),
+        after: after.map(SpecValue::of),
         rollout: None,
         restart: Vec::new(),
     }
@@ -526,15 +581,7 @@ fn compare(name: &str, recorded: Option<&ServiceState>, after: Option<Service<'_
             Action::Update
         }
     };
-    let before_value = before.map(Service::to_value);
-    let after_value = after.map(Service::to_value);
-    let mut fields = Vec::new();
-    diff_values(
-        "",
-        before_value.as_ref().unwrap_or(&Value::Null),
-        after_value.as_ref().unwrap_or(&Value::Null),
-        &mut fields,
-    );
+    let fields = field_changes(before, after);
     let kind_changes = matches!((before, after), (Some(b), Some(a)) if b.is_legacy() != a.is_legacy());
     let mut forced_by: Vec<String> = Vec::new();
     if action == Action::Update {
@@ -563,11 +610,95 @@ fn compare(name: &str, recorded: Option<&ServiceState>, after: Option<Service<'_
         rewire: Vec::new(),
         forced_by,
         legacy: after.or(before).is_some_and(Service::is_legacy),
-        before: before_value,
-        after: after_value,
+        before: before.map(SpecValue::of),
+        after: after.map(SpecValue::of),
         rollout: None,
         restart: Vec::new(),
     })
+}
+
+/// Every field that differs between two specs, by JSON pointer, as [`diff_values`] finds
+/// between their JSON values; specs of one kind are compared field by field, and only the
+/// fields that differ become JSON.
+fn field_changes(before: Option<Service<'_>>, after: Option<Service<'_>>) -> Vec<FieldChange> {
+    fn deployable(s: Option<Service<'_>>) -> Option<&crate::spec::DeployableServiceSpec> {
+        match s {
+            Some(Service::Deployable(d)) => Some(d),
+            _ => None,
+        }
+    }
+    fn legacy(s: Option<Service<'_>>) -> Option<&crate::spec::LegacyServiceSpec> {
+        match s {
+            Some(Service::Legacy(l)) => Some(l),
+            _ => None,
+        }
+    }
+    let mut out = Vec::new();
+    match (before, after) {
+        (None | Some(Service::Deployable(_)), None | Some(Service::Deployable(_))) => {
+            deployable_changes(deployable(before), deployable(after), &mut out);
+        }
+        (None | Some(Service::Legacy(_)), None | Some(Service::Legacy(_))) => {
+            legacy_changes(legacy(before), legacy(after), &mut out);
+        }
+        // The kind changes: whole values.
+        _ => diff_values(
+            "",
+            &before.map_or(Value::Null, Service::to_value),
+            &after.map_or(Value::Null, Service::to_value),
+            &mut out,
+        ),
+    }
+    out
+}
+
+/// Compares one field of two specs (either may be missing): when it differs, the JSON values
+/// of the two sides (`null` where the field is left out) go to [`diff_values`] under `/key`.
+macro_rules! compare_field {
+    ($out:expr, $before:expr, $after:expr, $key:literal, $field:ident, $left_out:expr) => {{
+        let (b, a) = ($before.map(|s| &s.$field), $after.map(|s| &s.$field));
+        if b != a {
+            let value = |side: Option<&_>| match side {
+                Some(v) if !$left_out(v) => serde_json::to_value(v).unwrap_or(Value::Null),
+                _ => Value::Null,
+            };
+            diff_values(concat!("/", $key), &value(b), &value(a), $out);
+        }
+    }};
+}
+
+/// [`field_changes`] of two deployable specs, in the order of [`field_rank`].
+fn deployable_changes(
+    before: Option<&crate::spec::DeployableServiceSpec>,
+    after: Option<&crate::spec::DeployableServiceSpec>,
+    out: &mut Vec<FieldChange>,
+) {
+    compare_field!(out, before, after, "name", name, |_: &String| false);
+    compare_field!(out, before, after, "roles", roles, Vec::is_empty);
+    compare_field!(out, before, after, "dependencies", dependencies, Vec::is_empty);
+    compare_field!(out, before, after, "serviceType", service_type, Option::is_none);
+    compare_field!(out, before, after, "packageType", package_type, Option::is_none);
+    compare_field!(out, before, after, "packageUri", package_uri, Option::is_none);
+    compare_field!(out, before, after, "endpointName", endpoint_name, Option::is_none);
+    compare_field!(out, before, after, "port", port, Option::is_none);
+    compare_field!(out, before, after, "numberOfInstances", number_of_instances, Option::is_none);
+    compare_field!(out, before, after, "resourceImpact", resource_impact, Option::is_none);
+    compare_field!(out, before, after, "version", version, Option::is_none);
+    compare_field!(out, before, after, "cloudAccount", cloud_account, Option::is_none);
+    compare_field!(out, before, after, "desiredQoS", desired_qos, Option::is_none);
+}
+
+/// [`field_changes`] of two legacy specs, in the order of [`field_rank`].
+fn legacy_changes(
+    before: Option<&crate::spec::LegacyServiceSpec>,
+    after: Option<&crate::spec::LegacyServiceSpec>,
+    out: &mut Vec<FieldChange>,
+) {
+    compare_field!(out, before, after, "name", name, |_: &String| false);
+    compare_field!(out, before, after, "roles", roles, Vec::is_empty);
+    compare_field!(out, before, after, "dependencies", dependencies, Vec::is_empty);
+    compare_field!(out, before, after, "serviceType", service_type, Option::is_none);
+    compare_field!(out, before, after, "nativeURIs", native_uris, Vec::is_empty);
 }
 
 fn same_spec(a: Service<'_>, b: Service<'_>) -> bool {
@@ -645,32 +776,31 @@ fn field_rank(key: &str) -> usize {
 
 /// Orders the changes: providers before consumers for everything that starts or rewires,
 /// consumers before providers for what is destroyed; cycles form one group.
-fn steps(input: PlanInput<'_>, changes: &[Change]) -> Vec<Step> {
+fn steps(input: PlanInput<'_>, changes: &[(&str, Action)]) -> Vec<Step> {
     if changes.is_empty() {
         return Vec::new();
     }
     // The graph of the spec plus the destroyed services with their recorded dependencies.
     let destroyed = changes
         .iter()
-        .filter(|c| c.action == Action::Destroy)
-        .filter_map(|c| input.state.services.get(&c.service).map(|s| s.spec.as_service()));
+        .filter(|(_, action)| *action == Action::Destroy)
+        .filter_map(|(service, _)| input.state.services.get(*service).map(|s| s.spec.as_service()));
     let graph = ServiceGraph::from_services(input.spec.services().chain(destroyed));
     let groups = graph.condensed();
     // The change of every node, by node index.
-    let mut change_of: Vec<Option<&Change>> = vec![None; graph.len()];
-    for change in changes {
-        if let Some(node) = graph.node(&change.service) {
-            change_of[node.index()] = Some(change);
+    let mut change_of: Vec<Option<Action>> = vec![None; graph.len()];
+    for (service, action) in changes {
+        if let Some(node) = graph.node(service) {
+            change_of[node.index()] = Some(*action);
         }
     }
     // Recorded consumers of the destroyed services (the spec may no longer name them).
     let mut old_consumers: HashMap<&str, BTreeSet<&str>> = HashMap::new();
-    if changes.iter().any(|c| c.action == Action::Destroy) {
+    if changes.iter().any(|(_, action)| *action == Action::Destroy) {
         for (consumer, service) in &input.state.services {
             for dep in service.spec.as_service().dependencies() {
                 let provider = dep.service_spec_name.as_str();
-                if graph.node(provider).and_then(|p| change_of[p.index()]).is_some_and(|c| c.action == Action::Destroy)
-                {
+                if graph.node(provider).and_then(|p| change_of[p.index()]).is_some_and(|a| a == Action::Destroy) {
                     old_consumers.entry(provider).or_default().insert(consumer.as_str());
                 }
             }
@@ -680,11 +810,11 @@ fn steps(input: PlanInput<'_>, changes: &[Change]) -> Vec<Step> {
     let mut backward = Vec::new();
     for (g, group) in groups.order.iter().enumerate() {
         for &node in group {
-            let Some(change) = change_of[node.index()] else {
+            let Some(action) = change_of[node.index()] else {
                 continue;
             };
             let name = graph.name(node);
-            if change.action == Action::Destroy {
+            if action == Action::Destroy {
                 // Every recorded consumer is unwired (or destroyed) first.
                 let mut after: BTreeSet<&str> =
                     graph.neighbor_nodes(node, Direction::Outgoing).map(|n| graph.name(n)).collect();
@@ -699,18 +829,17 @@ fn steps(input: PlanInput<'_>, changes: &[Change]) -> Vec<Step> {
                     })
                     .map(str::to_string)
                     .collect();
-                backward.push(Step { service: name.to_string(), action: change.action, after });
+                backward.push(Step { service: name.to_string(), action, after });
             } else {
                 let after: BTreeSet<&str> = graph
                     .neighbor_nodes(node, Direction::Incoming)
                     .filter(|p| {
-                        groups.group_of[p.index()] != g
-                            && change_of[p.index()].is_some_and(|c| c.action != Action::Destroy)
+                        groups.group_of[p.index()] != g && change_of[p.index()].is_some_and(|a| a != Action::Destroy)
                     })
                     .map(|p| graph.name(p))
                     .collect();
                 let after = after.into_iter().map(str::to_string).collect();
-                forward.push(Step { service: name.to_string(), action: change.action, after });
+                forward.push(Step { service: name.to_string(), action, after });
             }
         }
     }
@@ -723,6 +852,73 @@ fn steps(input: PlanInput<'_>, changes: &[Change]) -> Vec<Step> {
 mod tests {
     use super::*;
     use crate::plan::converge::apply_model;
+    use crate::spec::model::ResourceImpact;
+    use crate::spec::{DeployableServiceSpec, LegacyServiceSpec, ServiceDependency};
+    use proptest::prelude::*;
+
+    /// A spec of either kind, each field left out or one of a few values.
+    fn any_service() -> impl Strategy<Value = AppliedSpec> {
+        let text = || proptest::option::of(prop_oneof![Just("a".to_string()), Just("b".to_string())]);
+        let list = || proptest::collection::vec(prop_oneof![Just("x".to_string()), Just("y".to_string())], 0..3);
+        let deployable = (
+            (text(), list(), 0..3usize, text(), text(), proptest::option::of(0..3i64)),
+            (proptest::option::of(1..3i64), proptest::option::of((0..3u8, text())), text(), text()),
+        )
+            .prop_map(
+                |((name, roles, deps, package_type, endpoint, port), (instances, impact, version, account))| {
+                    AppliedSpec::Deployable(DeployableServiceSpec {
+                        name: name.unwrap_or_default(),
+                        roles,
+                        dependencies: (0..deps)
+                            .map(|d| ServiceDependency {
+                                service_spec_name: format!("p{d}"),
+                                service_spec_role: "r".into(),
+                            })
+                            .collect(),
+                        package_type,
+                        endpoint_name: endpoint,
+                        port,
+                        number_of_instances: instances,
+                        resource_impact: impact.map(|(m, cpu)| ResourceImpact {
+                            memory: [None, Some(crate::spec::Memory::Small), Some(crate::spec::Memory::Large)]
+                                [usize::from(m)],
+                            cpu,
+                            ..ResourceImpact::default()
+                        }),
+                        version,
+                        cloud_account: account,
+                        ..DeployableServiceSpec::default()
+                    })
+                },
+            );
+        let legacy = (text(), list(), list()).prop_map(|(name, roles, uris)| {
+            AppliedSpec::Legacy(LegacyServiceSpec {
+                name: name.unwrap_or_default(),
+                roles,
+                native_uris: uris,
+                ..Default::default()
+            })
+        });
+        prop_oneof![3 => deployable, 1 => legacy]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Comparing field by field finds what comparing the two whole JSON values finds.
+        #[test]
+        fn typed_field_changes_are_those_of_the_json_values(
+            before in proptest::option::of(any_service()),
+            after in proptest::option::of(any_service()),
+        ) {
+            let (b, a) = (before.as_ref().map(AppliedSpec::as_service), after.as_ref().map(AppliedSpec::as_service));
+            let mut whole = Vec::new();
+            diff_values("", &b.map_or(Value::Null, Service::to_value), &a.map_or(Value::Null, Service::to_value), &mut whole);
+            prop_assert_eq!(field_changes(b, a), whole);
+            // And a change carries the specs as their JSON.
+            prop_assert_eq!(b.map(|s| serde_json::to_value(SpecValue::of(s)).unwrap()), b.map(Service::to_value));
+        }
+    }
 
     /// One service `airline` on port 1234.
     fn airline(instances: u32, memory: &str, version: &str) -> Choreography {

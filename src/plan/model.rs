@@ -6,10 +6,32 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::spec::Memory;
+use crate::spec::{DeployableServiceSpec, LegacyServiceSpec, Memory, Service};
 use crate::state::observed::DownReason;
 
 pub const PLAN_FORMAT_VERSION: u32 = 1;
+
+/// From this many changes on, [`Plan::write_json`] writes half of them on another thread.
+const PARALLEL_JSON_CHANGES: usize = 1_000;
+
+/// The items of a list of the plan's top level as pretty JSON writes them between `[` and the
+/// line of `]`: each on a new line, at the indentation of a list inside the plan object, the
+/// first without a comma before it when `first` is set.
+fn array_items<T: Serialize>(items: &[T], first: bool) -> Vec<u8> {
+    use serde_json::ser::Formatter as _;
+    let mut out = Vec::with_capacity(items.len() * 512);
+    for (i, item) in items.iter().enumerate() {
+        out.extend_from_slice(if i == 0 && first { b"\n    " } else { b",\n    " });
+        // A formatter two levels deep: inside the plan object and inside the list.
+        let mut formatter = serde_json::ser::PrettyFormatter::new();
+        let mut sink = std::io::sink();
+        let _ = formatter.begin_object(&mut sink);
+        let _ = formatter.begin_array(&mut sink);
+        // Writing to memory cannot fail, and the plan's items always serialize.
+        let _ = item.serialize(&mut serde_json::Serializer::with_formatter(&mut out, formatter));
+    }
+    out
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -105,8 +127,8 @@ pub struct Change {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub legacy: bool,
     /// The service spec before (null on create) and after (null on destroy).
-    pub before: Option<Value>,
-    pub after: Option<Value>,
+    pub before: Option<SpecValue>,
+    pub after: Option<SpecValue>,
     /// How apply replaces the running instances, present for every rolling replacement: a
     /// `replace`, or an `update` that moves the instances (memory size or `cloudAccount`),
     /// when there are both instances to stop and instances to start.
@@ -116,6 +138,63 @@ pub struct Change {
     /// and is replaced by a new instance (ids).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restart: Vec<String>,
+}
+
+/// A service spec as a change carries it (`before`, `after`): the typed spec a plan was made
+/// from, or the JSON a saved plan file holds. Both write the same JSON: the spec's fields in
+/// the model's order, defaults left out.
+#[derive(Debug, Clone)]
+pub enum SpecValue {
+    Deployable(Box<DeployableServiceSpec>),
+    Legacy(Box<LegacyServiceSpec>),
+    /// As read from a saved plan.
+    Json(Value),
+}
+
+impl SpecValue {
+    /// A copy of `service`'s spec.
+    pub fn of(service: Service<'_>) -> SpecValue {
+        match service {
+            Service::Deployable(s) => SpecValue::Deployable(Box::new(s.clone())),
+            Service::Legacy(s) => SpecValue::Legacy(Box::new(s.clone())),
+        }
+    }
+
+    /// The JSON value of the spec (`null` if it cannot be one).
+    pub fn to_value(&self) -> Value {
+        match self {
+            SpecValue::Json(value) => value.clone(),
+            typed => serde_json::to_value(typed).unwrap_or(Value::Null),
+        }
+    }
+}
+
+impl PartialEq for SpecValue {
+    /// Equal when they write the same JSON.
+    fn eq(&self, other: &SpecValue) -> bool {
+        match (self, other) {
+            (SpecValue::Deployable(a), SpecValue::Deployable(b)) => a == b,
+            (SpecValue::Legacy(a), SpecValue::Legacy(b)) => a == b,
+            (SpecValue::Json(a), SpecValue::Json(b)) => a == b,
+            (a, b) => a.to_value() == b.to_value(),
+        }
+    }
+}
+
+impl Serialize for SpecValue {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SpecValue::Deployable(s) => s.serialize(serializer),
+            SpecValue::Legacy(s) => s.serialize(serializer),
+            SpecValue::Json(value) => value.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SpecValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(SpecValue::Json)
+    }
 }
 
 /// How a rolling replacement runs, in the order apply follows: for each new instance in turn,
@@ -217,13 +296,160 @@ impl Plan {
         text
     }
 
-    /// [`Self::to_json`] written out as it is made (a plan of 100,000 services is 40 MB of JSON).
+    /// [`Self::to_json`] written out as it is made (a plan of 100,000 services is 40 MB of JSON);
+    /// from 1,000 changes on, half of them are made on another thread meanwhile.
+    ///
+    /// # Errors
+    /// What writing to `out` returns.
     pub fn write_json(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        serde_json::to_writer_pretty(&mut *out, self)?;
-        out.write_all(b"\n")
+        self.write_json_with(out, self.changes.len() >= PARALLEL_JSON_CHANGES)
+    }
+
+    /// [`Self::write_json`]; with `parallel`, half the changes are written on another thread
+    /// and spliced into the rest (the same bytes).
+    fn write_json_with(&self, out: &mut impl std::io::Write, parallel: bool) -> std::io::Result<()> {
+        use std::io::Write as _;
+        // The formatter writes a few bytes at a time: a buffer of its own keeps each write a copy.
+        let mut buffered = std::io::BufWriter::with_capacity(256 * 1024, out);
+        if !parallel || self.changes.is_empty() {
+            serde_json::to_writer_pretty(&mut buffered, self)?;
+            buffered.write_all(b"\n")?;
+            return buffered.flush();
+        }
+        let (first, second) = self.changes.split_at(self.changes.len() / 2);
+        let (later, head, steps) = std::thread::scope(|scope| {
+            let second_first = first.is_empty();
+            let later = std::thread::Builder::new().spawn_scoped(scope, move || array_items(second, second_first)).ok();
+            let head = array_items(first, true);
+            let steps = array_items(&self.steps, true);
+            let later = later.and_then(|t| t.join().ok()).unwrap_or_else(|| array_items(second, second_first));
+            (later, head, steps)
+        });
+        // Everything else, with both lists empty, to splice them into.
+        let Plan {
+            format_version,
+            env,
+            prior_state,
+            spec_digest,
+            changes: _,
+            steps: _,
+            nodes,
+            summary,
+            paused,
+            targets,
+            refreshed,
+            down,
+        } = self;
+        let rest = Plan {
+            format_version: *format_version,
+            env: env.clone(),
+            prior_state: prior_state.clone(),
+            spec_digest: spec_digest.clone(),
+            changes: Vec::new(),
+            steps: Vec::new(),
+            nodes: nodes.clone(),
+            summary: *summary,
+            paused: paused.clone(),
+            targets: targets.clone(),
+            refreshed: *refreshed,
+            down: down.clone(),
+        };
+        let rest = serde_json::to_vec_pretty(&rest)?;
+        // No string holds a raw newline: these are the two top-level keys.
+        const CHANGES: &[u8] = b"\n  \"changes\": []";
+        const STEPS: &[u8] = b"\n  \"steps\": []";
+        let at = |needle: &[u8]| {
+            memchr::memmem::find(&rest, needle)
+                .map(|i| i + needle.len() - 1)
+                .ok_or_else(|| std::io::Error::other("the plan's JSON has no list to fill"))
+        };
+        let (changes_at, steps_at) = (at(CHANGES)?, at(STEPS)?);
+        buffered.write_all(&rest[..changes_at])?;
+        buffered.write_all(&head)?;
+        buffered.write_all(&later)?;
+        buffered.write_all(b"\n  ")?;
+        buffered.write_all(&rest[changes_at..steps_at])?;
+        if !self.steps.is_empty() {
+            buffered.write_all(&steps)?;
+            buffered.write_all(b"\n  ")?;
+        }
+        buffered.write_all(&rest[steps_at..])?;
+        buffered.write_all(b"\n")?;
+        buffered.flush()
     }
 
     pub fn change(&self, service: &str) -> Option<&Change> {
         self.changes.iter().find(|c| c.service == service)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(i: usize) -> Change {
+        let spec = DeployableServiceSpec { name: format!("s{i}"), port: Some(80), ..Default::default() };
+        Change {
+            service: format!("s{i}"),
+            action: if i.is_multiple_of(2) { Action::Update } else { Action::Create },
+            instances: Some(FromTo { from: 1, to: 2 }),
+            memory: None,
+            fields: vec![FieldChange { path: "/port".into(), from: Value::Null, to: 80.into() }],
+            rewire: vec!["p".into()],
+            forced_by: Vec::new(),
+            legacy: false,
+            before: i.is_multiple_of(2).then(|| SpecValue::Json(serde_json::to_value(&spec).unwrap())),
+            after: Some(SpecValue::Deployable(Box::new(spec))),
+            rollout: None,
+            restart: Vec::new(),
+        }
+    }
+
+    /// A plan with every list filled, or with `changes` changes and nothing else.
+    fn plan(changes: usize, full: bool) -> Plan {
+        let mut plan = Plan {
+            format_version: PLAN_FORMAT_VERSION,
+            env: "dev".into(),
+            prior_state: PriorState { lineage: Some("l".into()), serial: 3 },
+            spec_digest: "d".into(),
+            changes: (0..changes).map(change).collect(),
+            steps: Vec::new(),
+            nodes: BTreeMap::new(),
+            summary: Summary::default(),
+            paused: Vec::new(),
+            targets: Vec::new(),
+            refreshed: false,
+            down: Vec::new(),
+        };
+        if full {
+            plan.steps = (0..changes)
+                .map(|i| Step { service: format!("s{i}"), action: Action::Update, after: vec!["p".into()] })
+                .collect();
+            plan.nodes.insert("local".into(), NodeChanges::default());
+            plan.paused = vec!["q".into()];
+            plan.targets = vec!["t".into()];
+            plan.refreshed = true;
+            plan.down = vec![DownInstance {
+                service: "s0".into(),
+                instance: "s0-1".into(),
+                reason: DownReason::ProcessGone,
+                detail: String::new(),
+                replaced: true,
+            }];
+        }
+        plan
+    }
+
+    #[test]
+    fn the_json_written_in_parallel_is_the_json_written_at_once() {
+        for (changes, full) in [(1, false), (2, true), (7, true), (40, false), (41, true)] {
+            let plan = plan(changes, full);
+            let mut parallel = Vec::new();
+            plan.write_json_with(&mut parallel, true).unwrap();
+            assert_eq!(String::from_utf8(parallel).unwrap(), plan.to_json(), "{changes} changes, full: {full}");
+            // And it reads back as the same plan.
+            let back: Plan = serde_json::from_str(&plan.to_json()).unwrap();
+            assert_eq!(back, plan);
+        }
     }
 }

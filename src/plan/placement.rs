@@ -254,40 +254,75 @@ pub fn port_of(spec: &DeployableServiceSpec) -> u16 {
 
 /// The number at the end of an id like `airline-12` or `local-3`.
 pub fn id_number(id: &str) -> u64 {
-    id.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0)
+    let digits = id.rsplit_once('-').map_or(id, |(_, n)| n);
+    // The common case without the parser: a few ASCII digits that fit.
+    if (1..=19).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return digits.bytes().fold(0, |n, b| n * 10 + u64::from(b - b'0'));
+    }
+    digits.parse().unwrap_or(0)
 }
 
 /// Places the instances `demands` need, starting from what `state` records.
 pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Result<Placement, Vec<Diagnostic>> {
-    let settings = view.settings;
-    let mut slots = Slots::new(state.nodes.len(), view.node_selector.policy);
-    for (id, node) in &state.nodes {
-        slots.insert(NodeSlot {
-            id: Cow::Borrowed(id),
-            account: Cow::Borrowed(&node.account),
-            memory: node.memory,
-            ports: Vec::new(),
-            instances: 0,
-            touched: false,
-            existing: true,
-            fixed: node.provider == "ssh",
-        });
-    }
-    for service in state.services.values() {
-        let AppliedSpec::Deployable(spec) = &service.spec else {
-            continue;
-        };
-        for instance in &service.instances {
-            slots.take(&instance.node, port_of(spec));
+    place_from(view, state, demands, Start::of(view.node_selector.policy, state))
+}
+
+/// What placement starts from: every node of a state with what runs on it, and the next free
+/// node number of each account. It depends on the state and the node selection policy alone,
+/// so a plan works it out while it compares the services.
+#[derive(Debug)]
+pub struct Start<'a> {
+    slots: Slots<'a>,
+    next_node: HashMap<&'a str, u128>,
+}
+
+impl<'a> Start<'a> {
+    /// The start of placing in `state` under `policy`.
+    pub fn of(policy: Policy, state: &'a State) -> Start<'a> {
+        let mut slots = Slots::new(state.nodes.len(), policy);
+        for (id, node) in &state.nodes {
+            slots.insert(NodeSlot {
+                id: Cow::Borrowed(id),
+                account: Cow::Borrowed(&node.account),
+                memory: node.memory,
+                ports: Vec::new(),
+                instances: 0,
+                touched: false,
+                existing: true,
+                fixed: node.provider == "ssh",
+            });
         }
+        for service in state.services.values() {
+            let AppliedSpec::Deployable(spec) = &service.spec else {
+                continue;
+            };
+            for instance in &service.instances {
+                slots.take(&instance.node, port_of(spec));
+            }
+        }
+        // Next free node number per account.
+        // Counted in u128 so that the number after a recorded u64::MAX exists, and is refused.
+        let mut next_node: HashMap<&str, u128> = HashMap::new();
+        for (id, node) in &state.nodes {
+            let n = next_node.entry(node.account.as_str()).or_insert(1);
+            *n = (*n).max(u128::from(id_number(id)) + 1);
+        }
+        Start { slots, next_node }
     }
-    // Next free node number per account.
-    // Counted in u128 so that the number after a recorded u64::MAX exists, and is refused.
-    let mut next_node: HashMap<&str, u128> = HashMap::new();
-    for (id, node) in &state.nodes {
-        let n = next_node.entry(node.account.as_str()).or_insert(1);
-        *n = (*n).max(u128::from(id_number(id)) + 1);
-    }
+}
+
+/// [`place`] from a [`Start`] of the same state, under the policy of `view`.
+///
+/// # Errors
+/// As [`place`]: every instance that cannot be placed, named with its service.
+pub fn place_from(
+    view: &EnvView<'_>,
+    state: &State,
+    demands: &[Demand<'_>],
+    start: Start<'_>,
+) -> Result<Placement, Vec<Diagnostic>> {
+    let settings = view.settings;
+    let Start { mut slots, mut next_node } = start;
 
     let mut placement = Placement::default();
     let mut errors = Vec::new();

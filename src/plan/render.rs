@@ -3,10 +3,9 @@
 
 use std::fmt::Write as _;
 
-use serde_json::Value;
 use similar::{ChangeTag, TextDiff};
 
-use super::model::{Action, Change, DownInstance, Plan, Rollout, RolloutOrder};
+use super::model::{Action, Change, DownInstance, Plan, Rollout, RolloutOrder, SpecValue};
 use crate::paint::Painter;
 
 /// The human form of a plan.
@@ -208,7 +207,7 @@ fn old_first_words(rollout: &Rollout) -> Option<String> {
     Some(format!("{} {verb} before {whose} ready ({}); {serving}", rollout.old_first.join(", "), rollout.reason))
 }
 
-fn pretty(value: Option<&Value>) -> String {
+fn pretty(value: Option<&SpecValue>) -> String {
     match value {
         Some(v) => {
             let mut text = serde_json::to_string_pretty(v).unwrap_or_default();

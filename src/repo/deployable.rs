@@ -12,8 +12,9 @@
 //!   `file://` URI (absolute, as file URIs are), for every provider that starts a process.
 //!   `http(s)://` packages are fetched at apply time and not checked here.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use crate::diagnostic::{Diagnostic, Segment};
 use crate::repo::settings::{Account, Settings};
@@ -26,8 +27,8 @@ use crate::spec::{Choreography, Memory};
 pub fn check(chor: &Choreography, settings: &Settings, env: &str, root: &Path, locate: Locate<'_>) -> Vec<Diagnostic> {
     let view = settings.env_view(env);
     let mut errors = Vec::new();
-    // Many services share a package: each path is looked at once.
-    let mut seen: HashMap<PathBuf, bool> = HashMap::new();
+    // Many services share a package: each URI is looked at once.
+    let mut seen: HashMap<&str, Option<(String, String)>> = HashMap::new();
     for spec in &chor.deployable_service_specs {
         let account_name = spec.cloud_account.as_deref().unwrap_or(&view.default_account);
         // An account enact.json does not define is reported by the spec's validation.
@@ -89,9 +90,14 @@ pub fn check(chor: &Choreography, settings: &Settings, env: &str, root: &Path, l
             );
         }
         if let Some(uri) = &spec.package_uri
-            && let Some(problem) = package_problem(uri, root, &mut seen)
+            && let Some(problem) = seen.entry(uri.as_str()).or_insert_with(|| package_problem(uri, root))
         {
-            errors.push(Diagnostic::new(problem.0).service(&spec.name).at(at("packageUri", true)).hint(problem.1));
+            errors.push(
+                Diagnostic::new(problem.0.clone())
+                    .service(&spec.name)
+                    .at(at("packageUri", true))
+                    .hint(problem.1.clone()),
+            );
         }
     }
     errors
@@ -126,7 +132,7 @@ fn recipe_problem(
 
 /// Why a package path or `file://` URI names no file, with a hint; `None` when it does (or is
 /// a URL fetched at apply time).
-fn package_problem(uri: &str, root: &Path, seen: &mut HashMap<PathBuf, bool>) -> Option<(String, String)> {
+fn package_problem(uri: &str, root: &Path) -> Option<(String, String)> {
     if uri.starts_with("http://") || uri.starts_with("https://") || uri.is_empty() {
         return None;
     }
@@ -142,8 +148,7 @@ fn package_problem(uri: &str, root: &Path, seen: &mut HashMap<PathBuf, bool>) ->
         }
         None => root.join(uri),
     };
-    let exists = *seen.entry(path.clone()).or_insert_with(|| path.is_file());
-    if exists {
+    if path.is_file() {
         return None;
     }
     let shown = if uri.starts_with("file://") { path.display().to_string() } else { uri.to_string() };

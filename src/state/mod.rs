@@ -5,6 +5,7 @@ pub mod backup;
 pub mod lock;
 pub mod model;
 pub mod observed;
+mod split;
 pub mod store;
 
 pub use model::{AppliedSpec, InstanceState, InstanceStatus, NodeState, ServiceState, State};

@@ -230,6 +230,19 @@ impl Serialize for ServiceState {
     }
 }
 
+/// The keys of a recorded service, read without allocating them.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum Field {
+    Kind,
+    Spec,
+    Instances,
+    Paused,
+    Incomplete,
+    #[serde(other)]
+    Other,
+}
+
 impl<'de> Deserialize<'de> for ServiceState {
     /// `kind` comes before `spec` in every file enact writes, so the spec is read straight into
     /// its type; only a file with `spec` first goes through an intermediate value.
@@ -246,18 +259,18 @@ impl<'de> Deserialize<'de> for ServiceState {
                 use serde::de::Error as _;
                 let (mut kind, mut spec, mut pending) = (None::<Kind>, None::<AppliedSpec>, None::<Value>);
                 let (mut instances, mut paused, mut incomplete) = (Vec::new(), false, false);
-                while let Some(key) = map.next_key::<String>()? {
-                    match key.as_str() {
-                        "kind" => kind = Some(map.next_value()?),
-                        "spec" => match kind {
+                while let Some(key) = map.next_key::<Field>()? {
+                    match key {
+                        Field::Kind => kind = Some(map.next_value()?),
+                        Field::Spec => match kind {
                             Some(Kind::Deployable) => spec = Some(AppliedSpec::Deployable(map.next_value()?)),
                             Some(Kind::Legacy) => spec = Some(AppliedSpec::Legacy(map.next_value()?)),
                             None => pending = Some(map.next_value()?),
                         },
-                        "instances" => instances = map.next_value()?,
-                        "paused" => paused = map.next_value()?,
-                        "incomplete" => incomplete = map.next_value()?,
-                        _ => {
+                        Field::Instances => instances = map.next_value()?,
+                        Field::Paused => paused = map.next_value()?,
+                        Field::Incomplete => incomplete = map.next_value()?,
+                        Field::Other => {
                             map.next_value::<serde::de::IgnoredAny>()?;
                         }
                     }

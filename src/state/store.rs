@@ -136,11 +136,19 @@ pub fn new_lineage() -> String {
 pub fn parse_state(display: &Path, text: &str, env: &str) -> Result<State> {
     let source = SourceFile::new(display, String::new());
     let text = crate::diagnostic::without_bom(text);
-    let state: State = serde_json::from_str(text).map_err(|e| {
-        Diagnostic::new(format!("the state file is damaged: {}", strip_position(&e.to_string())))
-            .at(Some(source.location_at(e.line(), e.column())))
-            .hint(format!("restore it from git or from state/{BACKUPS_DIR}/{env}/ (`enact history` lists the backups)"))
-    })?;
+    // A large state as enact writes it is parsed in pieces on every core; anything else (and
+    // anything wrong) as one text, which locates the error.
+    let fast = (text.len() >= super::split::MIN_SPLIT_BYTES).then(|| super::split::parse(text, parse_threads()));
+    let state: State = match fast.flatten() {
+        Some(state) => state,
+        None => serde_json::from_str(text).map_err(|e| {
+            Diagnostic::new(format!("the state file is damaged: {}", strip_position(&e.to_string())))
+                .at(Some(source.location_at(e.line(), e.column())))
+                .hint(format!(
+                    "restore it from git or from state/{BACKUPS_DIR}/{env}/ (`enact history` lists the backups)"
+                ))
+        })?,
+    };
     if state.format_version > STATE_FORMAT_VERSION {
         return Err(Diagnostic::new(format!(
             "the state has formatVersion {}, newer than this enact understands ({STATE_FORMAT_VERSION})",
@@ -157,6 +165,11 @@ pub fn parse_state(display: &Path, text: &str, env: &str) -> Result<State> {
             .into());
     }
     Ok(state)
+}
+
+/// How many threads parse a large state: the cores there are, at most 8.
+fn parse_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(8)
 }
 
 /// States as files under a config repository's `state/`.
