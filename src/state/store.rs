@@ -63,8 +63,35 @@ pub trait StateStore {
     }
 }
 
+/// What a write checks of the state it replaces: its lineage and serial.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+struct Head {
+    lineage: String,
+    serial: u64,
+}
+
+impl Head {
+    /// The head of a state's text as enact writes it (`formatVersion`, `lineage`, `serial`, then
+    /// `env`, each on a line of its own at the top level), read from its first lines alone, so a
+    /// write of a 100 MB state does not parse it again; `None` for any other layout.
+    fn of_written(text: &str) -> Option<Head> {
+        let window = &text[..text.len().min(1024)];
+        let end = window.find(",\n  \"env\":")?;
+        let head = &window[..end];
+        // Top-level keys only: nothing nested before `env`.
+        if head.matches('{').count() != 1 || head.contains('[') {
+            return None;
+        }
+        serde_json::from_str(&format!("{head}}}")).ok()
+    }
+
+    fn of(state: &State) -> Head {
+        Head { lineage: state.lineage.clone(), serial: state.serial }
+    }
+}
+
 /// Checks that `next` may replace `current`, and fills in serial and lineage.
-fn successor(current: Option<&State>, next: &State) -> Result<State> {
+fn successor(current: Option<&Head>, next: &State) -> Result<State> {
     let mut written = next.clone();
     match current {
         Some(current) => {
@@ -306,7 +333,7 @@ impl FileStore {
         let dir = self.backup_dir(env);
         fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
         match &current {
-            Ok(Some((current, text))) => self.back_up(env, current, text)?,
+            Ok(Some((current, text))) => self.back_up(env, &Head::of(current), text)?,
             Ok(None) => {}
             Err(_) => {
                 // Unreadable: kept as it is, never overwritten.
@@ -355,7 +382,7 @@ impl FileStore {
     /// is ready (at the latest when the store is dropped: the command's exit waits for it);
     /// else compressed now. Whatever the moment of a crash, the backup of the serial is whole
     /// under its name: plain, compressed, or both.
-    fn back_up(&self, env: &str, current: &State, text: &str) -> Result<()> {
+    fn back_up(&self, env: &str, current: &Head, text: &str) -> Result<()> {
         let dir = self.backup_dir(env);
         fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
         let mut slot = self.prepared.lock().unwrap_or_else(PoisonError::into_inner);
@@ -412,7 +439,7 @@ impl FileStore {
     }
 
     /// Compresses the backup of `current` on the spot and writes it atomically to `target`.
-    fn compress_now(&self, dir: &Path, current: &State, text: &str, target: &Path) -> Result<()> {
+    fn compress_now(&self, dir: &Path, current: &Head, text: &str, target: &Path) -> Result<()> {
         let never = AtomicBool::new(false);
         let bytes = backup::encode_backup(dir, current.serial, &current.lineage, text.as_bytes(), &never)
             .map_err(Error::io("compress the backup", target))?
@@ -696,8 +723,13 @@ impl StateStore for FileStore {
 
     fn write(&self, state: &State) -> Result<State> {
         let text = self.read_text(&state.env)?;
+        // What is replaced is checked by its lineage and serial; a file enact did not write
+        // that way is read whole (and refused with its location if it is damaged).
         let current = match &text {
-            Some(text) => Some(parse_state(&self.display(&state.env), text, &state.env)?),
+            Some(text) => match Head::of_written(text) {
+                Some(head) => Some(head),
+                None => Some(Head::of(&parse_state(&self.display(&state.env), text, &state.env)?)),
+            },
             None => None,
         };
         let written = successor(current.as_ref(), state)?;
@@ -743,7 +775,7 @@ impl StateStore for MemoryStore {
 
     fn write(&self, state: &State) -> Result<State> {
         let current = self.read(&state.env)?;
-        let written = successor(current.as_ref(), state)?;
+        let written = successor(current.as_ref().map(Head::of).as_ref(), state)?;
         if let Some(current) = current {
             let mut history = self.history.borrow_mut();
             let kept = history.entry(state.env.clone()).or_default();
@@ -823,6 +855,26 @@ mod tests {
     fn file_store_keeps_serial_and_lineage() {
         let dir = tempfile::tempdir().unwrap();
         exercise(&FileStore::new(dir.path()));
+    }
+
+    #[test]
+    fn a_written_state_shows_its_head_in_its_first_lines_and_other_layouts_are_read_whole() {
+        let mut state = State::empty("dev");
+        state.lineage = "l-1".into();
+        state.serial = 41;
+        let text = state.to_json();
+        assert_eq!(Head::of_written(&text), Some(Head { lineage: "l-1".into(), serial: 41 }));
+        // Keys in another order, on one line, or nested values first: not guessed at.
+        assert_eq!(Head::of_written(r#"{"serial": 41, "lineage": "l-1", "env": "dev"}"#), None);
+        assert_eq!(Head::of_written("{\n  \"x\": {\"serial\": 1},\n  \"env\": \"dev\"\n}"), None);
+        // A write still refuses a state derived from another serial, read from the head alone.
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let first = store.write(&State::empty("dev")).unwrap();
+        let mut stale = first.clone();
+        stale.serial = 0;
+        assert!(store.write(&stale).is_err());
+        assert_eq!(store.write(&first).unwrap().serial, 2);
     }
 
     #[test]
