@@ -113,6 +113,7 @@ impl Context {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    crate::timing::start();
     // Ctrl-C ends a command that only reads at once, and stops one that holds a lock cleanly.
     interrupt::install();
     let cli = match Cli::try_parse() {
