@@ -2,7 +2,12 @@
 //! the nodes; packages are uploaded over SFTP (or fetched by the host for http(s) URIs) and
 //! started detached by their package type's recipe; stop, health, status and logs go over SSH.
 //!
-//! - One SSH connection per host, reused for many channels; hosts are worked on concurrently.
+//! - One SSH connection per host, made once per enact process and shared by every provider of
+//!   the process (the sweep for untracked processes, the refresh and the apply reuse it); hosts
+//!   are worked on concurrently.
+//! - Commands do not pay for a session each: every host keeps a few `sh` processes open (one
+//!   SSH channel each) and feeds them one command at a time; a command runs in a subshell of
+//!   its own, so it sees nothing a previous one left. See [`Shell`].
 //! - Host keys are checked against `knownHosts` (OpenSSH format): an unknown key is refused with
 //!   its fingerprint and the way to trust it; a changed key is always refused.
 //! - Every value that reaches the remote shell goes through [`quote`].
@@ -10,7 +15,8 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use russh::client;
@@ -28,6 +34,24 @@ use crate::state::{InstanceState, NodeState};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const EXEC_TIMEOUT: Duration = Duration::from_secs(120);
+/// At most this many shells are kept open on one host (OpenSSH allows 10 sessions per
+/// connection by default; one more is the SFTP session).
+const MAX_SHELLS: usize = 6;
+/// How long a command waits for a busy shell of its host to come free before another is opened
+/// (commands take milliseconds; opening a shell takes a session start on the host).
+const SHELL_PATIENCE: Duration = Duration::from_millis(25);
+/// The first wait between two health polls of a new instance; it grows by half each time up to
+/// [`POLL_MAX`].
+const POLL_FIRST: Duration = Duration::from_millis(5);
+/// The longest wait between two health polls, and between two exit checks of a stopping
+/// instance.
+const POLL_MAX: Duration = Duration::from_millis(50);
+/// How long after its start a new instance that does not answer yet is first checked to still
+/// run, and how often after that.
+const ALIVE_FIRST: Duration = Duration::from_millis(200);
+const ALIVE_EVERY: Duration = Duration::from_millis(500);
+/// How long a stop waits for the process to go after SIGKILL.
+const KILL_WAIT_TENTHS: u32 = 20;
 
 /// Quotes a value for a POSIX shell: `'…'`, with every `'` written as `'\''`. Nothing inside
 /// single quotes is interpreted, so `;`, `$(…)`, backticks, quotes and newlines stay text.
@@ -108,9 +132,250 @@ impl client::Handler for Verifier {
     }
 }
 
+/// The tokio runtime of every ssh provider of the process: connections outlive the provider
+/// that made them (a sweep's provider, then the apply's), so their tasks must run on a runtime
+/// that does too. `None` when it could not be started.
+static RUNTIME: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+
+fn runtime() -> ProviderResult<&'static tokio::runtime::Runtime> {
+    RUNTIME
+        .get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().ok())
+        .as_ref()
+        .ok_or_else(|| ProviderError::new("cannot start the SSH runtime (no threads left?)"))
+}
+
+/// A host's connection by [`SshProvider::link_key`], made once per process.
+type Links = Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Connection>>>>>;
+static LINKS: LazyLock<Links> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Why a command did not run to its end on a shell.
+enum RunError {
+    /// The command never reached the shell (the shell was gone): it may be sent to another.
+    NotSent(String),
+    /// The shell went away while the command ran: whether it ran is unknown.
+    Lost(String),
+}
+
+/// A `sh` kept open on a host (`exec sh` on an SSH session channel), fed one command at a time:
+/// `( eval 'COMMAND' ) </dev/null` followed by a line with an end marker and the exit status on
+/// stdout, and the end marker on stderr. The subshell keeps commands apart (variables, `cd`,
+/// `exit`, functions), `eval` of the [`quote`]d command means a command is parsed exactly as
+/// `sh -c` would parse it (a syntax error fails that command, never the shell), and stdin from
+/// /dev/null keeps commands from reading the next ones. The marker holds a random token, which
+/// nothing a command prints can guess.
+struct Shell {
+    channel: russh::Channel<client::Msg>,
+    token: String,
+    sequence: u64,
+}
+
+impl Shell {
+    /// Opens a session channel and starts `sh` on it; returns once the host says it runs.
+    async fn open(handle: &client::Handle<Verifier>) -> Result<Shell, String> {
+        let mut channel = handle.channel_open_session().await.map_err(|e| e.to_string())?;
+        channel.exec(true, "exec sh").await.map_err(|e| e.to_string())?;
+        loop {
+            match channel.wait().await {
+                Some(ChannelMsg::Success) => break,
+                Some(ChannelMsg::Failure) => return Err("the host refused to start a shell".into()),
+                Some(ChannelMsg::Close | ChannelMsg::Eof | ChannelMsg::ExitStatus { .. }) | None => {
+                    return Err("the shell ended as it started".into());
+                }
+                Some(_) => {}
+            }
+        }
+        let token = crate::state::store::new_lineage().replace('-', "");
+        Ok(Shell { channel, token, sequence: 0 })
+    }
+
+    /// Runs one command and collects its output and exit status.
+    async fn run(&mut self, command: &str) -> Result<Output, RunError> {
+        self.sequence += 1;
+        let mark = format!("__enact_end_{}_{}__", self.token, self.sequence);
+        let line = format!(
+            "( eval {command} ) </dev/null; printf '\\n%s %s\\n' {mark} \"$?\"; printf '\\n%s\\n' {mark} >&2\n",
+            command = quote(command)
+        );
+        self.channel.data_bytes(line.into_bytes()).await.map_err(|e| RunError::NotSent(e.to_string()))?;
+        let out_end = format!("\n{mark} ");
+        let err_end = format!("\n{mark}\n");
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let (mut status, mut err_done) = (None::<u32>, false);
+        while status.is_none() || !err_done {
+            match self.channel.wait().await {
+                Some(ChannelMsg::Data { data }) => {
+                    out.extend_from_slice(&data);
+                    if let Some(at) = find(&out, out_end.as_bytes())
+                        && let Some(eol) = out[at + out_end.len()..].iter().position(|b| *b == b'\n')
+                    {
+                        let code = String::from_utf8_lossy(&out[at + out_end.len()..at + out_end.len() + eol]);
+                        status = Some(code.trim().parse().unwrap_or(u32::MAX));
+                        out.truncate(at);
+                    }
+                }
+                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                    err.extend_from_slice(&data);
+                    if let Some(at) = find(&err, err_end.as_bytes()) {
+                        err.truncate(at);
+                        err_done = true;
+                    }
+                }
+                Some(ChannelMsg::Close | ChannelMsg::Eof | ChannelMsg::ExitStatus { .. }) | None => {
+                    return Err(RunError::Lost("the remote shell ended while a command ran".into()));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(Output {
+            status,
+            stdout: String::from_utf8_lossy(&out).into_owned(),
+            stderr: String::from_utf8_lossy(&err).into_owned(),
+        })
+    }
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// One authenticated SSH connection to a host, with its SFTP session, its home directory and
+/// its open shells, each made when first needed.
 struct Connection {
+    /// `user@host:port`, for timing lines.
+    who: String,
     handle: client::Handle<Verifier>,
     sftp: tokio::sync::OnceCell<SftpSession>,
+    home: tokio::sync::OnceCell<String>,
+    /// Shells no command uses now.
+    idle: Mutex<Vec<Shell>>,
+    /// Shells open or being opened.
+    shells: AtomicUsize,
+    /// Told when a shell goes back to `idle`.
+    returned: tokio::sync::Notify,
+}
+
+impl Connection {
+    fn new(who: String, handle: client::Handle<Verifier>) -> Connection {
+        Connection {
+            who,
+            handle,
+            sftp: tokio::sync::OnceCell::new(),
+            home: tokio::sync::OnceCell::new(),
+            idle: Mutex::new(Vec::new()),
+            shells: AtomicUsize::new(0),
+            returned: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn take_idle(&self) -> Option<Shell> {
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop()
+    }
+
+    /// Puts a shell back for the next command.
+    fn give_back(&self, shell: Shell) {
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(shell);
+        self.returned.notify_one();
+    }
+
+    /// Forgets a shell that failed or was abandoned mid-command, and closes its channel.
+    fn discard(&self, shell: Shell) {
+        self.shells.fetch_sub(1, Ordering::SeqCst);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = shell.channel.close().await;
+            });
+        }
+        // Whoever waits for a shell may now open one.
+        self.returned.notify_waiters();
+    }
+
+    /// Counts one more shell if there is room for it.
+    fn reserve_shell(&self) -> bool {
+        self.shells.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_SHELLS).then_some(n + 1)).is_ok()
+    }
+
+    /// Opens a shell in the background (it joins `idle` when it runs, whoever then takes it);
+    /// the receiver says whether it could be opened.
+    fn open_shell(self: &Arc<Self>) -> tokio::sync::oneshot::Receiver<Result<(), String>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let connection = Arc::clone(self);
+        tokio::spawn(async move {
+            let begun = Instant::now();
+            let opened = match Shell::open(&connection.handle).await {
+                Ok(shell) => {
+                    connection.give_back(shell);
+                    Ok(())
+                }
+                Err(e) => {
+                    connection.shells.fetch_sub(1, Ordering::SeqCst);
+                    connection.returned.notify_waiters();
+                    Err(e)
+                }
+            };
+            crate::timing::mark(Some(begun.elapsed()), || format!("ssh {}: a shell opened", connection.who));
+            let _ = tx.send(opened);
+        });
+        rx
+    }
+
+    /// A shell for one command: an idle one; else the first to come free, or a new one when
+    /// none does within [`SHELL_PATIENCE`] (at once when the host has none yet).
+    async fn shell(self: &Arc<Self>) -> Result<ShellLease, String> {
+        let first_wait = if self.shells.load(Ordering::SeqCst) == 0 { Duration::ZERO } else { SHELL_PATIENCE };
+        let mut patience = Box::pin(tokio::time::sleep(first_wait));
+        let mut opening: Option<tokio::sync::oneshot::Receiver<Result<(), String>>> = None;
+        loop {
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(shell) = self.take_idle() {
+                return Ok(ShellLease { connection: Arc::clone(self), shell: Some(shell) });
+            }
+            let room = self.shells.load(Ordering::SeqCst) < MAX_SHELLS;
+            tokio::select! {
+                () = &mut returned => {}
+                () = &mut patience, if opening.is_none() && room => {
+                    if self.reserve_shell() {
+                        opening = Some(self.open_shell());
+                    } else {
+                        patience = Box::pin(tokio::time::sleep(SHELL_PATIENCE));
+                    }
+                }
+                opened = async { opening.as_mut().expect("guarded").await }, if opening.is_some() => {
+                    opening = None;
+                    match opened {
+                        Ok(Ok(())) => patience = Box::pin(tokio::time::sleep(SHELL_PATIENCE)),
+                        Ok(Err(e)) => return Err(e),
+                        Err(_) => return Err("the shell could not be opened".into()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A shell taken for one command: given back when the command ends, discarded when the lease is
+/// dropped without that (the command failed, or timed out mid-way).
+struct ShellLease {
+    connection: Arc<Connection>,
+    shell: Option<Shell>,
+}
+
+impl ShellLease {
+    fn give_back(mut self) {
+        if let Some(shell) = self.shell.take() {
+            self.connection.give_back(shell);
+        }
+    }
+}
+
+impl Drop for ShellLease {
+    fn drop(&mut self) {
+        if let Some(shell) = self.shell.take() {
+            self.connection.discard(shell);
+        }
+    }
 }
 
 /// The output of a remote command.
@@ -135,10 +400,8 @@ pub struct SshProvider {
     account: SshAccount,
     known_hosts: PathBuf,
     options: SshOptions,
-    runtime: tokio::runtime::Runtime,
-    connections: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Connection>>>>>,
+    runtime: &'static tokio::runtime::Runtime,
     uploaded: Mutex<HashSet<HostPath>>,
-    homes: Mutex<HashMap<String, String>>,
     upload_locks: Mutex<HashMap<HostPath, Arc<Mutex<()>>>>,
 }
 
@@ -155,20 +418,14 @@ pub fn known_hosts_of(known_hosts: Option<&str>, repo_root: &Path) -> PathBuf {
 
 impl SshProvider {
     pub fn new(account_name: &str, account: &SshAccount, options: SshOptions) -> ProviderResult<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| ProviderError::new(format!("cannot start the SSH runtime: {e}")))?;
+        let runtime = runtime()?;
         Ok(SshProvider {
             account_name: account_name.to_string(),
             known_hosts: known_hosts_of(account.known_hosts.as_deref(), &options.repo_root),
             account: account.clone(),
             options,
             runtime,
-            connections: Mutex::new(HashMap::new()),
             uploaded: Mutex::new(HashSet::new()),
-            homes: Mutex::new(HashMap::new()),
             upload_locks: Mutex::new(HashMap::new()),
         })
     }
@@ -263,53 +520,100 @@ impl SshProvider {
             ));
         }
         let learned = learned.lock().ok().and_then(|l| l.clone());
-        Ok((Connection { handle, sftp: tokio::sync::OnceCell::new() }, learned))
+        Ok((Connection::new(who, handle), learned))
     }
 
-    /// The connection to a host, made once and shared by every step.
+    /// What tells one connection from another in [`LINKS`]: the same host, user and port reached
+    /// with another key or checked against another known_hosts file is another connection.
+    fn link_key(&self, host: &SshHost) -> String {
+        format!(
+            "{} key={} known_hosts={} accept_new={}",
+            self.describe(host),
+            host.private_key.as_deref().unwrap_or("~/.ssh/id_ed25519"),
+            self.known_hosts.display(),
+            self.options.accept_new_host_keys
+        )
+    }
+
+    /// The connection to a host, made once per process and shared by every step and provider.
     async fn connection(&self, host: &SshHost) -> ProviderResult<Arc<Connection>> {
-        let key = self.describe(host);
+        let key = self.link_key(host);
         let cell = {
-            let mut connections = self.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            Arc::clone(connections.entry(key.clone()).or_default())
+            let mut links = LINKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(links.entry(key.clone()).or_default())
         };
         let result = cell
             .get_or_try_init(|| async {
-                self.connect(host, self.options.accept_new_host_keys).await.map(|(c, _)| Arc::new(c))
+                let begun = Instant::now();
+                let made = self.connect(host, self.options.accept_new_host_keys).await.map(|(c, _)| Arc::new(c));
+                crate::timing::mark(Some(begun.elapsed()), || format!("ssh {}: connect + auth", self.describe(host)));
+                made
             })
             .await
             .cloned();
         if result.is_err() {
             // Forget the failed attempt so a later step tries again.
-            self.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
+            self.forget(host, &cell);
         }
         result
     }
 
-    async fn exec_async(&self, host: &SshHost, command: &str) -> ProviderResult<Output> {
-        let connection = self.connection(host).await?;
+    /// Forgets the connection in `cell` (broken, or never made), unless another took its place.
+    fn forget(&self, host: &SshHost, cell: &Arc<tokio::sync::OnceCell<Arc<Connection>>>) {
+        let mut links = LINKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = self.link_key(host);
+        if links.get(&key).is_some_and(|c| Arc::ptr_eq(c, cell)) {
+            links.remove(&key);
+        }
+    }
+
+    /// Runs `command` on one of the host's shells; `what` names it in timing lines.
+    async fn run_async(&self, host: &SshHost, what: &str, command: &str) -> ProviderResult<Output> {
         let who = self.describe(host);
+        let begun = Instant::now();
         let run = async {
-            let mut channel = connection.handle.channel_open_session().await?;
-            channel.exec(true, command).await?;
-            let mut output = Output::default();
-            let (mut out, mut err) = (Vec::new(), Vec::new());
-            while let Some(msg) = channel.wait().await {
-                match msg {
-                    ChannelMsg::Data { data } => out.extend_from_slice(&data),
-                    ChannelMsg::ExtendedData { data, ext: 1 } => err.extend_from_slice(&data),
-                    ChannelMsg::ExitStatus { exit_status } => output.status = Some(exit_status),
-                    _ => {}
+            // A command that never reached a shell (it was gone) goes to another one, once.
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let connection = self.connection(host).await?;
+                let mut lease = match connection.shell().await {
+                    Ok(lease) => lease,
+                    Err(e) => return Ok(Err((connection, e))),
+                };
+                let Some(shell) = lease.shell.as_mut() else { continue };
+                match shell.run(command).await {
+                    Ok(output) => {
+                        lease.give_back();
+                        return Ok(Ok(output));
+                    }
+                    Err(RunError::NotSent(e)) if attempt == 1 && !connection.handle.is_closed() => {
+                        drop(lease);
+                        crate::timing::mark(None, || format!("ssh {who}: {what}: sent again after {e}"));
+                    }
+                    Err(RunError::NotSent(e) | RunError::Lost(e)) => return Ok(Err((connection, e))),
                 }
             }
-            output.stdout = String::from_utf8_lossy(&out).into_owned();
-            output.stderr = String::from_utf8_lossy(&err).into_owned();
-            Ok::<_, russh::Error>(output)
         };
-        match tokio::time::timeout(EXEC_TIMEOUT, run).await {
-            Ok(Ok(output)) => Ok(output),
-            Ok(Err(e)) => {
-                self.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&who);
+        let result = tokio::time::timeout(EXEC_TIMEOUT, run).await;
+        crate::timing::mark(Some(begun.elapsed()), || format!("ssh {who}: {what}"));
+        match result {
+            Ok(Ok(Ok(output))) => Ok(output),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(Err((connection, e)))) => {
+                if connection.handle.is_closed() {
+                    // A broken connection: the next command makes a new one.
+                    let cell = LINKS
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .get(&self.link_key(host))
+                        .cloned();
+                    if let Some(cell) = cell
+                        && cell.get().is_some_and(|c| Arc::ptr_eq(c, &connection))
+                    {
+                        self.forget(host, &cell);
+                    }
+                }
                 Err(ProviderError::new(format!("host {who}: {e}")))
             }
             Err(_) => Err(ProviderError::new(format!(
@@ -319,13 +623,22 @@ impl SshProvider {
         }
     }
 
-    /// Runs a command on a host and waits for it.
+    /// Runs a command on a host and waits for it (in a subshell of one of the host's shells, as
+    /// `sh -c` would run it).
+    ///
+    /// # Errors
+    /// The host cannot be reached or trusted, or its shell went away.
     pub fn exec(&self, host: &SshHost, command: &str) -> ProviderResult<Output> {
-        self.runtime.block_on(self.exec_async(host, command))
+        self.runtime.block_on(self.run_async(host, "command", command))
+    }
+
+    /// Runs a command, `what` naming it in timing lines.
+    fn run(&self, host: &SshHost, what: &str, command: &str) -> ProviderResult<Output> {
+        self.runtime.block_on(self.run_async(host, what, command))
     }
 
     fn exec_ok(&self, host: &SshHost, command: &str, what: &str) -> ProviderResult<String> {
-        let output = self.exec(host, command)?;
+        let output = self.run(host, what, command)?;
         if output.status == Some(0) {
             Ok(output.stdout)
         } else {
@@ -342,16 +655,49 @@ impl SshProvider {
     /// absolute, so commands need no shell expansion.
     fn base(&self, host: &SshHost, env: &str) -> ProviderResult<String> {
         let who = self.describe(host);
-        if let Some(home) = self.homes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&who) {
-            return Ok(format!("{home}/.enact/{env}"));
-        }
-        let home = self.exec_ok(host, "printf %s \"$HOME\"", "finding the home directory")?;
-        let home = home.trim_end_matches('/').to_string();
-        if !home.starts_with('/') {
-            return Err(ProviderError::new(format!("host {who}: the home directory `{home}` is not absolute")));
-        }
-        self.homes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(who, home.clone());
+        let home = self.runtime.block_on(async {
+            let connection = self.connection(host).await?;
+            connection
+                .home
+                .get_or_try_init(|| async {
+                    let output = self.run_async(host, "finding the home directory", "printf %s \"$HOME\"").await?;
+                    let home = output.stdout.trim_end_matches('/').to_string();
+                    if output.status != Some(0) || !home.starts_with('/') {
+                        return Err(ProviderError::new(format!(
+                            "host {who}: the home directory `{home}` is not absolute{}",
+                            if output.stderr.trim().is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {}", output.stderr.trim())
+                            }
+                        )));
+                    }
+                    Ok(home)
+                })
+                .await
+                .cloned()
+        })?;
         Ok(format!("{home}/.enact/{env}"))
+    }
+
+    /// The host's SFTP session, opened once.
+    async fn sftp<'c>(&self, host: &SshHost, connection: &'c Connection) -> ProviderResult<&'c SftpSession> {
+        let who = self.describe(host);
+        let begun = Instant::now();
+        let session = connection
+            .sftp
+            .get_or_try_init(|| async {
+                let channel = connection.handle.channel_open_session().await?;
+                channel.request_subsystem(true, "sftp").await?;
+                let session = SftpSession::new(channel.into_stream())
+                    .await
+                    .map_err(|e| russh::Error::from(std::io::Error::other(e.to_string())));
+                crate::timing::mark(Some(begun.elapsed()), || format!("ssh {who}: SFTP session opened"));
+                session
+            })
+            .await
+            .map_err(|e| ProviderError::new(format!("host {who}: cannot open SFTP: {e}")))?;
+        Ok(session)
     }
 
     /// Uploads a file over SFTP (once per content and host).
@@ -369,48 +715,55 @@ impl SshProvider {
         let bytes = std::fs::read(local)
             .map_err(|e| ProviderError::new(format!("cannot read package {}: {e}", local.display())))?;
         let dir = remote.rsplit_once('/').map_or(".", |(d, _)| d);
-        let present = self.exec_ok(
-            host,
-            &format!("mkdir -p {} && if test -f {}; then echo present; fi", quote(dir), quote(remote)),
-            "preparing the package directory",
-        )?;
-        if present.trim() != "present" {
-            let who = self.describe(host);
-            // Hosts may share a home directory (NFS), and so may applies of several environments
-            // or repositories: each writer uploads under a name of its own, and the rename that
-            // installs the package is atomic, so the last one wins with the same bytes.
-            let partial = format!("{remote}.{}.part", crate::state::store::new_lineage());
-            self.runtime.block_on(async {
-                let connection = self.connection(host).await?;
-                let sftp = connection
-                    .sftp
-                    .get_or_try_init(|| async {
-                        let channel = connection.handle.channel_open_session().await?;
-                        channel.request_subsystem(true, "sftp").await?;
-                        SftpSession::new(channel.into_stream())
-                            .await
-                            .map_err(|e| russh::Error::from(std::io::Error::other(e.to_string())))
-                    })
-                    .await
-                    .map_err(|e| ProviderError::new(format!("host {who}: cannot open SFTP: {e}")))?;
-                let mut file = sftp
-                    .create(&partial)
-                    .await
-                    .map_err(|e| ProviderError::new(format!("host {who}: cannot create {partial}: {e}")))?;
-                file.write_all(&bytes)
-                    .await
-                    .map_err(|e| ProviderError::new(format!("host {who}: cannot upload {partial}: {e}")))?;
-                file.shutdown()
-                    .await
-                    .map_err(|e| ProviderError::new(format!("host {who}: cannot upload {partial}: {e}")))?;
-                Ok::<(), ProviderError>(())
-            })?;
-            self.exec_ok(
-                host,
-                &format!("chmod 755 {p} && mv -f {p} {r}", p = quote(&partial), r = quote(remote)),
-                "installing the package",
-            )?;
-        }
+        let who = self.describe(host);
+        // Hosts may share a home directory (NFS), and so may applies of several environments
+        // or repositories: each writer uploads under a name of its own, and the rename that
+        // installs the package is atomic, so the last one wins with the same bytes.
+        let partial = format!("{remote}.{}.part", crate::state::store::new_lineage());
+        let begun = Instant::now();
+        self.runtime.block_on(async {
+            let connection = self.connection(host).await?;
+            // The SFTP session opens while the host looks for the package.
+            let prepare = format!("mkdir -p {} && if test -f {}; then echo present; fi", quote(dir), quote(remote));
+            let (present, sftp) = tokio::join!(
+                self.run_async(host, "preparing the package directory", &prepare),
+                self.sftp(host, &connection)
+            );
+            let present = present?;
+            if present.status != Some(0) {
+                return Err(ProviderError::new(format!(
+                    "host {who}: preparing the package directory failed (exit {}): {}",
+                    present.status.map_or("?".to_string(), |s| s.to_string()),
+                    present.stderr.trim()
+                )));
+            }
+            if present.stdout.trim() == "present" {
+                return Ok(());
+            }
+            let mut file = sftp?
+                .create(&partial)
+                .await
+                .map_err(|e| ProviderError::new(format!("host {who}: cannot create {partial}: {e}")))?;
+            file.write_all(&bytes)
+                .await
+                .map_err(|e| ProviderError::new(format!("host {who}: cannot upload {partial}: {e}")))?;
+            file.shutdown()
+                .await
+                .map_err(|e| ProviderError::new(format!("host {who}: cannot upload {partial}: {e}")))?;
+            crate::timing::mark(Some(begun.elapsed()), || {
+                format!("ssh {who}: package uploaded ({} bytes)", bytes.len())
+            });
+            let install = format!("chmod 755 {p} && mv -f {p} {r}", p = quote(&partial), r = quote(remote));
+            let installed = self.run_async(host, "installing the package", &install).await?;
+            if installed.status != Some(0) {
+                return Err(ProviderError::new(format!(
+                    "host {who}: installing the package failed (exit {}): {}",
+                    installed.status.map_or("?".to_string(), |s| s.to_string()),
+                    installed.stderr.trim()
+                )));
+            }
+            Ok(())
+        })?;
         self.uploaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key);
         Ok(())
     }
@@ -477,13 +830,29 @@ impl SshProvider {
 }
 
 /// A shell snippet that is true while `pid` is the process that started at `start`.
+/// Shell builtins only (no process is started): it is run often, on hosts that may be busy.
 fn alive_check(pid: u32, start: Option<u64>) -> String {
     let start = start.map_or_else(String::new, |s| s.to_string());
     format!(
-        "p={pid}; s={q}; alive() {{ [ -r /proc/$p/stat ] || return 1; f=$(sed 's/.*) //' /proc/$p/stat); \
-         [ \"$(echo \"$f\" | cut -d' ' -f1)\" != Z ] || return 1; [ -z \"$s\" ] || [ \"$(echo \"$f\" | cut -d' ' -f20)\" = \"$s\" ]; }}",
+        "p={pid}; s={q}; alive() {{ [ -r /proc/$p/stat ] || return 1; {STAT} || return 1; \
+         [ \"$1\" != Z ] || return 1; [ -z \"$s\" ] || [ \"${{20}}\" = \"$s\" ]; }}",
         q = quote(&start)
     )
+}
+
+/// Sets `$1 $2 …` to the fields of `/proc/$p/stat` after the command name (`$1` the state,
+/// `$4` the session, `$20` the start time), with shell builtins; false when `$p` is gone.
+const STAT: &str = "{ read -r t 2>/dev/null </proc/$p/stat && t=${t##*') '} && set -- $t; }";
+
+/// The port of an instance's `http://host:port/…` URI.
+fn port_of_uri(uri: &str) -> Option<u16> {
+    let rest = uri.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let (host, port) = authority.rsplit_once(':')?;
+    if host.is_empty() || host.ends_with(':') {
+        return None;
+    }
+    port.parse().ok()
 }
 
 impl Provider for SshProvider {
@@ -535,7 +904,7 @@ impl Provider for SshProvider {
         let dir = remote_package.rsplit_once('/').map_or(".", |(d, _)| d);
         let script = format!(
             "mkdir -p {logdir} && cd {dir} && {{ setsid env {env} {argv} >> {log} 2>&1 < /dev/null & }}; \
-             p=$!; echo \"$p $(sed 's/.*) //' /proc/$p/stat | cut -d' ' -f20)\"",
+             p=$!; {STAT}; echo \"$p ${{20}}\"",
             logdir = quote(&format!("{base}/logs")),
             dir = quote(dir),
             env = env.join(" "),
@@ -563,8 +932,12 @@ impl Provider for SshProvider {
         port: u16,
         timeout: Duration,
     ) -> ProviderResult<()> {
-        let deadline = Instant::now() + timeout;
-        let mut next_alive_check = Instant::now() + Duration::from_millis(500);
+        let begun = Instant::now();
+        let deadline = begun + timeout;
+        let mut next_alive_check = begun + ALIVE_FIRST;
+        // Polls often at first (an instance that starts fast is seen at once), then every
+        // POLL_MAX: a poll is a connection attempt from here, which costs the host nothing.
+        let mut pause = POLL_FIRST;
         loop {
             if super::port_answers(&node.address, port) {
                 // Answering is not enough: it must be this instance that answers.
@@ -574,6 +947,9 @@ impl Provider for SshProvider {
                         instance.id, node.address
                     )));
                 }
+                crate::timing::mark(Some(begun.elapsed()), || {
+                    format!("{} answers on {}:{port}", instance.id, node.address)
+                });
                 return Ok(());
             }
             if Instant::now() >= next_alive_check {
@@ -583,9 +959,10 @@ impl Provider for SshProvider {
                         instance.id, node.address
                     )));
                 }
-                next_alive_check = Instant::now() + Duration::from_secs(1);
+                next_alive_check = Instant::now() + ALIVE_EVERY;
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return Err(ProviderError::new(format!(
                     "instance {} did not answer on {}:{port} within {} s",
                     instance.id,
@@ -593,7 +970,8 @@ impl Provider for SshProvider {
                     timeout.as_secs()
                 )));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 3 / 2).min(POLL_MAX);
         }
     }
 
@@ -602,14 +980,52 @@ impl Provider for SshProvider {
         let Some(pid) = instance.pid else {
             return Ok(());
         };
-        let tenths = grace.as_millis() / 100;
-        let script = format!(
-            "{check}; alive || exit 0; kill -TERM -- -$p 2>/dev/null || kill -TERM $p 2>/dev/null; i=0; \
-             while alive && [ $i -lt {tenths} ]; do sleep 0.1; i=$((i+1)); done; \
-             if alive; then kill -KILL -- -$p 2>/dev/null || kill -KILL $p 2>/dev/null; sleep 0.2; fi; alive && exit 1; exit 0",
-            check = alive_check(pid, instance.start_time)
+        let begun = Instant::now();
+        let check = alive_check(pid, instance.start_time);
+        // SIGTERM to its session's process group (it leads one), else to it alone.
+        let term = format!(
+            "{check}; alive || {{ echo gone; exit 0; }}; kill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null; echo sent"
         );
-        self.exec_ok(host, &script, &format!("stopping instance {}", instance.id)).map(drop)
+        let sent = self.exec_ok(host, &term, &format!("stopping instance {}", instance.id))?;
+        if sent.trim() == "gone" {
+            return Ok(());
+        }
+        // Then it is checked quickly, and less and less often, until it is gone or the grace
+        // is over. Its port is tried too, as a port check would: a server that looks for a
+        // shutdown request only between connections (Python's socketserver polls every 0.5 s)
+        // sees it at once.
+        let port = port_of_uri(&instance.native_uri);
+        let deadline = begun + grace;
+        let mut pause = POLL_FIRST;
+        loop {
+            if let Some(port) = port {
+                let _ = super::port_answers(&node.address, port);
+            }
+            let now = Instant::now();
+            std::thread::sleep(pause.min(deadline.saturating_duration_since(now)));
+            pause = (pause * 3 / 2).min(POLL_MAX);
+            let output = self.run(host, "checking that a stopped instance is gone", &format!("{check}; alive"))?;
+            if output.status == Some(1) {
+                crate::timing::mark(Some(begun.elapsed()), || format!("{} stopped", instance.id));
+                return Ok(());
+            }
+            if output.status != Some(0) {
+                return Err(ProviderError::new(format!(
+                    "host {}: stopping instance {} failed: {}",
+                    self.describe(host),
+                    instance.id,
+                    output.stderr.trim()
+                )));
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        let kill = format!(
+            "{check}; alive || exit 0; kill -KILL -$p 2>/dev/null || kill -KILL $p 2>/dev/null; i=0; \
+             while alive && [ $i -lt {KILL_WAIT_TENTHS} ]; do sleep 0.1; i=$((i+1)); done; alive && exit 1; exit 0"
+        );
+        self.exec_ok(host, &kill, &format!("stopping instance {}", instance.id)).map(drop)
     }
 
     fn alive(&self, instance: &InstanceState, node: &NodeState) -> bool {
@@ -617,7 +1033,7 @@ impl Provider for SshProvider {
             return false;
         };
         let script = format!("{}; alive", alive_check(pid, instance.start_time));
-        self.exec(host, &script).is_ok_and(|o| o.status == Some(0))
+        self.run(host, "checking that an instance runs", &script).is_ok_and(|o| o.status == Some(0))
     }
 
     fn observe(&self, node: &NodeState, instances: &[(&InstanceState, u16)]) -> Vec<Health> {
@@ -638,7 +1054,7 @@ impl Provider for SshProvider {
                 let _ = write!(script, "; echo '{index} ok'");
             }
         }
-        let output = match self.exec(host, &script) {
+        let output = match self.run(host, "looking at the instances", &script) {
             Ok(o) if o.status == Some(0) => o.stdout,
             Ok(o) => {
                 let why = format!("the health check failed on host {}: {}", self.describe(host), o.stderr.trim());
@@ -677,52 +1093,78 @@ impl Provider for SshProvider {
 
     fn tagged(&self, node: &NodeState, lineage: &str) -> ProviderResult<Vec<super::Tagged>> {
         let host = self.host(&node.address)?;
-        // One line per session leader carrying the lineage: pid, start time, instance, service.
-        // GNU grep reads the NUL-separated environ files itself; others go through `tr`.
+        // `P <pid> <start time>` per session leader carrying the lineage, then
+        // `/proc/<pid>/environ:NAME=value` for the variables that say what it is. GNU grep reads
+        // the NUL-separated environ files itself (three processes in all, however many match);
+        // others go through `tr`.
         let script = format!(
-            "n={n}; if printf 'a\\0' | grep -qzxF a 2>/dev/null; then l=$(grep -lzxF \"$n\" /proc/[0-9]*/environ 2>/dev/null); \
-             else l=$(for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < \"$f\" 2>/dev/null | grep -qxF \"$n\" && echo \"$f\"; done); fi; \
-             for f in $l; do p=${{f#/proc/}}; p=${{p%/environ}}; \
-             st=$(sed 's/.*) //' /proc/$p/stat 2>/dev/null) || continue; set -- $st; \
-             [ \"$1\" != Z ] && [ \"$4\" = \"$p\" ] || continue; \
-             e=$(tr '\\0' '\\n' < \"$f\" 2>/dev/null); \
-             v() {{ printf '%s\\n' \"$e\" | sed -n \"s/^$1=//p\" | head -n 1; }}; \
-             echo \"$p ${{20}} $(v INSTANCE_ID) $(v SERVICE_NAME) $(v HOST) $(v ENACT_ACCOUNT)\"; done; true",
+            "n={n}; r='^(INSTANCE_ID|SERVICE_NAME|HOST|ENACT_ACCOUNT)='; \
+             if printf 'a\\0' | grep -qzxF a 2>/dev/null; then z=1; l=$(grep -lzxF \"$n\" /proc/[0-9]*/environ 2>/dev/null); \
+             else z=; l=$(for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < \"$f\" 2>/dev/null | grep -qxF \"$n\" && echo \"$f\"; done); fi; \
+             k=; for f in $l; do p=${{f#/proc/}}; p=${{p%/environ}}; {STAT} || continue; \
+             [ \"$1\" != Z ] && [ \"$4\" = \"$p\" ] || continue; echo \"P $p ${{20}}\"; k=\"$k $f\"; done; \
+             [ -n \"$k\" ] || exit 0; \
+             if [ -n \"$z\" ]; then grep -HazE \"$r\" $k 2>/dev/null | tr '\\0' '\\n'; \
+             else for f in $k; do tr '\\0' '\\n' < \"$f\" 2>/dev/null | grep -E \"$r\" | sed \"s|^|$f:|\"; done; fi; true",
             n = quote(&format!("ENACT_LINEAGE={lineage}"))
         );
         let out = self.exec_ok(host, &script, "looking for this environment's processes")?;
-        Ok(out
-            .lines()
-            .filter_map(|line| {
-                let mut fields = line.split_whitespace();
-                let pid = fields.next()?.parse().ok()?;
-                let start_time = fields.next().and_then(|s| s.parse().ok());
-                Some(super::Tagged {
-                    pid,
-                    start_time,
-                    instance: fields.next().unwrap_or_default().to_string(),
-                    service: fields.next().unwrap_or_default().to_string(),
-                    host: fields.next().unwrap_or_default().to_string(),
-                    account: fields.next().unwrap_or_default().to_string(),
-                })
-            })
-            .collect())
+        Ok(parse_tagged(&out))
     }
 
     fn find(&self, node: &NodeState, token: &str) -> Option<Started> {
         let host = self.host(&node.address).ok()?;
         let needle = format!("ENACT_TOKEN={token}");
         let script = format!(
-            "for f in /proc/[0-9]*/environ; do if tr '\\0' '\\n' < \"$f\" 2>/dev/null | grep -qxF {n}; then \
-             p=${{f#/proc/}}; p=${{p%/environ}}; echo \"$p $(sed 's/.*) //' /proc/$p/stat | cut -d' ' -f20)\"; break; fi; done",
+            "n={n}; if printf 'a\\0' | grep -qzxF a 2>/dev/null; then l=$(grep -lzxF \"$n\" /proc/[0-9]*/environ 2>/dev/null); \
+             else l=$(for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < \"$f\" 2>/dev/null | grep -qxF \"$n\" && echo \"$f\"; done); fi; \
+             for f in $l; do p=${{f#/proc/}}; p=${{p%/environ}}; {STAT} || continue; echo \"$p ${{20}}\"; break; done",
             n = quote(&needle)
         );
-        let out = self.exec(host, &script).ok()?;
+        let out = self.run(host, "looking for an instance by its start token", &script).ok()?;
         let mut fields = out.stdout.split_whitespace();
         let pid = fields.next()?.parse().ok()?;
         let start_time = fields.next().and_then(|s| s.parse().ok());
         Some(Started { pid: Some(pid), start_time })
     }
+}
+
+/// Reads what the `tagged` script prints: `P <pid> <start time>` per process, in order, and
+/// `/proc/<pid>/environ:NAME=value` lines (the first of each name counts).
+fn parse_tagged(out: &str) -> Vec<super::Tagged> {
+    let mut found: Vec<super::Tagged> = Vec::new();
+    let mut seen: HashMap<u32, HashSet<String>> = HashMap::new();
+    for line in out.lines() {
+        if let Some(rest) = line.strip_prefix("P ") {
+            let mut fields = rest.split_whitespace();
+            let Some(pid) = fields.next().and_then(|p| p.parse().ok()) else { continue };
+            let start_time = fields.next().and_then(|s| s.parse().ok());
+            found.push(super::Tagged {
+                pid,
+                start_time,
+                instance: String::new(),
+                service: String::new(),
+                host: String::new(),
+                account: String::new(),
+            });
+        } else if let Some(rest) = line.strip_prefix("/proc/")
+            && let Some((pid, rest)) = rest.split_once("/environ:")
+            && let Ok(pid) = pid.parse::<u32>()
+            && let Some((name, value)) = rest.split_once('=')
+            && seen.entry(pid).or_default().insert(name.to_string())
+            && let Some(process) = found.iter_mut().find(|t| t.pid == pid)
+        {
+            let field = match name {
+                "INSTANCE_ID" => &mut process.instance,
+                "SERVICE_NAME" => &mut process.service,
+                "HOST" => &mut process.host,
+                "ENACT_ACCOUNT" => &mut process.account,
+                _ => continue,
+            };
+            *field = value.to_string();
+        }
+    }
+    found
 }
 
 #[cfg(test)]
@@ -738,6 +1180,70 @@ mod tests {
             let out = std::process::Command::new("sh").arg("-c").arg(format!("printf %s {quoted}")).output().unwrap();
             assert_eq!(String::from_utf8_lossy(&out.stdout), hostile, "{quoted}");
         }
+    }
+
+    #[test]
+    fn the_alive_check_knows_a_process_by_pid_and_start_time_with_builtins_only() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let start: u64 = stat.rsplit_once(") ").unwrap().1.split(' ').nth(19).unwrap().parse().unwrap();
+        // POSIX sh, and bash where it is there: the account's shell may be either.
+        for shell in
+            ["sh", "bash"].into_iter().filter(|s| std::process::Command::new(s).arg("-c").arg("true").status().is_ok())
+        {
+            let run = |script: String| {
+                let out = std::process::Command::new(shell).arg("-c").arg(script).output().unwrap();
+                (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+            };
+            assert_eq!(run(format!("{}; alive", alive_check(pid, Some(start)))), (Some(0), String::new()), "{shell}");
+            assert_eq!(run(format!("{}; alive", alive_check(pid, None))), (Some(0), String::new()), "{shell}");
+            // Another process with that pid (another start time) is not it.
+            assert_eq!(run(format!("{}; alive", alive_check(pid, Some(start + 1)))).0, Some(1), "{shell}");
+            // The fields after the command name, as the start and tagged scripts read them.
+            let fields = run(format!("p={pid}; {STAT} && echo \"$1 $4 ${{20}}\" >&2"));
+            assert_eq!(fields.1.split(' ').nth(2).map(str::trim), Some(start.to_string().as_str()), "{shell}");
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let (code, err) = {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("{}; alive", alive_check(pid, Some(start))))
+                .output()
+                .unwrap();
+            (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        };
+        assert_eq!((code, err.as_str()), (Some(1), ""), "a process that is gone is not alive, quietly");
+    }
+
+    #[test]
+    fn the_port_is_read_from_an_instance_uri() {
+        assert_eq!(port_of_uri("http://127.0.0.2:8080/air/"), Some(8080));
+        assert_eq!(port_of_uri("http://[::1]:81/x"), Some(81));
+        assert_eq!(port_of_uri("http://host/x"), None);
+        assert_eq!(port_of_uri(""), None);
+        assert_eq!(port_of_uri("http://::1/x"), None);
+    }
+
+    #[test]
+    fn tagged_processes_are_read_with_their_variables() {
+        let out = "P 42 1000\nP 43 1001\n/proc/42/environ:INSTANCE_ID=web-1\n/proc/42/environ:SERVICE_NAME=web\n\
+                   /proc/42/environ:HOST=10.0.0.5\n/proc/42/environ:HOST=spoofed\n/proc/43/environ:ENACT_ACCOUNT=lab\n\
+                   /proc/44/environ:HOST=not-a-leader\nnoise\n";
+        let found = parse_tagged(out);
+        assert_eq!(found.len(), 2);
+        assert_eq!(
+            (
+                found[0].pid,
+                found[0].start_time,
+                found[0].instance.as_str(),
+                found[0].service.as_str(),
+                found[0].host.as_str()
+            ),
+            (42, Some(1000), "web-1", "web", "10.0.0.5")
+        );
+        assert_eq!((found[1].pid, found[1].account.as_str(), found[1].instance.as_str()), (43, "lab", ""));
     }
 
     #[test]
