@@ -578,6 +578,10 @@ fn commands_sent_to_a_kept_open_shell_stay_apart() {
     assert_eq!(exec("printf '\\n__enact_end_x_1__ 0\\n'").stdout, "\n__enact_end_x_1__ 0\n");
     // Large outputs come whole.
     assert_eq!(exec("head -c 3000000 /dev/zero | tr '\\0' a").stdout.len(), 3_000_000);
+    // A shell that dies under a command fails that command; the next one gets another shell.
+    let killed = provider.exec(&host, "kill -9 $$").expect_err("the shell died under it");
+    assert!(killed.to_string().contains("shell"), "{killed}");
+    assert_eq!(exec("echo again").stdout, "again\n");
     // Commands from many threads at once each get their own answer.
     std::thread::scope(|scope| {
         let runs: Vec<_> =

@@ -40,6 +40,8 @@ const MAX_SHELLS: usize = 6;
 /// How long a command waits for a busy shell of its host to come free before another is opened
 /// (commands take milliseconds; opening a shell takes a session start on the host).
 const SHELL_PATIENCE: Duration = Duration::from_millis(25);
+/// At most this many queued commands go to a shell in one write.
+const BATCH_MAX: usize = 32;
 /// The first wait between two health polls of a new instance; it grows by half each time up to
 /// [`POLL_MAX`].
 const POLL_FIRST: Duration = Duration::from_millis(5);
@@ -148,25 +150,51 @@ fn runtime() -> ProviderResult<&'static tokio::runtime::Runtime> {
 type Links = Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Connection>>>>>;
 static LINKS: LazyLock<Links> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
-/// Why a command did not run to its end on a shell.
+/// Why commands did not run to their end on a shell.
 enum RunError {
-    /// The command never reached the shell (the shell was gone): it may be sent to another.
+    /// Nothing reached the shell (it was gone): the commands may be sent to another one.
     NotSent(String),
-    /// The shell went away while the command ran: whether it ran is unknown.
+    /// The shell went away while the commands ran: whether the unfinished ones ran is unknown.
     Lost(String),
 }
 
-/// A `sh` kept open on a host (`exec sh` on an SSH session channel), fed one command at a time:
+/// A `sh` kept open on a host (`exec sh` on an SSH session channel), fed commands: each as
 /// `( eval 'COMMAND' ) </dev/null` followed by a line with an end marker and the exit status on
 /// stdout, and the end marker on stderr. The subshell keeps commands apart (variables, `cd`,
 /// `exit`, functions), `eval` of the [`quote`]d command means a command is parsed exactly as
 /// `sh -c` would parse it (a syntax error fails that command, never the shell), and stdin from
 /// /dev/null keeps commands from reading the next ones. The marker holds a random token, which
-/// nothing a command prints can guess.
+/// nothing a command prints can guess. Several commands may be sent in one write: they run one
+/// after the other, and their outputs come back in order.
 struct Shell {
     channel: russh::Channel<client::Msg>,
     token: String,
     sequence: u64,
+}
+
+/// Bytes received on one stream of a shell, and how far they were searched for a marker.
+#[derive(Default)]
+struct Received {
+    bytes: Vec<u8>,
+    searched: usize,
+}
+
+impl Received {
+    /// The bytes before `mark`, and those up to the end of the line after it (the exit status on
+    /// stdout; nothing on stderr), once both have arrived; both are taken out.
+    fn take_until(&mut self, mark: &[u8], rest_of_line: bool) -> Option<(Vec<u8>, Vec<u8>)> {
+        let from = self.searched.saturating_sub(mark.len());
+        let Some(at) = find(&self.bytes[from..], mark).map(|i| i + from) else {
+            self.searched = self.bytes.len();
+            return None;
+        };
+        let after = at + mark.len();
+        let end = if rest_of_line { after + self.bytes[after..].iter().position(|b| *b == b'\n')? + 1 } else { after };
+        let line = self.bytes[after..end].to_vec();
+        let before: Vec<u8> = self.bytes.drain(..end).take(at).collect();
+        self.searched = 0;
+        Some((before, line))
+    }
 }
 
 impl Shell {
@@ -188,49 +216,55 @@ impl Shell {
         Ok(Shell { channel, token, sequence: 0 })
     }
 
-    /// Runs one command and collects its output and exit status.
-    async fn run(&mut self, command: &str) -> Result<Output, RunError> {
-        self.sequence += 1;
-        let mark = format!("__enact_end_{}_{}__", self.token, self.sequence);
-        let line = format!(
-            "( eval {command} ) </dev/null; printf '\\n%s %s\\n' {mark} \"$?\"; printf '\\n%s\\n' {mark} >&2\n",
-            command = quote(command)
-        );
-        self.channel.data_bytes(line.into_bytes()).await.map_err(|e| RunError::NotSent(e.to_string()))?;
-        let out_end = format!("\n{mark} ");
-        let err_end = format!("\n{mark}\n");
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let (mut status, mut err_done) = (None::<u32>, false);
-        while status.is_none() || !err_done {
-            match self.channel.wait().await {
-                Some(ChannelMsg::Data { data }) => {
-                    out.extend_from_slice(&data);
-                    if let Some(at) = find(&out, out_end.as_bytes())
-                        && let Some(eol) = out[at + out_end.len()..].iter().position(|b| *b == b'\n')
-                    {
-                        let code = String::from_utf8_lossy(&out[at + out_end.len()..at + out_end.len() + eol]);
-                        status = Some(code.trim().parse().unwrap_or(u32::MAX));
-                        out.truncate(at);
+    /// Runs commands one after the other (sent in one write) and collects the output and exit
+    /// status of each. On an error, the outputs of the commands that finished come with it.
+    async fn run_many(&mut self, commands: &[&str]) -> Result<Vec<Output>, (Vec<Output>, RunError)> {
+        let mut script = String::new();
+        let mut marks = Vec::with_capacity(commands.len());
+        for command in commands {
+            self.sequence += 1;
+            let mark = format!("__enact_end_{}_{}__", self.token, self.sequence);
+            let _ = writeln!(
+                script,
+                "( eval {} ) </dev/null; printf '\\n%s %s\\n' {mark} \"$?\"; printf '\\n%s\\n' {mark} >&2",
+                quote(command)
+            );
+            marks.push(mark);
+        }
+        if let Err(e) = self.channel.data_bytes(script.into_bytes()).await {
+            return Err((Vec::new(), RunError::NotSent(e.to_string())));
+        }
+        let mut outputs = Vec::with_capacity(commands.len());
+        let (mut out, mut err) = (Received::default(), Received::default());
+        for mark in &marks {
+            let (out_end, err_end) = (format!("\n{mark} "), format!("\n{mark}\n"));
+            let (mut stdout, mut stderr) = (None, None);
+            loop {
+                if stdout.is_none() {
+                    stdout = out.take_until(out_end.as_bytes(), true);
+                }
+                if stderr.is_none() {
+                    stderr = err.take_until(err_end.as_bytes(), false);
+                }
+                if let (Some((stdout, status)), Some((stderr, _))) = (&stdout, &stderr) {
+                    outputs.push(Output {
+                        status: Some(String::from_utf8_lossy(status).trim().parse().unwrap_or(u32::MAX)),
+                        stdout: String::from_utf8_lossy(stdout).into_owned(),
+                        stderr: String::from_utf8_lossy(stderr).into_owned(),
+                    });
+                    break;
+                }
+                match self.channel.wait().await {
+                    Some(ChannelMsg::Data { data }) => out.bytes.extend_from_slice(&data),
+                    Some(ChannelMsg::ExtendedData { data, ext: 1 }) => err.bytes.extend_from_slice(&data),
+                    Some(ChannelMsg::Close | ChannelMsg::Eof | ChannelMsg::ExitStatus { .. }) | None => {
+                        return Err((outputs, RunError::Lost("the remote shell ended while a command ran".into())));
                     }
+                    Some(_) => {}
                 }
-                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
-                    err.extend_from_slice(&data);
-                    if let Some(at) = find(&err, err_end.as_bytes()) {
-                        err.truncate(at);
-                        err_done = true;
-                    }
-                }
-                Some(ChannelMsg::Close | ChannelMsg::Eof | ChannelMsg::ExitStatus { .. }) | None => {
-                    return Err(RunError::Lost("the remote shell ended while a command ran".into()));
-                }
-                Some(_) => {}
             }
         }
-        Ok(Output {
-            status,
-            stdout: String::from_utf8_lossy(&out).into_owned(),
-            stderr: String::from_utf8_lossy(&err).into_owned(),
-        })
+        Ok(outputs)
     }
 }
 
@@ -239,8 +273,22 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// A command waiting for a shell of its host.
+struct Pending {
+    id: u64,
+    command: String,
+    /// How many times it was sent to a shell that turned out to be gone.
+    unsent: u32,
+    reply: tokio::sync::oneshot::Sender<Result<Output, String>>,
+}
+
 /// One authenticated SSH connection to a host, with its SFTP session, its home directory and
 /// its open shells, each made when first needed.
+///
+/// Commands queue up; whoever finds a shell free sends it every queued command (up to
+/// [`BATCH_MAX`]) in one write, so commands that arrive together (the starts of five services on
+/// one host) cost one round trip, not five. A command that waits longer than [`SHELL_PATIENCE`]
+/// opens another shell (up to [`MAX_SHELLS`]).
 struct Connection {
     /// `user@host:port`, for timing lines.
     who: String,
@@ -251,8 +299,11 @@ struct Connection {
     idle: Mutex<Vec<Shell>>,
     /// Shells open or being opened.
     shells: AtomicUsize,
-    /// Told when a shell goes back to `idle`.
-    returned: tokio::sync::Notify,
+    /// Commands no shell has taken yet, oldest first.
+    queue: Mutex<std::collections::VecDeque<Pending>>,
+    next_id: std::sync::atomic::AtomicU64,
+    /// Told when a shell comes free or goes away, or a command is queued again.
+    changed: tokio::sync::Notify,
 }
 
 impl Connection {
@@ -264,30 +315,34 @@ impl Connection {
             home: tokio::sync::OnceCell::new(),
             idle: Mutex::new(Vec::new()),
             shells: AtomicUsize::new(0),
-            returned: tokio::sync::Notify::new(),
+            queue: Mutex::new(std::collections::VecDeque::new()),
+            next_id: std::sync::atomic::AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
         }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Pending>> {
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn take_idle(&self) -> Option<Shell> {
         self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop()
     }
 
-    /// Puts a shell back for the next command.
+    /// Puts a shell back for the next commands.
     fn give_back(&self, shell: Shell) {
         self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(shell);
-        self.returned.notify_one();
+        self.changed.notify_waiters();
     }
 
-    /// Forgets a shell that failed or was abandoned mid-command, and closes its channel.
+    /// Forgets a shell that failed, and closes its channel.
     fn discard(&self, shell: Shell) {
         self.shells.fetch_sub(1, Ordering::SeqCst);
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let _ = shell.channel.close().await;
-            });
-        }
-        // Whoever waits for a shell may now open one.
-        self.returned.notify_waiters();
+        tokio::spawn(async move {
+            let _ = shell.channel.close().await;
+        });
+        // Whoever waits may now open another.
+        self.changed.notify_waiters();
     }
 
     /// Counts one more shell if there is room for it.
@@ -295,7 +350,7 @@ impl Connection {
         self.shells.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_SHELLS).then_some(n + 1)).is_ok()
     }
 
-    /// Opens a shell in the background (it joins `idle` when it runs, whoever then takes it);
+    /// Opens a shell in the background (it joins `idle` when it runs, whoever then uses it);
     /// the receiver says whether it could be opened.
     fn open_shell(self: &Arc<Self>) -> tokio::sync::oneshot::Receiver<Result<(), String>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -309,7 +364,7 @@ impl Connection {
                 }
                 Err(e) => {
                     connection.shells.fetch_sub(1, Ordering::SeqCst);
-                    connection.returned.notify_waiters();
+                    connection.changed.notify_waiters();
                     Err(e)
                 }
             };
@@ -319,22 +374,85 @@ impl Connection {
         rx
     }
 
-    /// A shell for one command: an idle one; else the first to come free, or a new one when
-    /// none does within [`SHELL_PATIENCE`] (at once when the host has none yet).
-    async fn shell(self: &Arc<Self>) -> Result<ShellLease, String> {
+    /// Sends the queued commands to `shell` in one write and answers each. Runs as a task of
+    /// its own, so a caller that stops waiting never leaves a shell half used.
+    async fn serve(self: Arc<Self>, mut shell: Shell) {
+        let batch: Vec<Pending> = {
+            let mut queue = self.queue();
+            let n = queue.len().min(BATCH_MAX);
+            queue.drain(..n).collect()
+        };
+        if batch.is_empty() {
+            self.give_back(shell);
+            return;
+        }
+        let commands: Vec<&str> = batch.iter().map(|p| p.command.as_str()).collect();
+        match shell.run_many(&commands).await {
+            Ok(outputs) => {
+                self.give_back(shell);
+                for (pending, output) in batch.into_iter().zip(outputs) {
+                    let _ = pending.reply.send(Ok(output));
+                }
+            }
+            Err((_, RunError::NotSent(e))) => {
+                self.discard(shell);
+                // Nothing reached the shell: the commands go back to the front of the queue
+                // for another shell (once; then they fail).
+                let mut queue = self.queue();
+                for mut pending in batch.into_iter().rev() {
+                    pending.unsent += 1;
+                    if pending.unsent > 1 {
+                        let _ = pending.reply.send(Err(e.clone()));
+                    } else {
+                        queue.push_front(pending);
+                    }
+                }
+                drop(queue);
+                self.changed.notify_waiters();
+            }
+            Err((done, RunError::Lost(e))) => {
+                self.discard(shell);
+                let mut outputs = done.into_iter();
+                for pending in batch {
+                    let _ = pending.reply.send(outputs.next().ok_or_else(|| e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Runs one command on one of the connection's shells (see [`Connection`]).
+    async fn run(self: &Arc<Self>, command: &str) -> Result<Output, String> {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
+        self.queue().push_back(Pending { id, command: command.to_string(), unsent: 0, reply });
         let first_wait = if self.shells.load(Ordering::SeqCst) == 0 { Duration::ZERO } else { SHELL_PATIENCE };
         let mut patience = Box::pin(tokio::time::sleep(first_wait));
         let mut opening: Option<tokio::sync::oneshot::Receiver<Result<(), String>>> = None;
         loop {
-            let returned = self.returned.notified();
-            tokio::pin!(returned);
-            returned.as_mut().enable();
-            if let Some(shell) = self.take_idle() {
-                return Ok(ShellLease { connection: Arc::clone(self), shell: Some(shell) });
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match answer.try_recv() {
+                Ok(result) => return result,
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    return Err("the remote shell went away while the command ran".into());
+                }
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
             }
-            let room = self.shells.load(Ordering::SeqCst) < MAX_SHELLS;
+            if !self.queue().is_empty()
+                && let Some(shell) = self.take_idle()
+            {
+                tokio::spawn(Arc::clone(self).serve(shell));
+                continue;
+            }
+            // Another shell only for a command still waiting (not one a shell already runs).
+            let waiting = self.queue().iter().any(|p| p.id == id);
+            let room = waiting && self.shells.load(Ordering::SeqCst) < MAX_SHELLS;
             tokio::select! {
-                () = &mut returned => {}
+                result = &mut answer => {
+                    return result.unwrap_or_else(|_| Err("the remote shell went away while the command ran".into()));
+                }
+                () = &mut changed => {}
                 () = &mut patience, if opening.is_none() && room => {
                     if self.reserve_shell() {
                         opening = Some(self.open_shell());
@@ -344,36 +462,22 @@ impl Connection {
                 }
                 opened = async { opening.as_mut().expect("guarded").await }, if opening.is_some() => {
                     opening = None;
-                    match opened {
-                        Ok(Ok(())) => patience = Box::pin(tokio::time::sleep(SHELL_PATIENCE)),
-                        Ok(Err(e)) => return Err(e),
-                        Err(_) => return Err("the shell could not be opened".into()),
+                    patience = Box::pin(tokio::time::sleep(SHELL_PATIENCE));
+                    let failed = match opened {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) => Some(e),
+                        Err(_) => Some("the shell could not be opened".to_string()),
+                    };
+                    if let Some(e) = failed {
+                        // No shell for it: the command fails, unless a shell took it meanwhile.
+                        let mut queue = self.queue();
+                        if let Some(at) = queue.iter().position(|p| p.id == id) {
+                            queue.remove(at);
+                            return Err(e);
+                        }
                     }
                 }
             }
-        }
-    }
-}
-
-/// A shell taken for one command: given back when the command ends, discarded when the lease is
-/// dropped without that (the command failed, or timed out mid-way).
-struct ShellLease {
-    connection: Arc<Connection>,
-    shell: Option<Shell>,
-}
-
-impl ShellLease {
-    fn give_back(mut self) {
-        if let Some(shell) = self.shell.take() {
-            self.connection.give_back(shell);
-        }
-    }
-}
-
-impl Drop for ShellLease {
-    fn drop(&mut self) {
-        if let Some(shell) = self.shell.take() {
-            self.connection.discard(shell);
         }
     }
 }
@@ -571,36 +675,12 @@ impl SshProvider {
     async fn run_async(&self, host: &SshHost, what: &str, command: &str) -> ProviderResult<Output> {
         let who = self.describe(host);
         let begun = Instant::now();
-        let run = async {
-            // A command that never reached a shell (it was gone) goes to another one, once.
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let connection = self.connection(host).await?;
-                let mut lease = match connection.shell().await {
-                    Ok(lease) => lease,
-                    Err(e) => return Ok(Err((connection, e))),
-                };
-                let Some(shell) = lease.shell.as_mut() else { continue };
-                match shell.run(command).await {
-                    Ok(output) => {
-                        lease.give_back();
-                        return Ok(Ok(output));
-                    }
-                    Err(RunError::NotSent(e)) if attempt == 1 && !connection.handle.is_closed() => {
-                        drop(lease);
-                        crate::timing::mark(None, || format!("ssh {who}: {what}: sent again after {e}"));
-                    }
-                    Err(RunError::NotSent(e) | RunError::Lost(e)) => return Ok(Err((connection, e))),
-                }
-            }
-        };
-        let result = tokio::time::timeout(EXEC_TIMEOUT, run).await;
+        let connection = self.connection(host).await?;
+        let result = tokio::time::timeout(EXEC_TIMEOUT, connection.run(command)).await;
         crate::timing::mark(Some(begun.elapsed()), || format!("ssh {who}: {what}"));
         match result {
-            Ok(Ok(Ok(output))) => Ok(output),
-            Ok(Err(e)) => Err(e),
-            Ok(Ok(Err((connection, e)))) => {
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(e)) => {
                 if connection.handle.is_closed() {
                     // A broken connection: the next command makes a new one.
                     let cell = LINKS
