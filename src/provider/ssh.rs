@@ -287,8 +287,8 @@ struct Pending {
 ///
 /// Commands queue up; whoever finds a shell free sends it every queued command (up to
 /// [`BATCH_MAX`]) in one write, so commands that arrive together (the starts of five services on
-/// one host) cost one round trip, not five. A command that waits longer than [`SHELL_PATIENCE`]
-/// opens another shell (up to [`MAX_SHELLS`]).
+/// one host) cost one round trip, not five. When commands wait longer than [`SHELL_PATIENCE`],
+/// one of them opens another shell (one at a time, up to [`MAX_SHELLS`]), which takes them all.
 struct Connection {
     /// `user@host:port`, for timing lines.
     who: String,
@@ -299,6 +299,8 @@ struct Connection {
     idle: Mutex<Vec<Shell>>,
     /// Shells open or being opened.
     shells: AtomicUsize,
+    /// Shells being opened.
+    opening: AtomicUsize,
     /// Commands no shell has taken yet, oldest first.
     queue: Mutex<std::collections::VecDeque<Pending>>,
     next_id: std::sync::atomic::AtomicU64,
@@ -315,6 +317,7 @@ impl Connection {
             home: tokio::sync::OnceCell::new(),
             idle: Mutex::new(Vec::new()),
             shells: AtomicUsize::new(0),
+            opening: AtomicUsize::new(0),
             queue: Mutex::new(std::collections::VecDeque::new()),
             next_id: std::sync::atomic::AtomicU64::new(0),
             changed: tokio::sync::Notify::new(),
@@ -355,9 +358,12 @@ impl Connection {
     fn open_shell(self: &Arc<Self>) -> tokio::sync::oneshot::Receiver<Result<(), String>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let connection = Arc::clone(self);
+        connection.opening.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             let begun = Instant::now();
-            let opened = match Shell::open(&connection.handle).await {
+            let opened = Shell::open(&connection.handle).await;
+            connection.opening.fetch_sub(1, Ordering::SeqCst);
+            let opened = match opened {
                 Ok(shell) => {
                     connection.give_back(shell);
                     Ok(())
@@ -445,9 +451,11 @@ impl Connection {
                 tokio::spawn(Arc::clone(self).serve(shell));
                 continue;
             }
-            // Another shell only for a command still waiting (not one a shell already runs).
+            // Another shell only for a command still waiting (not one a shell already runs), and
+            // one at a time: the shell being opened takes every queued command.
             let waiting = self.queue().iter().any(|p| p.id == id);
-            let room = waiting && self.shells.load(Ordering::SeqCst) < MAX_SHELLS;
+            let room =
+                waiting && self.shells.load(Ordering::SeqCst) < MAX_SHELLS && self.opening.load(Ordering::SeqCst) == 0;
             tokio::select! {
                 result = &mut answer => {
                     return result.unwrap_or_else(|_| Err("the remote shell went away while the command ran".into()));
