@@ -788,9 +788,11 @@ impl SshProvider {
         Ok(session)
     }
 
-    /// Uploads a file over SFTP (once per content and host).
-    fn upload(&self, host: &SshHost, local: &Path, remote: &str) -> ProviderResult<()> {
-        let key = (self.describe(host), remote.to_string());
+    /// Uploads a file over SFTP to `relative` (a path under the home directory) once per content
+    /// and host; returns its absolute path. The command that looks for the file also says where
+    /// home is, so a first upload costs no extra round trip for it.
+    fn upload(&self, host: &SshHost, local: &Path, relative: &str) -> ProviderResult<String> {
+        let key = (self.describe(host), relative.to_string());
         // One upload of a file to a host at a time; the others wait and then find it there.
         let lock = {
             let mut locks = self.upload_locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -798,26 +800,31 @@ impl SshProvider {
         };
         let _held = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.uploaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&key) {
-            return Ok(());
+            let home = self.runtime.block_on(async { self.connection(host).await.map(|c| c.home.get().cloned()) })?;
+            if let Some(home) = home {
+                return Ok(format!("{home}/{relative}"));
+            }
         }
         let bytes = std::fs::read(local)
             .map_err(|e| ProviderError::new(format!("cannot read package {}: {e}", local.display())))?;
-        let dir = remote.rsplit_once('/').map_or(".", |(d, _)| d);
+        let dir = relative.rsplit_once('/').map_or(".", |(d, _)| d);
         let who = self.describe(host);
-        // Hosts may share a home directory (NFS), and so may applies of several environments
-        // or repositories: each writer uploads under a name of its own, and the rename that
-        // installs the package is atomic, so the last one wins with the same bytes.
-        let partial = format!("{remote}.{}.part", crate::state::store::new_lineage());
-        let begun = Instant::now();
-        self.runtime.block_on(async {
+        let remote = self.runtime.block_on(async {
             let connection = self.connection(host).await?;
+            let begun = Instant::now();
             // The SFTP session opens while the host looks for the package.
-            let prepare = format!("mkdir -p {} && if test -f {}; then echo present; fi", quote(dir), quote(remote));
+            let prepare = format!(
+                "printf '%s\\n' \"$HOME\"; cd && mkdir -p {} && if test -f {}; then echo present; fi",
+                quote(dir),
+                quote(relative)
+            );
             let (present, sftp) = tokio::join!(
                 self.run_async(host, "preparing the package directory", &prepare),
                 self.sftp(host, &connection)
             );
             let present = present?;
+            let mut lines = present.stdout.lines();
+            let home = lines.next().unwrap_or_default().trim_end_matches('/').to_string();
             if present.status != Some(0) {
                 return Err(ProviderError::new(format!(
                     "host {who}: preparing the package directory failed (exit {}): {}",
@@ -825,9 +832,18 @@ impl SshProvider {
                     present.stderr.trim()
                 )));
             }
-            if present.stdout.trim() == "present" {
-                return Ok(());
+            if !home.starts_with('/') {
+                return Err(ProviderError::new(format!("host {who}: the home directory `{home}` is not absolute")));
             }
+            let _ = connection.home.set(home.clone());
+            let remote = format!("{home}/{relative}");
+            if lines.next() == Some("present") {
+                return Ok(remote);
+            }
+            // Hosts may share a home directory (NFS), and so may applies of several environments
+            // or repositories: each writer uploads under a name of its own, and the rename that
+            // installs the package is atomic, so the last one wins with the same bytes.
+            let partial = format!("{remote}.{}.part", crate::state::store::new_lineage());
             let mut file = sftp?
                 .create(&partial)
                 .await
@@ -841,7 +857,7 @@ impl SshProvider {
             crate::timing::mark(Some(begun.elapsed()), || {
                 format!("ssh {who}: package uploaded ({} bytes)", bytes.len())
             });
-            let install = format!("chmod 755 {p} && mv -f {p} {r}", p = quote(&partial), r = quote(remote));
+            let install = format!("chmod 755 {p} && mv -f {p} {r}", p = quote(&partial), r = quote(&remote));
             let installed = self.run_async(host, "installing the package", &install).await?;
             if installed.status != Some(0) {
                 return Err(ProviderError::new(format!(
@@ -850,10 +866,10 @@ impl SshProvider {
                     installed.stderr.trim()
                 )));
             }
-            Ok(())
+            Ok(remote)
         })?;
         self.uploaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key);
-        Ok(())
+        Ok(remote)
     }
 
     /// Puts the package on the host and returns its remote path.
@@ -867,9 +883,7 @@ impl SshProvider {
                     local.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "package".into());
                 // Named by content: one upload per host, whichever services share the package.
                 let _ = service;
-                let remote = format!("{}/packages/{digest}/{name}", self.base(host, env)?);
-                self.upload(host, local, &remote)?;
-                Ok(remote)
+                self.upload(host, local, &format!(".enact/{env}/packages/{digest}/{name}"))
             }
             Package::None => Err(ProviderError::new("the ssh provider needs a package to run")),
             Package::Url(url) => {
