@@ -1004,8 +1004,10 @@ impl Provider for SshProvider {
         let base = self.base(host, request.env)?;
         let log = format!("{base}/logs/{}.log", request.instance_id);
         let dir = remote_package.rsplit_once('/').map_or(".", |(d, _)| d);
+        // Builtins where they do (the log directory is made once; the variables are assignments
+        // the shell exports to `setsid`): a start forks as little as it can.
         let script = format!(
-            "mkdir -p {logdir} && cd {dir} && {{ setsid env {env} {argv} >> {log} 2>&1 < /dev/null & }}; \
+            "{{ [ -d {logdir} ] || mkdir -p {logdir}; }} && cd {dir} && {{ {env} setsid {argv} >> {log} 2>&1 < /dev/null & }}; \
              p=$!; {STAT}; echo \"$p ${{20}}\"",
             logdir = quote(&format!("{base}/logs")),
             dir = quote(dir),
