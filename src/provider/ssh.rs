@@ -348,9 +348,17 @@ impl Connection {
         self.changed.notify_waiters();
     }
 
-    /// Counts one more shell if there is room for it.
+    /// Claims the opening of one more shell: true when no other is being opened and there is
+    /// room for it (then it is counted, and [`Connection::open_shell`] must follow).
     fn reserve_shell(&self) -> bool {
-        self.shells.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_SHELLS).then_some(n + 1)).is_ok()
+        if self.opening.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            return false;
+        }
+        if self.shells.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_SHELLS).then_some(n + 1)).is_ok() {
+            return true;
+        }
+        self.opening.store(0, Ordering::SeqCst);
+        false
     }
 
     /// Opens a shell in the background (it joins `idle` when it runs, whoever then uses it);
@@ -358,7 +366,6 @@ impl Connection {
     fn open_shell(self: &Arc<Self>) -> tokio::sync::oneshot::Receiver<Result<(), String>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let connection = Arc::clone(self);
-        connection.opening.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             let begun = Instant::now();
             let opened = Shell::open(&connection.handle).await;
