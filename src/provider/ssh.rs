@@ -49,9 +49,9 @@ const POLL_FIRST: Duration = Duration::from_millis(5);
 /// instance.
 const POLL_MAX: Duration = Duration::from_millis(50);
 /// How long after its start a new instance that does not answer yet is first checked to still
-/// run, and how often after that.
-const ALIVE_FIRST: Duration = Duration::from_millis(200);
-const ALIVE_EVERY: Duration = Duration::from_millis(500);
+/// run, and how often after that (each check is a remote command).
+const ALIVE_FIRST: Duration = Duration::from_millis(500);
+const ALIVE_EVERY: Duration = Duration::from_secs(1);
 /// How long a stop waits for the process to go after SIGKILL.
 const KILL_WAIT_TENTHS: u32 = 20;
 
