@@ -24,5 +24,6 @@ pub mod spec;
 pub mod state;
 pub mod suggest;
 pub mod time;
+pub mod timing;
 
 pub use error::{Error, Result};

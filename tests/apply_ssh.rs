@@ -662,3 +662,61 @@ fn a_remote_log_keeps_its_cap_on_every_contact_and_while_enact_is_away_and_goes_
     let home = std::env::var("HOME").map(PathBuf::from).unwrap_or_default();
     assert!(!home.join(".enact/dev/logs/logchat-1.log.cap").exists());
 }
+
+#[test]
+fn commands_sent_to_a_kept_open_shell_stay_apart() {
+    use enact::provider::ssh::{SshOptions, SshProvider};
+    use enact::repo::settings::{SshAccount, SshHost};
+    if !sshd::available() {
+        return;
+    }
+    let hosts = SshHosts::start(1, 46, 2446);
+    let known_hosts = hosts.dir.path().join("known_hosts");
+    fs::write(&known_hosts, hosts.known_hosts()).expect("known_hosts");
+    let host = SshHost {
+        address: hosts.addresses[0].clone(),
+        port: Some(i64::from(hosts.port)),
+        user: "root".into(),
+        private_key: Some(hosts.client_key.to_string_lossy().into_owned()),
+        memory: None,
+    };
+    let account = SshAccount {
+        known_hosts: Some(known_hosts.to_string_lossy().into_owned()),
+        hosts: vec![host.clone()],
+        ..Default::default()
+    };
+    let options = SshOptions { repo_root: hosts.dir.path().to_path_buf(), accept_new_host_keys: false };
+    let provider = SshProvider::new("lab", &account, options).expect("provider");
+    let exec = |command: &str| provider.exec(&host, command).expect("the command runs");
+
+    // Output without a final newline, stderr apart, the exit status; `exit` ends that command only.
+    let first = exec("cd /; x=set; f() { echo f; }; printf out; echo err >&2; exit 3");
+    assert_eq!((first.status, first.stdout.as_str(), first.stderr.as_str()), (Some(3), "out", "err\n"));
+    // Nothing a command set is seen by the next one: variables, functions, the directory.
+    let second = exec("echo \"${x:-unset}\"; command -v f || echo no-f; pwd");
+    assert_eq!(second.status, Some(0));
+    let lines: Vec<&str> = second.stdout.lines().collect();
+    assert_eq!(&lines[..2], ["unset", "no-f"], "{second:?}");
+    assert_ne!(lines[2], "/", "{second:?}");
+    // A syntax error fails that command, not the shell; stdin is empty, never the next command.
+    let broken = exec("echo 'unbalanced");
+    assert!(broken.status.is_some_and(|s| s != 0), "{broken:?}");
+    assert_eq!(exec("cat; echo read-nothing").stdout, "read-nothing\n");
+    // An end marker a command prints itself is only text.
+    assert_eq!(exec("printf '\\n__enact_end_x_1__ 0\\n'").stdout, "\n__enact_end_x_1__ 0\n");
+    // Large outputs come whole.
+    assert_eq!(exec("head -c 3000000 /dev/zero | tr '\\0' a").stdout.len(), 3_000_000);
+    // A shell that dies under a command fails that command; the next one gets another shell.
+    let killed = provider.exec(&host, "kill -9 $$").expect_err("the shell died under it");
+    assert!(killed.to_string().contains("shell"), "{killed}");
+    assert_eq!(exec("echo again").stdout, "again\n");
+    // Commands from many threads at once each get their own answer.
+    std::thread::scope(|scope| {
+        let runs: Vec<_> =
+            (0..16).map(|i| scope.spawn(move || (i, exec(&format!("sleep 0.0{}; echo {i}", i % 5))))).collect();
+        for run in runs {
+            let (i, output) = run.join().expect("thread");
+            assert_eq!(output.stdout, format!("{i}\n"));
+        }
+    });
+}

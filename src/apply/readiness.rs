@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use crate::repo::settings::Readiness;
 
-/// How often the check is repeated while waiting.
+/// The first wait between two checks; it grows by half each time up to [`INTERVAL`], so an
+/// instance that is ready soon is seen at once.
+const FIRST_INTERVAL: Duration = Duration::from_millis(5);
+/// The longest wait between two checks.
 const INTERVAL: Duration = Duration::from_millis(50);
 /// How often `still_up` is asked (on ssh nodes it is a remote command).
 const ALIVE_INTERVAL: Duration = Duration::from_millis(500);
@@ -49,6 +52,7 @@ pub fn wait_ready(
     let deadline = Instant::now() + timeout;
     let mut ready_since: Option<Instant> = None;
     let mut asked: Option<Instant> = None;
+    let mut pause = FIRST_INTERVAL;
     loop {
         if asked.is_none_or(|at| at.elapsed() >= ALIVE_INTERVAL) {
             still_up()?;
@@ -72,7 +76,8 @@ pub fn wait_ready(
         if Instant::now() >= deadline && ready_since.is_none() {
             return Err(format!("not ready within {} ms", timeout.as_millis()));
         }
-        std::thread::sleep(INTERVAL);
+        std::thread::sleep(pause);
+        pause = (pause * 3 / 2).min(INTERVAL);
     }
 }
 

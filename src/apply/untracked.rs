@@ -11,6 +11,9 @@ use crate::provider::{self, Provider, ProviderOptions, Tagged};
 use crate::repo::settings::{Account, Settings};
 use crate::state::{InstanceState, InstanceStatus, NodeState, State};
 
+/// How many nodes are looked at at once.
+const NODES_AT_ONCE: usize = 16;
+
 /// A process carrying the environment's lineage that no recorded instance is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Orphan {
@@ -111,33 +114,53 @@ pub fn find(settings: &Settings, state: &State, options: &ProviderOptions) -> Un
         recorded.insert((node.address.as_str(), pid));
     }
     let mut seen: HashSet<(String, u32)> = HashSet::new();
+    let mut providers: Vec<(String, Box<dyn Provider>, Vec<NodeState>)> = Vec::new();
     for (account, nodes) in nodes_to_ask(settings, state) {
-        let Some(provider) = settings.account(&account).and_then(|a| provider::for_account(&account, a, options).ok())
-        else {
-            continue;
-        };
-        for node in nodes {
-            match provider.tagged(&node, &state.lineage) {
-                Ok(processes) => {
-                    for process in processes {
-                        let ours = if node.provider == "local" {
-                            settings.account(&process.account).is_some_and(|a| matches!(a, Account::Local(_)))
-                        } else {
-                            process.account == account && process.host == node.address
-                        };
-                        if !ours
-                            || recorded.contains(&(process.host.as_str(), process.pid))
-                            || !seen.insert((process.host.clone(), process.pid))
-                        {
-                            continue;
-                        }
-                        let mut node = node.clone();
-                        node.address.clone_from(&process.host);
-                        untracked.orphans.push(Orphan { account: process.account.clone(), node, process });
+        if let Some(provider) =
+            settings.account(&account).and_then(|a| provider::for_account(&account, a, options).ok())
+        {
+            providers.push((account, provider, nodes));
+        }
+    }
+    // Up to NODES_AT_ONCE nodes, of every account, are asked at once (one remote command each);
+    // the answers are read in account and node order.
+    let asks: Vec<(&str, &dyn Provider, &NodeState)> = providers
+        .iter()
+        .flat_map(|(account, provider, nodes)| {
+            nodes.iter().map(move |node| (account.as_str(), provider.as_ref(), node))
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(asks.len());
+    for chunk in asks.chunks(NODES_AT_ONCE) {
+        std::thread::scope(|scope| {
+            let running: Vec<_> =
+                chunk.iter().map(|(_, provider, node)| scope.spawn(|| provider.tagged(node, &state.lineage))).collect();
+            answers.extend(running.into_iter().map(|ask| {
+                ask.join().unwrap_or_else(|_| Err(provider::ProviderError::new("looking at the node panicked")))
+            }));
+        });
+    }
+    for ((account, _, node), answer) in asks.into_iter().zip(answers) {
+        match answer {
+            Ok(processes) => {
+                for process in processes {
+                    let ours = if node.provider == "local" {
+                        settings.account(&process.account).is_some_and(|a| matches!(a, Account::Local(_)))
+                    } else {
+                        process.account == account && process.host == node.address
+                    };
+                    if !ours
+                        || recorded.contains(&(process.host.as_str(), process.pid))
+                        || !seen.insert((process.host.clone(), process.pid))
+                    {
+                        continue;
                     }
+                    let mut node = node.clone();
+                    node.address.clone_from(&process.host);
+                    untracked.orphans.push(Orphan { account: process.account.clone(), node, process });
                 }
-                Err(e) => untracked.unreachable.push(format!("host {}: {e}", node.address)),
             }
+            Err(e) => untracked.unreachable.push(format!("host {}: {e}", node.address)),
         }
     }
     untracked

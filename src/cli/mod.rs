@@ -118,6 +118,7 @@ pub fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == crate::provider::logfile::RELAY_COMMAND) {
         return crate::provider::logfile::relay_main(std::env::args_os().skip(1));
     }
+    crate::timing::start();
     // Ctrl-C ends a command that only reads at once, and stops one that holds a lock cleanly.
     interrupt::install();
     let cli = match Cli::try_parse() {

@@ -293,7 +293,8 @@ pub fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Outcome> {
         ..options(args.parallelism, args.health_timeout, ctx.accept_new_host_keys)?
     };
     let _guard = interrupt::guard();
-    let session = open_session(ctx, &repo, &env, &format!("enact apply -e {env}"))?;
+    let session =
+        crate::timing::phase("session open", || open_session(ctx, &repo, &env, &format!("enact apply -e {env}")))?;
     let (spec, planned, saved) = match &args.planfile {
         Some(file) => {
             let saved = read_plan(ctx, file)?;
@@ -302,7 +303,7 @@ pub fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Outcome> {
         }
         None => {
             let effective = repo.load_deployable(&env)?;
-            let observed = refresh(ctx, &repo, &session.state, args.refresh);
+            let observed = crate::timing::phase("refresh", || refresh(ctx, &repo, &session.state, args.refresh));
             let planned = plan::plan(PlanInput {
                 env: &env,
                 spec: &effective.choreography,
@@ -322,7 +323,7 @@ pub fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Outcome> {
         confirm(&format!("\nApply these changes to env `{env}`?"), args.auto_approve, "--auto-approve")?;
     }
     let progress = progress(ctx);
-    let report = session.apply(&spec, &planned, &progress, options)?;
+    let report = crate::timing::phase("apply", || session.apply(&spec, &planned, &progress, options))?;
     progress.finish();
     Ok(summarize(ctx, &report, "Apply"))
 }
@@ -332,7 +333,8 @@ pub fn destroy(ctx: &Context, auto_approve: bool, parallelism: u64, keep_logs: b
     let env = ctx.env(&repo)?;
     let options = Options { keep_logs, ..options(parallelism, None, ctx.accept_new_host_keys)? };
     let _guard = interrupt::guard();
-    let session = open_session(ctx, &repo, &env, &format!("enact destroy -e {env}"))?;
+    let session =
+        crate::timing::phase("session open", || open_session(ctx, &repo, &env, &format!("enact destroy -e {env}")))?;
     // Paused services go too.
     let mut unpaused = session.state.clone();
     for service in unpaused.services.values_mut() {
@@ -349,7 +351,9 @@ pub fn destroy(ctx: &Context, auto_approve: bool, parallelism: u64, keep_logs: b
     })?;
     // Processes this environment started that no record names (a journal lost their records):
     // destroy stops them with the rest.
-    let untracked = crate::apply::untracked::find(&repo.settings, &session.state, &ctx.provider_options(&repo));
+    let untracked = crate::timing::phase("untracked sweep", || {
+        crate::apply::untracked::find(&repo.settings, &session.state, &ctx.provider_options(&repo))
+    });
     for host in &untracked.unreachable {
         ctx.printer.warn(&format!("could not look for processes no record names on {host}"));
     }
@@ -387,7 +391,7 @@ pub fn destroy(ctx: &Context, auto_approve: bool, parallelism: u64, keep_logs: b
         }
     }
     let progress = progress(ctx);
-    let report = session.apply(&spec, &planned, &progress, options)?;
+    let report = crate::timing::phase("destroy", || session.apply(&spec, &planned, &progress, options))?;
     progress.finish();
     let mut outcome = summarize(ctx, &report, "Destroy");
     if !orphan_errors.is_empty() {
