@@ -20,6 +20,10 @@
 //!     steps at once), and, from one more run with `-v`, how much longer each step took than
 //!     its calls, so a miss can be told apart from the workload.
 //!
+//! (c) One change: N services applied, then `ENACT_BENCH_RUNS` times one service's instance
+//!     count changes and its `plan` and its `apply` are timed. Target: the apply ≤ 2× the plan
+//!     (`ENACT_BENCH_ONE_CHANGE_SIZES`, default `10000`; `10000,100000` for both sizes).
+//!
 //! It prints Markdown tables and PASS/FAIL per target (printed, not asserted).
 //! `ENACT_BENCH_APPLY_N` (default 10000) and `ENACT_BENCH_RUNS` (default 3) change the sizes;
 //! `ENACT_BENCH_BIN` names the binary; `ENACT_BENCH_KEEP=DIR` keeps the repositories in `DIR`
@@ -70,6 +74,13 @@ fn run() -> BenchResult<()> {
     let grid_one = measure_walk(&binary, Shape::GridOne, runs)?;
     let fan_out = measure_walk(&binary, Shape::FanOut, runs)?;
     report(&binary, &scale, &[chain, grid, grid_one, fan_out]);
+    let sizes = std::env::var("ENACT_BENCH_ONE_CHANGE_SIZES").unwrap_or_else(|_| "10000".to_string());
+    let mut one_change = Vec::new();
+    for size in sizes.split(',').filter(|s| !s.trim().is_empty()) {
+        let size: usize = size.trim().replace('_', "").parse().map_err(|_| format!("`{size}` is not a size"))?;
+        one_change.push(measure_one_change(&binary, size, runs)?);
+    }
+    report_one_change(&one_change);
     println!();
     println!(
         "Load average at the end: {} (this machine has {} CPUs; other work on it slows every figure).",
@@ -521,6 +532,56 @@ fn measure_scale(binary: &Path, n: usize, runs: usize) -> BenchResult<Scale> {
     write_chor(root, &first_spec)?;
     let strace = strace_summary(binary, root)?;
     Ok(Scale { workload, first, second, plan_first, plan_second, state_bytes, strace })
+}
+
+/// (c) An apply that changes one service of an N-service environment, against the plan of the
+/// same change: (N, plan medians, apply medians).
+struct OneChange {
+    n: usize,
+    plans: Vec<Duration>,
+    applies: Vec<Duration>,
+}
+
+/// Applies N services once, then `runs` times: one service's instance count changes, `plan` is
+/// timed, then the `apply` of that change.
+fn measure_one_change(binary: &Path, n: usize, runs: usize) -> BenchResult<OneChange> {
+    eprintln!("(c) one change of {n} services: generating and applying them all first…");
+    let dir = RepoDir::new(&format!("one-change-{n}"))?;
+    let root = dir.path();
+    let (mut spec, _, _) = generate(n);
+    write_repo(root, 0, &spec)?;
+    enact(binary, root, &["apply", "--auto-approve"], 0)?;
+    let at = n / 2;
+    let (mut plans, mut applies) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let count = spec[at]["numberOfInstances"].as_u64().unwrap_or(1);
+        spec[at]["numberOfInstances"] = json!(if count >= 3 { 1 } else { count + 1 });
+        write_chor(root, &spec)?;
+        let plan = enact(binary, root, &["plan"], 0)?.elapsed;
+        let apply = enact(binary, root, &["apply", "--auto-approve"], 0)?.elapsed;
+        eprintln!("(c) {n} services, run {}: plan {:.1} ms, apply {:.1} ms", run + 1, ms(plan), ms(apply));
+        plans.push(plan);
+        applies.push(apply);
+    }
+    enact(binary, root, &["plan", "--detailed-exitcode"], 0)
+        .map_err(|e| format!("the one change did not converge: {e}"))?;
+    Ok(OneChange { n, plans, applies })
+}
+
+fn report_one_change(results: &[OneChange]) {
+    if results.is_empty() {
+        return;
+    }
+    println!();
+    println!("### (c) An apply that changes one service, against the plan of that change");
+    println!();
+    println!("| services | plan ms (median) | apply ms (median) | apply / plan | target ≤ 2× |");
+    println!("|---:|---:|---:|---:|---|");
+    for r in results {
+        let (plan, apply) = (median(r.plans.clone()), median(r.applies.clone()));
+        let ratio = secs(apply) / secs(plan).max(1e-9);
+        println!("| {} | {:.1} | {:.1} | {ratio:.2}× | {} |", r.n, ms(plan), ms(apply), pass(ratio <= 2.0));
+    }
 }
 
 fn describe(p: &Phases) -> String {
