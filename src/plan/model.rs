@@ -14,23 +14,21 @@ pub const PLAN_FORMAT_VERSION: u32 = 1;
 /// From this many changes on, [`Plan::write_json`] writes half of them on another thread.
 const PARALLEL_JSON_CHANGES: usize = 1_000;
 
-/// The items of a list of the plan's top level as pretty JSON writes them between `[` and the
-/// line of `]`: each on a new line, at the indentation of a list inside the plan object, the
-/// first without a comma before it when `first` is set.
-fn array_items<T: Serialize>(items: &[T], first: bool) -> Vec<u8> {
+/// Writes the items of a list of the plan's top level as pretty JSON writes them between `[`
+/// and the line of `]`: each on a new line, at the indentation of a list inside the plan
+/// object, the first without a comma before it when `first` is set.
+fn write_items<T: Serialize>(out: &mut impl std::io::Write, items: &[T], first: bool) -> std::io::Result<()> {
     use serde_json::ser::Formatter as _;
-    let mut out = Vec::with_capacity(items.len() * 512);
     for (i, item) in items.iter().enumerate() {
-        out.extend_from_slice(if i == 0 && first { b"\n    " } else { b",\n    " });
+        out.write_all(if i == 0 && first { b"\n    " } else { b",\n    " })?;
         // A formatter two levels deep: inside the plan object and inside the list.
         let mut formatter = serde_json::ser::PrettyFormatter::new();
         let mut sink = std::io::sink();
-        let _ = formatter.begin_object(&mut sink);
-        let _ = formatter.begin_array(&mut sink);
-        // Writing to memory cannot fail, and the plan's items always serialize.
-        let _ = item.serialize(&mut serde_json::Serializer::with_formatter(&mut out, formatter));
+        formatter.begin_object(&mut sink)?;
+        formatter.begin_array(&mut sink)?;
+        item.serialize(&mut serde_json::Serializer::with_formatter(&mut *out, formatter))?;
     }
-    out
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -317,14 +315,6 @@ impl Plan {
             return buffered.flush();
         }
         let (first, second) = self.changes.split_at(self.changes.len() / 2);
-        let (later, head, steps) = std::thread::scope(|scope| {
-            let second_first = first.is_empty();
-            let later = std::thread::Builder::new().spawn_scoped(scope, move || array_items(second, second_first)).ok();
-            let head = array_items(first, true);
-            let steps = array_items(&self.steps, true);
-            let later = later.and_then(|t| t.join().ok()).unwrap_or_else(|| array_items(second, second_first));
-            (later, head, steps)
-        });
         // Everything else, with both lists empty, to splice them into.
         let Plan {
             format_version,
@@ -364,18 +354,31 @@ impl Plan {
                 .ok_or_else(|| std::io::Error::other("the plan's JSON has no list to fill"))
         };
         let (changes_at, steps_at) = (at(CHANGES)?, at(STEPS)?);
-        buffered.write_all(&rest[..changes_at])?;
-        buffered.write_all(&head)?;
-        buffered.write_all(&later)?;
-        buffered.write_all(b"\n  ")?;
-        buffered.write_all(&rest[changes_at..steps_at])?;
-        if !self.steps.is_empty() {
-            buffered.write_all(&steps)?;
+        let render = |items: &[Change], first: bool| {
+            let mut out = Vec::with_capacity(items.len() * 512);
+            write_items(&mut out, items, first).map(|()| out)
+        };
+        std::thread::scope(|scope| {
+            // The second half of the changes is made meanwhile; the first goes out as it is made.
+            let second_first = first.is_empty();
+            let later = std::thread::Builder::new().spawn_scoped(scope, move || render(second, second_first)).ok();
+            buffered.write_all(&rest[..changes_at])?;
+            write_items(&mut buffered, first, true)?;
+            let later = match later.and_then(|t| t.join().ok()) {
+                Some(later) => later?,
+                None => render(second, second_first)?,
+            };
+            buffered.write_all(&later)?;
             buffered.write_all(b"\n  ")?;
-        }
-        buffered.write_all(&rest[steps_at..])?;
-        buffered.write_all(b"\n")?;
-        buffered.flush()
+            buffered.write_all(&rest[changes_at..steps_at])?;
+            if !self.steps.is_empty() {
+                write_items(&mut buffered, &self.steps, true)?;
+                buffered.write_all(b"\n  ")?;
+            }
+            buffered.write_all(&rest[steps_at..])?;
+            buffered.write_all(b"\n")?;
+            buffered.flush()
+        })
     }
 
     pub fn change(&self, service: &str) -> Option<&Change> {
