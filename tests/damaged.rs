@@ -128,13 +128,8 @@ fn a_full_disk_when_the_state_is_written_says_what_was_done_and_loses_nothing() 
     // Space again: the next apply recovers and converges; nothing runs that the state does not know.
     std::fs::remove_file(state_dir.join("filler")).expect("filler removed");
     repo.apply();
-    let state = repo.state();
-    let mut recorded = pids(&instances(&state, "fast"));
-    recorded.extend(pids(&instances(&state, "slow")));
-    recorded.sort_unstable();
-    let mut running = processes_of(&repo.root);
-    running.sort_unstable();
-    assert_eq!(running, recorded, "{state}");
+    let (running, recorded) = repo.running_and_recorded(&["fast", "slow"]);
+    assert_eq!(running, recorded, "{}", repo.state());
     repo.enact_ok(&["plan", "--detailed-exitcode"], 0);
     repo.enact_ok(&["destroy", "--auto-approve"], 0);
     wait_dead(&running);

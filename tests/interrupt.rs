@@ -127,14 +127,7 @@ fn killed_while_slow_starts(port: u16) -> (Repo, std::path::PathBuf) {
     let mut repo = Repo::new(&json!({ "deployableServiceSpecs": [] }), None);
     let slow = slow_service(&repo, port, 1.0);
     repo.write_chor(&json!({ "deployableServiceSpecs": [slow] }));
-    let pid = repo.spawn_enact(&["apply", "--auto-approve"], "apply");
-    let journal = repo.path("state/dev.journal");
-    wait_for("slow to start", Duration::from_secs(30), || {
-        std::fs::read_to_string(&journal).unwrap_or_default().contains("\"op\":\"startIntent\",\"service\":\"slow\"")
-    });
-    std::thread::sleep(Duration::from_millis(100));
-    std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill");
-    repo.wait_child(pid, Duration::from_secs(10));
+    let journal = repo.apply_killed_while_starting("slow", Duration::from_secs(30));
     (repo, journal)
 }
 

@@ -43,14 +43,7 @@ fn killed_after_fast_started(port: u16, first_applied: bool) -> (Repo, std::path
     } else {
         repo.write_chor(&json!({ "deployableServiceSpecs": [fast, slow] }));
     }
-    let pid = repo.spawn_enact(&["apply", "--auto-approve"], "apply");
-    let journal = repo.path("state/dev.journal");
-    wait_for("slow to start", Duration::from_secs(60), || {
-        std::fs::read_to_string(&journal).unwrap_or_default().contains("\"op\":\"startIntent\",\"service\":\"slow\"")
-    });
-    std::thread::sleep(Duration::from_millis(100));
-    std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill");
-    repo.wait_child(pid, Duration::from_secs(10));
+    let journal = repo.apply_killed_while_starting("slow", Duration::from_secs(60));
     (repo, journal)
 }
 
@@ -64,11 +57,7 @@ fn journal_lines(journal: &std::path::Path) -> Vec<Vec<u8>> {
 /// is empty, and destroy leaves nothing running.
 fn converges_and_destroys(repo: &Repo) {
     let state = repo.state();
-    let mut recorded = pids(&instances(&state, "fast"));
-    recorded.extend(pids(&instances(&state, "slow")));
-    recorded.sort_unstable();
-    let mut running = processes_of(&repo.root);
-    running.sort_unstable();
+    let (running, recorded) = repo.running_and_recorded(&["fast", "slow"]);
     assert_eq!(running, recorded, "every process that runs is recorded, and only those: {state}");
     assert_eq!(instances(&state, "fast").len(), 3, "{state}");
     repo.enact_ok(&["plan", "--detailed-exitcode"], 0);

@@ -145,6 +145,32 @@ impl Repo {
     }
 
     /// Waits for a child started by the test to exit.
+    /// Starts `enact apply --auto-approve` and SIGKILLs it 100 ms after its journal shows the
+    /// start intent of `service` (waiting up to `within`). Returns the journal's path.
+    pub fn apply_killed_while_starting(&mut self, service: &str, within: Duration) -> PathBuf {
+        let pid = self.spawn_enact(&["apply", "--auto-approve"], "apply");
+        let journal = self.path("state/dev.journal");
+        let intent = format!("\"op\":\"startIntent\",\"service\":\"{service}\"");
+        wait_for(&format!("{service} to start"), within, || {
+            fs::read_to_string(&journal).unwrap_or_default().contains(&intent)
+        });
+        thread::sleep(Duration::from_millis(100));
+        std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill");
+        self.wait_child(pid, Duration::from_secs(10));
+        journal
+    }
+
+    /// The pids that run for this repository and the pids the state records for `services`,
+    /// each sorted: a test asserts they are equal (nothing runs that the state does not know).
+    pub fn running_and_recorded(&self, services: &[&str]) -> (Vec<u32>, Vec<u32>) {
+        let state = self.state();
+        let mut recorded: Vec<u32> = services.iter().flat_map(|s| pids(&instances(&state, s))).collect();
+        recorded.sort_unstable();
+        let mut running = processes_of(&self.root);
+        running.sort_unstable();
+        (running, recorded)
+    }
+
     pub fn wait_child(&mut self, pid: u32, timeout: Duration) -> ExitStatus {
         let child = self.children.iter_mut().find(|c| c.id() == pid).expect("a child of this test");
         let deadline = Instant::now() + timeout;
