@@ -353,6 +353,22 @@ fn key_material_error(whose: &str) -> Diagnostic {
 const BUILTIN_LOCAL: Account = Account::Local(LocalAccount { timeouts: None, logs: None });
 
 impl Settings {
+    /// A setting `key` given at the top level (`top`), per account and per service, each with the
+    /// path it was given at (`["accounts", "lab", "logs"]`), for the checks that name it.
+    fn at_every_level<'s, T: Copy>(
+        &'s self,
+        key: &'s str,
+        top: Option<T>,
+        of_account: impl Fn(&Account) -> Option<T>,
+        of_service: impl Fn(&ServiceSettings) -> Option<T>,
+    ) -> Vec<(Vec<&'s str>, T)> {
+        let accounts =
+            self.accounts.iter().filter_map(|(n, a)| of_account(a).map(|v| (vec!["accounts", n.as_str(), key], v)));
+        let services =
+            self.services.iter().filter_map(|(n, s)| of_service(s).map(|v| (vec!["services", n.as_str(), key], v)));
+        top.map(|v| (vec![key], v)).into_iter().chain(accounts).chain(services).collect()
+    }
+
     /// Every account by name, the built-in `local` one included unless `accounts` redefines it.
     pub fn accounts(&self) -> impl Iterator<Item = (&str, &Account)> {
         let builtin = (!self.accounts.contains_key(LOCAL_ACCOUNT)).then_some((LOCAL_ACCOUNT, &BUILTIN_LOCAL));
@@ -726,20 +742,7 @@ impl Settings {
                 check_wiring(wiring, &["services", name, "wiring"]);
             }
         }
-        let mut timeouts: Vec<(Vec<&str>, Timeouts)> = Vec::new();
-        if let Some(t) = self.timeouts {
-            timeouts.push((vec!["timeouts"], t));
-        }
-        for (name, account) in &self.accounts {
-            if let Some(t) = account.timeouts() {
-                timeouts.push((vec!["accounts", name.as_str(), "timeouts"], t));
-            }
-        }
-        for (name, service) in &self.services {
-            if let Some(t) = service.timeouts {
-                timeouts.push((vec!["services", name.as_str(), "timeouts"], t));
-            }
-        }
+        let timeouts = self.at_every_level("timeouts", self.timeouts, Account::timeouts, |s| s.timeouts);
         for (at, t) in timeouts {
             for (field, value, range) in
                 [("healthMs", t.health_ms, 1..=86_400_000u64), ("stopGraceMs", t.stop_grace_ms, 0..=3_600_000)]
@@ -760,20 +763,7 @@ impl Settings {
                 }
             }
         }
-        let mut logs: Vec<(Vec<&str>, LogSettings)> = Vec::new();
-        if let Some(l) = self.logs {
-            logs.push((vec!["logs"], l));
-        }
-        for (name, account) in &self.accounts {
-            if let Some(l) = account.logs() {
-                logs.push((vec!["accounts", name.as_str(), "logs"], l));
-            }
-        }
-        for (name, service) in &self.services {
-            if let Some(l) = service.logs {
-                logs.push((vec!["services", name.as_str(), "logs"], l));
-            }
-        }
+        let logs = self.at_every_level("logs", self.logs, Account::logs, |s| s.logs);
         for (at, l) in logs {
             for (field, value, range, unit) in [
                 ("maxBytes", l.max_bytes, LOG_MAX_BYTES_RANGE, " bytes"),
