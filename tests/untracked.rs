@@ -148,3 +148,32 @@ fn a_torn_last_line_and_an_unreadable_first_line_are_recovered_all_the_same() {
     assert!(all.contains("line 1"), "names the unreadable line: {all}");
     converges_and_destroys(&repo);
 }
+
+#[test]
+fn a_process_whose_record_was_edited_away_is_named_by_plan_and_stopped_by_apply() {
+    let repo =
+        Repo::new(&json!({ "deployableServiceSpecs": [deployable("airline", "airline.py", "SOAP", 25800, 2)] }), None);
+    repo.apply();
+    let mut state = repo.state();
+    let lost = pids(&instances(&state, "airline"))[0];
+    // The first instance's record is gone (a state edited by hand); its process runs on.
+    let kept: Vec<serde_json::Value> = instances(&state, "airline").into_iter().skip(1).collect();
+    state["services"]["airline"]["instances"] = json!(kept);
+    repo.write_json("state/dev.json", &state);
+    let err = stderr(&repo.enact_ok(&["plan"], 0));
+    assert!(err.contains("carry env `dev`'s lineage but no record names them"), "{err}");
+    assert!(err.contains(&format!("pid {lost}")), "{err}");
+    let output = repo.apply();
+    assert!(
+        stderr(&output).contains("stopped 1 process(es) this environment started that no record names"),
+        "{}",
+        describe(&output)
+    );
+    wait_dead(&[lost]);
+    let (running, recorded) = repo.running_and_recorded(&["airline"]);
+    assert_eq!(running, recorded, "{}", repo.state());
+    assert_eq!(recorded.len(), 2, "the apply converged to two instances again");
+    repo.enact_ok(&["status"], 0);
+    repo.enact_ok(&["destroy", "--auto-approve"], 0);
+    wait_dead(&running);
+}

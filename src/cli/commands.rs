@@ -229,6 +229,9 @@ pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
     let (effective, state) = (effective?, state?);
     let state = super::operate::leftovers(ctx, &repo, &env, state)?;
     let observed = super::operate::refresh(ctx, &repo, &state, args.refresh);
+    if args.refresh {
+        super::operate::warn_untracked(ctx, &repo, &env, &state);
+    }
     let planned = plan::plan(PlanInput {
         env: &env,
         spec: &effective.choreography,

@@ -142,6 +142,39 @@ pub(super) fn leftovers(ctx: &Context, repo: &ConfigRepo, env: &str, state: Stat
     }
 }
 
+/// Says which processes carry `env`'s lineage but are in no record of `state` (a journal that
+/// lost them, a state edited by hand): the next apply stops them. For `plan`.
+pub(super) fn warn_untracked(ctx: &Context, repo: &ConfigRepo, env: &str, state: &State) {
+    let untracked = crate::apply::untracked::find(&repo.settings, state, &ctx.provider_options(repo));
+    if !untracked.orphans.is_empty() {
+        ctx.printer.warn(&format!(
+            "{} process(es) carry env `{env}`'s lineage but no record names them: {}; the next `enact apply` stops them",
+            untracked.orphans.len(),
+            crate::apply::untracked::summary(&untracked.orphans)
+        ));
+    }
+}
+
+/// Stops the processes that carry `env`'s lineage but are in no record of `state`, before an
+/// apply plans (under its lock), so that it converges instead of starting their like beside
+/// them. Says what it stopped; a process it could not stop is an error for the user to see.
+fn stop_untracked(ctx: &Context, repo: &ConfigRepo, state: &State) {
+    let options = ctx.provider_options(repo);
+    let untracked = crate::apply::untracked::find(&repo.settings, state, &options);
+    if untracked.orphans.is_empty() {
+        return;
+    }
+    let errors = crate::apply::untracked::stop(&repo.settings, &untracked.orphans, &options);
+    ctx.printer.warn(&format!(
+        "stopped {} process(es) this environment started that no record names: {}",
+        untracked.orphans.len() - errors.len(),
+        crate::apply::untracked::summary(&untracked.orphans)
+    ));
+    for error in errors {
+        ctx.printer.error(&format!("could not stop {error}"));
+    }
+}
+
 /// Looks at every recorded instance of `state` when `on` (a refresh); `None` when off.
 pub(super) fn refresh(ctx: &Context, repo: &ConfigRepo, state: &State, on: bool) -> Option<Observations> {
     on.then(|| crate::apply::refresh::observe(&repo.settings, state, &ctx.provider_options(repo)))
@@ -293,16 +326,30 @@ pub fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Outcome> {
         ..options(args.parallelism, args.health_timeout, ctx.accept_new_host_keys)?
     };
     let _guard = interrupt::guard();
-    let session =
-        crate::timing::phase("session open", || open_session(ctx, &repo, &env, &format!("enact apply -e {env}")))?;
-    let (spec, planned, saved) = match &args.planfile {
-        Some(file) => {
+    // The spec loads on a second thread while the session takes the lock and reads the state
+    // (as `plan` reads them together); a spec that does not load is reported all the same.
+    let (session, effective) = std::thread::scope(|scope| {
+        let load = args.planfile.is_none().then(|| scope.spawn(|| repo.load_deployable(&env)));
+        let session =
+            crate::timing::phase("session open", || open_session(ctx, &repo, &env, &format!("enact apply -e {env}")));
+        let effective = load.map(|l| l.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        (session, effective)
+    });
+    let session = session?;
+    let (spec, planned, saved) = match (&args.planfile, effective) {
+        (Some(file), _) => {
             let saved = read_plan(ctx, file)?;
             let (spec, planned) = saved_plan(&repo, &env, &session.state, &saved)?;
             (spec, planned, true)
         }
-        None => {
-            let effective = repo.load_deployable(&env)?;
+        (None, effective) => {
+            let effective = match effective {
+                Some(loaded) => loaded?,
+                None => repo.load_deployable(&env)?,
+            };
+            if args.refresh {
+                crate::timing::phase("untracked sweep", || stop_untracked(ctx, &repo, &session.state));
+            }
             let observed = crate::timing::phase("refresh", || refresh(ctx, &repo, &session.state, args.refresh));
             let planned = plan::plan(PlanInput {
                 env: &env,
@@ -697,7 +744,7 @@ pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
     ctx.printer.out(&out);
     if !untracked.orphans.is_empty() {
         ctx.printer.error(&format!(
-            "{} process(es) carry env `{env}`'s lineage but no record names them; `enact destroy` or the next apply after an interrupted one stops them",
+            "{} process(es) carry env `{env}`'s lineage but no record names them; the next `enact apply` (or `enact destroy`) stops them",
             untracked.orphans.len()
         ));
     }

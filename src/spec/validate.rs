@@ -27,7 +27,7 @@ pub const CREDENTIALS_IN_URI: &str = "it holds credentials (`user:password@` bef
 
 /// Where package credentials come from instead of the URI.
 pub const CREDENTIALS_HINT: &str = "remove them from the URI (and change the password if the file was committed); enact downloads \
-     http:// packages with the credentials `~/.netrc` gives for the host (`machine HOST login USER password PASSWORD`), \
+     http:// packages with the credentials `~/.netrc` (or the file `NETRC` names) gives for the host (`machine HOST login USER password PASSWORD`), \
      read on the machine that downloads: enact's own for local accounts, the host's for ssh accounts (curl and wget read it)";
 
 /// `uri` with the user-info of its authority replaced by `***` (`http://***@host/p`), so a
