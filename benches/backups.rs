@@ -97,26 +97,9 @@ fn mode(compressed: bool) -> &'static str {
 // ---------------------------------------------------------------------------------------------
 // The workload (like benches/plan.rs: a seeded xorshift64*, no extra crates)
 
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+#[path = "common/rng.rs"]
+mod rng;
+use rng::Rng;
 
 const MEMORIES: [Memory; 3] = [Memory::Small, Memory::Medium, Memory::Large];
 
