@@ -11,6 +11,7 @@
 //! Placement (which node an instance goes to) is decided once for every provider, at plan time,
 //! in [`crate::plan::placement`]; providers only carry it out.
 
+pub mod ec2;
 pub mod local;
 pub mod logfile;
 pub mod recording;

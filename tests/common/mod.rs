@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 
 pub mod local;
+pub mod moto;
 pub mod sshd;
 
 /// A service that prints 3 MB (lines `<id> <tag> line <n> xxx…`, then `<id> <tag> last <n>`)

@@ -1,0 +1,201 @@
+//! A real EC2 API emulator for the ec2 provider's tests: moto's server (`moto_server`, from PyPI,
+//! installed by `scripts/moto.sh`), started on 127.0.0.1 on a free port and stopped when dropped.
+
+#![allow(dead_code)]
+
+use std::io::Write as _;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where `scripts/moto.sh` puts `moto_server` (or `ENACT_MOTO_SERVER`).
+pub fn server_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("ENACT_MOTO_SERVER") {
+        return PathBuf::from(path);
+    }
+    let venv = std::env::var_os("ENACT_MOTO_VENV").map(PathBuf::from).unwrap_or_else(|| {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
+        cache.join("enact").join("moto-venv")
+    });
+    venv.join("bin").join("moto_server")
+}
+
+/// Whether the emulator is installed. Under `CI=true` a missing emulator is a failure, never a
+/// silent skip.
+pub fn available() -> bool {
+    let path = server_path();
+    if path.exists() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{} is missing: CI must run the ec2 tests (scripts/test.sh runs scripts/moto.sh)", path.display());
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: the EC2 emulator {} is not installed; run scripts/moto.sh (scripts/test.sh does)",
+        path.display()
+    );
+    false
+}
+
+/// A running emulator.
+pub struct Moto {
+    pub endpoint: String,
+    pub port: u16,
+    child: Child,
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+impl Moto {
+    /// Starts `moto_server` on 127.0.0.1 and waits until it answers (about 1–2 s).
+    pub fn start() -> Moto {
+        Moto::start_on("127.0.0.1")
+    }
+
+    /// Starts it on `address` (a network namespace's address in the end-to-end test).
+    pub fn start_on(address: &str) -> Moto {
+        let port = free_port();
+        let child = Command::new(server_path())
+            .args(["-H", address, "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let moto = Moto { endpoint: format!("http://{address}:{port}"), port, child };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr = format!("{address}:{port}").parse().expect("socket address");
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not answer on {address}:{port} within 60 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        moto
+    }
+
+    /// Every instance the emulator knows, as (id, state name, tags as `key=value`), from its
+    /// own EC2 API (through boto3 in the emulator's Python, independent of enact's client).
+    pub fn instances(&self) -> Vec<(String, String, Vec<String>)> {
+        let python = server_path().with_file_name("python");
+        let script = format!(
+            "import boto3\nc=boto3.client('ec2',endpoint_url='{}',region_name='us-east-1',aws_access_key_id='t',aws_secret_access_key='t')\n\
+             for r in c.describe_instances()['Reservations']:\n  for i in r['Instances']:\n    \
+             print(r['ReservationId'], i['InstanceId'], i['State']['Name'], ' '.join(t['Key']+'='+t['Value'] for t in i.get('Tags',[])))\n",
+            self.endpoint
+        );
+        let output = Command::new(python).arg("-c").arg(script).output().expect("python runs");
+        assert!(output.status.success(), "describe failed: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| {
+                let mut parts = line.split(' ');
+                let _reservation = parts.next();
+                let id = parts.next().unwrap_or_default().to_string();
+                let state = parts.next().unwrap_or_default().to_string();
+                (id, state, parts.filter(|t| !t.is_empty()).map(str::to_string).collect())
+            })
+            .collect()
+    }
+
+    /// How many reservations the emulator holds: one per `RunInstances` call that made
+    /// anything.
+    pub fn reservations(&self) -> usize {
+        let python = server_path().with_file_name("python");
+        let script = format!(
+            "import boto3\nc=boto3.client('ec2',endpoint_url='{}',region_name='us-east-1',aws_access_key_id='t',aws_secret_access_key='t')\n\
+             print(len(c.describe_instances()['Reservations']))\n",
+            self.endpoint
+        );
+        let output = Command::new(python).arg("-c").arg(script).output().expect("python runs");
+        assert!(output.status.success(), "describe failed: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).trim().parse().expect("a count")
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A proxy in front of the emulator that answers the first `throttled` requests with EC2's
+/// throttling error (HTTP 503, `RequestLimitExceeded`) and passes the rest on; it counts what it
+/// saw. Written in the emulator's Python.
+pub struct ThrottlingProxy {
+    pub endpoint: String,
+    child: Child,
+    count_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+const PROXY: &str = r#"
+import http.server, sys, urllib.request
+target, port, throttled, count_file = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+seen = 0
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_POST(self):
+        global seen
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        seen += 1
+        open(count_file, "w").write(str(seen))
+        if seen <= throttled:
+            out = (b'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>RequestLimitExceeded</Code>'
+                   b'<Message>Request limit exceeded.</Message></Error></Errors><RequestID>t</RequestID></Response>')
+            status = 503
+        else:
+            req = urllib.request.Request(target + self.path, data=body, method="POST",
+                headers={k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")})
+            with urllib.request.urlopen(req) as r:
+                out, status = r.read(), r.status
+        self.send_response(status)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"#;
+
+impl ThrottlingProxy {
+    /// Starts the proxy in front of `moto`, throttling its first `throttled` requests.
+    pub fn start(moto: &Moto, throttled: u32) -> ThrottlingProxy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let count_file = dir.path().join("count");
+        let port = free_port();
+        let child = Command::new(server_path().with_file_name("python"))
+            .arg("-c")
+            .arg(PROXY)
+            .args([&moto.endpoint, &port.to_string(), &throttled.to_string()])
+            .arg(&count_file)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("the proxy starts");
+        let addr = format!("127.0.0.1:{port}").parse().expect("socket address");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "the throttling proxy did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ThrottlingProxy { endpoint: format!("http://127.0.0.1:{port}"), child, count_file, _dir: dir }
+    }
+
+    /// How many requests reached the proxy.
+    pub fn seen(&self) -> u32 {
+        std::fs::read_to_string(&self.count_file).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for ThrottlingProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
