@@ -8,10 +8,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use super::wire::{WireCall, WireError};
 use super::{Provider, ProviderResult, StartRequest, Started};
-use crate::apply::wiring::WireCall;
-use crate::plan::placement::NewNode;
-use crate::state::{InstanceState, NodeState};
+use crate::state::{InstanceState, NewNode, NodeState};
 
 /// One call the executor made, in the order it made them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +96,7 @@ impl Provider for RecordingProvider {
         self.push(Call::Started {
             service: request.spec.name.clone(),
             instance: request.instance_id.to_string(),
-            uri: crate::plan::converge::native_uri(&request.node.address, request.spec),
+            uri: crate::spec::endpoint::native_uri(&request.node.address, request.spec),
         });
         Ok(Started::default())
     }
@@ -128,7 +127,7 @@ impl Provider for RecordingProvider {
         None
     }
 
-    fn wire(&self, call: &WireCall<'_>) -> Result<(), String> {
+    fn wire(&self, call: &WireCall<'_>) -> Result<(), WireError> {
         self.push(Call::Wired {
             consumer: call.consumer.to_string(),
             role: call.role.to_string(),

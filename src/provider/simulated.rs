@@ -7,8 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{Provider, ProviderResult, StartRequest, Started};
-use crate::plan::placement::NewNode;
-use crate::state::{InstanceState, NodeState};
+use crate::state::{InstanceState, NewNode, NodeState};
 
 #[derive(Debug, Clone)]
 pub struct SimulatedProvider {
@@ -88,7 +87,7 @@ impl Provider for SimulatedProvider {
         None
     }
 
-    fn wire(&self, _call: &crate::apply::wiring::WireCall<'_>) -> Result<(), String> {
+    fn wire(&self, _call: &super::wire::WireCall<'_>) -> Result<(), super::wire::WireError> {
         self.pause();
         Ok(())
     }

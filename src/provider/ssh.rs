@@ -27,10 +27,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::{Package, Provider, ProviderError, ProviderResult, StartRequest, Started};
-use crate::plan::placement::NewNode;
 use crate::repo::settings::{SshAccount, SshHost};
 use crate::state::observed::{DownReason, Health};
-use crate::state::{InstanceState, NodeState};
+use crate::state::{InstanceState, NewNode, NodeState};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const EXEC_TIMEOUT: Duration = Duration::from_secs(120);
@@ -896,7 +895,7 @@ impl SshProvider {
             Package::Url(url) => {
                 let digest: String =
                     Sha256::digest(url.as_bytes()).iter().take(6).map(|b| format!("{b:02x}")).collect();
-                let name = crate::apply::package::file_name_of(url);
+                let name = crate::provider::package::file_name_of(url);
                 let remote = format!("{}/packages/{service}-{digest}/{name}", self.base(host, env)?);
                 let dir = remote.rsplit_once('/').map_or(".", |(d, _)| d);
                 let partial = format!("{remote}.{}.part", crate::state::store::new_lineage());

@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 use super::events::{Event, Subscriber};
 use super::journal::{Journal, Record, apply_record};
 use crate::graph::walk::{Outcome, walk};
-use crate::plan::converge::native_uri;
-use crate::plan::placement::{PlacedInstance, port_of};
+use crate::plan::placement::PlacedInstance;
 use crate::plan::{Action, Change, Planned};
 use crate::provider::{self, Package, Provider, StartRequest};
 use crate::repo::settings::Settings;
+use crate::spec::endpoint::{native_uri, port_of};
 use crate::spec::{Choreography, DeployableServiceSpec, Service};
 use crate::state::{AppliedSpec, InstanceState, InstanceStatus, NodeState, ServiceState, State};
 
@@ -315,7 +315,7 @@ impl<'a> Executor<'a> {
     /// Creates every node the placement needs, one batch per account.
     fn create_nodes(&self) -> Vec<String> {
         let mut errors = Vec::new();
-        let mut by_account: HashMap<&str, Vec<&crate::plan::placement::NewNode>> = HashMap::new();
+        let mut by_account: HashMap<&str, Vec<&crate::state::NewNode>> = HashMap::new();
         for node in &self.planned.placement.new_nodes {
             by_account.entry(&node.account).or_default().push(node);
         }
@@ -327,7 +327,7 @@ impl<'a> Executor<'a> {
                 errors.push(format!("no provider for account `{account}`"));
                 continue;
             };
-            let (fixed, made): (Vec<&crate::plan::placement::NewNode>, Vec<&crate::plan::placement::NewNode>) =
+            let (fixed, made): (Vec<&crate::state::NewNode>, Vec<&crate::state::NewNode>) =
                 nodes.iter().copied().partition(|n| n.address.is_some());
             for node in fixed {
                 let state = NodeState {
@@ -644,7 +644,7 @@ impl<'a> Executor<'a> {
             return Ok(p.clone());
         }
         let uri = spec.package_uri.as_deref().unwrap_or_default();
-        let package = super::package::locate(uri, self.repo_root)?;
+        let package = provider::package::locate(uri, self.repo_root).map_err(|e| e.to_string())?;
         packages.insert(spec.name.clone(), package.clone());
         Ok(package)
     }

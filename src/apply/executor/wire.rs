@@ -26,8 +26,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::super::wiring::WireCall;
 use super::{Executor, StepResult};
+use crate::provider::wire::WireCall;
 use crate::spec::{Service, ServiceDependency, ServiceType};
 use crate::state::{AppliedSpec, InstanceStatus, ServiceState, State};
 
@@ -384,7 +384,7 @@ impl Executor<'_> {
             Some(provider) => provider.wire(call),
             None => match &self.legacy_wiring {
                 Some(fake) => fake.wire(call),
-                None => super::super::wiring::send(call),
+                None => crate::provider::wire::send(call),
             },
         };
         result.map_err(|e| format!("cannot wire {}: {e}", call.consumer))
