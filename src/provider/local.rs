@@ -10,7 +10,10 @@
 //! new node's ports is already held by some other process is passed over.
 //!
 //! A process is identified by its pid *and* its start time (from `/proc/<pid>/stat`): enact
-//! signals a pid only while both match, so a pid reused by the kernel is never killed.
+//! signals a pid only while both match, so a pid reused by the kernel is never killed
+//! ([`crate::process`]).
+//!
+//! Depends on the provider trait, the state, the spec and the leaves.
 
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
@@ -25,6 +28,8 @@ use crate::process::{self, process_alive};
 use crate::spec::endpoint::port_of;
 use crate::state::{InstanceState, NewNode, NodeState};
 
+/// The provider of a `local` account: nodes are loopback addresses of this machine, instances
+/// its processes.
 #[derive(Debug, Default)]
 pub struct LocalProvider {
     /// The first block of loopback addresses new nodes are looked for in.

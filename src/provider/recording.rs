@@ -2,6 +2,8 @@
 //! ordering rules (health before announce, unwire before stop, new before old, each list told
 //! once) are checked by replaying what it recorded against a model of the consumers; the real
 //! providers are proven by the integration tests on real processes and real sshd.
+//!
+//! Depends on the provider trait and the state only.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -17,27 +19,38 @@ use crate::state::{InstanceState, NewNode, NodeState};
 pub enum Call {
     /// Nodes made (one batch): their ids.
     NodesCreated(Vec<String>),
+    /// A node freed: its id.
     NodeDestroyed(String),
-    /// An instance started (not yet healthy): its service, id and `nativeUri`.
+    /// An instance started (not yet healthy).
     Started {
+        /// Its service's name.
         service: String,
+        /// Its id in the state.
         instance: String,
+        /// Its `nativeUri`.
         uri: String,
     },
     /// The instance passed its health check.
     Healthy {
+        /// Its id in the state.
         instance: String,
     },
-    /// The instance stopped: its id and `nativeUri`.
+    /// The instance stopped.
     Stopped {
+        /// Its id in the state.
         instance: String,
+        /// Its `nativeUri`.
         uri: String,
     },
     /// `setInvocationAddress(role, provider, endpoints)` sent to the consumer at `consumer`.
     Wired {
+        /// The consumer instance's `nativeUri`.
         consumer: String,
+        /// The role told.
         role: String,
+        /// The provider's service name(s).
         provider: String,
+        /// The whole list told for the role.
         endpoints: Vec<String>,
     },
 }
@@ -49,6 +62,7 @@ pub struct RecordingProvider {
 }
 
 impl RecordingProvider {
+    /// A fake with nothing recorded yet.
     pub fn new() -> Self {
         RecordingProvider::default()
     }

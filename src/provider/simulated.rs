@@ -9,12 +9,15 @@ use std::time::Duration;
 use super::{Provider, ProviderResult, StartRequest, Started};
 use crate::state::{InstanceState, NewNode, NodeState};
 
+/// The provider of a `simulated` account: every operation waits `latency` and succeeds.
 #[derive(Debug, Clone)]
 pub struct SimulatedProvider {
     latency: Duration,
 }
 
 impl SimulatedProvider {
+    /// A simulated provider whose every operation (the node batch, each start, stop and wiring
+    /// call) takes `latency` (the account's `latencyMs`); at zero, nothing waits.
     pub fn new(latency: Duration) -> Self {
         SimulatedProvider { latency }
     }
