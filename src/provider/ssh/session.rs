@@ -563,3 +563,40 @@ impl SshProvider {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_failure_keeps_its_kind_and_its_words_at_the_provider_boundary() {
+        let unknown = ConnectError::KeyUnknown {
+            host: "root@10.0.0.5:22".into(),
+            algorithm: "ssh-ed25519".into(),
+            fingerprint: "SHA256:abc".into(),
+            known_hosts: PathBuf::from("/repo/known_hosts"),
+        };
+        let e = ProviderError::from(unknown);
+        assert_eq!(e.kind, Some(DownReason::HostKeyUnknown));
+        assert_eq!(
+            e.message,
+            "host root@10.0.0.5:22 presented an unknown ssh-ed25519 host key SHA256:abc; refusing to connect. \
+             If that is the host's key, trust it with `enact hosts trust` (records it in /repo/known_hosts) or pass --accept-new-host-keys"
+        );
+        let key = ConnectError::PrivateKey {
+            host: "u@h:22".into(),
+            key: PathBuf::from("/k"),
+            reason: "No such file or directory".into(),
+        };
+        assert!(
+            matches!(ProviderError::from(key), ProviderError { kind: None, .. }),
+            "a local problem says nothing of the host"
+        );
+        let refused = ConnectError::KeyRefused { host: "u@h:22".into(), key: PathBuf::from("/k"), user: "u".into() };
+        assert_eq!(refused.kind(), Some(DownReason::AuthRefused));
+        assert!(refused.to_string().ends_with("add its public key to that user's authorized_keys"));
+        let timeout = ConnectError::Timeout { host: "u@h:2416".into(), secs: 10 };
+        assert_eq!(timeout.to_string(), "cannot reach host u@h:2416: no answer within 10 s");
+        assert_eq!(timeout.kind(), Some(DownReason::HostUnreachable));
+    }
+}
