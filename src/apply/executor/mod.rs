@@ -44,6 +44,8 @@ mod operations;
 mod step;
 mod wire;
 
+#[cfg(test)]
+mod tests;
 
 pub use at_once::INSTANCES_AT_ONCE;
 pub use error::{Check, StepError, StepResult};

@@ -25,6 +25,8 @@ mod backing;
 mod error;
 mod recover;
 
+#[cfg(test)]
+mod tests;
 
 pub use backing::{Backing, Held, LockFiles, Locks, MemoryLocks, ProvenanceOf, SessionStore};
 pub use error::SessionError;
