@@ -18,6 +18,7 @@ pub mod error;
 pub mod graph;
 pub mod paint;
 pub mod plan;
+pub mod process;
 pub mod provider;
 pub mod repo;
 pub mod spec;

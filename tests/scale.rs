@@ -10,11 +10,11 @@ use std::time::Duration;
 use enact::apply::events::Silent;
 use enact::apply::executor::{Executor, INSTANCES_AT_ONCE, Options};
 use enact::apply::journal::Journal;
-use enact::plan::placement::NewNode;
 use enact::plan::{PlanInput, plan};
 use enact::provider::{Provider, ProviderResult, StartRequest, Started};
 use enact::repo::settings::{Account, NodeSelector, Policy, Settings, SimulatedAccount};
 use enact::spec::{Choreography, DeployableServiceSpec};
+use enact::state::NewNode;
 use enact::state::{InstanceState, NodeState, State};
 
 const INSTANCES: usize = 300;

@@ -443,7 +443,7 @@ fn run(initial: &[bool], ops: &[Vec<Op>], policy: u8, vm_limit: u32) -> Result<(
             &Silent,
             Options::default(),
         )
-        .map_err(TestCaseError::fail)?;
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
         executor.use_provider("sim", Box::new(fake.clone()));
         executor.use_legacy_wiring(Box::new(fake.clone()));
         let report = executor.run();

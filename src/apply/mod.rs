@@ -1,19 +1,15 @@
 //! Apply: carrying a plan out on real machines, in dependency order, without losing anything.
 //!
 //! - [`executor`] walks the plan's steps and drives the providers;
-//! - [`wiring`] tells consumers their providers' endpoints over HTTP (SOAP or REST);
 //! - [`journal`] records intents and outcomes so a killed apply can be replayed;
 //! - [`events`] is what the executor reports, and the progress display;
-//! - [`package`] finds a service's package on this machine;
 //! - [`readiness`] waits until a new instance can serve before consumers are told of it;
 //! - [`refresh`] looks at every recorded instance before a plan (what really runs).
 
 pub mod events;
 pub mod executor;
 pub mod journal;
-pub mod package;
 pub mod readiness;
 pub mod refresh;
 pub mod session;
 pub mod untracked;
-pub mod wiring;

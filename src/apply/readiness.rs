@@ -2,10 +2,48 @@
 //! check says its port accepts connections; a `readiness` setting adds an HTTP check (a 2xx
 //! answer to `GET <path>` on the instance's address and port) and a time it must keep passing
 //! (`minReadyMs`), like a Kubernetes readiness probe with `minReadySeconds`.
+//!
+//! Depends on `repo` (the `readiness` setting) only.
 
 use std::time::{Duration, Instant};
 
 use crate::repo::settings::Readiness;
+
+/// Why an instance is not ready. The executor names the instance ("instance web-2: …").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadinessError {
+    /// The instance's process is gone: waiting longer is pointless. See its log.
+    #[error("{instance} exited before it was ready")]
+    Exited {
+        /// The instance id.
+        instance: String,
+    },
+    /// The readiness URL answered, but not 2xx.
+    #[error("GET {url} answered HTTP {status}")]
+    Status {
+        /// The URL checked.
+        url: String,
+        /// The HTTP status it answered.
+        status: u16,
+    },
+    /// The readiness URL did not answer (refused, timed out).
+    #[error("GET {url}: {reason}")]
+    NoAnswer {
+        /// The URL checked.
+        url: String,
+        /// The HTTP client's error.
+        reason: String,
+    },
+    /// The timeout passed before the check kept passing for `minReadyMs`: raise the service's
+    /// `timeouts.healthMs` (or `--health-timeout`), or fix what keeps it from being ready.
+    #[error("not ready within {timeout_ms} ms{}", last.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    Timeout {
+        /// The time it was given, in milliseconds.
+        timeout_ms: u128,
+        /// The last check's failure, if the last check failed.
+        last: Option<Box<ReadinessError>>,
+    },
+}
 
 /// The first wait between two checks; it grows by half each time up to [`INTERVAL`], so an
 /// instance that is ready soon is seen at once.
@@ -26,11 +64,11 @@ pub fn readiness_url(address: &str, port: u16, path: &str, endpoint: &str) -> St
 }
 
 /// Whether `url` answers 2xx now.
-fn answers_ok(agent: &ureq::Agent, url: &str) -> Result<(), String> {
+fn answers_ok(agent: &ureq::Agent, url: &str) -> Result<(), ReadinessError> {
     match agent.get(url).call() {
         Ok(response) if response.status().is_success() => Ok(()),
-        Ok(response) => Err(format!("GET {url} answered HTTP {}", response.status().as_u16())),
-        Err(e) => Err(format!("GET {url}: {e}")),
+        Ok(response) => Err(ReadinessError::Status { url: url.to_string(), status: response.status().as_u16() }),
+        Err(e) => Err(ReadinessError::NoAnswer { url: url.to_string(), reason: e.to_string() }),
     }
 }
 
@@ -38,14 +76,14 @@ fn answers_ok(agent: &ureq::Agent, url: &str) -> Result<(), String> {
 /// alone) without a break for `readiness.min_ready_ms`, within `timeout`.
 ///
 /// # Errors
-/// The last failure when `timeout` passes first, or at once when `still_up` says the instance is
-/// gone.
+/// [`ReadinessError::Timeout`] (with the last failure) when `timeout` passes first, or at once
+/// the error of `still_up` when it says the instance is gone.
 pub fn wait_ready(
     url: Option<&str>,
     readiness: &Readiness,
     timeout: Duration,
-    still_up: &dyn Fn() -> Result<(), String>,
-) -> Result<(), String> {
+    still_up: &dyn Fn() -> Result<(), ReadinessError>,
+) -> Result<(), ReadinessError> {
     let agent: ureq::Agent =
         ureq::Agent::config_builder().timeout_global(Some(CHECK_TIMEOUT)).http_status_as_error(false).build().into();
     let min_ready = Duration::from_millis(readiness.min_ready_ms);
@@ -69,12 +107,12 @@ pub fn wait_ready(
             Err(e) => {
                 ready_since = None;
                 if Instant::now() >= deadline {
-                    return Err(format!("not ready within {} ms: {e}", timeout.as_millis()));
+                    return Err(ReadinessError::Timeout { timeout_ms: timeout.as_millis(), last: Some(Box::new(e)) });
                 }
             }
         }
         if Instant::now() >= deadline && ready_since.is_none() {
-            return Err(format!("not ready within {} ms", timeout.as_millis()));
+            return Err(ReadinessError::Timeout { timeout_ms: timeout.as_millis(), last: None });
         }
         std::thread::sleep(pause);
         pause = (pause * 3 / 2).min(INTERVAL);
@@ -93,11 +131,15 @@ mod tests {
 
     #[test]
     fn an_instance_that_goes_away_fails_at_once() {
-        let started = Instant::now();
-        let gone = || Err("process 42 exited".to_string());
+        let asked = std::cell::Cell::new(0);
+        let gone = || {
+            asked.set(asked.get() + 1);
+            Err(ReadinessError::Exited { instance: "web-1".into() })
+        };
         let err = wait_ready(None, &Readiness::default(), Duration::from_secs(30), &gone).unwrap_err();
-        assert!(err.contains("exited"), "{err}");
-        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(matches!(&err, ReadinessError::Exited { instance } if instance == "web-1"), "{err}");
+        assert_eq!(err.to_string(), "web-1 exited before it was ready");
+        assert_eq!(asked.get(), 1, "the first answer that it is gone ends the wait");
     }
 
     #[test]
@@ -106,7 +148,9 @@ mod tests {
         let url = readiness_url("127.0.0.1", 9, "/ready", "x");
         let up = || Ok(());
         let err = wait_ready(Some(&url), &Readiness::default(), Duration::from_millis(200), &up).unwrap_err();
-        assert!(err.contains("not ready within 200 ms") && err.contains("127.0.0.1:9/ready"), "{err}");
+        assert!(matches!(&err, ReadinessError::Timeout { timeout_ms: 200, last: Some(_) }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("not ready within 200 ms") && text.contains("127.0.0.1:9/ready"), "{text}");
     }
 
     #[test]

@@ -5,9 +5,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::plan::placement::port_of;
 use crate::provider::{self, Provider, ProviderOptions};
 use crate::repo::settings::Settings;
+use crate::spec::endpoint::port_of;
 use crate::state::observed::{DownReason, Health, Observations};
 use crate::state::{AppliedSpec, InstanceState, InstanceStatus, NodeState, State};
 

@@ -92,7 +92,7 @@ fn providers_of(
 pub(super) fn leftovers(ctx: &Context, repo: &ConfigRepo, env: &str, state: State) -> Result<State> {
     let state_dir = repo.state_dir();
     if let Some(holder) = lock::holder(&state_dir, env)? {
-        let running = holder.host == lock::hostname() && provider::local::process_alive(holder.pid, holder.start_time);
+        let running = holder.host == lock::hostname() && crate::process::process_alive(holder.pid, holder.start_time);
         if running {
             ctx.printer.warn(&format!(
                 "env `{env}` is being changed right now by pid {} ({}, since {}): what follows may be out of date",

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::diff::Planned;
 use super::model::Action;
-use super::placement::port_of;
+use crate::spec::endpoint::native_uri;
 use crate::spec::{Choreography, Service};
 use crate::state::{AppliedSpec, InstanceState, InstanceStatus, NodeState, ServiceState, State};
 
@@ -19,12 +19,6 @@ pub fn model_address(provider: &str, node_number: u64) -> String {
         }
         _ => format!("{provider}-node-{node_number}.invalid"),
     }
-}
-
-/// The `nativeUri` of an instance: `http://<node address>:<port>/<endpointName>`.
-pub fn native_uri(address: &str, spec: &crate::spec::DeployableServiceSpec) -> String {
-    let host = if address.contains(':') { format!("[{address}]") } else { address.to_string() };
-    format!("http://{host}:{}/{}", port_of(spec), spec.endpoint_name())
 }
 
 /// Applies `planned` to `prior` in the model: specs recorded, instances started and stopped as

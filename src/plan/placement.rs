@@ -17,8 +17,9 @@ use foldhash::{HashMap, HashMapExt as _};
 
 use crate::diagnostic::Diagnostic;
 use crate::repo::settings::{Account, EnvView, Policy};
+use crate::spec::endpoint::port_of;
 use crate::spec::{DeployableServiceSpec, Memory};
-use crate::state::{AppliedSpec, State};
+use crate::state::{AppliedSpec, NewNode, State};
 
 /// Where one instance goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,23 +32,6 @@ pub struct PlacedInstance {
     /// reached `vmLimit`, may have none). It is the first old instance (by id) that no earlier new
     /// instance of the service waits for, and this instance goes to the node it leaves.
     pub after_stopping: Option<String>,
-}
-
-/// A node the plan creates.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewNode {
-    pub id: String,
-    pub account: String,
-    pub provider: &'static str,
-    pub memory: Memory,
-    pub size: String,
-    /// For fixed hosts (ssh) the host's address; made up by the provider otherwise.
-    pub address: Option<String>,
-    /// Whether it costs anything to create (false for an ssh host used the first time).
-    pub provisioned: bool,
-    /// The ports the instances placed on it listen on: a provider that picks addresses avoids
-    /// one where another process already holds one of them.
-    pub ports: Vec<u16>,
 }
 
 /// What changes in placement for a set of services.
@@ -246,11 +230,6 @@ impl<'a> Slots<'a> {
 
 /// An old instance a rolling replacement stops: (id, node, port).
 type Leaving = (String, String, Option<u16>);
-
-/// The port an instance of `spec` listens on.
-pub fn port_of(spec: &DeployableServiceSpec) -> u16 {
-    spec.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(if spec.package_type() == "TOMCAT" { 8080 } else { 0 })
-}
 
 /// The number at the end of an id like `airline-12` or `local-3`.
 pub fn id_number(id: &str) -> u64 {

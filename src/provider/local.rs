@@ -10,7 +10,10 @@
 //! new node's ports is already held by some other process is passed over.
 //!
 //! A process is identified by its pid *and* its start time (from `/proc/<pid>/stat`): enact
-//! signals a pid only while both match, so a pid reused by the kernel is never killed.
+//! signals a pid only while both match, so a pid reused by the kernel is never killed
+//! ([`crate::process`]).
+//!
+//! Depends on the provider trait, the state, the spec and the leaves.
 
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
@@ -21,9 +24,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{Provider, ProviderError, ProviderResult, StartRequest, Started};
-use crate::plan::placement::NewNode;
-use crate::state::{InstanceState, NodeState};
+use crate::process::{self, process_alive};
+use crate::spec::endpoint::port_of;
+use crate::state::{InstanceState, NewNode, NodeState};
 
+/// The provider of a `local` account: nodes are loopback addresses of this machine, instances
+/// its processes.
 #[derive(Debug, Default)]
 pub struct LocalProvider {
     /// The first block of loopback addresses new nodes are looked for in.
@@ -96,17 +102,6 @@ fn missing_interpreter(program: &Path) -> Option<String> {
     (!Path::new(&interpreter).exists()).then_some(interpreter)
 }
 
-/// State and start time of a process, from `/proc/<pid>/stat`.
-fn proc_stat(pid: u32) -> Option<(char, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may hold spaces: fields start after the last ')'.
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let state = fields.first()?.chars().next()?;
-    let start_time = fields.get(19)?.parse().ok()?;
-    Some((state, start_time))
-}
-
 /// The processes of this machine that carry `ENACT_LINEAGE=lineage` and lead their session.
 fn tagged_processes(lineage: &str) -> Vec<super::Tagged> {
     let needle = format!("ENACT_LINEAGE={lineage}");
@@ -116,8 +111,8 @@ fn tagged_processes(lineage: &str) -> Vec<super::Tagged> {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
-        let Some((state, session, start_time)) = proc_session(pid) else { continue };
-        if session != pid || state == 'Z' || state == 'X' {
+        let Some(stat) = process::stat(pid) else { continue };
+        if stat.session != pid || stat.is_defunct() {
             continue;
         }
         let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
@@ -133,7 +128,7 @@ fn tagged_processes(lineage: &str) -> Vec<super::Tagged> {
         };
         found.push(super::Tagged {
             pid,
-            start_time: Some(start_time),
+            start_time: Some(stat.start_time),
             instance: var("INSTANCE_ID"),
             service: var("SERVICE_NAME"),
             host: var("HOST"),
@@ -141,17 +136,6 @@ fn tagged_processes(lineage: &str) -> Vec<super::Tagged> {
         });
     }
     found
-}
-
-/// State, session id and start time of a process (`/proc/<pid>/stat` fields 3, 6 and 22).
-fn proc_session(pid: u32) -> Option<(char, u32, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let state = fields.first()?.chars().next()?;
-    let session = fields.get(3)?.parse().ok()?;
-    let start_time = fields.get(19)?.parse().ok()?;
-    Some((state, session, start_time))
 }
 
 /// Whether `pid` runs the log relay (by its command line).
@@ -203,19 +187,6 @@ fn wait_relays(relays: &[u32]) {
     let deadline = Instant::now() + RELAY_DRAIN;
     while relays.iter().any(|p| process_alive(*p, None)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// The start time of a running process (clock ticks since boot).
-pub fn start_time_of(pid: u32) -> Option<u64> {
-    proc_stat(pid).map(|(_, t)| t)
-}
-
-/// Whether `pid` is still the process that was started (same start time) and not a zombie.
-pub fn process_alive(pid: u32, start_time: Option<u64>) -> bool {
-    match proc_stat(pid) {
-        Some((state, started)) => state != 'Z' && state != 'X' && start_time.is_none_or(|t| t == started),
-        None => false,
     }
 }
 
@@ -382,7 +353,7 @@ impl Provider for LocalProvider {
 
     #[allow(unsafe_code)]
     fn start(&self, request: &StartRequest<'_>) -> ProviderResult<Started> {
-        let port = crate::plan::placement::port_of(request.spec);
+        let port = port_of(request.spec);
         let address = format!("{}:{port}", request.node.address);
         if let Ok(addr) = address.parse::<SocketAddr>()
             && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
@@ -393,9 +364,7 @@ impl Provider for LocalProvider {
         }
         let package = match &request.package {
             super::Package::Path(path) => path.to_string_lossy().into_owned(),
-            super::Package::Url(url) => {
-                crate::apply::package::fetch_cached(url, &request.cache_dir).map_err(ProviderError::new)?
-            }
+            super::Package::Url(url) => super::package::fetch_cached(url, &request.cache_dir)?,
             super::Package::None => {
                 return Err(ProviderError::new("the local provider needs a package to run"));
             }
@@ -489,7 +458,7 @@ impl Provider for LocalProvider {
             ProviderError::new(format!("cannot start `{program}`: {e}{hint}"))
         })?;
         let pid = child.id();
-        let start_time = proc_stat(pid).map(|(_, t)| t);
+        let start_time = process::start_time_of(pid);
         // Reap the child if it exits while enact still runs, so it never lingers as a zombie.
         reap_later(pid);
         Ok(Started { pid: Some(pid), start_time })
@@ -603,9 +572,9 @@ impl Provider for LocalProvider {
             });
             let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
             if holds_marker || environ.split(|&b| b == 0).any(|var| var == needle.as_bytes()) {
-                let (state, start_time) = proc_stat(pid)?;
-                if state != 'Z' {
-                    return Some(Started { pid: Some(pid), start_time: Some(start_time) });
+                let stat = process::stat(pid)?;
+                if stat.state != 'Z' {
+                    return Some(Started { pid: Some(pid), start_time: Some(stat.start_time) });
                 }
             }
         }
@@ -670,14 +639,5 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-    }
-
-    #[test]
-    fn this_process_is_alive_and_a_wrong_start_time_is_not() {
-        let me = std::process::id();
-        let (_, started) = proc_stat(me).unwrap();
-        assert!(process_alive(me, Some(started)));
-        assert!(!process_alive(me, Some(started + 1)));
-        assert!(!process_alive(u32::MAX - 1, None));
     }
 }

@@ -8,36 +8,46 @@
 //!   and benchmarks);
 //! - [`recording`]: a fake for tests: nothing runs, every call is recorded in order.
 //!
+//! Beside them, what every provider shares: [`package`] finds and fetches a service's package,
+//! [`wire`] makes the `setInvocationAddress` call over HTTP (the default [`Provider::wire`]).
+//!
 //! Placement (which node an instance goes to) is decided once for every provider, at plan time,
-//! in [`crate::plan::placement`]; providers only carry it out.
+//! in `plan::placement`; providers only carry it out, from the [`NewNode`] requests it hands
+//! them. This module depends on the repository settings, the state, the spec and the leaves;
+//! never on the plan or on apply.
 
 pub mod ec2;
 pub mod local;
 pub mod logfile;
+pub mod package;
 pub mod recording;
 pub mod simulated;
 pub mod ssh;
+pub mod wire;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::plan::placement::NewNode;
 use crate::repo::settings::{Account, Settings};
 use crate::spec::DeployableServiceSpec;
+use crate::spec::endpoint::port_of;
 use crate::state::observed::{DownReason, Health};
-use crate::state::{InstanceState, NodeState};
+use crate::state::{InstanceState, NewNode, NodeState};
+use wire::{WireCall, WireError};
 
 /// A provider operation that failed, with what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct ProviderError {
+    /// What failed, naming the node, host or instance, and what to do (shown as is).
     pub message: String,
     /// What kind of failure, when the provider can tell (a node it cannot reach or trust).
     pub kind: Option<DownReason>,
 }
 
 impl ProviderError {
+    /// A failure of no particular kind.
     pub fn new(message: impl Into<String>) -> Self {
         ProviderError { message: message.into(), kind: None }
     }
@@ -48,6 +58,7 @@ impl ProviderError {
     }
 }
 
+/// The result of a provider operation.
 pub type ProviderResult<T> = Result<T, ProviderError>;
 
 /// Where a package comes from, as the executor found it.
@@ -64,10 +75,15 @@ pub enum Package {
 /// Everything needed to start one instance.
 #[derive(Debug, Clone)]
 pub struct StartRequest<'a> {
+    /// The environment the instance belongs to (`ENACT_ENV`).
     pub env: &'a str,
+    /// The service's spec: port, package type, endpoint name.
     pub spec: &'a DeployableServiceSpec,
+    /// The instance's id in the state (`<service>-<n>`).
     pub instance_id: &'a str,
+    /// The node it runs on, as recorded.
     pub node: &'a NodeState,
+    /// Where its package is (see [`package::locate`]).
     pub package: Package,
     /// For package type recipes.
     pub settings: &'a Settings,
@@ -87,11 +103,13 @@ pub struct StartRequest<'a> {
 }
 
 impl StartRequest<'_> {
-    /// The environment variables every instance gets.
+    /// The environment variables every instance gets (name, value): `HOST`, `PORT`,
+    /// `SERVICE_NAME`, `INSTANCE_ID`, `ENDPOINT_NAME`, `ENACT_ENV`, `ENACT_TOKEN`,
+    /// `ENACT_LINEAGE`, `ENACT_ACCOUNT`.
     pub fn environment(&self) -> Vec<(&'static str, String)> {
         vec![
             ("HOST", self.node.address.clone()),
-            ("PORT", crate::plan::placement::port_of(self.spec).to_string()),
+            ("PORT", port_of(self.spec).to_string()),
             ("SERVICE_NAME", self.spec.name.clone()),
             ("INSTANCE_ID", self.instance_id.to_string()),
             ("ENDPOINT_NAME", self.spec.endpoint_name().to_string()),
@@ -125,7 +143,10 @@ pub struct Tagged {
 /// What a provider knows about an instance it started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Started {
+    /// Its process id on the node, when it has one (not for a simulated or deployed WAR).
     pub pid: Option<u32>,
+    /// Its start time, in clock ticks since the node booted (`/proc/<pid>/stat`, field 22):
+    /// with the pid, what tells it from a later process that reused the id.
     pub start_time: Option<u64>,
 }
 
@@ -134,15 +155,30 @@ pub trait Provider: Send + Sync {
     /// `local`, `ssh`, `ec2`, `simulated`.
     fn kind(&self) -> &'static str;
 
-    /// Makes the nodes; `taken` are addresses already in use by other nodes.
+    /// Makes the nodes placement asked for, one batch, in order; `taken` are addresses
+    /// already in use by other nodes.
+    ///
+    /// # Errors
+    /// The provider cannot make them (a fixed set of hosts, no address left).
     fn create_nodes(&self, nodes: &[NewNode], taken: &BTreeSet<String>) -> ProviderResult<Vec<NodeState>>;
 
+    /// Frees the node `id` (recorded as `node`) once no instance runs on it.
+    ///
+    /// # Errors
+    /// The provider cannot free it.
     fn destroy_node(&self, id: &str, node: &NodeState) -> ProviderResult<()>;
 
     /// Starts an instance, detached; does not wait for it to be healthy.
+    ///
+    /// # Errors
+    /// The package cannot be run or carried to the node, the node cannot be reached, or the
+    /// port is held by another process.
     fn start(&self, request: &StartRequest<'_>) -> ProviderResult<Started>;
 
-    /// Waits until the instance accepts connections on its port.
+    /// Waits until the instance accepts connections on its port, for `timeout` at most.
+    ///
+    /// # Errors
+    /// The instance exited, or did not answer within `timeout`.
     fn wait_healthy(
         &self,
         instance: &InstanceState,
@@ -153,6 +189,9 @@ pub trait Provider: Send + Sync {
 
     /// Stops an instance: SIGTERM, then SIGKILL after `grace`; never a process whose identity
     /// changed (a reused pid).
+    ///
+    /// # Errors
+    /// The node cannot be reached, or the process outlived SIGKILL.
     fn stop(&self, instance: &InstanceState, node: &NodeState, grace: Duration) -> ProviderResult<()>;
 
     /// Whether the instance's process still runs.
@@ -160,6 +199,9 @@ pub trait Provider: Send + Sync {
 
     /// The last `lines` lines of the instance's output, read on into the rotated files when
     /// the current one has fewer.
+    ///
+    /// # Errors
+    /// The log cannot be read, or its host cannot be reached.
     fn logs(
         &self,
         instance: &InstanceState,
@@ -224,9 +266,13 @@ pub trait Provider: Send + Sync {
         false
     }
 
-    /// Tells one consumer instance the endpoints of a provider; real providers go over HTTP.
-    fn wire(&self, call: &crate::apply::wiring::WireCall<'_>) -> Result<(), String> {
-        crate::apply::wiring::send(call)
+    /// Tells one consumer instance the endpoints of a provider (`setInvocationAddress`, see
+    /// [`wire`]); real providers go over HTTP, fakes record or skip it.
+    ///
+    /// # Errors
+    /// Every try of the call failed ([`WireError`]).
+    fn wire(&self, call: &WireCall<'_>) -> Result<(), WireError> {
+        wire::send(call)
     }
 }
 
@@ -242,7 +288,11 @@ pub struct ProviderOptions {
     pub env: String,
 }
 
-/// The provider of an account.
+/// The provider of the account `name` of `enact.json`.
+///
+/// # Errors
+/// The account's provider is not available in this build (`ec2`), or the ssh provider cannot
+/// start its runtime.
 pub fn for_account(
     name: &str,
     account: &Account,
@@ -276,8 +326,14 @@ pub fn port_answers(address: &str, port: u16) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(250)).is_ok()
 }
 
-/// The command that runs a package of `package_type`, without a shell: the recipe is split into
-/// words and each placeholder filled in, so no value is ever interpreted by a shell.
+/// The command (argv) that runs `package` (its path on the node) for an instance of `spec` on
+/// `host`, without a shell: the recipe of the spec's package type (`packageTypes` of
+/// `enact.json`) is split into words and each placeholder (`{package}`, `{port}`, `{host}`,
+/// `{name}`, `{endpoint}`, `{instance}`) filled in, so no value is ever interpreted by a shell.
+/// Without a recipe, a `COMMAND_LINE` package runs itself (`java -jar` for a `.jar`).
+///
+/// # Errors
+/// The package type has no recipe and is not `COMMAND_LINE`.
 pub fn command_for(
     settings: &Settings,
     spec: &DeployableServiceSpec,
@@ -287,7 +343,7 @@ pub fn command_for(
 ) -> Result<Vec<String>, ProviderError> {
     let package_type = spec.package_type();
     if let Some(recipe) = settings.package_types.get(package_type) {
-        let port = crate::plan::placement::port_of(spec).to_string();
+        let port = port_of(spec).to_string();
         return Ok(recipe
             .start
             .split_whitespace()

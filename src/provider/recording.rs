@@ -2,56 +2,102 @@
 //! ordering rules (health before announce, unwire before stop, new before old, each list told
 //! once) are checked by replaying what it recorded against a model of the consumers; the real
 //! providers are proven by the integration tests on real processes and real sshd.
+//!
+//! It can be told to fail ([`RecordingProvider::fail`]): a start, a health check or a stop of a
+//! named instance, or of every instance of a named service, fails with a [`ProviderError`], so
+//! tests see what a failure does to the rest of an apply.
+//!
+//! Depends on the provider trait and the state only.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::{Provider, ProviderResult, StartRequest, Started};
-use crate::apply::wiring::WireCall;
-use crate::plan::placement::NewNode;
-use crate::state::{InstanceState, NodeState};
+use super::wire::{WireCall, WireError};
+use super::{Provider, ProviderError, ProviderResult, StartRequest, Started};
+use crate::state::{InstanceState, NewNode, NodeState};
 
 /// One call the executor made, in the order it made them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     /// Nodes made (one batch): their ids.
     NodesCreated(Vec<String>),
+    /// A node freed: its id.
     NodeDestroyed(String),
-    /// An instance started (not yet healthy): its service, id and `nativeUri`.
+    /// An instance started (not yet healthy).
     Started {
+        /// Its service's name.
         service: String,
+        /// Its id in the state.
         instance: String,
+        /// Its `nativeUri`.
         uri: String,
     },
     /// The instance passed its health check.
     Healthy {
+        /// Its id in the state.
         instance: String,
     },
-    /// The instance stopped: its id and `nativeUri`.
+    /// The instance stopped.
     Stopped {
+        /// Its id in the state.
         instance: String,
+        /// Its `nativeUri`.
         uri: String,
     },
     /// `setInvocationAddress(role, provider, endpoints)` sent to the consumer at `consumer`.
     Wired {
+        /// The consumer instance's `nativeUri`.
         consumer: String,
+        /// The role told.
         role: String,
+        /// The provider's service name(s).
         provider: String,
+        /// The whole list told for the role.
         endpoints: Vec<String>,
     },
 }
 
-/// The fake: clones share one record of calls.
+/// An operation of the fake that can be told to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Operation {
+    /// [`Provider::start`]: nothing starts, and nothing is recorded.
+    Start,
+    /// [`Provider::wait_healthy`]: the instance never gets healthy (no [`Call::Healthy`]).
+    Health,
+    /// [`Provider::stop`]: the instance keeps running (no [`Call::Stopped`]).
+    Stop,
+}
+
+/// The fake: clones share one record of calls, and the failures they were told.
 #[derive(Debug, Clone, Default)]
 pub struct RecordingProvider {
     calls: Arc<Mutex<Vec<Call>>>,
+    /// (operation, instance id or service name) that fail.
+    failing: Arc<Mutex<BTreeSet<(Operation, String)>>>,
 }
 
 impl RecordingProvider {
+    /// A fake with no call recorded and nothing failing.
     pub fn new() -> Self {
         RecordingProvider::default()
+    }
+
+    /// From now on, `operation` fails for the instance `who`, or for every instance of the
+    /// service `who` (an instance id is `<service>-<n>`).
+    pub fn fail(&self, operation: Operation, who: &str) {
+        self.failing.lock().unwrap_or_else(PoisonError::into_inner).insert((operation, who.to_string()));
+    }
+
+    /// The error of `operation` on `instance`, if it was told to fail.
+    fn failure(&self, operation: Operation, instance: &str) -> ProviderResult<()> {
+        let service = instance.rsplit_once('-').map_or(instance, |(service, _)| service);
+        let failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+        if failing.contains(&(operation, instance.to_string())) || failing.contains(&(operation, service.to_string())) {
+            return Err(ProviderError::new(format!("{operation:?} of {instance} fails (as the test asked)")));
+        }
+        Ok(())
     }
 
     /// Every call recorded so far, and a fresh start.
@@ -94,20 +140,23 @@ impl Provider for RecordingProvider {
     }
 
     fn start(&self, request: &StartRequest<'_>) -> ProviderResult<Started> {
+        self.failure(Operation::Start, request.instance_id)?;
         self.push(Call::Started {
             service: request.spec.name.clone(),
             instance: request.instance_id.to_string(),
-            uri: crate::plan::converge::native_uri(&request.node.address, request.spec),
+            uri: crate::spec::endpoint::native_uri(&request.node.address, request.spec),
         });
         Ok(Started::default())
     }
 
     fn wait_healthy(&self, instance: &InstanceState, _: &NodeState, _: u16, _: Duration) -> ProviderResult<()> {
+        self.failure(Operation::Health, &instance.id)?;
         self.push(Call::Healthy { instance: instance.id.clone() });
         Ok(())
     }
 
     fn stop(&self, instance: &InstanceState, _: &NodeState, _: Duration) -> ProviderResult<()> {
+        self.failure(Operation::Stop, &instance.id)?;
         self.push(Call::Stopped { instance: instance.id.clone(), uri: instance.native_uri.clone() });
         Ok(())
     }
@@ -128,7 +177,7 @@ impl Provider for RecordingProvider {
         None
     }
 
-    fn wire(&self, call: &WireCall<'_>) -> Result<(), String> {
+    fn wire(&self, call: &WireCall<'_>) -> Result<(), WireError> {
         self.push(Call::Wired {
             consumer: call.consumer.to_string(),
             role: call.role.to_string(),

@@ -7,15 +7,17 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{Provider, ProviderResult, StartRequest, Started};
-use crate::plan::placement::NewNode;
-use crate::state::{InstanceState, NodeState};
+use crate::state::{InstanceState, NewNode, NodeState};
 
+/// The provider of a `simulated` account: every operation waits `latency` and succeeds.
 #[derive(Debug, Clone)]
 pub struct SimulatedProvider {
     latency: Duration,
 }
 
 impl SimulatedProvider {
+    /// A simulated provider whose every operation (the node batch, each start, stop and wiring
+    /// call) takes `latency` (the account's `latencyMs`); at zero, nothing waits.
     pub fn new(latency: Duration) -> Self {
         SimulatedProvider { latency }
     }
@@ -88,7 +90,7 @@ impl Provider for SimulatedProvider {
         None
     }
 
-    fn wire(&self, _call: &crate::apply::wiring::WireCall<'_>) -> Result<(), String> {
+    fn wire(&self, _call: &super::wire::WireCall<'_>) -> Result<(), super::wire::WireError> {
         self.pause();
         Ok(())
     }

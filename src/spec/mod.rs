@@ -1,6 +1,7 @@
 //! The choreography spec: model (CHOReOS field names), parsing with positions, validation and
 //! the JSON Schema of `chor.json`.
 
+pub mod endpoint;
 pub mod format;
 pub mod model;
 pub mod parse;

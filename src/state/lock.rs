@@ -117,7 +117,7 @@ pub fn acquire(dir: &Path, env: &str, command: &str) -> Result<Lock> {
     let me = std::process::id();
     let info = LockInfo {
         pid: me,
-        start_time: crate::provider::local::start_time_of(me),
+        start_time: crate::process::start_time_of(me),
         host: hostname(),
         user: user(),
         time: crate::time::now_rfc3339(),
@@ -151,7 +151,7 @@ pub fn acquire(dir: &Path, env: &str, command: &str) -> Result<Lock> {
                 };
                 let stale = current.host == info.host
                     && current.pid != 0
-                    && !crate::provider::local::process_alive(current.pid, current.start_time);
+                    && !crate::process::process_alive(current.pid, current.start_time);
                 if !stale {
                     return Err(Diagnostic::new(describe(env, &current))
                         .hint(format!(

@@ -4,9 +4,11 @@
 pub mod backup;
 pub mod lock;
 pub mod model;
+mod new_node;
 pub mod observed;
 mod split;
 pub mod store;
 
 pub use model::{AppliedSpec, InstanceState, InstanceStatus, NodeState, ServiceState, State};
+pub use new_node::NewNode;
 pub use store::{FileStore, MemoryStore, StateStore};

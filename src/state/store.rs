@@ -509,7 +509,7 @@ fn remove_stale_temporaries(dir: &Path) {
             continue;
         };
         let Ok(pid) = pid.parse::<u32>() else { continue };
-        if pid != std::process::id() && !crate::provider::local::process_alive(pid, None) {
+        if pid != std::process::id() && !crate::process::process_alive(pid, None) {
             let _ = fs::remove_file(entry.path());
         }
     }

@@ -26,8 +26,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::super::wiring::WireCall;
-use super::{Executor, StepResult};
+use super::{Executor, StepError, StepResult};
+use crate::provider::wire::WireCall;
 use crate::spec::{Service, ServiceDependency, ServiceType};
 use crate::state::{AppliedSpec, InstanceStatus, ServiceState, State};
 
@@ -376,18 +376,20 @@ impl Executor<'_> {
                 format!("told {told} instance(s) role `{role}`: {} endpoint(s) of {providers}", list.len()),
             );
         }
-        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+        StepError::from_all(errors)
     }
 
+    /// Sends one call through the provider of the consumer's account, or (a legacy consumer)
+    /// over HTTP or through the fake that stands for it.
     fn call(&self, account: Option<&str>, call: &WireCall<'_>) -> StepResult {
         let result = match account.and_then(|a| self.providers.get(a)) {
             Some(provider) => provider.wire(call),
             None => match &self.legacy_wiring {
                 Some(fake) => fake.wire(call),
-                None => super::super::wiring::send(call),
+                None => crate::provider::wire::send(call),
             },
         };
-        result.map_err(|e| format!("cannot wire {}: {e}", call.consumer))
+        result.map_err(|source| StepError::Wire { consumer: call.consumer.to_string(), source })
     }
 
     /// How `consumer` is told its lists.
@@ -436,11 +438,10 @@ impl Executor<'_> {
             std::thread::scope(|scope| {
                 let handles: Vec<_> =
                     pairs.iter().map(|(consumer, role)| scope.spawn(move || self.sync(consumer, role, only))).collect();
-                handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("wiring panicked".into()))).collect()
+                handles.into_iter().map(|h| h.join().unwrap_or(Err(StepError::Panicked { what: "wiring" }))).collect()
             })
         };
-        let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
-        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+        StepError::from_all(results.into_iter().filter_map(Result::err).collect())
     }
 
     /// The roles `consumer` calls `provider` in, by its desired and its recorded spec.

@@ -1,0 +1,150 @@
+//! Nodes during an apply: the ones the placement needs are created first, one batch per
+//! account; the ones the plan leaves empty are freed last.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use super::{Executor, StepError};
+use crate::apply::journal::Record;
+use crate::provider::Provider;
+use crate::state::NewNode;
+use crate::state::{NodeState, State};
+
+impl Executor<'_> {
+    /// Creates every node the placement needs, one batch per account; the errors, each naming
+    /// its account or node.
+    pub(super) fn create_nodes(&self) -> Vec<StepError> {
+        let mut errors = Vec::new();
+        let mut by_account: HashMap<&str, Vec<&NewNode>> = HashMap::new();
+        for node in &self.planned.placement.new_nodes {
+            by_account.entry(&node.account).or_default().push(node);
+        }
+        let mut accounts: Vec<&str> = by_account.keys().copied().collect();
+        accounts.sort_unstable();
+        for account in accounts {
+            let Some(provider) = self.providers.get(account) else {
+                errors.push(StepError::NoProvider { account: account.to_string() });
+                continue;
+            };
+            let (fixed, made): (Vec<&NewNode>, Vec<&NewNode>) =
+                by_account[account].iter().copied().partition(|n| n.address.is_some());
+            for node in fixed {
+                let state = NodeState {
+                    account: node.account.clone(),
+                    provider: node.provider.to_string(),
+                    address: node.address.clone().unwrap_or_default(),
+                    memory: Some(node.memory),
+                    size: Some(node.size.clone()),
+                    provider_id: None,
+                };
+                if let Err(e) = self.record(Record::NodeCreated { node: node.id.clone(), state }) {
+                    errors.push(e);
+                }
+            }
+            if !made.is_empty() {
+                errors.extend(self.make_nodes(account, provider.as_ref(), &made));
+            }
+        }
+        errors
+    }
+
+    /// Makes one account's batch of nodes with its provider: the intent, the call, each node's
+    /// outcome.
+    fn make_nodes(&self, account: &str, provider: &dyn Provider, made: &[&NewNode]) -> Vec<StepError> {
+        let mut errors = Vec::new();
+        let ids: Vec<String> = made.iter().map(|n| n.id.clone()).collect();
+        if let Err(e) = self.record(Record::NodeCreateIntent { nodes: ids.clone() }) {
+            errors.push(e);
+            return errors;
+        }
+        let taken: BTreeSet<String> = self.taken_addresses();
+        let batch: Vec<NewNode> = made.iter().map(|n| (*n).clone()).collect();
+        match provider.create_nodes(&batch, &taken) {
+            Ok(states) => {
+                for (id, state) in ids.into_iter().zip(states) {
+                    if let Err(e) = self.record(Record::NodeCreated { node: id, state }) {
+                        errors.push(e);
+                    }
+                }
+            }
+            Err(source) => {
+                errors.push(StepError::NodeCreate { account: account.to_string(), count: batch.len(), source });
+            }
+        }
+        errors
+    }
+
+    /// Addresses of nodes of every environment of this repository, so two environments applied
+    /// on one machine never share a loopback address.
+    fn taken_addresses(&self) -> BTreeSet<String> {
+        let mut taken: BTreeSet<String> = self.live().nodes.values().map(|n| n.address.clone()).collect();
+        if let Ok(entries) = std::fs::read_dir(self.state_dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(env) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                    continue;
+                };
+                if env == self.env {
+                    continue;
+                }
+                if let Ok(text) = std::fs::read_to_string(entry.path())
+                    && let Ok(state) = serde_json::from_str::<State>(&text)
+                {
+                    taken.extend(state.nodes.into_values().map(|n| n.address));
+                }
+            }
+        }
+        taken
+    }
+
+    /// The nodes to free: those the placement frees, those made for this apply that a failed
+    /// or skipped step left empty, and those an interrupted apply made but never used (fixed
+    /// ssh hosts are never freed); none that an instance still uses.
+    fn doomed_nodes(&self) -> Vec<String> {
+        let made = self.planned.placement.new_nodes.iter().filter(|n| n.address.is_none()).map(|n| &n.id);
+        let live = self.live();
+        let in_use: HashSet<&str> =
+            live.services.values().flat_map(|s| s.instances.iter().map(|i| i.node.as_str())).collect();
+        let orphans =
+            live.nodes.iter().filter(|(id, n)| n.provider != "ssh" && !in_use.contains(id.as_str())).map(|(id, _)| id);
+        let mut seen: HashSet<&str> = HashSet::new();
+        self.planned
+            .placement
+            .freed_nodes
+            .iter()
+            .chain(made)
+            .chain(orphans)
+            .filter(|id| !in_use.contains(id.as_str()) && seen.insert(id.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// Frees the nodes the plan leaves empty; the errors, each naming its node.
+    pub(super) fn free_nodes(&self) -> Vec<StepError> {
+        let mut errors = Vec::new();
+        let mut doomed: Vec<(String, NodeState, &dyn Provider)> = Vec::new();
+        for id in self.doomed_nodes() {
+            let Some(node) = self.live().nodes.get(&id).cloned() else { continue };
+            match self.provider_of_node(&node) {
+                Ok(provider) => doomed.push((id, node, provider)),
+                Err(e) => errors.push(StepError::NodeFree { node: id, cause: Box::new(e) }),
+            }
+        }
+        // Every intent on disk with one sync, then the nodes go one by one.
+        let intents: Vec<Record> =
+            doomed.iter().map(|(id, _, _)| Record::NodeDestroyIntent { node: id.clone() }).collect();
+        if let Err(cause) = self.record_all(&intents) {
+            errors.push(StepError::FreeIntents { count: doomed.len(), cause });
+            return errors;
+        }
+        for (id, node, provider) in doomed {
+            let result = provider
+                .destroy_node(&id, &node)
+                .map_err(|source| StepError::Destroy { node: id.clone(), source })
+                .and_then(|()| self.record(Record::NodeDestroyed { node: id.clone() }));
+            if let Err(e) = result {
+                errors.push(StepError::NodeFree { node: id, cause: Box::new(e) });
+            }
+        }
+        errors
+    }
+}
