@@ -62,13 +62,15 @@ fn n_instances_cost_one_run_instances_call_and_carry_their_tags() {
 
     // Another lineage's instances are not found by this one's tags.
     api.run_instances(&launch(2, "lin-b", "tok-2")).expect("RunInstances");
-    let mine = api.describe(&BTreeMap::from([("enact:lineage".to_string(), "lin-a".to_string())]), &[]).expect("describe");
+    let mine =
+        api.describe(&BTreeMap::from([("enact:lineage".to_string(), "lin-a".to_string())]), &[]).expect("describe");
     assert_eq!(mine.len(), 5);
     assert!(mine.iter().all(|i| i.is_live() && i.tags["enact:lineage"] == "lin-a"));
 
     let ids: Vec<String> = mine.iter().map(|i| i.id.clone()).collect();
     api.terminate(&ids).expect("TerminateInstances");
-    let left = api.describe(&BTreeMap::from([("enact:lineage".to_string(), "lin-a".to_string())]), &[]).expect("describe");
+    let left =
+        api.describe(&BTreeMap::from([("enact:lineage".to_string(), "lin-a".to_string())]), &[]).expect("describe");
     assert!(left.iter().all(|i| !i.is_live()), "{left:?}");
     let running: Vec<_> = moto.instances().into_iter().filter(|(_, state, _)| state == "running").collect();
     assert_eq!(running.len(), 2, "only the other lineage's two still run: {running:?}");

@@ -102,6 +102,7 @@ impl Context {
             repo_root: repo.root.clone(),
             accept_new_host_keys: self.accept_new_host_keys,
             env: self.env_arg.clone().unwrap_or_default(),
+            lineage: String::new(),
         }
     }
 

@@ -286,6 +286,9 @@ pub struct ProviderOptions {
     /// The environment the nodes are for: with the repository, it picks the local provider's
     /// block of loopback addresses.
     pub env: String,
+    /// The environment's lineage, which the ec2 provider tags its nodes with; empty where no
+    /// node is made (plan, status).
+    pub lineage: String,
 }
 
 /// The provider of the account `name` of `enact.json`.
@@ -309,10 +312,16 @@ pub fn for_account(
                 accept_new_host_keys: options.accept_new_host_keys,
             },
         )?)),
-        Account::Ec2(_) => Err(ProviderError::new(format!(
-            "the {} provider is not available in this version of enact",
-            account.provider()
-        ))),
+        Account::Ec2(ec2) => Ok(Box::new(ec2::Ec2Provider::new(
+            name,
+            ec2,
+            ec2::Ec2Options {
+                repo_root: options.repo_root.clone(),
+                env: options.env.clone(),
+                lineage: options.lineage.clone(),
+                notify: None,
+            },
+        )?)),
     }
 }
 

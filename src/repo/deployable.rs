@@ -41,19 +41,7 @@ pub fn check(chor: &Choreography, settings: &Settings, env: &str, root: &Path, l
             None => format!("account `{account_name}` (the default account of env `{env}`)"),
         };
         match account {
-            Account::Ec2(_) => {
-                errors.push(
-                    Diagnostic::new(format!(
-                        "{whose} is an ec2 account, and this version of enact does not run the ec2 provider: \
-                         apply could make no node for the service"
-                    ))
-                    .service(&spec.name)
-                    .at(at("cloudAccount", spec.cloud_account.is_some()))
-                    .hint("place the service in a local, ssh or simulated account (`cloudAccount`, or `defaultAccount` in enact.json)"),
-                );
-                continue;
-            }
-            Account::Simulated(_) => continue,
+            Account::Ec2(_) | Account::Simulated(_) => continue,
             Account::Ssh(ssh) => {
                 let memory = spec.memory();
                 if !ssh.hosts.is_empty() && ssh.hosts.iter().all(|h| h.memory.is_some_and(|m| m < memory)) {

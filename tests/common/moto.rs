@@ -45,7 +45,21 @@ pub fn available() -> bool {
 pub struct Moto {
     pub endpoint: String,
     pub port: u16,
+    /// The network namespace it runs in, if not this process's.
+    pub netns: Option<String>,
     child: Child,
+}
+
+/// `program` run in network namespace `netns` (through `ip netns exec`), or as it is.
+pub fn command_in(netns: Option<&str>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", ns]).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
 }
 
 fn free_port() -> u16 {
@@ -56,40 +70,64 @@ fn free_port() -> u16 {
 impl Moto {
     /// Starts `moto_server` on 127.0.0.1 and waits until it answers (about 1–2 s).
     pub fn start() -> Moto {
-        Moto::start_on("127.0.0.1")
+        Moto::start_in(None)
     }
 
-    /// Starts it on `address` (a network namespace's address in the end-to-end test).
-    pub fn start_on(address: &str) -> Moto {
+    /// Starts it on 127.0.0.1 of network namespace `netns` (the end-to-end test's).
+    pub fn start_in(netns: Option<&str>) -> Moto {
         let port = free_port();
-        let child = Command::new(server_path())
+        let address = "127.0.0.1";
+        let child = command_in(netns, server_path())
             .args(["-H", address, "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("moto_server starts");
-        let moto = Moto { endpoint: format!("http://{address}:{port}"), port, child };
+        let moto = Moto { endpoint: format!("http://{address}:{port}"), port, netns: netns.map(str::to_string), child };
         let deadline = Instant::now() + Duration::from_secs(60);
-        let addr = format!("{address}:{port}").parse().expect("socket address");
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        while !moto.answers() {
             assert!(Instant::now() < deadline, "moto_server did not answer on {address}:{port} within 60 s");
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(100));
         }
         moto
+    }
+
+    fn answers(&self) -> bool {
+        match &self.netns {
+            None => {
+                let addr = format!("127.0.0.1:{}", self.port).parse().expect("socket address");
+                TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            }
+            Some(_) => self
+                .python(&format!(
+                    "import socket\nsocket.create_connection(('127.0.0.1', {}), timeout=0.5)\n",
+                    self.port
+                ))
+                .status
+                .success(),
+        }
+    }
+
+    /// Runs a Python script with the emulator's Python (boto3 is there), in its namespace.
+    pub fn python(&self, script: &str) -> std::process::Output {
+        command_in(self.netns.as_deref(), server_path().with_file_name("python"))
+            .arg("-c")
+            .arg(script)
+            .output()
+            .expect("python runs")
     }
 
     /// Every instance the emulator knows, as (id, state name, tags as `key=value`), from its
     /// own EC2 API (through boto3 in the emulator's Python, independent of enact's client).
     pub fn instances(&self) -> Vec<(String, String, Vec<String>)> {
-        let python = server_path().with_file_name("python");
         let script = format!(
             "import boto3\nc=boto3.client('ec2',endpoint_url='{}',region_name='us-east-1',aws_access_key_id='t',aws_secret_access_key='t')\n\
              for r in c.describe_instances()['Reservations']:\n  for i in r['Instances']:\n    \
              print(r['ReservationId'], i['InstanceId'], i['State']['Name'], ' '.join(t['Key']+'='+t['Value'] for t in i.get('Tags',[])))\n",
             self.endpoint
         );
-        let output = Command::new(python).arg("-c").arg(script).output().expect("python runs");
+        let output = self.python(&script);
         assert!(output.status.success(), "describe failed: {}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8_lossy(&output.stdout)
             .lines()
@@ -106,13 +144,12 @@ impl Moto {
     /// How many reservations the emulator holds: one per `RunInstances` call that made
     /// anything.
     pub fn reservations(&self) -> usize {
-        let python = server_path().with_file_name("python");
         let script = format!(
             "import boto3\nc=boto3.client('ec2',endpoint_url='{}',region_name='us-east-1',aws_access_key_id='t',aws_secret_access_key='t')\n\
              print(len(c.describe_instances()['Reservations']))\n",
             self.endpoint
         );
-        let output = Command::new(python).arg("-c").arg(script).output().expect("python runs");
+        let output = self.python(&script);
         assert!(output.status.success(), "describe failed: {}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8_lossy(&output.stdout).trim().parse().expect("a count")
     }

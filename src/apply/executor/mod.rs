@@ -185,6 +185,7 @@ impl<'a> Executor<'a> {
             repo_root: repo_root.to_path_buf(),
             accept_new_host_keys: options.accept_new_host_keys,
             env: env.to_string(),
+            lineage: prior.lineage.clone(),
         };
         let providers = providers_for(settings, &prior, planned, &provider_options)?;
         let retiring: BTreeSet<String> =

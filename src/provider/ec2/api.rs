@@ -315,15 +315,13 @@ impl AwsEc2 {
             request().await
         };
         let result = self.runtime.block_on(
-            attempt
-                .retry(backoff)
-                .sleep(tokio::time::sleep)
-                .when(Ec2Error::is_transient)
-                .notify(|error: &Ec2Error, wait: Duration| {
+            attempt.retry(backoff).sleep(tokio::time::sleep).when(Ec2Error::is_transient).notify(
+                |error: &Ec2Error, wait: Duration| {
                     if let Some(notify) = &self.notify {
                         notify(call, error, wait);
                     }
-                }),
+                },
+            ),
         );
         let retries = attempts.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(1);
         result.map_err(|e| e.with_retries(retries))
@@ -419,9 +417,7 @@ impl Ec2Api for AwsEc2 {
         let count = i32::try_from(launch.count).unwrap_or(i32::MAX);
         let tags = TagSpecification::builder()
             .resource_type(ResourceType::Instance)
-            .set_tags(Some(
-                launch.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect(),
-            ))
+            .set_tags(Some(launch.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()))
             .build();
         self.call("RunInstances", || {
             let request = self
@@ -434,7 +430,9 @@ impl Ec2Api for AwsEc2 {
                 .client_token(&launch.client_token)
                 .set_key_name(launch.key_name.clone())
                 .set_subnet_id(launch.subnet_id.clone())
-                .set_security_group_ids((!launch.security_group_ids.is_empty()).then(|| launch.security_group_ids.clone()))
+                .set_security_group_ids(
+                    (!launch.security_group_ids.is_empty()).then(|| launch.security_group_ids.clone()),
+                )
                 .tag_specifications(tags.clone());
             async move {
                 let output = request.send().await.map_err(|e| self.failure("RunInstances", e))?;

@@ -167,9 +167,8 @@ mod tests {
 
     #[test]
     fn one_call_per_instance_type_split_only_when_the_tag_is_full() {
-        let nodes: Vec<(String, &str)> = (1..=200)
-            .map(|i| (format!("aws-{i}"), if i % 2 == 0 { "t3.small" } else { "t3.micro" }))
-            .collect();
+        let nodes: Vec<(String, &str)> =
+            (1..=200).map(|i| (format!("aws-{i}"), if i % 2 == 0 { "t3.small" } else { "t3.micro" })).collect();
         let made = batches(nodes.iter().map(|(id, t)| (id.as_str(), *t)));
         // Every other number: 100 numbers of one type do not fit in 256 characters, so each
         // type takes two calls.
@@ -178,7 +177,8 @@ mod tests {
             assert!(batch.tag.len() <= MAX_TAG_VALUE, "{}", batch.tag);
             assert_eq!(decode_ids(&batch.tag).as_ref(), Some(&batch.ids));
         }
-        let micro: Vec<String> = made.iter().filter(|b| b.instance_type == "t3.micro").flat_map(|b| b.ids.clone()).collect();
+        let micro: Vec<String> =
+            made.iter().filter(|b| b.instance_type == "t3.micro").flat_map(|b| b.ids.clone()).collect();
         let expected: Vec<String> = (1..=200).step_by(2).map(|i| format!("aws-{i}")).collect();
         assert_eq!(micro, expected);
         let contiguous: Vec<String> = (1..=200).map(|i| format!("aws-{i}")).collect();

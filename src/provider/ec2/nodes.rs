@@ -81,24 +81,24 @@ pub enum NodeError {
     },
 }
 
-/// The idempotency token of a batch: the lineage, the serial the apply will write and the
-/// batch's first node id decide it, so the apply that recovers from an interrupted one sends
-/// the same token for the same nodes. At most 64 characters, as EC2 requires.
-pub fn client_token(lineage: &str, serial: u64, batch: &Batch) -> String {
+/// The idempotency token (`ClientToken`) of one batch of one request: the request's id and the
+/// batch decide it, so every retry of the call sends the same token and EC2 makes the nodes
+/// once. At most 64 characters, as EC2 requires.
+pub fn client_token(request: &str, batch: &Batch) -> String {
     use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(format!("{lineage}\n{serial}\n{}\n{}", batch.instance_type, batch.tag));
+    let digest = sha2::Sha256::digest(format!("{request}\n{}\n{}", batch.instance_type, batch.tag));
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
     format!("enact-{hex}")
 }
 
-/// The tags of every instance of `batch`.
-pub fn tags_of(template: &NodeTemplate, batch: &Batch, token: &str) -> BTreeMap<String, String> {
+/// The tags of every instance of `batch` made by request `request`.
+pub fn tags_of(template: &NodeTemplate, batch: &Batch, request: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LINEAGE_TAG.to_string(), template.lineage.clone()),
         (ENV_TAG.to_string(), template.env.clone()),
         (ACCOUNT_TAG.to_string(), template.account.clone()),
         (NODES_TAG.to_string(), batch.tag.clone()),
-        (REQUEST_TAG.to_string(), token.to_string()),
+        (REQUEST_TAG.to_string(), request.to_string()),
     ])
 }
 
@@ -120,6 +120,7 @@ pub fn make(
     template: &NodeTemplate,
     batch: &Batch,
     memory: &BTreeMap<String, Memory>,
+    request: &str,
     token: &str,
 ) -> Result<Vec<(String, NodeState)>, NodeError> {
     let launch = Launch {
@@ -129,7 +130,7 @@ pub fn make(
         key_name: template.key_name.clone(),
         subnet_id: template.subnet_id.clone(),
         security_group_ids: template.security_group_ids.clone(),
-        tags: tags_of(template, batch, token),
+        tags: tags_of(template, batch, request),
         client_token: token.to_string(),
     };
     let made = api.run_instances(&launch)?;
@@ -174,7 +175,11 @@ pub fn node_state(template: &NodeTemplate, instance: &Ec2Instance, memory: Optio
 
 /// Polls until every instance of `made` runs and has its address; the ones that do not in time
 /// are terminated.
-fn wait_running(api: &dyn Ec2Api, template: &NodeTemplate, made: Vec<Ec2Instance>) -> Result<Vec<Ec2Instance>, NodeError> {
+fn wait_running(
+    api: &dyn Ec2Api,
+    template: &NodeTemplate,
+    made: Vec<Ec2Instance>,
+) -> Result<Vec<Ec2Instance>, NodeError> {
     let deadline = Instant::now() + Duration::from_millis(template.running_timeout_ms);
     let ready = |i: &Ec2Instance| {
         i.state == "running"

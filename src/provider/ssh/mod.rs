@@ -22,6 +22,7 @@ mod shell;
 mod stage;
 mod trust;
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -80,6 +81,9 @@ pub struct SshProvider {
     uploaded: Mutex<HashSet<HostPath>>,
     /// One upload of a file to a host at a time.
     upload_locks: Mutex<HashMap<HostPath, Arc<Mutex<()>>>>,
+    /// How to reach a node whose address the account does not list (the ec2 provider's nodes):
+    /// this host with the node's address; `None` for an ssh account, which knows every host.
+    any_host: Option<SshHost>,
 }
 
 impl std::fmt::Debug for SshProvider {
@@ -103,20 +107,42 @@ impl SshProvider {
             runtime,
             uploaded: Mutex::new(HashSet::new()),
             upload_locks: Mutex::new(HashMap::new()),
+            any_host: None,
         })
+    }
+
+    /// A provider that reaches any address as `template` says (user, port, key): the ec2
+    /// provider's way to its nodes, which it made and whose addresses no account lists.
+    ///
+    /// # Errors
+    /// As [`SshProvider::new`].
+    pub fn for_any_host(
+        account_name: &str,
+        template: SshHost,
+        known_hosts: Option<String>,
+        options: SshOptions,
+    ) -> ProviderResult<Self> {
+        let account = SshAccount { known_hosts, ..SshAccount::default() };
+        let mut provider = SshProvider::new(account_name, &account, options)?;
+        provider.any_host = Some(template);
+        Ok(provider)
     }
 
     /// The host of the account at `address`.
     ///
     /// # Errors
     /// No host of the account has that address any more.
-    fn host(&self, address: &str) -> ProviderResult<&SshHost> {
-        self.account.hosts.iter().find(|h| h.address == address).ok_or_else(|| {
-            ProviderError::new(format!(
-                "host {address} is not listed in ssh account `{}` of enact.json any more",
-                self.account_name
-            ))
-        })
+    fn host(&self, address: &str) -> ProviderResult<Cow<'_, SshHost>> {
+        if let Some(host) = self.account.hosts.iter().find(|h| h.address == address) {
+            return Ok(Cow::Borrowed(host));
+        }
+        if let Some(any) = &self.any_host {
+            return Ok(Cow::Owned(SshHost { address: address.to_string(), ..any.clone() }));
+        }
+        Err(ProviderError::new(format!(
+            "host {address} is not listed in ssh account `{}` of enact.json any more",
+            self.account_name
+        )))
     }
 
     /// `user@address:port`, as messages name a host.
@@ -176,7 +202,7 @@ impl Provider for SshProvider {
 
     fn start(&self, request: &StartRequest<'_>) -> ProviderResult<Started> {
         let host = self.host(&request.node.address)?;
-        let remote_package = self.stage(host, request.env, &request.spec.name, &request.package)?;
+        let remote_package = self.stage(&host, request.env, &request.spec.name, &request.package)?;
         if request.spec.package_type() == "TOMCAT" {
             let webapps = self.account.tomcat_webapps.as_deref().ok_or_else(|| {
                 ProviderError::new(format!(
@@ -185,7 +211,7 @@ impl Provider for SshProvider {
                 ))
             })?;
             let target = format!("{}/{}.war", webapps.trim_end_matches('/'), request.spec.endpoint_name());
-            self.exec_ok(host, &format!("cp {} {}", quote(&remote_package), quote(&target)), "deploying the WAR")?;
+            self.exec_ok(&host, &format!("cp {} {}", quote(&remote_package), quote(&target)), "deploying the WAR")?;
             return Ok(Started::default());
         }
         let command = crate::provider::command_for(
@@ -197,18 +223,18 @@ impl Provider for SshProvider {
         )?;
         let argv: Vec<String> = command.iter().map(|a| quote(a)).collect();
         let env: Vec<String> = request.environment().iter().map(|(k, v)| format!("{k}={}", quote(v))).collect();
-        let base = self.base(host, request.env)?;
+        let base = self.base(&host, request.env)?;
         let log = format!("{base}/logs/{}.log", request.instance_id);
         let dir = remote_package.rsplit_once('/').map_or(".", |(d, _)| d);
         let script = start_script(&base, &log, dir, &env, &argv, request.log_cap);
-        let out = self.exec_ok(host, &script, &format!("starting instance {}", request.instance_id))?;
+        let out = self.exec_ok(&host, &script, &format!("starting instance {}", request.instance_id))?;
         let mut fields = out.split_whitespace();
         let pid = fields.next().and_then(|p| p.parse().ok());
         let start_time = fields.next().and_then(|s| s.parse().ok());
         if pid.is_none() {
             return Err(ProviderError::new(format!(
                 "host {}: the start of {} reported no pid: {out}",
-                self.describe(host),
+                self.describe(&host),
                 request.instance_id
             )));
         }
@@ -272,7 +298,7 @@ impl Provider for SshProvider {
         };
         let begun = Instant::now();
         let check = alive_check(pid, instance.start_time);
-        let sent = self.exec_ok(host, &term_script(&check), &format!("stopping instance {}", instance.id))?;
+        let sent = self.exec_ok(&host, &term_script(&check), &format!("stopping instance {}", instance.id))?;
         if sent.trim() == "gone" {
             return Ok(());
         }
@@ -290,7 +316,7 @@ impl Provider for SshProvider {
             let now = Instant::now();
             std::thread::sleep(pause.min(deadline.saturating_duration_since(now)));
             pause = (pause * 3 / 2).min(POLL_MAX);
-            let output = self.run(host, "checking that a stopped instance is gone", &format!("{check}; alive"))?;
+            let output = self.run(&host, "checking that a stopped instance is gone", &format!("{check}; alive"))?;
             if output.status == Some(1) {
                 crate::timing::mark(Some(begun.elapsed()), || format!("{} stopped", instance.id));
                 return Ok(());
@@ -298,7 +324,7 @@ impl Provider for SshProvider {
             if output.status != Some(0) {
                 return Err(ProviderError::new(format!(
                     "host {}: stopping instance {} failed: {}",
-                    self.describe(host),
+                    self.describe(&host),
                     instance.id,
                     output.stderr.trim()
                 )));
@@ -307,7 +333,7 @@ impl Provider for SshProvider {
                 break;
             }
         }
-        self.exec_ok(host, &kill_script(&check), &format!("stopping instance {}", instance.id)).map(drop)
+        self.exec_ok(&host, &kill_script(&check), &format!("stopping instance {}", instance.id)).map(drop)
     }
 
     fn alive(&self, instance: &InstanceState, node: &NodeState) -> bool {
@@ -315,7 +341,7 @@ impl Provider for SshProvider {
             return false;
         };
         let script = format!("{}; alive", alive_check(pid, instance.start_time));
-        self.run(host, "checking that an instance runs", &script).is_ok_and(|o| o.status == Some(0))
+        self.run(&host, "checking that an instance runs", &script).is_ok_and(|o| o.status == Some(0))
     }
 
     fn observe(&self, node: &NodeState, instances: &[(&InstanceState, u16)]) -> Vec<Health> {
@@ -327,10 +353,10 @@ impl Provider for SshProvider {
         let looked: Vec<(&str, Option<u32>, Option<u64>)> =
             instances.iter().map(|(i, _)| (i.id.as_str(), i.pid, i.start_time)).collect();
         let script = observe_script(&looked);
-        let output = match self.run(host, "looking at the instances", &script) {
+        let output = match self.run(&host, "looking at the instances", &script) {
             Ok(o) if o.status == Some(0) => o.stdout,
             Ok(o) => {
-                let why = format!("the health check failed on host {}: {}", self.describe(host), o.stderr.trim());
+                let why = format!("the health check failed on host {}: {}", self.describe(&host), o.stderr.trim());
                 return instances.iter().map(|_| Health::down(DownReason::Unknown, why.clone())).collect();
             }
             Err(e) => {
@@ -361,27 +387,27 @@ impl Provider for SshProvider {
             return Ok(String::new());
         }
         let script = logs_script(&instance.id, lines);
-        self.exec_ok(host, &script, "reading the log")
+        self.exec_ok(&host, &script, "reading the log")
     }
 
     fn tagged(&self, node: &NodeState, lineage: &str) -> ProviderResult<Vec<Tagged>> {
         let host = self.host(&node.address)?;
         let script = tagged_script(lineage);
-        let out = self.exec_ok(host, &script, "looking for this environment's processes")?;
+        let out = self.exec_ok(&host, &script, "looking for this environment's processes")?;
         Ok(parse_tagged(&out))
     }
 
     fn remove_logs(&self, env: &str, instance: &InstanceState, node: &NodeState, _log: &Path) -> ProviderResult<()> {
         let host = self.host(&node.address)?;
-        let log = format!("{}/logs/{}.log", self.base(host, env)?, instance.id);
+        let log = format!("{}/logs/{}.log", self.base(&host, env)?, instance.id);
         // The log, and what starts with `LOG.`: rotated files, the recorded cap, a cut left behind.
-        self.exec_ok(host, &format!("rm -f -- {q} {q}.*", q = quote(&log)), "removing the log").map(drop)
+        self.exec_ok(&host, &format!("rm -f -- {q} {q}.*", q = quote(&log)), "removing the log").map(drop)
     }
 
     fn find(&self, node: &NodeState, token: &str) -> Option<Started> {
         let host = self.host(&node.address).ok()?;
         let script = find_script(token);
-        let out = self.run(host, "looking for an instance by its start token", &script).ok()?;
+        let out = self.run(&host, "looking for an instance by its start token", &script).ok()?;
         let mut fields = out.stdout.split_whitespace();
         let pid = fields.next()?.parse().ok()?;
         let start_time = fields.next().and_then(|s| s.parse().ok());

@@ -1,2 +1,0 @@
-#!/bin/sh
-# a package of the bad-input corpus: never run

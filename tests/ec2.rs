@@ -1,0 +1,311 @@
+//! The ec2 provider end to end: inside a network namespace this test makes, a real EC2 API
+//! emulator (moto's server) makes the nodes, a watcher adds each new instance's private address
+//! to the namespace's loopback, and one real OpenSSH `sshd` answers on all of them, so `enact
+//! apply` makes EC2 nodes in the emulator and really deploys and wires the travel example on
+//! them over SSH. Destroy leaves no instance and no process.
+//!
+//! Needs root (network namespaces) and `ip`; skipped otherwise, except under `CI=true`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::moto::{self, Moto, command_in};
+use serde_json::{Value, json};
+
+/// A network namespace of its own, removed (with every process in it) when dropped.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let name = format!("enact-ec2-{}", std::process::id());
+        if Path::new("/run/netns").join(&name).exists() {
+            let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        }
+        let made = Command::new("ip").args(["netns", "add", &name]).status().expect("ip runs");
+        assert!(made.success(), "cannot make network namespace {name}");
+        let up = Command::new("ip").args(["netns", "exec", &name, "ip", "link", "set", "lo", "up"]).status();
+        assert!(up.is_ok_and(|s| s.success()), "cannot bring lo up in {name}");
+        Netns { name }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Whether this machine can run the test: root, `ip`, sshd and the emulator.
+fn available() -> bool {
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let ip = Path::new("/usr/sbin/ip").exists() || Path::new("/sbin/ip").exists() || Path::new("/usr/bin/ip").exists();
+    if !(root && ip) {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "the ec2 end-to-end test needs root and iproute2 (ip netns) under CI"
+        );
+        let _ =
+            writeln!(std::io::stderr(), "SKIPPED: the ec2 end-to-end test needs root and `ip` (network namespaces)");
+        return false;
+    }
+    common::sshd::available() && moto::available()
+}
+
+fn keygen(path: &Path) {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "enact-ec2-test", "-f"])
+        .arg(path)
+        .stdout(Stdio::null())
+        .status()
+        .expect("ssh-keygen runs");
+    assert!(status.success());
+}
+
+/// One sshd on port 22 of every address of the namespace, taking `client_key`.
+fn sshd_in(netns: &Netns, dir: &Path, client_key: &Path) -> Child {
+    fs::create_dir_all("/run/sshd").expect("/run/sshd");
+    let host_key = dir.join("host_ed25519");
+    keygen(&host_key);
+    let public = fs::read_to_string(format!("{}.pub", client_key.display())).expect("client public key");
+    fs::write(dir.join("authorized_keys"), public).expect("authorized_keys");
+    let config = dir.join("sshd.conf");
+    fs::write(
+        &config,
+        format!(
+            "ListenAddress 0.0.0.0\nPort 22\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
+             PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
+             PermitRootLogin prohibit-password\nStrictModes no\nMaxSessions 100\nMaxStartups 100:30:200\n\
+             Subsystem sftp internal-sftp\n",
+            host_key.display(),
+            dir.join("sshd.pid").display(),
+            dir.join("authorized_keys").display(),
+        ),
+    )
+    .expect("sshd config");
+    command_in(Some(&netns.name), "/usr/sbin/sshd")
+        .args(["-D", "-e", "-f"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sshd starts")
+}
+
+/// Adds the private address of every instance the emulator makes to the namespace's loopback,
+/// as EC2's network would route it to the instance.
+fn address_watcher(moto: &Moto) -> Child {
+    let script = format!(
+        "import boto3, subprocess, time\n\
+         c = boto3.client('ec2', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='t', aws_secret_access_key='t')\n\
+         added = set()\n\
+         while True:\n\
+         \x20   for r in c.describe_instances()['Reservations']:\n\
+         \x20       for i in r['Instances']:\n\
+         \x20           ip = i.get('PrivateIpAddress')\n\
+         \x20           if ip and ip not in added:\n\
+         \x20               subprocess.run(['ip', 'addr', 'add', ip + '/32', 'dev', 'lo'], check=False)\n\
+         \x20               added.add(ip)\n\
+         \x20   time.sleep(0.05)\n",
+        moto.endpoint
+    );
+    command_in(moto.netns.as_deref(), moto::server_path().with_file_name("python"))
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the address watcher starts")
+}
+
+struct Repo {
+    root: PathBuf,
+    netns: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Repo {
+    fn new(netns: &Netns, moto: &Moto, client_key: &Path, airlines: u32) -> Repo {
+        let dir = tempfile::Builder::new().prefix("enact-ec2-").tempdir().expect("tempdir");
+        let root = dir.path().canonicalize().expect("canonical");
+        fs::create_dir_all(root.join("services")).expect("services dir");
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/travel/services");
+        for name in ["airline.py", "travelagency.py"] {
+            fs::copy(examples.join(name), root.join("services").join(name)).expect("copy service");
+        }
+        let settings = json!({
+            "defaultAccount": "aws",
+            "nodeSelector": { "policy": "ALWAYS_CREATE" },
+            "accounts": { "aws": {
+                "provider": "ec2", "region": "us-east-1", "imageId": "ami-1e749f67",
+                "endpoint": moto.endpoint, "user": "root", "privateKey": client_key.display().to_string(),
+                "instanceTypes": { "SMALL": "t3.micro", "MEDIUM": "t3.small" }
+            } },
+            "packageTypes": { "PYTHON": { "start": "python3 {package}" } }
+        });
+        fs::write(root.join("enact.json"), serde_json::to_string_pretty(&settings).expect("json")).expect("enact.json");
+        let repo = Repo { root, netns: netns.name.clone(), _dir: dir };
+        repo.write_chor(airlines);
+        repo
+    }
+
+    fn write_chor(&self, airlines: u32) {
+        let chor = json!({
+            "deployableServiceSpecs": [
+                { "name": "airline", "roles": ["airline"], "packageType": "PYTHON", "packageUri": "services/airline.py",
+                  "port": 8080, "numberOfInstances": airlines, "version": "1.0" },
+                { "name": "travelagency", "roles": ["travelagency"], "serviceType": "REST", "packageType": "PYTHON",
+                  "packageUri": "services/travelagency.py", "port": 8081, "numberOfInstances": 1, "resourceImpact": { "memory": "MEDIUM" },
+                  "dependencies": [ { "serviceSpecName": "airline", "serviceSpecRole": "airline" } ] }
+            ]
+        });
+        fs::write(self.root.join("chor.json"), serde_json::to_string_pretty(&chor).expect("json")).expect("chor.json");
+    }
+
+    fn enact(&self, args: &[&str]) -> (i32, String, String) {
+        let output = command_in(Some(&self.netns), "env")
+            .args(["AWS_ACCESS_KEY_ID=testing", "AWS_SECRET_ACCESS_KEY=testing", "AWS_EC2_METADATA_DISABLED=true"])
+            .arg(assert_cmd::cargo::cargo_bin("enact"))
+            .arg("-C")
+            .arg(&self.root)
+            .arg("--no-color")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("enact runs");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    fn state(&self) -> Value {
+        serde_json::from_str(&fs::read_to_string(self.root.join("state/dev.json")).expect("state")).expect("json")
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        let state = self.state();
+        state["services"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.values())
+            .flat_map(|s| s["instances"].as_array().cloned().unwrap_or_default())
+            .filter_map(|i| i["pid"].as_u64().map(|p| p as u32))
+            .collect()
+    }
+}
+
+/// A GET from inside the namespace; the body.
+fn get_in(moto: &Moto, url: &str) -> String {
+    let out = moto.python(&format!(
+        "import urllib.request\nprint(urllib.request.urlopen('{url}', timeout=10).read().decode())\n"
+    ));
+    assert!(out.status.success(), "GET {url}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+#[test]
+fn apply_makes_ec2_nodes_in_the_emulator_deploys_over_ssh_and_destroy_leaves_nothing() {
+    if !available() {
+        return;
+    }
+    let netns = Netns::new();
+    let keys = tempfile::tempdir().expect("tempdir");
+    let client_key = keys.path().join("client_ed25519");
+    keygen(&client_key);
+    let moto = Moto::start_in(Some(&netns.name));
+    let mut sshd = sshd_in(&netns, keys.path(), &client_key);
+    let mut watcher = address_watcher(&moto);
+    let repo = Repo::new(&netns, &moto, &client_key, 3);
+
+    let (code, out, err) = repo.enact(&["apply", "--auto-approve", "--health-timeout", "30"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+
+    // Four nodes (three SMALL airlines, one MEDIUM agency), two instance types: two calls.
+    let state = repo.state();
+    let nodes = state["nodes"].as_object().expect("nodes");
+    assert_eq!(nodes.len(), 4, "{nodes:?}");
+    assert!(
+        nodes.values().all(|n| n["provider"] == "ec2" && n["providerId"].as_str().is_some_and(|i| i.starts_with("i-")))
+    );
+    assert_eq!(moto.reservations(), 2, "one RunInstances call per instance type");
+    let lineage = state["lineage"].as_str().expect("lineage").to_string();
+    let running: Vec<_> = moto.instances().into_iter().filter(|(_, s, _)| s == "running").collect();
+    assert_eq!(running.len(), 4);
+    for (id, _, tags) in &running {
+        assert!(tags.contains(&format!("enact:lineage={lineage}")), "{id}: {tags:?}");
+        assert!(tags.contains(&"enact:env=dev".to_string()), "{id}: {tags:?}");
+        assert!(tags.iter().any(|t| t.starts_with("enact:nodes=")), "{id}: {tags:?}");
+    }
+    let recorded: BTreeSet<&str> = nodes.values().filter_map(|n| n["providerId"].as_str()).collect();
+    let made: BTreeSet<&str> = running.iter().map(|(id, _, _)| id.as_str()).collect();
+    assert_eq!(recorded, made, "state records exactly the instances EC2 runs");
+
+    // Wired: the agency books flights from every airline, over the nodes' addresses.
+    let agency =
+        state["services"]["travelagency"]["instances"][0]["nativeUri"].as_str().expect("agency uri").to_string();
+    let served: BTreeSet<String> = (0..6)
+        .map(|_| {
+            let trip: Value = serde_json::from_str(&get_in(&moto, &format!("{agency}/buyTrip"))).expect("a JSON trip");
+            trip["flight"]
+                .as_str()
+                .expect("a flight")
+                .to_string()
+                .trim_start_matches("flight-")
+                .rsplit_once('-')
+                .map(|(i, _)| i.to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(served.len(), 3, "every airline instance answers in turn: {served:?}");
+
+    // Status looks at the instances over SSH: all healthy.
+    let (code, out, err) = repo.enact(&["status"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+
+    // Scale in: one node goes, and its instance is terminated in the emulator.
+    let pids = repo.pids();
+    repo.write_chor(1);
+    let (code, out, err) = repo.enact(&["apply", "--auto-approve", "--health-timeout", "30"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(repo.state()["nodes"].as_object().map(|n| n.len()), Some(2));
+    let live = moto.instances().into_iter().filter(|(_, s, _)| s == "running").count();
+    assert_eq!(live, 2, "the two freed nodes are terminated");
+
+    // Destroy: no instance runs in the emulator, no process on any node.
+    let (code, out, err) = repo.enact(&["destroy", "--auto-approve"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|p| process_alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(pids.iter().all(|p| !process_alive(*p)), "every instance stopped");
+    let left: Vec<_> = moto.instances().into_iter().filter(|(_, s, _)| s == "running" || s == "pending").collect();
+    assert!(left.is_empty(), "no instance left running: {left:?}");
+    assert_eq!(repo.state()["nodes"], json!({}));
+
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let _ = sshd.kill();
+    let _ = sshd.wait();
+}
