@@ -9,6 +9,11 @@ set -euo pipefail
 venv="${ENACT_MOTO_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/enact/moto-venv}"
 spec="${ENACT_MOTO_SPEC:-moto[server]==5.2.5}"
 if [ ! -x "$venv/bin/moto_server" ]; then
+  if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    # Debian splits venv (with ensurepip) out of python3.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null; }
+  fi
   mkdir -p "$(dirname "$venv")"
   python3 -m venv "$venv" >&2
   "$venv/bin/pip" install --quiet --disable-pip-version-check "$spec" >&2

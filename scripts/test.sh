@@ -20,6 +20,13 @@ if [ ! -x /usr/sbin/sshd ]; then
 fi
 mkdir -p /run/sshd 2>/dev/null || true
 
+step "test servers: moto's EC2 API emulator for the ec2 provider's tests"
+if ! ./scripts/moto.sh >/dev/null; then
+  echo "moto's server could not be installed (needs python3 -m venv and PyPI)" >&2
+  if [ "${CI:-}" = true ]; then exit 1; fi
+  echo "the ec2 tests will be SKIPPED" >&2
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
