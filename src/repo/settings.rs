@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::diagnostic::{Diagnostic, Segment, SourceFile, from_value_located};
 use crate::spec::model::Memory;
-use crate::spec::validate::is_valid_name;
+use crate::spec::validate::{Catalog, is_valid_name};
 
 /// The JSON Schema of `enact.json`.
 pub fn schema() -> Value {
@@ -821,6 +821,29 @@ impl Settings {
             }
         }
         errors
+    }
+}
+
+/// The accounts and package types a spec may name, for [`crate::spec::validate::validate`].
+impl Catalog for Settings {
+    fn has_account(&self, name: &str) -> bool {
+        self.account(name).is_some()
+    }
+
+    fn account_names(&self) -> Vec<&str> {
+        let mut known: Vec<&str> = self.accounts.keys().map(String::as_str).collect();
+        if !known.contains(&LOCAL_ACCOUNT) {
+            known.push(LOCAL_ACCOUNT);
+        }
+        known
+    }
+
+    fn has_package_type(&self, name: &str) -> bool {
+        self.knows_package_type(name)
+    }
+
+    fn defined_package_types(&self) -> Vec<&str> {
+        self.package_types.keys().map(String::as_str).collect()
     }
 }
 

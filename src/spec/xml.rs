@@ -254,22 +254,12 @@ pub fn check_imported(xml: &str, file: &Path, chor: &Choreography) -> Vec<Diagno
         "choreography" => root.children.iter().find(|c| c.name == "choreographySpec"),
         _ => Some(&root),
     };
-    let mut settings = crate::repo::settings::Settings::default();
-    for spec in &chor.deployable_service_specs {
-        if let Some(account) = &spec.cloud_account {
-            settings.accounts.insert(account.clone(), crate::repo::settings::Account::Local(Default::default()));
-        }
-        settings
-            .package_types
-            .entry(spec.package_type().to_string())
-            .or_insert_with(|| crate::repo::settings::PackageType { start: "{package}".to_string(), readiness: None });
-    }
     let locate = |service: &str, occurrence: usize, path: &[crate::diagnostic::Segment]| {
         let spec_root = spec_root?;
         let offset = locate_element(spec_root, service, occurrence, path)?;
         Some(cx.location(offset))
     };
-    crate::spec::validate::validate(chor, &settings, &locate)
+    crate::spec::validate::validate(chor, &crate::spec::validate::AnyCatalog, &locate)
 }
 
 /// Where the field `path` of the `occurrence`th service named `service` is in a
