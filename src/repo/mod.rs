@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::diagnostic::{Diagnostic, Location, Segment, SourceFile, strip_bom, without_bom};
-use crate::env::overlay;
 use crate::error::{Error, Result};
-use crate::spec::parse::{FileKind, LISTS, parse_spec_file};
+use crate::spec::Choreography;
+use crate::spec::overlay;
+use crate::spec::parse::{FileKind, LISTS, parse_spec_file, read_base_fast};
 use crate::spec::validate::{is_valid_name, validate};
-use crate::spec::{Choreography, DeployableServiceSpec, LegacyServiceSpec};
 pub use settings::Settings;
 
 pub const SPEC_FILE: &str = "chor.json";
@@ -290,26 +290,13 @@ impl ConfigRepo {
             }
             None => None,
         };
-        let text = without_bom(base_text);
-        // Typed parsing refuses unknown and duplicate fields just as the located checks do, but
-        // takes `null` for a missing field, which the base spec must refuse: leave those (and
-        // anything that merely says "null") to the located checks.
-        if text.contains("null") {
-            return Ok(None);
-        }
-        let Ok(ObjectOnly(spec)) = serde_json::from_str::<ObjectOnly<FastSpec>>(text) else {
+        let Some(mut choreography) = read_base_fast(without_bom(base_text)) else {
             return Ok(None);
         };
-        let mut choreography = Choreography {
-            deployable_service_specs: spec.deployable_service_specs.into_iter().map(|s| s.0).collect(),
-            legacy_service_specs: spec.legacy_service_specs.into_iter().map(|s| s.0).collect(),
-        };
-        if let Some(overlay) = &overlay {
-            let merged = merge_typed(&mut choreography.deployable_service_specs, overlay.get(LISTS[0]), |s| &s.name)
-                && merge_typed(&mut choreography.legacy_service_specs, overlay.get(LISTS[1]), |s| &s.name);
-            if !merged {
-                return Ok(None);
-            }
+        if let Some(overlay) = &overlay
+            && overlay::merge_typed(&mut choreography, overlay).is_err()
+        {
+            return Ok(None);
         }
         if !validate(&choreography, &self.settings, &|_, _, _| None).is_empty() {
             return Ok(None);
@@ -323,104 +310,6 @@ impl ConfigRepo {
         effective.choreography.normalize();
         Ok(Some(effective))
     }
-}
-
-/// The base spec as the fast path reads it: a [`Choreography`], except that the file and each
-/// of its services must be JSON objects, as the located checks require (serde alone also takes a
-/// struct written as an array of its fields, so `[]` would be an empty spec).
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct FastSpec {
-    #[serde(default)]
-    deployable_service_specs: Vec<ObjectOnly<DeployableServiceSpec>>,
-    #[serde(default)]
-    legacy_service_specs: Vec<ObjectOnly<LegacyServiceSpec>>,
-}
-
-/// A `T` that deserializes from a JSON object only, never from an array.
-struct ObjectOnly<T>(T);
-
-impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for ObjectOnly<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        struct Object<T>(std::marker::PhantomData<T>);
-        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
-            type Value = T;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> std::result::Result<T, A::Error> {
-                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-            }
-        }
-        deserializer.deserialize_map(Object(std::marker::PhantomData)).map(ObjectOnly)
-    }
-}
-
-/// [`overlay::merge`] of one overlay list into the typed list of the base spec: each named
-/// service goes to JSON, takes the overlay's merge patch and comes back. `false` for anything
-/// the located path must explain (a name twice in the overlay, `$delete` of an unknown service,
-/// a merged service the model refuses).
-fn merge_typed<T: serde::Serialize + serde::de::DeserializeOwned>(
-    list: &mut Vec<T>,
-    items: Option<&Value>,
-    name_of: fn(&T) -> &str,
-) -> bool {
-    let Some(Value::Array(items)) = items else {
-        return true;
-    };
-    if items.is_empty() {
-        return true;
-    }
-    // Where each overlay service lands: the base service of that name (the last, as the JSON
-    // merge does), or a new one.
-    let mut seen = BTreeSet::new();
-    let targets: Vec<(&Value, Option<usize>)> = {
-        let positions: foldhash::HashMap<&str, usize> = list.iter().enumerate().map(|(i, s)| (name_of(s), i)).collect();
-        let mut targets = Vec::with_capacity(items.len());
-        for item in items {
-            let Some(name) = item.get("name").and_then(Value::as_str) else {
-                return false;
-            };
-            if !seen.insert(name) {
-                return false;
-            }
-            targets.push((item, positions.get(name).copied()));
-        }
-        targets
-    };
-    let mut deleted = vec![false; list.len()];
-    for (item, position) in targets {
-        let delete = item.get("$delete") == Some(&Value::Bool(true));
-        match position {
-            Some(i) if delete => deleted[i] = true,
-            None if delete => return false,
-            Some(i) => {
-                let Ok(mut value) = serde_json::to_value(&list[i]) else {
-                    return false;
-                };
-                overlay::merge_patch(&mut value, item);
-                match serde_json::from_value(value) {
-                    Ok(service) => list[i] = service,
-                    Err(_) => return false,
-                }
-            }
-            None => {
-                let mut value = Value::Object(serde_json::Map::new());
-                overlay::merge_patch(&mut value, item);
-                match serde_json::from_value(value) {
-                    Ok(service) => list.push(service),
-                    Err(_) => return false,
-                }
-                deleted.push(false);
-            }
-        }
-    }
-    let mut i = 0;
-    list.retain(|_| {
-        i += 1;
-        !deleted[i - 1]
-    });
-    true
 }
 
 impl EffectiveSpec {
@@ -551,5 +440,21 @@ mod tests {
             assert!(repo.load_texts_fast("prod", BASE, Some(overlay)).unwrap().is_none(), "{overlay}");
             assert!(repo.load_texts_located("prod", BASE, Some(overlay)).is_err(), "{overlay}");
         }
+    }
+
+    /// The word `null` inside a string of the base spec keeps the fast path; a JSON `null`
+    /// leaves it to the located path, which refuses it.
+    #[test]
+    fn only_a_json_null_sends_the_base_spec_down_the_located_path() {
+        let (_dir, repo) = repo();
+        let words = BASE.replace("\"version\": \"1.0\"", "\"version\": \"null\", \"cloudAccount\": \"local\"");
+        let overlay = r#"{"deployableServiceSpecs": [{"name": "travel", "numberOfInstances": 5, "version": null}]}"#;
+        let fast = repo.load_texts_fast("prod", &words, Some(overlay)).unwrap().expect("a string `null` is fast");
+        let located = repo.load_texts_located("prod", &words, Some(overlay)).unwrap();
+        assert_eq!(fast.choreography, located.choreography);
+        let json_null = BASE.replace("\"version\": \"1.0\"", "\"version\": null");
+        assert!(repo.load_texts_fast("prod", &json_null, None).unwrap().is_none());
+        let e = repo.load_texts_located("prod", &json_null, None).unwrap_err();
+        assert!(e.to_string().contains("`version` is null"), "{e}");
     }
 }

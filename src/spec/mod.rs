@@ -3,6 +3,7 @@
 
 pub mod format;
 pub mod model;
+pub mod overlay;
 pub mod parse;
 pub mod validate;
 pub mod xml;
