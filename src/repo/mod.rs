@@ -2,6 +2,7 @@
 //! `enact.json`, the base spec, one overlay per environment and the recorded state.
 
 pub mod deployable;
+pub mod import;
 pub mod settings;
 
 use std::collections::BTreeSet;
