@@ -1,7 +1,9 @@
-//! Wall-clock time as RFC 3339 text, without a calendar crate.
+//! Wall-clock time as RFC 3339 text, without a calendar crate. A leaf: depends on nothing of
+//! enact.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Seconds since the Unix epoch now (0 if the clock is before it).
 pub fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -23,6 +25,7 @@ pub fn rfc3339(secs: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3_600, (rem % 3_600) / 60, rem % 60)
 }
 
+/// Now as RFC 3339 text in UTC, to the second: `2026-11-22T23:04:05Z`.
 pub fn now_rfc3339() -> String {
     rfc3339(now_unix())
 }

@@ -9,7 +9,7 @@
 //! in one overlay list, and `$delete` of a name the base lacks, are errors. Shapes and
 //! directives were checked when the files were parsed ([`crate::spec::parse`]).
 //!
-//! The merge is done on two representations with the same plan ([`plan_list`]):
+//! The merge is done on two representations with the same plan of steps:
 //!
 //! - [`merge`]: onto the base spec as a JSON value, every problem collected and located in the
 //!   overlay (the path that explains errors);

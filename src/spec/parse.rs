@@ -17,11 +17,20 @@ pub const LISTS: [&str; 2] = ["deployableServiceSpecs", "legacyServiceSpecs"];
 /// services with `"$delete": true`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
+    /// `chor.json`: no `null`, no directive.
     Base,
+    /// `envs/<env>.json`: `null` removes a field, `"$delete": true` a service, and
+    /// `$promotions` records what `enact promote` promoted.
     Overlay,
 }
 
-/// Parses a spec file into a JSON value whose shape has been checked.
+/// Parses a spec file into a JSON value whose shape has been checked: an object of the two
+/// service lists, each service an object with a string `name` and the fields of its kind
+/// (`docs/formats.md` §2, §3), no key twice.
+///
+/// # Errors
+/// Every problem of the file, located at file:line:column: JSON syntax (alone, first), a
+/// duplicate key, an unknown field or directive, a wrong type, a service without `name`.
 pub fn parse_spec_file(source: &SourceFile, kind: FileKind) -> Result<Value, Vec<Diagnostic>> {
     let value: Value = serde_json::from_str(&source.text).map_err(|e| vec![source.syntax_error(&e)])?;
     let mut errors = duplicate_key_errors(source, &value);

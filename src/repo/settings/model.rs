@@ -351,7 +351,7 @@ pub struct LogSettings {
     pub keep: Option<u32>,
 }
 
-/// A resolved log cap (see [`Settings::logs_of`]).
+/// A resolved log cap (see [`Settings::logs_of`](super::Settings::logs_of)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogCap {
     /// Bytes one log file may hold.

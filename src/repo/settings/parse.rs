@@ -14,8 +14,8 @@ impl Settings {
     ///
     /// # Errors
     /// Every problem of the file, each located: JSON syntax (alone), duplicate keys, bad
-    /// accounts, unknown fields and wrong types, then every value [`Settings::validate`]
-    /// refuses.
+    /// accounts, unknown fields and wrong types, then every value the checks of
+    /// `check.rs` refuse.
     pub fn parse(source: &SourceFile) -> Result<Settings, Vec<Diagnostic>> {
         let value: Value = serde_json::from_str(&source.text).map_err(|e| vec![source.syntax_error(&e)])?;
         let mut errors: Vec<Diagnostic> = source
