@@ -57,8 +57,13 @@ struct Arrows {
     targets: BTreeMap<String, String>,
 }
 
+/// Items the crate root re-exports (`pub use` in `src/lib.rs`) and the module they come from.
+const ROOT_ITEMS: &[(&str, &str)] = &[("Error", "error"), ("Result", "error")];
+
 impl Arrows {
     fn note(&mut self, target: String, shown: String) {
+        let target =
+            ROOT_ITEMS.iter().find(|(item, _)| *item == target).map_or(target, |(_, module)| module.to_string());
         self.targets.entry(target).or_insert(shown);
     }
 }
