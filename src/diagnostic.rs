@@ -3,6 +3,8 @@
 //! Input errors are collected, never thrown one at a time, so a user sees every problem of a
 //! file in one run. [`SourceFile`] turns a JSON pointer into a line and column on demand: the
 //! happy path never pays for positions.
+//!
+//! A leaf: depends on [`crate::suggest`] only.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -10,8 +12,11 @@ use std::path::{Path, PathBuf};
 /// A place in a file, 1-based like every editor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
+    /// The file as shown to the user (relative to the config repository when inside it).
     pub file: PathBuf,
+    /// The line, from 1.
     pub line: usize,
+    /// The column, from 1, in characters (not bytes).
     pub column: usize,
 }
 
@@ -24,6 +29,7 @@ impl fmt::Display for Location {
 /// One problem with the user's input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// Where the problem is, when a line is known.
     pub location: Option<Location>,
     /// The file when no line is known.
     pub file: Option<PathBuf>,
@@ -31,35 +37,43 @@ pub struct Diagnostic {
     pub env: Option<String>,
     /// The service the problem is about.
     pub service: Option<String>,
+    /// What is wrong, in a sentence without its location (shown after it).
     pub message: String,
+    /// What to do about it, shown on the next line after `help: `.
     pub hint: Option<String>,
 }
 
 impl Diagnostic {
+    /// A problem with nothing but its message; the builders below add the rest.
     pub fn new(message: impl Into<String>) -> Self {
         Diagnostic { location: None, file: None, env: None, service: None, message: message.into(), hint: None }
     }
 
+    /// Sets where the problem is (`None` leaves it unknown).
     pub fn at(mut self, location: Option<Location>) -> Self {
         self.location = location;
         self
     }
 
+    /// Names the file the problem is in, when no line is known.
     pub fn in_file(mut self, file: impl Into<PathBuf>) -> Self {
         self.file = Some(file.into());
         self
     }
 
+    /// Names the environment whose effective spec has the problem.
     pub fn env(mut self, env: impl Into<String>) -> Self {
         self.env = Some(env.into());
         self
     }
 
+    /// Names the service the problem is about.
     pub fn service(mut self, name: impl Into<String>) -> Self {
         self.service = Some(name.into());
         self
     }
 
+    /// Says what to do about it.
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
@@ -115,7 +129,9 @@ impl From<Diagnostic> for Diagnostics {
 /// One segment of a JSON pointer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Segment {
+    /// A key of an object.
     Key(String),
+    /// A position in an array, from 0.
     Index(usize),
 }
 
@@ -138,6 +154,7 @@ pub fn pointer(segments: &[Segment]) -> String {
 pub struct SourceFile {
     /// The path shown to the user (relative to the config repository).
     pub display: PathBuf,
+    /// The file's text, without a leading byte order mark.
     pub text: String,
 }
 
@@ -172,6 +189,7 @@ impl SourceFile {
         self.location_of(offset)
     }
 
+    /// The line and column of a byte offset of the text (past the end: the end).
     pub fn location_of(&self, offset: usize) -> Location {
         let before = &self.text.as_bytes()[..offset.min(self.text.len())];
         let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
@@ -470,6 +488,10 @@ impl<'a> Locator<'a> {
 
 /// Deserializes `value` as `T`, turning a failure into a diagnostic located in `source` at the
 /// exact field (`base` is where `value` sits in the file).
+///
+/// # Errors
+/// The first field serde refuses (unknown, mistyped, out of range), located, with the closest
+/// known name for a misspelt field or value.
 pub fn from_value_located<T: serde::de::DeserializeOwned>(
     value: &serde_json::Value,
     source: &SourceFile,

@@ -5,6 +5,8 @@
 //! compared without regard to case (`Dev` is 0 from `dev`). A name is suggested only when it
 //! is close: at most a third of the typed name's length apart (at least 1), so a short typo
 //! finds its name and an unrelated word finds none.
+//!
+//! A leaf: depends on nothing of enact.
 
 /// The candidate closest to `typed`, if one is close enough to be what was meant; on a tie the
 /// first in `candidates`' order.

@@ -4,8 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use enact::apply::journal::{self, Record};
+use enact::repo::import::{import_choreography, import_choreography_spec};
 use enact::repo::{ConfigRepo, Settings};
-use enact::spec::xml::{export_chorspec, import_choreography, import_choreography_spec, import_chorspec};
+use enact::spec::xml::{export_chorspec, import_chorspec};
 
 fn repo() -> ConfigRepo {
     ConfigRepo { root: PathBuf::from("."), settings: Settings::default() }

@@ -4,10 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
+use enact::repo::import::import_choreography;
 use enact::repo::settings::Settings;
 use enact::spec::model::{DesiredQos, ResourceImpact, ResponseTimeMetric};
 use enact::spec::validate::validate;
-use enact::spec::xml::{export_chorspec, import_choreography, import_chorspec};
+use enact::spec::xml::{export_chorspec, import_chorspec};
 use enact::spec::{Choreography, DeployableServiceSpec, LegacyServiceSpec, Memory, ServiceDependency, ServiceType};
 use enact::state::{AppliedSpec, InstanceStatus};
 use proptest::prelude::*;
@@ -507,7 +508,7 @@ fn every_2014_document_of_the_choreos_corpus_imports_one_to_one_or_fails_located
         };
         // The library import keeps every element, even of a document validation refuses.
         let chor = if spec_flag {
-            enact::spec::xml::import_choreography_spec(&text, path)
+            enact::repo::import::import_choreography_spec(&text, path)
         } else {
             import_chorspec(&text, path)
         }

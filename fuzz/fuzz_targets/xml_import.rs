@@ -6,9 +6,8 @@
 
 use std::path::Path;
 
-use enact::spec::xml::{
-    check_imported, export_chorspec, import_choreography, import_choreography_spec, import_chorspec, root_name,
-};
+use enact::repo::import::{import_choreography, import_choreography_spec};
+use enact::spec::xml::{check_imported, export_chorspec, import_chorspec, root_name};
 use enact::state::store::parse_state;
 use libfuzzer_sys::fuzz_target;
 

@@ -416,7 +416,7 @@ pub fn import_xml(ctx: &Context, file: &Path, spec_only: bool) -> Result<Outcome
     };
     match crate::spec::xml::root_name(&text).as_deref() {
         Some("choreography") if spec_only => {
-            let chor = crate::spec::xml::import_choreography_spec(&text, file)?;
+            let chor = crate::repo::import::import_choreography_spec(&text, file)?;
             ctx.printer.out(&checked(chor)?);
         }
         Some("choreography") => {
@@ -425,12 +425,12 @@ pub fn import_xml(ctx: &Context, file: &Path, spec_only: bool) -> Result<Outcome
                 None => ctx.repo().map(|r| r.default_env()).unwrap_or_else(|_| crate::repo::FALLBACK_ENV.to_string()),
             };
             crate::repo::ConfigRepo::check_env_name(&env)?;
-            let state = crate::spec::xml::import_choreography(&text, file, &env)?;
+            let state = crate::repo::import::import_choreography(&text, file, &env)?;
             ctx.printer.out(&state.to_json());
             ctx.printer.info(&format!(
                 "This is a recorded state of env `{env}`: save it as state/{env}.json to adopt the deployment \
                  (its nodes are in account `{}`: define it in enact.json).",
-                crate::spec::xml::IMPORTED_ACCOUNT
+                crate::repo::import::IMPORTED_ACCOUNT
             ));
         }
         _ => {

@@ -1,5 +1,6 @@
-//! Environments: overlays merged onto the base spec, and configuration moved between them
-//! (promote, merge, diff).
+//! Environments: configuration moved between them, as edits of their overlays (promote, merge,
+//! diff; [`promote`]). Merging an overlay onto the base spec is [`crate::spec::overlay`]'s.
+//!
+//! May use repo, graph, state, spec and the leaves.
 
-pub mod overlay;
 pub mod promote;

@@ -7,7 +7,8 @@
 //! - [`diff`]: two environments' effective specs, promotable and environment-local apart.
 //!
 //! Everything here is pure: it takes effective specs and an overlay value and returns the new
-//! overlay value and a report. Writing, confirming and validating are the command's.
+//! overlay value and a report. Writing, confirming and validating are the command's. Formats:
+//! `docs/formats.md` §3 (`$promotions`). Depends on the spec and the leaves.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,21 +29,28 @@ pub const ENVIRONMENT_LOCAL: [&str; 3] = ["numberOfInstances", "resourceImpact",
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase", tag = "outcome")]
 pub enum ServiceOutcome {
+    /// The target had no such service: the overlay now adds it.
     Created,
+    /// Fields of the target's service now take the source's values.
     Updated {
+        /// The JSON names of the fields written, in order.
         fields: Vec<String>,
     },
+    /// Source and target already agree.
     Unchanged,
     /// Promote: fields TO changed since the last promotion and FROM did not: TO's kept.
     KeptLocal {
+        /// The JSON names of the fields kept.
         fields: Vec<String>,
     },
     /// Changed on both sides since the last promotion (see the report's conflicts).
     Conflicted {
+        /// The JSON names of the fields in conflict.
         fields: Vec<String>,
     },
     /// Gone from the source; kept because `--prune` was not given.
     RemovedInSource,
+    /// Gone from the source and removed from the target (`--prune`).
     Deleted,
 }
 
@@ -51,18 +59,26 @@ pub enum ServiceOutcome {
 pub struct Conflict {
     /// JSON pointer: `/<service>/<field>`.
     pub pointer: String,
+    /// The value recorded at the last promotion (`$promotions`); `null` when absent.
     pub base: Value,
+    /// FROM's value now; `null` when absent.
     pub source: Value,
+    /// TO's value now; `null` when absent.
     pub target: Value,
 }
 
+/// What a promotion or a merge did (or, refused, would do): every service's outcome and the
+/// conflicts. Printed by `enact promote` and `enact merge` (`--json` as is).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Report {
+    /// The outcome of every service looked at, by name.
     pub services: BTreeMap<String, ServiceOutcome>,
+    /// Fields both sides changed since the last promotion, in service and field order.
     pub conflicts: Vec<Conflict>,
 }
 
 impl Report {
+    /// Whether the overlay changed: a service created, updated or deleted.
     pub fn changes(&self) -> bool {
         self.services
             .values()
@@ -70,6 +86,7 @@ impl Report {
     }
 }
 
+/// The JSON key of the list a service belongs in.
 fn list_of(service: Service<'_>) -> &'static str {
     if service.is_legacy() { LISTS[1] } else { LISTS[0] }
 }
@@ -82,6 +99,8 @@ fn object(service: Service<'_>) -> Map<String, Value> {
     }
 }
 
+/// The promotable fields of a service: [`PROMOTABLE`], or for a legacy service its type,
+/// roles and dependencies.
 fn promotable_fields(service: Service<'_>) -> &'static [&'static str] {
     if service.is_legacy() { &["serviceType", "roles", "dependencies"] } else { &PROMOTABLE }
 }
@@ -124,6 +143,7 @@ fn delete(overlay: &mut Map<String, Value>, list: &str, name: &str, in_base: boo
     }
 }
 
+/// Sets a field of an overlay entry.
 fn set(entry: &mut Map<String, Value>, field: &str, value: &Value) {
     // `null` removes the field from what the base spec says.
     entry.insert(field.to_string(), value.clone());
@@ -139,14 +159,19 @@ fn record(from: &str, values: &Map<String, Value>) -> Value {
 /// The inputs of a promotion.
 #[derive(Debug, Clone, Copy)]
 pub struct Promotion<'a> {
+    /// FROM, the environment promoted from (recorded in `$promotions`).
     pub from: &'a str,
+    /// FROM's effective spec.
     pub source: &'a Choreography,
+    /// TO's effective spec, before the promotion.
     pub target: &'a Choreography,
     /// Names of services of the base spec (`$delete` is how an overlay removes those).
     pub base_names: &'a BTreeSet<String>,
     /// Only these services (`--only`); all when empty.
     pub only: &'a [String],
+    /// `--force`: take FROM's value of a field in conflict.
     pub force: bool,
+    /// `--prune`: remove from TO the services FROM does not have.
     pub prune: bool,
 }
 
@@ -300,9 +325,13 @@ pub fn merge(
 /// One field that differs between two environments.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FieldDifference {
+    /// The service's name.
     pub service: String,
+    /// The field's JSON name.
     pub field: String,
+    /// Its value in the first environment (`null` when absent).
     pub a: Value,
+    /// Its value in the second environment (`null` when absent).
     pub b: Value,
 }
 
@@ -310,14 +339,20 @@ pub struct FieldDifference {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvDiff {
+    /// Differences in [`PROMOTABLE`] fields: what `promote` would carry over.
     pub promotable: Vec<FieldDifference>,
+    /// Differences in [`ENVIRONMENT_LOCAL`] fields: what each environment keeps.
     pub environment_local: Vec<FieldDifference>,
     /// Fields of neither kind (desiredQoS, nativeURIs, …).
     pub other: Vec<FieldDifference>,
+    /// Services only the first environment has, by name.
     pub only_in_a: Vec<String>,
+    /// Services only the second environment has, by name.
     pub only_in_b: Vec<String>,
 }
 
+/// How the effective specs `a` and `b` of two environments differ, service by service and
+/// field by field (services in name order), promotable and environment-local fields apart.
 pub fn diff(a: &Choreography, b: &Choreography) -> EnvDiff {
     let mut out = EnvDiff::default();
     let a_services: BTreeMap<&str, Service<'_>> = a.services().map(|s| (s.name(), s)).collect();

@@ -2,7 +2,10 @@
 //!
 //! Cycles are legal (callbacks): strongly connected components are condensed into groups that
 //! are deployed together and wired once all members are up. [`ServiceGraph::groups`] gives the
-//! groups in a deterministic topological order, providers first.
+//! groups in a deterministic topological order, providers first. [`walk`] runs work over such
+//! an order in parallel; [`svg`] draws the graph.
+//!
+//! Depends on the spec and the leaves only.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
@@ -22,7 +25,9 @@ use crate::spec::{Choreography, Service};
 /// A service in the graph.
 #[derive(Debug, Clone, Copy)]
 pub struct Vertex<'a> {
+    /// The service's name.
     pub name: &'a str,
+    /// Whether it is a legacy service (running elsewhere, never deployed).
     pub legacy: bool,
 }
 
@@ -73,14 +78,17 @@ impl<'a> ServiceGraph<'a> {
         ServiceGraph { graph, index }
     }
 
+    /// How many services.
     pub fn len(&self) -> usize {
         self.graph.node_count()
     }
 
+    /// Whether there is no service.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Whether a service of that name is in the graph.
     pub fn contains(&self, name: &str) -> bool {
         self.index.contains_key(name)
     }

@@ -123,52 +123,112 @@ fn label_width(label: &str) -> f64 {
 /// Lays the graph out (see the module's documentation). Never fails: an empty graph is an
 /// empty drawing of margins only.
 pub fn layout(g: &ServiceGraph<'_>) -> Layout {
-    let n = g.len();
-    let mut work = 0usize;
-    let groups = g.condensed();
-    let group_of = &groups.group_of;
-    let count = groups.order.len();
-    let mut succ: Vec<Vec<usize>> = vec![Vec::new(); n];
-    let mut pred: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for edge in g.graph.edge_references() {
-        let (from, to) = (edge.source().index(), edge.target().index());
-        succ[from].push(to);
-        pred[to].push(from);
-        work += 1;
-    }
-    let widths: Vec<f64> = (0..n).map(|i| label_width(&label(g, i))).collect();
-    work += n;
+    let mut pass = Pass::new(g);
+    let (size, inside) = pass.blocks(g);
+    let layer_of = pass.layers();
+    let layers = pass.order_layers(&layer_of);
+    let rows = pass.rows(&layers, &size);
+    let (blocks, widest, height) = pass.place(&rows, &size);
 
-    // Each block's size, and where its members sit inside it.
-    let mut size: Vec<(f64, f64)> = Vec::with_capacity(count);
-    let mut inside: Vec<Rect> = vec![Rect { x: 0.0, y: 0.0, w: 0.0, h: NODE_H }; n];
-    let mut visited = vec![false; n];
-    for (gi, members) in groups.order.iter().enumerate() {
-        if let [only] = members.as_slice() {
-            let i = only.index();
-            inside[i] = Rect { x: 0.0, y: 0.0, w: widths[i], h: NODE_H };
-            size.push((widths[i], NODE_H));
+    let n = g.len();
+    let group_of = &pass.groups.group_of;
+    let mut nodes = Vec::with_capacity(n);
+    let mut layer = Vec::with_capacity(n);
+    for (i, rel) in inside.iter().enumerate() {
+        pass.work += 1;
+        let block = blocks[group_of[i]];
+        nodes.push(Rect { x: block.x + rel.x, y: block.y + rel.y, w: rel.w, h: rel.h });
+        layer.push(layer_of[group_of[i]]);
+    }
+    let cycles = pass
+        .groups
+        .order
+        .iter()
+        .enumerate()
+        .filter(|(_, members)| members.len() > 1)
+        .map(|(gi, members)| (blocks[gi], members.len()))
+        .collect();
+    Layout { nodes, cycles, layer, width: widest + 2.0 * MARGIN, height, work: pass.work }
+}
+
+/// A row of blocks: the groups in it, left to right, its width and its height, px.
+type Row = (Vec<usize>, f64, f64);
+
+/// What every step of [`layout`] looks at: the groups (strongly connected components) of the
+/// graph, every service's successors (consumers) and predecessors (providers) by node index,
+/// and the steps taken so far.
+struct Pass {
+    groups: super::Groups,
+    succ: Vec<Vec<usize>>,
+    pred: Vec<Vec<usize>>,
+    work: usize,
+}
+
+impl Pass {
+    /// The groups and the adjacency lists of `g`.
+    fn new(g: &ServiceGraph<'_>) -> Pass {
+        let n = g.len();
+        let mut work = 0usize;
+        let mut succ: Vec<Vec<usize>> = vec![Vec::new(); n];
+        let mut pred: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for edge in g.graph.edge_references() {
+            let (from, to) = (edge.source().index(), edge.target().index());
+            succ[from].push(to);
+            pred[to].push(from);
             work += 1;
-            continue;
         }
-        // Cycle order: depth first from the first member, along dependencies inside the cycle
-        // (every member is reached: each reaches every other).
+        Pass { groups: g.condensed(), succ, pred, work }
+    }
+
+    /// Each block's size (width, height), by group, and where every service sits inside its
+    /// block, by node index: a lone service is its box; a cycle is a grid of its members.
+    fn blocks(&mut self, g: &ServiceGraph<'_>) -> (Vec<(f64, f64)>, Vec<Rect>) {
+        let n = g.len();
+        let widths: Vec<f64> = (0..n).map(|i| label_width(&label(g, i))).collect();
+        self.work += n;
+        let mut size: Vec<(f64, f64)> = Vec::with_capacity(self.groups.order.len());
+        let mut inside: Vec<Rect> = vec![Rect { x: 0.0, y: 0.0, w: 0.0, h: NODE_H }; n];
+        let mut visited = vec![false; n];
+        for gi in 0..self.groups.order.len() {
+            if let [only] = self.groups.order[gi].as_slice() {
+                let i = only.index();
+                inside[i] = Rect { x: 0.0, y: 0.0, w: widths[i], h: NODE_H };
+                size.push((widths[i], NODE_H));
+                self.work += 1;
+                continue;
+            }
+            let order = self.cycle_order(gi, &mut visited);
+            size.push(self.cycle_grid(&order, &widths, &mut inside));
+        }
+        (size, inside)
+    }
+
+    /// The members of the cycle `gi` in cycle order: depth first from its first member, along
+    /// dependencies inside the cycle (every member is reached: each reaches every other).
+    fn cycle_order(&mut self, gi: usize, visited: &mut [bool]) -> Vec<usize> {
+        let members = &self.groups.order[gi];
         let mut order = Vec::with_capacity(members.len());
         let mut stack = vec![members[0].index()];
         while let Some(i) = stack.pop() {
-            work += 1;
+            self.work += 1;
             if visited[i] {
                 continue;
             }
             visited[i] = true;
             order.push(i);
-            for &next in succ[i].iter().rev() {
-                work += 1;
-                if group_of[next] == gi && !visited[next] {
+            for &next in self.succ[i].iter().rev() {
+                self.work += 1;
+                if self.groups.group_of[next] == gi && !visited[next] {
                     stack.push(next);
                 }
             }
         }
+        order
+    }
+
+    /// Places the members of a cycle (in `order`) on a square-ish grid, snaking so neighbours
+    /// in the cycle stay close; the size of the cycle's box.
+    fn cycle_grid(&mut self, order: &[usize], widths: &[f64], inside: &mut [Rect]) -> (f64, f64) {
         let k = order.len();
         let cols = (k as f64).sqrt().ceil().max(1.0) as usize;
         let rows = k.div_ceil(cols);
@@ -185,125 +245,137 @@ pub fn layout(g: &ServiceGraph<'_>) -> Layout {
                 w: widths[i],
                 h: NODE_H,
             };
-            work += 1;
+            self.work += 1;
         }
         let w = 2.0 * CYCLE_PAD + cols as f64 * cell + (cols - 1) as f64 * IN_GAP;
         let h = CYCLE_CAPTION + 2.0 * CYCLE_PAD + rows as f64 * NODE_H + (rows - 1) as f64 * IN_GAP;
-        size.push((w.max(label_width(&caption(k))), h));
+        (w.max(label_width(&caption(k))), h)
     }
 
-    // Layers: groups come providers first, so one pass finds each block's longest path.
-    let mut layer_of = vec![0usize; count];
-    for (gi, members) in groups.order.iter().enumerate() {
-        for &m in members {
-            for &p in &pred[m.index()] {
-                work += 1;
-                let pg = group_of[p];
-                if pg != gi {
-                    layer_of[gi] = layer_of[gi].max(layer_of[pg] + 1);
+    /// Each block's layer, by group: the longest path from a block that calls nothing. Groups
+    /// come providers first, so one pass finds it.
+    fn layers(&mut self) -> Vec<usize> {
+        let group_of = &self.groups.group_of;
+        let mut layer_of = vec![0usize; self.groups.order.len()];
+        for (gi, members) in self.groups.order.iter().enumerate() {
+            for &m in members {
+                for &p in &self.pred[m.index()] {
+                    self.work += 1;
+                    let pg = group_of[p];
+                    if pg != gi {
+                        layer_of[gi] = layer_of[gi].max(layer_of[pg] + 1);
+                    }
                 }
             }
         }
+        layer_of
     }
-    let layers_count = layer_of.iter().copied().max().map_or(0, |m| m + 1);
-    let mut layers: Vec<Vec<usize>> = vec![Vec::new(); layers_count];
-    for (gi, &l) in layer_of.iter().enumerate() {
-        layers[l].push(gi);
-    }
-    work += count;
 
-    // Order within layers: barycenters of the neighbours in other layers.
-    let mut position = vec![0usize; count];
-    for layer in &layers {
-        for (at, &gi) in layer.iter().enumerate() {
-            position[gi] = at;
+    /// The blocks of every layer, ordered by [`SWEEPS`] barycenter sweeps: each block's key is
+    /// the mean position of its neighbours in the layer before (down) or after (up).
+    fn order_layers(&mut self, layer_of: &[usize]) -> Vec<Vec<usize>> {
+        let count = self.groups.order.len();
+        let layers_count = layer_of.iter().copied().max().map_or(0, |m| m + 1);
+        let mut layers: Vec<Vec<usize>> = vec![Vec::new(); layers_count];
+        for (gi, &l) in layer_of.iter().enumerate() {
+            layers[l].push(gi);
         }
-    }
-    let layer_len: Vec<usize> = layers.iter().map(Vec::len).collect();
-    let normalized = |gi: usize, position: &[usize]| (position[gi] as f64 + 0.5) / layer_len[layer_of[gi]] as f64;
-    for sweep in 0..SWEEPS {
-        let down = sweep % 2 == 0;
-        let order: Vec<usize> =
-            if down { (1..layers_count).collect() } else { (0..layers_count).rev().skip(1).collect() };
-        for l in order {
-            let mut keyed: Vec<(f64, usize)> = layers[l]
-                .iter()
-                .map(|&gi| {
-                    let (mut sum, mut seen) = (0.0, 0usize);
-                    for &m in &groups.order[gi] {
-                        let neighbours = if down { &pred[m.index()] } else { &succ[m.index()] };
-                        for &other in neighbours {
-                            work += 1;
-                            let og = group_of[other];
-                            if og != gi {
-                                sum += normalized(og, &position);
-                                seen += 1;
-                            }
-                        }
-                    }
-                    work += 1;
-                    let key = if seen == 0 { normalized(gi, &position) } else { sum / seen as f64 };
-                    (key, gi)
-                })
-                .collect();
-            keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            for (at, (_, gi)) in keyed.iter().enumerate() {
-                position[*gi] = at;
+        self.work += count;
+        let mut position = vec![0usize; count];
+        for layer in &layers {
+            for (at, &gi) in layer.iter().enumerate() {
+                position[gi] = at;
             }
-            layers[l] = keyed.into_iter().map(|(_, gi)| gi).collect();
         }
-    }
-
-    // Rows: each layer in order, wrapped at MAX_ROW_WIDTH.
-    let mut rows: Vec<(Vec<usize>, f64, f64)> = Vec::new();
-    for layer in &layers {
-        let mut row: (Vec<usize>, f64, f64) = (Vec::new(), 0.0, 0.0);
-        for &gi in layer {
-            work += 1;
-            let (w, h) = size[gi];
-            let wider = row.1 + H_GAP + w;
-            if !row.0.is_empty() && wider > MAX_ROW_WIDTH {
-                rows.push(std::mem::take(&mut row));
+        let layer_len: Vec<usize> = layers.iter().map(Vec::len).collect();
+        for sweep in 0..SWEEPS {
+            let down = sweep % 2 == 0;
+            let order: Vec<usize> =
+                if down { (1..layers_count).collect() } else { (0..layers_count).rev().skip(1).collect() };
+            for l in order {
+                let mut keyed: Vec<(f64, usize)> = layers[l]
+                    .iter()
+                    .map(|&gi| (self.barycenter(gi, down, &position, layer_of, &layer_len), gi))
+                    .collect();
+                keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                for (at, (_, gi)) in keyed.iter().enumerate() {
+                    position[*gi] = at;
+                }
+                layers[l] = keyed.into_iter().map(|(_, gi)| gi).collect();
             }
-            row.1 = if row.0.is_empty() { w } else { row.1 + H_GAP + w };
-            row.2 = row.2.max(h);
-            row.0.push(gi);
         }
-        if !row.0.is_empty() {
-            rows.push(row);
-        }
+        layers
     }
-    let widest = rows.iter().map(|r| r.1).fold(0.0, f64::max);
-    let mut blocks = vec![Rect { x: 0.0, y: 0.0, w: 0.0, h: 0.0 }; count];
-    let mut y = MARGIN;
-    for (members, width, height) in &rows {
-        let mut x = MARGIN + (widest - width) / 2.0;
-        for &gi in members {
-            work += 1;
-            let (w, h) = size[gi];
-            blocks[gi] = Rect { x, y, w, h };
-            x += w + H_GAP;
-        }
-        y += height + ROW_GAP;
-    }
-    let height = if rows.is_empty() { 2.0 * MARGIN } else { y - ROW_GAP + MARGIN };
 
-    let mut nodes = Vec::with_capacity(n);
-    let mut layer = Vec::with_capacity(n);
-    for (i, rel) in inside.iter().enumerate() {
-        work += 1;
-        let block = blocks[group_of[i]];
-        nodes.push(Rect { x: block.x + rel.x, y: block.y + rel.y, w: rel.w, h: rel.h });
-        layer.push(layer_of[group_of[i]]);
+    /// The sort key of block `gi` in a sweep: the mean normalized position of its neighbours
+    /// in other blocks (providers going down, consumers going up), else its own.
+    fn barycenter(
+        &mut self,
+        gi: usize,
+        down: bool,
+        position: &[usize],
+        layer_of: &[usize],
+        layer_len: &[usize],
+    ) -> f64 {
+        let normalized = |gi: usize| (position[gi] as f64 + 0.5) / layer_len[layer_of[gi]] as f64;
+        let (mut sum, mut seen) = (0.0, 0usize);
+        for &m in &self.groups.order[gi] {
+            let neighbours = if down { &self.pred[m.index()] } else { &self.succ[m.index()] };
+            for &other in neighbours {
+                self.work += 1;
+                let og = self.groups.group_of[other];
+                if og != gi {
+                    sum += normalized(og);
+                    seen += 1;
+                }
+            }
+        }
+        self.work += 1;
+        if seen == 0 { normalized(gi) } else { sum / seen as f64 }
     }
-    let cycles = groups
-        .order
-        .iter()
-        .enumerate()
-        .filter(|(_, members)| members.len() > 1)
-        .map(|(gi, members)| (blocks[gi], members.len()))
-        .collect();
-    Layout { nodes, cycles, layer, width: widest + 2.0 * MARGIN, height, work }
+
+    /// The rows of the drawing: each layer in order, wrapped at [`MAX_ROW_WIDTH`].
+    fn rows(&mut self, layers: &[Vec<usize>], size: &[(f64, f64)]) -> Vec<Row> {
+        let mut rows: Vec<Row> = Vec::new();
+        for layer in layers {
+            let mut row: Row = (Vec::new(), 0.0, 0.0);
+            for &gi in layer {
+                self.work += 1;
+                let (w, h) = size[gi];
+                let wider = row.1 + H_GAP + w;
+                if !row.0.is_empty() && wider > MAX_ROW_WIDTH {
+                    rows.push(std::mem::take(&mut row));
+                }
+                row.1 = if row.0.is_empty() { w } else { row.1 + H_GAP + w };
+                row.2 = row.2.max(h);
+                row.0.push(gi);
+            }
+            if !row.0.is_empty() {
+                rows.push(row);
+            }
+        }
+        rows
+    }
+
+    /// Every block's box, by group (rows centred under the widest), the width of the widest
+    /// row and the height of the drawing, px.
+    fn place(&mut self, rows: &[Row], size: &[(f64, f64)]) -> (Vec<Rect>, f64, f64) {
+        let widest = rows.iter().map(|r| r.1).fold(0.0, f64::max);
+        let mut blocks = vec![Rect { x: 0.0, y: 0.0, w: 0.0, h: 0.0 }; size.len()];
+        let mut y = MARGIN;
+        for (members, width, height) in rows {
+            let mut x = MARGIN + (widest - width) / 2.0;
+            for &gi in members {
+                self.work += 1;
+                let (w, h) = size[gi];
+                blocks[gi] = Rect { x, y, w, h };
+                x += w + H_GAP;
+            }
+            y += height + ROW_GAP;
+        }
+        let height = if rows.is_empty() { 2.0 * MARGIN } else { y - ROW_GAP + MARGIN };
+        (blocks, widest, height)
+    }
 }
 
 /// Escapes text for SVG.

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 /// How one vertex ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome<E> {
+    /// Its work succeeded.
     Done,
+    /// Its work failed with this error; its dependents are skipped.
     Failed(E),
     /// Its work panicked (a bug); the panic's message. Its dependents are skipped.
     Panicked(String),

@@ -1,46 +1,52 @@
 //! The config repository: found like cargo finds Cargo.toml (walk up to `chor.json`), holding
-//! `enact.json`, the base spec, one overlay per environment and the recorded state.
+//! `enact.json`, the base spec, one overlay per environment and the recorded state
+//! (`docs/formats.md` §1).
+//!
+//! This file finds and opens a repository and names its environments; [`settings`] reads
+//! `enact.json`, `load.rs` makes an environment's effective spec, [`deployable`] checks what
+//! enact.json decides about running it and [`import`] turns a CHOReOS deployment report into a
+//! recorded state. May use state, graph, spec and the leaves (never env, plan or above).
 
 pub mod deployable;
+pub mod import;
+mod load;
 pub mod settings;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
-use crate::diagnostic::{Diagnostic, Location, Segment, SourceFile, strip_bom, without_bom};
-use crate::env::overlay;
+use crate::diagnostic::{Diagnostic, SourceFile, strip_bom};
 use crate::error::{Error, Result};
-use crate::spec::parse::{FileKind, LISTS, parse_spec_file};
-use crate::spec::validate::{is_valid_name, validate};
-use crate::spec::{Choreography, DeployableServiceSpec, LegacyServiceSpec};
+use crate::spec::validate::is_valid_name;
+pub use load::EffectiveSpec;
 pub use settings::Settings;
 
+/// The base spec, at the repository's root; its presence makes a directory a config repository.
 pub const SPEC_FILE: &str = "chor.json";
+/// The settings file, at the repository's root (optional).
 pub const SETTINGS_FILE: &str = "enact.json";
+/// The directory of the overlays, one `<env>.json` per environment.
 pub const ENVS_DIR: &str = "envs";
+/// Where states, locks, journals, backups and logs live unless `stateDir` says otherwise.
 pub const STATE_DIR: &str = "state";
+/// The environment when neither `-e` nor `defaultEnv` names one.
 pub const FALLBACK_ENV: &str = "dev";
 
 /// An opened config repository with its settings parsed and validated.
 #[derive(Debug, Clone)]
 pub struct ConfigRepo {
+    /// The directory holding `chor.json`.
     pub root: PathBuf,
+    /// `enact.json`, or the defaults when there is none.
     pub settings: Settings,
 }
 
-/// The spec of one environment: base and overlay merged, validated and normalized.
-#[derive(Debug, Clone)]
-pub struct EffectiveSpec {
-    pub env: String,
-    pub choreography: Choreography,
-    base: (SourceFile, Value),
-    overlay: Option<(SourceFile, Value)>,
-}
-
 impl ConfigRepo {
-    /// Walks up from `start` to the first directory holding `chor.json`.
+    /// Walks up from `start` to the first directory holding `chor.json`, as cargo finds
+    /// `Cargo.toml`.
+    ///
+    /// # Errors
+    /// No such directory up to the root (the hint says how to make one).
     pub fn discover(start: &Path) -> Result<PathBuf> {
         let mut dir = Some(start);
         while let Some(d) = dir {
@@ -57,7 +63,11 @@ impl ConfigRepo {
         .into())
     }
 
-    /// Opens the repository at `root` (which must hold `chor.json`).
+    /// Opens the repository at `root` (which must hold `chor.json`) and reads its settings.
+    ///
+    /// # Errors
+    /// `root` holds no `chor.json`; `enact.json` cannot be read; every problem of `enact.json`,
+    /// located.
     pub fn open(root: &Path) -> Result<ConfigRepo> {
         if !root.join(SPEC_FILE).is_file() {
             return Err(Diagnostic::new(format!("{} holds no {SPEC_FILE}", root.display()))
@@ -76,6 +86,7 @@ impl ConfigRepo {
         self.settings.default_env.clone().unwrap_or_else(|| FALLBACK_ENV.to_string())
     }
 
+    /// The overlay file of `env`: `envs/<env>.json` (it may not exist).
     pub fn overlay_path(&self, env: &str) -> PathBuf {
         self.root.join(ENVS_DIR).join(format!("{env}.json"))
     }
@@ -150,6 +161,9 @@ impl ConfigRepo {
     }
 
     /// Checks an environment name before it becomes a file name.
+    ///
+    /// # Errors
+    /// A name that is not letters, digits, `.`, `_` and `-` (starting with a letter or digit).
     pub fn check_env_name(env: &str) -> Result<()> {
         if is_valid_name(env) {
             Ok(())
@@ -158,318 +172,6 @@ impl ConfigRepo {
                 .hint("environment names are letters, digits, `.`, `_` and `-`, like `dev` or `prod`")
                 .into())
         }
-    }
-
-    /// Loads, merges and validates the effective spec of `env`.
-    pub fn load(&self, env: &str) -> Result<EffectiveSpec> {
-        let overlay = read_optional(&self.overlay_path(env))?;
-        self.load_with_overlay(env, overlay)
-    }
-
-    /// [`Self::load`], then the checks of what enact.json decides about running the spec
-    /// ([`deployable::check`]: accounts that can make nodes, package types the provider runs,
-    /// package files that exist): what `validate`, `plan` and `apply` need.
-    ///
-    /// # Errors
-    /// Every problem of the spec, or else every one of these checks, located at file:line:column.
-    pub fn load_deployable(&self, env: &str) -> Result<EffectiveSpec> {
-        let effective = self.load(env)?;
-        let no_place = |_: &str, _: usize, _: &[Segment]| None;
-        if deployable::check(&effective.choreography, &self.settings, env, &self.root, &no_place).is_empty() {
-            return Ok(effective);
-        }
-        // The fast path keeps no positions: load again where every field can be found.
-        let base_text = read_text(&self.root.join(SPEC_FILE))?;
-        let overlay_text = read_optional(&self.overlay_path(env))?;
-        let located = self.load_texts_located(env, &base_text, overlay_text.as_deref())?;
-        let errors = deployable::check(&located.choreography, &self.settings, env, &self.root, &|s, o, p| {
-            located.locate_occurrence(s, o, p)
-        });
-        Err(errors.into_iter().map(|d| d.env(env)).collect::<Vec<_>>().into())
-    }
-
-    /// Loads `env` as if its overlay held `overlay_text` (to check an edit before writing it).
-    pub fn load_with_overlay(&self, env: &str, overlay_text: Option<String>) -> Result<EffectiveSpec> {
-        let base_text = read_text(&self.root.join(SPEC_FILE))?;
-        self.load_texts(env, &base_text, overlay_text.as_deref())
-    }
-
-    /// What [`Self::load`] does, on texts rather than files: `base_text` as `chor.json` and
-    /// `overlay_text` as `envs/<env>.json` (`None`: no overlay), each with or without a leading
-    /// byte order mark. Problems are located in those two files, as `load` locates them.
-    ///
-    /// # Errors
-    /// An invalid environment name, or every problem of the two texts and of their merge
-    /// (syntax, shape, validation), located at file:line:column.
-    pub fn load_texts(&self, env: &str, base_text: &str, overlay_text: Option<&str>) -> Result<EffectiveSpec> {
-        Self::check_env_name(env)?;
-        if let Some(effective) = self.load_texts_fast(env, base_text, overlay_text)? {
-            return Ok(effective);
-        }
-        self.load_texts_located(env, base_text, overlay_text)
-    }
-
-    /// The path of [`Self::load_texts`] that locates every problem at file:line:column: both
-    /// texts parsed with their shapes checked, merged as JSON, then deserialized and validated.
-    /// It gives the same spec as the fast path wherever that one succeeds.
-    ///
-    /// # Errors
-    /// Every problem of the two texts and of their merge, located.
-    pub fn load_texts_located(&self, env: &str, base_text: &str, overlay_text: Option<&str>) -> Result<EffectiveSpec> {
-        let base_source = SourceFile::new(SPEC_FILE, without_bom(base_text).to_string());
-        let mut errors = Vec::new();
-        let base_value = parse_spec_file(&base_source, FileKind::Base).unwrap_or_else(|e| {
-            errors.extend(e);
-            Value::Null
-        });
-        let overlay_display = PathBuf::from(ENVS_DIR).join(format!("{env}.json"));
-        let overlay = match overlay_text {
-            Some(text) => {
-                let source = SourceFile::new(&overlay_display, without_bom(text).to_string());
-                match parse_spec_file(&source, FileKind::Overlay) {
-                    Ok(value) => Some((source, value)),
-                    Err(e) => {
-                        errors.extend(e);
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
-        if !errors.is_empty() {
-            return Err(errors.into());
-        }
-        let mut merged = base_value.clone();
-        if let Some((source, value)) = &overlay {
-            overlay::merge(&mut merged, value, source)?;
-        }
-        let choreography: Choreography = serde_json::from_value(merged).map_err(|e| {
-            Diagnostic::new(format!("the merged spec of env `{env}` is not valid: {e}")).in_file(&overlay_display)
-        })?;
-        let mut effective =
-            EffectiveSpec { env: env.to_string(), choreography, base: (base_source, base_value), overlay };
-        let errors = validate(&effective.choreography, &self.settings, &|service, occurrence, path| {
-            effective.locate_occurrence(service, occurrence, path)
-        });
-        if !errors.is_empty() {
-            // With an overlay in play the same base line can be fine in one env and not another.
-            let errors: Vec<Diagnostic> = match &effective.overlay {
-                Some(_) => errors.into_iter().map(|d| d.env(env)).collect(),
-                None => errors,
-            };
-            return Err(errors.into());
-        }
-        effective.choreography.normalize();
-        Ok(effective)
-    }
-}
-
-impl ConfigRepo {
-    /// The common case of [`Self::load_texts`], fast: a base spec that parses straight into the
-    /// model, an overlay merged service by service into it, and the result valid. Only the
-    /// services the overlay names go through JSON values. `None` sends the caller down the path
-    /// that locates every problem ([`Self::load_texts_located`]), which gives the same spec when
-    /// there is none.
-    ///
-    /// # Errors
-    /// None today: every problem is left to the located path (`Ok(None)`).
-    pub fn load_texts_fast(
-        &self,
-        env: &str,
-        base_text: &str,
-        overlay_text: Option<&str>,
-    ) -> Result<Option<EffectiveSpec>> {
-        let overlay_display = PathBuf::from(ENVS_DIR).join(format!("{env}.json"));
-        let overlay = match overlay_text {
-            Some(text) => {
-                let source = SourceFile::new(&overlay_display, without_bom(text).to_string());
-                match parse_spec_file(&source, FileKind::Overlay) {
-                    Ok(value) => Some(value),
-                    Err(_) => return Ok(None),
-                }
-            }
-            None => None,
-        };
-        let text = without_bom(base_text);
-        // Typed parsing refuses unknown and duplicate fields just as the located checks do, but
-        // takes `null` for a missing field, which the base spec must refuse: leave those (and
-        // anything that merely says "null") to the located checks.
-        if text.contains("null") {
-            return Ok(None);
-        }
-        let Ok(ObjectOnly(spec)) = serde_json::from_str::<ObjectOnly<FastSpec>>(text) else {
-            return Ok(None);
-        };
-        let mut choreography = Choreography {
-            deployable_service_specs: spec.deployable_service_specs.into_iter().map(|s| s.0).collect(),
-            legacy_service_specs: spec.legacy_service_specs.into_iter().map(|s| s.0).collect(),
-        };
-        if let Some(overlay) = &overlay {
-            let merged = merge_typed(&mut choreography.deployable_service_specs, overlay.get(LISTS[0]), |s| &s.name)
-                && merge_typed(&mut choreography.legacy_service_specs, overlay.get(LISTS[1]), |s| &s.name);
-            if !merged {
-                return Ok(None);
-            }
-        }
-        if !validate(&choreography, &self.settings, &|_, _, _| None).is_empty() {
-            return Ok(None);
-        }
-        let mut effective = EffectiveSpec {
-            env: env.to_string(),
-            choreography,
-            base: (SourceFile::new(SPEC_FILE, String::new()), Value::Null),
-            overlay: None,
-        };
-        effective.choreography.normalize();
-        Ok(Some(effective))
-    }
-}
-
-/// The base spec as the fast path reads it: a [`Choreography`], except that the file and each
-/// of its services must be JSON objects, as the located checks require (serde alone also takes a
-/// struct written as an array of its fields, so `[]` would be an empty spec).
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct FastSpec {
-    #[serde(default)]
-    deployable_service_specs: Vec<ObjectOnly<DeployableServiceSpec>>,
-    #[serde(default)]
-    legacy_service_specs: Vec<ObjectOnly<LegacyServiceSpec>>,
-}
-
-/// A `T` that deserializes from a JSON object only, never from an array.
-struct ObjectOnly<T>(T);
-
-impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for ObjectOnly<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        struct Object<T>(std::marker::PhantomData<T>);
-        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
-            type Value = T;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> std::result::Result<T, A::Error> {
-                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-            }
-        }
-        deserializer.deserialize_map(Object(std::marker::PhantomData)).map(ObjectOnly)
-    }
-}
-
-/// [`overlay::merge`] of one overlay list into the typed list of the base spec: each named
-/// service goes to JSON, takes the overlay's merge patch and comes back. `false` for anything
-/// the located path must explain (a name twice in the overlay, `$delete` of an unknown service,
-/// a merged service the model refuses).
-fn merge_typed<T: serde::Serialize + serde::de::DeserializeOwned>(
-    list: &mut Vec<T>,
-    items: Option<&Value>,
-    name_of: fn(&T) -> &str,
-) -> bool {
-    let Some(Value::Array(items)) = items else {
-        return true;
-    };
-    if items.is_empty() {
-        return true;
-    }
-    // Where each overlay service lands: the base service of that name (the last, as the JSON
-    // merge does), or a new one.
-    let mut seen = BTreeSet::new();
-    let targets: Vec<(&Value, Option<usize>)> = {
-        let positions: foldhash::HashMap<&str, usize> = list.iter().enumerate().map(|(i, s)| (name_of(s), i)).collect();
-        let mut targets = Vec::with_capacity(items.len());
-        for item in items {
-            let Some(name) = item.get("name").and_then(Value::as_str) else {
-                return false;
-            };
-            if !seen.insert(name) {
-                return false;
-            }
-            targets.push((item, positions.get(name).copied()));
-        }
-        targets
-    };
-    let mut deleted = vec![false; list.len()];
-    for (item, position) in targets {
-        let delete = item.get("$delete") == Some(&Value::Bool(true));
-        match position {
-            Some(i) if delete => deleted[i] = true,
-            None if delete => return false,
-            Some(i) => {
-                let Ok(mut value) = serde_json::to_value(&list[i]) else {
-                    return false;
-                };
-                overlay::merge_patch(&mut value, item);
-                match serde_json::from_value(value) {
-                    Ok(service) => list[i] = service,
-                    Err(_) => return false,
-                }
-            }
-            None => {
-                let mut value = Value::Object(serde_json::Map::new());
-                overlay::merge_patch(&mut value, item);
-                match serde_json::from_value(value) {
-                    Ok(service) => list.push(service),
-                    Err(_) => return false,
-                }
-                deleted.push(false);
-            }
-        }
-    }
-    let mut i = 0;
-    list.retain(|_| {
-        i += 1;
-        !deleted[i - 1]
-    });
-    true
-}
-
-impl EffectiveSpec {
-    /// Where a field of a service was written: the overlay when it sets that field, else the base.
-    pub fn locate(&self, service: &str, path: &[Segment]) -> Option<Location> {
-        self.locate_occurrence(service, 0, path)
-    }
-
-    /// As [`Self::locate`], for the `occurrence`th service of that name (0 is the first).
-    pub fn locate_occurrence(&self, service: &str, occurrence: usize, path: &[Segment]) -> Option<Location> {
-        let layers = self.overlay.iter().chain(std::iter::once(&self.base));
-        for (source, value) in layers {
-            let mut skip = occurrence;
-            for list in LISTS {
-                let Some(Value::Array(items)) = value.get(list) else {
-                    continue;
-                };
-                let matches: Vec<usize> = items
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.get("name").and_then(Value::as_str) == Some(service))
-                    .map(|(i, _)| i)
-                    .collect();
-                if matches.len() <= skip {
-                    skip -= matches.len();
-                    continue;
-                }
-                let index = matches[skip];
-                let sets_field = match path.first() {
-                    Some(Segment::Key(k)) => items[index].get(k).is_some(),
-                    _ => true,
-                };
-                if sets_field {
-                    let mut at = vec![Segment::Key(list.to_string()), Segment::Index(index)];
-                    at.extend_from_slice(path);
-                    return Some(source.locate(&at, false));
-                }
-            }
-        }
-        None
-    }
-
-    /// The files this spec was made of, for messages.
-    pub fn files(&self) -> Vec<&Path> {
-        let mut files = vec![self.base.0.display.as_path()];
-        if let Some((source, _)) = &self.overlay {
-            files.push(source.display.as_path());
-        }
-        files
     }
 }
 
@@ -491,65 +193,5 @@ pub(crate) fn read_optional(path: &Path) -> Result<Option<String>> {
         Ok(text) => Ok(Some(strip_bom(text))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::Io { action: "read", path: path.to_path_buf(), source: e }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const BASE: &str = r#"{
-  "deployableServiceSpecs": [
-    {"name": "airline", "roles": ["airline"], "packageUri": "a.py", "port": 8001,
-     "resourceImpact": {"memory": "SMALL", "cpu": "1"}, "version": "1.0"},
-    {"name": "travel", "roles": ["travel"], "packageUri": "t.py", "port": 8002, "numberOfInstances": 2,
-     "dependencies": [{"serviceSpecName": "airline", "serviceSpecRole": "airline"}]},
-    {"name": "hotel", "roles": ["hotel"], "packageUri": "h.py", "port": 8003}
-  ],
-  "legacyServiceSpecs": [{"name": "weather", "roles": ["weather"], "nativeURIs": ["http://10.0.0.5:80/w"]}]
-}"#;
-
-    fn repo() -> (tempfile::TempDir, ConfigRepo) {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(SPEC_FILE), BASE).unwrap();
-        let repo = ConfigRepo::open(dir.path()).unwrap();
-        (dir, repo)
-    }
-
-    /// The fast path and the located path give the same spec for every overlay the fast path
-    /// takes, and the fast path leaves every faulty overlay to the located one.
-    #[test]
-    fn the_fast_path_merges_overlays_as_the_located_path_does() {
-        let (_dir, repo) = repo();
-        let overlays = [
-            r#"{}"#,
-            r#"{"deployableServiceSpecs": []}"#,
-            r#"{"deployableServiceSpecs": [{"name": "travel", "numberOfInstances": 5}]}"#,
-            r#"{"deployableServiceSpecs": [{"name": "airline", "resourceImpact": {"memory": "LARGE", "cpu": null}, "version": null}]}"#,
-            r#"{"deployableServiceSpecs": [{"name": "hotel", "$delete": true},
-                {"name": "cars", "roles": ["cars"], "packageUri": "c.py", "port": 8004}]}"#,
-            r#"{"deployableServiceSpecs": [{"name": "travel", "dependencies": []}],
-                "legacyServiceSpecs": [{"name": "weather", "nativeURIs": ["http://10.0.0.6:80/w"]}]}"#,
-            r#"{"legacyServiceSpecs": [{"name": "weather", "$delete": true}], "deployableServiceSpecs": null}"#,
-        ];
-        for overlay in overlays {
-            let fast = repo
-                .load_texts_fast("prod", BASE, Some(overlay))
-                .unwrap()
-                .unwrap_or_else(|| panic!("not fast: {overlay}"));
-            let located = repo.load_texts_located("prod", BASE, Some(overlay)).unwrap();
-            assert_eq!(fast.choreography, located.choreography, "{overlay}");
-        }
-        let faulty = [
-            r#"{"deployableServiceSpecs": [{"name": "travel"}, {"name": "travel"}]}"#,
-            r#"{"deployableServiceSpecs": [{"name": "ghost", "$delete": true}]}"#,
-            r#"{"deployableServiceSpecs": [{"name": "travel", "numberOfInstances": "many"}]}"#,
-            r#"{"deployableServiceSpecs": [{"name": "travel", "dependencies": [{"serviceSpecName": "ghost", "serviceSpecRole": "x"}]}]}"#,
-            r#"{"deployableServiceSpecs": [{"name": "weather", "packageUri": "w.py", "port": 1}]}"#,
-        ];
-        for overlay in faulty {
-            assert!(repo.load_texts_fast("prod", BASE, Some(overlay)).unwrap().is_none(), "{overlay}");
-            assert!(repo.load_texts_located("prod", BASE, Some(overlay)).is_err(), "{overlay}");
-        }
     }
 }

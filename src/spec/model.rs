@@ -1,7 +1,9 @@
 //! The choreography data model: the JSON form of a CHOReOS ChorSpec, field for field.
 //!
 //! Field order in these structs is the canonical key order of `enact export`, and every field a
-//! default covers is an `Option` so the canonical form can leave defaults out.
+//! default covers is an `Option` so the canonical form can leave defaults out. The doc comments
+//! of the fields are the descriptions `enact schema` prints; `docs/formats.md` §2 has the rules.
+//! Depends on nothing of enact.
 
 use std::collections::BTreeSet;
 
@@ -12,8 +14,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Choreography {
+    /// The services enact deploys, in file order (name order once normalized).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deployable_service_specs: Vec<DeployableServiceSpec>,
+    /// The services already running elsewhere, in file order (name order once normalized).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub legacy_service_specs: Vec<LegacyServiceSpec>,
 }
@@ -24,8 +28,10 @@ pub struct Choreography {
 pub struct DeployableServiceSpec {
     /// The identity of the service: old and new versions are matched by name.
     pub name: String,
+    /// The roles the service plays: what its consumers ask for in `serviceSpecRole`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// The services it calls, each in a role: its providers, deployed (and wired) first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependencies: Vec<ServiceDependency>,
     /// `SOAP` (the default), `REST` or `COORDEL`: how the service is wired.
@@ -40,18 +46,23 @@ pub struct DeployableServiceSpec {
     /// The last segment of every instance's URI; the service name when left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_name: Option<String>,
+    /// The TCP port every instance listens on, 1–65535 (TOMCAT: 8080 when left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i64>,
     /// How many instances run; 1 when left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub number_of_instances: Option<i64>,
+    /// What an instance needs from its node; `memory` decides the node size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_impact: Option<ResourceImpact>,
+    /// The version of the package (a name: letters, digits, `.`, `_`, `-`); a change
+    /// redeploys the service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// The account of `enact.json` the instances are placed in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud_account: Option<String>,
+    /// The quality of service asked for (CHOReOS `desiredQoS`): recorded, not acted on.
     #[serde(default, rename = "desiredQoS", skip_serializing_if = "Option::is_none")]
     pub desired_qos: Option<DesiredQos>,
 }
@@ -60,11 +71,15 @@ pub struct DeployableServiceSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LegacyServiceSpec {
+    /// The identity of the service, unique across both lists.
     pub name: String,
+    /// The roles the service plays for its consumers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// The services it calls, each in a role.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependencies: Vec<ServiceDependency>,
+    /// `SOAP` (the default), `REST` or `COORDEL`: how the service is wired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_type: Option<ServiceType>,
     /// Where the replicas of the service answer.
@@ -76,7 +91,9 @@ pub struct LegacyServiceSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ServiceDependency {
+    /// The name of the provider service.
     pub service_spec_name: String,
+    /// The role the provider is called in: one of its `roles`.
     pub service_spec_role: String,
 }
 
@@ -84,28 +101,38 @@ pub struct ServiceDependency {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ResourceImpact {
+    /// The memory size of an instance (SMALL when left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Memory>,
+    /// CPU needs as written (free text, recorded only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
+    /// Storage needs as written (free text, recorded only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
+    /// Network needs as written (free text, recorded only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
 }
 
+/// The quality of service a deployable service asks for (CHOReOS `desiredQoS`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DesiredQos {
+    /// The response time asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_time_metric: Option<ResponseTimeMetric>,
 }
 
+/// A response time goal: `acceptablePercentage` of the calls answered within
+/// `maxDesiredResponseTime`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ResponseTimeMetric {
+    /// The share of calls that must meet the goal, a percentage in 0–100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acceptable_percentage: Option<f64>,
+    /// The longest response time wanted, 0 or more (recorded, not acted on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_desired_response_time: Option<f64>,
 }
@@ -114,13 +141,17 @@ pub struct ResponseTimeMetric {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Memory {
+    /// `SMALL` (the default): a node of 256 MB in the Enactment Engine's sizes.
     #[default]
     Small,
+    /// `MEDIUM`: 512 MB.
     Medium,
+    /// `LARGE`: 768 MB.
     Large,
 }
 
 impl Memory {
+    /// The JSON name: `SMALL`, `MEDIUM` or `LARGE`.
     pub fn as_str(self) -> &'static str {
         match self {
             Memory::Small => "SMALL",
@@ -140,13 +171,17 @@ impl std::fmt::Display for Memory {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum ServiceType {
+    /// `SOAP` (the default): consumers are told with a SOAP 1.1 `setInvocationAddress` call.
     #[default]
     Soap,
+    /// `REST`: consumers are told with `POST <nativeUri>/setInvocationAddress` and a JSON body.
     Rest,
+    /// `COORDEL`: a CHOReOS coordination delegate, wired as SOAP.
     Coordel,
 }
 
 impl ServiceType {
+    /// The JSON name: `SOAP`, `REST` or `COORDEL`.
     pub fn as_str(self) -> &'static str {
         match self {
             ServiceType::Soap => "SOAP",
@@ -158,25 +193,32 @@ impl ServiceType {
 
 /// The package types every installation knows; `enact.json` may add more.
 pub const BUILTIN_PACKAGE_TYPES: [&str; 3] = ["COMMAND_LINE", "TOMCAT", "EASY_ESB"];
+/// The package type of a service that names none.
 pub const DEFAULT_PACKAGE_TYPE: &str = "COMMAND_LINE";
 
 impl DeployableServiceSpec {
+    /// How many instances run: `numberOfInstances`, 1 when left out, 0 when negative (which
+    /// validation refuses).
     pub fn instances(&self) -> u32 {
         self.number_of_instances.map_or(1, |n| u32::try_from(n).unwrap_or(0))
     }
 
+    /// The memory size of an instance: `resourceImpact.memory`, SMALL when left out.
     pub fn memory(&self) -> Memory {
         self.resource_impact.as_ref().and_then(|r| r.memory).unwrap_or_default()
     }
 
+    /// `serviceType`, SOAP when left out.
     pub fn service_type(&self) -> ServiceType {
         self.service_type.unwrap_or_default()
     }
 
+    /// `packageType`, [`DEFAULT_PACKAGE_TYPE`] when left out.
     pub fn package_type(&self) -> &str {
         self.package_type.as_deref().unwrap_or(DEFAULT_PACKAGE_TYPE)
     }
 
+    /// `endpointName`, the service's name when left out.
     pub fn endpoint_name(&self) -> &str {
         self.endpoint_name.as_deref().unwrap_or(&self.name)
     }
@@ -216,10 +258,13 @@ impl DeployableServiceSpec {
 }
 
 impl LegacyServiceSpec {
+    /// `serviceType`, SOAP when left out.
     pub fn service_type(&self) -> ServiceType {
         self.service_type.unwrap_or_default()
     }
 
+    /// Drops every value equal to its default and sorts the lists, so equal specs have one
+    /// canonical form.
     pub fn normalize(&mut self) {
         if self.service_type == Some(ServiceType::Soap) {
             self.service_type = None;
@@ -234,11 +279,14 @@ impl LegacyServiceSpec {
 /// One service of either kind, borrowed from a [`Choreography`].
 #[derive(Debug, Clone, Copy)]
 pub enum Service<'a> {
+    /// A service enact deploys.
     Deployable(&'a DeployableServiceSpec),
+    /// A service running elsewhere.
     Legacy(&'a LegacyServiceSpec),
 }
 
 impl<'a> Service<'a> {
+    /// The service's name.
     pub fn name(self) -> &'a str {
         match self {
             Service::Deployable(s) => &s.name,
@@ -246,6 +294,7 @@ impl<'a> Service<'a> {
         }
     }
 
+    /// The roles the service plays.
     pub fn roles(self) -> &'a [String] {
         match self {
             Service::Deployable(s) => &s.roles,
@@ -253,6 +302,7 @@ impl<'a> Service<'a> {
         }
     }
 
+    /// The services it calls.
     pub fn dependencies(self) -> &'a [ServiceDependency] {
         match self {
             Service::Deployable(s) => &s.dependencies,
@@ -260,6 +310,7 @@ impl<'a> Service<'a> {
         }
     }
 
+    /// Whether it is a legacy service.
     pub fn is_legacy(self) -> bool {
         matches!(self, Service::Legacy(_))
     }
@@ -283,10 +334,12 @@ impl Choreography {
             .chain(self.legacy_service_specs.iter().map(Service::Legacy))
     }
 
+    /// How many services, of both kinds.
     pub fn len(&self) -> usize {
         self.deployable_service_specs.len() + self.legacy_service_specs.len()
     }
 
+    /// Whether there is no service at all.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

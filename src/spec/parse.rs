@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::model::{DeployableServiceSpec, LegacyServiceSpec};
+use super::model::{Choreography, DeployableServiceSpec, LegacyServiceSpec};
 use crate::diagnostic::{Diagnostic, Segment, SourceFile, from_value_located};
 
 /// Where `enact promote` records what it promoted into an overlay (the base of the next
@@ -17,11 +17,20 @@ pub const LISTS: [&str; 2] = ["deployableServiceSpecs", "legacyServiceSpecs"];
 /// services with `"$delete": true`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
+    /// `chor.json`: no `null`, no directive.
     Base,
+    /// `envs/<env>.json`: `null` removes a field, `"$delete": true` a service, and
+    /// `$promotions` records what `enact promote` promoted.
     Overlay,
 }
 
-/// Parses a spec file into a JSON value whose shape has been checked.
+/// Parses a spec file into a JSON value whose shape has been checked: an object of the two
+/// service lists, each service an object with a string `name` and the fields of its kind
+/// (`docs/formats.md` §2, §3), no key twice.
+///
+/// # Errors
+/// Every problem of the file, located at file:line:column: JSON syntax (alone, first), a
+/// duplicate key, an unknown field or directive, a wrong type, a service without `name`.
 pub fn parse_spec_file(source: &SourceFile, kind: FileKind) -> Result<Value, Vec<Diagnostic>> {
     let value: Value = serde_json::from_str(&source.text).map_err(|e| vec![source.syntax_error(&e)])?;
     let mut errors = duplicate_key_errors(source, &value);
@@ -173,6 +182,86 @@ fn strip_nulls(value: &Value, kind: FileKind) -> Value {
     }
 }
 
+/// The base spec read straight into the model, the fast way: `Some` only when `text` is a
+/// base spec that [`parse_spec_file`] would take as it is (every check of shape there holds),
+/// `None` for anything that path must explain (it then gives the same spec where this one
+/// succeeds). Typed reading refuses unknown and duplicate fields just as the located checks do,
+/// but takes `null` for a missing field, which the base spec must refuse: a text holding a JSON
+/// `null` is left to the located path (a `null` inside a string is not one).
+pub fn read_base_fast(text: &str) -> Option<Choreography> {
+    if holds_null(text) {
+        return None;
+    }
+    let ObjectOnly(spec) = serde_json::from_str::<ObjectOnly<FastSpec>>(text).ok()?;
+    Some(Choreography {
+        deployable_service_specs: spec.deployable_service_specs.into_iter().map(|s| s.0).collect(),
+        legacy_service_specs: spec.legacy_service_specs.into_iter().map(|s| s.0).collect(),
+    })
+}
+
+/// Whether a JSON text holds a `null` outside its strings (or is not JSON where it looks for
+/// one). Outside strings the letter `n` of valid JSON starts a `null` and nothing else, so one
+/// pass that skips strings answers; texts without the word at all are not scanned.
+fn holds_null(text: &str) -> bool {
+    if memchr::memmem::find(text.as_bytes(), b"null").is_none() {
+        return false;
+    }
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = bytes.get(i..).and_then(|rest| memchr::memchr2(b'"', b'n', rest)) {
+        i += at;
+        if bytes[i] == b'n' {
+            return true;
+        }
+        // A string: skip to its closing quote, over escaped characters.
+        i += 1;
+        loop {
+            let Some(at) = bytes.get(i..).and_then(|rest| memchr::memchr2(b'"', b'\\', rest)) else {
+                return false;
+            };
+            i += at;
+            if bytes[i] == b'\\' {
+                i += 2;
+                continue;
+            }
+            i += 1;
+            break;
+        }
+    }
+    false
+}
+
+/// The base spec as [`read_base_fast`] reads it: a [`Choreography`], except that the file and
+/// each of its services must be JSON objects, as the located checks require (serde alone also
+/// takes a struct written as an array of its fields, so `[]` would be an empty spec).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct FastSpec {
+    #[serde(default)]
+    deployable_service_specs: Vec<ObjectOnly<DeployableServiceSpec>>,
+    #[serde(default)]
+    legacy_service_specs: Vec<ObjectOnly<LegacyServiceSpec>>,
+}
+
+/// A `T` that deserializes from a JSON object only, never from an array.
+struct ObjectOnly<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Object<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer.deserialize_map(Object(std::marker::PhantomData)).map(ObjectOnly)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +308,18 @@ mod tests {
         let errs =
             parse(r#"{"deployableServiceSpecs": [{"name": "a", "version": null}]}"#, FileKind::Base).unwrap_err();
         assert!(errs[0].message.contains("is null"));
+    }
+
+    #[test]
+    fn the_fast_read_leaves_a_json_null_to_the_located_path_but_not_the_word_in_a_string() {
+        assert!(!holds_null(r#"{"a": "null", "b": "x\"null\"", "nullable": 1}"#));
+        assert!(holds_null(r#"{"a": "\\", "b": null}"#));
+        assert!(holds_null(r#"{"a": "null", "b": [1, null]}"#));
+        let spec = r#"{"deployableServiceSpecs": [{"name": "nullsvc", "version": "null", "port": 1}]}"#;
+        let chor = read_base_fast(spec).unwrap();
+        assert_eq!(chor.deployable_service_specs[0].name, "nullsvc");
+        assert!(read_base_fast(r#"{"deployableServiceSpecs": [{"name": "a", "version": null}]}"#).is_none());
+        assert!(read_base_fast("[]").is_none());
+        assert!(read_base_fast(r#"{"deployableServiceSpecs": [["a"]]}"#).is_none());
     }
 }
