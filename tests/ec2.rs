@@ -24,8 +24,8 @@ struct Netns {
 }
 
 impl Netns {
-    fn new() -> Netns {
-        let name = format!("enact-ec2-{}", std::process::id());
+    fn new(test: &str) -> Netns {
+        let name = format!("enact-{test}-{}", std::process::id());
         if Path::new("/run/netns").join(&name).exists() {
             let _ = Command::new("ip").args(["netns", "del", &name]).status();
         }
@@ -132,6 +132,55 @@ fn address_watcher(moto: &Moto) -> Child {
         .expect("the address watcher starts")
 }
 
+/// Everything a test runs against: the namespace, the emulator, the sshd, the client key.
+struct Lab {
+    moto: Moto,
+    sshd: Child,
+    watcher: Option<Child>,
+    client_key: PathBuf,
+    _keys: tempfile::TempDir,
+    // Dropped last: it kills whatever still runs inside.
+    netns: Netns,
+}
+
+impl Lab {
+    fn start(test: &str) -> Lab {
+        let netns = Netns::new(test);
+        let keys = tempfile::tempdir().expect("tempdir");
+        let client_key = keys.path().join("client_ed25519");
+        keygen(&client_key);
+        let moto = Moto::start_in(Some(&netns.name));
+        let sshd = sshd_in(&netns, keys.path(), &client_key);
+        Lab { moto, sshd, watcher: None, client_key, _keys: keys, netns }
+    }
+
+    /// Starts routing new instances' addresses to the namespace's sshd.
+    fn route(&mut self) {
+        if self.watcher.is_none() {
+            self.watcher = Some(address_watcher(&self.moto));
+        }
+    }
+
+    /// The ids of the emulator's instances that run or are on their way.
+    fn live(&self) -> BTreeSet<String> {
+        self.moto
+            .instances()
+            .into_iter()
+            .filter(|(_, state, _)| state == "running" || state == "pending")
+            .map(|(id, _, _)| id)
+            .collect()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in self.watcher.iter_mut().chain(std::iter::once(&mut self.sshd)) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 struct Repo {
     root: PathBuf,
     netns: String,
@@ -139,7 +188,8 @@ struct Repo {
 }
 
 impl Repo {
-    fn new(netns: &Netns, moto: &Moto, client_key: &Path, airlines: u32) -> Repo {
+    fn new(lab: &Lab, airlines: u32) -> Repo {
+        let (netns, moto, client_key) = (&lab.netns, &lab.moto, lab.client_key.as_path());
         let dir = tempfile::Builder::new().prefix("enact-ec2-").tempdir().expect("tempdir");
         let root = dir.path().canonicalize().expect("canonical");
         fs::create_dir_all(root.join("services")).expect("services dir");
@@ -176,17 +226,22 @@ impl Repo {
         fs::write(self.root.join("chor.json"), serde_json::to_string_pretty(&chor).expect("json")).expect("chor.json");
     }
 
-    fn enact(&self, args: &[&str]) -> (i32, String, String) {
-        let output = command_in(Some(&self.netns), "env")
+    /// `enact` run inside the namespace, with the emulator's credentials.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = command_in(Some(&self.netns), "env");
+        command
             .args(["AWS_ACCESS_KEY_ID=testing", "AWS_SECRET_ACCESS_KEY=testing", "AWS_EC2_METADATA_DISABLED=true"])
             .arg(assert_cmd::cargo::cargo_bin("enact"))
             .arg("-C")
             .arg(&self.root)
             .arg("--no-color")
             .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("enact runs");
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn enact(&self, args: &[&str]) -> (i32, String, String) {
+        let output = self.command(args).output().expect("enact runs");
         (
             output.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -229,14 +284,10 @@ fn apply_makes_ec2_nodes_in_the_emulator_deploys_over_ssh_and_destroy_leaves_not
     if !available() {
         return;
     }
-    let netns = Netns::new();
-    let keys = tempfile::tempdir().expect("tempdir");
-    let client_key = keys.path().join("client_ed25519");
-    keygen(&client_key);
-    let moto = Moto::start_in(Some(&netns.name));
-    let mut sshd = sshd_in(&netns, keys.path(), &client_key);
-    let mut watcher = address_watcher(&moto);
-    let repo = Repo::new(&netns, &moto, &client_key, 3);
+    let mut lab = Lab::start("ec2");
+    lab.route();
+    let moto = &lab.moto;
+    let repo = Repo::new(&lab, 3);
 
     let (code, out, err) = repo.enact(&["apply", "--auto-approve", "--health-timeout", "30"]);
     assert_eq!(code, 0, "{out}\n{err}");
@@ -303,9 +354,56 @@ fn apply_makes_ec2_nodes_in_the_emulator_deploys_over_ssh_and_destroy_leaves_not
     let left: Vec<_> = moto.instances().into_iter().filter(|(_, s, _)| s == "running" || s == "pending").collect();
     assert!(left.is_empty(), "no instance left running: {left:?}");
     assert_eq!(repo.state()["nodes"], json!({}));
+}
 
-    let _ = watcher.kill();
-    let _ = watcher.wait();
-    let _ = sshd.kill();
-    let _ = sshd.wait();
+#[test]
+fn an_apply_killed_right_after_run_instances_leaves_no_instance_untracked() {
+    if !available() {
+        return;
+    }
+    // No route to the new instances yet: the apply makes them, then waits for their sshd, and
+    // is killed there (after RunInstances answered, before any node is recorded).
+    let mut lab = Lab::start("ec2k");
+    let repo = Repo::new(&lab, 2);
+    let mut apply = repo
+        .command(&["apply", "--auto-approve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("enact runs");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lab.live().len() < 3 {
+        assert!(Instant::now() < deadline, "the apply made no instance within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = apply.kill();
+    let _ = apply.wait();
+    let orphans = lab.live();
+    assert_eq!(orphans.len(), 3, "two SMALL nodes and one MEDIUM made: {orphans:?}");
+    assert!(repo.root.join("state/dev.journal").exists() || repo.root.join("state").exists());
+
+    // Status names them; the next apply terminates them and makes its own.
+    let (_, out, err) = repo.enact(&["status"]);
+    let first = orphans.iter().next().expect("one");
+    assert!(
+        out.contains(first.as_str()) || err.contains(first.as_str()),
+        "status names the untracked instances:\n{out}\n{err}"
+    );
+    lab.route();
+    let (code, out, err) = repo.enact(&["apply", "--auto-approve", "--health-timeout", "30"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let live = lab.live();
+    assert!(orphans.is_disjoint(&live), "the killed apply's instances are terminated: {orphans:?} / {live:?}");
+    let state = repo.state();
+    let recorded: BTreeSet<String> = state["nodes"]
+        .as_object()
+        .expect("nodes")
+        .values()
+        .filter_map(|n| n["providerId"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(recorded, live, "state records exactly the instances that run");
+
+    let (code, out, err) = repo.enact(&["destroy", "--auto-approve"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(lab.live().is_empty());
 }

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
-use crate::provider::{self, Provider, ProviderOptions, Tagged};
+use crate::provider::{self, Provider, ProviderOptions, Tagged, TaggedNode};
 use crate::repo::settings::{Account, Settings};
 use crate::state::{InstanceState, InstanceStatus, NodeState, State};
 
@@ -48,8 +48,42 @@ impl Orphan {
 pub struct Untracked {
     /// Processes carrying the lineage that no recorded instance is, in node then pid order.
     pub orphans: Vec<Orphan>,
+    /// Machines made for the lineage (EC2 instances tagged with it) that no recorded node is,
+    /// in account then id order.
+    pub nodes: Vec<TaggedNode>,
     /// Nodes that could not be asked, each with why (`host 10.0.0.5: connection refused`).
     pub unreachable: Vec<String>,
+}
+
+impl Untracked {
+    /// Whether the sweep found nothing to stop or free.
+    pub fn is_empty(&self) -> bool {
+        self.orphans.is_empty() && self.nodes.is_empty()
+    }
+
+    /// One line naming what was found (at most five of each, then a count).
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.orphans.is_empty() {
+            parts.push(summary(&self.orphans));
+        }
+        if !self.nodes.is_empty() {
+            let mut named: Vec<String> = self.nodes.iter().take(5).map(describe_node).collect();
+            if self.nodes.len() > 5 {
+                named.push(format!("and {} more", self.nodes.len() - 5));
+            }
+            parts.push(named.join(", "));
+        }
+        parts.join(", ")
+    }
+}
+
+/// `EC2 instance i-0abc (node aws-3, account aws)`.
+pub fn describe_node(node: &TaggedNode) -> String {
+    match &node.node {
+        Some(id) => format!("EC2 instance {} (node {id}, account {})", node.provider_id, node.account),
+        None => format!("EC2 instance {} (account {})", node.provider_id, node.account),
+    }
 }
 
 /// The nodes to ask, by account: every node of the state; every host of each ssh account the
@@ -163,7 +197,53 @@ pub fn find(settings: &Settings, state: &State, options: &ProviderOptions) -> Un
             Err(e) => untracked.unreachable.push(format!("host {}: {e}", node.address)),
         }
     }
+    untracked.nodes = machines(settings, state, options, &mut untracked.unreachable);
     untracked
+}
+
+/// The machines of every account that makes them (ec2) tagged with `state`'s lineage that no
+/// recorded node is. An account whose API cannot be asked is added to `unreachable`.
+fn machines(
+    settings: &Settings,
+    state: &State,
+    options: &ProviderOptions,
+    unreachable: &mut Vec<String>,
+) -> Vec<TaggedNode> {
+    let recorded: HashSet<&str> = state.nodes.values().filter_map(|n| n.provider_id.as_deref()).collect();
+    let mut found = Vec::new();
+    for (name, account) in settings.accounts() {
+        if !matches!(account, Account::Ec2(_)) {
+            continue;
+        }
+        let Ok(provider) = provider::for_account(name, account, options) else { continue };
+        match provider.tagged_nodes(&state.lineage) {
+            Ok(nodes) => found.extend(nodes.into_iter().filter(|n| !recorded.contains(n.provider_id.as_str()))),
+            Err(e) => unreachable.push(format!("account {name}: {e}")),
+        }
+    }
+    found
+}
+
+/// Frees every machine of `nodes` (one call per account). Returns the error of each account
+/// that could not, naming its machines.
+pub fn free(settings: &Settings, nodes: &[TaggedNode], options: &ProviderOptions) -> Vec<String> {
+    let mut by_account: BTreeMap<&str, Vec<TaggedNode>> = BTreeMap::new();
+    for node in nodes {
+        by_account.entry(node.account.as_str()).or_default().push(node.clone());
+    }
+    let mut errors = Vec::new();
+    for (name, nodes) in by_account {
+        let named = nodes.iter().map(describe_node).collect::<Vec<_>>().join(", ");
+        let freed = settings
+            .account(name)
+            .ok_or_else(|| format!("account `{name}` is not defined"))
+            .and_then(|a| provider::for_account(name, a, options).map_err(|e| e.to_string()))
+            .and_then(|p| p.destroy_untracked(&nodes).map_err(|e| e.to_string()));
+        if let Err(e) = freed {
+            errors.push(format!("{named}: {e}"));
+        }
+    }
+    errors
 }
 
 /// Stops each orphan as any instance of its service is stopped (SIGTERM, then SIGKILL after the

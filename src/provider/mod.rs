@@ -140,6 +140,22 @@ pub struct Tagged {
     pub account: String,
 }
 
+/// A machine a provider made for an environment (an EC2 instance tagged with its lineage),
+/// whether or not the state records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaggedNode {
+    /// The provider's id of it (an EC2 instance id).
+    pub provider_id: String,
+    /// The node id it was made for (from its tags), when it says.
+    pub node: Option<String>,
+    /// The account it was made in.
+    pub account: String,
+    /// The address enact would reach it on.
+    pub address: String,
+    /// Its size (an EC2 instance type).
+    pub size: String,
+}
+
 /// What a provider knows about an instance it started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Started {
@@ -258,6 +274,27 @@ pub trait Provider: Send + Sync {
     fn tagged(&self, node: &NodeState, lineage: &str) -> ProviderResult<Vec<Tagged>> {
         let _ = (node, lineage);
         Ok(Vec::new())
+    }
+
+    /// The machines this provider made for the environment of `lineage` that may still cost
+    /// something (EC2 instances tagged with it, not terminated), recorded or not. The default
+    /// (providers whose nodes are addresses: local, ssh, simulated) finds none.
+    ///
+    /// # Errors
+    /// The provider's API cannot be asked.
+    fn tagged_nodes(&self, lineage: &str) -> ProviderResult<Vec<TaggedNode>> {
+        let _ = lineage;
+        Ok(Vec::new())
+    }
+
+    /// Frees machines found by [`Provider::tagged_nodes`] that no record names (one call
+    /// for all of them where the provider can). The default has none to free.
+    ///
+    /// # Errors
+    /// The provider's API refused.
+    fn destroy_untracked(&self, nodes: &[TaggedNode]) -> ProviderResult<()> {
+        let _ = nodes;
+        Ok(())
     }
 
     /// Whether this provider's operations return at once (a simulation at 0 ms, a fake): then

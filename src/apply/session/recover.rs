@@ -89,6 +89,19 @@ pub fn recover_in(
                     notes.push(format!("could not stop {error}"));
                 }
             }
+            if !untracked.nodes.is_empty() {
+                let errors = untracked::free(&repo.settings, &untracked.nodes, options);
+                if errors.is_empty() {
+                    notes.push(format!(
+                        "terminated {} machine(s) this environment made that no record names: {}",
+                        untracked.nodes.len(),
+                        untracked.nodes.iter().map(untracked::describe_node).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+                for error in errors {
+                    notes.push(format!("could not terminate {error}"));
+                }
+            }
             for host in &untracked.unreachable {
                 notes.push(format!("could not look for processes no record names on {host}"));
             }

@@ -22,8 +22,8 @@ use nodes::{AddressKind, NodeTemplate};
 
 use super::ssh::{SshOptions, SshProvider};
 use super::wire::{WireCall, WireError};
-use super::{Provider, ProviderError, ProviderResult, StartRequest, Started, Tagged};
-use crate::repo::settings::{Ec2Account, SshHost};
+use super::{Provider, ProviderError, ProviderResult, StartRequest, Started, Tagged, TaggedNode};
+use crate::repo::settings::{Ec2Account, Ec2Address, SshHost};
 use crate::spec::Memory;
 use crate::state::observed::Health;
 use crate::state::{InstanceState, NewNode, NodeState};
@@ -88,7 +88,7 @@ impl Ec2Provider {
             ApiOptions {
                 region: account.region.clone(),
                 endpoint: account.endpoint.clone(),
-                requests_per_second: DEFAULT_REQUESTS_PER_SECOND,
+                requests_per_second: account.requests_per_second.unwrap_or(DEFAULT_REQUESTS_PER_SECOND),
                 retries: DEFAULT_RETRIES,
                 fixed_credentials: None,
             },
@@ -184,10 +184,13 @@ impl Ec2Provider {
             lineage: self.lineage.clone(),
             image_id: self.account.image_id.clone(),
             key_name: self.account.key_name.clone(),
-            subnet_id: None,
-            security_group_ids: Vec::new(),
-            address: AddressKind::Private,
-            running_timeout_ms: DEFAULT_RUNNING_TIMEOUT_MS,
+            subnet_id: self.account.subnet_id.clone(),
+            security_group_ids: self.account.security_group_ids.clone(),
+            address: match self.account.address.unwrap_or_default() {
+                Ec2Address::Private => AddressKind::Private,
+                Ec2Address::Public => AddressKind::Public,
+            },
+            running_timeout_ms: self.account.running_timeout_ms.unwrap_or(DEFAULT_RUNNING_TIMEOUT_MS),
         }
     }
 }
@@ -280,6 +283,31 @@ impl Provider for Ec2Provider {
 
     fn tagged(&self, node: &NodeState, lineage: &str) -> ProviderResult<Vec<Tagged>> {
         self.ssh.tagged(node, lineage)
+    }
+
+    fn tagged_nodes(&self, lineage: &str) -> ProviderResult<Vec<TaggedNode>> {
+        let found = nodes::tagged(self.api.as_ref(), lineage)
+            .map_err(|e| ProviderError::new(format!("ec2 account `{}`: {e}", self.account_name)))?;
+        let template = self.template();
+        Ok(found
+            .into_iter()
+            .filter(|i| i.tags.get(batch::ACCOUNT_TAG).is_none_or(|a| *a == self.account_name))
+            .map(|i| {
+                let node = nodes::node_state(&template, &i, None);
+                TaggedNode {
+                    node: nodes::node_id_of(&i),
+                    provider_id: i.id,
+                    account: self.account_name.clone(),
+                    address: node.address,
+                    size: i.instance_type,
+                }
+            })
+            .collect())
+    }
+
+    fn destroy_untracked(&self, nodes: &[TaggedNode]) -> ProviderResult<()> {
+        let ids: Vec<String> = nodes.iter().map(|n| n.provider_id.clone()).collect();
+        self.api.terminate(&ids).map_err(|e| ProviderError::new(format!("ec2 account `{}`: {e}", self.account_name)))
     }
 
     fn wire(&self, call: &WireCall<'_>) -> Result<(), WireError> {

@@ -5,8 +5,8 @@
 
 use super::{
     Account, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX_BYTES, Ec2Account, LOCAL_ACCOUNT, LOG_MAX_BYTES_RANGE, MAX_LATENCY_MS,
-    MAX_LOG_KEEP, NodeSelector, Policy, RECIPE_PLACEHOLDERS, Readiness, Settings, SimulatedAccount, SshAccount,
-    WiringSettings,
+    MAX_LOG_KEEP, MAX_REQUESTS_PER_SECOND, MAX_RUNNING_TIMEOUT_MS, NodeSelector, Policy, RECIPE_PLACEHOLDERS,
+    Readiness, Settings, SimulatedAccount, SshAccount, WiringSettings,
 };
 use crate::diagnostic::{Diagnostic, Location, Segment, SourceFile};
 use crate::spec::validate::is_valid_name;
@@ -263,6 +263,34 @@ impl Checks<'_> {
             let d = Diagnostic::new(format!("ec2 account `{name}`: `endpoint` `{endpoint}` is not an http(s) URL"))
                 .at(self.loc(&["accounts", name, "endpoint"]));
             self.errors.push(d);
+        }
+        if let Some(rate) = ec2.requests_per_second
+            && !(rate > 0.0 && rate <= MAX_REQUESTS_PER_SECOND)
+        {
+            let d = Diagnostic::new(format!(
+                "ec2 account `{name}`: `requestsPerSecond` is {rate}, outside (0, {MAX_REQUESTS_PER_SECOND}]"
+            ))
+            .at(self.loc(&["accounts", name, "requestsPerSecond"]))
+            .hint("EC2's own limits are a few requests per second; 0.5 is one request every 2 s");
+            self.errors.push(d);
+        }
+        if let Some(ms) = ec2.running_timeout_ms
+            && !(1_000..=MAX_RUNNING_TIMEOUT_MS).contains(&ms)
+        {
+            let d = Diagnostic::new(format!(
+                "ec2 account `{name}`: `runningTimeoutMs` is {ms}, outside 1000–{MAX_RUNNING_TIMEOUT_MS} (an hour)"
+            ))
+            .at(self.loc(&["accounts", name, "runningTimeoutMs"]))
+            .hint("a node usually runs and answers on SSH within a few minutes, e.g. 300000");
+            self.errors.push(d);
+        }
+        for (i, value) in ec2.subnet_id.iter().chain(&ec2.security_group_ids).enumerate() {
+            if !is_valid_name(value) {
+                let field = if i == 0 && ec2.subnet_id.is_some() { "subnetId" } else { "securityGroupIds" };
+                let d = Diagnostic::new(format!("ec2 account `{name}`: `{field}` value `{value}` is not an EC2 id"))
+                    .at(self.loc(&["accounts", name, field]));
+                self.errors.push(d);
+            }
         }
     }
 

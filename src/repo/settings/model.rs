@@ -158,9 +158,28 @@ pub struct Ec2Account {
     /// Another EC2 API endpoint (an emulator in tests); AWS's when null.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// An OpenSSH known_hosts file the nodes' keys are checked against.
+    /// An OpenSSH known_hosts file the nodes' keys are learnt into and checked against
+    /// (`state/.known_hosts-<account>` when left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub known_hosts: Option<String>,
+    /// The subnet new nodes are made in (the region's default subnet when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_id: Option<String>,
+    /// The security groups of new nodes (the subnet's default group when left out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_group_ids: Vec<String>,
+    /// Which address of a node enact reaches it on: `private` (the default: enact runs in the
+    /// same network) or `public`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Ec2Address>,
+    /// The client-side rate limit: at most this many EC2 API requests per second (a fraction:
+    /// one request every `1 / requestsPerSecond` seconds); 5 when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<f64>,
+    /// How long a new node may take to run and answer on SSH port 22, in milliseconds
+    /// (300,000: five minutes, when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_timeout_ms: Option<u64>,
     /// Timeouts of the account's instances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
@@ -168,6 +187,23 @@ pub struct Ec2Account {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<LogSettings>,
 }
+
+/// Which address of an EC2 instance enact reaches it on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Ec2Address {
+    /// Its private IPv4 address.
+    #[default]
+    Private,
+    /// Its public IPv4 address.
+    Public,
+}
+
+/// The most EC2 API requests per second an account may ask for.
+pub const MAX_REQUESTS_PER_SECOND: f64 = 1000.0;
+
+/// The longest `runningTimeoutMs` of an ec2 account, in milliseconds (an hour).
+pub const MAX_RUNNING_TIMEOUT_MS: u64 = 3_600_000;
 
 /// The longest `latencyMs` of a simulated account, in milliseconds (an hour).
 pub const MAX_LATENCY_MS: u64 = 3_600_000;
