@@ -11,14 +11,14 @@
 //! same inputs.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use foldhash::{HashMap, HashMapExt as _};
 
 use crate::diagnostic::Diagnostic;
-use crate::repo::settings::{Account, EnvView, Policy};
+use crate::repo::settings::{Account, EnvView, Policy, SshAccount};
 use crate::spec::{DeployableServiceSpec, Memory};
-use crate::state::{AppliedSpec, State};
+use crate::state::{AppliedSpec, InstanceState, State};
 
 /// Where one instance goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,191 +321,193 @@ pub fn place_from(
     demands: &[Demand<'_>],
     start: Start<'_>,
 ) -> Result<Placement, Vec<Diagnostic>> {
-    let settings = view.settings;
-    let Start { mut slots, mut next_node } = start;
-
-    let mut placement = Placement::default();
-    let mut errors = Vec::new();
-
+    let Start { slots, next_node } = start;
+    let mut placer = Placer { view, slots, next_node, placement: Placement::default(), errors: Vec::new() };
     // First every leaving instance frees its slot, so new ones can use it.
-    let mut keep_count: HashMap<&str, usize> = HashMap::new();
-    let mut pending_old: HashMap<&str, std::collections::VecDeque<Leaving>> = HashMap::new();
-    // Dead instances to replace, per service: each new instance takes one's place first.
-    let mut dead_old: HashMap<&str, std::collections::VecDeque<Leaving>> = HashMap::new();
-    for demand in demands {
-        let recorded = state.services.get(demand.service);
-        let instances = recorded.map(|s| s.instances.as_slice()).unwrap_or_default();
-        let recorded_port = match recorded.map(|s| &s.spec) {
-            Some(AppliedSpec::Deployable(s)) => Some(port_of(s)),
-            _ => None,
-        };
-        let keep = match demand.spec {
-            Some(spec) if !demand.replace_all => (spec.instances() as usize).min(instances.len()),
-            _ => 0,
-        };
-        let is_dead = |id: &str| demand.dead.contains(&id);
-        let mut sorted: Vec<&crate::state::InstanceState> = instances.iter().collect();
-        // The dead go last, so a scale-in stops them first.
-        sorted.sort_by_key(|i| (is_dead(&i.id), id_number(&i.id)));
-        // A dead instance that would be kept is replaced instead.
-        let (kept, leaving) = sorted.split_at(keep);
-        let mut revived = 0;
-        for dead in kept.iter().filter(|i| is_dead(&i.id)) {
-            placement.stopped.entry(demand.service.to_string()).or_default().push(dead.id.clone());
-            dead_old.entry(demand.service).or_default().push_back((dead.id.clone(), dead.node.clone(), recorded_port));
-            revived += 1;
-        }
-        keep_count.insert(demand.service, keep - revived);
-        let sorted = leaving;
-        let keep = 0;
-        // A rolling replacement keeps its old instances running while new ones start, so
-        // their slots stay taken until placement has to stop one first.
-        let rolling = demand.replace_all && demand.spec.is_some();
-        for leaving in &sorted[keep..] {
-            placement.stopped.entry(demand.service.to_string()).or_default().push(leaving.id.clone());
-            if rolling && is_dead(&leaving.id) {
-                // It serves nothing: it goes first, and its replacement may take its place.
-                dead_old.entry(demand.service).or_default().push_back((
-                    leaving.id.clone(),
-                    leaving.node.clone(),
-                    recorded_port,
-                ));
-                continue;
-            }
-            if rolling {
-                pending_old.entry(demand.service).or_default().push_back((
-                    leaving.id.clone(),
-                    leaving.node.clone(),
-                    recorded_port,
-                ));
-                continue;
-            }
-            // The port stays taken on that node for the whole plan: the instance stops in its own
-            // step, which another service's start does not wait for.
-            slots.free(&leaving.node, None);
-        }
-    }
-
+    let mut released = placer.release(state, demands);
     // Then new instances, service by service in name order.
     let mut sorted_demands: Vec<&Demand<'_>> = demands.iter().collect();
     sorted_demands.sort_by_key(|d| d.service);
     for demand in sorted_demands {
+        placer.place_service(state, demand, &mut released);
+    }
+    let Placer { slots, mut placement, errors, .. } = placer;
+    add_ports(&mut placement, demands);
+    // The state's nodes come first, in id order.
+    placement.freed_nodes = slots
+        .slots
+        .iter()
+        .filter(|s| s.existing && s.touched && s.instances == 0 && !s.fixed)
+        .map(|s| s.id.to_string())
+        .collect();
+    if errors.is_empty() { Ok(placement) } else { Err(errors) }
+}
+
+/// What the first phase of placement ([`Placer::release`]) leaves the second, per service.
+#[derive(Debug, Default)]
+struct Released<'a> {
+    /// How many recorded instances keep running.
+    keep_count: HashMap<&'a str, usize>,
+    /// Old instances of a rolling replacement: they run until a new one has to take the place
+    /// of one (no spare slot), else stop after their replacements.
+    pending_old: HashMap<&'a str, VecDeque<Leaving>>,
+    /// Dead instances to replace: each new instance takes one's place first.
+    dead_old: HashMap<&'a str, VecDeque<Leaving>>,
+}
+
+/// Placement under way: the nodes with what runs on them, the next free node number of each
+/// account, and what is decided so far.
+struct Placer<'a> {
+    view: &'a EnvView<'a>,
+    slots: Slots<'a>,
+    next_node: HashMap<&'a str, u128>,
+    placement: Placement,
+    errors: Vec<Diagnostic>,
+}
+
+impl<'a> Placer<'a> {
+    /// The first phase: every recorded instance that leaves (scale-in, destroy, a dead one, a
+    /// replaced one) is listed in [`Placement::stopped`] and frees its slot, or waits in
+    /// [`Released`] for the new instance that takes its place.
+    fn release(&mut self, state: &'a State, demands: &[Demand<'a>]) -> Released<'a> {
+        let mut released = Released::default();
+        for demand in demands {
+            let recorded = state.services.get(demand.service);
+            let instances = recorded.map(|s| s.instances.as_slice()).unwrap_or_default();
+            let recorded_port = match recorded.map(|s| &s.spec) {
+                Some(AppliedSpec::Deployable(s)) => Some(port_of(s)),
+                _ => None,
+            };
+            let keep = match demand.spec {
+                Some(spec) if !demand.replace_all => (spec.instances() as usize).min(instances.len()),
+                _ => 0,
+            };
+            let is_dead = |id: &str| demand.dead.contains(&id);
+            let mut sorted: Vec<&InstanceState> = instances.iter().collect();
+            // The dead go last, so a scale-in stops them first.
+            sorted.sort_by_key(|i| (is_dead(&i.id), id_number(&i.id)));
+            // A dead instance that would be kept is replaced instead.
+            let (kept, leaving) = sorted.split_at(keep);
+            let mut stopped: Vec<String> = Vec::new();
+            let mut revived = 0;
+            for dead in kept.iter().filter(|i| is_dead(&i.id)) {
+                stopped.push(dead.id.clone());
+                released.dead_old.entry(demand.service).or_default().push_back((
+                    dead.id.clone(),
+                    dead.node.clone(),
+                    recorded_port,
+                ));
+                revived += 1;
+            }
+            released.keep_count.insert(demand.service, keep - revived);
+            // A rolling replacement keeps its old instances running while new ones start, so
+            // their slots stay taken until placement has to stop one first.
+            let rolling = demand.replace_all && demand.spec.is_some();
+            for leaving in leaving {
+                stopped.push(leaving.id.clone());
+                let queue = match (rolling, is_dead(&leaving.id)) {
+                    // It serves nothing: it goes first, and its replacement may take its place.
+                    (true, true) => &mut released.dead_old,
+                    (true, false) => &mut released.pending_old,
+                    (false, _) => {
+                        // The port stays taken on that node for the whole plan: the instance
+                        // stops in its own step, which another service's start does not wait for.
+                        self.slots.free(&leaving.node, None);
+                        continue;
+                    }
+                };
+                queue.entry(demand.service).or_default().push_back((
+                    leaving.id.clone(),
+                    leaving.node.clone(),
+                    recorded_port,
+                ));
+            }
+            if !stopped.is_empty() {
+                self.placement.stopped.entry(demand.service.to_string()).or_default().extend(stopped);
+            }
+        }
+        released
+    }
+
+    /// The second phase, for one service: its new instances, each on a node with a free slot
+    /// (an old instance stopping first when there is none), or on a new node.
+    fn place_service(&mut self, state: &State, demand: &Demand<'a>, released: &mut Released<'a>) {
         let Some(spec) = demand.spec else {
-            continue;
+            return;
         };
-        let account_name: &str = spec.cloud_account.as_deref().unwrap_or(&view.default_account);
-        let Some(account) = settings.account(account_name) else {
-            errors.push(
+        let view = self.view;
+        let account_name: &'a str = spec.cloud_account.as_deref().unwrap_or(&view.default_account);
+        let Some(account) = view.settings.account(account_name) else {
+            self.errors.push(
                 Diagnostic::new(format!("account `{account_name}` is not defined in enact.json"))
                     .service(demand.service),
             );
-            continue;
+            return;
         };
         let recorded = state.services.get(demand.service);
         let mut next_instance =
             u128::from(recorded.map(|s| s.instances.iter().map(|i| id_number(&i.id)).max().unwrap_or(0)).unwrap_or(0))
                 + 1;
-        let keep = keep_count.get(demand.service).copied().unwrap_or(0);
+        let keep = released.keep_count.get(demand.service).copied().unwrap_or(0);
         let wanted = spec.instances() as usize;
-        let port = port_of(spec);
-        let memory = spec.memory();
+        let (port, memory) = (port_of(spec), spec.memory());
         let recorded_memory = match recorded.map(|s| &s.spec) {
             Some(AppliedSpec::Deployable(s)) => Some(s.memory()),
             _ => None,
         };
+        let mut dead_old = released.dead_old.remove(demand.service).unwrap_or_default();
+        let mut pending_old = released.pending_old.remove(demand.service).unwrap_or_default();
         #[allow(clippy::explicit_counter_loop, reason = "instance numbers continue from the recorded ones")]
         for _ in keep..wanted {
             let mut after_stopping = None;
-            if let Some((old, old_node, old_port)) = dead_old.get_mut(demand.service).and_then(|q| q.pop_front()) {
+            if let Some((old, old_node, old_port)) = dead_old.pop_front() {
                 // A dead instance's slot, port included, is free: its process is gone (or is
                 // stopped before this one starts).
-                slots.free(&old_node, old_port);
+                self.slots.free(&old_node, old_port);
                 after_stopping = Some(old);
             }
-            let mut choice = choose_node(view, account, account_name, &slots, memory, port, wanted);
+            let mut choice = choose_node(view, account, account_name, &self.slots, memory, port, wanted);
             if choice.is_err()
-                && let Some((old, old_node, old_port)) = pending_old.get_mut(demand.service).and_then(|q| q.pop_front())
+                && let Some((old, old_node, old_port)) = pending_old.pop_front()
             {
                 // No spare slot for new-before-old: this one replaces an old one in place.
-                slots.free(&old_node, old_port);
+                self.slots.free(&old_node, old_port);
                 after_stopping = Some(old);
-                choice = choose_node(view, account, account_name, &slots, memory, port, wanted);
+                choice = choose_node(view, account, account_name, &self.slots, memory, port, wanted);
             }
             let node = match choice {
                 Ok(Some(node)) => node,
-                Ok(None) => {
-                    let number = next_node.entry(account_name).or_insert(1);
-                    if *number > u128::from(u64::MAX) {
-                        errors.push(exhausted("node", &format!("account `{account_name}`")).service(demand.service));
+                Ok(None) => match self.new_node(account, account_name, memory) {
+                    Some(id) => id,
+                    None => {
+                        let error = exhausted("node", &format!("account `{account_name}`"));
+                        self.errors.push(error.service(demand.service));
                         break;
                     }
-                    let id = format!("{account_name}-{number}");
-                    *number += 1;
-                    placement.new_nodes.push(NewNode {
-                        id: id.clone(),
-                        account: account_name.to_string(),
-                        provider: account.provider(),
-                        memory,
-                        size: account.node_size(memory),
-                        address: None,
-                        provisioned: true,
-                        ports: Vec::new(),
-                    });
-                    slots.insert(NodeSlot {
-                        id: Cow::Owned(id.clone()),
-                        account: Cow::Borrowed(account_name),
-                        memory: Some(memory),
-                        ports: Vec::new(),
-                        instances: 0,
-                        touched: false,
-                        existing: false,
-                        fixed: false,
-                    });
-                    id
-                }
+                },
                 Err(d) => {
                     let limited = view.node_selector.policy == Policy::LimitedRoundRobin && account.creates_nodes();
-                    let d = if limited && !slots.has_size(account_name, memory) {
-                        no_node_of_size(view, account_name, slots.nodes(account_name), memory, recorded_memory)
+                    let d = if limited && !self.slots.has_size(account_name, memory) {
+                        no_node_of_size(view, account_name, self.slots.nodes(account_name), memory, recorded_memory)
                     } else {
                         d
                     };
-                    errors.push(d.service(demand.service));
+                    self.errors.push(d.service(demand.service));
                     break;
                 }
             };
             if let Account::Ssh(ssh) = account
-                && !slots.contains(&node)
+                && !self.slots.contains(&node)
             {
-                // A fixed host used for the first time becomes a node of the state.
-                let host = ssh.hosts.iter().find(|h| host_node_id(account_name, &h.address) == node);
-                placement.new_nodes.push(NewNode {
-                    id: node.clone(),
-                    account: account_name.to_string(),
-                    provider: "ssh",
-                    memory: host.and_then(|h| h.memory).unwrap_or(memory),
-                    size: host.and_then(|h| h.memory).unwrap_or(memory).to_string(),
-                    address: host.map(|h| h.address.clone()),
-                    provisioned: false,
-                    ports: Vec::new(),
-                });
-                slots.insert(NodeSlot {
-                    id: Cow::Owned(node.clone()),
-                    account: Cow::Borrowed(account_name),
-                    memory: host.and_then(|h| h.memory),
-                    ports: Vec::new(),
-                    instances: 0,
-                    touched: false,
-                    existing: false,
-                    fixed: true,
-                });
+                self.first_use_of_host(ssh, account_name, &node, memory);
             }
             if next_instance > u128::from(u64::MAX) {
-                errors.push(exhausted("instance", &format!("service `{}`", demand.service)).service(demand.service));
+                let error = exhausted("instance", &format!("service `{}`", demand.service));
+                self.errors.push(error.service(demand.service));
                 break;
             }
-            slots.take(&node, port);
-            placement.started.push(PlacedInstance {
+            self.slots.take(&node, port);
+            self.placement.started.push(PlacedInstance {
                 service: demand.service.to_string(),
                 id: format!("{}-{next_instance}", demand.service),
                 node,
@@ -515,16 +517,75 @@ pub fn place_from(
         }
         // The old instances left stop after their replacements: their slots free up now, but
         // not their ports (another service's start does not wait for those stops).
-        for (_, old_node, _) in pending_old.remove(demand.service).unwrap_or_default() {
-            slots.free(&old_node, None);
+        for (_, old_node, _) in pending_old {
+            self.slots.free(&old_node, None);
         }
         // Dead instances no new one replaced (the service shrinks): they only stop.
-        for (_, old_node, _) in dead_old.remove(demand.service).unwrap_or_default() {
-            slots.free(&old_node, None);
+        for (_, old_node, _) in dead_old {
+            self.slots.free(&old_node, None);
         }
     }
 
-    // The ports of every new node, from the instances placed on it.
+    /// A new node of `account` for an instance of `memory`, with the account's next free
+    /// number; `None` when the numbers are used up.
+    fn new_node(&mut self, account: &Account, account_name: &'a str, memory: Memory) -> Option<String> {
+        let number = self.next_node.entry(account_name).or_insert(1);
+        if *number > u128::from(u64::MAX) {
+            return None;
+        }
+        let id = format!("{account_name}-{number}");
+        *number += 1;
+        self.placement.new_nodes.push(NewNode {
+            id: id.clone(),
+            account: account_name.to_string(),
+            provider: account.provider(),
+            memory,
+            size: account.node_size(memory),
+            address: None,
+            provisioned: true,
+            ports: Vec::new(),
+        });
+        self.slots.insert(NodeSlot {
+            id: Cow::Owned(id.clone()),
+            account: Cow::Borrowed(account_name),
+            memory: Some(memory),
+            ports: Vec::new(),
+            instances: 0,
+            touched: false,
+            existing: false,
+            fixed: false,
+        });
+        Some(id)
+    }
+
+    /// A fixed host of an ssh account used for the first time becomes a node of the state.
+    fn first_use_of_host(&mut self, ssh: &SshAccount, account_name: &'a str, node: &str, memory: Memory) {
+        let host = ssh.hosts.iter().find(|h| host_node_id(account_name, &h.address) == node);
+        self.placement.new_nodes.push(NewNode {
+            id: node.to_string(),
+            account: account_name.to_string(),
+            provider: "ssh",
+            memory: host.and_then(|h| h.memory).unwrap_or(memory),
+            size: host.and_then(|h| h.memory).unwrap_or(memory).to_string(),
+            address: host.map(|h| h.address.clone()),
+            provisioned: false,
+            ports: Vec::new(),
+        });
+        self.slots.insert(NodeSlot {
+            id: Cow::Owned(node.to_string()),
+            account: Cow::Borrowed(account_name),
+            memory: host.and_then(|h| h.memory),
+            ports: Vec::new(),
+            instances: 0,
+            touched: false,
+            existing: false,
+            fixed: true,
+        });
+    }
+}
+
+/// Fills in the ports of every new node, from the instances placed on it.
+fn add_ports(placement: &mut Placement, demands: &[Demand<'_>]) {
     let new_index: HashMap<&str, usize> =
         placement.new_nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
     let port_of_service: HashMap<&str, u16> =
@@ -543,15 +604,6 @@ pub fn place_from(
             node.ports.push(port);
         }
     }
-
-    // The state's nodes come first, in id order.
-    placement.freed_nodes = slots
-        .slots
-        .iter()
-        .filter(|s| s.existing && s.touched && s.instances == 0 && !s.fixed)
-        .map(|s| s.id.to_string())
-        .collect();
-    if errors.is_empty() { Ok(placement) } else { Err(errors) }
 }
 
 /// A new node or instance would need a number after 18446744073709551615 (2^64 − 1), the
