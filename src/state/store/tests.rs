@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use super::backups::{Prepared, Ready};
+use super::read::{BackupError, BackupReader, ReferenceError};
 use super::write::write_synced;
 use super::*;
-use crate::state::backup;
+use crate::state::backup::{self, Damage};
 
 #[test]
 fn the_serial_of_a_damaged_state_is_read_from_what_is_left_of_it() {
@@ -216,13 +217,33 @@ fn a_damaged_backup_is_reported_alone_and_a_damaged_full_one_names_its_deltas_re
     history(&store, "dev", 1);
     assert_eq!(header_of(&store, "dev", 16).reference, None);
 
+    // The kinds behind those messages.
+    let text = |serial: u64| {
+        let path = backups.join(backup::file_name(serial));
+        BackupReader::new(&store, "dev").text(&Backup { serial, path })
+    };
+    assert!(matches!(text(3), Err(BackupError::Damaged { damage: Damage::Undecodable(_), .. })), "{:?}", text(3));
+    assert!(
+        matches!(text(12), Err(BackupError::Reference { reference: ReferenceError::Damaged { serial: 11, .. }, .. })),
+        "{:?}",
+        text(12)
+    );
+
     // A missing reference, and one replaced by another file of its serial, are named too.
     fs::remove_file(&full).unwrap();
     let err = store.read_serial("dev", 12).unwrap_err().to_string();
     assert!(err.contains("serial 11, which is missing"), "{err}");
+    assert!(matches!(
+        text(12),
+        Err(BackupError::Reference { reference: ReferenceError::Missing { serial: 11, .. }, .. })
+    ));
     fs::copy(backups.join(backup::file_name(1)), &full).unwrap();
     let err = store.read_serial("dev", 12).unwrap_err().to_string();
     assert!(err.contains("holds serial 1") || err.contains("was replaced"), "{err}");
+    assert!(matches!(
+        text(12),
+        Err(BackupError::Reference { reference: ReferenceError::Replaced { serial: 11, .. }, .. })
+    ));
 }
 
 #[test]
