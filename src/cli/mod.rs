@@ -7,8 +7,10 @@ mod commands;
 mod envs;
 pub mod interrupt;
 mod operate;
+mod printer;
+mod progress;
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -18,46 +20,8 @@ use crate::error::{Error, Result};
 use crate::paint::Painter;
 use crate::repo::ConfigRepo;
 use args::{Cli, Command};
-
-/// Where every line of output goes.
-#[derive(Debug, Clone, Copy)]
-pub struct Printer {
-    pub paint: Painter,
-    pub quiet: bool,
-    pub verbose: bool,
-}
-
-impl Printer {
-    /// Writes to stdout; a closed pipe is not an error worth a message.
-    pub fn out(&self, text: &str) {
-        let mut stdout = std::io::stdout().lock();
-        let _ = stdout.write_all(text.as_bytes());
-        let _ = stdout.flush();
-    }
-
-    /// Streams the command's output to stdout.
-    pub fn out_with(&self, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) {
-        let mut stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-        // As with `out`: a closed pipe (`| head`) is not an error of the command.
-        let _ = write(&mut stdout);
-        let _ = stdout.flush();
-    }
-
-    /// A status line on stderr, unless `--quiet`.
-    pub fn info(&self, text: &str) {
-        if !self.quiet {
-            let _ = writeln!(std::io::stderr().lock(), "{text}");
-        }
-    }
-
-    pub fn warn(&self, text: &str) {
-        let _ = writeln!(std::io::stderr().lock(), "{} {text}", self.paint.yellow("warning:"));
-    }
-
-    pub fn error(&self, text: &str) {
-        let _ = writeln!(std::io::stderr().lock(), "{} {text}", self.paint.red("error:"));
-    }
-}
+pub use printer::{Ask, Printer};
+pub use progress::Progress;
 
 /// What a command reports back besides its output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,34 +132,26 @@ pub fn run(cli: Cli, printer: Printer) -> Result<Outcome> {
         Command::Fmt { check } => commands::fmt(&ctx, check),
         Command::Schema { file } => commands::schema(&ctx, file),
         Command::Plan(args) => commands::plan(&ctx, &args),
-        Command::Show { json, planfile } => commands::show(&ctx, json, planfile.as_deref()),
+        Command::Show(args) => commands::show(&ctx, &args),
         Command::Graph { format } => commands::graph(&ctx, format),
         Command::Export { from_state } => commands::export(&ctx, from_state),
         Command::Apply(args) => operate::apply(&ctx, &args),
-        Command::Destroy { auto_approve, parallelism, keep_logs } => {
-            operate::destroy(&ctx, auto_approve, parallelism, keep_logs)
-        }
+        Command::Destroy(args) => operate::destroy(&ctx, &args),
         Command::Status { json } => operate::status(&ctx, json),
-        Command::Logs { service, lines } => operate::logs(&ctx, &service, usize::try_from(lines).unwrap_or(usize::MAX)),
+        Command::Logs(args) => operate::logs(&ctx, &args),
         Command::History => operate::history(&ctx),
-        Command::Rollback { serial, auto_approve, health_timeout } => {
-            operate::rollback(&ctx, serial, auto_approve, health_timeout)
-        }
-        Command::Pause { service, yes } => operate::pause(&ctx, service.as_deref(), true, yes, None),
-        Command::Resume { service, yes, health_timeout } => {
-            operate::pause(&ctx, service.as_deref(), false, yes, health_timeout)
-        }
+        Command::Rollback(args) => operate::rollback(&ctx, &args),
+        Command::Pause(args) => operate::pause(&ctx, &(&args).into()),
+        Command::Resume(args) => operate::pause(&ctx, &(&args).into()),
         Command::State(command) => operate::state(&ctx, &command),
         Command::Env(args::EnvCommand::New { name }) => envs::new_env(&ctx, &name),
         Command::Env(args::EnvCommand::List) => envs::list_envs(&ctx),
         Command::Hosts(args::HostsCommand::Trust { account }) => operate::trust_hosts(&ctx, account.as_deref()),
-        Command::Merge { file, prune, yes } => envs::merge(&ctx, &file, prune, yes),
-        Command::Promote { from, to, only, yes, force, prune } => {
-            envs::promote(&ctx, &envs::PromoteArgs { from: &from, to: &to, only: &only, yes, force, prune })
-        }
-        Command::Diff { a, b, json } => envs::diff(&ctx, &a, &b, json),
+        Command::Merge(args) => envs::merge(&ctx, &args),
+        Command::Promote(args) => envs::promote(&ctx, &args),
+        Command::Diff(args) => envs::diff(&ctx, &args),
         Command::Scale { requests } => envs::scale(&ctx, &requests),
-        Command::ImportXml { file, spec } => commands::import_xml(&ctx, &file, spec),
+        Command::ImportXml(args) => commands::import_xml(&ctx, &args),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut buffer = Vec::new();
