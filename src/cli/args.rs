@@ -1,4 +1,5 @@
-//! Command-line arguments (clap only: no I/O here).
+//! Command-line arguments (clap only: no I/O here). Every `///` of a command or an argument
+//! is also its `--help` text.
 
 use std::path::PathBuf;
 
@@ -33,10 +34,12 @@ pub struct Cli {
     /// Trust and record SSH host keys seen for the first time (a changed key is still refused).
     #[arg(long, global = true)]
     pub accept_new_host_keys: bool,
+    /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The commands of enact, one per operation.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a config repository here: enact.json, chor.json, envs/, state/, .gitignore.
@@ -62,6 +65,7 @@ pub enum Command {
     Show(ShowArgs),
     /// Show the service graph, providers first.
     Graph {
+        /// How to draw it.
         #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
         format: GraphFormat,
     },
@@ -78,6 +82,7 @@ pub enum Command {
     Destroy(DestroyArgs),
     /// Live health of every instance.
     Status {
+        /// Print the machine form.
         #[arg(long)]
         json: bool,
     },
@@ -115,11 +120,12 @@ pub enum Command {
         requests: Vec<String>,
     },
     /// Convert a CHOReOS XML document to JSON: a ChorSpec becomes a spec (chor.json), every field
-    /// it states kept; a Choreography becomes a recorded state (state/<env>.json), to adopt a
+    /// it states kept; a Choreography becomes a recorded state (`state/<env>.json`), to adopt a
     /// running deployment (docs/formats.md §2 and §6).
     ImportXml(ImportXmlArgs),
     /// Print a shell completion script.
     Completions {
+        /// The shell the script is for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -309,6 +315,7 @@ pub struct ImportXmlArgs {
     pub spec: bool,
 }
 
+/// The commands of `enact hosts`.
 #[derive(Debug, Subcommand)]
 pub enum HostsCommand {
     /// Connect to every host and record its host key in the account's knownHosts (a key
@@ -320,6 +327,7 @@ pub enum HostsCommand {
     },
 }
 
+/// The commands of `enact env`.
 #[derive(Debug, Subcommand)]
 pub enum EnvCommand {
     /// Create environment NAME: write an empty overlay envs/NAME.json (the base spec alone).
@@ -331,6 +339,7 @@ pub enum EnvCommand {
     List,
 }
 
+/// The commands of `enact state`.
 #[derive(Debug, Subcommand)]
 pub enum StateCommand {
     /// Every environment with a recorded state.
@@ -361,9 +370,13 @@ pub enum SchemaFile {
     Settings,
 }
 
+/// How `enact graph` draws the service graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum GraphFormat {
+    /// One line per service in deployment order, with what it calls.
     Text,
+    /// Graphviz DOT: edges from provider to consumer labelled with the role.
     Dot,
+    /// An SVG drawing, laid out by enact (no Graphviz needed).
     Svg,
 }

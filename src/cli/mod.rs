@@ -1,6 +1,8 @@
 //! The command line: parse arguments, resolve the repository and environment once, run one
 //! command, print through one [`Printer`], and map the outcome to an exit code
-//! (0 success, 1 error, 2 changes present with `--detailed-exitcode`).
+//! (0 success, 1 error, 2 changes present with `--detailed-exitcode`, 130 interrupted).
+//!
+//! The top of the layering: may use every module of enact.
 
 pub mod args;
 mod commands;
@@ -26,10 +28,11 @@ pub use progress::Progress;
 /// What a command reports back besides its output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// Done (exit 0).
     Success,
-    /// `--detailed-exitcode` and there are changes.
+    /// `--detailed-exitcode` and there are changes (exit 2).
     Changes,
-    /// The command ran but found a problem it already reported (`fmt --check`).
+    /// The command ran but found a problem it already reported (`fmt --check`; exit 1).
     Failed,
     /// A signal stopped the command cleanly after it changed something (exit 130).
     Interrupted,
@@ -40,7 +43,9 @@ pub enum Outcome {
 pub struct Context {
     /// The directory commands run in (`-C`, else the current directory).
     pub cwd: PathBuf,
+    /// `-e ENV`, if given.
     pub env_arg: Option<String>,
+    /// Where the output goes.
     pub printer: Printer,
     /// Record unknown SSH host keys instead of refusing them.
     pub accept_new_host_keys: bool,
@@ -48,6 +53,9 @@ pub struct Context {
 
 impl Context {
     /// The config repository, found by walking up from the working directory.
+    ///
+    /// # Errors
+    /// No `chor.json` in the directory or above it, or its `enact.json` is not valid.
     pub fn repo(&self) -> Result<ConfigRepo> {
         let root = ConfigRepo::discover(&self.cwd)?;
         ConfigRepo::open(&root)
@@ -55,12 +63,17 @@ impl Context {
 
     /// The environment: `-e`, else the repository's default; it must exist
     /// ([`ConfigRepo::require_env`]).
+    ///
+    /// # Errors
+    /// A name that is not one, or an environment the repository does not have.
     pub fn env(&self, repo: &ConfigRepo) -> Result<String> {
         let env = self.env_arg.clone().unwrap_or_else(|| repo.default_env());
         repo.require_env(&env)?;
         Ok(env)
     }
 
+    /// What every provider is made with: the repository's root, whether new SSH host keys are
+    /// accepted, and the environment of `-e`.
     pub fn provider_options(&self, repo: &ConfigRepo) -> crate::provider::ProviderOptions {
         crate::provider::ProviderOptions {
             repo_root: repo.root.clone(),
@@ -119,6 +132,9 @@ pub fn main() -> ExitCode {
 }
 
 /// Runs one command.
+///
+/// # Errors
+/// Whatever stops the command, for [`main`] to print (exit 1, or 130 when interrupted).
 pub fn run(cli: Cli, printer: Printer) -> Result<Outcome> {
     let cwd = match &cli.directory {
         Some(dir) if dir.is_absolute() => dir.clone(),

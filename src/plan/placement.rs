@@ -9,6 +9,8 @@
 //! nodes. Two instances that need the same port never share a node; a placement that cannot work
 //! is refused here, at plan time, before anything runs. The result is pure data, the same for the
 //! same inputs.
+//!
+//! Depends on the settings of [`crate::repo`], the spec and the state.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -23,8 +25,11 @@ use crate::state::{AppliedSpec, InstanceState, State};
 /// Where one instance goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlacedInstance {
+    /// Its service.
     pub service: String,
+    /// Its id, `<service>-<n>`: numbers continue after the largest the state records.
     pub id: String,
+    /// The node it runs on: one of the state's, or of [`Placement::new_nodes`].
     pub node: String,
     /// An old instance of the same service that must stop before this one starts, because no
     /// node has a spare slot for it (new-before-old needs one; a fixed set of hosts, or a
@@ -57,6 +62,8 @@ pub struct Placement {
     pub started: Vec<PlacedInstance>,
     /// Instance ids that stop, per service.
     pub stopped: BTreeMap<String, Vec<String>>,
+    /// Nodes the plan creates (or ssh hosts it uses the first time), in the order they are
+    /// needed.
     pub new_nodes: Vec<NewNode>,
     /// Existing nodes left empty by the plan, which are freed.
     pub freed_nodes: Vec<String>,
@@ -65,6 +72,7 @@ pub struct Placement {
 /// What a changed service needs from placement.
 #[derive(Debug, Clone)]
 pub struct Demand<'a> {
+    /// The service's name.
     pub service: &'a str,
     /// The desired spec; `None` when the service is destroyed.
     pub spec: Option<&'a DeployableServiceSpec>,
@@ -263,6 +271,11 @@ pub fn id_number(id: &str) -> u64 {
 }
 
 /// Places the instances `demands` need, starting from what `state` records.
+///
+/// # Errors
+/// Every instance that cannot be placed (an account enact.json does not define, a reached
+/// `vmLimit`, ssh hosts whose port is taken, node or instance numbers used up), each a
+/// [`Diagnostic`] naming its service and what to do.
 pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Result<Placement, Vec<Diagnostic>> {
     place_from(view, state, demands, Start::of(view.node_selector.policy, state))
 }

@@ -14,7 +14,10 @@
 //! `GROUP_SERIALS - 1`), which are then reported as unreadable, naming it.
 //!
 //! `zstd -d` reads the files (it skips the header): a full one as it is, a delta with
-//! `--patch-from=` its reference's text and `--long=31`.
+//! `--patch-from=` its reference's text and `--long=31`. docs/formats.md §6 describes the files.
+//!
+//! Depends on nothing else of enact: errors are [`Damage`] and [`HeaderError`], which the store
+//! turns into messages naming the file.
 
 use std::fs::{self, File};
 use std::io::{self, Read as _};
@@ -111,7 +114,7 @@ pub enum Damage {
         /// The length of the file, in bytes.
         len: usize,
     },
-    /// The header claims more bytes than it may have ([`HEADER_MAX`]) or the file holds.
+    /// The header claims more bytes than a header may have (4096) or the file holds.
     #[error("its header is cut short or damaged (it claims {claimed} bytes)")]
     HeaderCut {
         /// The header length the file states, in bytes.

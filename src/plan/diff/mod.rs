@@ -1,5 +1,10 @@
 //! The plan as a pure function of effective spec × recorded state × settings: no network, no
 //! clock, no randomness; the same inputs give the same bytes. Linear in the number of services.
+//!
+//! [`plan`] compares every service (`compare`), rewires consumers, places what starts and
+//! stops ([`super::placement`]), works out the rollouts ([`rollout()`]) and orders the steps
+//! (`steps`). Depends on the spec, the state, the service graph and the settings of
+//! [`crate::repo`].
 
 mod compare;
 mod rollout;
@@ -29,10 +34,13 @@ use steps::steps;
 /// What a plan is computed from.
 #[derive(Debug, Clone, Copy)]
 pub struct PlanInput<'a> {
+    /// The environment planned.
     pub env: &'a str,
     /// The effective spec, normalized.
     pub spec: &'a Choreography,
+    /// The recorded state of the environment (empty when never applied).
     pub state: &'a State,
+    /// enact.json: accounts, node selection, rollout settings.
     pub settings: &'a Settings,
     /// `--target`s: limit the plan to these services and what they depend on.
     pub targets: &'a [String],
@@ -44,7 +52,9 @@ pub struct PlanInput<'a> {
 /// A plan together with the placement it was computed with (apply needs both).
 #[derive(Debug, Clone)]
 pub struct Planned {
+    /// The plan, as shown and saved.
     pub plan: Plan,
+    /// Where every new instance goes, and which nodes are created and freed.
     pub placement: Placement,
 }
 
@@ -132,6 +142,10 @@ fn entries<'a>(spec: &'a Choreography, state: &'a State) -> Vec<Entry<'a>> {
 const DIGEST_THREAD_SERVICES: usize = 2_000;
 
 /// Computes the plan that takes `input.state` to `input.spec`.
+///
+/// # Errors
+/// Every problem at once, each a [`Diagnostic`]: a `--target` that names no service, an
+/// instance that cannot be placed, a rolling replacement `rollout.maxUnavailable` 0 forbids.
 pub fn plan(input: PlanInput<'_>) -> Result<Planned, Vec<Diagnostic>> {
     if input.spec.len() < DIGEST_THREAD_SERVICES {
         return plan_with(input, || spec_digest(input.spec));

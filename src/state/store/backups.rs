@@ -18,7 +18,8 @@ use crate::state::model::State;
 
 impl FileStore {
     /// Starts compressing the backup of `current` (the state on record, as read) on a background
-    /// thread, so that the [`StateStore::write`] replacing it only has to rename a finished file.
+    /// thread, so that the [`StateStore::write`](super::StateStore::write) replacing it only has
+    /// to rename a finished file.
     /// A command that holds the lock calls it once it knows the state it starts from; the write
     /// takes the prepared file only if the state file still holds the very bytes it compressed.
     /// Dropping the store (the last clone) cancels an unused one and removes its temporary file.

@@ -2,6 +2,8 @@
 //! fsync of the directory) and keeps the states it replaces in `state/.backups/<env>/` (the last
 //! [`BACKUPS_KEPT`]), compressed (see [`super::backup`]); [`MemoryStore`] is its fake for unit
 //! tests.
+//!
+//! Depends on the state model and the leaves (diagnostic, error, the process checks).
 
 mod backups;
 mod file;
@@ -47,20 +49,37 @@ impl Backup {
 /// Reads and writes the states of environments.
 pub trait StateStore {
     /// The recorded state of `env`, or `None` if it was never applied.
+    ///
+    /// # Errors
+    /// The state cannot be read, is damaged (located at its line and column), is of a newer
+    /// format, or records another environment.
     fn read(&self, env: &str) -> Result<Option<State>>;
 
     /// Records `state` as the successor of the state it was derived from: `state.serial` must be
     /// the serial on record (and the lineage the same); the written state has `serial + 1`, and a
     /// lineage is made for an environment applied the first time. Returns what was written.
+    ///
+    /// # Errors
+    /// Another lineage or serial on record (nothing is written), a serial at its largest, the
+    /// state on record damaged, or the filesystem.
     fn write(&self, state: &State) -> Result<State>;
 
     /// Backups of `env`, oldest first.
+    ///
+    /// # Errors
+    /// The backup directory exists but cannot be listed.
     fn backups(&self, env: &str) -> Result<Vec<Backup>>;
 
     /// The state recorded at `serial`: the current one or a backup.
+    ///
+    /// # Errors
+    /// No state of that serial is kept, or the one kept cannot be read (named, with why).
     fn read_serial(&self, env: &str, serial: u64) -> Result<State>;
 
     /// The state of `env`, or an empty one.
+    ///
+    /// # Errors
+    /// As [`StateStore::read`].
     fn read_or_empty(&self, env: &str) -> Result<State> {
         Ok(self.read(env)?.unwrap_or_else(|| State::empty(env)))
     }
@@ -163,6 +182,10 @@ pub fn new_lineage() -> String {
 }
 
 /// Parses a state file's text, with errors located in `display`.
+///
+/// # Errors
+/// Text that is not a state (located at its line and column), a newer `formatVersion`, or a
+/// state of another environment than `env`.
 pub fn parse_state(display: &Path, text: &str, env: &str) -> Result<State> {
     let source = SourceFile::new(display, String::new());
     let text = crate::diagnostic::without_bom(text);

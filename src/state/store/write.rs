@@ -54,6 +54,10 @@ pub(super) fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename, fsync dir.
+/// The directory is created if needed.
+///
+/// # Errors
+/// The filesystem refuses a step (named, with the path); the temporary file is removed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
