@@ -375,8 +375,8 @@ fn measure_codec(state: &State) -> BenchResult<Codec> {
         full.push(t.elapsed());
         codec.full_bytes = bytes.len();
         let t = Instant::now();
-        let (_, frame) = backup::split_header(&bytes)?;
-        let decoded = backup::decode(frame, None)?;
+        let (_, frame) = backup::split_header(&bytes).map_err(|e| e.to_string())?;
+        let decoded = backup::decode(frame, None).map_err(|e| e.to_string())?;
         read_full.push(t.elapsed());
         if decoded != base {
             return Err("a full backup did not read back".to_string());
@@ -388,8 +388,8 @@ fn measure_codec(state: &State) -> BenchResult<Codec> {
         delta.push(t.elapsed());
         codec.delta_bytes = bytes.len();
         let t = Instant::now();
-        let (_, frame) = backup::split_header(&bytes)?;
-        let decoded = backup::decode(frame, Some(&base))?;
+        let (_, frame) = backup::split_header(&bytes).map_err(|e| e.to_string())?;
+        let decoded = backup::decode(frame, Some(&base)).map_err(|e| e.to_string())?;
         read_delta.push(t.elapsed());
         if decoded != next {
             return Err("a delta did not read back".to_string());

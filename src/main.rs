@@ -1,3 +1,5 @@
+//! The `enact` binary: everything is in the library, [`enact::cli::main`] runs a command.
+
 use std::process::ExitCode;
 
 // A plan of 10,000 services makes and frees millions of small values; mimalloc does that

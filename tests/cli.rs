@@ -765,3 +765,66 @@ fn a_byte_order_mark_is_read_and_an_error_after_it_keeps_its_line_and_column() {
     // fmt drops the mark (enact never writes one).
     assert_code(&repo.run(&["fmt", "--check"]), 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// confirmation
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn without_a_terminal_a_change_is_refused_naming_the_flag_that_confirms_it() {
+    let repo = Repo::travel();
+    // apply has changes to make (nothing was ever applied): it asks, and there is no terminal.
+    let output = repo.cmd().args(["apply", "--refresh=false"]).write_stdin("").output().expect("run");
+    assert_code(&output, 1);
+    let err = stderr(&output);
+    assert!(err.contains("refusing to change the environment without confirmation"), "{err}");
+    assert!(err.contains("pass `--auto-approve` to confirm in advance"), "{err}");
+    assert!(!repo.file("state/dev.json").exists(), "nothing was applied");
+
+    // merge writes an overlay: it asks too, naming the file and `--yes`.
+    let exported = stdout(&repo.run(&["-e", "prod", "export"]));
+    repo.write("exported.json", &exported);
+    let before = repo.read("envs/dev.json");
+    let output = repo.cmd().args(["merge", "exported.json"]).write_stdin("").output().expect("run");
+    assert_code(&output, 1);
+    let err = stderr(&output);
+    assert!(err.contains("not writing envs/dev.json without confirmation"), "{err}");
+    assert!(err.contains("pass `--yes` to write it"), "{err}");
+    assert_eq!(repo.read("envs/dev.json"), before, "nothing was written");
+}
+
+#[test]
+#[allow(clippy::print_stderr, reason = "says why the test is skipped where no terminal can be made")]
+fn on_a_terminal_an_answer_other_than_yes_cancels() {
+    let repo = Repo::travel();
+    let exported = stdout(&repo.run(&["-e", "prod", "export"]));
+    repo.write("exported.json", &exported);
+    let before = repo.read("envs/dev.json");
+    let binary = assert_cmd::cargo::cargo_bin("enact");
+    let answered = std::process::Command::new("script")
+        .current_dir(repo.path())
+        .args(["-q", "-e", "-c"])
+        .arg(format!("{} --no-color merge exported.json", binary.display()))
+        .arg("/dev/null")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().expect("stdin").write_all(b"no\n")?;
+            child.wait_with_output()
+        });
+    let Ok(output) = answered else {
+        eprintln!("skipped: util-linux `script` is not available to make a terminal");
+        return;
+    };
+    let shown = String::from_utf8_lossy(&output.stdout);
+    if !shown.contains("Only 'yes' will be accepted") {
+        eprintln!("skipped: `script` did not give enact a terminal:\n{shown}");
+        return;
+    }
+    assert!(shown.contains("Write envs/dev.json? Only 'yes' will be accepted: "), "{shown}");
+    assert!(shown.contains("cancelled; nothing was written"), "{shown}");
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert_eq!(repo.read("envs/dev.json"), before, "nothing was written");
+}

@@ -1,26 +1,64 @@
-//! What the executor reports as it goes. The executor only emits events; the progress display
-//! subscribes to them (the journal is written by the executor itself, before side effects).
+//! What the executor reports as it goes: [`Event`]s, sent to a [`Subscriber`]. The executor
+//! only emits them; the command line's progress display subscribes to them and renders them
+//! (`cli::progress`), and [`Silent`] drops them. The journal is written by the executor itself,
+//! before side effects, not through events.
+//!
+//! Depends on [`crate::plan`] (the action of a step) only.
 
-use std::io::Write as _;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
-
-use crate::paint::Painter;
 use crate::plan::Action;
 
+/// One thing that happened during an apply, about one step (one service) of the plan.
 #[derive(Debug, Clone)]
 pub enum Event<'a> {
-    Begin { steps: usize },
-    StepStarted { service: &'a str, action: Action },
-    Progress { service: &'a str, message: String },
-    StepDone { service: &'a str, action: Action, elapsed: Duration },
-    StepFailed { service: &'a str, error: &'a str },
-    StepSkipped { service: &'a str },
+    /// The apply starts; it has `steps` steps (the plan's, in its order).
+    Begin {
+        /// How many steps the apply runs.
+        steps: usize,
+    },
+    /// A step started.
+    StepStarted {
+        /// The service of the step.
+        service: &'a str,
+        /// What the step does to it.
+        action: Action,
+    },
+    /// A running step reports what it is doing (an instance started, a consumer wired), for
+    /// `--verbose`.
+    Progress {
+        /// The service of the step.
+        service: &'a str,
+        /// What it is doing, in a short sentence.
+        message: String,
+    },
+    /// A step finished and did what it was to do.
+    StepDone {
+        /// The service of the step.
+        service: &'a str,
+        /// What the step did to it.
+        action: Action,
+        /// How long the step ran (wall clock).
+        elapsed: Duration,
+    },
+    /// A step failed; the steps that depend on it are skipped.
+    StepFailed {
+        /// The service of the step.
+        service: &'a str,
+        /// Why, as the summary shows it.
+        error: &'a str,
+    },
+    /// A step did not run, because a step it depends on failed.
+    StepSkipped {
+        /// The service of the step.
+        service: &'a str,
+    },
 }
 
+/// Whatever listens to an apply's events; called from the executor's worker threads, so it
+/// must be `Sync` and return quickly.
 pub trait Subscriber: Sync {
+    /// Takes one event.
     fn on(&self, event: &Event<'_>);
 }
 
@@ -30,103 +68,4 @@ pub struct Silent;
 
 impl Subscriber for Silent {
     fn on(&self, _: &Event<'_>) {}
-}
-
-/// A progress bar on a terminal, plain lines otherwise (stderr either way).
-#[derive(Debug)]
-pub struct Progress {
-    bar: Option<ProgressBar>,
-    paint: Painter,
-    verbose: bool,
-    quiet: bool,
-    started: Mutex<Option<Instant>>,
-}
-
-impl Progress {
-    pub fn new(terminal: bool, paint: Painter, verbose: bool, quiet: bool) -> Self {
-        let bar = (terminal && !quiet).then(|| {
-            let bar = ProgressBar::new(0);
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {wide_msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        });
-        Progress { bar, paint, verbose, quiet, started: Mutex::new(None) }
-    }
-
-    fn line(&self, text: &str) {
-        if self.quiet {
-            return;
-        }
-        match &self.bar {
-            Some(bar) => bar.println(text),
-            None => {
-                let _ = writeln!(std::io::stderr().lock(), "{text}");
-            }
-        }
-    }
-
-    pub fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-fn verb(action: Action) -> (&'static str, &'static str) {
-    match action {
-        Action::Create => ("creating", "created"),
-        Action::Update => ("updating", "updated"),
-        Action::Replace => ("redeploying", "redeployed"),
-        Action::Destroy => ("destroying", "destroyed"),
-    }
-}
-
-impl Subscriber for Progress {
-    fn on(&self, event: &Event<'_>) {
-        match event {
-            Event::Begin { steps } => {
-                if let Ok(mut s) = self.started.lock() {
-                    *s = Some(Instant::now());
-                }
-                if let Some(bar) = &self.bar {
-                    bar.set_length(*steps as u64);
-                }
-            }
-            Event::StepStarted { service, action } => {
-                let (doing, _) = verb(*action);
-                match &self.bar {
-                    Some(bar) => bar.set_message(format!("{doing} {service}")),
-                    None if self.verbose => self.line(&format!("{service}: {doing}…")),
-                    None => {}
-                }
-            }
-            Event::Progress { service, message } => {
-                if self.verbose {
-                    self.line(&format!("{service}: {message}"));
-                }
-            }
-            Event::StepDone { service, action, elapsed } => {
-                let (_, done) = verb(*action);
-                self.line(&format!("{} {service}: {done} [{:.1}s]", self.paint.green("✓"), elapsed.as_secs_f64()));
-                if let Some(bar) = &self.bar {
-                    bar.inc(1);
-                }
-            }
-            Event::StepFailed { service, error } => {
-                self.line(&format!("{} {service}: {error}", self.paint.red("✗")));
-                if let Some(bar) = &self.bar {
-                    bar.inc(1);
-                }
-            }
-            Event::StepSkipped { service } => {
-                self.line(&format!("{} {service}: skipped, a step it depends on failed", self.paint.yellow("-")));
-                if let Some(bar) = &self.bar {
-                    bar.inc(1);
-                }
-            }
-        }
-    }
 }

@@ -1,4 +1,5 @@
-//! Command-line arguments (clap only: no I/O here).
+//! Command-line arguments (clap only: no I/O here). Every `///` of a command or an argument
+//! is also its `--help` text.
 
 use std::path::PathBuf;
 
@@ -33,10 +34,12 @@ pub struct Cli {
     /// Trust and record SSH host keys seen for the first time (a changed key is still refused).
     #[arg(long, global = true)]
     pub accept_new_host_keys: bool,
+    /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The commands of enact, one per operation.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a config repository here: enact.json, chor.json, envs/, state/, .gitignore.
@@ -59,15 +62,10 @@ pub enum Command {
     /// Show what apply would change in an environment.
     Plan(PlanArgs),
     /// Show a saved plan, or the recorded state of the environment.
-    Show {
-        /// Print the machine form.
-        #[arg(long)]
-        json: bool,
-        /// A plan saved with `plan --out`.
-        planfile: Option<PathBuf>,
-    },
+    Show(ShowArgs),
     /// Show the service graph, providers first.
     Graph {
+        /// How to draw it.
         #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
         format: GraphFormat,
     },
@@ -81,61 +79,23 @@ pub enum Command {
     /// are wired as docs/wiring.md says.
     Apply(ApplyArgs),
     /// Stop and remove every service of the environment.
-    Destroy {
-        /// Do not ask for confirmation.
-        #[arg(long)]
-        auto_approve: bool,
-        /// How many steps run at once (1–1000).
-        #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_PARALLELISM))]
-        parallelism: u64,
-        /// Keep the instances' logs (by default they go with the environment).
-        #[arg(long)]
-        keep_logs: bool,
-    },
+    Destroy(DestroyArgs),
     /// Live health of every instance.
     Status {
+        /// Print the machine form.
         #[arg(long)]
         json: bool,
     },
     /// The output of a service's instances.
-    Logs {
-        service: String,
-        /// How many lines per instance (0–1000000).
-        #[arg(short = 'n', long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=MAX_LOG_LINES))]
-        lines: u64,
-    },
+    Logs(LogsArgs),
     /// The recorded states of the environment (serials, times).
     History,
     /// Plan and apply toward the spec recorded at SERIAL.
-    Rollback {
-        /// A serial `enact history` lists (1 or more).
-        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
-        serial: u64,
-        #[arg(long)]
-        auto_approve: bool,
-        /// Seconds an instance has to start answering on its port (1–86400); overrides
-        /// `timeouts.healthMs` of enact.json (default 30).
-        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=MAX_HEALTH_TIMEOUT_SECS))]
-        health_timeout: Option<u64>,
-    },
+    Rollback(RollbackArgs),
     /// Stop a service's instances (or every service's) without forgetting them (asks first).
-    Pause {
-        service: Option<String>,
-        /// Do not ask for confirmation.
-        #[arg(long)]
-        yes: bool,
-    },
+    Pause(PauseArgs),
     /// Start paused instances again and wire them (asks first).
-    Resume {
-        service: Option<String>,
-        /// Do not ask for confirmation.
-        #[arg(long)]
-        yes: bool,
-        /// Seconds an instance has to start answering on its port (1–86400); overrides
-        /// `timeouts.healthMs` of enact.json (default 30).
-        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=MAX_HEALTH_TIMEOUT_SECS))]
-        health_timeout: Option<u64>,
-    },
+    Resume(ResumeArgs),
     /// Create an environment, or list them (an environment is an overlay envs/ENV.json, an
     /// entry under `envs` in enact.json, or a recorded state; the default one always exists:
     /// docs/formats.md §1).
@@ -148,39 +108,11 @@ pub enum Command {
     #[command(subcommand)]
     Hosts(HostsCommand),
     /// Merge an exported spec into the environment's overlay (created or updated by name).
-    Merge {
-        file: PathBuf,
-        /// Also remove services the file does not have.
-        #[arg(long)]
-        prune: bool,
-        /// Write without asking.
-        #[arg(long)]
-        yes: bool,
-    },
+    Merge(MergeArgs),
     /// Copy FROM's promotable fields into TO's overlay, three-way against the last promotion.
-    Promote {
-        from: String,
-        to: String,
-        /// Only these services (repeatable).
-        #[arg(long, value_name = "SVC", num_args = 1..)]
-        only: Vec<String>,
-        /// Write without asking.
-        #[arg(long)]
-        yes: bool,
-        /// On a conflict, take FROM's value.
-        #[arg(long)]
-        force: bool,
-        /// Remove from TO the services FROM no longer has.
-        #[arg(long)]
-        prune: bool,
-    },
+    Promote(PromoteArgs),
     /// Differences between two environments' effective specs.
-    Diff {
-        a: String,
-        b: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Diff(DiffArgs),
     /// Set instance counts in the environment's overlay, then show the plan.
     Scale {
         /// SERVICE=COUNT
@@ -188,16 +120,12 @@ pub enum Command {
         requests: Vec<String>,
     },
     /// Convert a CHOReOS XML document to JSON: a ChorSpec becomes a spec (chor.json), every field
-    /// it states kept; a Choreography becomes a recorded state (state/<env>.json), to adopt a
+    /// it states kept; a Choreography becomes a recorded state (`state/<env>.json`), to adopt a
     /// running deployment (docs/formats.md §2 and §6).
-    ImportXml {
-        file: PathBuf,
-        /// From a Choreography document, print its ChorSpec instead of its state.
-        #[arg(long)]
-        spec: bool,
-    },
+    ImportXml(ImportXmlArgs),
     /// Print a shell completion script.
     Completions {
+        /// The shell the script is for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -211,6 +139,7 @@ pub const MAX_HEALTH_TIMEOUT_SECS: u64 = 86_400;
 /// The most lines `logs -n` prints per instance.
 pub const MAX_LOG_LINES: u64 = 1_000_000;
 
+/// The arguments of `enact plan`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PlanArgs {
     /// Save the plan to FILE, for `enact apply FILE` and `enact show FILE`.
@@ -230,6 +159,7 @@ pub struct PlanArgs {
     pub refresh: bool,
 }
 
+/// The arguments of `enact apply`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApplyArgs {
     /// A plan saved with `plan --out`: carried out exactly, if the state did not change since.
@@ -256,6 +186,136 @@ pub struct ApplyArgs {
     pub keep_logs: bool,
 }
 
+/// The arguments of `enact show`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ShowArgs {
+    /// Print the machine form.
+    #[arg(long)]
+    pub json: bool,
+    /// A plan saved with `plan --out`.
+    pub planfile: Option<PathBuf>,
+}
+
+/// The arguments of `enact destroy`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DestroyArgs {
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// How many steps run at once (1–1000).
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_PARALLELISM))]
+    pub parallelism: u64,
+    /// Keep the instances' logs (by default they go with the environment).
+    #[arg(long)]
+    pub keep_logs: bool,
+}
+
+/// The arguments of `enact logs`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogsArgs {
+    /// The service whose instances' output to print.
+    pub service: String,
+    /// How many lines per instance (0–1000000).
+    #[arg(short = 'n', long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=MAX_LOG_LINES))]
+    pub lines: u64,
+}
+
+/// The arguments of `enact rollback`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RollbackArgs {
+    /// A serial `enact history` lists (1 or more).
+    #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+    pub serial: u64,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Seconds an instance has to start answering on its port (1–86400); overrides
+    /// `timeouts.healthMs` of enact.json (default 30).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=MAX_HEALTH_TIMEOUT_SECS))]
+    pub health_timeout: Option<u64>,
+}
+
+/// The arguments of `enact pause`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PauseArgs {
+    /// The service to pause (default: every deployable service).
+    pub service: Option<String>,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// The arguments of `enact resume`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ResumeArgs {
+    /// The service to resume (default: every paused service).
+    pub service: Option<String>,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+    /// Seconds an instance has to start answering on its port (1–86400); overrides
+    /// `timeouts.healthMs` of enact.json (default 30).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=MAX_HEALTH_TIMEOUT_SECS))]
+    pub health_timeout: Option<u64>,
+}
+
+/// The arguments of `enact merge`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MergeArgs {
+    /// A spec made by `enact export`.
+    pub file: PathBuf,
+    /// Also remove services the file does not have.
+    #[arg(long)]
+    pub prune: bool,
+    /// Write without asking.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// The arguments of `enact promote`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PromoteArgs {
+    /// The environment whose fields are promoted.
+    pub from: String,
+    /// The environment whose overlay receives them.
+    pub to: String,
+    /// Only these services (repeatable).
+    #[arg(long, value_name = "SVC", num_args = 1..)]
+    pub only: Vec<String>,
+    /// Write without asking.
+    #[arg(long)]
+    pub yes: bool,
+    /// On a conflict, take FROM's value.
+    #[arg(long)]
+    pub force: bool,
+    /// Remove from TO the services FROM no longer has.
+    #[arg(long)]
+    pub prune: bool,
+}
+
+/// The arguments of `enact diff`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DiffArgs {
+    /// The first environment.
+    pub a: String,
+    /// The second environment.
+    pub b: String,
+    /// Print the machine form.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The arguments of `enact import-xml`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImportXmlArgs {
+    /// The CHOReOS XML document: a ChorSpec, or a Choreography (a deployment).
+    pub file: PathBuf,
+    /// From a Choreography document, print its ChorSpec instead of its state.
+    #[arg(long)]
+    pub spec: bool,
+}
+
+/// The commands of `enact hosts`.
 #[derive(Debug, Subcommand)]
 pub enum HostsCommand {
     /// Connect to every host and record its host key in the account's knownHosts (a key
@@ -267,6 +327,7 @@ pub enum HostsCommand {
     },
 }
 
+/// The commands of `enact env`.
 #[derive(Debug, Subcommand)]
 pub enum EnvCommand {
     /// Create environment NAME: write an empty overlay envs/NAME.json (the base spec alone).
@@ -278,6 +339,7 @@ pub enum EnvCommand {
     List,
 }
 
+/// The commands of `enact state`.
 #[derive(Debug, Subcommand)]
 pub enum StateCommand {
     /// Every environment with a recorded state.
@@ -308,9 +370,13 @@ pub enum SchemaFile {
     Settings,
 }
 
+/// How `enact graph` draws the service graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum GraphFormat {
+    /// One line per service in deployment order, with what it calls.
     Text,
+    /// Graphviz DOT: edges from provider to consumer labelled with the role.
     Dot,
+    /// An SVG drawing, laid out by enact (no Graphviz needed).
     Svg,
 }

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::args::{GraphFormat, PlanArgs, SchemaFile};
+use super::args::{GraphFormat, ImportXmlArgs, PlanArgs, SchemaFile, ShowArgs};
 use super::{Context, Outcome};
 use crate::apply::session::Leftover;
 use crate::diagnostic::{Diagnostic, SourceFile, strip_bom, strip_position};
@@ -296,8 +296,14 @@ pub fn read_plan(ctx: &Context, file: &Path) -> Result<Plan> {
     Ok(plan)
 }
 
-pub fn show(ctx: &Context, json: bool, planfile: Option<&Path>) -> Result<Outcome> {
-    if let Some(file) = planfile {
+/// `enact show [PLANFILE]`: a saved plan, or the recorded state of the environment (as the next
+/// locked command will see it).
+///
+/// # Errors
+/// The plan file cannot be read or is not a plan; the repository or the state cannot be read.
+pub fn show(ctx: &Context, args: &ShowArgs) -> Result<Outcome> {
+    let json = args.json;
+    if let Some(file) = &args.planfile {
         let plan = read_plan(ctx, file)?;
         if json {
             ctx.printer.out(&plan.to_json());
@@ -403,7 +409,12 @@ pub fn export(ctx: &Context, from_state: bool) -> Result<Outcome> {
 }
 
 /// `import-xml FILE`: a CHOReOS ChorSpec to a spec, a Choreography to a recorded state.
-pub fn import_xml(ctx: &Context, file: &Path, spec_only: bool) -> Result<Outcome> {
+///
+/// # Errors
+/// The file cannot be read, is not CHOReOS XML, or the spec it holds is not valid (located in
+/// the XML).
+pub fn import_xml(ctx: &Context, args: &ImportXmlArgs) -> Result<Outcome> {
+    let (file, spec_only) = (args.file.as_path(), args.spec);
     let path = ctx.resolve(file);
     let text = std::fs::read_to_string(&path)
         .map(strip_bom)

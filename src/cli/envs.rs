@@ -4,13 +4,12 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::io::{BufRead, IsTerminal, Write};
-use std::path::Path;
 
 use serde_json::{Map, Value};
 use similar::{ChangeTag, TextDiff};
 
-use super::{Context, Outcome};
+use super::args::{DiffArgs, MergeArgs, PromoteArgs};
+use super::{Ask, Context, Outcome};
 use crate::diagnostic::{Diagnostic, SourceFile};
 use crate::env::promote::{self, Promotion, ServiceOutcome};
 use crate::error::{Error, Result};
@@ -97,25 +96,8 @@ impl OverlayEdit {
     }
 
     /// Writes after confirmation (a terminal prompt, or `--yes`).
-    fn write(&self, repo: &ConfigRepo, yes: bool) -> Result<()> {
-        if !yes {
-            if !std::io::stdin().is_terminal() {
-                return Err(Diagnostic::new(format!(
-                    "not writing {} without confirmation, and there is no terminal to ask on",
-                    self.display
-                ))
-                .hint("pass `--yes` to write it")
-                .into());
-            }
-            let mut stderr = std::io::stderr().lock();
-            let _ = write!(stderr, "Write {}? Only 'yes' will be accepted: ", self.display);
-            let _ = stderr.flush();
-            let mut answer = String::new();
-            let _ = std::io::stdin().lock().read_line(&mut answer);
-            if answer.trim() != "yes" {
-                return Err(Diagnostic::new("cancelled; nothing was written").into());
-            }
-        }
+    fn write(&self, ctx: &Context, repo: &ConfigRepo, yes: bool) -> Result<()> {
+        ctx.printer.confirm(Ask::Write { file: &self.display }, yes)?;
         write_atomic(&repo.overlay_path(&self.env), self.text().as_bytes())
     }
 }
@@ -240,7 +222,14 @@ fn incomplete(env: &str, created: &[String], err: Error) -> Error {
     Error::from(list)
 }
 
-pub fn merge(ctx: &Context, file: &Path, prune: bool, yes: bool) -> Result<Outcome> {
+/// `enact merge FILE`: an exported spec merged into the environment's overlay, by name.
+///
+/// # Errors
+/// The file cannot be read or is not a spec, the environment it makes is not valid, no
+/// confirmation.
+pub fn merge(ctx: &Context, args: &MergeArgs) -> Result<Outcome> {
+    let MergeArgs { file, prune, yes } = args;
+    let (file, prune, yes) = (file.as_path(), *prune, *yes);
     let repo = ctx.repo()?;
     let env = ctx.env(&repo)?;
     let path = ctx.resolve(file);
@@ -267,29 +256,26 @@ pub fn merge(ctx: &Context, file: &Path, prune: bool, yes: bool) -> Result<Outco
     out.push('\n');
     out.push_str(&edit.diff(ctx));
     ctx.printer.out(&out);
-    edit.write(&repo, yes)?;
+    edit.write(ctx, &repo, yes)?;
     ctx.printer.info(&format!("Wrote {}. `enact -e {env} plan` shows what apply would do.", edit.display));
     Ok(Outcome::Success)
 }
 
-pub struct PromoteArgs<'a> {
-    pub from: &'a str,
-    pub to: &'a str,
-    pub only: &'a [String],
-    pub yes: bool,
-    pub force: bool,
-    pub prune: bool,
-}
-
-pub fn promote(ctx: &Context, args: &PromoteArgs<'_>) -> Result<Outcome> {
+/// `enact promote FROM TO`: FROM's promotable fields copied into TO's overlay, three-way against
+/// the last promotion.
+///
+/// # Errors
+/// An unknown environment, `--only` naming no service, a conflict without `--force`, an
+/// environment that is not valid after the promotion, no confirmation.
+pub fn promote(ctx: &Context, args: &PromoteArgs) -> Result<Outcome> {
     let repo = ctx.repo()?;
-    known_env(&repo, args.from)?;
-    known_env(&repo, args.to)?;
+    known_env(&repo, &args.from)?;
+    known_env(&repo, &args.to)?;
     if args.from == args.to {
         return Err(Diagnostic::new(format!("cannot promote env `{}` into itself", args.from)).into());
     }
-    let source = repo.load(args.from)?.choreography;
-    let target = repo.load(args.to)?.choreography;
+    let source = repo.load(&args.from)?.choreography;
+    let target = repo.load(&args.to)?.choreography;
     let known: BTreeSet<&str> = source.services().chain(target.services()).map(Service::name).collect();
     let unknown: Vec<&String> = args.only.iter().filter(|o| !known.contains(o.as_str())).collect();
     if !unknown.is_empty() {
@@ -301,15 +287,15 @@ pub fn promote(ctx: &Context, args: &PromoteArgs<'_>) -> Result<Outcome> {
         ))
         .into());
     }
-    let mut edit = OverlayEdit::open(&repo, args.to)?;
+    let mut edit = OverlayEdit::open(&repo, &args.to)?;
     let base = base_names(&repo)?;
     let report = promote::promote(
         Promotion {
-            from: args.from,
+            from: &args.from,
             source: &source,
             target: &target,
             base_names: &base,
-            only: args.only,
+            only: &args.only,
             force: args.force,
             prune: args.prune,
         },
@@ -346,7 +332,7 @@ pub fn promote(ctx: &Context, args: &PromoteArgs<'_>) -> Result<Outcome> {
         report.services.iter().filter(|(_, o)| **o == ServiceOutcome::Created).map(|(s, _)| s.clone()).collect();
     if let Err(e) = edit.check(&repo) {
         ctx.printer.out(&out);
-        return Err(incomplete(args.to, &created, e));
+        return Err(incomplete(&args.to, &created, e));
     }
     if !edit.changed() {
         let _ = writeln!(out, "\nenv `{}` already has everything of env `{}`; nothing to write.", args.to, args.from);
@@ -356,12 +342,18 @@ pub fn promote(ctx: &Context, args: &PromoteArgs<'_>) -> Result<Outcome> {
     out.push('\n');
     out.push_str(&edit.diff(ctx));
     ctx.printer.out(&out);
-    edit.write(&repo, args.yes)?;
+    edit.write(ctx, &repo, args.yes)?;
     ctx.printer.info(&format!("Wrote {}. `enact -e {} plan` shows what apply would do.", edit.display, args.to));
     Ok(Outcome::Success)
 }
 
-pub fn diff(ctx: &Context, a: &str, b: &str, json: bool) -> Result<Outcome> {
+/// `enact diff A B`: how two environments' effective specs differ, as a text diff and by kind of
+/// field (promotable, environment-local, other).
+///
+/// # Errors
+/// An unknown environment, or one whose spec does not load.
+pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
+    let (a, b, json) = (args.a.as_str(), args.b.as_str(), args.json);
     let repo = ctx.repo()?;
     known_env(&repo, a)?;
     known_env(&repo, b)?;

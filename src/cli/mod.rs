@@ -1,14 +1,18 @@
 //! The command line: parse arguments, resolve the repository and environment once, run one
 //! command, print through one [`Printer`], and map the outcome to an exit code
-//! (0 success, 1 error, 2 changes present with `--detailed-exitcode`).
+//! (0 success, 1 error, 2 changes present with `--detailed-exitcode`, 130 interrupted).
+//!
+//! The top of the layering: may use every module of enact.
 
 pub mod args;
 mod commands;
 mod envs;
 pub mod interrupt;
 mod operate;
+mod printer;
+mod progress;
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -18,54 +22,17 @@ use crate::error::{Error, Result};
 use crate::paint::Painter;
 use crate::repo::ConfigRepo;
 use args::{Cli, Command};
-
-/// Where every line of output goes.
-#[derive(Debug, Clone, Copy)]
-pub struct Printer {
-    pub paint: Painter,
-    pub quiet: bool,
-    pub verbose: bool,
-}
-
-impl Printer {
-    /// Writes to stdout; a closed pipe is not an error worth a message.
-    pub fn out(&self, text: &str) {
-        let mut stdout = std::io::stdout().lock();
-        let _ = stdout.write_all(text.as_bytes());
-        let _ = stdout.flush();
-    }
-
-    /// Streams the command's output to stdout.
-    pub fn out_with(&self, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) {
-        let mut stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-        // As with `out`: a closed pipe (`| head`) is not an error of the command.
-        let _ = write(&mut stdout);
-        let _ = stdout.flush();
-    }
-
-    /// A status line on stderr, unless `--quiet`.
-    pub fn info(&self, text: &str) {
-        if !self.quiet {
-            let _ = writeln!(std::io::stderr().lock(), "{text}");
-        }
-    }
-
-    pub fn warn(&self, text: &str) {
-        let _ = writeln!(std::io::stderr().lock(), "{} {text}", self.paint.yellow("warning:"));
-    }
-
-    pub fn error(&self, text: &str) {
-        let _ = writeln!(std::io::stderr().lock(), "{} {text}", self.paint.red("error:"));
-    }
-}
+pub use printer::{Ask, Printer};
+pub use progress::Progress;
 
 /// What a command reports back besides its output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// Done (exit 0).
     Success,
-    /// `--detailed-exitcode` and there are changes.
+    /// `--detailed-exitcode` and there are changes (exit 2).
     Changes,
-    /// The command ran but found a problem it already reported (`fmt --check`).
+    /// The command ran but found a problem it already reported (`fmt --check`; exit 1).
     Failed,
     /// A signal stopped the command cleanly after it changed something (exit 130).
     Interrupted,
@@ -76,7 +43,9 @@ pub enum Outcome {
 pub struct Context {
     /// The directory commands run in (`-C`, else the current directory).
     pub cwd: PathBuf,
+    /// `-e ENV`, if given.
     pub env_arg: Option<String>,
+    /// Where the output goes.
     pub printer: Printer,
     /// Record unknown SSH host keys instead of refusing them.
     pub accept_new_host_keys: bool,
@@ -84,6 +53,9 @@ pub struct Context {
 
 impl Context {
     /// The config repository, found by walking up from the working directory.
+    ///
+    /// # Errors
+    /// No `chor.json` in the directory or above it, or its `enact.json` is not valid.
     pub fn repo(&self) -> Result<ConfigRepo> {
         let root = ConfigRepo::discover(&self.cwd)?;
         ConfigRepo::open(&root)
@@ -91,12 +63,17 @@ impl Context {
 
     /// The environment: `-e`, else the repository's default; it must exist
     /// ([`ConfigRepo::require_env`]).
+    ///
+    /// # Errors
+    /// A name that is not one, or an environment the repository does not have.
     pub fn env(&self, repo: &ConfigRepo) -> Result<String> {
         let env = self.env_arg.clone().unwrap_or_else(|| repo.default_env());
         repo.require_env(&env)?;
         Ok(env)
     }
 
+    /// What every provider is made with: the repository's root, whether new SSH host keys are
+    /// accepted, and the environment of `-e`.
     pub fn provider_options(&self, repo: &ConfigRepo) -> crate::provider::ProviderOptions {
         crate::provider::ProviderOptions {
             repo_root: repo.root.clone(),
@@ -156,6 +133,9 @@ pub fn main() -> ExitCode {
 }
 
 /// Runs one command.
+///
+/// # Errors
+/// Whatever stops the command, for [`main`] to print (exit 1, or 130 when interrupted).
 pub fn run(cli: Cli, printer: Printer) -> Result<Outcome> {
     let cwd = match &cli.directory {
         Some(dir) if dir.is_absolute() => dir.clone(),
@@ -169,34 +149,26 @@ pub fn run(cli: Cli, printer: Printer) -> Result<Outcome> {
         Command::Fmt { check } => commands::fmt(&ctx, check),
         Command::Schema { file } => commands::schema(&ctx, file),
         Command::Plan(args) => commands::plan(&ctx, &args),
-        Command::Show { json, planfile } => commands::show(&ctx, json, planfile.as_deref()),
+        Command::Show(args) => commands::show(&ctx, &args),
         Command::Graph { format } => commands::graph(&ctx, format),
         Command::Export { from_state } => commands::export(&ctx, from_state),
         Command::Apply(args) => operate::apply(&ctx, &args),
-        Command::Destroy { auto_approve, parallelism, keep_logs } => {
-            operate::destroy(&ctx, auto_approve, parallelism, keep_logs)
-        }
+        Command::Destroy(args) => operate::destroy(&ctx, &args),
         Command::Status { json } => operate::status(&ctx, json),
-        Command::Logs { service, lines } => operate::logs(&ctx, &service, usize::try_from(lines).unwrap_or(usize::MAX)),
+        Command::Logs(args) => operate::logs(&ctx, &args),
         Command::History => operate::history(&ctx),
-        Command::Rollback { serial, auto_approve, health_timeout } => {
-            operate::rollback(&ctx, serial, auto_approve, health_timeout)
-        }
-        Command::Pause { service, yes } => operate::pause(&ctx, service.as_deref(), true, yes, None),
-        Command::Resume { service, yes, health_timeout } => {
-            operate::pause(&ctx, service.as_deref(), false, yes, health_timeout)
-        }
+        Command::Rollback(args) => operate::rollback(&ctx, &args),
+        Command::Pause(args) => operate::pause(&ctx, &(&args).into()),
+        Command::Resume(args) => operate::pause(&ctx, &(&args).into()),
         Command::State(command) => operate::state(&ctx, &command),
         Command::Env(args::EnvCommand::New { name }) => envs::new_env(&ctx, &name),
         Command::Env(args::EnvCommand::List) => envs::list_envs(&ctx),
         Command::Hosts(args::HostsCommand::Trust { account }) => operate::trust_hosts(&ctx, account.as_deref()),
-        Command::Merge { file, prune, yes } => envs::merge(&ctx, &file, prune, yes),
-        Command::Promote { from, to, only, yes, force, prune } => {
-            envs::promote(&ctx, &envs::PromoteArgs { from: &from, to: &to, only: &only, yes, force, prune })
-        }
-        Command::Diff { a, b, json } => envs::diff(&ctx, &a, &b, json),
+        Command::Merge(args) => envs::merge(&ctx, &args),
+        Command::Promote(args) => envs::promote(&ctx, &args),
+        Command::Diff(args) => envs::diff(&ctx, &args),
         Command::Scale { requests } => envs::scale(&ctx, &requests),
-        Command::ImportXml { file, spec } => commands::import_xml(&ctx, &file, spec),
+        Command::ImportXml(args) => commands::import_xml(&ctx, &args),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut buffer = Vec::new();

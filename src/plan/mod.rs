@@ -2,6 +2,9 @@
 //!
 //! [`diff::plan`] computes it (pure), [`placement`] decides which node every new instance runs
 //! on, [`render`] shows it to a person, [`converge::apply_model`] is the state it leads to.
+//!
+//! May depend on [`crate::repo`], [`crate::graph`], [`crate::state`], [`crate::spec`] and the
+//! leaves; never on providers or apply.
 
 pub mod converge;
 pub mod diff;

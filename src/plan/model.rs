@@ -1,5 +1,8 @@
 //! The plan as plain data: its machine form (`plan --json`, `plan --out`; `docs/formats.md`).
 //! Computing it lives in [`super::diff`], showing it in [`super::render`].
+//!
+//! Plain data: depends on [`crate::spec`] (the specs a change carries) and
+//! [`crate::state::observed`] (why an instance is down) only.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +12,7 @@ use serde_json::Value;
 use crate::spec::{DeployableServiceSpec, LegacyServiceSpec, Memory, Service};
 use crate::state::observed::DownReason;
 
+/// The `formatVersion` of a plan; a saved plan of another version is refused.
 pub const PLAN_FORMAT_VERSION: u32 = 1;
 
 /// From this many changes on, [`Plan::write_json`] writes half of them on another thread.
@@ -31,19 +35,26 @@ fn write_items<T: Serialize>(out: &mut impl std::io::Write, items: &[T], first: 
     Ok(())
 }
 
+/// What apply would change in one environment, and in which order: the machine form of
+/// `plan --json` and `plan --out` (docs/formats.md §5).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
+    /// [`PLAN_FORMAT_VERSION`].
     pub format_version: u32,
+    /// The environment planned.
     pub env: String,
+    /// The state planned against: a saved plan applies only to it.
     pub prior_state: PriorState,
     /// SHA-256 of the canonical effective spec the plan was made from.
     pub spec_digest: String,
+    /// One change per service that changes, by service name.
     pub changes: Vec<Change>,
     /// The order apply follows: each step starts once the steps it is `after` are done.
     pub steps: Vec<Step>,
     /// Per account: nodes to create and destroy, by size (on EC2, the instance type).
     pub nodes: BTreeMap<String, NodeChanges>,
+    /// How many services each action touches.
     pub summary: Summary,
     /// Paused services: apply leaves them (and any change to them) alone until `enact resume`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -66,33 +77,48 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DownInstance {
+    /// Its service.
     pub service: String,
+    /// Its id.
     pub instance: String,
+    /// Why it is down.
     pub reason: DownReason,
     /// The provider's own words, if any.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// Whether the plan replaces it with a new instance (when the instance itself is gone or
+    /// broken; not when its node cannot be reached or trusted).
     pub replaced: bool,
 }
 
+/// The lineage and serial of the state a plan was made against.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PriorState {
     /// `null` when the environment was never applied.
     pub lineage: Option<String>,
+    /// The state's serial (0 when never applied).
     pub serial: u64,
 }
 
+/// What a plan does to one service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
+    /// A new service: its instances start and its consumers are told.
     Create,
+    /// Changed in place: instances added or removed, consumers rewired, dead instances
+    /// replaced, a resize or an account move (rolling).
     Update,
+    /// Every instance redeployed (a field of [`crate::plan::diff::REDEPLOY_FIELDS`] changed,
+    /// the kind changed, or an apply left the service incomplete).
     Replace,
+    /// The service goes: its consumers are unwired, its instances stop.
     Destroy,
 }
 
 impl Action {
+    /// The name in the plan's machine form: `create`, `update`, `replace`, `destroy`.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Create => "create",
@@ -103,10 +129,13 @@ impl Action {
     }
 }
 
+/// How one service changes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Change {
+    /// The service's name.
     pub service: String,
+    /// What happens to it.
     pub action: Action,
     /// Present when the instance count changes (`from` 0 on create, `to` 0 on destroy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,6 +155,7 @@ pub struct Change {
     pub legacy: bool,
     /// The service spec before (null on create) and after (null on destroy).
     pub before: Option<SpecValue>,
+    /// The service spec after (null on destroy).
     pub after: Option<SpecValue>,
     /// How apply replaces the running instances, present for every rolling replacement: a
     /// `replace`, or an `update` that moves the instances (memory size or `cloudAccount`),
@@ -143,7 +173,9 @@ pub struct Change {
 /// the model's order, defaults left out.
 #[derive(Debug, Clone)]
 pub enum SpecValue {
+    /// A deployable service's spec, as planned.
     Deployable(Box<DeployableServiceSpec>),
+    /// A legacy service's spec, as planned.
     Legacy(Box<LegacyServiceSpec>),
     /// As read from a saved plan.
     Json(Value),
@@ -238,51 +270,72 @@ impl RolloutOrder {
     }
 }
 
+/// A value before and after a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FromTo<T> {
+    /// The recorded value.
     pub from: T,
+    /// The desired value.
     pub to: T,
 }
 
+/// One changed leaf of a service spec.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FieldChange {
+    /// A JSON pointer (RFC 6901) into the service spec, like `/resourceImpact/memory`; lists
+    /// compare whole.
     pub path: String,
+    /// The recorded value; `null` when absent.
     pub from: Value,
+    /// The desired value; `null` when absent.
     pub to: Value,
 }
 
+/// One step of the apply: a service's change, once the steps it waits for are done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Step {
+    /// The service.
     pub service: String,
+    /// Its change's action.
     pub action: Action,
     /// Services whose steps must finish first.
     pub after: Vec<String>,
 }
 
+/// The nodes one account gains and loses.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeChanges {
+    /// Nodes created, by size label (the memory size; on EC2 the instance type) → count.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub create: BTreeMap<String, u32>,
+    /// Nodes freed (left empty by the plan), by size label → count.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub destroy: BTreeMap<String, u32>,
 }
 
+/// How many services each action touches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
+    /// Services created.
     pub create: usize,
+    /// Services updated in place.
     pub update: usize,
+    /// Services redeployed.
     pub replace: usize,
+    /// Services destroyed.
     pub destroy: usize,
 }
 
 impl Summary {
+    /// How many services change.
     pub fn total(&self) -> usize {
         self.create + self.update + self.replace + self.destroy
     }
 }
 
 impl Plan {
+    /// Whether the plan changes anything.
     pub fn has_changes(&self) -> bool {
         !self.changes.is_empty()
     }
@@ -381,6 +434,7 @@ impl Plan {
         })
     }
 
+    /// The change of `service`, if it changes.
     pub fn change(&self, service: &str) -> Option<&Change> {
         self.changes.iter().find(|c| c.service == service)
     }

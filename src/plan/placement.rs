@@ -9,23 +9,28 @@
 //! nodes. Two instances that need the same port never share a node; a placement that cannot work
 //! is refused here, at plan time, before anything runs. The result is pure data, the same for the
 //! same inputs.
+//!
+//! Depends on the settings of [`crate::repo`], the spec and the state.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use foldhash::{HashMap, HashMapExt as _};
 
 use crate::diagnostic::Diagnostic;
-use crate::repo::settings::{Account, EnvView, Policy};
+use crate::repo::settings::{Account, EnvView, Policy, SshAccount};
 use crate::spec::endpoint::port_of;
 use crate::spec::{DeployableServiceSpec, Memory};
-use crate::state::{AppliedSpec, NewNode, State};
+use crate::state::{AppliedSpec, InstanceState, NewNode, State};
 
 /// Where one instance goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlacedInstance {
+    /// Its service.
     pub service: String,
+    /// Its id, `<service>-<n>`: numbers continue after the largest the state records.
     pub id: String,
+    /// The node it runs on: one of the state's, or of [`Placement::new_nodes`].
     pub node: String,
     /// An old instance of the same service that must stop before this one starts, because no
     /// node has a spare slot for it (new-before-old needs one; a fixed set of hosts, or a
@@ -41,6 +46,8 @@ pub struct Placement {
     pub started: Vec<PlacedInstance>,
     /// Instance ids that stop, per service.
     pub stopped: BTreeMap<String, Vec<String>>,
+    /// Nodes the plan creates (or ssh hosts it uses the first time), in the order they are
+    /// needed.
     pub new_nodes: Vec<NewNode>,
     /// Existing nodes left empty by the plan, which are freed.
     pub freed_nodes: Vec<String>,
@@ -49,6 +56,7 @@ pub struct Placement {
 /// What a changed service needs from placement.
 #[derive(Debug, Clone)]
 pub struct Demand<'a> {
+    /// The service's name.
     pub service: &'a str,
     /// The desired spec; `None` when the service is destroyed.
     pub spec: Option<&'a DeployableServiceSpec>,
@@ -242,6 +250,11 @@ pub fn id_number(id: &str) -> u64 {
 }
 
 /// Places the instances `demands` need, starting from what `state` records.
+///
+/// # Errors
+/// Every instance that cannot be placed (an account enact.json does not define, a reached
+/// `vmLimit`, ssh hosts whose port is taken, node or instance numbers used up), each a
+/// [`Diagnostic`] naming its service and what to do.
 pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Result<Placement, Vec<Diagnostic>> {
     place_from(view, state, demands, Start::of(view.node_selector.policy, state))
 }
@@ -300,191 +313,193 @@ pub fn place_from(
     demands: &[Demand<'_>],
     start: Start<'_>,
 ) -> Result<Placement, Vec<Diagnostic>> {
-    let settings = view.settings;
-    let Start { mut slots, mut next_node } = start;
-
-    let mut placement = Placement::default();
-    let mut errors = Vec::new();
-
+    let Start { slots, next_node } = start;
+    let mut placer = Placer { view, slots, next_node, placement: Placement::default(), errors: Vec::new() };
     // First every leaving instance frees its slot, so new ones can use it.
-    let mut keep_count: HashMap<&str, usize> = HashMap::new();
-    let mut pending_old: HashMap<&str, std::collections::VecDeque<Leaving>> = HashMap::new();
-    // Dead instances to replace, per service: each new instance takes one's place first.
-    let mut dead_old: HashMap<&str, std::collections::VecDeque<Leaving>> = HashMap::new();
-    for demand in demands {
-        let recorded = state.services.get(demand.service);
-        let instances = recorded.map(|s| s.instances.as_slice()).unwrap_or_default();
-        let recorded_port = match recorded.map(|s| &s.spec) {
-            Some(AppliedSpec::Deployable(s)) => Some(port_of(s)),
-            _ => None,
-        };
-        let keep = match demand.spec {
-            Some(spec) if !demand.replace_all => (spec.instances() as usize).min(instances.len()),
-            _ => 0,
-        };
-        let is_dead = |id: &str| demand.dead.contains(&id);
-        let mut sorted: Vec<&crate::state::InstanceState> = instances.iter().collect();
-        // The dead go last, so a scale-in stops them first.
-        sorted.sort_by_key(|i| (is_dead(&i.id), id_number(&i.id)));
-        // A dead instance that would be kept is replaced instead.
-        let (kept, leaving) = sorted.split_at(keep);
-        let mut revived = 0;
-        for dead in kept.iter().filter(|i| is_dead(&i.id)) {
-            placement.stopped.entry(demand.service.to_string()).or_default().push(dead.id.clone());
-            dead_old.entry(demand.service).or_default().push_back((dead.id.clone(), dead.node.clone(), recorded_port));
-            revived += 1;
-        }
-        keep_count.insert(demand.service, keep - revived);
-        let sorted = leaving;
-        let keep = 0;
-        // A rolling replacement keeps its old instances running while new ones start, so
-        // their slots stay taken until placement has to stop one first.
-        let rolling = demand.replace_all && demand.spec.is_some();
-        for leaving in &sorted[keep..] {
-            placement.stopped.entry(demand.service.to_string()).or_default().push(leaving.id.clone());
-            if rolling && is_dead(&leaving.id) {
-                // It serves nothing: it goes first, and its replacement may take its place.
-                dead_old.entry(demand.service).or_default().push_back((
-                    leaving.id.clone(),
-                    leaving.node.clone(),
-                    recorded_port,
-                ));
-                continue;
-            }
-            if rolling {
-                pending_old.entry(demand.service).or_default().push_back((
-                    leaving.id.clone(),
-                    leaving.node.clone(),
-                    recorded_port,
-                ));
-                continue;
-            }
-            // The port stays taken on that node for the whole plan: the instance stops in its own
-            // step, which another service's start does not wait for.
-            slots.free(&leaving.node, None);
-        }
-    }
-
+    let mut released = placer.release(state, demands);
     // Then new instances, service by service in name order.
     let mut sorted_demands: Vec<&Demand<'_>> = demands.iter().collect();
     sorted_demands.sort_by_key(|d| d.service);
     for demand in sorted_demands {
+        placer.place_service(state, demand, &mut released);
+    }
+    let Placer { slots, mut placement, errors, .. } = placer;
+    add_ports(&mut placement, demands);
+    // The state's nodes come first, in id order.
+    placement.freed_nodes = slots
+        .slots
+        .iter()
+        .filter(|s| s.existing && s.touched && s.instances == 0 && !s.fixed)
+        .map(|s| s.id.to_string())
+        .collect();
+    if errors.is_empty() { Ok(placement) } else { Err(errors) }
+}
+
+/// What the first phase of placement ([`Placer::release`]) leaves the second, per service.
+#[derive(Debug, Default)]
+struct Released<'a> {
+    /// How many recorded instances keep running.
+    keep_count: HashMap<&'a str, usize>,
+    /// Old instances of a rolling replacement: they run until a new one has to take the place
+    /// of one (no spare slot), else stop after their replacements.
+    pending_old: HashMap<&'a str, VecDeque<Leaving>>,
+    /// Dead instances to replace: each new instance takes one's place first.
+    dead_old: HashMap<&'a str, VecDeque<Leaving>>,
+}
+
+/// Placement under way: the nodes with what runs on them, the next free node number of each
+/// account, and what is decided so far.
+struct Placer<'a> {
+    view: &'a EnvView<'a>,
+    slots: Slots<'a>,
+    next_node: HashMap<&'a str, u128>,
+    placement: Placement,
+    errors: Vec<Diagnostic>,
+}
+
+impl<'a> Placer<'a> {
+    /// The first phase: every recorded instance that leaves (scale-in, destroy, a dead one, a
+    /// replaced one) is listed in [`Placement::stopped`] and frees its slot, or waits in
+    /// [`Released`] for the new instance that takes its place.
+    fn release(&mut self, state: &'a State, demands: &[Demand<'a>]) -> Released<'a> {
+        let mut released = Released::default();
+        for demand in demands {
+            let recorded = state.services.get(demand.service);
+            let instances = recorded.map(|s| s.instances.as_slice()).unwrap_or_default();
+            let recorded_port = match recorded.map(|s| &s.spec) {
+                Some(AppliedSpec::Deployable(s)) => Some(port_of(s)),
+                _ => None,
+            };
+            let keep = match demand.spec {
+                Some(spec) if !demand.replace_all => (spec.instances() as usize).min(instances.len()),
+                _ => 0,
+            };
+            let is_dead = |id: &str| demand.dead.contains(&id);
+            let mut sorted: Vec<&InstanceState> = instances.iter().collect();
+            // The dead go last, so a scale-in stops them first.
+            sorted.sort_by_key(|i| (is_dead(&i.id), id_number(&i.id)));
+            // A dead instance that would be kept is replaced instead.
+            let (kept, leaving) = sorted.split_at(keep);
+            let mut stopped: Vec<String> = Vec::new();
+            let mut revived = 0;
+            for dead in kept.iter().filter(|i| is_dead(&i.id)) {
+                stopped.push(dead.id.clone());
+                released.dead_old.entry(demand.service).or_default().push_back((
+                    dead.id.clone(),
+                    dead.node.clone(),
+                    recorded_port,
+                ));
+                revived += 1;
+            }
+            released.keep_count.insert(demand.service, keep - revived);
+            // A rolling replacement keeps its old instances running while new ones start, so
+            // their slots stay taken until placement has to stop one first.
+            let rolling = demand.replace_all && demand.spec.is_some();
+            for leaving in leaving {
+                stopped.push(leaving.id.clone());
+                let queue = match (rolling, is_dead(&leaving.id)) {
+                    // It serves nothing: it goes first, and its replacement may take its place.
+                    (true, true) => &mut released.dead_old,
+                    (true, false) => &mut released.pending_old,
+                    (false, _) => {
+                        // The port stays taken on that node for the whole plan: the instance
+                        // stops in its own step, which another service's start does not wait for.
+                        self.slots.free(&leaving.node, None);
+                        continue;
+                    }
+                };
+                queue.entry(demand.service).or_default().push_back((
+                    leaving.id.clone(),
+                    leaving.node.clone(),
+                    recorded_port,
+                ));
+            }
+            if !stopped.is_empty() {
+                self.placement.stopped.entry(demand.service.to_string()).or_default().extend(stopped);
+            }
+        }
+        released
+    }
+
+    /// The second phase, for one service: its new instances, each on a node with a free slot
+    /// (an old instance stopping first when there is none), or on a new node.
+    fn place_service(&mut self, state: &State, demand: &Demand<'a>, released: &mut Released<'a>) {
         let Some(spec) = demand.spec else {
-            continue;
+            return;
         };
-        let account_name: &str = spec.cloud_account.as_deref().unwrap_or(&view.default_account);
-        let Some(account) = settings.account(account_name) else {
-            errors.push(
+        let view = self.view;
+        let account_name: &'a str = spec.cloud_account.as_deref().unwrap_or(&view.default_account);
+        let Some(account) = view.settings.account(account_name) else {
+            self.errors.push(
                 Diagnostic::new(format!("account `{account_name}` is not defined in enact.json"))
                     .service(demand.service),
             );
-            continue;
+            return;
         };
         let recorded = state.services.get(demand.service);
         let mut next_instance =
             u128::from(recorded.map(|s| s.instances.iter().map(|i| id_number(&i.id)).max().unwrap_or(0)).unwrap_or(0))
                 + 1;
-        let keep = keep_count.get(demand.service).copied().unwrap_or(0);
+        let keep = released.keep_count.get(demand.service).copied().unwrap_or(0);
         let wanted = spec.instances() as usize;
-        let port = port_of(spec);
-        let memory = spec.memory();
+        let (port, memory) = (port_of(spec), spec.memory());
         let recorded_memory = match recorded.map(|s| &s.spec) {
             Some(AppliedSpec::Deployable(s)) => Some(s.memory()),
             _ => None,
         };
+        let mut dead_old = released.dead_old.remove(demand.service).unwrap_or_default();
+        let mut pending_old = released.pending_old.remove(demand.service).unwrap_or_default();
         #[allow(clippy::explicit_counter_loop, reason = "instance numbers continue from the recorded ones")]
         for _ in keep..wanted {
             let mut after_stopping = None;
-            if let Some((old, old_node, old_port)) = dead_old.get_mut(demand.service).and_then(|q| q.pop_front()) {
+            if let Some((old, old_node, old_port)) = dead_old.pop_front() {
                 // A dead instance's slot, port included, is free: its process is gone (or is
                 // stopped before this one starts).
-                slots.free(&old_node, old_port);
+                self.slots.free(&old_node, old_port);
                 after_stopping = Some(old);
             }
-            let mut choice = choose_node(view, account, account_name, &slots, memory, port, wanted);
+            let mut choice = choose_node(view, account, account_name, &self.slots, memory, port, wanted);
             if choice.is_err()
-                && let Some((old, old_node, old_port)) = pending_old.get_mut(demand.service).and_then(|q| q.pop_front())
+                && let Some((old, old_node, old_port)) = pending_old.pop_front()
             {
                 // No spare slot for new-before-old: this one replaces an old one in place.
-                slots.free(&old_node, old_port);
+                self.slots.free(&old_node, old_port);
                 after_stopping = Some(old);
-                choice = choose_node(view, account, account_name, &slots, memory, port, wanted);
+                choice = choose_node(view, account, account_name, &self.slots, memory, port, wanted);
             }
             let node = match choice {
                 Ok(Some(node)) => node,
-                Ok(None) => {
-                    let number = next_node.entry(account_name).or_insert(1);
-                    if *number > u128::from(u64::MAX) {
-                        errors.push(exhausted("node", &format!("account `{account_name}`")).service(demand.service));
+                Ok(None) => match self.new_node(account, account_name, memory) {
+                    Some(id) => id,
+                    None => {
+                        let error = exhausted("node", &format!("account `{account_name}`"));
+                        self.errors.push(error.service(demand.service));
                         break;
                     }
-                    let id = format!("{account_name}-{number}");
-                    *number += 1;
-                    placement.new_nodes.push(NewNode {
-                        id: id.clone(),
-                        account: account_name.to_string(),
-                        provider: account.provider(),
-                        memory,
-                        size: account.node_size(memory),
-                        address: None,
-                        provisioned: true,
-                        ports: Vec::new(),
-                    });
-                    slots.insert(NodeSlot {
-                        id: Cow::Owned(id.clone()),
-                        account: Cow::Borrowed(account_name),
-                        memory: Some(memory),
-                        ports: Vec::new(),
-                        instances: 0,
-                        touched: false,
-                        existing: false,
-                        fixed: false,
-                    });
-                    id
-                }
+                },
                 Err(d) => {
                     let limited = view.node_selector.policy == Policy::LimitedRoundRobin && account.creates_nodes();
-                    let d = if limited && !slots.has_size(account_name, memory) {
-                        no_node_of_size(view, account_name, slots.nodes(account_name), memory, recorded_memory)
+                    let d = if limited && !self.slots.has_size(account_name, memory) {
+                        no_node_of_size(view, account_name, self.slots.nodes(account_name), memory, recorded_memory)
                     } else {
                         d
                     };
-                    errors.push(d.service(demand.service));
+                    self.errors.push(d.service(demand.service));
                     break;
                 }
             };
             if let Account::Ssh(ssh) = account
-                && !slots.contains(&node)
+                && !self.slots.contains(&node)
             {
-                // A fixed host used for the first time becomes a node of the state.
-                let host = ssh.hosts.iter().find(|h| host_node_id(account_name, &h.address) == node);
-                placement.new_nodes.push(NewNode {
-                    id: node.clone(),
-                    account: account_name.to_string(),
-                    provider: "ssh",
-                    memory: host.and_then(|h| h.memory).unwrap_or(memory),
-                    size: host.and_then(|h| h.memory).unwrap_or(memory).to_string(),
-                    address: host.map(|h| h.address.clone()),
-                    provisioned: false,
-                    ports: Vec::new(),
-                });
-                slots.insert(NodeSlot {
-                    id: Cow::Owned(node.clone()),
-                    account: Cow::Borrowed(account_name),
-                    memory: host.and_then(|h| h.memory),
-                    ports: Vec::new(),
-                    instances: 0,
-                    touched: false,
-                    existing: false,
-                    fixed: true,
-                });
+                self.first_use_of_host(ssh, account_name, &node, memory);
             }
             if next_instance > u128::from(u64::MAX) {
-                errors.push(exhausted("instance", &format!("service `{}`", demand.service)).service(demand.service));
+                let error = exhausted("instance", &format!("service `{}`", demand.service));
+                self.errors.push(error.service(demand.service));
                 break;
             }
-            slots.take(&node, port);
-            placement.started.push(PlacedInstance {
+            self.slots.take(&node, port);
+            self.placement.started.push(PlacedInstance {
                 service: demand.service.to_string(),
                 id: format!("{}-{next_instance}", demand.service),
                 node,
@@ -494,16 +509,75 @@ pub fn place_from(
         }
         // The old instances left stop after their replacements: their slots free up now, but
         // not their ports (another service's start does not wait for those stops).
-        for (_, old_node, _) in pending_old.remove(demand.service).unwrap_or_default() {
-            slots.free(&old_node, None);
+        for (_, old_node, _) in pending_old {
+            self.slots.free(&old_node, None);
         }
         // Dead instances no new one replaced (the service shrinks): they only stop.
-        for (_, old_node, _) in dead_old.remove(demand.service).unwrap_or_default() {
-            slots.free(&old_node, None);
+        for (_, old_node, _) in dead_old {
+            self.slots.free(&old_node, None);
         }
     }
 
-    // The ports of every new node, from the instances placed on it.
+    /// A new node of `account` for an instance of `memory`, with the account's next free
+    /// number; `None` when the numbers are used up.
+    fn new_node(&mut self, account: &Account, account_name: &'a str, memory: Memory) -> Option<String> {
+        let number = self.next_node.entry(account_name).or_insert(1);
+        if *number > u128::from(u64::MAX) {
+            return None;
+        }
+        let id = format!("{account_name}-{number}");
+        *number += 1;
+        self.placement.new_nodes.push(NewNode {
+            id: id.clone(),
+            account: account_name.to_string(),
+            provider: account.provider(),
+            memory,
+            size: account.node_size(memory),
+            address: None,
+            provisioned: true,
+            ports: Vec::new(),
+        });
+        self.slots.insert(NodeSlot {
+            id: Cow::Owned(id.clone()),
+            account: Cow::Borrowed(account_name),
+            memory: Some(memory),
+            ports: Vec::new(),
+            instances: 0,
+            touched: false,
+            existing: false,
+            fixed: false,
+        });
+        Some(id)
+    }
+
+    /// A fixed host of an ssh account used for the first time becomes a node of the state.
+    fn first_use_of_host(&mut self, ssh: &SshAccount, account_name: &'a str, node: &str, memory: Memory) {
+        let host = ssh.hosts.iter().find(|h| host_node_id(account_name, &h.address) == node);
+        self.placement.new_nodes.push(NewNode {
+            id: node.to_string(),
+            account: account_name.to_string(),
+            provider: "ssh",
+            memory: host.and_then(|h| h.memory).unwrap_or(memory),
+            size: host.and_then(|h| h.memory).unwrap_or(memory).to_string(),
+            address: host.map(|h| h.address.clone()),
+            provisioned: false,
+            ports: Vec::new(),
+        });
+        self.slots.insert(NodeSlot {
+            id: Cow::Owned(node.to_string()),
+            account: Cow::Borrowed(account_name),
+            memory: host.and_then(|h| h.memory),
+            ports: Vec::new(),
+            instances: 0,
+            touched: false,
+            existing: false,
+            fixed: true,
+        });
+    }
+}
+
+/// Fills in the ports of every new node, from the instances placed on it.
+fn add_ports(placement: &mut Placement, demands: &[Demand<'_>]) {
     let new_index: HashMap<&str, usize> =
         placement.new_nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
     let port_of_service: HashMap<&str, u16> =
@@ -522,15 +596,6 @@ pub fn place_from(
             node.ports.push(port);
         }
     }
-
-    // The state's nodes come first, in id order.
-    placement.freed_nodes = slots
-        .slots
-        .iter()
-        .filter(|s| s.existing && s.touched && s.instances == 0 && !s.fixed)
-        .map(|s| s.id.to_string())
-        .collect();
-    if errors.is_empty() { Ok(placement) } else { Err(errors) }
 }
 
 /// A new node or instance would need a number after 18446744073709551615 (2^64 − 1), the
@@ -661,150 +726,4 @@ fn choose_node(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::plan::converge::apply_model;
-    use crate::plan::{PlanInput, plan};
-    use crate::repo::settings::Settings;
-    use crate::spec::Choreography;
-
-    /// `services` as `(name, instances, memory, port, version)`.
-    fn chor(services: &[(&str, u32, &str, u16, &str)]) -> Choreography {
-        let list: Vec<serde_json::Value> = services
-            .iter()
-            .map(|(name, instances, memory, port, version)| {
-                serde_json::json!({
-                    "name": name, "roles": [name], "packageUri": format!("services/{name}.py"), "port": port,
-                    "numberOfInstances": instances, "resourceImpact": { "memory": memory }, "version": version
-                })
-            })
-            .collect();
-        let mut chor: Choreography =
-            serde_json::from_value(serde_json::json!({ "deployableServiceSpecs": list })).unwrap();
-        chor.normalize();
-        chor
-    }
-
-    fn settings(text: &str) -> Settings {
-        serde_json::from_str(text).unwrap()
-    }
-
-    fn limited(vm_limit: u32) -> Settings {
-        settings(&format!(r#"{{"nodeSelector": {{"policy": "LIMITED_ROUND_ROBIN", "vmLimit": {vm_limit}}}}}"#))
-    }
-
-    /// The state after applying `spec` to an empty environment.
-    fn applied(spec: &Choreography, settings: &Settings) -> State {
-        let empty = State::empty("dev");
-        let input = PlanInput { env: "dev", spec, state: &empty, settings, targets: &[], observed: None };
-        apply_model(&empty, spec, &plan(input).unwrap())
-    }
-
-    /// Places `spec` from `state` the way the planner does, for the services that differ.
-    fn place_all(spec: &Choreography, state: &State, settings: &Settings) -> Result<Placement, Vec<Diagnostic>> {
-        let input = PlanInput { env: "dev", spec, state, settings, targets: &[], observed: None };
-        plan(input).map(|p| p.placement)
-    }
-
-    fn after_stopping(placement: &Placement) -> Vec<(&str, &str, Option<&str>)> {
-        placement.started.iter().map(|p| (p.id.as_str(), p.node.as_str(), p.after_stopping.as_deref())).collect()
-    }
-
-    #[test]
-    fn a_port_another_service_gives_up_stays_taken_for_the_whole_plan() {
-        // `old` stops in its own step, which `new`'s start does not wait for: `new` must not
-        // take `old`'s port on `old`'s node, under either round-robin policy.
-        for settings in [settings(r#"{"nodeSelector": {"policy": "ROUND_ROBIN"}}"#), limited(4)] {
-            let state = applied(&chor(&[("old", 2, "SMALL", 8000, "1.0")]), &settings);
-            for after in [
-                chor(&[("new", 1, "SMALL", 8000, "1.0")]),
-                chor(&[("new", 1, "SMALL", 8000, "1.0"), ("old", 1, "SMALL", 8000, "1.0")]),
-                chor(&[("new", 1, "SMALL", 8000, "1.0"), ("old", 2, "SMALL", 8000, "1.1")]),
-            ] {
-                let placement = place_all(&after, &state, &settings).unwrap();
-                let new = placement.started.iter().find(|p| p.service == "new").unwrap();
-                assert!(
-                    !state.nodes.contains_key(&new.node),
-                    "`new` was placed on {} beside a stopping `old`",
-                    new.node
-                );
-            }
-        }
-        // Another port on the same node is fine (ROUND_ROBIN reuses the node it empties).
-        let settings = settings(r#"{"nodeSelector": {"policy": "ROUND_ROBIN"}}"#);
-        let state = applied(&chor(&[("old", 2, "SMALL", 8000, "1.0")]), &settings);
-        let placement = place_all(&chor(&[("new", 1, "SMALL", 8001, "1.0")]), &state, &settings).unwrap();
-        assert!(state.nodes.contains_key(&placement.started[0].node), "{:?}", placement.started);
-    }
-
-    #[test]
-    fn at_its_vm_limit_a_redeploy_replaces_each_instance_on_the_node_it_leaves() {
-        let settings = limited(2);
-        let state = applied(&chor(&[("airline", 2, "SMALL", 1234, "1.0")]), &settings);
-        assert_eq!(state.nodes.len(), 2);
-        let placement = place_all(&chor(&[("airline", 2, "SMALL", 1234, "1.1")]), &state, &settings).unwrap();
-        assert_eq!(
-            after_stopping(&placement),
-            vec![("airline-3", "local-1", Some("airline-1")), ("airline-4", "local-2", Some("airline-2"))]
-        );
-        assert!(placement.new_nodes.is_empty(), "{:?}", placement.new_nodes);
-        assert!(placement.freed_nodes.is_empty(), "{:?}", placement.freed_nodes);
-    }
-
-    #[test]
-    fn below_its_vm_limit_a_redeploy_starts_new_before_old_on_new_nodes() {
-        let settings = limited(4);
-        let state = applied(&chor(&[("airline", 2, "SMALL", 1234, "1.0")]), &settings);
-        let placement = place_all(&chor(&[("airline", 2, "SMALL", 1234, "1.1")]), &state, &settings).unwrap();
-        assert_eq!(after_stopping(&placement), vec![("airline-3", "local-3", None), ("airline-4", "local-4", None)]);
-        assert_eq!(placement.freed_nodes, vec!["local-1", "local-2"]);
-        assert_eq!(state.nodes.len() + placement.new_nodes.len(), 4);
-    }
-
-    #[test]
-    fn a_node_this_plan_empties_counts_against_the_vm_limit_and_may_be_reused() {
-        let settings = limited(1);
-        let state = applied(&chor(&[("airline", 1, "SMALL", 1234, "1.0")]), &settings);
-        // airline goes, hotel comes: apply frees local-1 only at the end, so hotel shares it.
-        let placement = place_all(&chor(&[("hotel", 1, "SMALL", 1235, "1.0")]), &state, &settings).unwrap();
-        assert_eq!(after_stopping(&placement), vec![("hotel-1", "local-1", None)]);
-        assert!(placement.new_nodes.is_empty(), "{:?}", placement.new_nodes);
-        assert!(placement.freed_nodes.is_empty(), "local-1 keeps running hotel");
-    }
-
-    #[test]
-    fn a_resize_beyond_the_vm_limit_is_refused_naming_the_limit() {
-        let settings = limited(1);
-        let state = applied(&chor(&[("airline", 1, "SMALL", 1234, "1.0")]), &settings);
-        let errors = place_all(&chor(&[("airline", 1, "MEDIUM", 1234, "1.0")]), &state, &settings).unwrap_err();
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        let text = errors[0].to_string();
-        assert_eq!(errors[0].service.as_deref(), Some("airline"));
-        for part in ["cannot resize from SMALL to MEDIUM", "`vmLimit` 1 of account `local`", "none of them is MEDIUM"] {
-            assert!(text.contains(part), "{part:?} missing: {text}");
-        }
-        assert!(errors[0].hint.as_deref().is_some_and(|h| h.contains("nodeSelector.vmLimit")), "{text}");
-        // With room for a MEDIUM node the resize goes ahead, new before old.
-        let placement = place_all(&chor(&[("airline", 1, "MEDIUM", 1234, "1.0")]), &state, &limited(2)).unwrap();
-        assert_eq!(after_stopping(&placement), vec![("airline-2", "local-2", None)]);
-        assert_eq!(placement.freed_nodes, vec!["local-1"]);
-    }
-
-    #[test]
-    fn the_reason_for_old_before_new_names_the_limit_or_the_hosts() {
-        let spec = chor(&[("airline", 1, "SMALL", 8080, "1.0")]);
-        let spec = &spec.deployable_service_specs[0];
-        assert_eq!(
-            old_first_reason(&limited(2).env_view("dev"), spec),
-            "`vmLimit` 2 of account `local` is reached and each SMALL node already runs an instance on port 8080"
-        );
-        let ssh = settings(
-            r#"{"defaultAccount": "lab", "accounts": {"lab": {"provider": "ssh", "hosts": [
-                {"address": "10.0.0.1", "user": "u"}, {"address": "10.0.0.2", "user": "u"}]}}}"#,
-        );
-        assert_eq!(
-            old_first_reason(&ssh.env_view("dev"), spec),
-            "each of the 2 hosts of ssh account `lab` already runs an instance on port 8080"
-        );
-    }
-}
+mod tests;

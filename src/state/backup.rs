@@ -14,7 +14,10 @@
 //! `GROUP_SERIALS - 1`), which are then reported as unreadable, naming it.
 //!
 //! `zstd -d` reads the files (it skips the header): a full one as it is, a delta with
-//! `--patch-from=` its reference's text and `--long=31`.
+//! `--patch-from=` its reference's text and `--long=31`. docs/formats.md §6 describes the files.
+//!
+//! Depends on nothing else of enact: errors are [`Damage`] and [`HeaderError`], which the store
+//! turns into messages naming the file.
 
 use std::fs::{self, File};
 use std::io::{self, Read as _};
@@ -97,29 +100,132 @@ pub fn parse_file_name(name: &str) -> Option<(u64, bool)> {
     Some((digits.parse().ok()?, compressed))
 }
 
+/// What is wrong with the bytes of a compressed backup, in words that follow "the backup is
+/// damaged: " in a message; the store names the file and what to do (`enact history`,
+/// `enact state restore`).
+#[derive(Debug, thiserror::Error)]
+pub enum Damage {
+    /// The file does not open with enact's skippable frame ([`HEADER_MAGIC`]).
+    #[error("it does not start with an enact backup header")]
+    NotABackup,
+    /// The file is shorter than the 8 bytes (magic and length) every header starts with.
+    #[error("it is cut short ({len} bytes)")]
+    CutShort {
+        /// The length of the file, in bytes.
+        len: usize,
+    },
+    /// The header claims more bytes than a header may have (4096) or the file holds.
+    #[error("its header is cut short or damaged (it claims {claimed} bytes)")]
+    HeaderCut {
+        /// The header length the file states, in bytes.
+        claimed: usize,
+    },
+    /// The header is not the JSON of a [`Header`].
+    #[error("its header is damaged ({source})")]
+    Header {
+        /// What the JSON parser found.
+        source: serde_json::Error,
+    },
+    /// The header is of a later [`FORMAT`]: a newer enact wrote it.
+    #[error("it is in backup format {format}, newer than this enact understands ({FORMAT}); upgrade enact")]
+    NewerFormat {
+        /// The format the header states.
+        format: u32,
+    },
+    /// The zstd frame states a content size no state has (over 1 TiB).
+    #[error("its frame claims {size} bytes, more than any state")]
+    Oversized {
+        /// The content size the frame states, in bytes.
+        size: u64,
+    },
+    /// The zstd frame does not state its content size (enact always writes it).
+    #[error("its frame does not record its size")]
+    NoSize,
+    /// What follows the header is not a zstd frame.
+    #[error("its compressed data does not start with a zstd frame")]
+    NotZstd,
+    /// The content size does not fit in this machine's addresses.
+    #[error("its frame is larger than memory")]
+    LargerThanMemory,
+    /// The memory for the content could not be had.
+    #[error("cannot hold its {size} bytes ({source})")]
+    NoMemory {
+        /// The content size, in bytes.
+        size: usize,
+        /// Why the allocation failed.
+        source: std::collections::TryReserveError,
+    },
+    /// zstd could not make a decompression context (out of memory).
+    #[error("zstd: cannot create a context")]
+    NoContext,
+    /// zstd refused a parameter or the reference, with its error name.
+    #[error("{0}")]
+    Zstd(&'static str),
+    /// The compressed data does not decode (damaged data, a checksum that does not match, or a
+    /// delta decoded against another text than its reference), with zstd's error name.
+    #[error("its compressed data does not decode ({0})")]
+    Undecodable(&'static str),
+    /// The content decodes to another size than the frame states.
+    #[error("it decodes to {written} bytes where its frame says {size}")]
+    WrongSize {
+        /// The bytes decoded.
+        written: usize,
+        /// The content size the frame states, in bytes.
+        size: usize,
+    },
+    /// The header names another serial than the file name.
+    #[error("it holds serial {held}, not the {named} of its name")]
+    WrongSerial {
+        /// The serial of the header.
+        held: u64,
+        /// The serial of the file name.
+        named: u64,
+    },
+    /// The content is not UTF-8, so not the text of a state.
+    #[error("it decodes to text that is not UTF-8")]
+    NotText,
+}
+
+/// Why [`read_header`] has no header for a file.
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    /// The file cannot be opened or read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The backup file.
+        path: PathBuf,
+        /// What the filesystem said.
+        source: io::Error,
+    },
+    /// The file's first bytes are not a header this enact reads.
+    #[error("{}: the backup is damaged: {damage}", path.display())]
+    Damaged {
+        /// The backup file.
+        path: PathBuf,
+        /// What is wrong.
+        damage: Damage,
+    },
+}
+
 /// Splits a compressed backup into its header and its zstd frame.
 ///
 /// # Errors
-/// What is wrong, in words, when the bytes do not start with a readable header of a format this
-/// enact understands.
-pub fn split_header(bytes: &[u8]) -> Result<(Header, &[u8]), String> {
+/// [`Damage`] when the bytes do not start with a readable header of a format this enact
+/// understands.
+pub fn split_header(bytes: &[u8]) -> Result<(Header, &[u8]), Damage> {
     let word = |at: usize| bytes.get(at..at + 4).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(u32::from_le_bytes);
     match word(0) {
         Some(HEADER_MAGIC) => {}
-        Some(_) => return Err("it does not start with an enact backup header".to_string()),
-        None => return Err(format!("it is cut short ({} bytes)", bytes.len())),
+        Some(_) => return Err(Damage::NotABackup),
+        None => return Err(Damage::CutShort { len: bytes.len() }),
     }
-    let len = word(4).ok_or_else(|| format!("it is cut short ({} bytes)", bytes.len()))? as usize;
+    let len = word(4).ok_or(Damage::CutShort { len: bytes.len() })? as usize;
     if len > HEADER_MAX || bytes.len() < 8 + len {
-        return Err(format!("its header is cut short or damaged (it claims {len} bytes)"));
+        return Err(Damage::HeaderCut { claimed: len });
     }
-    let header: Header =
-        serde_json::from_slice(&bytes[8..8 + len]).map_err(|e| format!("its header is damaged ({e})"))?;
+    let header: Header = serde_json::from_slice(&bytes[8..8 + len]).map_err(|source| Damage::Header { source })?;
     if header.format > FORMAT {
-        return Err(format!(
-            "it is in backup format {}, newer than this enact understands ({FORMAT}); upgrade enact",
-            header.format
-        ));
+        return Err(Damage::NewerFormat { format: header.format });
     }
     Ok((header, &bytes[8 + len..]))
 }
@@ -127,13 +233,16 @@ pub fn split_header(bytes: &[u8]) -> Result<(Header, &[u8]), String> {
 /// The header of the compressed backup at `path`, reading only its first bytes.
 ///
 /// # Errors
-/// The file cannot be read (`Err(Ok(io))`) or has no readable header (`Err(Err(words))`).
-pub fn read_header(path: &Path) -> Result<Header, Result<io::Error, String>> {
+/// [`HeaderError::Read`] when the file cannot be read, [`HeaderError::Damaged`] when it has no
+/// readable header.
+pub fn read_header(path: &Path) -> Result<Header, HeaderError> {
     let mut start = Vec::new();
-    File::open(path).and_then(|f| f.take(8 + HEADER_MAX as u64).read_to_end(&mut start)).map_err(Ok)?;
+    File::open(path)
+        .and_then(|f| f.take(8 + HEADER_MAX as u64).read_to_end(&mut start))
+        .map_err(|source| HeaderError::Read { path: path.to_path_buf(), source })?;
     match split_header(&start) {
         Ok((header, _)) => Ok(header),
-        Err(e) => Err(Err(e)),
+        Err(damage) => Err(HeaderError::Damaged { path: path.to_path_buf(), damage }),
     }
 }
 
@@ -190,28 +299,26 @@ pub fn encode(
 /// Decompresses a backup's zstd `frame` (after its header), against `reference` for a delta.
 ///
 /// # Errors
-/// What is wrong, in words: no content size, a size no state has, zstd's error (damaged data,
-/// a checksum that does not match, a wrong reference), or trailing bytes.
-pub fn decode(frame: &[u8], reference: Option<&[u8]>) -> Result<Vec<u8>, String> {
+/// [`Damage`]: no content size, a size no state has, zstd's error (damaged data, a checksum
+/// that does not match, a wrong reference), or another size than the frame states.
+pub fn decode(frame: &[u8], reference: Option<&[u8]>) -> Result<Vec<u8>, Damage> {
     let size = match zstd_safe::get_frame_content_size(frame) {
         Ok(Some(size)) if size <= CONTENT_MAX => size,
-        Ok(Some(size)) => return Err(format!("its frame claims {size} bytes, more than any state")),
-        Ok(None) => return Err("its frame does not record its size".to_string()),
-        Err(_) => return Err("its compressed data does not start with a zstd frame".to_string()),
+        Ok(Some(size)) => return Err(Damage::Oversized { size }),
+        Ok(None) => return Err(Damage::NoSize),
+        Err(_) => return Err(Damage::NotZstd),
     };
-    let size = usize::try_from(size).map_err(|_| "its frame is larger than memory".to_string())?;
+    let size = usize::try_from(size).map_err(|_| Damage::LargerThanMemory)?;
     let mut out = Vec::new();
-    out.try_reserve_exact(size).map_err(|e| format!("cannot hold its {size} bytes ({e})"))?;
-    let mut dctx = DCtx::try_create().ok_or_else(|| "zstd: cannot create a context".to_string())?;
-    dctx.set_parameter(DParameter::WindowLogMax(31)).map_err(|c| zstd_safe::get_error_name(c).to_string())?;
+    out.try_reserve_exact(size).map_err(|source| Damage::NoMemory { size, source })?;
+    let mut dctx = DCtx::try_create().ok_or(Damage::NoContext)?;
+    dctx.set_parameter(DParameter::WindowLogMax(31)).map_err(|c| Damage::Zstd(zstd_safe::get_error_name(c)))?;
     if let Some(reference) = reference {
-        dctx.ref_prefix(reference).map_err(|c| zstd_safe::get_error_name(c).to_string())?;
+        dctx.ref_prefix(reference).map_err(|c| Damage::Zstd(zstd_safe::get_error_name(c)))?;
     }
-    let written = dctx
-        .decompress(&mut out, frame)
-        .map_err(|c| format!("its compressed data does not decode ({})", zstd_safe::get_error_name(c)))?;
+    let written = dctx.decompress(&mut out, frame).map_err(|c| Damage::Undecodable(zstd_safe::get_error_name(c)))?;
     if written != size {
-        return Err(format!("it decodes to {written} bytes where its frame says {size}"));
+        return Err(Damage::WrongSize { written, size });
     }
     Ok(out)
 }
@@ -369,11 +476,14 @@ mod tests {
             let result = split_header(&bytes[..cut]).and_then(|(_, f)| decode(f, None));
             assert!(result.is_err(), "cut at {cut}");
         }
-        assert!(split_header(b"{\"formatVersion\": 1}").unwrap_err().contains("header"));
+        assert!(matches!(split_header(b"{\"formatVersion\": 1}"), Err(Damage::NotABackup)));
+        assert!(matches!(split_header(b"\x5e\x2a"), Err(Damage::CutShort { len: 2 })));
         let mut newer = bytes.clone();
         let at = newer.windows(10).position(|w| w == b"\"format\":1").unwrap();
         newer[at + 9] = b'9';
-        assert!(split_header(&newer).unwrap_err().contains("upgrade enact"));
+        let newer = split_header(&newer).unwrap_err();
+        assert!(matches!(newer, Damage::NewerFormat { format: 9 }), "{newer:?}");
+        assert!(newer.to_string().ends_with("upgrade enact"), "{newer}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! One apply per environment: `state/<env>.lock`, created exclusively, records who holds it
 //! (pid, host, user, time, command). A second apply fails at once naming the holder. A lock
 //! whose process is gone (same host, pid not running) is taken over with a warning; any other
-//! is removed only by `enact state unlock`.
+//! is removed only by `enact state unlock`. The format is docs/formats.md §8.
+//!
+//! Depends on leaves only (diagnostic, error, time, and the process checks).
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -12,16 +14,23 @@ use serde::{Deserialize, Serialize};
 use crate::diagnostic::Diagnostic;
 use crate::error::{Error, Result};
 
+/// Who holds an environment's lock: the content of `state/<env>.lock` (docs/formats.md §8).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LockInfo {
+    /// The holder's process id (0 in the holder made up for an unreadable lock file).
     pub pid: u32,
     /// The holder's start time, so a reused pid does not keep a dead holder's lock alive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<u64>,
+    /// The holder's host name ([`hostname`]).
     pub host: String,
+    /// The user who ran the holder: `$USER`, else `$LOGNAME`, else the name of the process's
+    /// user id, else `uid N`.
     pub user: String,
+    /// When the lock was taken, RFC 3339 UTC.
     pub time: String,
+    /// The command that holds it, like `enact apply -e dev`.
     pub command: String,
 }
 
@@ -39,10 +48,13 @@ impl Drop for Lock {
     }
 }
 
+/// The lock file of `env` in the state directory `dir`: `<dir>/<env>.lock`.
 pub fn lock_path(dir: &Path, env: &str) -> PathBuf {
     dir.join(format!("{env}.lock"))
 }
 
+/// This machine's host name, as a lock records it: `/proc/sys/kernel/hostname`, else
+/// `localhost`.
 pub fn hostname() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -85,7 +97,11 @@ fn user_of_uid() -> String {
     format!("uid {uid}")
 }
 
-/// The holder of `env`'s lock, if any.
+/// The holder of `env`'s lock, if any; a lock file that cannot be parsed is a holder with pid 0
+/// whose command quotes the file's first characters.
+///
+/// # Errors
+/// The lock file exists but cannot be read.
 pub fn holder(dir: &Path, env: &str) -> Result<Option<LockInfo>> {
     let path = lock_path(dir, env);
     // Read as bytes: a damaged lock (not even UTF-8) still names itself, and can be removed.
@@ -110,7 +126,12 @@ fn describe(env: &str, info: &LockInfo) -> String {
     )
 }
 
-/// Takes `env`'s lock for `command`.
+/// Takes `env`'s lock for `command`, taking over one whose holder is gone (same host, pid not
+/// running with its start time).
+///
+/// # Errors
+/// Another live holder (named, with how to unlock), a lock that keeps changing, or the
+/// filesystem.
 pub fn acquire(dir: &Path, env: &str, command: &str) -> Result<Lock> {
     fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
     let path = lock_path(dir, env);
@@ -174,6 +195,9 @@ pub fn acquire(dir: &Path, env: &str, command: &str) -> Result<Lock> {
 }
 
 /// Removes `env`'s lock whoever holds it; returns who held it.
+///
+/// # Errors
+/// The lock file cannot be read or removed.
 pub fn force_unlock(dir: &Path, env: &str) -> Result<Option<LockInfo>> {
     let current = holder(dir, env)?;
     if current.is_some() {

@@ -1,5 +1,8 @@
 //! The recorded state of an environment (`state/<env>.json`): what was applied, where every
 //! instance runs, and the nodes that exist. Maps are ordered so the file is deterministic.
+//! The format is docs/formats.md §6.
+//!
+//! Depends on [`crate::spec`] (the applied specs) only.
 
 use std::collections::BTreeMap;
 
@@ -8,17 +11,28 @@ use serde_json::Value;
 
 use crate::spec::{Choreography, DeployableServiceSpec, LegacyServiceSpec, Memory, Service};
 
+/// The `formatVersion` enact writes; a state of a later version is refused ("upgrade enact").
 pub const STATE_FORMAT_VERSION: u32 = 1;
 
+/// The recorded state of one environment, as Terraform keeps one: what the last apply left
+/// running, with a lineage and a serial that order its history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct State {
+    /// [`STATE_FORMAT_VERSION`] when written.
     pub format_version: u32,
+    /// A random UUID set when the environment is first applied, never changed after; empty for
+    /// an environment never applied.
     pub lineage: String,
+    /// +1 at every write; 0 for an environment never applied. A write derived from another
+    /// serial is refused.
     pub serial: u64,
+    /// The environment's name; must be the file's.
     pub env: String,
+    /// The applied services, by name.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceState>,
+    /// The nodes that exist, by id (`<account>-<n>`, or `<account>-<address>` for ssh hosts).
     #[serde(default)]
     pub nodes: BTreeMap<String, NodeState>,
     /// When this serial was written (RFC 3339, UTC).
@@ -33,6 +47,7 @@ pub struct State {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Provenance {
+    /// The full hash of git `HEAD`.
     pub commit: String,
     /// Whether the working tree had uncommitted changes (outside the state directory).
     pub dirty: bool,
@@ -67,7 +82,9 @@ impl Provenance {
 /// One applied service: its spec as applied and its instances.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceState {
+    /// The spec as applied, canonical.
     pub spec: AppliedSpec,
+    /// The instances that run it (none for a legacy service: it runs elsewhere).
     pub instances: Vec<InstanceState>,
     /// Instances stopped on purpose (`enact pause`) but not forgotten.
     pub paused: bool,
@@ -80,11 +97,14 @@ pub struct ServiceState {
 #[allow(clippy::large_enum_variant, reason = "one per service, never moved around in bulk")]
 #[derive(Debug, Clone, PartialEq)]
 pub enum AppliedSpec {
+    /// A service enact deploys (CHOReOS `DeployableServiceSpec`).
     Deployable(DeployableServiceSpec),
+    /// A service that runs elsewhere and is only wired (CHOReOS `LegacyServiceSpec`).
     Legacy(LegacyServiceSpec),
 }
 
 impl AppliedSpec {
+    /// The spec as a borrowed [`Service`] of the spec model.
     pub fn as_service(&self) -> Service<'_> {
         match self {
             AppliedSpec::Deployable(s) => Service::Deployable(s),
@@ -92,6 +112,7 @@ impl AppliedSpec {
         }
     }
 
+    /// A copy of `service`'s spec.
     pub fn from_service(service: Service<'_>) -> Self {
         match service {
             Service::Deployable(s) => AppliedSpec::Deployable(s.clone()),
@@ -100,13 +121,19 @@ impl AppliedSpec {
     }
 }
 
+/// One recorded instance of a deployable service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceState {
+    /// `<service>-<n>`; numbers are never reused within a lineage.
     pub id: String,
+    /// The node it runs on: a key of [`State::nodes`].
     pub node: String,
+    /// What the last apply left it doing.
     pub status: InstanceStatus,
+    /// Where consumers reach it: `http://<node address>:<port>/<endpointName>`.
     pub native_uri: String,
+    /// Its process id on the node, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     /// The process's start time (clock ticks since boot on Linux): a pid is only signalled
@@ -118,21 +145,33 @@ pub struct InstanceState {
     pub memory: Option<Memory>,
 }
 
+/// What the last apply left an instance doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InstanceStatus {
+    /// Started, healthy and wired.
     Running,
+    /// Stopped by `enact pause`, kept for `enact resume`.
     Paused,
+    /// Started, not yet healthy: part of the format (docs/formats.md §6), read but not written
+    /// by this version of enact, which records an instance once it is healthy.
     Starting,
+    /// Did not become healthy: part of the format, read but not written by this version of
+    /// enact (a failed start is not recorded).
     Failed,
 }
 
+/// A node instances run on: a VM, a container host, an ssh host, or this machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeState {
+    /// The account of enact.json it belongs to.
     pub account: String,
+    /// The provider that made it (`local`, `ssh`, `simulated`, …).
     pub provider: String,
+    /// Its address (an IP address or a host name): what instances' URIs are made of.
     pub address: String,
+    /// The memory size it was made for, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Memory>,
     /// The provider's size label (an EC2 instance type); the memory size elsewhere.

@@ -1,6 +1,8 @@
 //! What enact saw of the recorded instances when it looked (a refresh): the input `plan` and
 //! `apply` take beside the spec and the state, and what `status` shows. Providers produce it;
 //! the planner only reads it, so planning stays a pure function of its inputs.
+//!
+//! Plain data: depends on nothing else of enact.
 
 use std::collections::BTreeMap;
 
@@ -52,8 +54,11 @@ impl DownReason {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "health", rename_all = "camelCase")]
 pub enum Health {
+    /// It runs and its port accepts connections.
     Healthy,
+    /// It does not serve.
     Down {
+        /// Why.
         reason: DownReason,
         /// The provider's own words (an error message), empty when there is nothing to add.
         #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -62,10 +67,12 @@ pub enum Health {
 }
 
 impl Health {
+    /// [`Health::Down`] for `reason`, with the provider's `detail`.
     pub fn down(reason: DownReason, detail: impl Into<String>) -> Health {
         Health::Down { reason, detail: detail.into() }
     }
 
+    /// Whether it is [`Health::Healthy`].
     pub fn is_healthy(&self) -> bool {
         matches!(self, Health::Healthy)
     }

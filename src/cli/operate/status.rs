@@ -1,0 +1,218 @@
+//! `enact status`: the live health of every recorded instance (a refresh), the legacy services'
+//! endpoints, and the processes that carry the environment's lineage but no record names; as
+//! text or JSON (`--json`, docs/formats.md).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::leftovers;
+use crate::apply::untracked::Untracked;
+use crate::cli::{Context, Outcome};
+use crate::error::Result;
+use crate::paint::Painter;
+use crate::state::observed::{DownReason, Health, Observations};
+use crate::state::{AppliedSpec, InstanceStatus, State, StateStore};
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InstanceStatusView {
+    id: String,
+    node: String,
+    native_uri: String,
+    recorded: InstanceStatus,
+    /// The process runs (as far as the provider can tell).
+    alive: bool,
+    /// Its port accepts connections.
+    answering: bool,
+    health: &'static str,
+    /// Why it is down (absent when healthy or paused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<DownReason>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    detail: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ServiceStatusView {
+    kind: &'static str,
+    paused: bool,
+    incomplete: bool,
+    instances: Vec<InstanceStatusView>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    native_uris: Vec<(String, bool)>,
+}
+
+/// What `status` found, per service (by name), with the count of healthy instances of all.
+#[derive(Debug)]
+struct Seen {
+    services: BTreeMap<String, ServiceStatusView>,
+    healthy: usize,
+    total: usize,
+}
+
+/// Whether an HTTP(S) endpoint accepts a TCP connection within 500 ms.
+fn answers(uri: &str) -> bool {
+    let Some(rest) = uri.strip_prefix("http://").or_else(|| uri.strip_prefix("https://")) else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let Some(addr): Option<SocketAddr> = with_port.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+        return false;
+    };
+    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+}
+
+/// `enact status`: exits 1 when an instance enact runs is down or an untracked process runs.
+///
+/// # Errors
+/// The repository, or the state cannot be read.
+pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
+    let repo = ctx.repo()?;
+    let env = ctx.env(&repo)?;
+    let state = leftovers(ctx, &repo, &env, repo.store().read_or_empty(&env)?)?;
+    let observed = crate::apply::refresh::observe(&repo.settings, &state, &ctx.provider_options(&repo));
+    let untracked = crate::apply::untracked::find(&repo.settings, &state, &ctx.provider_options(&repo));
+    let seen = views(&state, &observed);
+    // Legacy services run elsewhere: shown, but not enact's to answer for in the exit code.
+    let unhealthy: usize =
+        seen.services.values().map(|v| v.instances.iter().filter(|i| i.health == "down").count()).sum();
+    let outcome = if unhealthy == 0 && untracked.orphans.is_empty() { Outcome::Success } else { Outcome::Failed };
+    if json {
+        ctx.printer.out(&status_json(&env, &state, &seen, &untracked, unhealthy));
+        return Ok(outcome);
+    }
+    ctx.printer.out(&status_text(ctx.printer.paint, &env, &state, &seen, &untracked));
+    if !untracked.orphans.is_empty() {
+        ctx.printer.error(&format!(
+            "{} process(es) carry env `{env}`'s lineage but no record names them; the next `enact apply` (or `enact destroy`) stops them",
+            untracked.orphans.len()
+        ));
+    }
+    if unhealthy > 0 {
+        ctx.printer.error(&format!(
+            "{unhealthy} instance(s) of env `{env}` are not healthy; `enact plan` shows what apply would do"
+        ));
+    }
+    Ok(outcome)
+}
+
+/// Every service of `state` with the health `observed` of each instance (and whether each
+/// endpoint of a legacy service answers).
+fn views(state: &State, observed: &Observations) -> Seen {
+    let mut services = BTreeMap::new();
+    let (mut healthy, mut total) = (0, 0);
+    for (name, service) in &state.services {
+        let mut view = ServiceStatusView {
+            kind: if matches!(service.spec, AppliedSpec::Legacy(_)) { "legacy" } else { "deployable" },
+            paused: service.paused,
+            incomplete: service.incomplete,
+            instances: Vec::new(),
+            native_uris: Vec::new(),
+        };
+        if let AppliedSpec::Legacy(l) = &service.spec {
+            view.native_uris = l.native_uris.iter().map(|u| (u.clone(), answers(u))).collect();
+        }
+        for instance in &service.instances {
+            let seen = observed.get(&instance.id);
+            let (health, reason, detail) = match seen {
+                _ if service.paused => ("paused", None, String::new()),
+                Some(Health::Healthy) => ("healthy", None, String::new()),
+                Some(Health::Down { reason, detail }) => ("down", Some(*reason), detail.clone()),
+                None => ("down", Some(DownReason::Unknown), "not looked at".to_string()),
+            };
+            total += 1;
+            if health == "healthy" {
+                healthy += 1;
+            }
+            view.instances.push(InstanceStatusView {
+                id: instance.id.clone(),
+                node: instance.node.clone(),
+                native_uri: instance.native_uri.clone(),
+                recorded: instance.status,
+                alive: health == "healthy" || reason == Some(DownReason::PortClosed),
+                answering: health == "healthy",
+                health,
+                reason,
+                detail,
+            });
+        }
+        services.insert(name.clone(), view);
+    }
+    Seen { services, healthy, total }
+}
+
+/// The machine form of `status --json`.
+fn status_json(env: &str, state: &State, seen: &Seen, untracked: &Untracked, unhealthy: usize) -> String {
+    let orphans: Vec<serde_json::Value> = untracked
+        .orphans
+        .iter()
+        .map(|o| {
+            serde_json::json!({ "pid": o.process.pid, "instance": o.process.instance, "service": o.process.service,
+                "address": o.node.address, "account": o.account })
+        })
+        .collect();
+    let out = serde_json::json!({ "env": env, "serial": state.serial, "unhealthy": unhealthy, "services": seen.services,
+        "untracked": orphans, "unreachable": untracked.unreachable });
+    format!("{}\n", serde_json::to_string_pretty(&out).unwrap_or_default())
+}
+
+/// The human form of `status`.
+fn status_text(paint: Painter, env: &str, state: &State, seen: &Seen, untracked: &Untracked) -> String {
+    let mut out = format!("env `{env}` · serial {}\n", state.serial);
+    for (name, view) in &seen.services {
+        let mut flags = Vec::new();
+        if view.paused {
+            flags.push(paint.yellow("paused"));
+        }
+        if view.incomplete {
+            flags.push(paint.yellow("incomplete: run `enact apply` to converge"));
+        }
+        let _ = writeln!(
+            out,
+            "\n{}{}{}",
+            paint.bold(name),
+            if view.kind == "legacy" { " (legacy)" } else { "" },
+            if flags.is_empty() { String::new() } else { format!("  [{}]", flags.join(", ")) }
+        );
+        for (uri, up) in &view.native_uris {
+            let _ = writeln!(
+                out,
+                "  {:<14} {uri}",
+                if *up { paint.green("answering") } else { paint.red("not answering") }
+            );
+        }
+        for i in &view.instances {
+            let health = match i.health {
+                "healthy" => paint.green(i.health),
+                "paused" => paint.yellow(i.health),
+                _ => paint.red(i.health),
+            };
+            let _ = writeln!(out, "  {:<20} {:<14} {:<12} {}", i.id, health, i.node, i.native_uri);
+            if let Some(reason) = i.reason {
+                let detail = if i.detail.is_empty() { String::new() } else { format!(": {}", i.detail) };
+                let _ = writeln!(out, "    {} {}{detail}", paint.red("why:"), reason.describe());
+            }
+        }
+    }
+    if !untracked.orphans.is_empty() {
+        let _ = writeln!(out, "\n{}", paint.bold("untracked (carry this environment's lineage, in no record)"));
+        for orphan in &untracked.orphans {
+            let _ = writeln!(out, "  {}", paint.red(&orphan.describe()));
+        }
+    }
+    for host in &untracked.unreachable {
+        let _ = writeln!(out, "  could not look for untracked processes on {host}");
+    }
+    let _ = writeln!(out, "\n{} of {} instance(s) healthy.", seen.healthy, seen.total);
+    out
+}

@@ -1,0 +1,246 @@
+//! [`FileStore`]: the states of a config repository as files under its `state/`, read and
+//! written whole (a write checks lineage and serial first, keeps the state it replaces as a
+//! backup, then renames the new one into place).
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::backups::Prepared;
+use super::read::BackupReader;
+use super::write::{remove_stale_temporaries, write_atomic};
+use super::{BACKUPS_DIR, BACKUPS_KEPT, Backup, Head, StateStore, parse_state, serial_in, successor};
+use crate::diagnostic::Diagnostic;
+use crate::error::{Error, Result};
+use crate::state::backup::{self, Reference};
+use crate::state::model::{STATE_FORMAT_VERSION, State};
+
+/// States as files under a config repository's `state/`.
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    pub(super) dir: PathBuf,
+    /// How paths are shown in messages (relative to the config repository).
+    pub(super) display_prefix: PathBuf,
+    /// Backups as plain hard-linked copies (`<serial>.json`) instead of compressed.
+    pub(super) plain_backups: bool,
+    /// The backup [`FileStore::prepare_backup`] is compressing, shared by the clones.
+    pub(super) prepared: Arc<Mutex<Option<Prepared>>>,
+}
+
+impl FileStore {
+    /// The states under `dir` (the `state/` directory of a config repository).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        FileStore {
+            dir: dir.into(),
+            display_prefix: PathBuf::from("state"),
+            plain_backups: false,
+            prepared: Arc::default(),
+        }
+    }
+
+    /// Replaced states are kept as plain hard-linked copies (`<serial>.json`), as enact did before
+    /// backups were compressed: for comparison (the backups benchmark's baseline). Both kinds are
+    /// always read.
+    pub fn with_plain_backups(mut self) -> Self {
+        self.plain_backups = true;
+        self
+    }
+
+    /// Paths in messages start with `display` (the state directory as the user knows it).
+    pub fn with_display(mut self, display: impl Into<PathBuf>) -> Self {
+        self.display_prefix = display.into();
+        self
+    }
+
+    /// The state file of `env`: `<dir>/<env>.json`.
+    pub fn path(&self, env: &str) -> PathBuf {
+        self.dir.join(format!("{env}.json"))
+    }
+
+    /// The state a backup holds.
+    ///
+    /// # Errors
+    /// The backup cannot be read, is damaged (located, like a damaged state), or is a delta whose
+    /// reference is missing, damaged or replaced (named).
+    pub fn read_backup(&self, env: &str, backup: &Backup) -> Result<State> {
+        BackupReader::new(self, env).read(backup)
+    }
+
+    /// Every backup of `env`, oldest first, each with the state it holds or why it cannot be
+    /// read. Faster than [`FileStore::read_backup`] one by one: a full backup that deltas were
+    /// compressed against is decompressed once for all of them.
+    ///
+    /// # Errors
+    /// The backup directory cannot be listed (a damaged backup is an `Err` in its row instead).
+    pub fn read_backups(&self, env: &str) -> Result<Vec<(Backup, Result<State>)>> {
+        let mut reader = BackupReader::new(self, env);
+        Ok(self.backups(env)?.into_iter().map(|b| (b.clone(), reader.read(&b))).collect())
+    }
+
+    /// `enact state restore`: makes the backup of `serial` the current state of `env`, as a new
+    /// serial (one past every serial known, so none is used twice) in the backup's lineage. A
+    /// current state that cannot be read is kept beside the backups (`damaged-<serial>.json`)
+    /// rather than lost; a readable one is backed up as at every write. Returns the state written
+    /// and the serial it replaced, if it could be read.
+    ///
+    /// # Errors
+    /// No backup of `serial`, a damaged backup, a serial at its limit, or the filesystem.
+    pub fn restore(&self, env: &str, serial: u64) -> Result<(State, Option<u64>)> {
+        let backups = self.backups(env)?;
+        let backup = backups.iter().find(|b| b.serial == serial).ok_or_else(|| {
+            Diagnostic::new(format!("env `{env}` has no backup of serial {serial}"))
+                .hint("`enact history` lists the serials that are kept")
+        })?;
+        let restored = self.read_backup(env, backup)?;
+        let current = self.read_text(env).and_then(|text| match text {
+            Some(text) => parse_state(&self.display(env), &text, env).map(|s| Some((s, text))),
+            None => Ok(None),
+        });
+        let newest = backups.iter().map(|b| b.serial).max().unwrap_or(0);
+        let replaced = current.as_ref().ok().and_then(|c| c.as_ref().map(|(c, _)| c.serial));
+        // The newest serial is the current state's, never in the backups: a damaged current
+        // state had at least the serial after the newest backup (or the one its text still shows).
+        let last = match &current {
+            Ok(_) => newest.max(replaced.unwrap_or(0)),
+            Err(_) => {
+                let text = fs::read(self.path(env)).map(|b| String::from_utf8_lossy(&b).into_owned());
+                let shown = text.ok().and_then(|t| serial_in(&t)).unwrap_or(0);
+                newest.saturating_add(1).max(shown)
+            }
+        };
+        let path = self.path(env);
+        let dir = self.backup_dir(env);
+        fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
+        match &current {
+            Ok(Some((current, text))) => self.back_up(env, &Head::of(current), text)?,
+            Ok(None) => {}
+            Err(_) => {
+                // Unreadable: kept as it is, never overwritten.
+                let keep = dir.join(format!("damaged-{:010}.json", last + 1));
+                fs::copy(&path, &keep).map_err(Error::io("keep the damaged state as", &keep))?;
+            }
+        }
+        let mut written = restored;
+        written.serial = last.checked_add(1).ok_or_else(|| {
+            Diagnostic::new(format!("env `{env}`: serial {last} is the largest there is; nothing can follow it"))
+                .hint("start a new history: move the state file away and import or apply it again")
+        })?;
+        written.format_version = STATE_FORMAT_VERSION;
+        write_atomic(&path, written.to_json().as_bytes())?;
+        Ok((written, replaced))
+    }
+
+    pub(super) fn backup_dir(&self, env: &str) -> PathBuf {
+        self.dir.join(BACKUPS_DIR).join(env)
+    }
+
+    pub(super) fn display(&self, env: &str) -> PathBuf {
+        self.display_prefix.join(format!("{env}.json"))
+    }
+
+    /// How a backup's path is shown: under the state directory as the user knows it.
+    pub(super) fn display_backup(&self, env: &str, path: &Path) -> PathBuf {
+        let name = path.file_name().map(PathBuf::from).unwrap_or_default();
+        self.display_prefix.join(BACKUPS_DIR).join(env).join(name)
+    }
+
+    /// The text of the state file, if there is one.
+    pub(super) fn read_text(&self, env: &str) -> Result<Option<String>> {
+        let path = self.path(env);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Io { action: "read", path, source: e }),
+        }
+    }
+
+    /// Removes the backups beyond the newest [`BACKUPS_KEPT`] that no kept delta needs, and
+    /// temporary files left by processes that are gone.
+    fn prune(&self, env: &str) -> Result<()> {
+        let dir = self.backup_dir(env);
+        remove_stale_temporaries(&dir);
+        let backups = self.backups(env)?;
+        if backups.len() <= BACKUPS_KEPT {
+            return Ok(());
+        }
+        let (old, kept) = backups.split_at(backups.len() - BACKUPS_KEPT);
+        // Groups are runs of serials: only the deltas before the first full kept backup can
+        // refer to an older one.
+        let mut needed = BTreeSet::new();
+        for backup in kept.iter().take(backup::GROUP_SERIALS as usize) {
+            if !backup.is_compressed() {
+                continue;
+            }
+            match backup::read_header(&backup.path) {
+                Ok(header) => match header.reference {
+                    Some(Reference { serial, .. }) => {
+                        needed.insert(serial);
+                    }
+                    None => break,
+                },
+                Err(_) => continue,
+            }
+        }
+        for old in old.iter().filter(|b| !needed.contains(&b.serial)) {
+            for name in [backup::file_name(old.serial), backup::plain_file_name(old.serial)] {
+                let path = dir.join(name);
+                match fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(Error::io("remove old backup", &path)(e));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StateStore for FileStore {
+    fn read(&self, env: &str) -> Result<Option<State>> {
+        match self.read_text(env)? {
+            Some(text) => parse_state(&self.display(env), &text, env).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn write(&self, state: &State) -> Result<State> {
+        let text = self.read_text(&state.env)?;
+        // What is replaced is checked by its lineage and serial; a file enact did not write
+        // that way is read whole (and refused with its location if it is damaged).
+        let current = match &text {
+            Some(text) => match Head::of_written(text) {
+                Some(head) => Some(head),
+                None => Some(Head::of(&parse_state(&self.display(&state.env), text, &state.env)?)),
+            },
+            None => None,
+        };
+        let written = successor(current.as_ref(), state)?;
+        if let (Some(current), Some(text)) = (&current, &text) {
+            self.back_up(&state.env, current, text)?;
+        }
+        write_atomic(&self.path(&state.env), written.to_json().as_bytes())?;
+        self.prune(&state.env)?;
+        Ok(written)
+    }
+
+    fn backups(&self, env: &str) -> Result<Vec<Backup>> {
+        let dir = self.backup_dir(env);
+        let found = backup::list(&dir).map_err(Error::io("list", &dir))?;
+        Ok(found.into_iter().map(|(serial, path)| Backup { serial, path }).collect())
+    }
+
+    fn read_serial(&self, env: &str, serial: u64) -> Result<State> {
+        if let Some(current) = self.read(env)?
+            && current.serial == serial
+        {
+            return Ok(current);
+        }
+        let backup = self.backups(env)?.into_iter().find(|b| b.serial == serial).ok_or_else(|| {
+            Diagnostic::new(format!("env `{env}` has no recorded state with serial {serial}"))
+                .hint("`enact history` lists the serials that are kept")
+        })?;
+        self.read_backup(env, &backup)
+    }
+}
