@@ -61,6 +61,25 @@ impl Untracked {
         self.orphans.is_empty() && self.nodes.is_empty()
     }
 
+    /// How much was found, in words: `3 process(es)`, `2 EC2 instance(s)`, or both joined by
+    /// `and`.
+    pub fn counted(&self) -> String {
+        match (self.orphans.len(), self.nodes.len()) {
+            (p, 0) => format!("{p} process(es)"),
+            (0, n) => format!("{n} EC2 instance(s)"),
+            (p, n) => format!("{p} process(es) and {n} EC2 instance(s)"),
+        }
+    }
+
+    /// Stops every process found and frees every machine found (the machines after the
+    /// processes, one call per account). Returns the error of each that could not go, naming
+    /// it.
+    pub fn stop_all(&self, settings: &Settings, options: &ProviderOptions) -> Vec<String> {
+        let mut errors = stop(settings, &self.orphans, options);
+        errors.extend(free(settings, &self.nodes, options));
+        errors
+    }
+
     /// One line naming what was found (at most five of each, then a count).
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();

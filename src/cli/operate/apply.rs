@@ -172,16 +172,16 @@ pub fn destroy(ctx: &Context, args: &DestroyArgs) -> Result<Outcome> {
     for host in &untracked.unreachable {
         ctx.printer.warn(&format!("could not look for processes no record names on {host}"));
     }
-    if !planned.plan.has_changes() && untracked.orphans.is_empty() {
+    if !planned.plan.has_changes() && untracked.is_empty() {
         ctx.printer.out(&format!("Nothing to destroy: env `{env}` has no services and no nodes.\n"));
         return Ok(Outcome::Success);
     }
     ctx.printer.out(&plan::render::render(&planned.plan, ctx.printer.paint));
-    if !untracked.orphans.is_empty() {
+    if !untracked.is_empty() {
         ctx.printer.out(&format!(
-            "\n{} process(es) carry this environment's lineage but no record names them; destroy stops them: {}\n",
-            untracked.orphans.len(),
-            crate::apply::untracked::summary(&untracked.orphans)
+            "\n{} carry this environment's lineage but no record names them; destroy stops them: {}\n",
+            untracked.counted(),
+            untracked.summary()
         ));
     }
     // Legacy services run elsewhere: destroy forgets them but stops nothing of theirs.
@@ -191,16 +191,16 @@ pub fn destroy(ctx: &Context, args: &DestroyArgs) -> Result<Outcome> {
     if !legacy.is_empty() {
         let _ = write!(question, " and forgets {} legacy service(s), which keep running elsewhere", legacy.len());
     }
-    if !untracked.orphans.is_empty() {
-        let _ = write!(question, " and {} untracked process(es)", untracked.orphans.len());
+    if !untracked.is_empty() {
+        let _ = write!(question, " and {} untracked", untracked.counted());
     }
     question.push('.');
     ctx.printer.confirm(Ask::Change { question: &question, flag: "--auto-approve" }, args.auto_approve)?;
     // Stopped first, under the lock: they are in no record, so the apply does not see them.
     let mut orphan_errors = Vec::new();
-    if !untracked.orphans.is_empty() {
-        orphan_errors = crate::apply::untracked::stop(&repo.settings, &untracked.orphans, &ctx.provider_options(&repo));
-        ctx.printer.info(&format!("Stopped {} untracked process(es).", untracked.orphans.len() - orphan_errors.len()));
+    if !untracked.is_empty() {
+        orphan_errors = untracked.stop_all(&repo.settings, &ctx.provider_options(&repo));
+        ctx.printer.info(&format!("Stopped {} untracked.", untracked.counted()));
         for error in &orphan_errors {
             ctx.printer.error(&format!("could not stop {error}"));
         }

@@ -108,11 +108,11 @@ pub(super) fn leftovers(ctx: &Context, repo: &ConfigRepo, env: &str, state: Stat
                     lines.join(", ")
                 ));
             }
-            if !recovery.untracked.orphans.is_empty() {
+            if !recovery.untracked.is_empty() {
                 ctx.printer.warn(&format!(
-                    "{} process(es) carry env `{env}`'s lineage but no record names them: {}; the next `enact apply` or `enact destroy` stops them",
-                    recovery.untracked.orphans.len(),
-                    crate::apply::untracked::summary(&recovery.untracked.orphans)
+                    "{} carry env `{env}`'s lineage but no record names them: {}; the next `enact apply` or `enact destroy` stops them",
+                    recovery.untracked.counted(),
+                    recovery.untracked.summary()
                 ));
             }
             Ok(recovery.state.clone())
@@ -125,11 +125,11 @@ pub(super) fn leftovers(ctx: &Context, repo: &ConfigRepo, env: &str, state: Stat
 /// lost them, a state edited by hand): the next apply stops them. For `plan`.
 pub(super) fn warn_untracked(ctx: &Context, repo: &ConfigRepo, env: &str, state: &State) {
     let untracked = crate::apply::untracked::find(&repo.settings, state, &ctx.provider_options(repo));
-    if !untracked.orphans.is_empty() {
+    if !untracked.is_empty() {
         ctx.printer.warn(&format!(
-            "{} process(es) carry env `{env}`'s lineage but no record names them: {}; the next `enact apply` stops them",
-            untracked.orphans.len(),
-            crate::apply::untracked::summary(&untracked.orphans)
+            "{} carry env `{env}`'s lineage but no record names them: {}; the next `enact apply` stops them",
+            untracked.counted(),
+            untracked.summary()
         ));
     }
 }
@@ -140,14 +140,14 @@ pub(super) fn warn_untracked(ctx: &Context, repo: &ConfigRepo, env: &str, state:
 fn stop_untracked(ctx: &Context, repo: &ConfigRepo, state: &State) {
     let options = ctx.provider_options(repo);
     let untracked = crate::apply::untracked::find(&repo.settings, state, &options);
-    if untracked.orphans.is_empty() {
+    if untracked.is_empty() {
         return;
     }
-    let errors = crate::apply::untracked::stop(&repo.settings, &untracked.orphans, &options);
+    let errors = untracked.stop_all(&repo.settings, &options);
     ctx.printer.warn(&format!(
-        "stopped {} process(es) this environment started that no record names: {}",
-        untracked.orphans.len() - errors.len(),
-        crate::apply::untracked::summary(&untracked.orphans)
+        "stopped {} this environment started that no record names: {}",
+        untracked.counted(),
+        untracked.summary()
     ));
     for error in errors {
         ctx.printer.error(&format!("could not stop {error}"));

@@ -86,16 +86,16 @@ pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
     // Legacy services run elsewhere: shown, but not enact's to answer for in the exit code.
     let unhealthy: usize =
         seen.services.values().map(|v| v.instances.iter().filter(|i| i.health == "down").count()).sum();
-    let outcome = if unhealthy == 0 && untracked.orphans.is_empty() { Outcome::Success } else { Outcome::Failed };
+    let outcome = if unhealthy == 0 && untracked.is_empty() { Outcome::Success } else { Outcome::Failed };
     if json {
         ctx.printer.out(&status_json(&env, &state, &seen, &untracked, unhealthy));
         return Ok(outcome);
     }
     ctx.printer.out(&status_text(ctx.printer.paint, &env, &state, &seen, &untracked));
-    if !untracked.orphans.is_empty() {
+    if !untracked.is_empty() {
         ctx.printer.error(&format!(
-            "{} process(es) carry env `{env}`'s lineage but no record names them; the next `enact apply` (or `enact destroy`) stops them",
-            untracked.orphans.len()
+            "{} carry env `{env}`'s lineage but no record names them; the next `enact apply` (or `enact destroy`) stops them",
+            untracked.counted()
         ));
     }
     if unhealthy > 0 {
@@ -161,8 +161,16 @@ fn status_json(env: &str, state: &State, seen: &Seen, untracked: &Untracked, unh
                 "address": o.node.address, "account": o.account })
         })
         .collect();
+    let machines: Vec<serde_json::Value> = untracked
+        .nodes
+        .iter()
+        .map(|n| {
+            serde_json::json!({ "providerId": n.provider_id, "node": n.node, "account": n.account, "address": n.address,
+                "size": n.size })
+        })
+        .collect();
     let out = serde_json::json!({ "env": env, "serial": state.serial, "unhealthy": unhealthy, "services": seen.services,
-        "untracked": orphans, "unreachable": untracked.unreachable });
+        "untracked": orphans, "untrackedNodes": machines, "unreachable": untracked.unreachable });
     format!("{}\n", serde_json::to_string_pretty(&out).unwrap_or_default())
 }
 
@@ -208,6 +216,16 @@ fn status_text(paint: Painter, env: &str, state: &State, seen: &Seen, untracked:
         let _ = writeln!(out, "\n{}", paint.bold("untracked (carry this environment's lineage, in no record)"));
         for orphan in &untracked.orphans {
             let _ = writeln!(out, "  {}", paint.red(&orphan.describe()));
+        }
+    }
+    if !untracked.nodes.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{}",
+            paint.bold("untracked machines (tagged with this environment's lineage, in no record)")
+        );
+        for node in &untracked.nodes {
+            let _ = writeln!(out, "  {}", paint.red(&crate::apply::untracked::describe_node(node)));
         }
     }
     for host in &untracked.unreachable {
