@@ -317,7 +317,7 @@ fn apply_makes_ec2_nodes_in_the_emulator_deploys_over_ssh_and_destroy_leaves_not
         state["services"]["travelagency"]["instances"][0]["nativeUri"].as_str().expect("agency uri").to_string();
     let served: BTreeSet<String> = (0..6)
         .map(|_| {
-            let trip: Value = serde_json::from_str(&get_in(&moto, &format!("{agency}/buyTrip"))).expect("a JSON trip");
+            let trip: Value = serde_json::from_str(&get_in(moto, &format!("{agency}/buyTrip"))).expect("a JSON trip");
             trip["flight"]
                 .as_str()
                 .expect("a flight")

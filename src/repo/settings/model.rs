@@ -20,7 +20,7 @@ pub enum Account {
     /// `"provider": "ssh"`: a fixed set of hosts reached over SSH.
     Ssh(SshAccount),
     /// `"provider": "ec2"`: Amazon EC2 instances (not run by this build).
-    Ec2(Ec2Account),
+    Ec2(Box<Ec2Account>),
     /// `"provider": "simulated"`: nodes and instances that exist only in the state, for
     /// rehearsing large applies.
     Simulated(SimulatedAccount),

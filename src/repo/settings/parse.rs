@@ -93,7 +93,7 @@ fn parse_account(raw: &Value, source: &SourceFile, at: &[Segment]) -> Result<Acc
     match provider.as_str() {
         "local" => from_value_located(&fields, source, at).map(Account::Local),
         "ssh" => from_value_located(&fields, source, at).map(Account::Ssh),
-        "ec2" => from_value_located(&fields, source, at).map(Account::Ec2),
+        "ec2" => from_value_located(&fields, source, at).map(|a| Account::Ec2(Box::new(a))),
         "simulated" => from_value_located(&fields, source, at).map(Account::Simulated),
         other => {
             let mut here = at.to_vec();
