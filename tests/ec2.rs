@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::moto::{self, Moto, command_in};
+use common::moto::{self, Moto, ThrottlingProxy, command_in};
 use serde_json::{Value, json};
 
 /// A network namespace of its own, removed (with every process in it) when dropped.
@@ -189,7 +189,13 @@ struct Repo {
 
 impl Repo {
     fn new(lab: &Lab, airlines: u32) -> Repo {
-        let (netns, moto, client_key) = (&lab.netns, &lab.moto, lab.client_key.as_path());
+        Repo::with_endpoint(lab, airlines, &lab.moto.endpoint)
+    }
+
+    /// A repository whose account reaches the EC2 API at `endpoint` (the emulator, or a proxy
+    /// in front of it).
+    fn with_endpoint(lab: &Lab, airlines: u32, endpoint: &str) -> Repo {
+        let (netns, client_key) = (&lab.netns, lab.client_key.as_path());
         let dir = tempfile::Builder::new().prefix("enact-ec2-").tempdir().expect("tempdir");
         let root = dir.path().canonicalize().expect("canonical");
         fs::create_dir_all(root.join("services")).expect("services dir");
@@ -202,7 +208,7 @@ impl Repo {
             "nodeSelector": { "policy": "ALWAYS_CREATE" },
             "accounts": { "aws": {
                 "provider": "ec2", "region": "us-east-1", "imageId": "ami-1e749f67",
-                "endpoint": moto.endpoint, "user": "root", "privateKey": client_key.display().to_string(),
+                "endpoint": endpoint, "user": "root", "privateKey": client_key.display().to_string(),
                 "instanceTypes": { "SMALL": "t3.micro", "MEDIUM": "t3.small" }
             } },
             "packageTypes": { "PYTHON": { "start": "python3 {package}" } }
@@ -287,10 +293,14 @@ fn apply_makes_ec2_nodes_in_the_emulator_deploys_over_ssh_and_destroy_leaves_not
     let mut lab = Lab::start("ec2");
     lab.route();
     let moto = &lab.moto;
-    let repo = Repo::new(&lab, 3);
+    // Every request goes through a proxy that throttles the first two and writes down each.
+    let proxy = ThrottlingProxy::start(moto, 2);
+    let repo = Repo::with_endpoint(&lab, 3, &proxy.endpoint);
 
     let (code, out, err) = repo.enact(&["apply", "--auto-approve", "--health-timeout", "30"]);
     assert_eq!(code, 0, "{out}\n{err}");
+    let retried = err.lines().filter(|l| l.contains("RequestLimitExceeded") && l.contains("trying again")).count();
+    assert_eq!(retried, 2, "each throttled request is retried, and says so:\n{err}");
 
     // Four nodes (three SMALL airlines, one MEDIUM agency), two instance types: two calls.
     let state = repo.state();
@@ -300,6 +310,9 @@ fn apply_makes_ec2_nodes_in_the_emulator_deploys_over_ssh_and_destroy_leaves_not
         nodes.values().all(|n| n["provider"] == "ec2" && n["providerId"].as_str().is_some_and(|i| i.starts_with("i-")))
     );
     assert_eq!(moto.reservations(), 2, "one RunInstances call per instance type");
+    // The calls EC2 answered: every request after the two the proxy throttled.
+    let calls = |action: &str| proxy.actions().iter().skip(2).filter(|a| *a == action).count();
+    assert_eq!(calls("RunInstances"), 2, "{:?}", proxy.actions());
     let lineage = state["lineage"].as_str().expect("lineage").to_string();
     let running: Vec<_> = moto.instances().into_iter().filter(|(_, s, _)| s == "running").collect();
     assert_eq!(running.len(), 4);
@@ -342,6 +355,7 @@ fn apply_makes_ec2_nodes_in_the_emulator_deploys_over_ssh_and_destroy_leaves_not
     assert_eq!(repo.state()["nodes"].as_object().map(|n| n.len()), Some(2));
     let live = moto.instances().into_iter().filter(|(_, s, _)| s == "running").count();
     assert_eq!(live, 2, "the two freed nodes are terminated");
+    assert_eq!(calls("TerminateInstances"), 1, "two nodes freed in one call: {:?}", proxy.actions());
 
     // Destroy: no instance runs in the emulator, no process on any node.
     let (code, out, err) = repo.enact(&["destroy", "--auto-approve"]);
@@ -353,6 +367,7 @@ fn apply_makes_ec2_nodes_in_the_emulator_deploys_over_ssh_and_destroy_leaves_not
     assert!(pids.iter().all(|p| !process_alive(*p)), "every instance stopped");
     let left: Vec<_> = moto.instances().into_iter().filter(|(_, s, _)| s == "running" || s == "pending").collect();
     assert!(left.is_empty(), "no instance left running: {left:?}");
+    assert_eq!(calls("TerminateInstances"), 2, "destroy frees its two nodes in one call: {:?}", proxy.actions());
     assert_eq!(repo.state()["nodes"], json!({}));
 }
 

@@ -80,7 +80,17 @@ impl Context {
             accept_new_host_keys: self.accept_new_host_keys,
             env: self.env_arg.clone().unwrap_or_default(),
             lineage: String::new(),
+            notify: self.provider_options_notify(),
         }
+    }
+
+    /// Where providers' notices go: stderr, one line each, unless `--quiet`.
+    pub fn provider_options_notify(&self) -> Option<fn(&str)> {
+        fn say(line: &str) {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr().lock(), "  {line}");
+        }
+        (!self.printer.quiet).then_some(say as fn(&str))
     }
 
     /// A path given on the command line, relative to where enact was started.

@@ -184,6 +184,13 @@ pub trait Provider: Send + Sync {
     /// The provider cannot free it.
     fn destroy_node(&self, id: &str, node: &NodeState) -> ProviderResult<()>;
 
+    /// Frees several nodes at once (each as [`Provider::destroy_node`]), one outcome per node
+    /// in order. The default frees them one by one; a provider with a batch call (ec2's
+    /// `TerminateInstances`) makes one.
+    fn destroy_nodes(&self, nodes: &[(&str, &NodeState)]) -> Vec<ProviderResult<()>> {
+        nodes.iter().map(|(id, node)| self.destroy_node(id, node)).collect()
+    }
+
     /// Starts an instance, detached; does not wait for it to be healthy.
     ///
     /// # Errors
@@ -326,6 +333,9 @@ pub struct ProviderOptions {
     /// The environment's lineage, which the ec2 provider tags its nodes with; empty where no
     /// node is made (plan, status).
     pub lineage: String,
+    /// Where a provider says what the user waits for that is no step's (an EC2 request
+    /// retried after throttling): one line each, on the progress output. `None`: said nowhere.
+    pub notify: Option<fn(&str)>,
 }
 
 /// The provider of the account `name` of `enact.json`.
@@ -356,7 +366,11 @@ pub fn for_account(
                 repo_root: options.repo_root.clone(),
                 env: options.env.clone(),
                 lineage: options.lineage.clone(),
-                notify: None,
+                notify: options.notify.map(|say| -> ec2::api::Notify {
+                    std::sync::Arc::new(move |call: &str, error: &ec2::api::Ec2Error, wait: Duration| {
+                        say(&format!("EC2 {call}: {error}; trying again in {:.1} s", wait.as_secs_f64()));
+                    })
+                }),
             },
         )?)),
     }

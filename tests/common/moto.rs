@@ -163,8 +163,8 @@ impl Drop for Moto {
 }
 
 /// A proxy in front of the emulator that answers the first `throttled` requests with EC2's
-/// throttling error (HTTP 503, `RequestLimitExceeded`) and passes the rest on; it counts what it
-/// saw. Written in the emulator's Python.
+/// throttling error (HTTP 503, `RequestLimitExceeded`) and passes the rest on; it writes down
+/// the action of every request it saw. Written in the emulator's Python.
 pub struct ThrottlingProxy {
     pub endpoint: String,
     child: Child,
@@ -173,7 +173,7 @@ pub struct ThrottlingProxy {
 }
 
 const PROXY: &str = r#"
-import http.server, sys, urllib.request
+import http.server, sys, urllib.parse, urllib.request
 target, port, throttled, count_file = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 seen = 0
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -183,7 +183,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         global seen
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         seen += 1
-        open(count_file, "w").write(str(seen))
+        action = urllib.parse.parse_qs(body.decode()).get("Action", ["?"])[0]
+        with open(count_file, "a") as f:
+            f.write(action + "\n")
         if seen <= throttled:
             out = (b'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>RequestLimitExceeded</Code>'
                    b'<Message>Request limit exceeded.</Message></Error></Errors><RequestID>t</RequestID></Response>')
@@ -207,7 +209,7 @@ impl ThrottlingProxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let count_file = dir.path().join("count");
         let port = free_port();
-        let child = Command::new(server_path().with_file_name("python"))
+        let child = command_in(moto.netns.as_deref(), server_path().with_file_name("python"))
             .arg("-c")
             .arg(PROXY)
             .args([&moto.endpoint, &port.to_string(), &throttled.to_string()])
@@ -217,7 +219,14 @@ impl ThrottlingProxy {
             .expect("the proxy starts");
         let addr = format!("127.0.0.1:{port}").parse().expect("socket address");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        let up = || match &moto.netns {
+            None => TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok(),
+            Some(_) => moto
+                .python(&format!("import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=0.5)\n"))
+                .status
+                .success(),
+        };
+        while !up() {
             assert!(Instant::now() < deadline, "the throttling proxy did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -226,7 +235,12 @@ impl ThrottlingProxy {
 
     /// How many requests reached the proxy.
     pub fn seen(&self) -> u32 {
-        std::fs::read_to_string(&self.count_file).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0)
+        u32::try_from(self.actions().len()).unwrap_or(u32::MAX)
+    }
+
+    /// The action of every request that reached the proxy, in order (`RunInstances`, …).
+    pub fn actions(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.count_file).unwrap_or_default().lines().map(str::to_string).collect()
     }
 }
 

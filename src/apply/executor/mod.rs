@@ -66,11 +66,21 @@ pub struct Options {
     /// `--keep-logs`: the logs of instances the plan stops for good (replaced, scaled in,
     /// destroyed) stay; by default they are removed with the instance.
     pub keep_logs: bool,
+    /// Where providers say what the user waits for that is no step's (see
+    /// [`provider::ProviderOptions::notify`]).
+    pub notify: Option<fn(&str)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { parallelism: 10, health_timeout: None, accept_new_host_keys: false, cancel: None, keep_logs: false }
+        Options {
+            parallelism: 10,
+            health_timeout: None,
+            accept_new_host_keys: false,
+            cancel: None,
+            keep_logs: false,
+            notify: None,
+        }
     }
 }
 
@@ -186,6 +196,7 @@ impl<'a> Executor<'a> {
             accept_new_host_keys: options.accept_new_host_keys,
             env: env.to_string(),
             lineage: prior.lineage.clone(),
+            notify: options.notify,
         };
         let providers = providers_for(settings, &prior, planned, &provider_options)?;
         let retiring: BTreeSet<String> =

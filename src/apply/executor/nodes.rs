@@ -129,20 +129,29 @@ impl Executor<'_> {
                 Err(e) => errors.push(StepError::NodeFree { node: id, cause: Box::new(e) }),
             }
         }
-        // Every intent on disk with one sync, then the nodes go one by one.
+        // Every intent on disk with one sync, then the nodes of each account go together (one
+        // call where the provider can: ec2's TerminateInstances).
         let intents: Vec<Record> =
             doomed.iter().map(|(id, _, _)| Record::NodeDestroyIntent { node: id.clone() }).collect();
         if let Err(cause) = self.record_all(&intents) {
             errors.push(StepError::FreeIntents { count: doomed.len(), cause });
             return errors;
         }
-        for (id, node, provider) in doomed {
-            let result = provider
-                .destroy_node(&id, &node)
-                .map_err(|source| StepError::Destroy { node: id.clone(), source })
-                .and_then(|()| self.record(Record::NodeDestroyed { node: id.clone() }));
-            if let Err(e) = result {
-                errors.push(StepError::NodeFree { node: id, cause: Box::new(e) });
+        let mut by_account: std::collections::BTreeMap<&str, Vec<&(String, NodeState, &dyn Provider)>> =
+            std::collections::BTreeMap::new();
+        for entry in &doomed {
+            by_account.entry(entry.1.account.as_str()).or_default().push(entry);
+        }
+        for entries in by_account.values() {
+            let provider = entries[0].2;
+            let nodes: Vec<(&str, &NodeState)> = entries.iter().map(|(id, node, _)| (id.as_str(), node)).collect();
+            for ((id, _, _), outcome) in entries.iter().zip(provider.destroy_nodes(&nodes)) {
+                let result = outcome
+                    .map_err(|source| StepError::Destroy { node: id.clone(), source })
+                    .and_then(|()| self.record(Record::NodeDestroyed { node: id.clone() }));
+                if let Err(e) = result {
+                    errors.push(StepError::NodeFree { node: id.clone(), cause: Box::new(e) });
+                }
             }
         }
         errors

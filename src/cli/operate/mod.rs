@@ -45,6 +45,7 @@ fn options(ctx: &Context, parallelism: u64, health_timeout: Option<u64>) -> Resu
         accept_new_host_keys: ctx.accept_new_host_keys,
         cancel: Some(&interrupt::INTERRUPTED),
         keep_logs: false,
+        notify: ctx.provider_options_notify(),
     })
 }
 

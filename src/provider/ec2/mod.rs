@@ -243,6 +243,17 @@ impl Provider for Ec2Provider {
         })
     }
 
+    fn destroy_nodes(&self, nodes: &[(&str, &NodeState)]) -> Vec<ProviderResult<()>> {
+        let ids: Vec<String> = nodes.iter().filter_map(|(_, n)| n.provider_id.clone()).collect();
+        match self.api.terminate(&ids) {
+            Ok(()) => nodes.iter().map(|_| Ok(())).collect(),
+            Err(e) => {
+                let why = format!("ec2 account `{}`: terminating {} node(s): {e}", self.account_name, ids.len());
+                nodes.iter().map(|_| Err(ProviderError::new(why.clone()))).collect()
+            }
+        }
+    }
+
     fn start(&self, request: &StartRequest<'_>) -> ProviderResult<Started> {
         self.ssh.start(request)
     }
