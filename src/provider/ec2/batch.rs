@@ -105,8 +105,10 @@ pub struct Batch {
 }
 
 /// The `RunInstances` calls that make `nodes` (node id, instance type): one per instance type,
-/// split only where the ids would not fit in one tag value.
-pub fn batches<'a>(nodes: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<Batch> {
+/// split where the ids would not fit in one tag value or a call would ask for more than
+/// `per_call` nodes.
+pub fn batches<'a>(nodes: impl IntoIterator<Item = (&'a str, &'a str)>, per_call: usize) -> Vec<Batch> {
+    let per_call = per_call.max(1);
     let mut by_type: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (id, instance_type) in nodes {
         by_type.entry(instance_type).or_default().push(id.to_string());
@@ -116,7 +118,7 @@ pub fn batches<'a>(nodes: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<B
         let mut current: Vec<String> = Vec::new();
         for id in ids {
             current.push(id);
-            let fits = encode_ids(&current).is_some_and(|t| t.len() <= MAX_TAG_VALUE);
+            let fits = current.len() <= per_call && encode_ids(&current).is_some_and(|t| t.len() <= MAX_TAG_VALUE);
             if !fits && current.len() > 1 {
                 let last = current.pop().expect("more than one");
                 out.push(batch_of(instance_type, std::mem::take(&mut current)));
@@ -169,7 +171,7 @@ mod tests {
     fn one_call_per_instance_type_split_only_when_the_tag_is_full() {
         let nodes: Vec<(String, &str)> =
             (1..=200).map(|i| (format!("aws-{i}"), if i % 2 == 0 { "t3.small" } else { "t3.micro" })).collect();
-        let made = batches(nodes.iter().map(|(id, t)| (id.as_str(), *t)));
+        let made = batches(nodes.iter().map(|(id, t)| (id.as_str(), *t)), usize::MAX);
         // Every other number: 100 numbers of one type do not fit in 256 characters, so each
         // type takes two calls.
         assert_eq!(made.len(), 4, "{made:?}");
@@ -182,8 +184,12 @@ mod tests {
         let expected: Vec<String> = (1..=200).step_by(2).map(|i| format!("aws-{i}")).collect();
         assert_eq!(micro, expected);
         let contiguous: Vec<String> = (1..=200).map(|i| format!("aws-{i}")).collect();
-        let one = batches(contiguous.iter().map(|id| (id.as_str(), "t3.micro")));
+        let one = batches(contiguous.iter().map(|id| (id.as_str(), "t3.micro")), usize::MAX);
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].tag, "aws-:1-200");
+        let each = batches(contiguous.iter().map(|id| (id.as_str(), "t3.micro")), 1);
+        assert_eq!(each.len(), 200, "one call per node when asked");
+        let tens = batches(contiguous.iter().map(|id| (id.as_str(), "t3.micro")), 64);
+        assert_eq!(tens.iter().map(|b| b.ids.len()).collect::<Vec<_>>(), [64, 64, 64, 8]);
     }
 }

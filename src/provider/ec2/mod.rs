@@ -150,7 +150,8 @@ impl Ec2Provider {
     ) -> ProviderResult<()> {
         let memory: BTreeMap<String, Memory> = wanted.iter().map(|n| (n.id.clone(), n.memory)).collect();
         let request = crate::state::store::new_lineage();
-        for batch in batch::batches(wanted.iter().map(|n| (n.id.as_str(), n.size.as_str()))) {
+        let per_call = self.account.nodes_per_call.map_or(usize::MAX, |n| n as usize);
+        for batch in batch::batches(wanted.iter().map(|n| (n.id.as_str(), n.size.as_str())), per_call) {
             let token = nodes::client_token(&request, &batch);
             let nodes = nodes::make(self.api.as_ref(), template, &batch, &memory, &request, &token)
                 .map_err(|e| ProviderError::new(format!("ec2 account `{}`: {e}", self.account_name)))?;

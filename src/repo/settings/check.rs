@@ -284,6 +284,12 @@ impl Checks<'_> {
             .hint("a node usually runs and answers on SSH within a few minutes, e.g. 300000");
             self.errors.push(d);
         }
+        if ec2.nodes_per_call == Some(0) {
+            let d = Diagnostic::new(format!("ec2 account `{name}`: `nodesPerCall` must be at least 1"))
+                .at(self.loc(&["accounts", name, "nodesPerCall"]))
+                .hint("leave it out to make all the nodes of one instance type in one call");
+            self.errors.push(d);
+        }
         for (i, value) in ec2.subnet_id.iter().chain(&ec2.security_group_ids).enumerate() {
             if !is_valid_name(value) {
                 let field = if i == 0 && ec2.subnet_id.is_some() { "subnetId" } else { "securityGroupIds" };

@@ -176,6 +176,10 @@ pub struct Ec2Account {
     /// one request every `1 / requestsPerSecond` seconds); 5 when left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_per_second: Option<f64>,
+    /// The most nodes one `RunInstances` call asks for (all the nodes of one instance type in a
+    /// step when left out; 1 makes one call per node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes_per_call: Option<u32>,
     /// How long a new node may take to run and answer on SSH port 22, in milliseconds
     /// (300,000: five minutes, when left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
