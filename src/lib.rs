@@ -41,6 +41,9 @@
 //! - `spec` may use the leaves only (not state, not repo);
 //! - a leaf may use other leaves only.
 
+#![warn(missing_docs)]
+#![warn(clippy::too_many_lines)]
+
 pub mod apply;
 pub mod cli;
 pub mod diagnostic;

@@ -169,8 +169,11 @@ pub fn find(settings: &Settings, state: &State, options: &ProviderOptions) -> Un
     let mut seen: HashSet<(String, u32)> = HashSet::new();
     let mut providers: Vec<(String, Box<dyn Provider>, Vec<NodeState>)> = Vec::new();
     for (account, nodes) in nodes_to_ask(settings, state) {
+        // Only where processes can run: a simulated environment of 10,000 nodes is not asked
+        // 10,000 times (a thread each) for processes that cannot exist.
         if let Some(provider) =
             settings.account(&account).and_then(|a| provider::for_account(&account, a, options).ok())
+            && provider.starts_processes()
         {
             providers.push((account, provider, nodes));
         }

@@ -310,6 +310,13 @@ pub trait Provider: Send + Sync {
         false
     }
 
+    /// Whether instances of this provider are processes that can outlive their record (local,
+    /// ssh): only then is a node worth asking for [`Provider::tagged`] processes. Nothing runs
+    /// for the simulated provider and the fakes.
+    fn starts_processes(&self) -> bool {
+        true
+    }
+
     /// Tells one consumer instance the endpoints of a provider (`setInvocationAddress`, see
     /// [`wire`]); real providers go over HTTP, fakes record or skip it.
     ///

@@ -119,6 +119,10 @@ impl Provider for RecordingProvider {
         true
     }
 
+    fn starts_processes(&self) -> bool {
+        false
+    }
+
     fn create_nodes(&self, nodes: &[NewNode], _taken: &BTreeSet<String>) -> ProviderResult<Vec<NodeState>> {
         self.push(Call::NodesCreated(nodes.iter().map(|n| n.id.clone()).collect()));
         Ok(nodes

@@ -38,6 +38,10 @@ impl Provider for SimulatedProvider {
         self.latency.is_zero()
     }
 
+    fn starts_processes(&self) -> bool {
+        false
+    }
+
     fn create_nodes(&self, nodes: &[NewNode], _taken: &BTreeSet<String>) -> ProviderResult<Vec<NodeState>> {
         // One call per batch, as a cloud API would take.
         self.pause();
