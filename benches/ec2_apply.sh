@@ -25,6 +25,8 @@ ENACT="${ENACT_BIN:-$PWD/target/release/enact}"
 NS="enact-bench-$$"
 WORK="$(mktemp -d /tmp/enact-ec2-bench.XXXXXX)"
 cleanup() {
+  for pid in $(ip netns pids "$NS" 2>/dev/null); do kill -TERM "$pid" 2>/dev/null || true; done
+  sleep 0.5
   for pid in $(ip netns pids "$NS" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
   ip netns del "$NS" 2>/dev/null || true
   rm -rf "$WORK"
@@ -130,8 +132,11 @@ run() {
   : >"$WORK/calls"
   local t0 t1 t2
   t0=$(date +%s.%N)
-  in_ns env AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true \
-    "$ENACT" -C "$dir" --quiet apply --auto-approve --health-timeout 120 >/dev/null
+  if ! in_ns env AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true \
+    "$ENACT" -C "$dir" --no-color apply --auto-approve --health-timeout 120 >"$WORK/apply.log" 2>&1; then
+    echo "the apply failed ($label):" >&2
+    tail -20 "$WORK/apply.log" >&2
+  fi
   t1=$(date +%s.%N)
   local applied
   applied=$(sort "$WORK/calls" | uniq -c | awk '{printf "%s %s, ", $1, $2}')

@@ -39,10 +39,15 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
+        // SIGTERM first, so that a login shell half-way through its start-up files leaves no
+        // lock behind, then SIGKILL what is left.
+        for signal in ["-TERM", "-KILL"] {
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args([signal, pid]).status();
+                }
             }
+            std::thread::sleep(Duration::from_millis(300));
         }
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }

@@ -64,10 +64,16 @@ impl Untracked {
     /// How much was found, in words: `3 process(es)`, `2 EC2 instance(s)`, or both joined by
     /// `and`.
     pub fn counted(&self) -> String {
+        self.counted_as("")
+    }
+
+    /// As [`Untracked::counted`], each count followed by `word` (`untracked ` gives
+    /// `3 untracked process(es)`).
+    pub fn counted_as(&self, word: &str) -> String {
         match (self.orphans.len(), self.nodes.len()) {
-            (p, 0) => format!("{p} process(es)"),
-            (0, n) => format!("{n} EC2 instance(s)"),
-            (p, n) => format!("{p} process(es) and {n} EC2 instance(s)"),
+            (p, 0) => format!("{p} {word}process(es)"),
+            (0, n) => format!("{n} {word}EC2 instance(s)"),
+            (p, n) => format!("{p} {word}process(es) and {n} {word}EC2 instance(s)"),
         }
     }
 

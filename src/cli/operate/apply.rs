@@ -192,7 +192,7 @@ pub fn destroy(ctx: &Context, args: &DestroyArgs) -> Result<Outcome> {
         let _ = write!(question, " and forgets {} legacy service(s), which keep running elsewhere", legacy.len());
     }
     if !untracked.is_empty() {
-        let _ = write!(question, " and {} untracked", untracked.counted());
+        let _ = write!(question, " and {}", untracked.counted_as("untracked "));
     }
     question.push('.');
     ctx.printer.confirm(Ask::Change { question: &question, flag: "--auto-approve" }, args.auto_approve)?;
@@ -200,7 +200,7 @@ pub fn destroy(ctx: &Context, args: &DestroyArgs) -> Result<Outcome> {
     let mut orphan_errors = Vec::new();
     if !untracked.is_empty() {
         orphan_errors = untracked.stop_all(&repo.settings, &ctx.provider_options(&repo));
-        ctx.printer.info(&format!("Stopped {} untracked.", untracked.counted()));
+        ctx.printer.info(&format!("Stopped {}.", untracked.counted_as("untracked ")));
         for error in &orphan_errors {
             ctx.printer.error(&format!("could not stop {error}"));
         }

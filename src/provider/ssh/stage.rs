@@ -20,6 +20,10 @@ use super::session::Connection;
 use crate::provider::{Package, ProviderError, ProviderResult, package};
 use crate::repo::settings::SshHost;
 
+
+/// How long one package upload to a host may take, from connecting to installing it.
+pub const UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 impl SshProvider {
     /// The directory enact keeps packages and logs in on a host: `$HOME/.enact/<env>`,
     /// absolute, so commands need no shell expansion.
@@ -97,7 +101,7 @@ impl SshProvider {
             .map_err(|e| ProviderError::new(format!("cannot read package {}: {e}", local.display())))?;
         let dir = relative.rsplit_once('/').map_or(".", |(d, _)| d);
         let who = self.describe(host);
-        let remote = self.runtime.block_on(async {
+        let upload = async {
             let connection = self.connection(host).await?;
             let begun = Instant::now();
             // The SFTP session opens while the host looks for the package.
@@ -155,6 +159,16 @@ impl SshProvider {
                 )));
             }
             Ok(remote)
+        };
+        // A host that stops answering half-way (an SFTP session that never opens, a write that
+        // never completes) fails the start instead of holding the apply for ever.
+        let remote = self.runtime.block_on(async {
+            tokio::time::timeout(UPLOAD_TIMEOUT, upload).await.unwrap_or_else(|_| {
+                Err(ProviderError::new(format!(
+                    "host {who}: uploading the package did not finish within {} s; the host or its SFTP server does not answer",
+                    UPLOAD_TIMEOUT.as_secs()
+                )))
+            })
         })?;
         self.uploaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key);
         Ok(remote)
