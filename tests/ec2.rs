@@ -200,6 +200,12 @@ impl Repo {
     /// A repository whose account reaches the EC2 API at `endpoint` (the emulator, or a proxy
     /// in front of it).
     fn with_endpoint(lab: &Lab, airlines: u32, endpoint: &str) -> Repo {
+        Repo::with_settings(lab, airlines, endpoint, &json!({}))
+    }
+
+    /// [`Repo::with_endpoint`] with the top-level keys of `extra` (a `reservoir`, a
+    /// `nodeSelector`) set in its enact.json.
+    fn with_settings(lab: &Lab, airlines: u32, endpoint: &str, extra: &Value) -> Repo {
         let (netns, client_key) = (&lab.netns, lab.client_key.as_path());
         let dir = tempfile::Builder::new().prefix("enact-ec2-").tempdir().expect("tempdir");
         let root = dir.path().canonicalize().expect("canonical");
@@ -208,7 +214,7 @@ impl Repo {
         for name in ["airline.py", "travelagency.py"] {
             fs::copy(examples.join(name), root.join("services").join(name)).expect("copy service");
         }
-        let settings = json!({
+        let mut settings = json!({
             "defaultAccount": "aws",
             "nodeSelector": { "policy": "ALWAYS_CREATE" },
             "accounts": { "aws": {
@@ -218,6 +224,9 @@ impl Repo {
             } },
             "packageTypes": { "PYTHON": { "start": "python3 {package}" } }
         });
+        if let (Some(base), Some(extra)) = (settings.as_object_mut(), extra.as_object()) {
+            base.extend(extra.clone());
+        }
         fs::write(root.join("enact.json"), serde_json::to_string_pretty(&settings).expect("json")).expect("enact.json");
         let repo = Repo { root, netns: netns.name.clone(), _dir: dir };
         repo.write_chor(airlines);
@@ -235,6 +244,26 @@ impl Repo {
             ]
         });
         fs::write(self.root.join("chor.json"), serde_json::to_string_pretty(&chor).expect("json")).expect("chor.json");
+    }
+
+    /// `chor.json` with `n` airlines and no travel agency.
+    fn write_airlines(&self, n: u32) {
+        let chor = json!({
+            "deployableServiceSpecs": [
+                { "name": "airline", "roles": ["airline"], "packageType": "PYTHON", "packageUri": "services/airline.py",
+                  "port": 8080, "numberOfInstances": n, "version": "1.0" }
+            ]
+        });
+        fs::write(self.root.join("chor.json"), serde_json::to_string_pretty(&chor).expect("json")).expect("chor.json");
+    }
+
+    /// The EC2 instance ids the state records, spares included, and those of the spares.
+    fn recorded(&self) -> (BTreeSet<String>, BTreeSet<String>) {
+        let state = self.state();
+        let nodes = state["nodes"].as_object().cloned().unwrap_or_default();
+        let id = |n: &Value| n["providerId"].as_str().map(str::to_string);
+        let spares = nodes.values().filter(|n| n["spare"] == json!(true)).filter_map(id).collect();
+        (nodes.values().filter_map(id).collect(), spares)
     }
 
     /// `enact` run inside the namespace, with the emulator's credentials.
@@ -422,6 +451,109 @@ fn an_apply_killed_right_after_run_instances_leaves_no_instance_untracked() {
         .filter_map(|n| n["providerId"].as_str().map(str::to_string))
         .collect();
     assert_eq!(recorded, live, "state records exactly the instances that run");
+
+    let (code, out, err) = repo.enact(&["destroy", "--auto-approve"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(lab.live().is_empty());
+}
+
+#[test]
+fn the_reservoir_keeps_spare_ec2_nodes_that_a_scale_out_takes_and_destroy_terminates() {
+    if !available() {
+        return;
+    }
+    let mut lab = Lab::start("ec2r");
+    lab.route();
+    let endpoint = lab.moto.endpoint.clone();
+    let repo = Repo::with_settings(&lab, 1, &endpoint, &json!({ "reservoir": { "initialSize": 2, "threshold": 0 } }));
+    let (code, out, err) = repo.enact(&["apply", "--auto-approve", "--health-timeout", "30"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("+2 spare"), "the plan names the spares:\n{out}");
+    // A node per instance and two spares: EC2 runs exactly the nodes the state records.
+    let (recorded, spares) = repo.recorded();
+    assert_eq!((recorded.len(), spares.len()), (4, 2), "{recorded:?} / {spares:?}");
+    assert_eq!(lab.live(), recorded, "EC2 runs exactly the recorded nodes, spares included");
+    let (code, out, err) = repo.enact(&["status"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("reservoir of account `aws`: 2 spare nodes"), "{out}");
+
+    // Two more airlines run on the two spares (no node made for them), and the emptied
+    // reservoir is refilled with two new spares.
+    repo.write_chor(3);
+    let (code, out, err) = repo.enact(&["apply", "--auto-approve", "--health-timeout", "30"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let state = repo.state();
+    let on: BTreeSet<String> = state["services"]["airline"]["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .filter_map(|i| state["nodes"][i["node"].as_str()?]["providerId"].as_str().map(str::to_string))
+        .collect();
+    assert!(spares.is_subset(&on), "the former spares {spares:?} run airlines: {on:?}");
+    let pids = repo.pids();
+    assert_eq!(pids.len(), 4, "three airlines and the agency run");
+    let (recorded, new_spares) = repo.recorded();
+    assert_eq!((recorded.len(), new_spares.len()), (6, 2));
+    assert!(new_spares.is_disjoint(&spares));
+    assert_eq!(lab.live(), recorded, "EC2 runs exactly the recorded nodes, spares included");
+
+    // Destroy terminates every node, spares included.
+    let (code, out, err) = repo.enact(&["destroy", "--auto-approve"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(lab.live().is_empty(), "no instance left running: {:?}", lab.live());
+    assert_eq!(repo.state()["nodes"], json!({}));
+}
+
+#[test]
+fn limited_round_robin_never_runs_more_ec2_nodes_than_its_vm_limit_spares_included() {
+    if !available() {
+        return;
+    }
+    let mut lab = Lab::start("ec2l");
+    lab.route();
+    let proxy = ThrottlingProxy::start(&lab.moto, 0);
+    let extra = json!({
+        "nodeSelector": { "policy": "LIMITED_ROUND_ROBIN", "vmLimit": 2 },
+        "reservoir": { "initialSize": 2 }
+    });
+    let repo = Repo::with_settings(&lab, 1, &proxy.endpoint, &extra);
+    repo.write_airlines(1);
+    // Every instance EC2 ever made stays listed (terminated ones included): counting them all
+    // shows there were never more than two at once.
+    let made = || lab.moto.instances().len();
+
+    // One airline: its node and one spare, not two.
+    let (code, out, err) = repo.enact(&["apply", "--auto-approve", "--health-timeout", "30"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("keeps 1 spare node, not 2"), "{out}");
+    assert_eq!(made(), 2);
+    assert_eq!(repo.recorded().1.len(), 1);
+
+    // A second airline takes the spare: no new node, no new spare.
+    repo.write_airlines(2);
+    let (code, out, err) = repo.enact(&["apply", "--auto-approve", "--health-timeout", "30"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(made(), 2, "the spare took the instance");
+    assert_eq!(repo.pids().len(), 2);
+
+    // A third airline would need a third node: refused before anything runs.
+    repo.write_airlines(3);
+    let (code, out, err) = repo.enact(&["apply", "--auto-approve", "--health-timeout", "30"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("`vmLimit` 2 is reached"), "{err}");
+    assert_eq!(made(), 2);
+    assert_eq!(lab.live(), repo.recorded().0);
+
+    // Back to one: the emptied node is terminated before the new spare is made.
+    repo.write_airlines(1);
+    let (code, out, err) = repo.enact(&["apply", "--auto-approve", "--health-timeout", "30"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (recorded, spares) = repo.recorded();
+    assert_eq!((recorded.len(), spares.len()), (2, 1));
+    assert_eq!(lab.live(), recorded);
+    let actions = proxy.actions();
+    let last = |action: &str| actions.iter().rposition(|a| a == action);
+    assert!(last("TerminateInstances") < last("RunInstances"), "{actions:?}");
 
     let (code, out, err) = repo.enact(&["destroy", "--auto-approve"]);
     assert_eq!(code, 0, "{out}\n{err}");

@@ -4,7 +4,7 @@
 use enact::plan::converge::apply_model;
 use enact::plan::model::RolloutOrder;
 use enact::plan::{PlanInput, plan};
-use enact::repo::settings::{NodeSelector, Policy, RolloutSettings, Settings};
+use enact::repo::settings::{Account, NodeSelector, Policy, Reservoir, RolloutSettings, Settings, SimulatedAccount};
 use enact::spec::{Choreography, DeployableServiceSpec, LegacyServiceSpec, Memory, ServiceDependency, ServiceType};
 use enact::state::State;
 use proptest::prelude::*;
@@ -86,13 +86,29 @@ fn build(shapes: &[Shape], names: &[usize]) -> Choreography {
     chor
 }
 
+/// The node selection policy `policy % 3`; from 3 on (half the cases), with the services in a
+/// simulated account that keeps a reservoir of 0–3 spares.
 fn settings(policy: u8) -> Settings {
-    let policy = match policy % 3 {
+    let kind = match policy % 3 {
         0 => Policy::AlwaysCreate,
         1 => Policy::RoundRobin,
         _ => Policy::LimitedRoundRobin,
     };
-    Settings { node_selector: Some(NodeSelector { policy, vm_limit: Some(10_000) }), ..Default::default() }
+    let mut settings =
+        Settings { node_selector: Some(NodeSelector { policy: kind, vm_limit: Some(10_000) }), ..Default::default() };
+    if policy % 6 >= 3 {
+        let initial_size = u32::from(policy / 6 % 4);
+        let reservoir = Reservoir { initial_size, threshold: i64::from((policy / 24 % 2).min(initial_size as u8)) };
+        with_reservoir(&mut settings, reservoir);
+    }
+    settings
+}
+
+/// Places the services in the simulated account `sim`, which keeps `reservoir`.
+fn with_reservoir(settings: &mut Settings, reservoir: Reservoir) {
+    settings.accounts.insert("sim".into(), Account::Simulated(SimulatedAccount::default()));
+    settings.default_account = Some("sim".into());
+    settings.reservoir = Some(reservoir);
 }
 
 fn input<'a>(spec: &'a Choreography, state: &'a State, settings: &'a Settings) -> PlanInput<'a> {
@@ -180,6 +196,7 @@ proptest! {
                 prop_assert_eq!(service.instances.len() as u32, spec.instances(), "{}", name);
                 for instance in &service.instances {
                     prop_assert!(after.nodes.contains_key(&instance.node), "{} on unknown node", instance.id);
+                    prop_assert!(!after.nodes[&instance.node].spare, "{} on a spare node", instance.id);
                     prop_assert!(used.insert((instance.node.clone(), spec.port)), "port {:?} twice on {}", spec.port, instance.node);
                 }
             }
@@ -198,36 +215,65 @@ proptest! {
     /// (Debug builds check placement's load index against a scan of all nodes at every choice.)
     #[test]
     fn a_small_vm_limit_is_kept_or_refused((old, new, _) in scenario(), limit in 1u32..8) {
-        vm_limit_is_kept_or_refused(&old, &new, limit)?;
+        vm_limit_is_kept_or_refused(&old, &new, limit, None)?;
     }
 
     /// The same, on rolling replacements of a few services.
     #[test]
     fn a_small_vm_limit_is_kept_or_refused_while_rolling((old, new, limit) in rolling_scenario()) {
-        vm_limit_is_kept_or_refused(&old, &new, limit)?;
+        vm_limit_is_kept_or_refused(&old, &new, limit, None)?;
+    }
+
+    /// The same with a reservoir of spare nodes, which count against the limit.
+    #[test]
+    fn a_small_vm_limit_is_kept_with_spares_or_refused(
+        (old, new, _) in scenario(), limit in 1u32..8, initial_size in 1u32..4, threshold in 0u32..4,
+    ) {
+        let reservoir = Reservoir { initial_size, threshold: i64::from(threshold.min(initial_size)) };
+        vm_limit_is_kept_or_refused(&old, &new, limit, Some(reservoir))?;
     }
 }
 
-/// The body of the `vmLimit` properties: `old` planned from nothing, then `new` from there.
-fn vm_limit_is_kept_or_refused(old: &Choreography, new: &Choreography, limit: u32) -> Result<(), TestCaseError> {
-    let settings = Settings {
+/// The body of the `vmLimit` properties: `old` planned from nothing, then `new` from there. With
+/// a `reservoir`, the services go to a simulated account that keeps one: the spares freed first
+/// leave room, the spares made last count once the emptied nodes are gone.
+fn vm_limit_is_kept_or_refused(
+    old: &Choreography,
+    new: &Choreography,
+    limit: u32,
+    reservoir: Option<Reservoir>,
+) -> Result<(), TestCaseError> {
+    let mut settings = Settings {
         node_selector: Some(NodeSelector { policy: Policy::LimitedRoundRobin, vm_limit: Some(limit) }),
         ..Default::default()
     };
+    if let Some(reservoir) = reservoir {
+        with_reservoir(&mut settings, reservoir);
+    }
     let empty = State::empty("dev");
     let check = |prior: &State, spec: &Choreography| -> Result<Option<State>, TestCaseError> {
         match plan(input(spec, prior, &settings)) {
             Ok(planned) => {
-                let existing = prior.nodes.len() + planned.placement.new_nodes.len();
+                let placement = &planned.placement;
+                let existing = prior.nodes.len() - placement.freed_spares.len() + placement.new_nodes.len();
                 prop_assert!(
                     existing <= limit as usize,
-                    "{} state nodes + {} new nodes exceed vmLimit {}",
+                    "{} state nodes - {} spares freed + {} new nodes exceed vmLimit {}",
                     prior.nodes.len(),
-                    planned.placement.new_nodes.len(),
+                    placement.freed_spares.len(),
+                    placement.new_nodes.len(),
                     limit
                 );
                 check_rollouts(&planned)?;
                 let after = apply_model(prior, spec, &planned);
+                prop_assert!(after.nodes.len() <= limit as usize, "{} nodes after the apply", after.nodes.len());
+                if reservoir.is_some() && !spec.deployable_service_specs.is_empty() {
+                    let spares = after.nodes.values().filter(|n| n.spare).count();
+                    prop_assert!(
+                        spares > 0 || after.nodes.len() == limit as usize,
+                        "no spare, yet room under the limit"
+                    );
+                }
                 let mut used = std::collections::HashSet::new();
                 for service in after.services.values() {
                     if let enact::state::AppliedSpec::Deployable(s) = &service.spec {

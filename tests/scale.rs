@@ -61,6 +61,7 @@ impl Provider for Counting {
                 memory: Some(n.memory),
                 size: Some(n.size.clone()),
                 provider_id: None,
+                spare: false,
             })
             .collect())
     }

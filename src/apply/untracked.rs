@@ -128,6 +128,7 @@ fn nodes_to_ask(settings: &Settings, state: &State) -> BTreeMap<String, Vec<Node
                     memory: None,
                     size: None,
                     provider_id: None,
+                    spare: false,
                 };
                 // One look covers every local account: they share the machine.
                 if !by_account.values().flat_map(BTreeMap::values).any(|n| n.provider == "local") {
@@ -143,6 +144,7 @@ fn nodes_to_ask(settings: &Settings, state: &State) -> BTreeMap<String, Vec<Node
                         memory: None,
                         size: None,
                         provider_id: None,
+                        spare: false,
                     };
                     by_account.entry(name.to_string()).or_default().insert(host.address.clone(), node);
                 }

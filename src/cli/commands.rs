@@ -379,7 +379,8 @@ fn render_state(state: &State, ctx: &Context) -> String {
         let _ = writeln!(out, "\nnodes:");
         for (id, node) in &state.nodes {
             let size = node.size.clone().or_else(|| node.memory.map(|m| m.to_string())).unwrap_or_default();
-            let _ = writeln!(out, "  {:<20} {:<10} {:<16} {}", id, node.account, node.address, size);
+            let spare = if node.spare { "  spare" } else { "" };
+            let _ = writeln!(out, "  {:<20} {:<10} {:<16} {size}{spare}", id, node.account, node.address);
         }
     }
     out

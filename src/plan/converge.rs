@@ -7,7 +7,7 @@ use super::diff::Planned;
 use super::model::Action;
 use crate::spec::endpoint::native_uri;
 use crate::spec::{Choreography, Service};
-use crate::state::{AppliedSpec, InstanceState, InstanceStatus, NodeState, ServiceState, State};
+use crate::state::{AppliedSpec, InstanceState, InstanceStatus, NewNode, NodeState, ServiceState, State};
 
 /// The address a new node of a provider gets in the model (providers assign real ones).
 pub fn model_address(provider: &str, node_number: u64) -> String {
@@ -21,25 +21,33 @@ pub fn model_address(provider: &str, node_number: u64) -> String {
     }
 }
 
-/// Applies `planned` to `prior` in the model: specs recorded, instances started and stopped as
-/// placed, nodes created and freed. Serial and lineage are left to the state store.
+/// The node the model records for `node`.
+fn model_node(node: &NewNode, spare: bool) -> NodeState {
+    let address =
+        node.address.clone().unwrap_or_else(|| model_address(node.provider, super::placement::id_number(&node.id)));
+    NodeState {
+        account: node.account.clone(),
+        provider: node.provider.to_string(),
+        address,
+        memory: Some(node.memory),
+        size: Some(node.size.clone()),
+        provider_id: None,
+        spare,
+    }
+}
+
+/// Applies `planned` to `prior` in the model: spares given up freed first, specs recorded,
+/// instances started and stopped as placed (a spare that takes one becomes an ordinary node),
+/// nodes created and freed, the reservoirs refilled last. Serial and lineage are left to the
+/// state store.
 pub fn apply_model(prior: &State, spec: &Choreography, planned: &Planned) -> State {
     let mut state = prior.clone();
     let placement = &planned.placement;
+    for id in &placement.freed_spares {
+        state.nodes.remove(id);
+    }
     for node in &placement.new_nodes {
-        let address =
-            node.address.clone().unwrap_or_else(|| model_address(node.provider, super::placement::id_number(&node.id)));
-        state.nodes.insert(
-            node.id.clone(),
-            NodeState {
-                account: node.account.clone(),
-                provider: node.provider.to_string(),
-                address,
-                memory: Some(node.memory),
-                size: Some(node.size.clone()),
-                provider_id: None,
-            },
-        );
+        state.nodes.insert(node.id.clone(), model_node(node, false));
     }
     let desired: std::collections::HashMap<&str, Service<'_>> = spec.services().map(|s| (s.name(), s)).collect();
     for change in &planned.plan.changes {
@@ -70,7 +78,13 @@ pub fn apply_model(prior: &State, spec: &Choreography, planned: &Planned) -> Sta
         let Some(Service::Deployable(spec)) = desired.get(started.service.as_str()) else {
             continue;
         };
-        let address = state.nodes.get(&started.node).map(|n| n.address.clone()).unwrap_or_default();
+        let address = match state.nodes.get_mut(&started.node) {
+            Some(node) => {
+                node.spare = false;
+                node.address.clone()
+            }
+            None => String::new(),
+        };
         if let Some(entry) = state.services.get_mut(&started.service) {
             entry.instances.push(InstanceState {
                 id: started.id.clone(),
@@ -85,6 +99,9 @@ pub fn apply_model(prior: &State, spec: &Choreography, planned: &Planned) -> Sta
     }
     for id in &placement.freed_nodes {
         state.nodes.remove(id);
+    }
+    for node in &placement.new_spares {
+        state.nodes.insert(node.id.clone(), model_node(node, true));
     }
     state
 }

@@ -306,12 +306,50 @@ pub struct Step {
 /// The nodes one account gains and loses.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeChanges {
-    /// Nodes created, by size label (the memory size; on EC2 the instance type) → count.
+    /// Nodes created for new instances, by size label (the memory size; on EC2 the instance
+    /// type) → count.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub create: BTreeMap<String, u32>,
     /// Nodes freed (left empty by the plan), by size label → count.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub destroy: BTreeMap<String, u32>,
+    /// What happens to the account's reservoir of spare nodes; absent when it has none and
+    /// gets none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spares: Option<SpareChanges>,
+}
+
+impl NodeChanges {
+    /// Whether apply would change any node (a reservoir that `vmLimit` keeps below
+    /// `initialSize` is no change by itself).
+    pub fn changes_something(&self) -> bool {
+        !self.create.is_empty()
+            || !self.destroy.is_empty()
+            || self.spares.is_some_and(|s| s.create > 0 || s.destroy > 0 || s.handed_out > 0)
+    }
+}
+
+/// What a plan does to the reservoir of one account (`reservoir` of enact.json): counts of
+/// spare nodes, all of the SMALL size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpareChanges {
+    /// Spare nodes made to refill the reservoir (at the end of the apply).
+    #[serde(default)]
+    pub create: u32,
+    /// Spare nodes freed (before any node is made): beyond what the reservoir keeps, or in the
+    /// way of `vmLimit`.
+    #[serde(default)]
+    pub destroy: u32,
+    /// Spare nodes new instances take: they become ordinary nodes.
+    #[serde(default)]
+    pub handed_out: u32,
+    /// Spare nodes the account holds once the apply is done.
+    #[serde(default)]
+    pub after: u32,
+    /// What the reservoir would hold but for `vmLimit`, when the limit keeps it lower.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limited_from: Option<u32>,
 }
 
 /// How many services each action touches.
@@ -335,9 +373,9 @@ impl Summary {
 }
 
 impl Plan {
-    /// Whether the plan changes anything.
+    /// Whether the plan changes anything: a service, or a node (a reservoir's spares included).
     pub fn has_changes(&self) -> bool {
-        !self.changes.is_empty()
+        !self.changes.is_empty() || self.nodes.values().any(NodeChanges::changes_something)
     }
 
     /// The machine form: pretty JSON with a final newline, the same bytes for the same plan.

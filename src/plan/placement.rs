@@ -10,6 +10,14 @@
 //! is refused here, at plan time, before anything runs. The result is pure data, the same for the
 //! same inputs.
 //!
+//! The reservoir (`reservoir` of enact.json) keeps spare nodes of the SMALL size in each ec2 and
+//! simulated account the environment places services in: where the policy asks for a new node,
+//! a spare that fits is handed out first (it becomes an ordinary node); after every service is
+//! placed, an account left with `threshold` spares or fewer gets new ones back up to
+//! `initialSize`, made at the end of the apply, and spares beyond what it keeps are freed before
+//! any node is made. Spares count against `vmLimit`: the reservoir keeps fewer when the limit
+//! leaves no room, and a spare that does not fit an instance is freed to make room for its node.
+//!
 //! Depends on the settings of [`crate::repo`], the spec and the state.
 
 use std::borrow::Cow;
@@ -18,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use foldhash::{HashMap, HashMapExt as _};
 
 use crate::diagnostic::Diagnostic;
-use crate::repo::settings::{Account, EnvView, Policy, SshAccount};
+use crate::repo::settings::{Account, EnvView, Policy, SPARE_MEMORY, SshAccount, keeps_reservoir};
 use crate::spec::endpoint::port_of;
 use crate::spec::{DeployableServiceSpec, Memory};
 use crate::state::{AppliedSpec, InstanceState, NewNode, State};
@@ -51,6 +59,27 @@ pub struct Placement {
     pub new_nodes: Vec<NewNode>,
     /// Existing nodes left empty by the plan, which are freed.
     pub freed_nodes: Vec<String>,
+    /// Spare nodes of the state that new instances take (see [`PlacedInstance::node`]): each is
+    /// an ordinary node once an instance runs on it.
+    pub handed_out: Vec<String>,
+    /// Spare nodes of the state the reservoir gives up, freed before any node is made: beyond
+    /// what it keeps, in an account that keeps none, or in the way of `vmLimit`.
+    pub freed_spares: Vec<String>,
+    /// Spare nodes made to refill the reservoirs, at the end of the apply (after the steps).
+    pub new_spares: Vec<NewNode>,
+    /// Per account whose reservoir the plan looked at: the spares it holds once the apply is
+    /// done, and what it would hold but for `vmLimit`.
+    pub reservoirs: BTreeMap<String, Spares>,
+}
+
+/// The spares of one account's reservoir once an apply is done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spares {
+    /// Spare nodes it holds (a count).
+    pub kept: u32,
+    /// The count it would hold (`initialSize`, or the spares it has) when `vmLimit` keeps it
+    /// lower; `None` when it does not.
+    pub limited_from: Option<u32>,
 }
 
 /// What a changed service needs from placement.
@@ -79,6 +108,11 @@ struct NodeSlot<'a> {
     touched: bool,
     existing: bool,
     fixed: bool,
+    /// A spare node of the reservoir, not (yet) handed out: it takes no instance of the
+    /// round-robin policies, only one that would otherwise need a new node.
+    spare: bool,
+    /// A spare the plan frees before any node is made: it no longer counts.
+    retired: bool,
 }
 
 /// Every node placement knows of, in the order they came to be (the state's in id order, then
@@ -89,6 +123,9 @@ struct Slots<'a> {
     index: HashMap<Cow<'a, str>, usize>,
     /// `None` under `ALWAYS_CREATE`, which never looks for a node with room.
     load: Option<LoadIndex<'a>>,
+    /// The spares not handed out, per account, by (memory, index): the smallest that fits
+    /// first, ties to the oldest.
+    spares: HashMap<Cow<'a, str>, BTreeSet<(Memory, usize)>>,
 }
 
 /// Slot indices ordered by (instances, index): the least loaded first, ties to the oldest.
@@ -112,7 +149,12 @@ impl<'a> Slots<'a> {
             Policy::AlwaysCreate => None,
             Policy::RoundRobin | Policy::LimitedRoundRobin => Some(LoadIndex::default()),
         };
-        Slots { slots: Vec::with_capacity(capacity), index: HashMap::with_capacity(capacity), load }
+        Slots {
+            slots: Vec::with_capacity(capacity),
+            index: HashMap::with_capacity(capacity),
+            load,
+            spares: HashMap::new(),
+        }
     }
 
     fn get(&self, id: &str) -> Option<&NodeSlot<'a>> {
@@ -128,9 +170,48 @@ impl<'a> Slots<'a> {
         if let Some(load) = &mut self.load {
             *load.nodes.entry(slot.account.clone()).or_default() += 1;
         }
+        if slot.spare {
+            let memory = slot.memory.unwrap_or(SPARE_MEMORY);
+            self.spares.entry(slot.account.clone()).or_default().insert((memory, i));
+        }
         self.index.insert(slot.id.clone(), i);
         self.slots.push(slot);
         self.count(i, true);
+    }
+
+    /// The spares of `account` not handed out or retired.
+    fn spare_count(&self, account: &str) -> usize {
+        self.spares.get(account).map_or(0, BTreeSet::len)
+    }
+
+    /// The spare of `account` an instance of `memory` takes: the smallest whose memory is at
+    /// least the instance's, ties to the oldest.
+    fn spare_for(&self, account: &str, memory: Memory) -> Option<usize> {
+        self.spares.get(account)?.range((memory, 0)..).next().map(|&(_, i)| i)
+    }
+
+    /// Takes spare `i` out of the reservoir: handed out (`retire` false), it becomes an ordinary
+    /// node that round robin may fill; retired, it no longer counts at all. Its id.
+    fn unspare(&mut self, i: usize, retire: bool) -> String {
+        let slot = &self.slots[i];
+        let (account, memory, id) = (slot.account.clone(), slot.memory.unwrap_or(SPARE_MEMORY), slot.id.to_string());
+        if let Some(set) = self.spares.get_mut(&account) {
+            set.remove(&(memory, i));
+        }
+        if retire {
+            self.slots[i].retired = true;
+            if let Some(n) = self.load.as_mut().and_then(|l| l.nodes.get_mut(&account)) {
+                *n = n.saturating_sub(1);
+            }
+        } else {
+            self.update(&id, |slot| slot.spare = false);
+        }
+        id
+    }
+
+    /// The newest spare of `account` not handed out, if any.
+    fn newest_spare(&self, account: &str) -> Option<usize> {
+        self.spares.get(account)?.iter().map(|&(_, i)| i).max()
     }
 
     /// Changes the slot of `node`, keeping the load index in step.
@@ -149,6 +230,10 @@ impl<'a> Slots<'a> {
             return;
         };
         let slot = &self.slots[i];
+        if slot.spare || slot.retired {
+            // Spares wait for an instance that needs a new node; round robin does not fill them.
+            return;
+        }
         let step = |n: &mut usize| *n = if add { *n + 1 } else { n.saturating_sub(1) };
         let Some(memory) = slot.memory else {
             return;
@@ -201,7 +286,13 @@ impl<'a> Slots<'a> {
             self.slots
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| s.account == account && s.memory == Some(memory) && !s.ports.contains(&port))
+                .filter(|(_, s)| {
+                    s.account == account
+                        && s.memory == Some(memory)
+                        && !s.ports.contains(&port)
+                        && !s.spare
+                        && !s.retired
+                })
                 .min_by_key(|(order, s)| (s.instances, *order))
                 .map(|(_, s)| &s.id),
             "the load index disagrees with a scan of the nodes"
@@ -210,12 +301,13 @@ impl<'a> Slots<'a> {
     }
 
     /// Nodes of `account` that exist at some moment of the apply: the state's, those this plan
-    /// empties included (apply frees them last), and the new ones.
+    /// empties included (apply frees them last), its spares but those it frees first, and the
+    /// new ones.
     fn nodes(&self, account: &'a str) -> usize {
         let nodes = self.load.as_ref().and_then(|l| l.nodes.get(&Cow::Borrowed(account)).copied()).unwrap_or(0);
         debug_assert_eq!(
             nodes,
-            self.slots.iter().filter(|s| s.account == account).count(),
+            self.slots.iter().filter(|s| s.account == account && !s.retired).count(),
             "the count of nodes disagrees with a scan of the nodes"
         );
         nodes
@@ -229,7 +321,12 @@ impl<'a> Slots<'a> {
             .and_then(|l| l.by_load.get(&(Cow::Borrowed(account), memory)))
             .is_some_and(|nodes| !nodes.is_empty());
         debug_assert!(
-            self.load.is_none() || found == self.slots.iter().any(|s| s.account == account && s.memory == Some(memory)),
+            self.load.is_none()
+                || found
+                    == self
+                        .slots
+                        .iter()
+                        .any(|s| s.account == account && s.memory == Some(memory) && !s.spare && !s.retired),
             "the load index disagrees with a scan of the nodes"
         );
         found
@@ -249,14 +346,36 @@ pub fn id_number(id: &str) -> u64 {
     digits.parse().unwrap_or(0)
 }
 
-/// Places the instances `demands` need, starting from what `state` records.
+/// Places the instances `demands` need, starting from what `state` records, and keeps the
+/// reservoirs of the accounts in `reserve` (see [`place_from`]).
 ///
 /// # Errors
 /// Every instance that cannot be placed (an account enact.json does not define, a reached
 /// `vmLimit`, ssh hosts whose port is taken, node or instance numbers used up), each a
 /// [`Diagnostic`] naming its service and what to do.
-pub fn place(view: &EnvView<'_>, state: &State, demands: &[Demand<'_>]) -> Result<Placement, Vec<Diagnostic>> {
-    place_from(view, state, demands, Start::of(view.node_selector.policy, state))
+pub fn place(
+    view: &EnvView<'_>,
+    state: &State,
+    demands: &[Demand<'_>],
+    reserve: Option<&BTreeSet<String>>,
+) -> Result<Placement, Vec<Diagnostic>> {
+    place_from(view, state, demands, Start::of(view.node_selector.policy, state), reserve)
+}
+
+/// The accounts that keep a reservoir of spare nodes for an environment whose spec places its
+/// deployable services in `accounts` (each service's `cloudAccount`, else the environment's
+/// default account): those of the ec2 and simulated providers, when the environment has a
+/// `reservoir` of at least one node. Empty otherwise.
+pub fn reservoir_accounts<'s>(view: &EnvView<'_>, accounts: impl IntoIterator<Item = &'s str>) -> BTreeSet<String> {
+    if view.reservoir.is_none_or(|r| r.initial_size == 0) {
+        return BTreeSet::new();
+    }
+    let accounts: BTreeSet<&str> = accounts.into_iter().collect();
+    accounts
+        .into_iter()
+        .filter(|name| view.settings.account(name).is_some_and(keeps_reservoir))
+        .map(str::to_string)
+        .collect()
 }
 
 /// What placement starts from: every node of a state with what runs on it, and the next free
@@ -282,6 +401,8 @@ impl<'a> Start<'a> {
                 touched: false,
                 existing: true,
                 fixed: node.provider == "ssh",
+                spare: node.spare,
+                retired: false,
             });
         }
         for service in state.services.values() {
@@ -303,7 +424,11 @@ impl<'a> Start<'a> {
     }
 }
 
-/// [`place`] from a [`Start`] of the same state, under the policy of `view`.
+/// [`place`] from a [`Start`] of the same state, under the policy of `view`. `reserve` names the
+/// accounts that keep a reservoir ([`reservoir_accounts`]): their spares are refilled or cut
+/// back to what `view.reservoir` says, and the spares of every other account are freed; with
+/// `None` (a plan limited by `--target`) the reservoirs are left as they are, but for the
+/// spares new instances take.
 ///
 /// # Errors
 /// As [`place`]: every instance that cannot be placed, named with its service.
@@ -312,6 +437,7 @@ pub fn place_from(
     state: &State,
     demands: &[Demand<'_>],
     start: Start<'_>,
+    reserve: Option<&BTreeSet<String>>,
 ) -> Result<Placement, Vec<Diagnostic>> {
     let Start { slots, next_node } = start;
     let mut placer = Placer { view, slots, next_node, placement: Placement::default(), errors: Vec::new() };
@@ -323,15 +449,20 @@ pub fn place_from(
     for demand in sorted_demands {
         placer.place_service(state, demand, &mut released);
     }
-    let Placer { slots, mut placement, errors, .. } = placer;
-    add_ports(&mut placement, demands);
+    add_ports(&mut placer.placement, demands);
     // The state's nodes come first, in id order.
-    placement.freed_nodes = slots
+    placer.placement.freed_nodes = placer
+        .slots
         .slots
         .iter()
-        .filter(|s| s.existing && s.touched && s.instances == 0 && !s.fixed)
+        .filter(|s| s.existing && s.touched && s.instances == 0 && !s.fixed && !s.spare && !s.retired)
         .map(|s| s.id.to_string())
         .collect();
+    if let Some(reserve) = reserve {
+        placer.keep_reservoirs(state, reserve);
+    }
+    let Placer { mut placement, errors, .. } = placer;
+    placement.freed_spares.sort_by_key(|id| (state.nodes.get(id).map(|n| n.account.clone()), id_number(id)));
     if errors.is_empty() { Ok(placement) } else { Err(errors) }
 }
 
@@ -469,7 +600,7 @@ impl<'a> Placer<'a> {
             }
             let node = match choice {
                 Ok(Some(node)) => node,
-                Ok(None) => match self.new_node(account, account_name, memory) {
+                Ok(None) => match self.spare_or_new_node(account, account_name, memory) {
                     Some(id) => id,
                     None => {
                         let error = exhausted("node", &format!("account `{account_name}`"));
@@ -518,15 +649,41 @@ impl<'a> Placer<'a> {
         }
     }
 
-    /// A new node of `account` for an instance of `memory`, with the account's next free
-    /// number; `None` when the numbers are used up.
-    fn new_node(&mut self, account: &Account, account_name: &'a str, memory: Memory) -> Option<String> {
+    /// The node for an instance of `memory` where the policy asks for a new one: a spare of the
+    /// account's reservoir that fits, else a new node. Under `LIMITED_ROUND_ROBIN`, when the
+    /// account's spares (none of which fits) leave no room under `vmLimit`, as many of them as
+    /// it takes are freed first to make room. `None` when node numbers are used up.
+    fn spare_or_new_node(&mut self, account: &Account, account_name: &'a str, memory: Memory) -> Option<String> {
+        if let Some(i) = self.slots.spare_for(account_name, memory) {
+            let id = self.slots.unspare(i, false);
+            self.placement.handed_out.push(id.clone());
+            return Some(id);
+        }
+        while self.view.node_selector.policy == Policy::LimitedRoundRobin
+            && self.slots.nodes(account_name) >= self.view.node_selector.vm_limit.unwrap_or(1) as usize
+            && let Some(i) = self.slots.newest_spare(account_name)
+        {
+            let id = self.slots.unspare(i, true);
+            self.placement.freed_spares.push(id);
+        }
+        self.new_node(account, account_name, memory)
+    }
+
+    /// The next free id of a node of `account`; `None` when the numbers are used up.
+    fn next_id(&mut self, account_name: &'a str) -> Option<String> {
         let number = self.next_node.entry(account_name).or_insert(1);
         if *number > u128::from(u64::MAX) {
             return None;
         }
         let id = format!("{account_name}-{number}");
         *number += 1;
+        Some(id)
+    }
+
+    /// A new node of `account` for an instance of `memory`, with the account's next free
+    /// number; `None` when the numbers are used up.
+    fn new_node(&mut self, account: &Account, account_name: &'a str, memory: Memory) -> Option<String> {
+        let id = self.next_id(account_name)?;
         self.placement.new_nodes.push(NewNode {
             id: id.clone(),
             account: account_name.to_string(),
@@ -546,8 +703,81 @@ impl<'a> Placer<'a> {
             touched: false,
             existing: false,
             fixed: false,
+            spare: false,
+            retired: false,
         });
         Some(id)
+    }
+
+    /// After every instance is placed (and [`Placement::freed_nodes`] is known): each account
+    /// of `reserve`, and each account with spares left, keeps the spares its reservoir wants.
+    /// An account left with `threshold` spares or fewer is refilled up to `initialSize`; one
+    /// with more than it keeps (more than `initialSize`, or not in `reserve`) frees the newest
+    /// first. Under `LIMITED_ROUND_ROBIN` the spares and the account's other nodes once the
+    /// apply is done stay within `vmLimit`: the reservoir keeps fewer, and says so.
+    fn keep_reservoirs(&mut self, state: &State, reserve: &BTreeSet<String>) {
+        let view = self.view;
+        let mut accounts: BTreeSet<&str> = reserve.iter().map(String::as_str).collect();
+        accounts.extend(self.slots.spares.iter().filter(|(_, s)| !s.is_empty()).map(|(a, _)| a.as_ref()));
+        let accounts: Vec<String> = accounts.into_iter().map(str::to_string).collect();
+        let limited = view.node_selector.policy == Policy::LimitedRoundRobin;
+        let limit = view.node_selector.vm_limit.unwrap_or(1) as usize;
+        for name in accounts {
+            let Some((account_name, account)) = view.settings.accounts().find(|(n, _)| *n == name) else {
+                // An account enact.json no longer defines: its spares are freed.
+                while let Some(i) = self.slots.newest_spare(&name) {
+                    let id = self.slots.unspare(i, true);
+                    self.placement.freed_spares.push(id);
+                }
+                continue;
+            };
+            let wanted = match view.reservoir {
+                Some(r) if reserve.contains(account_name) && keeps_reservoir(account) => r.initial_size as usize,
+                _ => 0,
+            };
+            let threshold = view.reservoir.map_or(0, |r| r.threshold() as usize);
+            let left = self.slots.spare_count(account_name);
+            let target = if left <= threshold { wanted } else { left.min(wanted) };
+            let allowed = if limited && account.creates_nodes() {
+                let freed = self
+                    .placement
+                    .freed_nodes
+                    .iter()
+                    .filter(|id| state.nodes.get(*id).is_some_and(|n| n.account == name));
+                let others = self.slots.nodes(account_name).saturating_sub(left).saturating_sub(freed.count());
+                limit.saturating_sub(others)
+            } else {
+                usize::MAX
+            };
+            let kept = target.min(allowed);
+            for _ in kept..left {
+                if let Some(i) = self.slots.newest_spare(account_name) {
+                    let id = self.slots.unspare(i, true);
+                    self.placement.freed_spares.push(id);
+                }
+            }
+            let mut made = left;
+            while made < kept {
+                let Some(id) = self.next_id(account_name) else {
+                    self.errors.push(exhausted("node", &format!("account `{account_name}`")));
+                    break;
+                };
+                self.placement.new_spares.push(NewNode {
+                    id,
+                    account: account_name.to_string(),
+                    provider: account.provider(),
+                    memory: SPARE_MEMORY,
+                    size: account.node_size(SPARE_MEMORY),
+                    address: None,
+                    provisioned: true,
+                    ports: Vec::new(),
+                });
+                made += 1;
+            }
+            let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+            let limited_from = (kept < target).then(|| count(target));
+            self.placement.reservoirs.insert(name, Spares { kept: count(made.min(kept)), limited_from });
+        }
     }
 
     /// A fixed host of an ssh account used for the first time becomes a node of the state.
@@ -572,6 +802,8 @@ impl<'a> Placer<'a> {
             touched: false,
             existing: false,
             fixed: true,
+            spare: false,
+            retired: false,
         });
     }
 }
@@ -708,7 +940,9 @@ fn choose_node(
         Policy::RoundRobin => Ok(slots.least_loaded(account_name, memory, port)),
         Policy::LimitedRoundRobin => {
             let limit = view.node_selector.vm_limit.unwrap_or(1) as usize;
-            if slots.nodes(account_name) < limit {
+            // A spare is a node the account may still fill: it counts against the limit, but
+            // does not stop a new instance from getting a node of its own.
+            if slots.nodes(account_name).saturating_sub(slots.spare_count(account_name)) < limit {
                 return Ok(None);
             }
             slots

@@ -41,6 +41,7 @@ pub fn render(plan: &Plan, paint: Painter) -> String {
             let _ =
                 writeln!(out, "Service `{service}` is paused: apply leaves it alone until `enact resume {service}`.");
         }
+        limited_reservoirs(&mut out, plan);
         return out;
     }
     let _ = writeln!(out, "enact will perform these actions on env `{}` ({serial}):", plan.env);
@@ -83,8 +84,22 @@ pub fn render(plan: &Plan, paint: Painter) -> String {
         for (size, n) in &nodes.destroy {
             parts.push(paint.red(&format!("-{n} {size}")));
         }
-        let _ = writeln!(out, "Nodes in account `{account}`: {}", parts.join(", "));
+        if let Some(spares) = nodes.spares {
+            if spares.create > 0 {
+                parts.push(paint.green(&format!("+{} spare", spares.create)));
+            }
+            if spares.destroy > 0 {
+                parts.push(paint.red(&format!("-{} spare", spares.destroy)));
+            }
+            if spares.handed_out > 0 {
+                parts.push(format!("{} spare taken by new instances", spares.handed_out));
+            }
+        }
+        if !parts.is_empty() {
+            let _ = writeln!(out, "Nodes in account `{account}`: {}", parts.join(", "));
+        }
     }
+    limited_reservoirs(&mut out, plan);
     let s = &plan.summary;
     let _ = writeln!(
         out,
@@ -96,6 +111,22 @@ pub fn render(plan: &Plan, paint: Painter) -> String {
         s.destroy
     );
     out
+}
+
+/// A line per account whose reservoir `vmLimit` keeps below what it would hold.
+fn limited_reservoirs(out: &mut String, plan: &Plan) {
+    for (account, nodes) in &plan.nodes {
+        if let Some(spares) = nodes.spares
+            && let Some(from) = spares.limited_from
+        {
+            let _ = writeln!(
+                out,
+                "The reservoir of account `{account}` keeps {} spare node{}, not {from}: `vmLimit` leaves no room for more (spares count against it).",
+                spares.after,
+                if spares.after == 1 { "" } else { "s" }
+            );
+        }
+    }
 }
 
 fn render_change(out: &mut String, change: &Change, down: &[DownInstance], paint: Painter) {

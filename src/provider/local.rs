@@ -342,6 +342,7 @@ impl Provider for LocalProvider {
                 memory: Some(node.memory),
                 size: Some(node.size.clone()),
                 provider_id: None,
+                spare: false,
             });
         }
         Ok(made)

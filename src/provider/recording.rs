@@ -134,6 +134,7 @@ impl Provider for RecordingProvider {
                 memory: Some(n.memory),
                 size: Some(n.size.clone()),
                 provider_id: None,
+                spare: false,
             })
             .collect())
     }

@@ -54,6 +54,7 @@ impl Provider for SimulatedProvider {
                 memory: Some(n.memory),
                 size: Some(n.size.clone()),
                 provider_id: None,
+                spare: false,
             })
             .collect())
     }

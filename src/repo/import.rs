@@ -354,6 +354,7 @@ impl<'d, 'a> Importer<'d, 'a> {
             memory,
             size: memory.map(|m| m.to_string()),
             provider_id: n.id.clone(),
+            spare: false,
         };
         match self.state.nodes.get_mut(&key) {
             None => {

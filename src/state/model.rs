@@ -180,6 +180,10 @@ pub struct NodeState {
     /// The provider's own id (an EC2 instance id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_id: Option<String>,
+    /// A spare node of the account's reservoir: made ahead, running no instance, handed to the
+    /// next new instance that fits (it is then an ordinary node). Written only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub spare: bool,
 }
 
 impl State {

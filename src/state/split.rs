@@ -311,6 +311,7 @@ mod tests {
                             memory: None,
                             size: None,
                             provider_id: None,
+                            spare: false,
                         },
                     );
                     InstanceState {

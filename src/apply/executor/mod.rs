@@ -1,6 +1,8 @@
-//! The executor: carries a plan out. Nodes are created first (batched per account), then the
-//! plan's steps are walked concurrently ([`crate::graph::walk`]): a step starts as soon as the
-//! steps it waits for are done. Within a step the ordering rules of `docs/wiring.md` hold:
+//! The executor: carries a plan out. Spares the reservoirs give up are freed and nodes created
+//! first (batched per account), then the plan's steps are walked concurrently
+//! ([`crate::graph::walk`]): a step starts as soon as the steps it waits for are done; emptied
+//! nodes are freed and the reservoirs refilled last. Within a step the ordering rules of
+//! `docs/wiring.md` hold:
 //!
 //! - an instance is started and health-checked before anyone is told about it;
 //! - a leaving instance is removed from every consumer's endpoint list before it is stopped;
@@ -14,7 +16,7 @@
 //! ([`Sink`]), and the clock ([`Clock`], with [`Executor::use_clock`]).
 //!
 //! Files: this one (set-up and the walk), [`error`] (why a step failed), `nodes` (creating and
-//! freeing nodes), `step` (one service's change), `instance` (starting, checking and stopping
+//! freeing nodes, the reservoirs' spares included), `step` (one service's change), `instance` (starting, checking and stopping
 //! one instance), `operations` (pause and resume, outside a plan), `at_once` (bounded threads
 //! for a step's instances), `wire` (telling consumers their lists).
 //!
@@ -306,9 +308,11 @@ impl<'a> Executor<'a> {
             return report;
         }
         self.events.on(&Event::Begin { steps: self.planned.plan.steps.len() });
+        report.node_errors.extend(self.free_spares());
         report.node_errors.extend(self.create_nodes());
         self.walk_steps(&mut report);
         report.node_errors.extend(self.free_nodes());
+        report.node_errors.extend(self.refill_reservoirs());
         if let Err(e) = self.journal.flush() {
             report.node_errors.push(e.into());
         }
@@ -388,7 +392,7 @@ fn providers_for(
     options: &provider::ProviderOptions,
 ) -> StepResult<HashMap<String, Box<dyn Provider>>> {
     let mut accounts: BTreeSet<String> = prior.nodes.values().map(|n| n.account.clone()).collect();
-    accounts.extend(planned.placement.new_nodes.iter().map(|n| n.account.clone()));
+    accounts.extend(planned.placement.new_nodes.iter().chain(&planned.placement.new_spares).map(|n| n.account.clone()));
     let mut providers = HashMap::new();
     for account in accounts {
         let Some(settings_account) = settings.account(&account) else {

@@ -1,5 +1,6 @@
-//! Nodes during an apply: the ones the placement needs are created first, one batch per
-//! account; the ones the plan leaves empty are freed last.
+//! Nodes during an apply: the spares the reservoirs give up are freed first; the nodes the
+//! placement needs are created next, one batch per account; the ones the plan leaves empty are
+//! freed last, and the reservoirs refilled after them (one more batch per account).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -35,21 +36,44 @@ impl Executor<'_> {
                     memory: Some(node.memory),
                     size: Some(node.size.clone()),
                     provider_id: None,
+                    spare: false,
                 };
                 if let Err(e) = self.record(Record::NodeCreated { node: node.id.clone(), state }) {
                     errors.push(e);
                 }
             }
             if !made.is_empty() {
-                errors.extend(self.make_nodes(account, provider.as_ref(), &made));
+                errors.extend(self.make_nodes(account, provider.as_ref(), &made, false));
+            }
+        }
+        errors
+    }
+
+    /// Makes the spare nodes that refill the reservoirs, one batch per account, recorded as
+    /// spares; the errors, each naming its account. Nothing is made once the apply was asked to
+    /// stop (the next apply refills them).
+    pub(super) fn refill_reservoirs(&self) -> Vec<StepError> {
+        let cancelled = self.options.cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst));
+        if cancelled {
+            return Vec::new();
+        }
+        let mut errors = Vec::new();
+        let mut by_account: std::collections::BTreeMap<&str, Vec<&NewNode>> = std::collections::BTreeMap::new();
+        for node in &self.planned.placement.new_spares {
+            by_account.entry(&node.account).or_default().push(node);
+        }
+        for (account, spares) in by_account {
+            match self.providers.get(account) {
+                Some(provider) => errors.extend(self.make_nodes(account, provider.as_ref(), &spares, true)),
+                None => errors.push(StepError::NoProvider { account: account.to_string() }),
             }
         }
         errors
     }
 
     /// Makes one account's batch of nodes with its provider: the intent, the call, each node's
-    /// outcome.
-    fn make_nodes(&self, account: &str, provider: &dyn Provider, made: &[&NewNode]) -> Vec<StepError> {
+    /// outcome (recorded as a spare of the reservoir when `spare` is set).
+    fn make_nodes(&self, account: &str, provider: &dyn Provider, made: &[&NewNode], spare: bool) -> Vec<StepError> {
         let mut errors = Vec::new();
         let ids: Vec<String> = made.iter().map(|n| n.id.clone()).collect();
         if let Err(e) = self.record(Record::NodeCreateIntent { nodes: ids.clone() }) {
@@ -60,7 +84,8 @@ impl Executor<'_> {
         let batch: Vec<NewNode> = made.iter().map(|n| (*n).clone()).collect();
         match provider.create_nodes(&batch, &taken) {
             Ok(states) => {
-                for (id, state) in ids.into_iter().zip(states) {
+                for (id, mut state) in ids.into_iter().zip(states) {
+                    state.spare = spare;
                     if let Err(e) = self.record(Record::NodeCreated { node: id, state }) {
                         errors.push(e);
                     }
@@ -98,7 +123,8 @@ impl Executor<'_> {
 
     /// The nodes to free: those the placement frees, those made for this apply that a failed
     /// or skipped step left empty, and those an interrupted apply made but never used (fixed
-    /// ssh hosts are never freed); none that an instance still uses.
+    /// ssh hosts are never freed); none that an instance still uses, and no spare of a
+    /// reservoir (a spare runs nothing on purpose).
     fn doomed_nodes(&self) -> Vec<String> {
         let made = self.planned.placement.new_nodes.iter().filter(|n| n.address.is_none()).map(|n| &n.id);
         let live = self.live();
@@ -113,16 +139,44 @@ impl Executor<'_> {
             .iter()
             .chain(made)
             .chain(orphans)
-            .filter(|id| !in_use.contains(id.as_str()) && seen.insert(id.as_str()))
+            .filter(|id| {
+                !in_use.contains(id.as_str())
+                    && !live.nodes.get(id.as_str()).is_some_and(|n| n.spare)
+                    && seen.insert(id.as_str())
+            })
             .cloned()
             .collect()
     }
 
+    /// Frees the spares the reservoirs give up, before any node is made; the errors, each
+    /// naming its node.
+    pub(super) fn free_spares(&self) -> Vec<StepError> {
+        let spares: Vec<String> = {
+            let live = self.live();
+            self.planned
+                .placement
+                .freed_spares
+                .iter()
+                .filter(|id| live.nodes.get(id.as_str()).is_some_and(|n| n.spare))
+                .cloned()
+                .collect()
+        };
+        self.free(spares)
+    }
+
     /// Frees the nodes the plan leaves empty; the errors, each naming its node.
     pub(super) fn free_nodes(&self) -> Vec<StepError> {
+        self.free(self.doomed_nodes())
+    }
+
+    /// Frees the nodes `ids` (each account's together); the errors, each naming its node.
+    fn free(&self, ids: Vec<String>) -> Vec<StepError> {
+        if ids.is_empty() {
+            return Vec::new();
+        }
         let mut errors = Vec::new();
         let mut doomed: Vec<(String, NodeState, &dyn Provider)> = Vec::new();
-        for id in self.doomed_nodes() {
+        for id in ids {
             let Some(node) = self.live().nodes.get(&id).cloned() else { continue };
             match self.provider_of_node(&node) {
                 Ok(provider) => doomed.push((id, node, provider)),

@@ -412,3 +412,46 @@ fn an_apply_asked_to_stop_starts_no_step() {
     assert_eq!(skipped, ["c", "p"]);
     assert!(!applied.calls.iter().any(|c| matches!(c, Call::Started { .. })), "{:#?}", applied.calls);
 }
+
+/// The spare nodes of `state`, by id.
+fn spare_nodes(state: &State) -> Vec<&str> {
+    state.nodes.iter().filter(|(_, n)| n.spare).map(|(id, _)| id.as_str()).collect()
+}
+
+#[test]
+fn the_reservoir_is_refilled_after_the_steps_and_a_spare_that_failed_its_instance_is_replaced() {
+    let mut world = World::new();
+    world.settings.reservoir = Some(crate::repo::settings::Reservoir { initial_size: 1, threshold: 0 });
+    let made = world.apply(&choreography(vec![service("p", 1, 0, &[])]));
+    assert!(made.report.succeeded(), "{:?}", made.report.failed);
+    let calls = &made.calls;
+    let batch = |ids: &[&str]| {
+        let ids: Vec<String> = ids.iter().map(|s| (*s).to_string()).collect();
+        move |c: &Call| matches!(c, Call::NodesCreated(made) if *made == ids)
+    };
+    // The instance's node first, the spare after the steps, in a batch of its own.
+    assert!(first(calls, "sim-1 made", batch(&["sim-1"])) < first(calls, "p-1 healthy", healthy("p-1")));
+    assert!(first(calls, "p-1 healthy", healthy("p-1")) < first(calls, "spare made", batch(&["sim-2"])));
+    assert_eq!(spare_nodes(&world.state), ["sim-2"]);
+
+    // p-2 takes the spare but never gets healthy: it stops, its emptied node goes, and the
+    // reservoir (empty once the spare was handed out) gets a new spare.
+    world.fake.fail(Operation::Health, "p-2");
+    let failed = world.apply(&choreography(vec![service("p", 2, 0, &[])]));
+    assert!(!failed.report.succeeded());
+    let calls = &failed.calls;
+    assert!(!calls.iter().any(|c| matches!(c, Call::NodesCreated(ids) if ids.contains(&"sim-2".to_string()))));
+    first(calls, "sim-2 freed", |c| matches!(c, Call::NodeDestroyed(id) if id == "sim-2"));
+    assert_eq!(spare_nodes(&world.state), ["sim-3"]);
+    assert_eq!(world.state.nodes.keys().collect::<Vec<_>>(), ["sim-1", "sim-3"], "no empty node is left");
+
+    // A spare is never freed as an empty node, and destroy frees it first.
+    let destroyed = world.apply(&Choreography::default());
+    assert!(destroyed.report.succeeded(), "{:?}", destroyed.report.failed);
+    let calls = &destroyed.calls;
+    assert!(
+        first(calls, "sim-3 freed", |c| matches!(c, Call::NodeDestroyed(id) if id == "sim-3"))
+            < first(calls, "p-1 stopped", stopped("p-1"))
+    );
+    assert!(world.state.nodes.is_empty());
+}

@@ -304,6 +304,10 @@ pub fn apply_record(state: &mut State, record: &Record) {
             }
         }
         Record::Started { service, instance } => {
+            // A spare node of the reservoir that takes an instance is an ordinary node from now on.
+            if let Some(node) = state.nodes.get_mut(&instance.node) {
+                node.spare = false;
+            }
             if let Some(s) = state.services.get_mut(service) {
                 s.instances.retain(|i| i.id != instance.id);
                 s.instances.push(instance.clone());

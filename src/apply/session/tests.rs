@@ -132,6 +132,7 @@ fn a_journal_left_by_a_killed_apply_is_replayed_and_recorded_when_the_next_sessi
         memory: None,
         size: None,
         provider_id: None,
+        spare: false,
     };
     journals.leave(
         "dev",

@@ -1,6 +1,6 @@
 //! `enact status`: the live health of every recorded instance (a refresh), the legacy services'
-//! endpoints, and the processes that carry the environment's lineage but no record names; as
-//! text or JSON (`--json`, docs/formats.md).
+//! endpoints, the spare nodes of each account's reservoir, and the processes that carry the
+//! environment's lineage but no record names; as text or JSON (`--json`, docs/formats.md).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,6 +14,7 @@ use crate::apply::untracked::Untracked;
 use crate::cli::{Context, Outcome};
 use crate::error::Result;
 use crate::paint::Painter;
+use crate::repo::settings::Settings;
 use crate::state::observed::{DownReason, Health, Observations};
 use crate::state::{AppliedSpec, InstanceStatus, State, StateStore};
 
@@ -83,15 +84,16 @@ pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
     let observed = crate::apply::refresh::observe(&repo.settings, &state, &ctx.provider_options(&repo));
     let untracked = crate::apply::untracked::find(&repo.settings, &state, &ctx.provider_options(&repo));
     let seen = views(&state, &observed);
+    let spares = spares(&repo.settings, &env, &state);
     // Legacy services run elsewhere: shown, but not enact's to answer for in the exit code.
     let unhealthy: usize =
         seen.services.values().map(|v| v.instances.iter().filter(|i| i.health == "down").count()).sum();
     let outcome = if unhealthy == 0 && untracked.is_empty() { Outcome::Success } else { Outcome::Failed };
     if json {
-        ctx.printer.out(&status_json(&env, &state, &seen, &untracked, unhealthy));
+        ctx.printer.out(&status_json(&env, &state, &seen, &spares, &untracked, unhealthy));
         return Ok(outcome);
     }
-    ctx.printer.out(&status_text(ctx.printer.paint, &env, &state, &seen, &untracked));
+    ctx.printer.out(&status_text(ctx.printer.paint, &env, &state, &seen, &spares, &untracked));
     if !untracked.is_empty() {
         ctx.printer.error(&format!(
             "{} carry env `{env}`'s lineage but no record names them; the next `enact apply` (or `enact destroy`) stops them",
@@ -151,8 +153,34 @@ fn views(state: &State, observed: &Observations) -> Seen {
     Seen { services, healthy, total }
 }
 
+/// Per account, the ids of its spare nodes: every account with spares in `state`, and every
+/// account that keeps a reservoir for the services `state` records (with none, when it holds
+/// none now).
+fn spares(settings: &Settings, env: &str, state: &State) -> BTreeMap<String, Vec<String>> {
+    let view = settings.env_view(env);
+    let accounts = state.services.values().filter_map(|s| match &s.spec {
+        AppliedSpec::Deployable(d) => Some(d.cloud_account.as_deref().unwrap_or(&view.default_account)),
+        AppliedSpec::Legacy(_) => None,
+    });
+    let mut spares: BTreeMap<String, Vec<String>> = crate::plan::placement::reservoir_accounts(&view, accounts)
+        .into_iter()
+        .map(|account| (account, Vec::new()))
+        .collect();
+    for (id, node) in state.nodes.iter().filter(|(_, n)| n.spare) {
+        spares.entry(node.account.clone()).or_default().push(id.clone());
+    }
+    spares
+}
+
 /// The machine form of `status --json`.
-fn status_json(env: &str, state: &State, seen: &Seen, untracked: &Untracked, unhealthy: usize) -> String {
+fn status_json(
+    env: &str,
+    state: &State,
+    seen: &Seen,
+    spares: &BTreeMap<String, Vec<String>>,
+    untracked: &Untracked,
+    unhealthy: usize,
+) -> String {
     let orphans: Vec<serde_json::Value> = untracked
         .orphans
         .iter()
@@ -169,13 +197,21 @@ fn status_json(env: &str, state: &State, seen: &Seen, untracked: &Untracked, unh
                 "size": n.size })
         })
         .collect();
+    let spares: BTreeMap<&str, usize> = spares.iter().map(|(a, ids)| (a.as_str(), ids.len())).collect();
     let out = serde_json::json!({ "env": env, "serial": state.serial, "unhealthy": unhealthy, "services": seen.services,
-        "untracked": orphans, "untrackedNodes": machines, "unreachable": untracked.unreachable });
+        "spares": spares, "untracked": orphans, "untrackedNodes": machines, "unreachable": untracked.unreachable });
     format!("{}\n", serde_json::to_string_pretty(&out).unwrap_or_default())
 }
 
 /// The human form of `status`.
-fn status_text(paint: Painter, env: &str, state: &State, seen: &Seen, untracked: &Untracked) -> String {
+fn status_text(
+    paint: Painter,
+    env: &str,
+    state: &State,
+    seen: &Seen,
+    spares: &BTreeMap<String, Vec<String>>,
+    untracked: &Untracked,
+) -> String {
     let mut out = format!("env `{env}` · serial {}\n", state.serial);
     for (name, view) in &seen.services {
         let mut flags = Vec::new();
@@ -211,6 +247,16 @@ fn status_text(paint: Painter, env: &str, state: &State, seen: &Seen, untracked:
                 let _ = writeln!(out, "    {} {}{detail}", paint.red("why:"), reason.describe());
             }
         }
+    }
+    if !spares.is_empty() {
+        out.push('\n');
+    }
+    for (account, ids) in spares {
+        let _ = match ids.len() {
+            0 => writeln!(out, "reservoir of account `{account}`: 0 spare nodes (the next apply refills it)"),
+            1 => writeln!(out, "reservoir of account `{account}`: 1 spare node ({})", ids[0]),
+            n => writeln!(out, "reservoir of account `{account}`: {n} spare nodes ({})", ids.join(", ")),
+        };
     }
     if !untracked.orphans.is_empty() {
         let _ = writeln!(out, "\n{}", paint.bold("untracked (carry this environment's lineage, in no record)"));

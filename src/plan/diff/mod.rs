@@ -17,9 +17,10 @@ use foldhash::{HashMap, HashSet, HashSetExt as _};
 use sha2::{Digest, Sha256};
 
 use super::model::{
-    Action, Change, DownInstance, NodeChanges, PLAN_FORMAT_VERSION, Plan, PriorState, Rollout, Step, Summary,
+    Action, Change, DownInstance, NodeChanges, PLAN_FORMAT_VERSION, Plan, PriorState, Rollout, SpareChanges, Step,
+    Summary,
 };
-use super::placement::{Demand, Placement, Start, place_from};
+use super::placement::{Demand, Placement, Start, place_from, reservoir_accounts};
 use crate::diagnostic::Diagnostic;
 use crate::repo::settings::Settings;
 use crate::spec::{Choreography, Service};
@@ -379,14 +380,25 @@ fn place_and_order<'a, 'd>(
         let steps_thread =
             parallel.then(|| std::thread::Builder::new().spawn_scoped(scope, || steps(input, &actions)).ok()).flatten();
         let view = input.settings.env_view(input.env);
-        let placed = place_from(&view, input.state, demands, start())
+        // A plan limited by `--target` leaves the reservoirs alone (but for the spares its new
+        // instances take); otherwise every account the spec places services in keeps one.
+        let reserve = input.targets.is_empty().then(|| {
+            let accounts = input
+                .spec
+                .deployable_service_specs
+                .iter()
+                .map(|s| s.cloud_account.as_deref().unwrap_or(&view.default_account));
+            reservoir_accounts(&view, accounts)
+        });
+        let placed = place_from(&view, input.state, demands, start(), reserve.as_ref())
             .and_then(|placement| Ok((rollouts(input, &view, demands, &placement)?, placement)));
         let steps = steps_thread.and_then(|t| t.join().ok()).unwrap_or_else(|| steps(input, &actions));
         (placed, steps)
     })
 }
 
-/// Per account, the nodes `placement` creates and frees, by size.
+/// Per account, the nodes `placement` creates and frees, by size, and what happens to its
+/// reservoir of spares.
 fn node_changes(state: &State, placement: &Placement) -> BTreeMap<String, NodeChanges> {
     let mut nodes: BTreeMap<String, NodeChanges> = BTreeMap::new();
     for node in placement.new_nodes.iter().filter(|n| n.provisioned) {
@@ -396,6 +408,35 @@ fn node_changes(state: &State, placement: &Placement) -> BTreeMap<String, NodeCh
         if let Some(node) = state.nodes.get(id) {
             let size = node.size.clone().or_else(|| node.memory.map(|m| m.to_string())).unwrap_or_default();
             *nodes.entry(node.account.clone()).or_default().destroy.entry(size).or_default() += 1;
+        }
+    }
+    let mut spares: BTreeMap<&str, SpareChanges> = BTreeMap::new();
+    // `after` starts from the state's spares, less those handed out or freed, plus the new ones.
+    for node in state.nodes.values().filter(|n| n.spare) {
+        spares.entry(&node.account).or_default().after += 1;
+    }
+    let account_of = |id: &String| state.nodes.get(id).map(|n| n.account.as_str());
+    for account in placement.handed_out.iter().filter_map(account_of) {
+        let entry = spares.entry(account).or_default();
+        entry.handed_out += 1;
+        entry.after = entry.after.saturating_sub(1);
+    }
+    for account in placement.freed_spares.iter().filter_map(account_of) {
+        let entry = spares.entry(account).or_default();
+        entry.destroy += 1;
+        entry.after = entry.after.saturating_sub(1);
+    }
+    for node in &placement.new_spares {
+        let entry = spares.entry(&node.account).or_default();
+        entry.create += 1;
+        entry.after += 1;
+    }
+    for (account, reservoir) in &placement.reservoirs {
+        spares.entry(account).or_default().limited_from = reservoir.limited_from;
+    }
+    for (account, changes) in spares {
+        if changes.create + changes.destroy + changes.handed_out > 0 || changes.limited_from.is_some() {
+            nodes.entry(account.to_string()).or_default().spares = Some(changes);
         }
     }
     nodes

@@ -170,6 +170,7 @@ pub fn node_state(template: &NodeTemplate, instance: &Ec2Instance, memory: Optio
         memory,
         size: Some(instance.instance_type.clone()),
         provider_id: Some(instance.id.clone()),
+        spare: false,
     }
 }
 

@@ -5,8 +5,8 @@
 
 use super::{
     Account, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX_BYTES, Ec2Account, LOCAL_ACCOUNT, LOG_MAX_BYTES_RANGE, MAX_LATENCY_MS,
-    MAX_LOG_KEEP, MAX_REQUESTS_PER_SECOND, MAX_RUNNING_TIMEOUT_MS, NodeSelector, Policy, RECIPE_PLACEHOLDERS,
-    Readiness, Settings, SimulatedAccount, SshAccount, WiringSettings,
+    MAX_LOG_KEEP, MAX_REQUESTS_PER_SECOND, MAX_RESERVOIR_SIZE, MAX_RUNNING_TIMEOUT_MS, NodeSelector, Policy,
+    RECIPE_PLACEHOLDERS, Readiness, Reservoir, Settings, SimulatedAccount, SshAccount, WiringSettings,
 };
 use crate::diagnostic::{Diagnostic, Location, Segment, SourceFile};
 use crate::spec::validate::is_valid_name;
@@ -94,6 +94,9 @@ impl Settings {
         checks.accounts();
         if let Some(selector) = &self.node_selector {
             checks.selector(selector, &["nodeSelector"]);
+        }
+        if let Some(reservoir) = &self.reservoir {
+            checks.reservoir(reservoir, &["reservoir"]);
         }
         checks.package_types();
         checks.service_names();
@@ -323,6 +326,31 @@ impl Checks<'_> {
         }
     }
 
+    /// `initialSize` at most [`MAX_RESERVOIR_SIZE`], `threshold` between 0 and `initialSize`.
+    fn reservoir(&mut self, reservoir: &Reservoir, at: &[&str]) {
+        let size = reservoir.initial_size;
+        if size > MAX_RESERVOIR_SIZE {
+            let mut path = at.to_vec();
+            path.push("initialSize");
+            let d = Diagnostic::new(format!("`{}` is {size}, outside 0–{MAX_RESERVOIR_SIZE}", path.join(".")))
+                .at(self.loc(&path))
+                .hint("it counts the spare nodes kept ready per account, e.g. 2");
+            self.errors.push(d);
+        }
+        if !(0..=i64::from(size)).contains(&reservoir.threshold) {
+            let mut path = at.to_vec();
+            path.push("threshold");
+            let d = Diagnostic::new(format!(
+                "`{}` is {}, outside 0–{size} (`initialSize`)",
+                path.join("."),
+                reservoir.threshold
+            ))
+            .at(self.loc(&path))
+            .hint("an apply that leaves `threshold` spares or fewer refills the reservoir up to `initialSize`; 0 refills it once it is empty");
+            self.errors.push(d);
+        }
+    }
+
     /// Package type names are names and their recipes pass [`check_recipe`].
     fn package_types(&mut self) {
         for (name, recipe) in &self.settings.package_types {
@@ -356,7 +384,7 @@ impl Checks<'_> {
         }
     }
 
-    /// Environment names, and each environment's `defaultAccount` and `nodeSelector`.
+    /// Environment names, and each environment's `defaultAccount`, `nodeSelector` and `reservoir`.
     fn envs(&mut self) {
         for (env, overrides) in &self.settings.envs {
             if !is_valid_name(env) {
@@ -375,6 +403,9 @@ impl Checks<'_> {
             }
             if let Some(selector) = &overrides.node_selector {
                 self.selector(selector, &["envs", env, "nodeSelector"]);
+            }
+            if let Some(reservoir) = &overrides.reservoir {
+                self.reservoir(reservoir, &["envs", env, "reservoir"]);
             }
         }
     }

@@ -50,7 +50,7 @@ pub struct Settings {
     /// How instances are spread over nodes (`ALWAYS_CREATE` when left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<NodeSelector>,
-    /// The pool of idle nodes (no effect in this version).
+    /// The pool of spare nodes kept ready per ec2 and simulated account (none when left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reservoir: Option<Reservoir>,
     /// How packages of a type are started, by package type name.
@@ -103,6 +103,9 @@ pub struct EnvView<'a> {
     pub node_selector: NodeSelector,
     /// `rollout.maxUnavailable` of the environment (before per-service settings).
     pub max_unavailable: MaxUnavailable,
+    /// The environment's `reservoir`, else the top-level one; `None` (no spares) when neither
+    /// is set.
+    pub reservoir: Option<Reservoir>,
 }
 
 impl EnvView<'_> {
@@ -163,7 +166,8 @@ impl Settings {
             (None, Some(value)) => MaxUnavailable { value, set_at: Some("rollout".to_string()) },
             (None, None) => MaxUnavailable { value: DEFAULT_MAX_UNAVAILABLE, set_at: None },
         };
-        EnvView { settings: self, default_account, node_selector, max_unavailable }
+        let reservoir = overrides.and_then(|o| o.reservoir).or(self.reservoir);
+        EnvView { settings: self, default_account, node_selector, max_unavailable, reservoir }
     }
 
     /// The timeouts of an instance of `service` in `account`: the service's, else the account's,

@@ -251,16 +251,41 @@ pub struct NodeSelector {
     pub vm_limit: Option<u32>,
 }
 
-/// `reservoir`: the CHOReOS pool of idle nodes. Checked for shape only; it has no effect in
-/// this version.
+/// `reservoir`: the CHOReOS pool of idle nodes, kept per account of the `ec2` and `simulated`
+/// providers that the environment places services in (a `local` node costs nothing to make, and
+/// `ssh` hosts are fixed). Spare nodes are of the SMALL size; the first apply makes
+/// `initialSize` of them besides what placement needs, placement hands them to new instances of
+/// SMALL memory before it asks for new nodes, and an apply that leaves `threshold` spares or
+/// fewer makes new ones, back up to `initialSize`, at its end. Under `LIMITED_ROUND_ROBIN` the
+/// spares count against `vmLimit`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Reservoir {
-    /// Nodes to keep ready (a count).
+    /// Spare nodes to keep ready per account (a count, 0–1000; 0 keeps none).
     pub initial_size: u32,
-    /// The count below which the pool is refilled (default 0).
+    /// The refill mark (a count, 0 to `initialSize`; default 0): once an apply leaves this many
+    /// spares or fewer, it makes new ones back up to `initialSize`.
     #[serde(default)]
     pub threshold: i64,
+}
+
+/// The largest `reservoir.initialSize`.
+pub const MAX_RESERVOIR_SIZE: u32 = 1000;
+
+/// The memory size of every spare node of a reservoir: the smallest, so a spare is handed only
+/// to a SMALL instance.
+pub const SPARE_MEMORY: Memory = Memory::Small;
+
+impl Reservoir {
+    /// The refill mark as a count (a negative `threshold`, which validation refuses, as 0).
+    pub fn threshold(&self) -> u32 {
+        u32::try_from(self.threshold.max(0)).unwrap_or(u32::MAX)
+    }
+}
+
+/// Whether an account of this kind keeps a reservoir of spare nodes: `ec2` and `simulated`.
+pub fn keeps_reservoir(account: &Account) -> bool {
+    matches!(account, Account::Ec2(_) | Account::Simulated(_))
 }
 
 /// A start recipe: the command that runs a package, with `{package}` and friends filled in.
@@ -290,7 +315,7 @@ pub struct EnvSettings {
     /// How this environment's instances are spread over nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<NodeSelector>,
-    /// This environment's pool of idle nodes (no effect in this version).
+    /// This environment's pool of spare nodes; replaces the top-level `reservoir` whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reservoir: Option<Reservoir>,
     /// Overrides the top-level `rollout` in this environment, field by field.

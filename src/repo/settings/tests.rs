@@ -177,3 +177,29 @@ fn rollout_settings_survive_a_round_trip() {
     let s = parse(text).unwrap();
     assert_eq!(serde_json::to_string(&s).unwrap(), text);
 }
+
+#[test]
+fn the_reservoir_is_the_envs_else_the_top_levels_and_its_counts_are_checked() {
+    let s = parse(
+        r#"{"reservoir": {"initialSize": 2, "threshold": 1},
+              "envs": {"prod": {"reservoir": {"initialSize": 5}}}}"#,
+    )
+    .unwrap();
+    assert_eq!(s.env_view("dev").reservoir, Some(Reservoir { initial_size: 2, threshold: 1 }));
+    assert_eq!(s.env_view("prod").reservoir, Some(Reservoir { initial_size: 5, threshold: 0 }));
+    assert_eq!(parse("{}").unwrap().env_view("dev").reservoir, None);
+
+    let errs = parse("{\"reservoir\": {\"initialSize\": 2,\n \"threshold\": 3}}").unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].message.contains("`reservoir.threshold` is 3, outside 0–2"), "{}", errs[0]);
+    assert_eq!(errs[0].location.as_ref().map(|l| l.line), Some(2));
+    let errs = parse(r#"{"envs": {"prod": {"reservoir": {"initialSize": 5000, "threshold": -1}}}}"#).unwrap_err();
+    let messages: Vec<&str> = errs.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        vec![
+            "`envs.prod.reservoir.initialSize` is 5000, outside 0–1000",
+            "`envs.prod.reservoir.threshold` is -1, outside 0–5000 (`initialSize`)"
+        ]
+    );
+}
