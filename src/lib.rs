@@ -17,8 +17,8 @@
 //!   atomically, with its lock and backups;
 //! - [`plan`] diffs the effective spec against the state (a pure function), places new
 //!   instances on nodes and renders the plan;
-//! - [`provider`] makes and removes nodes and instances (local processes, SSH hosts, simulated)
-//!   and sends the calls that wire consumers to providers;
+//! - [`provider`] makes and removes nodes and instances (local processes, SSH hosts, EC2
+//!   instances, simulated) and sends the calls that wire consumers to providers;
 //! - [`apply`] carries a plan out through the providers in dependency order, journalling every
 //!   step so a killed apply can be resumed;
 //! - [`cli`] turns arguments into one of these operations and its output;

@@ -20,7 +20,6 @@ use super::session::Connection;
 use crate::provider::{Package, ProviderError, ProviderResult, package};
 use crate::repo::settings::SshHost;
 
-
 /// How long one package upload to a host may take, from connecting to installing it.
 pub const UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
