@@ -76,29 +76,7 @@ pub fn render(plan: &Plan, paint: Painter) -> String {
             paint.yellow("~")
         );
     }
-    for (account, nodes) in &plan.nodes {
-        let mut parts = Vec::new();
-        for (size, n) in &nodes.create {
-            parts.push(paint.green(&format!("+{n} {size}")));
-        }
-        for (size, n) in &nodes.destroy {
-            parts.push(paint.red(&format!("-{n} {size}")));
-        }
-        if let Some(spares) = nodes.spares {
-            if spares.create > 0 {
-                parts.push(paint.green(&format!("+{} spare", spares.create)));
-            }
-            if spares.destroy > 0 {
-                parts.push(paint.red(&format!("-{} spare", spares.destroy)));
-            }
-            if spares.handed_out > 0 {
-                parts.push(format!("{} spare taken by new instances", spares.handed_out));
-            }
-        }
-        if !parts.is_empty() {
-            let _ = writeln!(out, "Nodes in account `{account}`: {}", parts.join(", "));
-        }
-    }
+    node_lines(&mut out, plan, paint);
     limited_reservoirs(&mut out, plan);
     let s = &plan.summary;
     let _ = writeln!(
@@ -246,5 +224,33 @@ fn pretty(value: Option<&SpecValue>) -> String {
             text
         }
         None => String::new(),
+    }
+}
+
+/// One line per account whose nodes the plan changes: `Nodes in account `aws`: +3 t3.micro,
+/// -1 SMALL, +2 spare`.
+fn node_lines(out: &mut String, plan: &Plan, paint: Painter) {
+    for (account, nodes) in &plan.nodes {
+        let mut parts = Vec::new();
+        for (size, n) in &nodes.create {
+            parts.push(paint.green(&format!("+{n} {size}")));
+        }
+        for (size, n) in &nodes.destroy {
+            parts.push(paint.red(&format!("-{n} {size}")));
+        }
+        if let Some(spares) = nodes.spares {
+            if spares.create > 0 {
+                parts.push(paint.green(&format!("+{} spare", spares.create)));
+            }
+            if spares.destroy > 0 {
+                parts.push(paint.red(&format!("-{} spare", spares.destroy)));
+            }
+            if spares.handed_out > 0 {
+                parts.push(format!("{} spare taken by new instances", spares.handed_out));
+            }
+        }
+        if !parts.is_empty() {
+            let _ = writeln!(out, "Nodes in account `{account}`: {}", parts.join(", "));
+        }
     }
 }
