@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 /// The order keys appear in: the spec model's, directives last, anything else alphabetical.
+/// The plan lists a service's changed fields in this order too ([`field_rank`]).
 const ORDER: [&str; 25] = [
     "deployableServiceSpecs",
     "legacyServiceSpecs",
@@ -79,4 +80,10 @@ pub fn to_text(value: &Value) -> String {
 /// [`crate::spec::Choreography::to_canonical_json`], which leaves defaults out.
 pub fn as_written(chor: &crate::spec::Choreography) -> String {
     to_text(&canonical(&serde_json::to_value(chor).unwrap_or_default()))
+}
+
+/// Where `key` stands in the spec model's order of fields (see [`ORDER`]); keys it does not
+/// know come after every known one.
+pub fn field_rank(key: &str) -> usize {
+    ORDER.iter().position(|k| *k == key).unwrap_or(ORDER.len())
 }

@@ -127,7 +127,7 @@ macro_rules! compare_field {
     }};
 }
 
-/// [`field_changes`] of two deployable specs, in the order of [`field_rank`].
+/// [`field_changes`] of two deployable specs, in the order of [`crate::spec::format::field_rank`].
 fn deployable_changes(
     before: Option<&crate::spec::DeployableServiceSpec>,
     after: Option<&crate::spec::DeployableServiceSpec>,
@@ -148,7 +148,7 @@ fn deployable_changes(
     compare_field!(out, before, after, "desiredQoS", desired_qos, Option::is_none);
 }
 
-/// [`field_changes`] of two legacy specs, in the order of [`field_rank`].
+/// [`field_changes`] of two legacy specs, in the order of [`crate::spec::format::field_rank`].
 fn legacy_changes(
     before: Option<&crate::spec::LegacyServiceSpec>,
     after: Option<&crate::spec::LegacyServiceSpec>,
@@ -189,7 +189,7 @@ fn diff_values(path: &str, before: &Value, after: &Value, out: &mut Vec<FieldCha
             let keys: BTreeSet<&String> = b.keys().chain(a.keys()).collect();
             // Key order of the spec model, not alphabetical, reads better: keep `name` first.
             let mut keys: Vec<&String> = keys.into_iter().collect();
-            keys.sort_by_key(|k| (k.as_str() != "name", field_rank(k)));
+            keys.sort_by_key(|k| (k.as_str() != "name", crate::spec::format::field_rank(k)));
             for key in keys {
                 let child = format!("{path}/{}", key.replace('~', "~0").replace('/', "~1"));
                 diff_values(&child, b.get(key).unwrap_or(&Value::Null), a.get(key).unwrap_or(&Value::Null), out);
@@ -204,34 +204,6 @@ fn diff_values(path: &str, before: &Value, after: &Value, out: &mut Vec<FieldCha
         (b, a) if b != a => out.push(FieldChange { path: path.to_string(), from: b.clone(), to: a.clone() }),
         _ => {}
     }
-}
-
-/// The position of a field in the spec model, so field lists follow the model's order.
-fn field_rank(key: &str) -> usize {
-    const ORDER: [&str; 21] = [
-        "name",
-        "roles",
-        "dependencies",
-        "serviceType",
-        "packageType",
-        "packageUri",
-        "endpointName",
-        "port",
-        "numberOfInstances",
-        "resourceImpact",
-        "memory",
-        "cpu",
-        "storage",
-        "network",
-        "version",
-        "cloudAccount",
-        "desiredQoS",
-        "responseTimeMetric",
-        "acceptablePercentage",
-        "maxDesiredResponseTime",
-        "nativeURIs",
-    ];
-    ORDER.iter().position(|k| *k == key).unwrap_or(ORDER.len())
 }
 
 /// An update of a service whose spec does not change (it is rewired, or dead instances of it
