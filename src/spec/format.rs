@@ -82,7 +82,7 @@ pub fn as_written(chor: &crate::spec::Choreography) -> String {
     to_text(&canonical(&serde_json::to_value(chor).unwrap_or_default()))
 }
 
-/// Where `key` stands in the spec model's order of fields (see [`ORDER`]); keys it does not
+/// Where `key` stands in the spec model's order of fields (the order `enact fmt` writes); keys it does not
 /// know come after every known one.
 pub fn field_rank(key: &str) -> usize {
     ORDER.iter().position(|k| *k == key).unwrap_or(ORDER.len())
