@@ -381,6 +381,28 @@ fn apply_makes_ec2_nodes_in_the_emulator_deploys_over_ssh_and_destroy_leaves_not
     let (code, out, err) = repo.enact(&["status"]);
     assert_eq!(code, 0, "{out}\n{err}");
 
+    // Every node's host key was learnt on first contact.
+    let known_hosts = repo.root.join("state/.known_hosts-aws");
+    let learnt = |addresses: &BTreeSet<String>| {
+        let text = fs::read_to_string(&known_hosts).unwrap_or_default();
+        addresses.iter().filter(|a| text.lines().any(|l| l.split(' ').next() == Some(a.as_str()))).count()
+    };
+    let addresses = |state: &Value| -> BTreeSet<String> {
+        state["nodes"]
+            .as_object()
+            .expect("nodes")
+            .values()
+            .map(|n| n["address"].as_str().expect("an address").to_string())
+            .collect()
+    };
+    let first = addresses(&repo.state());
+    assert_eq!(
+        learnt(&first),
+        4,
+        "a key for each node's address:\n{}",
+        fs::read_to_string(&known_hosts).unwrap_or_default()
+    );
+
     // Scale in: one node goes, and its instance is terminated in the emulator.
     let pids = repo.pids();
     repo.write_chor(1);
@@ -390,6 +412,9 @@ fn apply_makes_ec2_nodes_in_the_emulator_deploys_over_ssh_and_destroy_leaves_not
     let live = moto.instances().into_iter().filter(|(_, s, _)| s == "running").count();
     assert_eq!(live, 2, "the two freed nodes are terminated");
     assert_eq!(calls("TerminateInstances"), 1, "two nodes freed in one call: {:?}", proxy.actions());
+    // A terminated node's key is forgotten: EC2 may give its address to a later node.
+    let kept = addresses(&repo.state());
+    assert_eq!((learnt(&kept), learnt(&first)), (2, 2), "only the two nodes left keep their keys");
 
     // Destroy: no instance runs in the emulator, no process on any node.
     let (code, out, err) = repo.enact(&["destroy", "--auto-approve"]);
@@ -403,6 +428,7 @@ fn apply_makes_ec2_nodes_in_the_emulator_deploys_over_ssh_and_destroy_leaves_not
     assert!(left.is_empty(), "no instance left running: {left:?}");
     assert_eq!(calls("TerminateInstances"), 2, "destroy frees its two nodes in one call: {:?}", proxy.actions());
     assert_eq!(repo.state()["nodes"], json!({}));
+    assert_eq!(learnt(&first), 0, "no key of a terminated node is kept");
 }
 
 #[test]
@@ -429,7 +455,23 @@ fn an_apply_killed_right_after_run_instances_leaves_no_instance_untracked() {
     let _ = apply.wait();
     let orphans = lab.live();
     assert_eq!(orphans.len(), 3, "two SMALL nodes and one MEDIUM made: {orphans:?}");
-    assert!(repo.root.join("state/dev.journal").exists() || repo.root.join("state").exists());
+    // The journal recorded each request before its call, and every instance carries its
+    // request: nothing the calls made is unaccounted for.
+    let journal = fs::read_to_string(repo.root.join("state/dev.journal")).expect("the journal is left");
+    let requests: BTreeSet<String> = journal
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["op"] == "nodeCreateIntent")
+        .map(|r| {
+            assert_eq!(r["account"], "aws", "{r}");
+            r["request"].as_str().expect("a request id").to_string()
+        })
+        .collect();
+    assert_eq!(requests.len(), 1, "one request for the apply's nodes:\n{journal}");
+    for (id, _, tags) in lab.moto.instances().into_iter().filter(|(id, _, _)| orphans.contains(id)) {
+        let request = tags.iter().find_map(|t| t.strip_prefix("enact:request=")).expect("a request tag");
+        assert!(requests.contains(request), "{id} carries a journaled request: {tags:?} / {requests:?}");
+    }
 
     // Status names them; the next apply terminates them and makes its own.
     let (_, out, err) = repo.enact(&["status"]);
@@ -441,6 +483,11 @@ fn an_apply_killed_right_after_run_instances_leaves_no_instance_untracked() {
     lab.route();
     let (code, out, err) = repo.enact(&["apply", "--auto-approve", "--health-timeout", "30"]);
     assert_eq!(code, 0, "{out}\n{err}");
+    let request = requests.iter().next().expect("one");
+    assert!(
+        err.contains(&format!("(request {request}) and did not record the answer: EC2 had made 3")),
+        "recovery names the unanswered request and what it made:\n{err}"
+    );
     let live = lab.live();
     assert!(orphans.is_disjoint(&live), "the killed apply's instances are terminated: {orphans:?} / {live:?}");
     let state = repo.state();

@@ -46,11 +46,7 @@ impl Provider for Counting {
         "counting"
     }
 
-    fn create_nodes(
-        &self,
-        nodes: &[NewNode],
-        _: &std::collections::BTreeSet<String>,
-    ) -> ProviderResult<Vec<NodeState>> {
+    fn create_nodes(&self, nodes: &[NewNode], _: &enact::provider::NodeRequest<'_>) -> ProviderResult<Vec<NodeState>> {
         Ok(nodes
             .iter()
             .enumerate()

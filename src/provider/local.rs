@@ -15,7 +15,6 @@
 //!
 //! Depends on the provider trait, the state, the spec and the leaves.
 
-use std::collections::BTreeSet;
 use std::fs::OpenOptions;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -23,7 +22,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{Provider, ProviderError, ProviderResult, StartRequest, Started};
+use super::{NodeRequest, Provider, ProviderError, ProviderResult, StartRequest, Started};
 use crate::process::{self, process_alive};
 use crate::spec::endpoint::port_of;
 use crate::state::{InstanceState, NewNode, NodeState};
@@ -315,8 +314,8 @@ impl Provider for LocalProvider {
         "local"
     }
 
-    fn create_nodes(&self, nodes: &[NewNode], taken: &BTreeSet<String>) -> ProviderResult<Vec<NodeState>> {
-        let mut used = taken.clone();
+    fn create_nodes(&self, nodes: &[NewNode], request: &NodeRequest<'_>) -> ProviderResult<Vec<NodeState>> {
+        let mut used = request.taken.clone();
         // Addresses from the environment's block on (then the blocks after it), skipping each
         // block's `.0`.
         let mut candidates = (0..BLOCKS - 1)
@@ -586,6 +585,7 @@ impl Provider for LocalProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn new_node(id: &str, ports: &[u16]) -> NewNode {
         NewNode {
@@ -608,7 +608,9 @@ mod tests {
         assert_ne!(a, block_of(Path::new("/srv/a"), "prod"));
         assert!((1..BLOCKS).contains(&a));
         // Block 1's first address is 127.0.16.1; the `.0` of a block is skipped.
-        let made = LocalProvider::new().create_nodes(&[new_node("local-1", &[])], &BTreeSet::new()).unwrap();
+        let made = LocalProvider::new()
+            .create_nodes(&[new_node("local-1", &[])], &NodeRequest { id: "r", taken: &BTreeSet::new() })
+            .unwrap();
         assert_eq!(made[0].address, "127.0.16.1");
     }
 
@@ -619,8 +621,12 @@ mod tests {
         let listener = std::net::TcpListener::bind((first.as_str(), 0)).expect("bind on loopback");
         let port = listener.local_addr().expect("address").port();
         let taken = BTreeSet::from([address_at(BLOCK + 2)]);
-        let made =
-            provider.create_nodes(&[new_node("local-1", &[port]), new_node("local-2", &[port])], &taken).unwrap();
+        let made = provider
+            .create_nodes(
+                &[new_node("local-1", &[port]), new_node("local-2", &[port])],
+                &NodeRequest { id: "r", taken: &taken },
+            )
+            .unwrap();
         let addresses: Vec<&str> = made.iter().map(|n| n.address.as_str()).collect();
         assert_eq!(addresses, vec![address_at(BLOCK + 3), address_at(BLOCK + 4)], "held by a listener, then taken");
     }

@@ -140,6 +140,19 @@ pub struct Tagged {
     pub account: String,
 }
 
+/// One request for nodes, as the journal's intent records it before the provider is asked.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeRequest<'a> {
+    /// The request's id (32 hex digits, fresh for each request). The ec2 provider tags every
+    /// instance it makes with it (`enact:request`) and derives the `ClientToken` of each of its
+    /// calls from it and the call's nodes, so the journal names what a call was, and a retry
+    /// of the call is the same call.
+    pub id: &'a str,
+    /// Addresses already in use by other nodes (the local provider picks loopback addresses
+    /// outside them).
+    pub taken: &'a BTreeSet<String>,
+}
+
 /// A machine a provider made for an environment (an EC2 instance tagged with its lineage),
 /// whether or not the state records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +167,8 @@ pub struct TaggedNode {
     pub address: String,
     /// Its size (an EC2 instance type).
     pub size: String,
+    /// The id of the request that made it ([`NodeRequest::id`]), when it says.
+    pub request: Option<String>,
 }
 
 /// What a provider knows about an instance it started.
@@ -171,12 +186,12 @@ pub trait Provider: Send + Sync {
     /// `local`, `ssh`, `ec2`, `simulated`.
     fn kind(&self) -> &'static str;
 
-    /// Makes the nodes placement asked for, one batch, in order; `taken` are addresses
-    /// already in use by other nodes.
+    /// Makes the nodes placement asked for, one batch, in order, for `request` (journaled before
+    /// the call).
     ///
     /// # Errors
     /// The provider cannot make them (a fixed set of hosts, no address left).
-    fn create_nodes(&self, nodes: &[NewNode], taken: &BTreeSet<String>) -> ProviderResult<Vec<NodeState>>;
+    fn create_nodes(&self, nodes: &[NewNode], request: &NodeRequest<'_>) -> ProviderResult<Vec<NodeState>>;
 
     /// Frees the node `id` (recorded as `node`) once no instance runs on it.
     ///
@@ -378,6 +393,7 @@ pub fn for_account(
                         say(&format!("EC2 {call}: {error}; trying again in {:.1} s", wait.as_secs_f64()));
                     })
                 }),
+                say: options.notify,
             },
         )?)),
     }

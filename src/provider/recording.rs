@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::wire::{WireCall, WireError};
-use super::{Provider, ProviderError, ProviderResult, StartRequest, Started};
+use super::{NodeRequest, Provider, ProviderError, ProviderResult, StartRequest, Started};
 use crate::state::{InstanceState, NewNode, NodeState};
 
 /// One call the executor made, in the order it made them.
@@ -123,7 +123,7 @@ impl Provider for RecordingProvider {
         false
     }
 
-    fn create_nodes(&self, nodes: &[NewNode], _taken: &BTreeSet<String>) -> ProviderResult<Vec<NodeState>> {
+    fn create_nodes(&self, nodes: &[NewNode], _request: &NodeRequest<'_>) -> ProviderResult<Vec<NodeState>> {
         self.push(Call::NodesCreated(nodes.iter().map(|n| n.id.clone()).collect()));
         Ok(nodes
             .iter()

@@ -2,11 +2,10 @@
 //! the account's `latencyMs`. For rehearsing a large apply (how long, how many nodes) and for
 //! benchmarks of the executor.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{Provider, ProviderResult, StartRequest, Started};
+use super::{NodeRequest, Provider, ProviderResult, StartRequest, Started};
 use crate::state::{InstanceState, NewNode, NodeState};
 
 /// The provider of a `simulated` account: every operation waits `latency` and succeeds.
@@ -42,7 +41,7 @@ impl Provider for SimulatedProvider {
         false
     }
 
-    fn create_nodes(&self, nodes: &[NewNode], _taken: &BTreeSet<String>) -> ProviderResult<Vec<NodeState>> {
+    fn create_nodes(&self, nodes: &[NewNode], _request: &NodeRequest<'_>) -> ProviderResult<Vec<NodeState>> {
         // One call per batch, as a cloud API would take.
         self.pause();
         Ok(nodes

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::{Executor, StepError};
 use crate::apply::journal::Record;
-use crate::provider::Provider;
+use crate::provider::{NodeRequest, Provider};
 use crate::state::NewNode;
 use crate::state::{NodeState, State};
 
@@ -76,13 +76,20 @@ impl Executor<'_> {
     fn make_nodes(&self, account: &str, provider: &dyn Provider, made: &[&NewNode], spare: bool) -> Vec<StepError> {
         let mut errors = Vec::new();
         let ids: Vec<String> = made.iter().map(|n| n.id.clone()).collect();
-        if let Err(e) = self.record(Record::NodeCreateIntent { nodes: ids.clone() }) {
+        // The request's id is on disk before the call: whatever the provider made for it is
+        // found by it after a crash.
+        let request = crate::state::store::new_lineage();
+        if let Err(e) = self.record(Record::NodeCreateIntent {
+            nodes: ids.clone(),
+            account: account.to_string(),
+            request: request.clone(),
+        }) {
             errors.push(e);
             return errors;
         }
         let taken: BTreeSet<String> = self.taken_addresses();
         let batch: Vec<NewNode> = made.iter().map(|n| (*n).clone()).collect();
-        match provider.create_nodes(&batch, &taken) {
+        match provider.create_nodes(&batch, &NodeRequest { id: &request, taken: &taken }) {
             Ok(states) => {
                 for (id, mut state) in ids.into_iter().zip(states) {
                     state.spare = spare;

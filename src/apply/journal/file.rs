@@ -228,8 +228,8 @@ mod tests {
 
     use super::super::read;
     use super::*;
-    use crate::apply::journal::OpenIntent;
-    use crate::state::{InstanceState, InstanceStatus};
+    use crate::apply::journal::{OpenIntent, Replay};
+    use crate::state::{InstanceState, InstanceStatus, NodeState};
 
     fn instance(id: &str) -> InstanceState {
         InstanceState {
@@ -271,6 +271,42 @@ mod tests {
                 OpenIntent::Start { service: "a".into(), instance: instance("a-2"), token: "t2".into() },
                 OpenIntent::Stop { service: "b".into(), instance: "b-1".into() },
             ]
+        );
+    }
+
+    #[test]
+    fn a_request_for_nodes_stays_open_until_every_node_it_asked_for_is_recorded() {
+        let node = |address: &str| NodeState {
+            account: "aws".into(),
+            provider: "ec2".into(),
+            address: address.into(),
+            memory: None,
+            size: Some("t3.micro".into()),
+            provider_id: Some(format!("i-{address}")),
+            spare: false,
+        };
+        let intent = |nodes: &[&str], request: &str| Record::NodeCreateIntent {
+            nodes: nodes.iter().map(|n| (*n).to_string()).collect(),
+            account: "aws".into(),
+            request: request.into(),
+        };
+        let mut replay = Replay::default();
+        replay.push(intent(&["aws-1", "aws-2"], "r1"));
+        replay.push(intent(&["aws-3"], "r2"));
+        replay.push(Record::NodeCreated { node: "aws-1".into(), state: node("10.0.0.1") });
+        replay.push(Record::NodeCreated { node: "aws-3".into(), state: node("10.0.0.3") });
+        assert_eq!(
+            replay.open,
+            vec![OpenIntent::Nodes { account: "aws".into(), request: "r1".into(), nodes: vec!["aws-2".into()] }],
+            "r2 was answered in full; r1 lacks aws-2"
+        );
+        replay.push(Record::NodeCreated { node: "aws-2".into(), state: node("10.0.0.2") });
+        assert!(replay.open.is_empty());
+        // A journal written before the request was recorded still reads.
+        let old: Record = serde_json::from_str(r#"{"op":"nodeCreateIntent","nodes":["aws-1"]}"#).unwrap();
+        assert_eq!(
+            old,
+            Record::NodeCreateIntent { nodes: vec!["aws-1".into()], account: String::new(), request: String::new() }
         );
     }
 

@@ -188,6 +188,14 @@ pub enum Record {
     NodeCreateIntent {
         /// The node ids, as the plan's placement names them.
         nodes: Vec<String>,
+        /// The account that makes them (empty in a journal written before it was recorded).
+        #[serde(default)]
+        account: String,
+        /// The request's id ([`crate::provider::NodeRequest::id`]): the ec2 provider tags what
+        /// it makes with it and derives its `ClientToken`s from it (empty in a journal written
+        /// before it was recorded).
+        #[serde(default)]
+        request: String,
     },
     /// A node was made (or a fixed host taken into use).
     NodeCreated {
@@ -361,6 +369,16 @@ pub enum OpenIntent {
         /// The instance id.
         instance: String,
     },
+    /// Nodes were being made ([`Record::NodeCreateIntent`] without a [`Record::NodeCreated`]
+    /// for each): the provider may have made them, unrecorded.
+    Nodes {
+        /// The account asked.
+        account: String,
+        /// The request's id (what the ec2 provider tagged them with).
+        request: String,
+        /// The node ids whose outcome is missing.
+        nodes: Vec<String>,
+    },
 }
 
 /// The records of a journal file and the intents left open.
@@ -449,6 +467,19 @@ impl Replay {
             }
             Record::Stopped { instance, .. } => {
                 self.open.retain(|o| !matches!(o, OpenIntent::Stop { instance: i, .. } if i == instance));
+            }
+            Record::NodeCreateIntent { nodes, account, request } => self.open.push(OpenIntent::Nodes {
+                account: account.clone(),
+                request: request.clone(),
+                nodes: nodes.clone(),
+            }),
+            Record::NodeCreated { node, .. } => {
+                for open in &mut self.open {
+                    if let OpenIntent::Nodes { nodes, .. } = open {
+                        nodes.retain(|n| n != node);
+                    }
+                }
+                self.open.retain(|o| !matches!(o, OpenIntent::Nodes { nodes, .. } if nodes.is_empty()));
             }
             _ => {}
         }

@@ -38,6 +38,8 @@ pub struct Recovery {
     /// Processes carrying the environment's lineage that the recovered state does not record
     /// (the journal lost their records): recovery stops them.
     pub untracked: Untracked,
+    /// The requests for nodes the apply made and saw no answer to ([`OpenIntent::Nodes`]).
+    pub asked: Vec<OpenIntent>,
     /// The line that says so.
     pub note: String,
 }
@@ -76,7 +78,7 @@ pub fn recover_in(
             Ok(None)
         }
         Leftover::Interrupted(recovery) => {
-            let Recovery { state, note, untracked, .. } = *recovery;
+            let Recovery { state, note, untracked, asked, .. } = *recovery;
             let mut notes = vec![note];
             if !untracked.orphans.is_empty() {
                 let errors = untracked::stop(&repo.settings, &untracked.orphans, options);
@@ -102,6 +104,7 @@ pub fn recover_in(
                     notes.push(format!("could not terminate {error}"));
                 }
             }
+            notes.extend(node_request_notes(repo, &asked, &untracked));
             for host in &untracked.unreachable {
                 notes.push(format!("could not look for processes no record names on {host}"));
             }
@@ -171,7 +174,9 @@ pub fn preview_in(
     let name = journals.path(env).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let note = note(&name, &replay, found.len(), lost, &incomplete);
     let untracked = untracked::find(&repo.settings, &next, options);
+    let asked = replay.open.iter().filter(|o| matches!(o, OpenIntent::Nodes { .. })).cloned().collect();
     Ok(Leftover::Interrupted(Box::new(Recovery {
+        asked,
         state: next,
         found,
         started,
@@ -201,6 +206,8 @@ fn look_for_open(
     let (mut found, mut lost) = (Vec::new(), 0);
     for open in open {
         match open {
+            // What a provider made for an unanswered request is found by the sweep.
+            OpenIntent::Nodes { .. } => {}
             OpenIntent::Start { service, instance, token } => {
                 let Some(node) = next.nodes.get(&instance.node) else { continue };
                 let Some(provider) = providers.get(&node.account) else { continue };
@@ -231,6 +238,40 @@ fn look_for_open(
         }
     }
     (found, lost)
+}
+
+/// What became of each request for nodes the interrupted apply saw no answer to: the machines
+/// that carry the request (terminated with the other untracked ones), or, in an ec2 account,
+/// that none does.
+fn node_request_notes(repo: &ConfigRepo, asked: &[OpenIntent], untracked: &Untracked) -> Vec<String> {
+    let mut notes = Vec::new();
+    for open in asked {
+        let OpenIntent::Nodes { account, request, nodes } = open else { continue };
+        if request.is_empty() {
+            continue;
+        }
+        let made: Vec<&str> = untracked
+            .nodes
+            .iter()
+            .filter(|n| n.request.as_deref() == Some(request.as_str()))
+            .map(|n| n.provider_id.as_str())
+            .collect();
+        let ec2 = matches!(repo.settings.account(account), Some(crate::repo::settings::Account::Ec2(_)));
+        if !made.is_empty() {
+            notes.push(format!(
+                "the interrupted apply asked account `{account}` for node(s) {} (request {request}) and did not record the answer: EC2 had made {} ({}), terminated above",
+                nodes.join(", "),
+                made.len(),
+                made.join(", ")
+            ));
+        } else if ec2 {
+            notes.push(format!(
+                "the interrupted apply asked account `{account}` for node(s) {} (request {request}) and did not record the answer: no EC2 instance carries that request, so none was made (EC2 may list a new instance late: `enact plan` names any that appears)",
+                nodes.join(", ")
+            ));
+        }
+    }
+    notes
 }
 
 /// The line that tells the user what recovering the journal `name` did.

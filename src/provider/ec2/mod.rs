@@ -12,7 +12,7 @@ pub mod api;
 pub mod batch;
 pub mod nodes;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +22,7 @@ use nodes::{AddressKind, NodeTemplate};
 
 use super::ssh::{SshOptions, SshProvider};
 use super::wire::{WireCall, WireError};
-use super::{Provider, ProviderError, ProviderResult, StartRequest, Started, Tagged, TaggedNode};
+use super::{NodeRequest, Provider, ProviderError, ProviderResult, StartRequest, Started, Tagged, TaggedNode};
 use crate::repo::settings::{Ec2Account, Ec2Address, SshHost};
 use crate::spec::Memory;
 use crate::state::observed::Health;
@@ -51,6 +51,7 @@ pub struct Ec2Provider {
     ssh: SshProvider,
     env: String,
     lineage: String,
+    say: Option<fn(&str)>,
 }
 
 impl std::fmt::Debug for Ec2Provider {
@@ -70,6 +71,8 @@ pub struct Ec2Options {
     pub lineage: String,
     /// Told of every retry of an EC2 request (the progress output).
     pub notify: Option<api::Notify>,
+    /// Where a warning that is no step's goes (the progress output); `None`: said nowhere.
+    pub say: Option<fn(&str)>,
 }
 
 impl std::fmt::Debug for Ec2Options {
@@ -132,6 +135,7 @@ impl Ec2Provider {
             ssh,
             env: options.env,
             lineage: options.lineage,
+            say: options.say,
         })
     }
 
@@ -146,14 +150,14 @@ impl Ec2Provider {
         &self,
         template: &NodeTemplate,
         wanted: &[NewNode],
+        request: &str,
         made: &mut BTreeMap<String, NodeState>,
     ) -> ProviderResult<()> {
         let memory: BTreeMap<String, Memory> = wanted.iter().map(|n| (n.id.clone(), n.memory)).collect();
-        let request = crate::state::store::new_lineage();
         let per_call = self.account.nodes_per_call.map_or(usize::MAX, |n| n as usize);
         for batch in batch::batches(wanted.iter().map(|n| (n.id.as_str(), n.size.as_str())), per_call) {
-            let token = nodes::client_token(&request, &batch);
-            let nodes = nodes::make(self.api.as_ref(), template, &batch, &memory, &request, &token)
+            let token = nodes::client_token(request, &batch);
+            let nodes = nodes::make(self.api.as_ref(), template, &batch, &memory, request, &token)
                 .map_err(|e| ProviderError::new(format!("ec2 account `{}`: {e}", self.account_name)))?;
             made.extend(nodes);
         }
@@ -176,6 +180,16 @@ impl Ec2Provider {
             }
         }
         Ok(())
+    }
+
+    /// Forgets the host keys of terminated nodes: EC2 may give their addresses to later nodes,
+    /// whose keys would otherwise be refused as changed. A file that cannot be rewritten is said
+    /// on stderr (the keys stay; the nodes are gone all the same).
+    fn forget(&self, addresses: &[&str]) {
+        let addresses: Vec<&str> = addresses.iter().copied().filter(|a| !a.is_empty()).collect();
+        if let (Err(e), Some(say)) = (self.ssh.forget_hosts(&addresses), self.say) {
+            say(&format!("ec2 account `{}`: {e}", self.account_name));
+        }
     }
 
     fn template(&self) -> NodeTemplate {
@@ -207,7 +221,7 @@ impl Provider for Ec2Provider {
         "ec2"
     }
 
-    fn create_nodes(&self, wanted: &[NewNode], _taken: &BTreeSet<String>) -> ProviderResult<Vec<NodeState>> {
+    fn create_nodes(&self, wanted: &[NewNode], request: &NodeRequest<'_>) -> ProviderResult<Vec<NodeState>> {
         if self.lineage.is_empty() {
             return Err(ProviderError::new(format!(
                 "ec2 account `{}`: nodes are made only by an apply, which knows the environment's lineage",
@@ -216,7 +230,7 @@ impl Provider for Ec2Provider {
         }
         let template = self.template();
         let mut made: BTreeMap<String, NodeState> = BTreeMap::new();
-        if let Err(e) = self.make_all(&template, wanted, &mut made) {
+        if let Err(e) = self.make_all(&template, wanted, request.id, &mut made) {
             // Nothing is left that state would not know: what this call made goes again.
             let ids: Vec<String> = made.values().filter_map(|n| n.provider_id.clone()).collect();
             let _ = self.api.terminate(&ids);
@@ -241,13 +255,18 @@ impl Provider for Ec2Provider {
         };
         self.api.terminate(std::slice::from_ref(instance)).map_err(|e| {
             ProviderError::new(format!("ec2 account `{}`: node {id} ({instance}): {e}", self.account_name))
-        })
+        })?;
+        self.forget(&[node.address.as_str()]);
+        Ok(())
     }
 
     fn destroy_nodes(&self, nodes: &[(&str, &NodeState)]) -> Vec<ProviderResult<()>> {
         let ids: Vec<String> = nodes.iter().filter_map(|(_, n)| n.provider_id.clone()).collect();
         match self.api.terminate(&ids) {
-            Ok(()) => nodes.iter().map(|_| Ok(())).collect(),
+            Ok(()) => {
+                self.forget(&nodes.iter().map(|(_, n)| n.address.as_str()).collect::<Vec<_>>());
+                nodes.iter().map(|_| Ok(())).collect()
+            }
             Err(e) => {
                 let why = format!("ec2 account `{}`: terminating {} node(s): {e}", self.account_name, ids.len());
                 nodes.iter().map(|_| Err(ProviderError::new(why.clone()))).collect()
@@ -312,6 +331,7 @@ impl Provider for Ec2Provider {
                     account: self.account_name.clone(),
                     address: node.address,
                     size: i.instance_type,
+                    request: i.tags.get(batch::REQUEST_TAG).cloned(),
                 }
             })
             .collect())
@@ -319,7 +339,11 @@ impl Provider for Ec2Provider {
 
     fn destroy_untracked(&self, nodes: &[TaggedNode]) -> ProviderResult<()> {
         let ids: Vec<String> = nodes.iter().map(|n| n.provider_id.clone()).collect();
-        self.api.terminate(&ids).map_err(|e| ProviderError::new(format!("ec2 account `{}`: {e}", self.account_name)))
+        self.api
+            .terminate(&ids)
+            .map_err(|e| ProviderError::new(format!("ec2 account `{}`: {e}", self.account_name)))?;
+        self.forget(&nodes.iter().map(|n| n.address.as_str()).collect::<Vec<_>>());
+        Ok(())
     }
 
     fn wire(&self, call: &WireCall<'_>) -> Result<(), WireError> {

@@ -23,7 +23,7 @@ mod stage;
 mod trust;
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 pub use remote_script::{WATCH_EVERY_SECS, quote};
 pub use session::ConnectError;
 pub use shell::{Output, ShellError};
-pub use trust::{KeyProblem, Trusted, expand_path, known_hosts_of};
+pub use trust::{KeyProblem, Trusted, expand_path, forget_hosts, known_hosts_of};
 
-use super::{Provider, ProviderError, ProviderResult, StartRequest, Started, Tagged, port_answers};
+use super::{NodeRequest, Provider, ProviderError, ProviderResult, StartRequest, Started, Tagged, port_answers};
 use crate::repo::settings::{SshAccount, SshHost};
 use crate::state::observed::{DownReason, Health};
 use crate::state::{InstanceState, NewNode, NodeState};
@@ -128,6 +128,16 @@ impl SshProvider {
         Ok(provider)
     }
 
+    /// Forgets the host keys of `addresses` (machines that are gone), in the account's
+    /// known_hosts file. Returns how many entries went.
+    ///
+    /// # Errors
+    /// As [`forget_hosts`].
+    pub fn forget_hosts(&self, addresses: &[&str]) -> crate::Result<usize> {
+        let port = self.any_host.as_ref().and_then(|h| h.port).and_then(|p| u16::try_from(p).ok()).unwrap_or(22);
+        forget_hosts(&self.known_hosts, addresses, port)
+    }
+
     /// The host of the account at `address`.
     ///
     /// # Errors
@@ -188,7 +198,7 @@ impl Provider for SshProvider {
         "ssh"
     }
 
-    fn create_nodes(&self, nodes: &[NewNode], _taken: &BTreeSet<String>) -> ProviderResult<Vec<NodeState>> {
+    fn create_nodes(&self, nodes: &[NewNode], _request: &NodeRequest<'_>) -> ProviderResult<Vec<NodeState>> {
         Err(ProviderError::new(format!(
             "ssh account `{}` has a fixed list of hosts; it cannot create {} node(s)",
             self.account_name,

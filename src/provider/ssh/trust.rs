@@ -30,6 +30,54 @@ pub fn known_hosts_of(known_hosts: Option<&str>, repo_root: &Path) -> PathBuf {
     expand_path(known_hosts.unwrap_or("~/.ssh/known_hosts"), repo_root)
 }
 
+/// Removes every entry of `hosts` (addresses reached on `port`) from the known_hosts file
+/// `path` (OpenSSH format: a line's first field lists its host patterns, comma-separated, a
+/// port other than 22 written `[host]:port`). A line naming other hosts too keeps them. The file
+/// is rewritten atomically, and only when something goes. Returns how many entries went; a
+/// missing file has none.
+///
+/// For machines enact made and then terminated: a later machine given the same address has
+/// another key, which would be refused as changed.
+///
+/// # Errors
+/// The file cannot be read or rewritten (named, with the path).
+pub fn forget_hosts(path: &Path, hosts: &[&str], port: u16) -> crate::Result<usize> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(crate::Error::io("read known_hosts", path)(e)),
+    };
+    let names: Vec<String> =
+        hosts.iter().map(|h| if port == 22 { (*h).to_string() } else { format!("[{h}]:{port}") }).collect();
+    let mut gone = 0;
+    let mut kept = String::with_capacity(text.len());
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let Some((patterns, rest)) = trimmed.split_once(char::is_whitespace).filter(|_| !trimmed.starts_with('#'))
+        else {
+            kept.push_str(line);
+            kept.push('\n');
+            continue;
+        };
+        let left: Vec<&str> = patterns.split(',').filter(|p| !names.iter().any(|n| n == p)).collect();
+        let removed = patterns.split(',').count() - left.len();
+        gone += removed;
+        if removed == 0 {
+            kept.push_str(line);
+            kept.push('\n');
+        } else if !left.is_empty() {
+            kept.push_str(&left.join(","));
+            kept.push(' ');
+            kept.push_str(rest);
+            kept.push('\n');
+        }
+    }
+    if gone > 0 {
+        crate::state::store::write_atomic(path, kept.as_bytes())?;
+    }
+    Ok(gone)
+}
+
 /// What was wrong with a host's key, found during the key exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyProblem {
@@ -157,6 +205,25 @@ impl SshProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forgetting_hosts_removes_their_entries_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        std::fs::write(
+            &path,
+            "# enact\n10.0.0.1 ssh-ed25519 AAAA1\n10.0.0.10 ssh-ed25519 AAAA10\n[10.0.0.1]:2222 ssh-ed25519 AAAA2\n10.0.0.2,10.0.0.1 ssh-rsa AAAA3\n\n",
+        )
+        .unwrap();
+        assert_eq!(forget_hosts(&path, &["10.0.0.1"], 22).unwrap(), 2);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "# enact\n10.0.0.10 ssh-ed25519 AAAA10\n[10.0.0.1]:2222 ssh-ed25519 AAAA2\n10.0.0.2 ssh-rsa AAAA3\n\n"
+        );
+        assert_eq!(forget_hosts(&path, &["10.0.0.1"], 2222).unwrap(), 1);
+        assert_eq!(forget_hosts(&path, &["10.0.0.9"], 22).unwrap(), 0);
+        assert_eq!(forget_hosts(&dir.path().join("none"), &["10.0.0.1"], 22).unwrap(), 0);
+    }
 
     #[test]
     fn paths_expand_home_and_the_repository() {
