@@ -505,6 +505,84 @@ fn an_apply_killed_right_after_run_instances_leaves_no_instance_untracked() {
 }
 
 #[test]
+fn state_adopt_records_untracked_tagged_instances_as_spares_that_the_next_scale_out_takes() {
+    if !available() {
+        return;
+    }
+    let mut lab = Lab::start("ec2a");
+    lab.route();
+    let repo = Repo::new(&lab, 1);
+    let (code, out, err) = repo.enact(&["apply", "--auto-approve", "--health-timeout", "30"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let lineage = repo.state()["lineage"].as_str().expect("a lineage").to_string();
+
+    // Two SMALL instances carrying the environment's lineage, made behind enact's back.
+    let script = format!(
+        "import boto3\nc=boto3.client('ec2',endpoint_url='{}',region_name='us-east-1',aws_access_key_id='t',aws_secret_access_key='t')\n\
+         r=c.run_instances(ImageId='ami-1e749f67',InstanceType='t3.micro',MinCount=2,MaxCount=2,TagSpecifications=[{{'ResourceType':'instance','Tags':[\
+         {{'Key':'enact:lineage','Value':'{lineage}'}},{{'Key':'enact:env','Value':'dev'}},{{'Key':'enact:account','Value':'aws'}}]}}])\n\
+         print(' '.join(i['InstanceId'] for i in r['Instances']))\n",
+        lab.moto.endpoint
+    );
+    let made = lab.moto.python(&script);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let outside: BTreeSet<String> =
+        String::from_utf8_lossy(&made.stdout).split_whitespace().map(str::to_string).collect();
+    assert_eq!(outside.len(), 2);
+
+    // plan and status name them, and say how to keep them.
+    let (_, out, err) = repo.enact(&["plan"]);
+    assert!(
+        outside.iter().all(|id| err.contains(id.as_str())) && err.contains("`enact state adopt` records the machines"),
+        "plan names both and the way to adopt them:\n{out}\n{err}"
+    );
+    let (code, _, _) = repo.enact(&["status"]);
+    assert_eq!(code, 1, "status fails while untracked instances run");
+
+    // Without a terminal or --yes nothing is recorded.
+    let serial = repo.state()["serial"].clone();
+    let (code, _, err) = repo.enact(&["state", "adopt"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(repo.state()["serial"], serial, "nothing changed");
+
+    let (code, out, err) = repo.enact(&["state", "adopt", "--yes"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("Adopted 2 machine(s) into env `dev` as spare nodes"), "{out}");
+    let (recorded, spares) = repo.recorded();
+    assert_eq!(recorded.len(), 4, "{recorded:?}");
+    assert_eq!(spares, outside, "the adopted instances are the spares");
+    let state = repo.state();
+    for node in state["nodes"].as_object().expect("nodes").values().filter(|n| n["spare"] == true) {
+        assert_eq!((node["size"].as_str(), node["memory"].as_str()), (Some("t3.micro"), Some("SMALL")), "{node}");
+    }
+    let (code, out, err) = repo.enact(&["status"]);
+    assert_eq!(code, 0, "nothing is untracked any more:\n{out}\n{err}");
+    let (code, out, _) = repo.enact(&["state", "adopt", "--yes"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("Nothing to adopt"), "{out}");
+
+    // Two more airlines run on the adopted machines: EC2 is asked for no node.
+    let reservations = lab.moto.reservations();
+    repo.write_chor(3);
+    let (code, out, err) = repo.enact(&["apply", "--auto-approve", "--health-timeout", "30"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(lab.moto.reservations(), reservations, "no RunInstances call");
+    let state = repo.state();
+    let on: BTreeSet<String> = state["services"]["airline"]["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .filter_map(|i| state["nodes"][i["node"].as_str()?]["providerId"].as_str().map(str::to_string))
+        .collect();
+    assert!(outside.is_subset(&on), "the adopted {outside:?} run airlines: {on:?}");
+    assert_eq!(repo.pids().len(), 4, "three airlines and the agency run");
+
+    let (code, out, err) = repo.enact(&["destroy", "--auto-approve"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(lab.live().is_empty(), "destroy terminates the adopted machines too");
+}
+
+#[test]
 fn the_reservoir_keeps_spare_ec2_nodes_that_a_scale_out_takes_and_destroy_terminates() {
     if !available() {
         return;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::provider::{self, Provider, ProviderOptions, Tagged, TaggedNode};
 use crate::repo::settings::{Account, Settings};
+use crate::spec::Memory;
 use crate::state::{InstanceState, InstanceStatus, NodeState, State};
 
 /// How many nodes are looked at at once.
@@ -84,6 +85,12 @@ impl Untracked {
         let mut errors = stop(settings, &self.orphans, options);
         errors.extend(free(settings, &self.nodes, options));
         errors
+    }
+
+    /// `; \`enact state adopt\` records the machines instead` when machines were found, else
+    /// nothing: the end of a warning that says the next apply stops what was found.
+    pub fn adopt_hint(&self) -> &'static str {
+        if self.nodes.is_empty() { "" } else { "; `enact state adopt` records the machines instead" }
     }
 
     /// One line naming what was found (at most five of each, then a count).
@@ -254,6 +261,52 @@ fn machines(
     found
 }
 
+/// Records every machine of `nodes` in `state` as a spare node of its account (`enact state
+/// adopt`): the id its tags name when `state` has no node of that id, else the account's next
+/// free number; the memory size whose instance type (`instanceTypes`, else the default one) is
+/// the machine's, SMALL when none is. Returns the ids given, in the order of `nodes`.
+///
+/// A spare is handed to the next instances that fit before any node is made, and one the
+/// account's reservoir does not keep is freed by the next apply, as any spare is.
+pub fn adopt(settings: &Settings, state: &mut State, nodes: &[TaggedNode]) -> Vec<String> {
+    let mut ids = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let free = |id: &str| !state.nodes.contains_key(id);
+        let id = match node.node.as_deref().filter(|id| free(id)) {
+            Some(id) => id.to_string(),
+            None => {
+                let prefix = format!("{}-", node.account);
+                let last = state
+                    .nodes
+                    .keys()
+                    .filter_map(|id| id.strip_prefix(&prefix)?.parse::<u64>().ok())
+                    .max()
+                    .unwrap_or(0);
+                format!("{prefix}{}", last + 1)
+            }
+        };
+        let account = settings.account(&node.account);
+        let memory = [Memory::Small, Memory::Medium, Memory::Large]
+            .into_iter()
+            .find(|m| account.is_some_and(|a| a.node_size(*m) == node.size))
+            .unwrap_or(Memory::Small);
+        state.nodes.insert(
+            id.clone(),
+            NodeState {
+                account: node.account.clone(),
+                provider: account.map_or_else(|| "ec2".to_string(), |a| a.provider().to_string()),
+                address: node.address.clone(),
+                memory: Some(memory),
+                size: Some(node.size.clone()),
+                provider_id: Some(node.provider_id.clone()),
+                spare: true,
+            },
+        );
+        ids.push(id);
+    }
+    ids
+}
+
 /// Frees every machine of `nodes` (one call per account). Returns the error of each account
 /// that could not, naming its machines.
 pub fn free(settings: &Settings, nodes: &[TaggedNode], options: &ProviderOptions) -> Vec<String> {
@@ -323,4 +376,59 @@ pub fn summary(orphans: &[Orphan]) -> String {
         named.push(format!("and {} more", orphans.len() - 5));
     }
     named.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnostic::SourceFile;
+
+    fn tagged(id: &str, node: Option<&str>, size: &str) -> TaggedNode {
+        TaggedNode {
+            provider_id: id.into(),
+            node: node.map(str::to_string),
+            account: "aws".into(),
+            address: format!("10.0.0.{}", id.len()),
+            size: size.into(),
+            request: None,
+        }
+    }
+
+    #[test]
+    fn adopted_machines_keep_a_free_tagged_id_else_take_the_next_number_and_their_memory_from_the_type() {
+        let settings = Settings::parse(&SourceFile::new(
+            "enact.json",
+            r#"{"accounts": {"aws": {"provider": "ec2", "region": "us-east-1", "imageId": "ami-1",
+                "instanceTypes": {"SMALL": "t3.micro"}}}}"#
+                .to_string(),
+        ))
+        .unwrap();
+        let mut state = State::empty("dev");
+        let taken = NodeState {
+            account: "aws".into(),
+            provider: "ec2".into(),
+            address: "10.0.0.1".into(),
+            memory: Some(Memory::Small),
+            size: Some("t3.micro".into()),
+            provider_id: Some("i-0".into()),
+            spare: false,
+        };
+        state.nodes.insert("aws-7".into(), taken.clone());
+        let found = [
+            tagged("i-1", Some("aws-3"), "t3.micro"),
+            tagged("i-22", Some("aws-7"), "t3.medium"),
+            tagged("i-333", None, "x9.huge"),
+        ];
+        let ids = adopt(&settings, &mut state, &found);
+        assert_eq!(ids, ["aws-3", "aws-8", "aws-9"], "aws-7 is taken: the next numbers");
+        let memory: Vec<Option<Memory>> = ids.iter().map(|id| state.nodes[id].memory).collect();
+        assert_eq!(
+            memory,
+            [Some(Memory::Small), Some(Memory::Medium), Some(Memory::Small)],
+            "by instance type; unknown: SMALL"
+        );
+        assert!(ids.iter().all(|id| state.nodes[id].spare && state.nodes[id].provider == "ec2"));
+        assert_eq!(state.nodes["aws-9"].provider_id.as_deref(), Some("i-333"));
+        assert_eq!(state.nodes["aws-7"], taken, "the recorded node is untouched");
+    }
 }

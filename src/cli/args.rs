@@ -357,6 +357,15 @@ pub enum StateCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Record the machines that carry the environment's lineage but no record names (EC2
+    /// instances an interrupted apply or a hand-edited state left out) as spare nodes, instead
+    /// of letting the next apply terminate them. The next apply hands them to new instances
+    /// that fit and frees those its reservoir does not keep. Takes the lock.
+    Adopt {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// Which file `enact schema` describes.

@@ -111,9 +111,10 @@ pub(super) fn leftovers(ctx: &Context, repo: &ConfigRepo, env: &str, state: Stat
             }
             if !recovery.untracked.is_empty() {
                 ctx.printer.warn(&format!(
-                    "{} carry env `{env}`'s lineage but no record names them: {}; the next `enact apply` or `enact destroy` stops them",
+                    "{} carry env `{env}`'s lineage but no record names them: {}; the next `enact apply` or `enact destroy` stops them{}",
                     recovery.untracked.counted(),
-                    recovery.untracked.summary()
+                    recovery.untracked.summary(),
+                    recovery.untracked.adopt_hint()
                 ));
             }
             Ok(recovery.state.clone())
@@ -128,9 +129,10 @@ pub(super) fn warn_untracked(ctx: &Context, repo: &ConfigRepo, env: &str, state:
     let untracked = crate::apply::untracked::find(&repo.settings, state, &ctx.provider_options(repo));
     if !untracked.is_empty() {
         ctx.printer.warn(&format!(
-            "{} carry env `{env}`'s lineage but no record names them: {}; the next `enact apply` stops them",
+            "{} carry env `{env}`'s lineage but no record names them: {}; the next `enact apply` stops them{}",
             untracked.counted(),
-            untracked.summary()
+            untracked.summary(),
+            untracked.adopt_hint()
         ));
     }
 }

@@ -1,5 +1,5 @@
 //! `enact history` and `enact state`: the recorded states of an environment, listed, shown,
-//! unlocked and restored.
+//! unlocked and restored, and the machines it made but does not record adopted.
 
 use std::fmt::Write as _;
 
@@ -70,7 +70,7 @@ pub fn history(ctx: &Context) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// `enact state list|show|unlock|restore`.
+/// `enact state list|show|unlock|restore|adopt`.
 ///
 /// # Errors
 /// The repository, the state, the lock, no backup of the serial, no confirmation.
@@ -127,6 +127,7 @@ pub fn state(ctx: &Context, command: &StateCommand) -> Result<Outcome> {
                 replaced.map(|r| format!(" (it replaces serial {r})")).unwrap_or_default()
             ));
         }
+        StateCommand::Adopt { yes } => return adopt(ctx, &repo, *yes),
         StateCommand::Unlock => {
             // A lock left by the first apply of an environment is the one thing it has.
             let env = ctx.env_arg.clone().unwrap_or_else(|| repo.default_env());
@@ -143,5 +144,62 @@ pub fn state(ctx: &Context, command: &StateCommand) -> Result<Outcome> {
             }
         }
     }
+    Ok(Outcome::Success)
+}
+
+/// `enact state adopt`: records the machines carrying `env`'s lineage that its state does not
+/// (found as `plan` and `status` find them) as spare nodes, under the lock, as a new serial.
+/// Processes no record names are only named: the next apply stops them.
+///
+/// # Errors
+/// The lock, the state, no confirmation, or the state cannot be written.
+fn adopt(ctx: &Context, repo: &ConfigRepo, yes: bool) -> Result<Outcome> {
+    let env = ctx.env(repo)?;
+    let _guard = interrupt::guard();
+    let session = super::open_session(ctx, repo, &env, &format!("enact state adopt -e {env}"))?;
+    let found = crate::apply::untracked::find(&repo.settings, &session.state, &ctx.provider_options(repo));
+    for place in &found.unreachable {
+        ctx.printer.warn(&format!("could not look for machines or processes no record names: {place}"));
+    }
+    if !found.orphans.is_empty() {
+        ctx.printer.warn(&format!(
+            "{} process(es) carry env `{env}`'s lineage but no record names them: {}; `state adopt` takes in machines only, and the next `enact apply` stops them",
+            found.orphans.len(),
+            crate::apply::untracked::summary(&found.orphans)
+        ));
+    }
+    if found.nodes.is_empty() {
+        ctx.printer.out(&format!("Nothing to adopt: env `{env}` records every machine that carries its lineage.\n"));
+        return Ok(Outcome::Success);
+    }
+    let mut next = session.state.clone();
+    let ids = crate::apply::untracked::adopt(&repo.settings, &mut next, &found.nodes);
+    let mut listing = String::new();
+    for (id, node) in ids.iter().zip(&found.nodes) {
+        let _ = writeln!(
+            listing,
+            "  {} {id:<12} {} ({}, {}, account {})",
+            ctx.printer.paint.green("+"),
+            node.provider_id,
+            node.size,
+            if node.address.is_empty() { "no address yet" } else { node.address.as_str() },
+            node.account
+        );
+    }
+    ctx.printer.out(&format!(
+        "{} machine(s) carry env `{env}`'s lineage but no record names them; adopted, they become spare nodes:\n{listing}",
+        ids.len()
+    ));
+    let question = format!(
+        "\nRecord them in env `{env}`'s state? The next apply hands them to new instances that fit before it makes nodes, and frees those the reservoir does not keep."
+    );
+    ctx.printer.confirm(Ask::Change { question: &question, flag: "--yes" }, yes)?;
+    let written = session.store.write(&next)?;
+    ctx.printer.out(&format!(
+        "Adopted {} machine(s) into env `{env}` as spare nodes: {}. State serial {}.\n",
+        ids.len(),
+        ids.join(", "),
+        written.serial
+    ));
     Ok(Outcome::Success)
 }

@@ -96,8 +96,9 @@ pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
     ctx.printer.out(&status_text(ctx.printer.paint, &env, &state, &seen, &spares, &untracked));
     if !untracked.is_empty() {
         ctx.printer.error(&format!(
-            "{} carry env `{env}`'s lineage but no record names them; the next `enact apply` (or `enact destroy`) stops them",
-            untracked.counted()
+            "{} carry env `{env}`'s lineage but no record names them; the next `enact apply` (or `enact destroy`) stops them{}",
+            untracked.counted(),
+            untracked.adopt_hint()
         ));
     }
     if unhealthy > 0 {
