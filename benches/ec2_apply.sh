@@ -9,6 +9,9 @@
 # Everything runs inside a network namespace this script makes (it needs root and iproute2):
 # the emulator, one sshd on port 22 of every address, and a watcher that adds each new
 # instance's private address to the namespace's loopback, so the instances really run over SSH.
+# enact logs in as a user this script makes for the run (`enact-bench-<pid>`, shell /bin/sh, home
+# in the run's directory, removed at the end): a login shell that starts nothing, as on a fresh
+# EC2 image, so the figures are enact's and the emulator's, not a profile script's.
 #
 #   N=200 RATE=5 benches/ec2_apply.sh          (builds target/release/enact if it is missing;
 #                                               ENACT_BIN=PATH measures another binary)
@@ -23,15 +26,22 @@ ENACT="${ENACT_BIN:-$PWD/target/release/enact}"
 [ -x "$ENACT" ] || cargo build --release --locked
 
 NS="enact-bench-$$"
+USER_NAME="enact-bench-$$"
 WORK="$(mktemp -d /tmp/enact-ec2-bench.XXXXXX)"
 cleanup() {
   for pid in $(ip netns pids "$NS" 2>/dev/null); do kill -TERM "$pid" 2>/dev/null || true; done
   sleep 0.5
   for pid in $(ip netns pids "$NS" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
   ip netns del "$NS" 2>/dev/null || true
+  pkill -9 -u "$USER_NAME" 2>/dev/null || true
+  userdel "$USER_NAME" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+chmod 755 "$WORK"
+useradd --no-user-group --gid nogroup --shell /bin/sh --home-dir "$WORK/home" --create-home "$USER_NAME"
+# Without PAM, sshd refuses an account whose password is locked (`!`): `*` has none and is not locked.
+usermod -p "*" "$USER_NAME"
 ip netns add "$NS"
 in_ns() { ip netns exec "$NS" "$@"; }
 in_ns ip link set lo up
@@ -87,6 +97,7 @@ until in_ns "$PY" -c "import socket; socket.create_connection(('127.0.0.1', 4566
 mkdir -p /run/sshd "$WORK/ssh"
 ssh-keygen -q -t ed25519 -N '' -f "$WORK/ssh/host" && ssh-keygen -q -t ed25519 -N '' -f "$WORK/ssh/client"
 cp "$WORK/ssh/client.pub" "$WORK/ssh/authorized_keys"
+chmod 755 "$WORK/ssh" && chmod 644 "$WORK/ssh/authorized_keys"
 cat >"$WORK/ssh/sshd.conf" <<EOF
 ListenAddress 0.0.0.0
 Port 22
@@ -110,11 +121,11 @@ repo() {
   local dir="$1" per_call="$2"
   mkdir -p "$dir/services"
   cp examples/travel/services/airline.py "$dir/services/"
-  "$PY" - "$dir" "$N" "$RATE" "$per_call" "$WORK/ssh/client" <<'EOF'
+  "$PY" - "$dir" "$N" "$RATE" "$per_call" "$WORK/ssh/client" "$USER_NAME" <<'EOF'
 import json, sys
-dir, n, rate, per_call, key = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
+dir, n, rate, per_call, key, user = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
 account = {"provider": "ec2", "region": "us-east-1", "imageId": "ami-1e749f67", "endpoint": "http://127.0.0.1:4567",
-           "user": "root", "privateKey": key, "requestsPerSecond": rate}
+           "user": user, "privateKey": key, "requestsPerSecond": rate}
 if per_call != "all":
     account["nodesPerCall"] = int(per_call)
 json.dump({"defaultAccount": "aws", "accounts": {"aws": account},

@@ -14,7 +14,7 @@
 //! simulated account the environment places services in: where the policy asks for a new node,
 //! a spare that fits is handed out first (it becomes an ordinary node); after every service is
 //! placed, an account left with `threshold` spares or fewer gets new ones back up to
-//! `initialSize`, made at the end of the apply, and spares beyond what it keeps are freed before
+//! `initialSize`, made while the apply's steps run, and spares beyond what it keeps are freed before
 //! any node is made. Spares count against `vmLimit`: the reservoir keeps fewer when the limit
 //! leaves no room, and a spare that does not fit an instance is freed to make room for its node.
 //!
@@ -65,7 +65,8 @@ pub struct Placement {
     /// Spare nodes of the state the reservoir gives up, freed before any node is made: beyond
     /// what it keeps, in an account that keeps none, or in the way of `vmLimit`.
     pub freed_spares: Vec<String>,
-    /// Spare nodes made to refill the reservoirs, at the end of the apply (after the steps).
+    /// Spare nodes made to refill the reservoirs, while the apply's steps run (after the nodes
+    /// it frees, when `vmLimit` needs them gone first).
     pub new_spares: Vec<NewNode>,
     /// Per account whose reservoir the plan looked at: the spares it holds once the apply is
     /// done, and what it would hold but for `vmLimit`.

@@ -59,6 +59,9 @@ pub enum Call {
     },
 }
 
+/// How long a held health check waits at most for its node ([`RecordingProvider::hold_health_until_node`]).
+pub const HOLD_AT_MOST: Duration = Duration::from_secs(5);
+
 /// An operation of the fake that can be told to fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Operation {
@@ -76,6 +79,8 @@ pub struct RecordingProvider {
     calls: Arc<Mutex<Vec<Call>>>,
     /// (operation, instance id or service name) that fail.
     failing: Arc<Mutex<BTreeSet<(Operation, String)>>>,
+    /// Instance id → node id: the instance's health check waits until the node is made.
+    holding: Arc<Mutex<std::collections::BTreeMap<String, String>>>,
 }
 
 impl RecordingProvider {
@@ -88,6 +93,33 @@ impl RecordingProvider {
     /// service `who` (an instance id is `<service>-<n>`).
     pub fn fail(&self, operation: Operation, who: &str) {
         self.failing.lock().unwrap_or_else(PoisonError::into_inner).insert((operation, who.to_string()));
+    }
+
+    /// From now on, the health check of instance `instance` waits until node `node` is made
+    /// (a [`Call::NodesCreated`] names it), for at most [`HOLD_AT_MOST`]: to show what runs
+    /// while a step waits.
+    pub fn hold_health_until_node(&self, instance: &str, node: &str) {
+        self.holding.lock().unwrap_or_else(PoisonError::into_inner).insert(instance.to_string(), node.to_string());
+    }
+
+    /// Waits while `instance` is held ([`RecordingProvider::hold_health_until_node`]).
+    fn hold(&self, instance: &str) {
+        let Some(node) = self.holding.lock().unwrap_or_else(PoisonError::into_inner).get(instance).cloned() else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + HOLD_AT_MOST;
+        while std::time::Instant::now() < deadline {
+            let made = self
+                .calls
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .any(|c| matches!(c, Call::NodesCreated(ids) if ids.contains(&node)));
+            if made {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// The error of `operation` on `instance`, if it was told to fail.
@@ -155,6 +187,7 @@ impl Provider for RecordingProvider {
     }
 
     fn wait_healthy(&self, instance: &InstanceState, _: &NodeState, _: u16, _: Duration) -> ProviderResult<()> {
+        self.hold(&instance.id);
         self.failure(Operation::Health, &instance.id)?;
         self.push(Call::Healthy { instance: instance.id.clone() });
         Ok(())

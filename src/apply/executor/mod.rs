@@ -310,9 +310,21 @@ impl<'a> Executor<'a> {
         self.events.on(&Event::Begin { steps: self.planned.plan.steps.len() });
         report.node_errors.extend(self.free_spares());
         report.node_errors.extend(self.create_nodes());
-        self.walk_steps(&mut report);
-        report.node_errors.extend(self.free_nodes());
-        report.node_errors.extend(self.refill_reservoirs());
+        // The reservoirs refill while the steps run, unless `vmLimit` needs the nodes this
+        // apply frees gone first: then after them.
+        if self.refill_fits_now() {
+            let refilled = std::thread::scope(|scope| {
+                let refill = scope.spawn(|| self.refill_reservoirs());
+                self.walk_steps(&mut report);
+                refill.join().unwrap_or_else(|_| vec![StepError::Panicked { what: "refilling the reservoirs" }])
+            });
+            report.node_errors.extend(self.free_nodes());
+            report.node_errors.extend(refilled);
+        } else {
+            self.walk_steps(&mut report);
+            report.node_errors.extend(self.free_nodes());
+            report.node_errors.extend(self.refill_reservoirs());
+        }
         if let Err(e) = self.journal.flush() {
             report.node_errors.push(e.into());
         }

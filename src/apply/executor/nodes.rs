@@ -1,12 +1,14 @@
 //! Nodes during an apply: the spares the reservoirs give up are freed first; the nodes the
-//! placement needs are created next, one batch per account; the ones the plan leaves empty are
-//! freed last, and the reservoirs refilled after them (one more batch per account).
+//! placement needs are created next, one batch per account; the reservoirs are refilled (one
+//! more batch per account) while the steps run, or after the nodes the plan leaves empty are
+//! freed when `vmLimit` needs them gone first.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::{Executor, StepError};
 use crate::apply::journal::Record;
 use crate::provider::{NodeRequest, Provider};
+use crate::repo::settings::Policy;
 use crate::state::NewNode;
 use crate::state::{NodeState, State};
 
@@ -47,6 +49,27 @@ impl Executor<'_> {
             }
         }
         errors
+    }
+
+    /// Whether the reservoirs can be refilled while the steps run, before the nodes this apply
+    /// frees are gone: there are spares to make, and no account that gets them keeps a
+    /// `vmLimit` (`LIMITED_ROUND_ROBIN`) that its nodes now and the new spares would pass.
+    pub(super) fn refill_fits_now(&self) -> bool {
+        let spares = &self.planned.placement.new_spares;
+        if spares.is_empty() {
+            return false;
+        }
+        let selector = self.settings.env_view(self.env).node_selector;
+        if selector.policy != Policy::LimitedRoundRobin {
+            return true;
+        }
+        let limit = selector.vm_limit.unwrap_or(1) as usize;
+        let mut wanted: HashMap<&str, usize> = HashMap::new();
+        for node in spares {
+            *wanted.entry(node.account.as_str()).or_default() += 1;
+        }
+        let live = self.live();
+        wanted.into_iter().all(|(account, n)| live.nodes.values().filter(|x| x.account == account).count() + n <= limit)
     }
 
     /// Makes the spare nodes that refill the reservoirs, one batch per account, recorded as

@@ -418,20 +418,25 @@ fn spare_nodes(state: &State) -> Vec<&str> {
     state.nodes.iter().filter(|(_, n)| n.spare).map(|(id, _)| id.as_str()).collect()
 }
 
+/// A batch of nodes made with exactly `ids`.
+fn batch(ids: &[&str]) -> impl Fn(&Call) -> bool {
+    let ids: Vec<String> = ids.iter().map(|s| (*s).to_string()).collect();
+    move |c: &Call| matches!(c, Call::NodesCreated(made) if *made == ids)
+}
+
 #[test]
-fn the_reservoir_is_refilled_after_the_steps_and_a_spare_that_failed_its_instance_is_replaced() {
+fn the_reservoir_is_refilled_while_the_steps_run_and_a_spare_that_failed_its_instance_is_replaced() {
     let mut world = World::new();
     world.settings.reservoir = Some(crate::repo::settings::Reservoir { initial_size: 1, threshold: 0 });
+    // p-1's health check waits for the spare: a refill made only after the steps would come
+    // after it.
+    world.fake.hold_health_until_node("p-1", "sim-2");
     let made = world.apply(&choreography(vec![service("p", 1, 0, &[])]));
     assert!(made.report.succeeded(), "{:?}", made.report.failed);
     let calls = &made.calls;
-    let batch = |ids: &[&str]| {
-        let ids: Vec<String> = ids.iter().map(|s| (*s).to_string()).collect();
-        move |c: &Call| matches!(c, Call::NodesCreated(made) if *made == ids)
-    };
-    // The instance's node first, the spare after the steps, in a batch of its own.
-    assert!(first(calls, "sim-1 made", batch(&["sim-1"])) < first(calls, "p-1 healthy", healthy("p-1")));
-    assert!(first(calls, "p-1 healthy", healthy("p-1")) < first(calls, "spare made", batch(&["sim-2"])));
+    // The instance's node first, then the spare in a batch of its own, made while p's step runs.
+    assert!(first(calls, "sim-1 made", batch(&["sim-1"])) < first(calls, "spare made", batch(&["sim-2"])));
+    assert!(first(calls, "spare made", batch(&["sim-2"])) < first(calls, "p-1 healthy", healthy("p-1")));
     assert_eq!(spare_nodes(&world.state), ["sim-2"]);
 
     // p-2 takes the spare but never gets healthy: it stops, its emptied node goes, and the
@@ -454,4 +459,33 @@ fn the_reservoir_is_refilled_after_the_steps_and_a_spare_that_failed_its_instanc
             < first(calls, "p-1 stopped", stopped("p-1"))
     );
     assert!(world.state.nodes.is_empty());
+}
+
+#[test]
+fn a_refill_the_vm_limit_leaves_no_room_for_yet_waits_for_the_nodes_the_apply_frees() {
+    let mut world = World::new();
+    world.settings.node_selector = Some(NodeSelector { policy: Policy::LimitedRoundRobin, vm_limit: Some(3) });
+    world.settings.reservoir = Some(crate::repo::settings::Reservoir { initial_size: 1, threshold: 0 });
+    // p and q, a node each, and the spare: three nodes, at the limit.
+    let mut p = service("p", 1, 0, &[]);
+    let mut q = service("q", 1, 0, &[]);
+    p.port = Some(8001);
+    q.port = Some(8002);
+    let made = world.apply(&choreography(vec![p.clone(), q]));
+    assert!(made.report.succeeded(), "{:?}", made.report.failed);
+    assert_eq!(world.state.nodes.len(), 3, "{:?}", world.state.nodes.keys().collect::<Vec<_>>());
+    let spare = spare_nodes(&world.state).into_iter().map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(spare.len(), 1);
+    // q goes (its node is freed last) and p's second instance takes the spare: the new spare
+    // would be a fourth node until q's node is gone.
+    p.number_of_instances = Some(2);
+    let q_node = world.state.services["q"].instances[0].node.clone();
+    let next = world.apply(&choreography(vec![p]));
+    assert!(next.report.succeeded(), "{:?}", next.report.failed);
+    let calls = &next.calls;
+    let freed = first(calls, "q's node freed", |c| matches!(c, Call::NodeDestroyed(id) if *id == q_node));
+    let refilled = first(calls, "a spare made", |c| matches!(c, Call::NodesCreated(_)));
+    assert!(freed < refilled, "the refill waits for the freed node: {calls:#?}");
+    assert_eq!(world.state.nodes.len(), 3, "never more than vmLimit");
+    assert_eq!(spare_nodes(&world.state).len(), 1);
 }
