@@ -273,8 +273,15 @@ impl AwsEc2 {
                 message: format!("cannot start the EC2 client's runtime: {e}"),
                 retries: 0,
             })?;
+        // rustls on aws-lc-rs: the crypto the SSH connections use too.
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
+            ))
+            .build_https();
         let config = runtime.block_on(async {
             let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .http_client(http)
                 .region(aws_config::Region::new(options.region.clone()))
                 .retry_config(aws_config::retry::RetryConfig::disabled());
             if let Some(endpoint) = &options.endpoint {
