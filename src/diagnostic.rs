@@ -486,6 +486,73 @@ impl<'a> Locator<'a> {
     }
 }
 
+/// As [`from_value_located`] for a JSON object, but every field of the object that serde
+/// refuses is reported, not only the first: the field an error is in (an unknown one, or one
+/// whose value is wrong) is taken out and the object read again, until it reads or fails at the
+/// object itself (a missing field). A field taken out is not then reported missing.
+///
+/// # Errors
+/// One problem per refused field of `object`, in the file's order, then a problem of the object
+/// itself, each located.
+pub fn from_object_located<T: serde::de::DeserializeOwned>(
+    object: &serde_json::Map<String, serde_json::Value>,
+    source: &SourceFile,
+    base: &[Segment],
+) -> Result<T, Vec<Diagnostic>> {
+    let mut object = object.clone();
+    let mut errors: Vec<Diagnostic> = Vec::new();
+    let mut taken_out: Vec<String> = Vec::new();
+    let in_file_order = |mut errors: Vec<Diagnostic>| {
+        errors.sort_by_key(|d| d.location.as_ref().map(|l| (l.line, l.column)));
+        errors
+    };
+    loop {
+        let d = match from_value_located::<T>(&serde_json::Value::Object(object.clone()), source, base) {
+            Ok(read) if errors.is_empty() => return Ok(read),
+            Ok(_) => return Err(in_file_order(errors)),
+            Err(d) => d,
+        };
+        let missing = d.message.strip_prefix("missing field `").and_then(|rest| rest.split_once('`')).map(|(f, _)| f);
+        if missing.is_some_and(|field| taken_out.iter().any(|t| t == field)) {
+            return Err(in_file_order(errors));
+        }
+        let field = field_at(&object, &d, source, base);
+        errors.push(d);
+        match field {
+            Some(field) => {
+                object.shift_remove(&field);
+                taken_out.push(field);
+            }
+            None => return Err(in_file_order(errors)),
+        }
+    }
+}
+
+/// The field of `object` (which sits at `base` in `source`) whose key or value `d` is located
+/// in: the last key at or before `d`'s place. `None` for a problem of the object itself.
+fn field_at(
+    object: &serde_json::Map<String, serde_json::Value>,
+    d: &Diagnostic,
+    source: &SourceFile,
+    base: &[Segment],
+) -> Option<String> {
+    let at = d.location.as_ref()?;
+    let object_at = source.locate(base, false);
+    if (at.line, at.column) <= (object_at.line, object_at.column) {
+        return None;
+    }
+    object
+        .keys()
+        .filter_map(|key| {
+            let mut here = base.to_vec();
+            here.push(Segment::Key(key.clone()));
+            let found = source.locate(&here, true);
+            ((found.line, found.column) <= (at.line, at.column)).then_some(((found.line, found.column), key))
+        })
+        .max()
+        .map(|(_, key)| key.clone())
+}
+
 /// Deserializes `value` as `T`, turning a failure into a diagnostic located in `source` at the
 /// exact field (`base` is where `value` sits in the file).
 ///

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::model::{Choreography, DeployableServiceSpec, LegacyServiceSpec};
-use crate::diagnostic::{Diagnostic, Segment, SourceFile, from_value_located};
+use crate::diagnostic::{Diagnostic, Segment, SourceFile, from_object_located};
 
 /// Where `enact promote` records what it promoted into an overlay (the base of the next
 /// three-way merge).
@@ -74,8 +74,8 @@ pub fn parse_spec_file(source: &SourceFile, kind: FileKind) -> Result<Value, Vec
         };
         for (index, item) in items.iter().enumerate() {
             let at = [Segment::Key(key.clone()), Segment::Index(index)];
-            if let Err(d) = check_service(source, kind, key, item, &at) {
-                errors.push(d);
+            if let Err(found) = check_service(source, kind, key, item, &at) {
+                errors.extend(found);
             }
         }
     }
@@ -107,13 +107,18 @@ pub fn duplicate_key_errors(source: &SourceFile, value: &Value) -> Vec<Diagnosti
         .collect()
 }
 
-fn check_service(
+/// The `name` of a service of a spec file and its fields, less directives and (in an overlay)
+/// nulls.
+///
+/// # Errors
+/// The service is not an object, has no string `name`, an unknown or wrong directive, a `null`
+/// where the file may not hold one.
+fn service_fields(
     source: &SourceFile,
     kind: FileKind,
-    list: &str,
     item: &Value,
     at: &[Segment],
-) -> Result<(), Diagnostic> {
+) -> Result<(String, Map<String, Value>), Diagnostic> {
     let Value::Object(fields) = item else {
         return Err(Diagnostic::new("a service must be a JSON object").at(Some(source.locate(at, false))));
     };
@@ -163,13 +168,26 @@ fn check_service(
         }
         stripped.insert(key.clone(), strip_nulls(value, kind));
     }
-    let stripped = Value::Object(stripped);
+    Ok((name, stripped))
+}
+
+/// Checks one service of a spec file; every problem found, located (one, when the service is
+/// not even an object with a `name`).
+fn check_service(
+    source: &SourceFile,
+    kind: FileKind,
+    list: &str,
+    item: &Value,
+    at: &[Segment],
+) -> Result<(), Vec<Diagnostic>> {
+    let (name, stripped) = service_fields(source, kind, item, at).map_err(|d| vec![d])?;
+    // Every unknown field of the service is reported, not only the first.
     let checked = if list == LISTS[0] {
-        from_value_located::<DeployableServiceSpec>(&stripped, source, at).map(drop)
+        from_object_located::<DeployableServiceSpec>(&stripped, source, at).map(drop)
     } else {
-        from_value_located::<LegacyServiceSpec>(&stripped, source, at).map(drop)
+        from_object_located::<LegacyServiceSpec>(&stripped, source, at).map(drop)
     };
-    checked.map_err(|d| d.service(name))
+    checked.map_err(|found| found.into_iter().map(|d| d.service(name.clone())).collect())
 }
 
 /// Overlays remove nested keys with `null` too; for the shape check they are simply absent.
@@ -268,6 +286,34 @@ mod tests {
 
     fn parse(text: &str, kind: FileKind) -> Result<Value, Vec<Diagnostic>> {
         parse_spec_file(&SourceFile::new("chor.json", text.to_string()), kind)
+    }
+
+    #[test]
+    fn every_refused_field_of_a_service_is_reported_in_file_order_and_none_reported_missing() {
+        let text = r#"{"deployableServiceSpecs": [
+  {"name": "a", "prot": 8080, "numberOfInstances": "two", "resourceImpact": {"memroy": "SMALL"}, "versoin": "1"},
+  {"name": "b", "roles": 5}
+]}"#;
+        let errors = parse(text, FileKind::Base).unwrap_err();
+        let found: Vec<(usize, &str)> = errors
+            .iter()
+            .map(|d| (d.location.as_ref().map_or(0, |l| l.column), d.message.split(':').next().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (17, "unknown field `prot`"),
+                (52, "/numberOfInstances"),
+                (78, "unknown field `memroy`"),
+                (98, "unknown field `versoin`"),
+                (26, "/roles"),
+            ],
+            "{errors:#?}"
+        );
+        assert!(errors[..4].iter().all(|d| d.service.as_deref() == Some("a")));
+        // A mistyped required field is reported once, not again as missing.
+        let errors = parse(r#"{"legacyServiceSpecs": [{"name": "l", "nativeURIs": 5}]}"#, FileKind::Base).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:#?}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{Account, Settings};
-use crate::diagnostic::{Diagnostic, Segment, SourceFile, from_value_located};
+use crate::diagnostic::{Diagnostic, Segment, SourceFile, from_object_located};
 
 impl Settings {
     /// Parses and validates `enact.json` (`source` is its text and the path shown for it).
@@ -48,22 +48,26 @@ impl Settings {
                     Ok(account) => {
                         accounts.insert(name.clone(), account);
                     }
-                    Err(d) => {
-                        let hint = d.hint.clone().unwrap_or_else(|| {
-                            "an account needs `provider` (local, ssh, ec2 or simulated) and that provider's fields"
-                                .to_string()
-                        });
-                        errors.push(Diagnostic { message: format!("account `{name}`: {}", d.message), ..d }.hint(hint));
+                    Err(found) => {
+                        for d in found {
+                            let hint = d.hint.clone().unwrap_or_else(|| {
+                                "an account needs `provider` (local, ssh, ec2 or simulated) and that provider's fields"
+                                    .to_string()
+                            });
+                            errors.push(
+                                Diagnostic { message: format!("account `{name}`: {}", d.message), ..d }.hint(hint),
+                            );
+                        }
                     }
                 }
             }
         }
         let mut rest = top.clone();
         rest.remove("accounts");
-        let mut settings = match from_value_located::<Settings>(&Value::Object(rest), source, &[]) {
+        let mut settings = match from_object_located::<Settings>(&rest, source, &[]) {
             Ok(s) => s,
-            Err(d) => {
-                errors.push(d);
+            Err(found) => {
+                errors.extend(found);
                 return Err(errors);
             }
         };
@@ -73,35 +77,38 @@ impl Settings {
     }
 }
 
-/// One account: the `provider` tag picks the shape, so errors keep their exact place.
-fn parse_account(raw: &Value, source: &SourceFile, at: &[Segment]) -> Result<Account, Diagnostic> {
+/// One account: the `provider` tag picks the shape, so errors keep their exact place; every
+/// unknown field of the account is reported.
+fn parse_account(raw: &Value, source: &SourceFile, at: &[Segment]) -> Result<Account, Vec<Diagnostic>> {
+    let Value::Object(raw) = raw else {
+        return Err(vec![Diagnostic::new("an account must be a JSON object").at(Some(source.locate(at, false)))]);
+    };
     let mut fields = raw.clone();
-    let provider = match fields.as_object_mut().map(|o| o.remove("provider")) {
-        Some(Some(Value::String(p))) => p,
-        Some(Some(_)) => {
+    let provider = match fields.shift_remove("provider") {
+        Some(Value::String(p)) => p,
+        Some(_) => {
             let mut here = at.to_vec();
             here.push(Segment::Key("provider".into()));
-            return Err(Diagnostic::new("`provider` must be a string").at(Some(source.locate(&here, false))));
-        }
-        Some(None) => {
-            return Err(Diagnostic::new("missing field `provider`").at(Some(source.locate(at, false))));
+            return Err(vec![Diagnostic::new("`provider` must be a string").at(Some(source.locate(&here, false)))]);
         }
         None => {
-            return Err(Diagnostic::new("an account must be a JSON object").at(Some(source.locate(at, false))));
+            return Err(vec![Diagnostic::new("missing field `provider`").at(Some(source.locate(at, false)))]);
         }
     };
     match provider.as_str() {
-        "local" => from_value_located(&fields, source, at).map(Account::Local),
-        "ssh" => from_value_located(&fields, source, at).map(Account::Ssh),
-        "ec2" => from_value_located(&fields, source, at).map(|a| Account::Ec2(Box::new(a))),
-        "simulated" => from_value_located(&fields, source, at).map(Account::Simulated),
+        "local" => from_object_located(&fields, source, at).map(Account::Local),
+        "ssh" => from_object_located(&fields, source, at).map(Account::Ssh),
+        "ec2" => from_object_located(&fields, source, at).map(|a| Account::Ec2(Box::new(a))),
+        "simulated" => from_object_located(&fields, source, at).map(Account::Simulated),
         other => {
             let mut here = at.to_vec();
             here.push(Segment::Key("provider".into()));
             let providers = ["local", "ssh", "ec2", "simulated"];
-            Err(Diagnostic::new(format!("unknown provider `{}`", other.escape_debug()))
-                .at(Some(source.locate(&here, false)))
-                .hint(crate::suggest::hint(other, providers, "`provider` is one of local, ssh, ec2, simulated")))
+            Err(vec![
+                Diagnostic::new(format!("unknown provider `{}`", other.escape_debug()))
+                    .at(Some(source.locate(&here, false)))
+                    .hint(crate::suggest::hint(other, providers, "`provider` is one of local, ssh, ec2, simulated")),
+            ])
         }
     }
 }

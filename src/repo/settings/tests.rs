@@ -203,3 +203,17 @@ fn the_reservoir_is_the_envs_else_the_top_levels_and_its_counts_are_checked() {
         ]
     );
 }
+
+#[test]
+fn every_refused_field_of_an_account_and_of_the_rest_is_reported() {
+    let errs = parse(
+        r#"{"defaultAcount": "l", "accounts": {"l": {"provider": "local", "logz": 1, "timeouts": {"healht": 1}}}, "rolout": {}}"#,
+    )
+    .unwrap_err();
+    let messages: Vec<&str> = errs.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(messages.len(), 4, "{messages:#?}");
+    assert!(messages[0].starts_with("account `l`: unknown field `logz`"), "{messages:#?}");
+    assert!(messages[1].starts_with("account `l`: unknown field `healht`"), "{messages:#?}");
+    assert!(messages[2].starts_with("unknown field `defaultAcount`"), "{messages:#?}");
+    assert!(messages[3].starts_with("unknown field `rolout`"), "{messages:#?}");
+}
