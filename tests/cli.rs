@@ -299,6 +299,10 @@ fn validate_checks_every_environment() {
     let output = repo.run(&["validate", "-e", "prod"]);
     assert_code(&output, 0);
     insta::assert_snapshot!("validate_prod", stdout(&output));
+    // --quiet: only errors; a valid configuration prints nothing.
+    let output = repo.run(&["-q", "validate"]);
+    assert_code(&output, 0);
+    assert_eq!((stdout(&output).as_str(), String::from_utf8_lossy(&output.stderr).as_ref()), ("", ""));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -118,7 +118,7 @@ fn address_watcher(moto: &Moto) -> Child {
          c = boto3.client('ec2', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='t', aws_secret_access_key='t')\n\
          added = set()\n\
          while True:\n\
-         \x20   for r in c.describe_instances()['Reservations']:\n\
+         \x20   for r in (r for p in c.get_paginator('describe_instances').paginate() for r in p['Reservations']):\n\
          \x20       for i in r['Instances']:\n\
          \x20           ip = i.get('PrivateIpAddress')\n\
          \x20           if ip and ip not in added:\n\

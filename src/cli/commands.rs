@@ -144,9 +144,12 @@ pub fn validate(ctx: &Context) -> Result<Outcome> {
             .collect();
         return Err(errors.into());
     }
-    ctx.printer.out(&format!("{} The configuration is valid.\n", ctx.printer.paint.green("✓")));
-    for line in lines {
-        ctx.printer.out(&format!("  {line}\n"));
+    // `--quiet`: only errors; the exit code says it is valid.
+    if !ctx.printer.quiet {
+        ctx.printer.out(&format!("{} The configuration is valid.\n", ctx.printer.paint.green("✓")));
+        for line in lines {
+            ctx.printer.out(&format!("  {line}\n"));
+        }
     }
     Ok(Outcome::Success)
 }

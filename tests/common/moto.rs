@@ -123,7 +123,7 @@ impl Moto {
     pub fn instances(&self) -> Vec<(String, String, Vec<String>)> {
         let script = format!(
             "import boto3\nc=boto3.client('ec2',endpoint_url='{}',region_name='us-east-1',aws_access_key_id='t',aws_secret_access_key='t')\n\
-             for r in c.describe_instances()['Reservations']:\n  for i in r['Instances']:\n    \
+             for r in (r for p in c.get_paginator('describe_instances').paginate() for r in p['Reservations']):\n  for i in r['Instances']:\n    \
              print(r['ReservationId'], i['InstanceId'], i['State']['Name'], ' '.join(t['Key']+'='+t['Value'] for t in i.get('Tags',[])))\n",
             self.endpoint
         );
@@ -146,7 +146,7 @@ impl Moto {
     pub fn reservations(&self) -> usize {
         let script = format!(
             "import boto3\nc=boto3.client('ec2',endpoint_url='{}',region_name='us-east-1',aws_access_key_id='t',aws_secret_access_key='t')\n\
-             print(len(c.describe_instances()['Reservations']))\n",
+             print(sum(len(p['Reservations']) for p in c.get_paginator('describe_instances').paginate()))\n",
             self.endpoint
         );
         let output = self.python(&script);
