@@ -290,6 +290,26 @@ fn init_with_dash_c_creates_the_repository_there() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
+fn a_misspelt_service_name_in_an_overlay_is_named_with_the_one_meant() {
+    let repo = Repo::travel();
+    repo.write("envs/prod.json", r#"{"deployableServiceSpecs": [{"name": "airlne", "numberOfInstances": 3}]}"#);
+    let output = repo.run(&["validate", "-e", "prod"]);
+    assert_code(&output, 1);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("service `airlne`: has no `port`")
+            && err.contains(
+                "chor.json has no service `airlne`, so the overlay adds it as a new one; did you mean `airline`?"
+            ),
+        "{err}"
+    );
+    // A new service with a name of its own gets no such hint.
+    repo.write("envs/prod.json", r#"{"deployableServiceSpecs": [{"name": "hotel", "numberOfInstances": 3}]}"#);
+    let err = String::from_utf8_lossy(&repo.run(&["validate", "-e", "prod"]).stderr).into_owned();
+    assert!(err.contains("service `hotel`: has no `port`") && !err.contains("did you mean"), "{err}");
+}
+
+#[test]
 fn validate_checks_every_environment() {
     let repo = Repo::travel();
     let output = repo.run(&["validate"]);

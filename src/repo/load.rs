@@ -129,7 +129,22 @@ impl ConfigRepo {
         if !errors.is_empty() {
             // With an overlay in play the same base line can be fine in one env and not another.
             let errors: Vec<Diagnostic> = match &effective.overlay {
-                Some(_) => errors.into_iter().map(|d| d.env(env)).collect(),
+                Some((_, overlay)) => {
+                    let misnamed = misnamed_services(&effective.base.1, overlay);
+                    errors
+                        .into_iter()
+                        .map(|d| {
+                            let meant = d.service.as_deref().and_then(|s| misnamed.get(s));
+                            let d = match meant {
+                                Some((typed, meant)) => d.hint(format!(
+                                    "chor.json has no service `{typed}`, so the overlay adds it as a new one; did you mean `{meant}`?"
+                                )),
+                                None => d,
+                            };
+                            d.env(env)
+                        })
+                        .collect()
+                }
                 None => errors,
             };
             return Err(errors.into());
@@ -235,6 +250,32 @@ impl EffectiveSpec {
         }
         files
     }
+}
+
+/// The services an overlay adds (no service of its list in the base has the name) whose name is
+/// close to one the base has: name → (name, the base's name). A misspelt name in an overlay
+/// makes a new service, which then lacks every field the overlay does not set.
+fn misnamed_services(base: &Value, overlay: &Value) -> std::collections::HashMap<String, (String, String)> {
+    let names = |value: &Value, list: &str| -> Vec<String> {
+        value
+            .get(list)
+            .and_then(Value::as_array)
+            .map(|items| items.iter().filter_map(|s| s.get("name")?.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    let mut misnamed = std::collections::HashMap::new();
+    for list in LISTS {
+        let in_base = names(base, list);
+        for name in names(overlay, list) {
+            if in_base.contains(&name) {
+                continue;
+            }
+            if let Some(meant) = crate::suggest::closest(&name, in_base.iter().map(String::as_str)) {
+                misnamed.insert(name.clone(), (name, meant.to_string()));
+            }
+        }
+    }
+    misnamed
 }
 
 #[cfg(test)]
