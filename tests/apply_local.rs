@@ -48,7 +48,7 @@ fn apply_deploys_and_wires_the_travel_choreography() {
     }
     let agency = agency_uri(&state);
     assert_eq!(wired_to(&agency, "airline"), set_of(&airline_uris));
-    assert_eq!(wired_to(&agency, "weather"), BTreeSet::from([weather]));
+    assert_eq!(wired_to(&agency, "weather"), BTreeSet::from([weather.clone()]));
 
     // Replicas answer in turn, and the legacy weather answers through the agency.
     let mut sellers = Vec::new();
@@ -76,6 +76,25 @@ fn apply_deploys_and_wires_the_travel_choreography() {
     let again = repo.apply();
     assert!(stdout(&again).contains("No changes"), "{}", describe(&again));
     repo.enact_ok(&["plan", "--detailed-exitcode"], 0);
+
+    // The legacy weather stops answering: enact does not run it, so status still exits 0, but
+    // its summary and a warning say so.
+    let status = stdout(&repo.enact_ok(&["status"], 0));
+    assert!(status.contains("3 of 3 instance(s) healthy; 1 of 1 legacy endpoint(s) answering."), "{status}");
+    let weather_child = repo.children.last_mut().expect("the weather process");
+    weather_child.kill().expect("kill weather");
+    weather_child.wait().expect("weather ends");
+    let output = repo.enact_ok(&["status"], 0);
+    assert!(
+        stdout(&output).contains("3 of 3 instance(s) healthy; 1 of 1 legacy endpoint(s) not answering."),
+        "{}",
+        describe(&output)
+    );
+    assert!(
+        stderr(&output).contains(&format!("legacy service `weather` does not answer at {weather}")),
+        "{}",
+        describe(&output)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -106,6 +106,13 @@ pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
             "{unhealthy} instance(s) of env `{env}` are not healthy; `enact plan` shows what apply would do"
         ));
     }
+    for (name, view) in &seen.services {
+        for (uri, _) in view.native_uris.iter().filter(|(_, up)| !up) {
+            ctx.printer.warn(&format!(
+                "legacy service `{name}` does not answer at {uri}: its consumers' calls to it fail (enact does not run it, so the exit code does not count it)"
+            ));
+        }
+    }
     Ok(outcome)
 }
 
@@ -278,6 +285,13 @@ fn status_text(
     for host in &untracked.unreachable {
         let _ = writeln!(out, "  could not look for untracked processes on {host}");
     }
-    let _ = writeln!(out, "\n{} of {} instance(s) healthy.", seen.healthy, seen.total);
+    let endpoints: Vec<bool> = seen.services.values().flat_map(|v| v.native_uris.iter().map(|(_, up)| *up)).collect();
+    let answering = endpoints.iter().filter(|up| **up).count();
+    let legacy = match endpoints.len() {
+        0 => String::new(),
+        n if answering == n => format!("; {n} of {n} legacy endpoint(s) answering"),
+        n => format!("; {} of {n} legacy endpoint(s) {}", n - answering, paint.red("not answering")),
+    };
+    let _ = writeln!(out, "\n{} of {} instance(s) healthy{legacy}.", seen.healthy, seen.total);
     out
 }
