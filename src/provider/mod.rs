@@ -143,7 +143,7 @@ pub struct Tagged {
 /// One request for nodes, as the journal's intent records it before the provider is asked.
 #[derive(Debug, Clone, Copy)]
 pub struct NodeRequest<'a> {
-    /// The request's id (32 hex digits, fresh for each request). The ec2 provider tags every
+    /// The request's id (a UUID v4, fresh for each request). The ec2 provider tags every
     /// instance it makes with it (`enact:request`) and derives the `ClientToken` of each of its
     /// calls from it and the call's nodes, so the journal names what a call was, and a retry
     /// of the call is the same call.
