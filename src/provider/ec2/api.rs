@@ -273,10 +273,10 @@ impl AwsEc2 {
                 message: format!("cannot start the EC2 client's runtime: {e}"),
                 retries: 0,
             })?;
-        // rustls on aws-lc-rs: the crypto the SSH connections use too.
+        // rustls on ring: the crypto the SSH connections use too.
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
             ))
             .build_https();
         let config = runtime.block_on(async {
