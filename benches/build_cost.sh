@@ -4,7 +4,8 @@
 # processes) and the binary's size, plus the slowest crates (from `cargo build --timings`).
 #
 #   benches/build_cost.sh [BASE [HEAD]]     (BASE defaults to the commit before the ec2 provider,
-#                                            HEAD to the working tree's HEAD)
+#                                            HEAD to the working tree's HEAD; ONLY=before or
+#                                            ONLY=after builds one of the two)
 #
 # Each commit is checked out into a temporary clone; the target directories are removed at the
 # end. On 2 cores a clean build with the AWS SDK takes about 10 minutes: run it on a quiet machine,
@@ -50,7 +51,7 @@ echo "clean \`cargo build --release --locked\`, load average before: $(cut -d' '
 echo
 echo "| build | wall | CPU (user + system) | binary | slowest units |"
 echo "|---|---:|---:|---:|---|"
-build before "$BASE"
-build after "$HEAD"
+[ "${ONLY:-both}" = after ] || build before "$BASE"
+[ "${ONLY:-both}" = before ] || build after "$HEAD"
 echo
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
