@@ -158,12 +158,35 @@ fn nodes_to_ask(settings: &Settings, state: &State) -> BTreeMap<String, Vec<Node
     by_account.into_iter().map(|(account, nodes)| (account, nodes.into_values().collect())).collect()
 }
 
+/// Whether any account [`find`] would ask can run processes: a local or ssh account of
+/// enact.json, or the account of a recorded node that is not simulated (an account enact.json
+/// lost is not asked).
+fn any_process_account(settings: &Settings, state: &State) -> bool {
+    if settings.accounts().any(|(_, a)| matches!(a, Account::Local(_) | Account::Ssh(_))) {
+        return true;
+    }
+    let mut last = None;
+    state.nodes.values().any(|node| {
+        // Nodes are sorted by id, `<account>-<n>`: an account is looked up once per run of them.
+        if last == Some(node.account.as_str()) {
+            return false;
+        }
+        last = Some(node.account.as_str());
+        settings.account(&node.account).is_some_and(|a| !matches!(a, Account::Simulated(_)))
+    })
+}
+
 /// Looks on every node the environment may have used for processes carrying `state`'s lineage
 /// that `state` does not record (by node address and pid; on the local machine by pid). A state
 /// without a lineage (never applied) finds nothing.
 pub fn find(settings: &Settings, state: &State, options: &ProviderOptions) -> Untracked {
     let mut untracked = Untracked::default();
     if state.lineage.is_empty() {
+        return untracked;
+    }
+    if !any_process_account(settings, state) {
+        // A simulated environment: no node to ask, nothing recorded to list.
+        untracked.nodes = machines(settings, state, options, &mut untracked.unreachable);
         return untracked;
     }
     // The recorded processes, by (node address, pid). A process is looked for where it says it
