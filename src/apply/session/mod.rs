@@ -165,7 +165,7 @@ impl<'a, S: SessionStore> Session<'a, S> {
         // Where the repository's commit is (git subprocesses) is asked meanwhile.
         let (report, provenance) = std::thread::scope(|scope| {
             let provenance = scope.spawn(|| (self.provenance)(&self.repo.root, &state_dir));
-            let report = work(executor);
+            let report = crate::timing::phase("steps", || work(executor));
             (report, provenance.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
         });
         let mut report = report?;
@@ -176,11 +176,13 @@ impl<'a, S: SessionStore> Session<'a, S> {
         next.provenance = provenance;
         // The journal stays if this fails: it holds every side effect, and the next command
         // replays it.
-        if let Err(e) = self.store.write_in_place(next) {
+        if let Err(e) = crate::timing::phase("state write", || self.store.write_in_place(next)) {
             return Err(unrecorded(&self.env, e, planned, &report, self.journals.path(&self.env)));
         }
         drop(journal);
         self.journals.remove(&self.env)?;
+        // The backup compressed on the second thread is put in place when the store goes.
+        crate::timing::phase("backup finished", || drop(self.store));
         Ok(report)
     }
 }
