@@ -33,11 +33,17 @@ pub struct FileStore {
 }
 
 /// The text of a state file as read, and which file it was.
-#[derive(Debug)]
 pub(super) struct Kept {
     pub(super) env: String,
     pub(super) text: Arc<String>,
     id: FileId,
+}
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The text may be 100 MB: its length only.
+        f.debug_struct("Kept").field("env", &self.env).field("bytes", &self.text.len()).field("id", &self.id).finish()
+    }
 }
 
 /// What tells a file from its replacement or an edit: its inode, size and modification time.
