@@ -23,6 +23,9 @@
 //! (c) One change: N services applied, then `ENACT_BENCH_RUNS` times one service's instance
 //!     count changes and its `plan` and its `apply` are timed. Target: the apply ≤ 2× the plan
 //!     (`ENACT_BENCH_ONE_CHANGE_SIZES`, default `10000`; `10000,100000` for both sizes).
+//!     `ENACT_BENCH_BASELINE=PATH` runs another binary in turn with the measured one (each run:
+//!     one change planned and applied by each, the order alternating), for a side-by-side table;
+//!     `ENACT_BENCH_ONE_CHANGE_ONLY=1` skips (a) and (b).
 //!
 //! It prints Markdown tables and PASS/FAIL per target (printed, not asserted).
 //! `ENACT_BENCH_APPLY_N` (default 10000) and `ENACT_BENCH_RUNS` (default 3) change the sizes;
@@ -31,6 +34,7 @@
 //! See `benches/README.md`.
 
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "a benchmark reports on the terminal")]
+#![allow(unsafe_code, reason = "libc::getrusage is the way to read the CPU time of the children")]
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
@@ -68,17 +72,23 @@ fn run() -> BenchResult<()> {
     let runs = env_usize("ENACT_BENCH_RUNS", DEFAULT_RUNS)?.max(1);
     eprintln!("binary: {}; load average {}", binary.display(), load_average());
 
-    let scale = measure_scale(&binary, n, runs)?;
-    let chain = measure_walk(&binary, Shape::Chain, runs)?;
-    let grid = measure_walk(&binary, Shape::Grid, runs)?;
-    let grid_one = measure_walk(&binary, Shape::GridOne, runs)?;
-    let fan_out = measure_walk(&binary, Shape::FanOut, runs)?;
-    report(&binary, &scale, &[chain, grid, grid_one, fan_out]);
+    if std::env::var_os("ENACT_BENCH_ONE_CHANGE_ONLY").is_none_or(|v| v.is_empty() || v == "0") {
+        let scale = measure_scale(&binary, n, runs)?;
+        let chain = measure_walk(&binary, Shape::Chain, runs)?;
+        let grid = measure_walk(&binary, Shape::Grid, runs)?;
+        let grid_one = measure_walk(&binary, Shape::GridOne, runs)?;
+        let fan_out = measure_walk(&binary, Shape::FanOut, runs)?;
+        report(&binary, &scale, &[chain, grid, grid_one, fan_out]);
+    }
+    let mut binaries = vec![("this", binary)];
+    if let Some(baseline) = std::env::var_os("ENACT_BENCH_BASELINE") {
+        binaries.insert(0, ("baseline", PathBuf::from(baseline)));
+    }
     let sizes = std::env::var("ENACT_BENCH_ONE_CHANGE_SIZES").unwrap_or_else(|_| "10000".to_string());
     let mut one_change = Vec::new();
     for size in sizes.split(',').filter(|s| !s.trim().is_empty()) {
         let size: usize = size.trim().replace('_', "").parse().map_err(|_| format!("`{size}` is not a size"))?;
-        one_change.push(measure_one_change(&binary, size, runs)?);
+        one_change.push(measure_one_change(&binaries, size, runs)?);
     }
     report_one_change(&one_change);
     println!();
@@ -280,12 +290,30 @@ fn generate(n: usize) -> (Vec<Value>, Vec<Value>, Workload) {
 
 struct Timed {
     elapsed: Duration,
+    /// User + system CPU time of the process and everything it waited for.
+    cpu: Duration,
+}
+
+/// The user + system CPU time of the children this process has waited for so far.
+fn children_cpu() -> Duration {
+    // SAFETY: an all-zero `rusage` is a valid value of that plain C struct, and `getrusage`
+    // only writes into the one it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let time = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// `enact -C ROOT ARGS…`, stdout to /dev/null; fails unless it exits `expect`.
 fn enact(binary: &Path, root: &Path, args: &[&str], expect: i32) -> BenchResult<Timed> {
     let stderr_path = root.join("enact.stderr");
     let stderr = fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
+    let cpu_before = children_cpu();
     let started = Instant::now();
     let status = Command::new(binary)
         .arg("-C")
@@ -298,11 +326,12 @@ fn enact(binary: &Path, root: &Path, args: &[&str], expect: i32) -> BenchResult<
         .status()
         .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
     let elapsed = started.elapsed();
+    let cpu = children_cpu().saturating_sub(cpu_before);
     if status.code() != Some(expect) {
         let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
         return Err(failure(root, args, &status.to_string(), expect, &stderr));
     }
-    Ok(Timed { elapsed })
+    Ok(Timed { elapsed, cpu })
 }
 
 fn failure(root: &Path, args: &[&str], status: &str, expect: i32, stderr: &str) -> String {
@@ -513,37 +542,55 @@ fn measure_scale(binary: &Path, n: usize, runs: usize) -> BenchResult<Scale> {
 }
 
 /// (c) An apply that changes one service of an N-service environment, against the plan of the
-/// same change: (N, plan medians, apply medians).
+/// same change, for each binary measured.
 struct OneChange {
     n: usize,
-    plans: Vec<Duration>,
-    applies: Vec<Duration>,
+    /// (label, runs) per binary: the baseline first when there is one.
+    binaries: Vec<(&'static str, Vec<OneRun>)>,
 }
 
-/// Applies N services once, then `runs` times: one service's instance count changes, `plan` is
+/// One run of (c) with one binary: its plan and its apply of one change.
+struct OneRun {
+    plan: Timed,
+    apply: Timed,
+}
+
+/// Applies N services once (with the first binary), then `runs` times for each binary, in an
+/// order that alternates from run to run: one service's instance count changes, `plan` is
 /// timed, then the `apply` of that change.
-fn measure_one_change(binary: &Path, n: usize, runs: usize) -> BenchResult<OneChange> {
+fn measure_one_change(binaries: &[(&'static str, PathBuf)], n: usize, runs: usize) -> BenchResult<OneChange> {
     eprintln!("(c) one change of {n} services: generating and applying them all first…");
     let dir = RepoDir::new(&format!("one-change-{n}"))?;
     let root = dir.path();
     let (mut spec, _, _) = generate(n);
     write_repo(root, 0, &spec)?;
-    enact(binary, root, &["apply", "--auto-approve"], 0)?;
+    let first = binaries.first().map(|(_, b)| b.as_path()).ok_or("no binary")?;
+    enact(first, root, &["apply", "--auto-approve"], 0)?;
     let at = n / 2;
-    let (mut plans, mut applies) = (Vec::new(), Vec::new());
+    let mut measured: Vec<(&'static str, Vec<OneRun>)> = binaries.iter().map(|(l, _)| (*l, Vec::new())).collect();
     for run in 0..runs {
-        let count = spec[at]["numberOfInstances"].as_u64().unwrap_or(1);
-        spec[at]["numberOfInstances"] = json!(if count >= 3 { 1 } else { count + 1 });
-        write_chor(root, &spec)?;
-        let plan = enact(binary, root, &["plan"], 0)?.elapsed;
-        let apply = enact(binary, root, &["apply", "--auto-approve"], 0)?.elapsed;
-        eprintln!("(c) {n} services, run {}: plan {:.1} ms, apply {:.1} ms", run + 1, ms(plan), ms(apply));
-        plans.push(plan);
-        applies.push(apply);
+        for k in 0..binaries.len() {
+            let which = (run + k) % binaries.len();
+            let (label, binary) = &binaries[which];
+            let count = spec[at]["numberOfInstances"].as_u64().unwrap_or(1);
+            spec[at]["numberOfInstances"] = json!(if count >= 3 { 1 } else { count + 1 });
+            write_chor(root, &spec)?;
+            let plan = enact(binary, root, &["plan"], 0)?;
+            let apply = enact(binary, root, &["apply", "--auto-approve"], 0)?;
+            eprintln!(
+                "(c) {n} services, run {}, {label}: plan {:.1} ms ({:.1} ms CPU), apply {:.1} ms ({:.1} ms CPU)",
+                run + 1,
+                ms(plan.elapsed),
+                ms(plan.cpu),
+                ms(apply.elapsed),
+                ms(apply.cpu)
+            );
+            measured[which].1.push(OneRun { plan, apply });
+        }
     }
-    enact(binary, root, &["plan", "--detailed-exitcode"], 0)
+    enact(first, root, &["plan", "--detailed-exitcode"], 0)
         .map_err(|e| format!("the one change did not converge: {e}"))?;
-    Ok(OneChange { n, plans, applies })
+    Ok(OneChange { n, binaries: measured })
 }
 
 fn report_one_change(results: &[OneChange]) {
@@ -553,12 +600,28 @@ fn report_one_change(results: &[OneChange]) {
     println!();
     println!("### (c) An apply that changes one service, against the plan of that change");
     println!();
-    println!("| services | plan ms (median) | apply ms (median) | apply / plan | target ≤ 2× |");
-    println!("|---:|---:|---:|---:|---|");
+    println!(
+        "| services | binary | plan ms (median) | apply ms (median) | apply / plan | plan CPU ms | apply CPU ms | apply runs ms | target ≤ 2× |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---|---|");
     for r in results {
-        let (plan, apply) = (median(r.plans.clone()), median(r.applies.clone()));
-        let ratio = secs(apply) / secs(plan).max(1e-9);
-        println!("| {} | {:.1} | {:.1} | {ratio:.2}× | {} |", r.n, ms(plan), ms(apply), pass(ratio <= 2.0));
+        for (label, runs) in &r.binaries {
+            let of = |f: &dyn Fn(&OneRun) -> Duration| median(runs.iter().map(f).collect());
+            let (plan, apply) = (of(&|r| r.plan.elapsed), of(&|r| r.apply.elapsed));
+            let (plan_cpu, apply_cpu) = (of(&|r| r.plan.cpu), of(&|r| r.apply.cpu));
+            let ratio = secs(apply) / secs(plan).max(1e-9);
+            let list: Vec<String> = runs.iter().map(|r| format!("{:.0}", ms(r.apply.elapsed))).collect();
+            println!(
+                "| {} | {label} | {:.1} | {:.1} | {ratio:.2}× | {:.1} | {:.1} | {} | {} |",
+                r.n,
+                ms(plan),
+                ms(apply),
+                ms(plan_cpu),
+                ms(apply_cpu),
+                list.join(", "),
+                pass(ratio <= 2.0)
+            );
+        }
     }
 }
 

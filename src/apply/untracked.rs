@@ -118,7 +118,8 @@ pub fn describe_node(node: &TaggedNode) -> String {
     }
 }
 
-/// The nodes to ask, by account: every node of the state; every host of each ssh account the
+/// The nodes to ask, by account: every node of the state whose account can run processes
+/// (not a simulated one); every host of each ssh account the
 /// state has nodes in (or of every ssh account, when the state has no nodes: an interrupted
 /// first apply); and one node for the local machine when any local account is defined (the
 /// local provider looks at the whole machine at once).
@@ -159,8 +160,25 @@ fn nodes_to_ask(settings: &Settings, state: &State) -> BTreeMap<String, Vec<Node
             _ => {}
         }
     }
+    // Nodes of simulated accounts (no processes) and of accounts enact.json lost (no provider)
+    // are not asked: not even copied.
+    let mut last: Option<(&str, bool)> = None;
     for node in state.nodes.values().filter(|n| n.provider != "local") {
-        by_account.entry(node.account.clone()).or_default().entry(node.address.clone()).or_insert_with(|| node.clone());
+        let asked = match last {
+            Some((account, asked)) if account == node.account => asked,
+            _ => {
+                let asked = settings.account(&node.account).is_some_and(|a| !matches!(a, Account::Simulated(_)));
+                last = Some((node.account.as_str(), asked));
+                asked
+            }
+        };
+        if asked {
+            by_account
+                .entry(node.account.clone())
+                .or_default()
+                .entry(node.address.clone())
+                .or_insert_with(|| node.clone());
+        }
     }
     by_account.into_iter().map(|(account, nodes)| (account, nodes.into_values().collect())).collect()
 }
@@ -178,7 +196,8 @@ pub fn find(settings: &Settings, state: &State, options: &ProviderOptions) -> Un
     // machine sees the processes of all of them.
     let mut recorded: HashSet<(&str, u32)> = HashSet::new();
     for instance in state.services.values().flat_map(|s| &s.instances) {
-        let (Some(pid), Some(node)) = (instance.pid, state.nodes.get(&instance.node)) else { continue };
+        let Some(pid) = instance.pid else { continue };
+        let Some(node) = state.nodes.get(&instance.node) else { continue };
         recorded.insert((node.address.as_str(), pid));
     }
     let mut seen: HashSet<(String, u32)> = HashSet::new();
@@ -246,6 +265,9 @@ fn machines(
     options: &ProviderOptions,
     unreachable: &mut Vec<String>,
 ) -> Vec<TaggedNode> {
+    if !settings.accounts().any(|(_, a)| matches!(a, Account::Ec2(_))) {
+        return Vec::new();
+    }
     let recorded: HashSet<&str> = state.nodes.values().filter_map(|n| n.provider_id.as_deref()).collect();
     let mut found = Vec::new();
     for (name, account) in settings.accounts() {

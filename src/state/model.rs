@@ -231,17 +231,35 @@ impl State {
 
     /// Deterministic pretty JSON with a final newline, so git diffs of state stay small.
     pub fn to_json(&self) -> String {
-        let mut text = serde_json::to_string_pretty(self).unwrap_or_default();
-        text.push('\n');
-        text
+        let mut text = Vec::new();
+        // Writing into memory fails only on a map key that is not a string, which a state has none of.
+        let _ = self.write_json(&mut text);
+        String::from_utf8(text).unwrap_or_default()
     }
+
+    /// Writes [`State::to_json`]'s text to `out` as it is made, without holding it whole.
+    ///
+    /// # Errors
+    /// `out` refuses a write.
+    pub fn write_json(&self, mut out: impl std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer_pretty(&mut out, self)?;
+        out.write_all(b"\n")
+    }
+}
+
+/// A recorded service's spec as written: the spec's own fields.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum SpecRef<'a> {
+    Deployable(&'a DeployableServiceSpec),
+    Legacy(&'a LegacyServiceSpec),
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct RawServiceStateRef<'a> {
     kind: Kind,
-    spec: Value,
+    spec: SpecRef<'a>,
     instances: &'a [InstanceState],
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     paused: bool,
@@ -259,17 +277,11 @@ enum Kind {
 impl Serialize for ServiceState {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let (kind, spec) = match &self.spec {
-            AppliedSpec::Deployable(s) => (Kind::Deployable, serde_json::to_value(s)),
-            AppliedSpec::Legacy(s) => (Kind::Legacy, serde_json::to_value(s)),
+            AppliedSpec::Deployable(s) => (Kind::Deployable, SpecRef::Deployable(s)),
+            AppliedSpec::Legacy(s) => (Kind::Legacy, SpecRef::Legacy(s)),
         };
-        RawServiceStateRef {
-            kind,
-            spec: spec.map_err(serde::ser::Error::custom)?,
-            instances: &self.instances,
-            paused: self.paused,
-            incomplete: self.incomplete,
-        }
-        .serialize(serializer)
+        RawServiceStateRef { kind, spec, instances: &self.instances, paused: self.paused, incomplete: self.incomplete }
+            .serialize(serializer)
     }
 }
 

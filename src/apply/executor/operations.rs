@@ -38,7 +38,11 @@ impl Executor<'_> {
     /// A consumer cannot be told, an instance cannot be stopped, or the journal cannot be
     /// written.
     pub fn pause(&self, service: &str) -> StepResult {
-        self.wiring.capture(&self.live(), service);
+        {
+            let live = self.live();
+            self.index_consumers(&live, service);
+            self.wiring.capture(&live, service);
+        }
         let ids = self.instance_ids(service);
         self.leave(&ids);
         self.push(service)?;
@@ -55,7 +59,11 @@ impl Executor<'_> {
     /// An instance cannot be started or never gets healthy, a consumer cannot be told, or the
     /// journal cannot be written.
     pub fn resume(&self, service: &str) -> StepResult {
-        self.wiring.capture(&self.live(), service);
+        {
+            let live = self.live();
+            self.index_consumers(&live, service);
+            self.wiring.capture(&live, service);
+        }
         let (spec, instances) = {
             let live = self.live();
             match live.services.get(service) {

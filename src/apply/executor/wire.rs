@@ -71,8 +71,10 @@ type Ledger = HashMap<(String, String), HashMap<String, Known>>;
 /// The executor's wiring bookkeeping.
 #[derive(Debug, Default)]
 pub(super) struct Wiring {
-    /// (provider, consumer, role) for every dependency, recorded or desired, by provider.
-    consumers: HashMap<String, BTreeSet<(String, String)>>,
+    /// (consumer, role) of every dependency on a provider, recorded or desired, by provider:
+    /// the providers the apply changes are indexed at the start ([`Wiring::new`]), any other
+    /// when first asked ([`Executor::index_consumers`]), so the cost follows the change.
+    consumers: Mutex<HashMap<String, BTreeSet<(String, String)>>>,
     phases: Mutex<HashMap<String, Phase>>,
     ledger: Mutex<Ledger>,
     /// One lock per (consumer, role): a list is computed and sent under it.
@@ -128,6 +130,20 @@ impl PriorView {
     }
 }
 
+/// Adds to `consumers` the dependencies of `services` on the providers it has a key for.
+fn add_consumers<'a>(
+    consumers: &mut HashMap<String, BTreeSet<(String, String)>>,
+    services: impl Iterator<Item = Service<'a>>,
+) {
+    for service in services {
+        for dep in service.dependencies() {
+            if let Some(of) = consumers.get_mut(&dep.service_spec_name) {
+                of.insert((service.name().to_string(), dep.service_spec_role.clone()));
+            }
+        }
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -141,29 +157,30 @@ impl Wiring {
         changed: impl Iterator<Item = &'a str>,
         retiring: BTreeSet<String>,
     ) -> Wiring {
-        let mut consumers: HashMap<String, BTreeSet<(String, String)>> = HashMap::new();
+        let changed: Vec<&str> = changed.collect();
+        let mut consumers: HashMap<String, BTreeSet<(String, String)>> =
+            changed.iter().map(|c| (c.to_string(), BTreeSet::new())).collect();
         let recorded = prior.services.values().map(|s| s.spec.as_service());
-        for service in recorded.chain(desired) {
-            for dep in service.dependencies() {
-                consumers
-                    .entry(dep.service_spec_name.clone())
-                    .or_default()
-                    .insert((service.name().to_string(), dep.service_spec_role.clone()));
-            }
-        }
-        let wiring = Wiring { consumers, retiring, ..Wiring::default() };
+        add_consumers(&mut consumers, recorded.chain(desired));
+        let wiring = Wiring { consumers: Mutex::new(consumers), retiring, ..Wiring::default() };
         for service in changed {
             wiring.capture(prior, service);
         }
         wiring
     }
 
+    /// The (consumer, role) pairs that depend on `provider`, if it is indexed.
+    fn consumers_of(&self, provider: &str) -> Vec<(String, String)> {
+        lock(&self.consumers).get(provider).map(|c| c.iter().cloned().collect()).unwrap_or_default()
+    }
+
     /// Records what `state` says of `service` and of its consumers, before anything changes
     /// them: the lists they hold.
     pub(super) fn capture(&self, state: &State, service: &str) {
+        let consumers = self.consumers_of(service);
         let mut prior = lock(&self.prior);
         prior.capture(state, service);
-        for (consumer, _) in self.consumers.get(service).into_iter().flatten() {
+        for (consumer, _) in &consumers {
             prior.capture(state, consumer);
         }
     }
@@ -227,6 +244,19 @@ fn union(lists: impl Iterator<Item = Vec<String>>) -> Vec<String> {
 }
 
 impl Executor<'_> {
+    /// Indexes the consumers of `provider` if the start did not (it is not one the plan
+    /// changes: a service paused or resumed): from `live` (whose dependencies are still the
+    /// recorded ones: only steps of changed services change them) and the desired spec.
+    pub(super) fn index_consumers(&self, live: &State, provider: &str) {
+        let mut consumers = lock(&self.wiring.consumers);
+        if consumers.contains_key(provider) {
+            return;
+        }
+        let mut found = HashMap::from([(provider.to_string(), BTreeSet::new())]);
+        add_consumers(&mut found, live.services.values().map(|s| s.spec.as_service()).chain(self.spec.services()));
+        consumers.extend(found);
+    }
+
     /// The URIs of a legacy service as desired, if it is one.
     fn desired_legacy_uris(&self, service: &str) -> Option<&[String]> {
         match self.desired.get(service) {
@@ -410,13 +440,11 @@ impl Executor<'_> {
         // becomes a target later computes its own list after it, and sees the new endpoints).
         let pairs: Vec<(String, String)> = {
             let live = self.live();
+            self.index_consumers(&live, service);
             self.wiring
-                .consumers
-                .get(service)
+                .consumers_of(service)
                 .into_iter()
-                .flatten()
                 .filter(|(consumer, _)| self.may_have_targets(&live, consumer))
-                .cloned()
                 .collect()
         };
         self.sync_all(&pairs, None)

@@ -167,7 +167,7 @@ impl Backing<FileStore> {
     pub fn files(repo: &ConfigRepo) -> Self {
         let state_dir = repo.state_dir();
         Backing {
-            store: repo.store(),
+            store: repo.store().keeping_text(),
             journals: Box::new(JournalDir::new(&state_dir)),
             locks: Box::new(LockFiles::new(state_dir)),
             clock: Box::new(SystemClock),

@@ -162,22 +162,27 @@ impl<'a, S: SessionStore> Session<'a, S> {
             options,
         )?;
         executor.use_clock(self.clock.as_ref());
-        let mut report = work(executor)?;
-        let mut next = std::mem::replace(&mut report.state, State::empty(&self.env));
+        // Where the repository's commit is (git subprocesses) is asked meanwhile.
+        let (report, provenance) = std::thread::scope(|scope| {
+            let provenance = scope.spawn(|| (self.provenance)(&self.repo.root, &state_dir));
+            let report = crate::timing::phase("steps", || work(executor));
+            (report, provenance.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        });
+        let mut report = report?;
+        let next = &mut report.state;
         next.serial = serial;
         next.lineage = lineage;
         next.applied_at = Some(self.clock.now_rfc3339());
-        next.provenance = (self.provenance)(&self.repo.root, &state_dir);
-        report.state = match self.store.write(&next) {
-            Ok(written) => written,
-            // The journal stays: it holds every side effect, and the next command replays it.
-            Err(e) => {
-                report.state = next;
-                return Err(unrecorded(&self.env, e, planned, &report, self.journals.path(&self.env)));
-            }
-        };
+        next.provenance = provenance;
+        // The journal stays if this fails: it holds every side effect, and the next command
+        // replays it.
+        if let Err(e) = crate::timing::phase("state write", || self.store.write_in_place(next)) {
+            return Err(unrecorded(&self.env, e, planned, &report, self.journals.path(&self.env)));
+        }
         drop(journal);
         self.journals.remove(&self.env)?;
+        // The backup compressed on the second thread is put in place when the store goes.
+        crate::timing::phase("backup finished", || drop(self.store));
         Ok(report)
     }
 }

@@ -34,12 +34,27 @@ impl FileStore {
         let (path, dir, serial, lineage) =
             (self.path(env), self.backup_dir(env), current.serial, current.lineage.clone());
         let stop = Arc::clone(&cancel);
+        // The text the session read, when the store kept it: the file is not read again.
+        let kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|k| k.env == env)
+            .map(|k| Arc::clone(&k.text));
         let spawned = std::thread::Builder::new().name("backup".to_string()).spawn(move || {
-            let text = fs::read(&path).ok()?;
-            let bytes = backup::encode_backup(&dir, serial, &lineage, &text, &stop).ok()??;
+            let read;
+            let text = match &kept {
+                Some(kept) => kept.as_bytes(),
+                None => {
+                    read = fs::read(&path).ok()?;
+                    &read[..]
+                }
+            };
+            let bytes = backup::encode_backup(&dir, serial, &lineage, text, &stop).ok()??;
             let tmp = dir.join(format!(".{}.prepared.tmp.{}", backup::file_name(serial), std::process::id()));
             write_synced(&tmp, &bytes).ok()?;
-            Some(Ready { tmp, hash: content_hash(&text) })
+            Some(Ready { tmp, hash: content_hash(text) })
         });
         let Ok(handle) = spawned else {
             return; // no thread: the write compresses on the spot

@@ -5,12 +5,12 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::backups::Prepared;
 use super::read::BackupReader;
-use super::write::{remove_stale_temporaries, write_atomic};
-use super::{BACKUPS_DIR, BACKUPS_KEPT, Backup, Head, StateStore, parse_state, serial_in, successor};
+use super::write::{remove_stale_temporaries, write_atomic, write_atomic_with};
+use super::{BACKUPS_DIR, BACKUPS_KEPT, Backup, Head, StateStore, Successor, parse_state, serial_in};
 use crate::diagnostic::Diagnostic;
 use crate::error::{Error, Result};
 use crate::state::backup::{self, Reference};
@@ -26,6 +26,40 @@ pub struct FileStore {
     pub(super) plain_backups: bool,
     /// The backup [`FileStore::prepare_backup`] is compressing, shared by the clones.
     pub(super) prepared: Arc<Mutex<Option<Prepared>>>,
+    /// Whether a read keeps the text it parsed ([`FileStore::keeping_text`]).
+    keep_text: bool,
+    /// The text of the state file last read, when kept, shared by the clones.
+    pub(super) kept: Arc<Mutex<Option<Kept>>>,
+}
+
+/// The text of a state file as read, and which file it was.
+pub(super) struct Kept {
+    pub(super) env: String,
+    pub(super) text: Arc<String>,
+    id: FileId,
+}
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The text may be 100 MB: its length only.
+        f.debug_struct("Kept").field("env", &self.env).field("bytes", &self.text.len()).field("id", &self.id).finish()
+    }
+}
+
+/// What tells a file from its replacement or an edit: its inode, size and modification time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileId {
+    fn of(meta: &fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt as _;
+        FileId { dev: meta.dev(), ino: meta.ino(), len: meta.len(), modified: meta.modified().ok() }
+    }
 }
 
 impl FileStore {
@@ -36,7 +70,18 @@ impl FileStore {
             display_prefix: PathBuf::from("state"),
             plain_backups: false,
             prepared: Arc::default(),
+            keep_text: false,
+            kept: Arc::default(),
         }
+    }
+
+    /// A read keeps the text it parsed, for the write that replaces the state to back up (and
+    /// [`FileStore::prepare_backup`] to compress) without reading it again, as long as the file
+    /// is still the one read (same inode, size, modification time and first bytes). For a
+    /// session, which reads the state once and writes it once.
+    pub fn keeping_text(mut self) -> Self {
+        self.keep_text = true;
+        self
     }
 
     /// Replaced states are kept as plain hard-linked copies (`<serial>.json`), as enact did before
@@ -155,6 +200,46 @@ impl FileStore {
         }
     }
 
+    /// The text of the state file with which file it is, if there is one.
+    fn read_text_with_id(&self, env: &str) -> Result<Option<(String, FileId)>> {
+        use std::io::Read as _;
+        let path = self.path(env);
+        let mut file = match fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::Io { action: "read", path, source: e }),
+        };
+        let read = file.metadata().and_then(|meta| {
+            let mut text = String::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+            file.read_to_string(&mut text).map(|_| (text, FileId::of(&meta)))
+        });
+        read.map(Some).map_err(|e| Error::Io { action: "read", path, source: e })
+    }
+
+    /// The text of the state file now: the kept one if the file is still the one it was read
+    /// from, else read again.
+    fn current_text(&self, env: &str) -> Result<Option<Arc<String>>> {
+        let kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner).take().filter(|k| k.env == env);
+        if let Some(kept) = kept
+            && self.still(env, &kept)
+        {
+            return Ok(Some(kept.text));
+        }
+        Ok(self.read_text(env)?.map(Arc::new))
+    }
+
+    /// Whether the state file is still the one `kept` was read from: the same inode, size and
+    /// modification time, and the same first bytes (its head: lineage and serial).
+    fn still(&self, env: &str, kept: &Kept) -> bool {
+        use std::io::Read as _;
+        let Ok(mut file) = fs::File::open(self.path(env)) else { return false };
+        if !file.metadata().is_ok_and(|meta| FileId::of(&meta) == kept.id) {
+            return false;
+        }
+        let mut head = vec![0; kept.text.len().min(4096)];
+        file.read_exact(&mut head).is_ok() && kept.text.as_bytes().starts_with(&head)
+    }
+
     /// Removes the backups beyond the newest [`BACKUPS_KEPT`] that no kept delta needs, and
     /// temporary files left by processes that are gone.
     fn prune(&self, env: &str) -> Result<()> {
@@ -199,14 +284,27 @@ impl FileStore {
 
 impl StateStore for FileStore {
     fn read(&self, env: &str) -> Result<Option<State>> {
-        match self.read_text(env)? {
-            Some(text) => parse_state(&self.display(env), &text, env).map(Some),
-            None => Ok(None),
+        if !self.keep_text {
+            return match self.read_text(env)? {
+                Some(text) => parse_state(&self.display(env), &text, env).map(Some),
+                None => Ok(None),
+            };
         }
+        let Some((text, id)) = self.read_text_with_id(env)? else { return Ok(None) };
+        let state = parse_state(&self.display(env), &text, env)?;
+        let kept = Kept { env: env.to_string(), text: Arc::new(text), id };
+        *self.kept.lock().unwrap_or_else(PoisonError::into_inner) = Some(kept);
+        Ok(Some(state))
     }
 
     fn write(&self, state: &State) -> Result<State> {
-        let text = self.read_text(&state.env)?;
+        let mut written = state.clone();
+        self.write_in_place(&mut written)?;
+        Ok(written)
+    }
+
+    fn write_in_place(&self, state: &mut State) -> Result<()> {
+        let text = self.current_text(&state.env)?;
         // What is replaced is checked by its lineage and serial; a file enact did not write
         // that way is read whole (and refused with its location if it is damaged).
         let current = match &text {
@@ -216,13 +314,20 @@ impl StateStore for FileStore {
             },
             None => None,
         };
-        let written = successor(current.as_ref(), state)?;
+        let successor = Successor::of(current.as_ref(), state)?;
         if let (Some(current), Some(text)) = (&current, &text) {
             self.back_up(&state.env, current, text)?;
         }
-        write_atomic(&self.path(&state.env), written.to_json().as_bytes())?;
-        self.prune(&state.env)?;
-        Ok(written)
+        drop(text);
+        let undo = successor.fill(state);
+        let written = write_atomic_with(&self.path(&state.env), |out| state.write_json(out));
+        match written.and_then(|()| self.prune(&state.env)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                undo.undo(state);
+                Err(e)
+            }
+        }
     }
 
     fn backups(&self, env: &str) -> Result<Vec<Backup>> {

@@ -64,6 +64,17 @@ pub trait StateStore {
     /// state on record damaged, or the filesystem.
     fn write(&self, state: &State) -> Result<State>;
 
+    /// [`StateStore::write`] without the copy: on success `state` becomes what was written
+    /// (its serial + 1, its lineage made if it had none, the current `formatVersion`); on an
+    /// error it is left as it was.
+    ///
+    /// # Errors
+    /// As [`StateStore::write`].
+    fn write_in_place(&self, state: &mut State) -> Result<()> {
+        *state = self.write(state)?;
+        Ok(())
+    }
+
     /// Backups of `env`, oldest first.
     ///
     /// # Errors
@@ -114,42 +125,90 @@ impl Head {
 
 /// Checks that `next` may replace `current`, and fills in serial and lineage.
 fn successor(current: Option<&Head>, next: &State) -> Result<State> {
+    let fields = Successor::of(current, next)?;
     let mut written = next.clone();
-    match current {
-        Some(current) => {
-            if current.lineage != next.lineage {
-                return Err(Diagnostic::new(format!(
-                    "refusing to write state of env `{}`: its lineage {} differs from the recorded {}",
-                    next.env, next.lineage, current.lineage
-                ))
-                .hint("the state was replaced by another history; plan again against the recorded state")
-                .into());
+    fields.fill(&mut written);
+    Ok(written)
+}
+
+/// What a write changes in the state it records: the serial, the lineage of a first write,
+/// the format version.
+#[derive(Debug)]
+struct Successor {
+    serial: u64,
+    /// A new lineage, for a state that has none and replaces nothing.
+    lineage: Option<String>,
+}
+
+impl Successor {
+    /// Checks that `next` may replace `current`.
+    fn of(current: Option<&Head>, next: &State) -> Result<Successor> {
+        let mut lineage = None;
+        match current {
+            Some(current) => {
+                if current.lineage != next.lineage {
+                    return Err(Diagnostic::new(format!(
+                        "refusing to write state of env `{}`: its lineage {} differs from the recorded {}",
+                        next.env, next.lineage, current.lineage
+                    ))
+                    .hint("the state was replaced by another history; plan again against the recorded state")
+                    .into());
+                }
+                if current.serial != next.serial {
+                    return Err(Diagnostic::new(format!(
+                        "refusing to write state of env `{}`: it was derived from serial {} but serial {} is recorded",
+                        next.env, next.serial, current.serial
+                    ))
+                    .hint("another apply changed the environment meanwhile; plan again")
+                    .into());
+                }
             }
-            if current.serial != next.serial {
-                return Err(Diagnostic::new(format!(
-                    "refusing to write state of env `{}`: it was derived from serial {} but serial {} is recorded",
-                    next.env, next.serial, current.serial
-                ))
-                .hint("another apply changed the environment meanwhile; plan again")
-                .into());
+            None => {
+                if next.lineage.is_empty() {
+                    lineage = Some(new_lineage());
+                }
             }
         }
-        None => {
-            if written.lineage.is_empty() {
-                written.lineage = new_lineage();
-            }
+        let serial = next.serial.checked_add(1).ok_or_else(|| {
+            Diagnostic::new(format!(
+                "refusing to write state of env `{}`: its serial is {}, the largest there is, and the next write \
+                 would wrap it to 0",
+                next.env, next.serial
+            ))
+            .hint("start a new history: move the state file away (its services keep running) and import or apply it again")
+        })?;
+        Ok(Successor { serial, lineage })
+    }
+
+    /// Sets these fields in `state`; returns what [`Successor::undo`] needs to set them back.
+    fn fill(self, state: &mut State) -> Undo {
+        let undo = Undo { serial: state.serial, format_version: state.format_version, lineage: self.lineage.is_some() };
+        if let Some(lineage) = self.lineage {
+            state.lineage = lineage;
+        }
+        state.serial = self.serial;
+        state.format_version = STATE_FORMAT_VERSION;
+        undo
+    }
+}
+
+/// The fields of a state before [`Successor::fill`].
+#[derive(Debug)]
+struct Undo {
+    serial: u64,
+    format_version: u32,
+    /// Whether the lineage was made (it was empty before).
+    lineage: bool,
+}
+
+impl Undo {
+    fn undo(self, state: &mut State) {
+        state.serial = self.serial;
+        state.format_version = self.format_version;
+        if self.lineage {
+            state.lineage.clear();
         }
     }
-    written.serial = next.serial.checked_add(1).ok_or_else(|| {
-        Diagnostic::new(format!(
-            "refusing to write state of env `{}`: its serial is {}, the largest there is, and the next write \
-             would wrap it to 0",
-            next.env, next.serial
-        ))
-        .hint("start a new history: move the state file away (its services keep running) and import or apply it again")
-    })?;
-    written.format_version = STATE_FORMAT_VERSION;
-    Ok(written)
 }
 
 /// The `"serial": N` a (possibly damaged) state's text still shows, if any.

@@ -59,6 +59,40 @@ fn file_store_keeps_serial_and_lineage() {
 }
 
 #[test]
+fn a_store_keeping_the_text_it_read_keeps_serial_and_lineage() {
+    let dir = tempfile::tempdir().unwrap();
+    exercise(&FileStore::new(dir.path()).keeping_text());
+}
+
+#[test]
+fn a_kept_text_is_trusted_only_while_the_file_is_the_one_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = FileStore::new(dir.path()).keeping_text();
+    let other = FileStore::new(dir.path());
+    let first = other.write(&State::empty("dev")).unwrap();
+    let mut read = session.read("dev").unwrap().unwrap();
+    assert_eq!(read, first);
+    // Another writer replaces the file after the read: the write reads it again and refuses.
+    let second = other.write(&first).unwrap();
+    let err = session.write_in_place(&mut read).unwrap_err().to_string();
+    assert!(err.contains("derived from serial 1 but serial 2"), "{err}");
+    assert_eq!(read, first, "left as it was on an error");
+    // Read again: the write goes through in place and backs up what it replaced.
+    let mut read = session.read("dev").unwrap().unwrap();
+    session.write_in_place(&mut read).unwrap();
+    assert_eq!((read.serial, &read.lineage), (3, &first.lineage));
+    assert_eq!(session.read("dev").unwrap().as_ref(), Some(&read));
+    assert_eq!(session.read_serial("dev", 2).unwrap(), second);
+    // An edit of the file in place (same inode, same size) after the read is seen too.
+    let path = dir.path().join("dev.json");
+    let edited = fs::read_to_string(&path).unwrap().replace("\"serial\": 3,", "\"serial\": 9,");
+    fs::write(&path, edited).unwrap();
+    let err = session.write_in_place(&mut read).unwrap_err().to_string();
+    assert!(err.contains("derived from serial 3 but serial 9"), "{err}");
+    assert_eq!(read.serial, 3);
+}
+
+#[test]
 fn a_written_state_shows_its_head_in_its_first_lines_and_other_layouts_are_read_whole() {
     let mut state = State::empty("dev");
     state.lineage = "l-1".into();

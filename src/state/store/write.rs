@@ -59,13 +59,27 @@ pub(super) fn sync_dir(dir: &Path) -> Result<()> {
 /// # Errors
 /// The filesystem refuses a step (named, with the path); the temporary file is removed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |file| file.write_all(bytes))
+}
+
+/// [`write_atomic`] of what `fill` writes, through a buffer: the text need not be held whole
+/// in memory first.
+///
+/// # Errors
+/// As [`write_atomic`]; an error of `fill` is one of the write.
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<File>) -> std::io::Result<()>,
+) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = (|| {
-        let mut file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
-        file.write_all(bytes).map_err(Error::io("write", &tmp))?;
+        let file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
+        let mut out = std::io::BufWriter::with_capacity(256 * 1024, file);
+        fill(&mut out).map_err(Error::io("write", &tmp))?;
+        let file = out.into_inner().map_err(|e| Error::io("write", &tmp)(e.into_error()))?;
         file.sync_all().map_err(Error::io("sync", &tmp))?;
         fs::rename(&tmp, path).map_err(Error::io("rename into place", path))?;
         sync_dir(dir)
