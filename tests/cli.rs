@@ -310,6 +310,17 @@ fn a_misspelt_service_name_in_an_overlay_is_named_with_the_one_meant() {
 }
 
 #[test]
+fn state_adopt_says_why_there_is_nothing_to_adopt() {
+    let repo = Repo::travel();
+    let output = repo.run(&["state", "adopt", "--yes"]);
+    assert_code(&output, 0);
+    assert_eq!(
+        stdout(&output),
+        "Nothing to adopt: `state adopt` takes in EC2 instances, and enact.json has no ec2 account.\n"
+    );
+}
+
+#[test]
 fn validate_checks_every_environment() {
     let repo = Repo::travel();
     let output = repo.run(&["validate"]);

@@ -137,7 +137,12 @@ fn an_apply_killed_while_an_instance_starts_is_visible_to_plan_status_and_show()
     // The orphan runs, and answers once its second of start-up is over (however long the
     // machine takes to get it there).
     wait_for("the orphan to run", Duration::from_secs(10), || !processes_of(&repo.root).is_empty());
-    wait_for("the orphan to answer", Duration::from_secs(30), || repo.enact(&["status"]).status.code() == Some(0));
+    let healthy = || {
+        let output = repo.enact(&["status", "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&output.stdout)
+            .is_ok_and(|s| s["services"]["slow"]["instances"][0]["health"] == "healthy")
+    };
+    wait_for("the orphan to answer", Duration::from_secs(30), healthy);
     assert!(!repo.path("state/dev.json").exists(), "the killed apply never wrote a state");
 
     // plan: not "never applied, 1 to create" in silence.
@@ -146,8 +151,11 @@ fn an_apply_killed_while_an_instance_starts_is_visible_to_plan_status_and_show()
     assert!(err.contains("was interrupted and left state/dev.journal"), "{err}");
     assert!(err.contains("slow-1"), "names the instance it knows of: {err}");
     assert!(err.contains("no longer runs: the next `enact apply` takes it over"), "mentions the stale lock: {err}");
-    // status: the orphan is there, and answers.
-    let output = repo.enact_ok(&["status", "--json"], 0);
+    // status: the orphan is there, and answers; its service is incomplete until an apply
+    // converges it, so status fails.
+    let output = repo.enact_ok(&["status"], 1);
+    assert!(stderr(&output).contains("1 service(s) of env `dev` are incomplete"), "{}", stderr(&output));
+    let output = repo.enact_ok(&["status", "--json"], 1);
     let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("status JSON");
     assert_eq!(status["services"]["slow"]["instances"][0]["id"], "slow-1", "{status}");
     assert_eq!(status["services"]["slow"]["instances"][0]["health"], "healthy", "{status}");

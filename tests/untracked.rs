@@ -119,7 +119,7 @@ fn a_deleted_journal_leaves_processes_that_status_names_and_destroy_stops() {
 
     let output = repo.enact_ok(&["destroy", "--auto-approve"], 0);
     let all = format!("{}{}", stdout(&output), stderr(&output));
-    assert!(all.contains("no record names them; destroy stops them"), "{all}");
+    assert!(all.contains("no record names them; destroy stops (or terminates) them"), "{all}");
     assert!(all.contains("Stopped 4 untracked process(es)"), "{all}");
     wait_dead(&running);
     assert!(processes_of(&repo.root).is_empty(), "destroy left processes running");
@@ -165,7 +165,7 @@ fn a_process_whose_record_was_edited_away_is_named_by_plan_and_stopped_by_apply(
     assert!(err.contains(&format!("pid {lost}")), "{err}");
     let output = repo.apply();
     assert!(
-        stderr(&output).contains("stopped 1 process(es) this environment started that no record names"),
+        stderr(&output).contains("stopped 1 untracked process(es) that this environment started and no record names"),
         "{}",
         describe(&output)
     );

@@ -78,6 +78,16 @@ impl Untracked {
         }
     }
 
+    /// What stopping all that was found did, in words: `stopped 3 untracked process(es)`,
+    /// `terminated 2 untracked EC2 instance(s)`, or both joined by `and`.
+    pub fn stopped_text(&self) -> String {
+        match (self.orphans.len(), self.nodes.len()) {
+            (p, 0) => format!("stopped {p} untracked process(es)"),
+            (0, n) => format!("terminated {n} untracked EC2 instance(s)"),
+            (p, n) => format!("stopped {p} untracked process(es) and terminated {n} untracked EC2 instance(s)"),
+        }
+    }
+
     /// Stops every process found and frees every machine found (the machines after the
     /// processes, one call per account). Returns the error of each that could not go, naming
     /// it.

@@ -106,7 +106,7 @@ pub fn recover_in(
             }
             notes.extend(node_request_notes(repo, &asked, &untracked));
             for host in &untracked.unreachable {
-                notes.push(format!("could not look for processes no record names on {host}"));
+                notes.push(format!("could not look for processes or EC2 instances no record names on {host}"));
             }
             Ok(Some((state, notes)))
         }

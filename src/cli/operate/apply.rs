@@ -174,7 +174,7 @@ pub fn destroy(ctx: &Context, args: &DestroyArgs) -> Result<Outcome> {
         crate::apply::untracked::find(&repo.settings, &session.state, &ctx.provider_options(&repo))
     });
     for host in &untracked.unreachable {
-        ctx.printer.warn(&format!("could not look for processes no record names on {host}"));
+        ctx.printer.warn(&format!("could not look for processes or EC2 instances no record names on {host}"));
     }
     if !planned.plan.has_changes() && untracked.is_empty() {
         ctx.printer.out(&format!("Nothing to destroy: env `{env}` has no services and no nodes.\n"));
@@ -183,7 +183,7 @@ pub fn destroy(ctx: &Context, args: &DestroyArgs) -> Result<Outcome> {
     ctx.printer.out(&plan::render::render(&planned.plan, ctx.printer.paint));
     if !untracked.is_empty() {
         ctx.printer.out(&format!(
-            "\n{} carry this environment's lineage but no record names them; destroy stops them: {}\n",
+            "\n{} carry this environment's lineage but no record names them; destroy stops (or terminates) them: {}\n",
             untracked.counted(),
             untracked.summary()
         ));
@@ -204,7 +204,8 @@ pub fn destroy(ctx: &Context, args: &DestroyArgs) -> Result<Outcome> {
     let mut orphan_errors = Vec::new();
     if !untracked.is_empty() {
         orphan_errors = untracked.stop_all(&repo.settings, &ctx.provider_options(&repo));
-        ctx.printer.info(&format!("Stopped {}.", untracked.counted_as("untracked ")));
+        let done = untracked.stopped_text();
+        ctx.printer.info(&format!("{}{}.", done[..1].to_uppercase(), &done[1..]));
         for error in &orphan_errors {
             ctx.printer.error(&format!("could not stop {error}"));
         }

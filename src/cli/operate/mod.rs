@@ -78,9 +78,15 @@ pub(super) fn leftovers(ctx: &Context, repo: &ConfigRepo, env: &str, state: Stat
                 "env `{env}` is being changed right now by pid {} ({}, since {}): what follows may be out of date",
                 holder.pid, holder.command, holder.time
             ));
-        } else {
+        } else if holder.host == lock::hostname() {
             ctx.printer.warn(&format!(
                 "state/{env}.lock is left by pid {} on {} ({}, since {}), which no longer runs: the next `enact apply` takes it over (`enact state unlock` removes it)",
+                holder.pid, holder.host, holder.command, holder.time
+            ));
+        } else {
+            // Whether a process on another machine still runs cannot be told from here.
+            ctx.printer.warn(&format!(
+                "env `{env}` is locked by pid {} on {} ({}, since {}): an apply here is refused until it ends; if it no longer runs, `enact state unlock` removes the lock",
                 holder.pid, holder.host, holder.command, holder.time
             ));
         }
@@ -127,6 +133,7 @@ pub(super) fn leftovers(ctx: &Context, repo: &ConfigRepo, env: &str, state: Stat
 /// lost them, a state edited by hand): the next apply stops them. For `plan`.
 pub(super) fn warn_untracked(ctx: &Context, repo: &ConfigRepo, env: &str, state: &State) {
     let untracked = crate::apply::untracked::find(&repo.settings, state, &ctx.provider_options(repo));
+    warn_unreachable(ctx, &untracked);
     if !untracked.is_empty() {
         ctx.printer.warn(&format!(
             "{} carry env `{env}`'s lineage but no record names them: {}; the next `enact apply` stops them{}",
@@ -137,19 +144,30 @@ pub(super) fn warn_untracked(ctx: &Context, repo: &ConfigRepo, env: &str, state:
     }
 }
 
+/// Says where the sweep for what no record names could not look (a host that does not answer,
+/// an EC2 API without credentials): what runs there is not known.
+fn warn_unreachable(ctx: &Context, untracked: &crate::apply::untracked::Untracked) {
+    for place in &untracked.unreachable {
+        ctx.printer.warn(&format!(
+            "could not look for processes or EC2 instances that no record names on {place}; what runs there is not known"
+        ));
+    }
+}
+
 /// Stops the processes that carry `env`'s lineage but are in no record of `state`, before an
 /// apply plans (under its lock), so that it converges instead of starting their like beside
 /// them. Says what it stopped; a process it could not stop is an error for the user to see.
 fn stop_untracked(ctx: &Context, repo: &ConfigRepo, state: &State) {
     let options = ctx.provider_options(repo);
     let untracked = crate::apply::untracked::find(&repo.settings, state, &options);
+    warn_unreachable(ctx, &untracked);
     if untracked.is_empty() {
         return;
     }
     let errors = untracked.stop_all(&repo.settings, &options);
     ctx.printer.warn(&format!(
-        "stopped {} this environment started that no record names: {}",
-        untracked.counted(),
+        "{} that this environment started and no record names: {}",
+        untracked.stopped_text(),
         untracked.summary()
     ));
     for error in errors {

@@ -169,8 +169,29 @@ fn adopt(ctx: &Context, repo: &ConfigRepo, yes: bool) -> Result<Outcome> {
         ));
     }
     if found.nodes.is_empty() {
-        ctx.printer.out(&format!("Nothing to adopt: env `{env}` records every machine that carries its lineage.\n"));
-        return Ok(Outcome::Success);
+        let ec2: Vec<&str> = repo
+            .settings
+            .accounts()
+            .filter(|(_, a)| matches!(a, crate::repo::settings::Account::Ec2(_)))
+            .map(|(name, _)| name)
+            .collect();
+        let partial = !found.unreachable.is_empty();
+        let why = if ec2.is_empty() {
+            "`state adopt` takes in EC2 instances, and enact.json has no ec2 account".to_string()
+        } else if session.state.lineage.is_empty() {
+            format!("env `{env}` has never been applied, so no machine carries its lineage")
+        } else if partial {
+            "no EC2 instance was found, but not every account could be asked (see above): try again once they answer"
+                .to_string()
+        } else {
+            format!(
+                "every EC2 instance that carries env `{env}`'s lineage is recorded (looked in account{} {})",
+                if ec2.len() == 1 { "" } else { "s" },
+                ec2.join(", ")
+            )
+        };
+        ctx.printer.out(&format!("Nothing to adopt: {why}.\n"));
+        return Ok(if partial { Outcome::Failed } else { Outcome::Success });
     }
     let mut next = session.state.clone();
     let ids = crate::apply::untracked::adopt(&repo.settings, &mut next, &found.nodes);

@@ -73,7 +73,8 @@ fn answers(uri: &str) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
 }
 
-/// `enact status`: exits 1 when an instance enact runs is down or an untracked process runs.
+/// `enact status`: exits 1 when an instance enact runs is down, a service is incomplete, an
+/// untracked process or EC2 instance runs, or a place it may run could not be looked at.
 ///
 /// # Errors
 /// The repository, or the state cannot be read.
@@ -88,7 +89,14 @@ pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
     // Legacy services run elsewhere: shown, but not enact's to answer for in the exit code.
     let unhealthy: usize =
         seen.services.values().map(|v| v.instances.iter().filter(|i| i.health == "down").count()).sum();
-    let outcome = if unhealthy == 0 && untracked.is_empty() { Outcome::Success } else { Outcome::Failed };
+    // A place the sweep could not look at may hide what no record names: not all known is not healthy.
+    let incomplete: Vec<&str> = state.services.iter().filter(|(_, s)| s.incomplete).map(|(n, _)| n.as_str()).collect();
+    let outcome = if unhealthy == 0 && incomplete.is_empty() && untracked.is_empty() && untracked.unreachable.is_empty()
+    {
+        Outcome::Success
+    } else {
+        Outcome::Failed
+    };
     if json {
         ctx.printer.out(&status_json(&env, &state, &seen, &spares, &untracked, unhealthy));
         return Ok(outcome);
@@ -104,6 +112,19 @@ pub fn status(ctx: &Context, json: bool) -> Result<Outcome> {
     if unhealthy > 0 {
         ctx.printer.error(&format!(
             "{unhealthy} instance(s) of env `{env}` are not healthy; `enact plan` shows what apply would do"
+        ));
+    }
+    if !incomplete.is_empty() {
+        ctx.printer.error(&format!(
+            "{} service(s) of env `{env}` are incomplete (an apply did not finish them): {}; `enact apply` converges them",
+            incomplete.len(),
+            incomplete.join(", ")
+        ));
+    }
+    if !untracked.unreachable.is_empty() {
+        ctx.printer.error(&format!(
+            "could not look everywhere env `{env}` may run something ({}); what runs there is not known",
+            untracked.unreachable.join("; ")
         ));
     }
     for (name, view) in &seen.services {
@@ -283,7 +304,7 @@ fn status_text(
         }
     }
     for host in &untracked.unreachable {
-        let _ = writeln!(out, "  could not look for untracked processes on {host}");
+        let _ = writeln!(out, "  could not look for untracked processes or EC2 instances on {host}");
     }
     let endpoints: Vec<bool> = seen.services.values().flat_map(|v| v.native_uris.iter().map(|(_, up)| *up)).collect();
     let answering = endpoints.iter().filter(|up| **up).count();

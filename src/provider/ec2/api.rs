@@ -376,12 +376,24 @@ impl AwsEc2 {
                 message: "the request timed out".to_string(),
                 retries: 0,
             },
-            _ => Ec2Error::Unreachable {
-                call,
-                endpoint: endpoint_text(&self.options),
-                message: error_chain(&error),
-                retries: 0,
-            },
+            _ => {
+                let chain = error_chain(&error);
+                let message = if chain.contains("no credentials found") {
+                    // The chain goes on with every provider tried, one per line.
+                    format!(
+                        "no AWS credentials were found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE for ~/.aws, or run where an instance or container role gives them): {}",
+                        chain
+                            .lines()
+                            .next()
+                            .unwrap_or_default()
+                            .trim_end_matches("Attempted:")
+                            .trim_end_matches(['.', ' '])
+                    )
+                } else {
+                    chain
+                };
+                Ec2Error::Unreachable { call, endpoint: endpoint_text(&self.options), message, retries: 0 }
+            }
         }
     }
 }
