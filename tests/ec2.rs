@@ -289,6 +289,17 @@ impl Repo {
         )
     }
 
+    /// The EC2 instance ids the airline's instances run on.
+    fn airline_machines(&self) -> BTreeSet<String> {
+        let state = self.state();
+        state["services"]["airline"]["instances"]
+            .as_array()
+            .expect("instances")
+            .iter()
+            .filter_map(|i| state["nodes"][i["node"].as_str()?]["providerId"].as_str().map(str::to_string))
+            .collect()
+    }
+
     fn state(&self) -> Value {
         serde_json::from_str(&fs::read_to_string(self.root.join("state/dev.json")).expect("state")).expect("json")
     }
@@ -567,13 +578,7 @@ fn state_adopt_records_untracked_tagged_instances_as_spares_that_the_next_scale_
     let (code, out, err) = repo.enact(&["apply", "--auto-approve", "--health-timeout", "30"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(lab.moto.reservations(), reservations, "no RunInstances call");
-    let state = repo.state();
-    let on: BTreeSet<String> = state["services"]["airline"]["instances"]
-        .as_array()
-        .expect("instances")
-        .iter()
-        .filter_map(|i| state["nodes"][i["node"].as_str()?]["providerId"].as_str().map(str::to_string))
-        .collect();
+    let on = repo.airline_machines();
     assert!(outside.is_subset(&on), "the adopted {outside:?} run airlines: {on:?}");
     assert_eq!(repo.pids().len(), 4, "three airlines and the agency run");
 
@@ -607,13 +612,7 @@ fn the_reservoir_keeps_spare_ec2_nodes_that_a_scale_out_takes_and_destroy_termin
     repo.write_chor(3);
     let (code, out, err) = repo.enact(&["apply", "--auto-approve", "--health-timeout", "30"]);
     assert_eq!(code, 0, "{out}\n{err}");
-    let state = repo.state();
-    let on: BTreeSet<String> = state["services"]["airline"]["instances"]
-        .as_array()
-        .expect("instances")
-        .iter()
-        .filter_map(|i| state["nodes"][i["node"].as_str()?]["providerId"].as_str().map(str::to_string))
-        .collect();
+    let on = repo.airline_machines();
     assert!(spares.is_subset(&on), "the former spares {spares:?} run airlines: {on:?}");
     let pids = repo.pids();
     assert_eq!(pids.len(), 4, "three airlines and the agency run");
