@@ -1,11 +1,12 @@
 //! Environments as code, through the built binary: promotion (every case of the three-way merge), merge,
 //! diff, scale, provenance, and every refused command leaving every file as it was.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use serde_json::{Value, json};
 
 struct Repo {
@@ -71,19 +72,7 @@ impl Repo {
     }
 
     fn enact(&self, args: &[&str]) -> (i32, String, String) {
-        let output = Command::cargo_bin("enact")
-            .expect("enact")
-            .arg("-C")
-            .arg(&self.root)
-            .arg("--no-color")
-            .args(args)
-            .output()
-            .expect("runs");
-        (
-            output.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        common::enact_in(&self.root, args)
     }
 
     fn ok(&self, args: &[&str]) -> String {

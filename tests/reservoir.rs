@@ -3,10 +3,11 @@
 //! need, a scale-out takes them and the apply refills the reservoir, `plan`, `status` and
 //! `show` name the spares, destroy frees them with the rest, and `vmLimit` counts them.
 
+mod common;
+
 use std::fs;
 use std::path::PathBuf;
 
-use assert_cmd::Command;
 use serde_json::{Value, json};
 
 struct Repo {
@@ -49,19 +50,7 @@ impl Repo {
     }
 
     fn enact(&self, args: &[&str]) -> (i32, String, String) {
-        let output = Command::cargo_bin("enact")
-            .expect("enact")
-            .arg("-C")
-            .arg(&self.root)
-            .arg("--no-color")
-            .args(args)
-            .output()
-            .expect("runs");
-        (
-            output.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        common::enact_in(&self.root, args)
     }
 
     fn ok(&self, args: &[&str]) -> String {

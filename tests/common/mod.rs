@@ -4,6 +4,25 @@ pub mod local;
 pub mod moto;
 pub mod sshd;
 
+/// Runs the built `enact` with `args` in the config repository `root`, without colour: its exit
+/// code (-1 when killed by a signal), stdout and stderr.
+#[allow(dead_code, reason = "not every test uses it")]
+pub fn enact_in(root: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let output = assert_cmd::Command::cargo_bin("enact")
+        .expect("enact")
+        .arg("-C")
+        .arg(root)
+        .arg("--no-color")
+        .args(args)
+        .output()
+        .expect("runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// A service that prints 3 MB (lines `<id> <tag> line <n> xxx…`, then `<id> <tag> last <n>`)
 /// when it starts and on every `GET /burst`, and answers every request with 200. With the
 /// argument `--ticks` it also keeps the default SIGPIPE action and prints a tick every 20 ms.
