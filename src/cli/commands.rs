@@ -219,13 +219,13 @@ pub fn schema(ctx: &Context, file: SchemaFile) -> Result<Outcome> {
 }
 
 pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
-    let repo = ctx.repo()?;
+    let repo = crate::timing::phase("repository opened", || ctx.repo())?;
     let env = ctx.env(&repo)?;
     let store = repo.store();
     // Reading the state and loading the spec are independent: one on each core.
     let (effective, state) = std::thread::scope(|scope| {
-        let state = scope.spawn(|| store.read_or_empty(&env));
-        let effective = repo.load_deployable(&env);
+        let state = scope.spawn(|| crate::timing::phase("state read", || store.read_or_empty(&env)));
+        let effective = crate::timing::phase("spec loaded", || repo.load_deployable(&env));
         let state = state.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (effective, state)
     });
@@ -235,13 +235,15 @@ pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
     if args.refresh {
         super::operate::warn_untracked(ctx, &repo, &env, &state);
     }
-    let planned = plan::plan(PlanInput {
-        env: &env,
-        spec: &effective.choreography,
-        state: &state,
-        settings: &repo.settings,
-        targets: &args.target,
-        observed: observed.as_ref(),
+    let planned = crate::timing::phase("planned", || {
+        plan::plan(PlanInput {
+            env: &env,
+            spec: &effective.choreography,
+            state: &state,
+            settings: &repo.settings,
+            targets: &args.target,
+            observed: observed.as_ref(),
+        })
     })?;
     let plan = planned.plan;
     if plan.has_changes() {
@@ -265,11 +267,13 @@ pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
             out.display()
         ));
     }
-    if args.json {
-        ctx.printer.out_with(|w| plan.write_json(&mut &mut *w));
-    } else {
-        ctx.printer.out(&plan::render::render(&plan, ctx.printer.paint));
-    }
+    crate::timing::phase("plan written", || {
+        if args.json {
+            ctx.printer.out_with(|w| plan.write_json(&mut &mut *w));
+        } else {
+            ctx.printer.out(&plan::render::render(&plan, ctx.printer.paint));
+        }
+    });
     let outcome = if args.detailed_exitcode && plan.has_changes() { Outcome::Changes } else { Outcome::Success };
     // The process ends right after this: freeing the spec, the state and the plan one small
     // allocation at a time would be a fifth of the run at 10,000 services.

@@ -13,8 +13,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use serde::Deserialize;
-use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::de::DeserializeOwned;
 
 use super::model::{NodeState, ServiceState, State};
 
@@ -48,32 +47,32 @@ pub fn parse(text: &str, threads: usize) -> Option<State> {
     }
     let done = run(text, &layout, &jobs, threads)?;
 
-    let count = |nodes: bool| {
-        done.iter()
-            .map(|d| match d {
-                Done::Services(e) if !nodes => e.len(),
-                Done::Nodes(e) if nodes => e.len(),
-                _ => 0,
-            })
-            .sum()
-    };
-    let (mut services, mut nodes) = (Vec::with_capacity(count(false)), Vec::with_capacity(count(true)));
     let mut skeleton = None;
+    let (mut services, mut nodes) = (Vec::new(), Vec::new());
     for result in done {
         match result {
             Done::Skeleton(state) => skeleton = Some(state),
-            Done::Services(entries) => services.extend(entries),
-            Done::Nodes(entries) => nodes.extend(entries),
+            Done::Services(entries) => services.push(entries),
+            Done::Nodes(entries) => nodes.push(entries),
         }
     }
     let mut state = skeleton?;
     // Sorted already as enact writes them: collecting checks that in one pass and builds the
     // tree at once, where a parse inserts every key from the root.
-    state.services = services.into_iter().collect();
+    state.services = concat(services).into_iter().collect();
     if layout.nodes.is_some() {
-        state.nodes = nodes.into_iter().collect::<BTreeMap<_, _>>();
+        state.nodes = concat(nodes).into_iter().collect::<BTreeMap<_, _>>();
     }
     Some(state)
+}
+
+/// The pieces' entries in one vector, in order.
+fn concat<T>(pieces: Vec<Vec<T>>) -> Vec<T> {
+    let mut all = Vec::with_capacity(pieces.iter().map(Vec::len).sum());
+    for piece in pieces {
+        all.extend(piece);
+    }
+    all
 }
 
 /// Where the bodies of the two maps are: byte ranges inside their braces.
@@ -189,8 +188,8 @@ fn run(text: &str, layout: &Layout, jobs: &[Job], threads: usize) -> Option<Vec<
             let Some(job) = jobs.get(i) else { return Some(done) };
             let result = match *job {
                 Job::Skeleton => serde_json::from_str(&layout.skeleton(text)).ok().map(Done::Skeleton),
-                Job::Services(range) => entries(text, range, SERVICE_BYTES).map(Done::Services),
-                Job::Nodes(range) => entries(text, range, NODE_BYTES).map(Done::Nodes),
+                Job::Services(range) => entries(text, range).map(Done::Services),
+                Job::Nodes(range) => entries(text, range).map(Done::Nodes),
             };
             let Some(result) = result else {
                 failed.store(true, Ordering::Relaxed);
@@ -222,61 +221,36 @@ fn run(text: &str, layout: &Layout, jobs: &[Job], threads: usize) -> Option<Vec<
     Some(all.into_iter().map(|(_, done)| done).collect())
 }
 
-/// Fewer bytes than a recorded service takes in the file as enact writes it (with its spec
-/// and one instance), to reserve room for the entries of a piece at once.
-const SERVICE_BYTES: usize = 400;
-/// The same for a node.
-const NODE_BYTES: usize = 100;
-
-/// The entries of one piece of a map's body, parsed as `{piece}`; `entry_bytes` is about the
-/// fewest bytes an entry takes.
-fn entries<V: DeserializeOwned>(
-    text: &str,
-    (start, end): (usize, usize),
-    entry_bytes: usize,
-) -> Option<Vec<(String, V)>> {
+/// The entries of one piece of a map's body, each value parsed where it lies in `text` (no copy
+/// of the piece). `None` when an entry is not `"key": value` with a plain key (no escapes, no
+/// control characters) or its value does not parse on its own, for the caller to parse the
+/// whole file.
+fn entries<V: DeserializeOwned>(text: &str, (start, end): (usize, usize)) -> Option<Vec<(String, V)>> {
     let piece = &text[start..end];
-    let mut object = String::with_capacity(piece.len() + 2);
-    object.push('{');
-    object.push_str(piece);
-    object.push('}');
-    let mut deserializer = serde_json::Deserializer::from_str(&object);
-    let entries = Entries { capacity: piece.len() / entry_bytes, value: std::marker::PhantomData }
-        .deserialize(&mut deserializer)
-        .ok()?;
-    deserializer.end().ok()?;
-    Some(entries)
-}
-
-/// A JSON object's entries in the order written, duplicates included, with room for
-/// `capacity` of them reserved.
-struct Entries<V> {
-    capacity: usize,
-    value: std::marker::PhantomData<V>,
-}
-
-impl<'de, V: Deserialize<'de>> DeserializeSeed<'de> for Entries<V> {
-    type Value = Vec<(String, V)>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_map(self)
+    if piece.trim_ascii().is_empty() {
+        return Some(Vec::new());
     }
-}
-
-impl<'de, V: Deserialize<'de>> Visitor<'de> for Entries<V> {
-    type Value = Vec<(String, V)>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::with_capacity(self.capacity);
-        while let Some(entry) = map.next_entry()? {
-            out.push(entry);
+    // Where each entry ends: a separator cannot fall inside a value, since JSON strings hold no
+    // raw newline, and a cut inside brackets leaves the value before it unbalanced, so it fails
+    // to parse.
+    let ends: Vec<usize> = memchr::memmem::find_iter(piece.as_bytes(), ENTRY_SEPARATOR.as_bytes())
+        .chain(std::iter::once(piece.len()))
+        .collect();
+    let mut out = Vec::with_capacity(ends.len());
+    let mut from = 0;
+    for end in ends {
+        let quoted = piece[from..end].trim_ascii_start().strip_prefix('"')?;
+        let close = memchr::memchr(b'"', quoted.as_bytes())?;
+        let key = &quoted[..close];
+        if key.bytes().any(|b| b == b'\\' || b < 0x20) {
+            return None;
         }
-        Ok(out)
+        let value = quoted[close + 1..].trim_ascii_start().strip_prefix(':')?;
+        out.push((key.to_string(), serde_json::from_str(value).ok()?));
+        // Past the comma.
+        from = end + 1;
     }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -346,8 +320,7 @@ mod tests {
         // Many pieces: every cut falls between entries.
         let pieces = split(&text, layout.services, 50);
         assert!(pieces.len() > 40, "{}", pieces.len());
-        let parts: Vec<(String, ServiceState)> =
-            pieces.iter().flat_map(|p| entries(&text, *p, SERVICE_BYTES).unwrap()).collect();
+        let parts: Vec<(String, ServiceState)> = pieces.iter().flat_map(|p| entries(&text, *p).unwrap()).collect();
         assert_eq!(parts.len(), 3000);
     }
 
@@ -368,6 +341,12 @@ mod tests {
         let nested = text.replacen("  \"lineage\": \"l\",\n", "  \"x\": {\n  \"services\": {\n  }},\n", 1);
         assert_eq!(depth_before(&nested.as_bytes()[..nested.find("\"services\"").unwrap()]), Some(2));
         assert_eq!(parse(&nested, 2), None);
+        // A key with an escape is left to the whole parse, which reads it the same.
+        let escaped = text.replacen("\"svc-00001\": {", "\"svc-0000\\u0031\": {", 1);
+        assert_eq!(parse(&escaped, 2), None);
+        assert_eq!(serde_json::from_str::<State>(&escaped).unwrap(), state);
+        // A value that does not end where the next entry begins.
+        assert_eq!(parse(&text.replacen("\n    },\n    \"svc-00002\"", "\n    }},\n    \"svc-00002\"", 1), 2), None);
         // A key twice keeps the last, as the whole parse does.
         let twice = text.replacen(
             "  \"services\": {\n",
