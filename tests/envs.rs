@@ -277,6 +277,11 @@ fn diff_shows_promotable_and_environment_local_differences_apart() {
     assert!(promotable < local);
     assert!(out[promotable..local].contains("api version: \"1.5\" → \"1.0\""), "{out}");
     assert!(out[local..].contains("api numberOfInstances: 2 → 4"), "{out}");
+    // A field left out holds its default, and says so: never `null`.
+    let out = repo.ok(&["diff", "test", "dev"]);
+    assert!(out.contains("api numberOfInstances: 2 → 1 (default)"), "{out}");
+    assert!(out.contains(r#"api resourceImpact: {"memory":"MEDIUM"} → {"memory":"SMALL"} (default)"#), "{out}");
+    assert!(!out.contains("null"), "{out}");
     let json: Value = serde_json::from_str(&repo.ok(&["diff", "test", "prod", "--json"])).expect("json");
     assert_eq!(json["differences"]["promotable"][0]["field"], json!("version"));
     assert_eq!(json["differences"]["environmentLocal"].as_array().map(Vec::len), Some(2));

@@ -397,7 +397,8 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
         }
         let _ = writeln!(out, "\n{title}:");
         for f in list {
-            let _ = writeln!(out, "  {} {}: {} → {}", f.service, f.field, f.a, f.b);
+            let (va, vb) = (shown(&f.field, &f.a), shown(&f.field, &f.b));
+            let _ = writeln!(out, "  {} {}: {va} → {vb}", f.service, f.field);
         }
     };
     section(&mut out, "Promotable differences (`enact promote` moves these)", &d.promotable);
@@ -411,6 +412,23 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
     }
     ctx.printer.out(&out);
     Ok(Outcome::Success)
+}
+
+/// A field's value in `diff`'s text: a field left out of an effective spec holds its default
+/// (the spec is normalized: defaults are dropped), which is said, or else is not set.
+fn shown(field: &str, value: &serde_json::Value) -> String {
+    if !value.is_null() {
+        return value.to_string();
+    }
+    let default = match field {
+        "numberOfInstances" => "1",
+        "resourceImpact" => r#"{"memory":"SMALL"}"#,
+        "serviceType" => r#""SOAP""#,
+        "packageType" => r#""COMMAND_LINE""#,
+        "endpointName" => "the service's name",
+        _ => return "(not set)".to_string(),
+    };
+    format!("{default} (default)")
 }
 
 /// `scale SVC=N…`: the elasticity hook. Edits the overlay (no prompt: a monitoring daemon

@@ -140,7 +140,17 @@ fn render_change(out: &mut String, change: &Change, down: &[DownInstance], paint
         notes.push(format!("memory {} → {}, instances move to new nodes", show(m.from), show(m.to)));
     }
     if !change.rewire.is_empty() {
-        notes.push(format!("rewired to {}", change.rewire.join(", ")));
+        // A provider the service no longer depends on is in the list too: apply sends it the
+        // empty list once, so the service stops calling it.
+        let calls = provider_names(change.after.as_ref());
+        let (kept, dropped): (Vec<&str>, Vec<&str>) =
+            change.rewire.iter().map(String::as_str).partition(|p| calls.iter().any(|c| c == p));
+        if !kept.is_empty() {
+            notes.push(format!("rewired to {}", kept.join(", ")));
+        }
+        if !dropped.is_empty() {
+            notes.push(format!("told to stop calling {}", dropped.join(", ")));
+        }
     }
     let _ = writeln!(out, "  {} {headline}", paint.dim("#"));
     if !notes.is_empty() {
@@ -216,6 +226,23 @@ fn old_first_words(rollout: &Rollout) -> Option<String> {
     Some(format!("{} {verb} before {whose} ready ({}); {serving}", rollout.old_first.join(", "), rollout.reason))
 }
 
+/// The providers a spec depends on (`serviceSpecName` of every dependency), typed or as a
+/// saved plan's JSON holds it.
+fn provider_names(spec: Option<&SpecValue>) -> Vec<String> {
+    match spec {
+        Some(SpecValue::Deployable(s)) => s.dependencies.iter().map(|d| d.service_spec_name.clone()).collect(),
+        Some(SpecValue::Legacy(s)) => s.dependencies.iter().map(|d| d.service_spec_name.clone()).collect(),
+        Some(SpecValue::Json(value)) => value
+            .get("dependencies")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.get("serviceSpecName").and_then(serde_json::Value::as_str).map(str::to_string))
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
 fn pretty(value: Option<&SpecValue>) -> String {
     match value {
         Some(v) => {
@@ -251,6 +278,70 @@ fn node_lines(out: &mut String, plan: &Plan, paint: Painter) {
         }
         if !parts.is_empty() {
             let _ = writeln!(out, "Nodes in account `{account}`: {}", parts.join(", "));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::model::{FromTo, PLAN_FORMAT_VERSION, PriorState, Step, Summary};
+    use crate::spec::{DeployableServiceSpec, ServiceDependency};
+
+    /// A plan in which `c` goes from calling `a` and `b` to calling `a` alone, while `a`'s
+    /// instances change: `c` is rewired to `a` and told to stop calling `b`.
+    fn plan(after: SpecValue) -> Plan {
+        let depends = |names: &[&str]| {
+            names
+                .iter()
+                .map(|n| ServiceDependency { service_spec_name: (*n).into(), service_spec_role: (*n).into() })
+                .collect()
+        };
+        let before =
+            DeployableServiceSpec { name: "c".into(), port: Some(80), dependencies: depends(&["a", "b"]), ..Default::default() };
+        Plan {
+            format_version: PLAN_FORMAT_VERSION,
+            env: "dev".into(),
+            prior_state: PriorState { lineage: Some("l".into()), serial: 3 },
+            spec_digest: "d".into(),
+            changes: vec![Change {
+                service: "c".into(),
+                action: Action::Update,
+                instances: Some(FromTo { from: 1, to: 2 }),
+                memory: None,
+                fields: Vec::new(),
+                rewire: vec!["a".into(), "b".into()],
+                forced_by: Vec::new(),
+                legacy: false,
+                before: Some(SpecValue::Deployable(Box::new(before))),
+                after: Some(after),
+                rollout: None,
+                restart: Vec::new(),
+            }],
+            steps: vec![Step { service: "c".into(), action: Action::Update, after: vec!["a".into()] }],
+            nodes: std::collections::BTreeMap::new(),
+            summary: Summary { update: 1, ..Summary::default() },
+            paused: Vec::new(),
+            targets: Vec::new(),
+            refreshed: false,
+            down: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_dropped_provider_is_not_said_to_be_wired() {
+        let after = DeployableServiceSpec {
+            name: "c".into(),
+            port: Some(80),
+            dependencies: vec![ServiceDependency { service_spec_name: "a".into(), service_spec_role: "a".into() }],
+            ..Default::default()
+        };
+        let json = SpecValue::Json(serde_json::to_value(&after).unwrap());
+        // As planned, and as read back from a saved plan.
+        for after in [SpecValue::Deployable(Box::new(after)), json] {
+            let text = render(&plan(after), Painter::new(false));
+            assert!(text.contains("instances 1 → 2; rewired to a; told to stop calling b"), "{text}");
+            assert!(!text.contains("rewired to a, b"), "{text}");
         }
     }
 }
