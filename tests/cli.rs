@@ -336,6 +336,27 @@ fn validate_checks_every_environment() {
     assert_eq!((stdout(&output).as_str(), String::from_utf8_lossy(&output.stderr).as_ref()), ("", ""));
 }
 
+#[test]
+fn validate_reports_the_spec_files_beside_an_invalid_enact_json() {
+    let repo = Repo::travel();
+    let settings = repo.read("enact.json").replacen('{', "{\n  \"bogus\": 1,", 1);
+    repo.write("enact.json", &settings);
+    let chor = repo.read("chor.json").replacen("\"port\"", "\"prot\"", 1);
+    repo.write("chor.json", &chor);
+    repo.write(
+        "envs/dev.json",
+        "{\"deployableServiceSpecs\": [{\"name\": \"airline\", \"numberOfInstances\": \"two\"}]}",
+    );
+    let output = repo.run(&["validate"]);
+    assert_code(&output, 1);
+    let err = stderr(&output);
+    // One run names every file's problem, enact.json's first.
+    let at = |what: &str| err.find(what).unwrap_or_else(|| panic!("{what} not in {err}"));
+    assert!(at("enact.json:2:3: unknown field `bogus`") < at("chor.json:"), "{err}");
+    assert!(err.contains("unknown field `prot`") && err.contains("envs/dev.json:1:"), "{err}");
+    assert!(err.contains("3 problems found; nothing was changed"), "{err}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // plan
 // ---------------------------------------------------------------------------------------------

@@ -79,7 +79,17 @@ pub fn init(ctx: &Context) -> Result<Outcome> {
 }
 
 pub fn validate(ctx: &Context) -> Result<Outcome> {
-    let repo = ctx.repo()?;
+    let repo = match ctx.repo() {
+        Ok(repo) => repo,
+        // enact.json does not load: the spec files' own problems are reported with its.
+        Err(Error::Invalid(settings)) => {
+            let root = crate::repo::ConfigRepo::discover(&ctx.cwd)?;
+            let mut errors = settings.0;
+            errors.extend(crate::repo::ConfigRepo::spec_file_errors(&root));
+            return Err(errors.into());
+        }
+        Err(e) => return Err(e),
+    };
     let envs: Vec<String> = match &ctx.env_arg {
         Some(_) => vec![ctx.env(&repo)?],
         None => repo.environments().into_iter().collect(),

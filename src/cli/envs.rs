@@ -416,7 +416,7 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
 
 /// A field's value in `diff`'s text: a field left out of an effective spec holds its default
 /// (the spec is normalized: defaults are dropped), which is said, or else is not set.
-fn shown(field: &str, value: &serde_json::Value) -> String {
+fn shown(field: &str, value: &Value) -> String {
     if !value.is_null() {
         return value.to_string();
     }

@@ -297,8 +297,12 @@ mod tests {
                 .map(|n| ServiceDependency { service_spec_name: (*n).into(), service_spec_role: (*n).into() })
                 .collect()
         };
-        let before =
-            DeployableServiceSpec { name: "c".into(), port: Some(80), dependencies: depends(&["a", "b"]), ..Default::default() };
+        let before = DeployableServiceSpec {
+            name: "c".into(),
+            port: Some(80),
+            dependencies: depends(&["a", "b"]),
+            ..Default::default()
+        };
         Plan {
             format_version: PLAN_FORMAT_VERSION,
             env: "dev".into(),

@@ -155,6 +155,34 @@ impl ConfigRepo {
 }
 
 impl ConfigRepo {
+    /// What can be checked of the spec files of the repository at `root` without its settings:
+    /// `chor.json` and every overlay `envs/<env>.json` (in name order), each parsed and its
+    /// shape checked (syntax, unknown or mistyped fields, duplicate keys), located at
+    /// file:line:column. `validate` reports these beside the problems of an `enact.json` that
+    /// does not load, so one run shows the problems of every file. A file that cannot be read
+    /// is left out: loading the repository reports it.
+    pub fn spec_file_errors(root: &Path) -> Vec<Diagnostic> {
+        let mut files = vec![(PathBuf::from(SPEC_FILE), FileKind::Base)];
+        let mut overlays: Vec<PathBuf> = std::fs::read_dir(root.join(ENVS_DIR))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| PathBuf::from(ENVS_DIR).join(entry.file_name()))
+            .filter(|path| path.extension().is_some_and(|e| e == "json"))
+            .collect();
+        overlays.sort();
+        files.extend(overlays.into_iter().map(|path| (path, FileKind::Overlay)));
+        let mut errors = Vec::new();
+        for (path, kind) in files {
+            let Ok(text) = std::fs::read_to_string(root.join(&path)) else { continue };
+            let source = SourceFile::new(&path, without_bom(&text).to_string());
+            if let Err(e) = parse_spec_file(&source, kind) {
+                errors.extend(e);
+            }
+        }
+        errors
+    }
+
     /// The common case of [`Self::load_texts`], fast: a base spec that parses straight into the
     /// model, an overlay merged service by service into it, and the result valid. Only the
     /// services the overlay names go through JSON values. `None` sends the caller down the path
