@@ -84,10 +84,11 @@ fn records_overwritten_in_the_middle_of_the_journal_lose_no_process() {
     let fast_running = processes_of(&repo.root).len();
     assert!(fast_running >= 3, "fast's 3 instances and slow run: {fast_running}");
 
-    // plan names what no record names.
-    let err = stderr(&repo.enact_ok(&["plan"], 0));
-    assert!(err.contains("carry env `dev`'s lineage but no record names them"), "{err}");
-    assert!(err.contains("fast-"), "names the instances: {err}");
+    // plan names what no record names, and counts it.
+    let out = stdout(&repo.enact_ok(&["plan"], 0));
+    assert!(out.contains("process(es) that carry env `dev`'s lineage but no record names"), "{out}");
+    assert!(out.contains("fast-"), "names the instances: {out}");
+    assert!(out.contains("untracked to stop."), "{out}");
 
     let output = repo.apply();
     let all = format!("{}{}", stdout(&output), stderr(&output));
@@ -160,9 +161,19 @@ fn a_process_whose_record_was_edited_away_is_named_by_plan_and_stopped_by_apply(
     let kept: Vec<serde_json::Value> = instances(&state, "airline").into_iter().skip(1).collect();
     state["services"]["airline"]["instances"] = json!(kept);
     repo.write_json("state/dev.json", &state);
-    let err = stderr(&repo.enact_ok(&["plan"], 0));
-    assert!(err.contains("carry env `dev`'s lineage but no record names them"), "{err}");
-    assert!(err.contains(&format!("pid {lost}")), "{err}");
+    let out = stdout(&repo.enact_ok(&["plan"], 0));
+    assert!(
+        out.contains("- apply first stops 1 process(es) that carry env `dev`'s lineage but no record names"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("pid {lost}")), "{out}");
+    assert!(out.contains("1 untracked to stop."), "{out}");
+    // The machine form counts it; stderr says it for whoever reads the terminal.
+    let output = repo.enact_ok(&["plan", "--json"], 0);
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).expect("plan JSON");
+    assert_eq!(plan["untracked"]["processes"], 1, "{plan}");
+    assert_eq!(plan["untracked"]["ec2Instances"], 0, "{plan}");
+    assert!(stderr(&output).contains("carry env `dev`'s lineage but no record names them"), "{}", describe(&output));
     let output = repo.apply();
     assert!(
         stderr(&output).contains("stopped 1 untracked process(es) that this environment started and no record names"),

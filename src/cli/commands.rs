@@ -242,9 +242,11 @@ pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
     let (effective, state) = (effective?, state?);
     let state = super::operate::leftovers(ctx, &repo, &env, state)?;
     let observed = super::operate::refresh(ctx, &repo, &state, args.refresh);
-    if args.refresh {
-        super::operate::warn_untracked(ctx, &repo, &env, &state);
-    }
+    let untracked = if args.refresh {
+        super::operate::plan_untracked(ctx, &repo, &env, &state, args.json)
+    } else {
+        plan::model::UntrackedSummary::default()
+    };
     let planned = crate::timing::phase("planned", || {
         plan::plan(PlanInput {
             env: &env,
@@ -255,7 +257,8 @@ pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
             observed: observed.as_ref(),
         })
     })?;
-    let plan = planned.plan;
+    let mut plan = planned.plan;
+    plan.untracked = untracked;
     if plan.has_changes() {
         super::operate::last_serial(&env, &state)?;
     }

@@ -71,6 +71,32 @@ pub struct Plan {
     /// cannot be reached or trusted).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub down: Vec<DownInstance>,
+    /// What the refresh found carrying the environment's lineage that no record names (a
+    /// journal that lost it, a state edited by hand): apply stops these processes and
+    /// terminates these EC2 instances before it plans. Left out when there are none or without
+    /// a refresh.
+    #[serde(default, skip_serializing_if = "UntrackedSummary::is_empty")]
+    pub untracked: UntrackedSummary,
+}
+
+/// What a plan's refresh found that carries the environment's lineage but no record names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UntrackedSummary {
+    /// Processes (local or on ssh hosts), a count.
+    pub processes: usize,
+    /// EC2 instances, a count.
+    pub ec2_instances: usize,
+    /// The first few of them in words (`pid 4242 on 127.0.0.2 (airline-1)`, …), for people.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub described: String,
+}
+
+impl UntrackedSummary {
+    /// Whether nothing was found.
+    pub fn is_empty(&self) -> bool {
+        self.processes == 0 && self.ec2_instances == 0
+    }
 }
 
 /// A recorded instance a refresh found down.
@@ -375,7 +401,9 @@ impl Summary {
 impl Plan {
     /// Whether the plan changes anything: a service, or a node (a reservoir's spares included).
     pub fn has_changes(&self) -> bool {
-        !self.changes.is_empty() || self.nodes.values().any(NodeChanges::changes_something)
+        !self.changes.is_empty()
+            || self.nodes.values().any(NodeChanges::changes_something)
+            || !self.untracked.is_empty()
     }
 
     /// The machine form: pretty JSON with a final newline, the same bytes for the same plan.
@@ -420,6 +448,7 @@ impl Plan {
             targets,
             refreshed,
             down,
+            untracked,
         } = self;
         let rest = Plan {
             format_version: *format_version,
@@ -434,6 +463,7 @@ impl Plan {
             targets: targets.clone(),
             refreshed: *refreshed,
             down: down.clone(),
+            untracked: untracked.clone(),
         };
         let rest = serde_json::to_vec_pretty(&rest)?;
         // No string holds a raw newline: these are the two top-level keys.
@@ -515,6 +545,7 @@ mod tests {
             targets: Vec::new(),
             refreshed: false,
             down: Vec::new(),
+            untracked: UntrackedSummary::default(),
         };
         if full {
             plan.steps = (0..changes)
@@ -531,6 +562,7 @@ mod tests {
                 detail: String::new(),
                 replaced: true,
             }];
+            plan.untracked = UntrackedSummary { processes: 2, ec2_instances: 1, described: "pid 1 on h".into() };
         }
         plan
     }

@@ -78,10 +78,11 @@ pub fn render(plan: &Plan, paint: Painter) -> String {
     }
     node_lines(&mut out, plan, paint);
     limited_reservoirs(&mut out, plan);
+    let untracked = untracked_line(&mut out, plan, paint);
     let s = &plan.summary;
     let _ = writeln!(
         out,
-        "{} {} to create, {} to update, {} to replace, {} to destroy.",
+        "{} {} to create, {} to update, {} to replace, {} to destroy{untracked}.",
         paint.bold("Plan:"),
         s.create,
         s.update,
@@ -89,6 +90,32 @@ pub fn render(plan: &Plan, paint: Painter) -> String {
         s.destroy
     );
     out
+}
+
+/// The line saying what apply stops that no record names, if anything; returns what the
+/// summary line adds for it (`, 2 untracked to stop`).
+fn untracked_line(out: &mut String, plan: &Plan, paint: Painter) -> String {
+    let u = &plan.untracked;
+    if u.is_empty() {
+        return String::new();
+    }
+    let mut what = Vec::new();
+    if u.processes > 0 {
+        what.push(format!("stops {} process(es)", u.processes));
+    }
+    if u.ec2_instances > 0 {
+        what.push(format!("terminates {} EC2 instance(s)", u.ec2_instances));
+    }
+    let adopt = if u.ec2_instances > 0 { " (`enact state adopt` records the machines instead)" } else { "" };
+    let _ = writeln!(
+        out,
+        "{} apply first {} that carry env `{}`'s lineage but no record names: {}{adopt}",
+        paint.red("-"),
+        what.join(" and "),
+        plan.env,
+        u.described
+    );
+    format!(", {} untracked to stop", u.processes + u.ec2_instances)
 }
 
 /// A line per account whose reservoir `vmLimit` keeps below what it would hold.
@@ -329,7 +356,33 @@ mod tests {
             targets: Vec::new(),
             refreshed: false,
             down: Vec::new(),
+            untracked: crate::plan::model::UntrackedSummary::default(),
         }
+    }
+
+    #[test]
+    fn what_no_record_names_is_a_change_apply_makes() {
+        let mut plan = plan(SpecValue::Json(serde_json::Value::Null));
+        plan.changes.clear();
+        plan.steps.clear();
+        plan.summary = Summary::default();
+        assert!(!plan.has_changes());
+        assert!(render(&plan, Painter::new(false)).starts_with("No changes."));
+        plan.untracked = crate::plan::model::UntrackedSummary {
+            processes: 2,
+            ec2_instances: 1,
+            described: "pid 7 on this machine, i-1".into(),
+        };
+        assert!(plan.has_changes(), "--detailed-exitcode says 2");
+        let text = render(&plan, Painter::new(false));
+        assert!(
+            text.contains("- apply first stops 2 process(es) and terminates 1 EC2 instance(s) that carry env `dev`'s lineage but no record names: pid 7 on this machine, i-1 (`enact state adopt` records the machines instead)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Plan: 0 to create, 0 to update, 0 to replace, 0 to destroy, 3 untracked to stop."),
+            "{text}"
+        );
     }
 
     #[test]

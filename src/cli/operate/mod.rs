@@ -129,18 +129,30 @@ pub(super) fn leftovers(ctx: &Context, repo: &ConfigRepo, env: &str, state: Stat
     }
 }
 
-/// Says which processes carry `env`'s lineage but are in no record of `state` (a journal that
-/// lost them, a state edited by hand): the next apply stops them. For `plan`.
-pub(super) fn warn_untracked(ctx: &Context, repo: &ConfigRepo, env: &str, state: &State) {
+/// Finds which processes and EC2 instances carry `env`'s lineage but are in no record of
+/// `state` (a journal that lost them, a state edited by hand), for `plan` to count: the next
+/// apply stops them. With `warn` (the plan is not shown as text, which says it) also a warning.
+pub(super) fn plan_untracked(
+    ctx: &Context,
+    repo: &ConfigRepo,
+    env: &str,
+    state: &State,
+    warn: bool,
+) -> crate::plan::model::UntrackedSummary {
     let untracked = crate::apply::untracked::find(&repo.settings, state, &ctx.provider_options(repo));
     warn_unreachable(ctx, &untracked);
-    if !untracked.is_empty() {
+    if warn && !untracked.is_empty() {
         ctx.printer.warn(&format!(
             "{} carry env `{env}`'s lineage but no record names them: {}; the next `enact apply` stops them{}",
             untracked.counted(),
             untracked.summary(),
             untracked.adopt_hint()
         ));
+    }
+    crate::plan::model::UntrackedSummary {
+        processes: untracked.orphans.len(),
+        ec2_instances: untracked.nodes.len(),
+        described: untracked.summary(),
     }
 }
 

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::model::{
     Action, Change, DownInstance, NodeChanges, PLAN_FORMAT_VERSION, Plan, PriorState, Rollout, SpareChanges, Step,
-    Summary,
+    Summary, UntrackedSummary,
 };
 use super::placement::{Demand, Placement, Start, place_from, reservoir_accounts};
 use crate::diagnostic::Diagnostic;
@@ -79,6 +79,7 @@ impl Planned {
                 targets: Vec::new(),
                 refreshed: false,
                 down: Vec::new(),
+                untracked: UntrackedSummary::default(),
             },
             placement: Placement::default(),
         }
@@ -225,6 +226,7 @@ fn plan_from<'a>(
         },
         refreshed: input.observed.is_some(),
         down,
+        untracked: UntrackedSummary::default(),
     };
     Ok(Planned { plan, placement })
 }
