@@ -544,8 +544,11 @@ fn state_adopt_records_untracked_tagged_instances_as_spares_that_the_next_scale_
     // plan and status name them, and say how to keep them.
     let (_, out, err) = repo.enact(&["plan"]);
     assert!(
-        outside.iter().all(|id| err.contains(id.as_str())) && err.contains("`enact state adopt` records the machines"),
-        "plan names both and the way to adopt them:\n{out}\n{err}"
+        outside.iter().all(|id| out.contains(id.as_str()))
+            && out.contains("terminates 2 EC2 instance(s)")
+            && out.contains("`enact state adopt` records the machines")
+            && out.contains(", 2 untracked to stop."),
+        "plan names both, counts them and says the way to adopt them:\n{out}\n{err}"
     );
     let (code, _, _) = repo.enact(&["status"]);
     assert_eq!(code, 1, "status fails while untracked instances run");
