@@ -535,11 +535,11 @@ fn a_process_no_record_names_is_found_on_its_host_and_destroy_stops_it() {
     assert!(!process_alive(lost[0]), "destroy left the untracked process running");
 }
 
-/// The log files of `instance` on the loopback hosts (they share this machine's home): name and
-/// size, the recorded cap left out.
-fn remote_logs(instance: &str) -> Vec<(String, u64)> {
+/// The log files of `instance` of the environment of state lineage `lineage` on the loopback
+/// hosts (they share this machine's home): name and size, the recorded cap left out.
+fn remote_logs(lineage: &str, instance: &str) -> Vec<(String, u64)> {
     let home = std::env::var("HOME").map(PathBuf::from).unwrap_or_default();
-    let dir = home.join(".enact/dev/logs");
+    let dir = home.join(".enact/dev/logs").join(lineage);
     let mut files: Vec<(String, u64)> = fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -554,9 +554,9 @@ fn remote_logs(instance: &str) -> Vec<(String, u64)> {
     files
 }
 
-/// Log watchers running for `instance`: (pid, process group, environment).
-fn watchers_of(instance: &str) -> Vec<(u32, u32, String)> {
-    let needle = format!("/.enact/dev/logs/{instance}.log");
+/// Log watchers running for `instance` of lineage `lineage`: (pid, process group, environment).
+fn watchers_of(lineage: &str, instance: &str) -> Vec<(u32, u32, String)> {
+    let needle = format!("/.enact/dev/logs/{lineage}/{instance}.log");
     let mut found = Vec::new();
     for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
@@ -607,6 +607,9 @@ fn a_remote_log_keeps_its_cap_on_every_contact_and_while_enact_is_away_and_goes_
     // The service printed 3 MB before it answered; a contact (status) rotates its log.
     let (code, out, err) = repo.apply(&[]);
     assert_eq!(code, 0, "{out}\n{err}");
+    let lineage = repo.state()["lineage"].as_str().expect("lineage").to_string();
+    let remote_logs = |instance: &str| remote_logs(&lineage, instance);
+    let watchers_of = |instance: &str| watchers_of(&lineage, instance);
     let (code, out, err) = repo.enact(&["status"]);
     assert_eq!(code, 0, "{out}\n{err}");
     let files = remote_logs("logchat-1");
@@ -660,7 +663,43 @@ fn a_remote_log_keeps_its_cap_on_every_contact_and_while_enact_is_away_and_goes_
     assert!(!process_alive(pid));
     assert_eq!(remote_logs("logchat-1"), Vec::<(String, u64)>::new());
     let home = std::env::var("HOME").map(PathBuf::from).unwrap_or_default();
-    assert!(!home.join(".enact/dev/logs/logchat-1.log.cap").exists());
+    assert!(!home.join(".enact/dev/logs").join(&lineage).join("logchat-1.log.cap").exists());
+}
+
+#[test]
+fn two_repositories_with_an_environment_of_one_name_keep_their_logs_apart_on_a_shared_host() {
+    if !sshd::available() {
+        return;
+    }
+    let hosts = SshHosts::start(1, 20, 2440);
+    let repo_of = |port: u16| {
+        let chor = json!({ "deployableServiceSpecs": [
+            { "name": "logchat", "roles": ["logchat"], "packageType": "PYTHON", "packageUri": "services/chatty.py",
+              "port": port }
+        ]});
+        let repo = Repo::new(&hosts, &hosts.known_hosts(), &chor);
+        fs::write(repo.root.join("services/chatty.py"), common::CHATTY).expect("chatty.py");
+        let (code, out, err) = repo.apply(&[]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        repo
+    };
+    // Both run `logchat-1` in env `dev` on the one host.
+    let (ours, theirs) = (repo_of(24460), repo_of(24461));
+    let uri = ours.uris("logchat").remove(0);
+    let address = uri.trim_start_matches("http://").split('/').next().expect("address").to_string();
+    assert!(get(&format!("http://{address}/burst")).starts_with("HTTP/1.0 200"));
+    let last = |repo: &Repo| {
+        let (code, out, err) = repo.enact(&["logs", "logchat", "-n", "1"]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        out.lines().filter(|l| l.starts_with("logchat-1 ")).map(str::to_string).collect::<Vec<_>>()
+    };
+    let (mine, yours) = (last(&ours), last(&theirs));
+    assert!(mine.len() == 1 && mine[0].starts_with("logchat-1 burst last "), "{mine:?}");
+    assert!(yours.len() == 1 && yours[0].starts_with("logchat-1 start last "), "the other's log is its own: {yours:?}");
+    for repo in [&ours, &theirs] {
+        let (code, out, err) = repo.enact(&["destroy", "--auto-approve"]);
+        assert_eq!(code, 0, "{out}\n{err}");
+    }
 }
 
 #[test]

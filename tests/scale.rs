@@ -86,7 +86,13 @@ impl Provider for Counting {
         true
     }
 
-    fn logs(&self, _: &InstanceState, _: &NodeState, _: &std::path::Path, _: usize) -> ProviderResult<String> {
+    fn logs(
+        &self,
+        _: &InstanceState,
+        _: &NodeState,
+        _: enact::provider::LogPlace<'_>,
+        _: usize,
+    ) -> ProviderResult<String> {
         Ok(String::new())
     }
 

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{NodeRequest, Provider, ProviderError, ProviderResult, StartRequest, Started};
+use super::{LogPlace, NodeRequest, Provider, ProviderError, ProviderResult, StartRequest, Started};
 use crate::process::{self, process_alive};
 use crate::spec::endpoint::port_of;
 use crate::state::{InstanceState, NewNode, NodeState};
@@ -537,7 +537,14 @@ impl Provider for LocalProvider {
         instance.pid.is_some_and(|pid| process_alive(pid, instance.start_time))
     }
 
-    fn logs(&self, _instance: &InstanceState, _node: &NodeState, log: &Path, lines: usize) -> ProviderResult<String> {
+    fn logs(
+        &self,
+        _instance: &InstanceState,
+        _node: &NodeState,
+        log: LogPlace<'_>,
+        lines: usize,
+    ) -> ProviderResult<String> {
+        let log = log.local;
         super::logfile::tail(log, lines).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 ProviderError::new(format!("no log file at {}", log.display()))
@@ -547,7 +554,8 @@ impl Provider for LocalProvider {
         })
     }
 
-    fn remove_logs(&self, _env: &str, _instance: &InstanceState, _node: &NodeState, log: &Path) -> ProviderResult<()> {
+    fn remove_logs(&self, _instance: &InstanceState, _node: &NodeState, log: LogPlace<'_>) -> ProviderResult<()> {
+        let log = log.local;
         super::logfile::remove(log)
             .map_err(|e| ProviderError::new(format!("cannot remove the log {}: {e}", log.display())))
     }

@@ -72,6 +72,21 @@ pub enum Package {
     None,
 }
 
+/// Where an instance's output is kept, for [`Provider::logs`] and [`Provider::remove_logs`]:
+/// the file on this machine (the local provider's, `state/.logs/<env>/<instance>.log`), and the
+/// environment and its state's lineage, by which a provider that keeps the output on another
+/// machine (ssh, ec2) finds it there, apart from every other environment and repository that
+/// shares the machine.
+#[derive(Debug, Clone, Copy)]
+pub struct LogPlace<'a> {
+    /// The environment's name.
+    pub env: &'a str,
+    /// The lineage of the environment's state (a UUID).
+    pub lineage: &'a str,
+    /// The log's path on this machine.
+    pub local: &'a std::path::Path,
+}
+
 /// Everything needed to start one instance.
 #[derive(Debug, Clone)]
 pub struct StartRequest<'a> {
@@ -244,7 +259,7 @@ pub trait Provider: Send + Sync {
         &self,
         instance: &InstanceState,
         node: &NodeState,
-        log: &std::path::Path,
+        log: LogPlace<'_>,
         lines: usize,
     ) -> ProviderResult<String>;
 
@@ -268,19 +283,12 @@ pub trait Provider: Send + Sync {
     }
 
     /// Removes the output of an instance that is gone for good (stopped and forgotten): its log
-    /// and the rotated files. `log` is where [`StartRequest::log`] put it on this machine; `env`
-    /// the environment. The default has nothing to remove.
+    /// and the rotated files, where `log` says. The default has nothing to remove.
     ///
     /// # Errors
     /// A file cannot be removed, or its host cannot be reached.
-    fn remove_logs(
-        &self,
-        env: &str,
-        instance: &InstanceState,
-        node: &NodeState,
-        log: &std::path::Path,
-    ) -> ProviderResult<()> {
-        let _ = (env, instance, node, log);
+    fn remove_logs(&self, instance: &InstanceState, node: &NodeState, log: LogPlace<'_>) -> ProviderResult<()> {
+        let _ = (instance, node, log);
         Ok(())
     }
 

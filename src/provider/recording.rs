@@ -10,7 +10,6 @@
 //! Depends on the provider trait and the state only.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -203,7 +202,13 @@ impl Provider for RecordingProvider {
         instance.status == crate::state::InstanceStatus::Running
     }
 
-    fn logs(&self, instance: &InstanceState, _: &NodeState, _: &Path, _: usize) -> ProviderResult<String> {
+    fn logs(
+        &self,
+        instance: &InstanceState,
+        _: &NodeState,
+        _: super::LogPlace<'_>,
+        _: usize,
+    ) -> ProviderResult<String> {
         Ok(format!("{} is recorded: it has no output", instance.id))
     }
 

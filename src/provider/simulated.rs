@@ -2,7 +2,6 @@
 //! the account's `latencyMs`. For rehearsing a large apply (how long, how many nodes) and for
 //! benchmarks of the executor.
 
-use std::path::Path;
 use std::time::Duration;
 
 use super::{NodeRequest, Provider, ProviderResult, StartRequest, Started};
@@ -81,7 +80,13 @@ impl Provider for SimulatedProvider {
         instance.status == crate::state::InstanceStatus::Running
     }
 
-    fn logs(&self, instance: &InstanceState, _: &NodeState, _: &Path, _: usize) -> ProviderResult<String> {
+    fn logs(
+        &self,
+        instance: &InstanceState,
+        _: &NodeState,
+        _: super::LogPlace<'_>,
+        _: usize,
+    ) -> ProviderResult<String> {
         Ok(format!("{} is simulated: it has no output", instance.id))
     }
 

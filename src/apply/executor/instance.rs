@@ -9,7 +9,7 @@ use super::{Check, Executor, StepError, StepResult};
 use crate::apply::journal::Record;
 use crate::apply::readiness::{self, ReadinessError};
 use crate::plan::placement::PlacedInstance;
-use crate::provider::{Package, Provider, StartRequest};
+use crate::provider::{LogPlace, Package, Provider, StartRequest};
 use crate::spec::DeployableServiceSpec;
 use crate::spec::endpoint::native_uri;
 use crate::spec::endpoint::port_of;
@@ -124,7 +124,8 @@ impl<'a> Executor<'a> {
         if let Err(check) = self.check(provider, name, spec, instance, node) {
             // Stopped first: once it is, its last lines are in its log (which stays).
             let _ = self.stop_instance(name, &instance.id);
-            let output = provider.logs(instance, node, log, 5).unwrap_or_default();
+            let place = LogPlace { env: self.env, lineage: &self.lineage, local: log };
+            let output = provider.logs(instance, node, place, 5).unwrap_or_default();
             return Err(StepError::Unready { instance: instance.id.clone(), check, output });
         }
         Ok(instance.clone())
@@ -191,7 +192,9 @@ impl<'a> Executor<'a> {
         }
         let log = log_path(self.state_dir, self.env, &instance.id);
         let removed = match self.provider_of_node(node) {
-            Ok(provider) => provider.remove_logs(self.env, instance, node, &log).map_err(|e| e.to_string()),
+            Ok(provider) => provider
+                .remove_logs(instance, node, LogPlace { env: self.env, lineage: &self.lineage, local: &log })
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = removed {

@@ -8,6 +8,7 @@ use crate::cli::args::LogsArgs;
 use crate::cli::{Context, Outcome};
 use crate::diagnostic::Diagnostic;
 use crate::error::Result;
+use crate::provider::LogPlace;
 use crate::state::StateStore;
 
 /// `enact logs SERVICE`: the last `-n` lines of output of each of the service's instances.
@@ -42,7 +43,16 @@ pub fn logs(ctx: &Context, args: &LogsArgs) -> Result<Outcome> {
         let provider = providers.get(&node.account);
         let text = match provider {
             Some(p) => p
-                .logs(instance, node, &log_path(&repo.state_dir(), &env, &instance.id), lines)
+                .logs(
+                    instance,
+                    node,
+                    LogPlace {
+                        env: &env,
+                        lineage: &state.lineage,
+                        local: &log_path(&repo.state_dir(), &env, &instance.id),
+                    },
+                    lines,
+                )
                 .unwrap_or_else(|e| format!("({e})")),
             None => format!("(account `{}` is not defined in enact.json)", node.account),
         };

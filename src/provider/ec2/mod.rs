@@ -13,7 +13,6 @@ pub mod batch;
 pub mod nodes;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +21,9 @@ use nodes::{AddressKind, NodeTemplate};
 
 use super::ssh::{SshOptions, SshProvider};
 use super::wire::{WireCall, WireError};
-use super::{NodeRequest, Provider, ProviderError, ProviderResult, StartRequest, Started, Tagged, TaggedNode};
+use super::{
+    LogPlace, NodeRequest, Provider, ProviderError, ProviderResult, StartRequest, Started, Tagged, TaggedNode,
+};
 use crate::repo::settings::{Ec2Account, Ec2Address, SshHost};
 use crate::spec::Memory;
 use crate::state::observed::Health;
@@ -296,7 +297,13 @@ impl Provider for Ec2Provider {
         self.ssh.alive(instance, node)
     }
 
-    fn logs(&self, instance: &InstanceState, node: &NodeState, log: &Path, lines: usize) -> ProviderResult<String> {
+    fn logs(
+        &self,
+        instance: &InstanceState,
+        node: &NodeState,
+        log: LogPlace<'_>,
+        lines: usize,
+    ) -> ProviderResult<String> {
         self.ssh.logs(instance, node, log, lines)
     }
 
@@ -304,8 +311,8 @@ impl Provider for Ec2Provider {
         self.ssh.observe(node, instances)
     }
 
-    fn remove_logs(&self, env: &str, instance: &InstanceState, node: &NodeState, log: &Path) -> ProviderResult<()> {
-        self.ssh.remove_logs(env, instance, node, log)
+    fn remove_logs(&self, instance: &InstanceState, node: &NodeState, log: LogPlace<'_>) -> ProviderResult<()> {
+        self.ssh.remove_logs(instance, node, log)
     }
 
     fn find(&self, node: &NodeState, token: &str) -> Option<Started> {

@@ -24,7 +24,7 @@ mod trust;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,13 +33,15 @@ pub use session::ConnectError;
 pub use shell::{Output, ShellError};
 pub use trust::{KeyProblem, Trusted, expand_path, forget_hosts, known_hosts_of};
 
-use super::{NodeRequest, Provider, ProviderError, ProviderResult, StartRequest, Started, Tagged, port_answers};
+use super::{
+    LogPlace, NodeRequest, Provider, ProviderError, ProviderResult, StartRequest, Started, Tagged, port_answers,
+};
 use crate::repo::settings::{SshAccount, SshHost};
 use crate::state::observed::{DownReason, Health};
 use crate::state::{InstanceState, NewNode, NodeState};
 use remote_script::{
-    alive_check, find_script, kill_script, logs_script, observe_script, parse_tagged, port_of_uri, start_script,
-    tagged_script, term_script,
+    alive_check, find_script, kill_script, log_files, logs_script, observe_script, parse_tagged, port_of_uri,
+    remote_log, start_script, tagged_script, term_script,
 };
 use session::runtime;
 
@@ -234,9 +236,9 @@ impl Provider for SshProvider {
         let argv: Vec<String> = command.iter().map(|a| quote(a)).collect();
         let env: Vec<String> = request.environment().iter().map(|(k, v)| format!("{k}={}", quote(v))).collect();
         let base = self.base(&host, request.env)?;
-        let log = format!("{base}/logs/{}.log", request.instance_id);
+        let log = remote_log(&base, request.lineage, request.instance_id);
         let dir = remote_package.rsplit_once('/').map_or(".", |(d, _)| d);
-        let script = start_script(&base, &log, dir, &env, &argv, request.log_cap);
+        let script = start_script(&log, dir, &env, &argv, request.log_cap);
         let out = self.exec_ok(&host, &script, &format!("starting instance {}", request.instance_id))?;
         let mut fields = out.split_whitespace();
         let pid = fields.next().and_then(|p| p.parse().ok());
@@ -391,12 +393,19 @@ impl Provider for SshProvider {
             .collect()
     }
 
-    fn logs(&self, instance: &InstanceState, node: &NodeState, _log: &Path, lines: usize) -> ProviderResult<String> {
+    fn logs(
+        &self,
+        instance: &InstanceState,
+        node: &NodeState,
+        log: LogPlace<'_>,
+        lines: usize,
+    ) -> ProviderResult<String> {
         let host = self.host(&node.address)?;
         if lines == 0 {
             return Ok(String::new());
         }
-        let script = logs_script(&instance.id, lines);
+        let base = self.base(&host, log.env)?;
+        let script = logs_script(&log_files(&base, log.lineage, &instance.id), &instance.id, lines);
         self.exec_ok(&host, &script, "reading the log")
     }
 
@@ -407,11 +416,13 @@ impl Provider for SshProvider {
         Ok(parse_tagged(&out))
     }
 
-    fn remove_logs(&self, env: &str, instance: &InstanceState, node: &NodeState, _log: &Path) -> ProviderResult<()> {
+    fn remove_logs(&self, instance: &InstanceState, node: &NodeState, log: LogPlace<'_>) -> ProviderResult<()> {
         let host = self.host(&node.address)?;
-        let log = format!("{}/logs/{}.log", self.base(&host, env)?, instance.id);
+        let base = self.base(&host, log.env)?;
         // The log, and what starts with `LOG.`: rotated files, the recorded cap, a cut left behind.
-        self.exec_ok(&host, &format!("rm -f -- {q} {q}.*", q = quote(&log)), "removing the log").map(drop)
+        let files: Vec<String> =
+            log_files(&base, log.lineage, &instance.id).iter().map(|f| format!("{q} {q}.*", q = quote(f))).collect();
+        self.exec_ok(&host, &format!("rm -f -- {}", files.join(" ")), "removing the log").map(drop)
     }
 
     fn find(&self, node: &NodeState, token: &str) -> Option<Started> {

@@ -37,7 +37,9 @@ const ROTATE_FN: &str = r#"rot() { [ -f "$1" ] || return 0; rs=$(($(wc -c < "$1"
 fn rotate_on_contact(instances: &[&str]) -> String {
     let mut script = format!("{ROTATE_FN}; set --; for f in");
     for id in instances {
-        let _ = write!(script, " \"$HOME\"/.enact/*/logs/{}", quote(&format!("{id}.log")));
+        // Both layouts: `<env>/logs/<lineage>/` and, from before lineages, `<env>/logs/`.
+        let name = quote(&format!("{id}.log"));
+        let _ = write!(script, " \"$HOME\"/.enact/*/logs/*/{name} \"$HOME\"/.enact/*/logs/{name}");
     }
     script.push_str(
         r#"; do [ -f "$f" ] && [ -f "$f.cap" ] && set -- "$@" "$f"; done; [ $# -eq 0 ] || wc -c "$@" 2>/dev/null | while read n f; do read m k < "$f.cap" 2>/dev/null || continue; case "$n$m$k" in ''|*[!0-9]*) continue;; esac; [ "$n" -gt "$m" ] && rot "$f" "$m" "$k"; done; true"#,
@@ -80,23 +82,36 @@ pub(super) fn port_of_uri(uri: &str) -> Option<u16> {
     port.parse().ok()
 }
 
+/// Where an instance's log is on a host: `<base>/logs/<lineage>/<instance>.log`, `base` being
+/// `$HOME/.enact/<env>`. Keyed by the state's lineage, so that two repositories with an
+/// environment of the same name sharing the host keep their logs apart.
+pub(super) fn remote_log(base: &str, lineage: &str, instance: &str) -> String {
+    format!("{base}/logs/{lineage}/{instance}.log")
+}
+
+/// The files an instance's log may be on a host, in the order to look: [`remote_log`], then
+/// where an enact from before lineage-keyed logs put it (`<base>/logs/<instance>.log`).
+pub(super) fn log_files(base: &str, lineage: &str, instance: &str) -> [String; 2] {
+    [remote_log(base, lineage, instance), format!("{base}/logs/{instance}.log")]
+}
+
 /// The script that starts an instance on a host, detached, and prints `<pid> <start time>`.
-/// `base` is `$HOME/.enact/<env>` on the host, `log` the instance's log there, `dir` the
-/// directory it starts in (its package's), `env` its variables as `NAME='value'` words and
-/// `argv` its command as quoted words; its log is kept under `cap`.
+/// `log` is the instance's log there ([`remote_log`]), `dir` the directory it starts in (its
+/// package's), `env` its variables as `NAME='value'` words and `argv` its command as quoted
+/// words; its log is kept under `cap`.
 ///
 /// The instance appends to its log itself (it is never held up by a reader); its watcher keeps
 /// the log under the cap while enact is away, and every contact (status, plan, apply, logs)
 /// rotates it too, under the cap recorded beside it. Builtins where they do (the log directory
 /// is made once; the variables are assignments the shell exports to `setsid`): a start forks as
 /// little as it can.
-pub(super) fn start_script(base: &str, log: &str, dir: &str, env: &[String], argv: &[String], cap: LogCap) -> String {
+pub(super) fn start_script(log: &str, dir: &str, env: &[String], argv: &[String], cap: LogCap) -> String {
     let (max, keep) = (cap.max_bytes.to_string(), cap.keep.to_string());
     format!(
         "{{ [ -d {logdir} ] || mkdir -p {logdir}; }} && printf '%s %s\\n' {max} {keep} > {cap} && cd {dir} && \
          {{ {env} setsid sh -c {wrap} enact-instance {watch} {log} {max} {keep} {every} {argv} >> {log} 2>&1 < /dev/null & }}; \
          p=$!; {STAT}; echo \"$p ${{20}}\"",
-        logdir = quote(&format!("{base}/logs")),
+        logdir = quote(log.rsplit_once('/').map_or(".", |(dir, _)| dir)),
         cap = quote(&format!("{log}.cap")),
         dir = quote(dir),
         env = env.join(" "),
@@ -149,16 +164,17 @@ pub(super) fn observe_script(instances: &[(&str, Option<u32>, Option<u64>)]) -> 
     script
 }
 
-/// The script that prints the last `lines` lines of instance `id`'s output: the log rotated
-/// first (a contact), then as many of LOG, LOG.1, … as hold `lines` lines, oldest first,
-/// through one `tail`.
-pub(super) fn logs_script(id: &str, lines: usize) -> String {
+/// The script that prints the last `lines` lines of instance `id`'s output from the first of
+/// `files` ([`log_files`]) that exists: the log rotated first (a contact), then as many of LOG,
+/// LOG.1, … as hold `lines` lines, oldest first, through one `tail`.
+pub(super) fn logs_script(files: &[String], id: &str, lines: usize) -> String {
+    let files: Vec<String> = files.iter().map(|f| quote(f)).collect();
     format!(
-        "{{ {rotate}; }} 2>/dev/null; for f in \"$HOME\"/.enact/*/logs/{name}; do [ -f \"$f\" ] || continue; \
+        "{{ {rotate}; }} 2>/dev/null; for f in {files}; do [ -f \"$f\" ] || continue; \
          set --; g=$f; i=0; need={lines}; \
          while [ -f \"$g\" ] && [ \"$need\" -gt 0 ]; do set -- \"$g\" \"$@\"; need=$((need - $(wc -l < \"$g\"))); i=$((i+1)); g=\"$f.$i\"; done; \
-         [ $# -gt 0 ] && cat \"$@\" | tail -n {lines}; done; true",
-        name = quote(&format!("{id}.log")),
+         [ $# -gt 0 ] && cat \"$@\" | tail -n {lines}; break; done; true",
+        files = files.join(" "),
         rotate = rotate_on_contact(&[id]),
     )
 }
@@ -292,6 +308,34 @@ mod tests {
             (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
         };
         assert_eq!((code, err.as_str()), (Some(1), ""), "a process that is gone is not alive, quietly");
+    }
+
+    #[test]
+    fn the_logs_script_reads_this_lineage_s_log_else_one_of_before_lineages_never_another_s() {
+        let home = tempfile::tempdir().unwrap();
+        let base = home.path().join(".enact/dev");
+        let base = base.to_str().unwrap();
+        let write = |path: &str, text: &str| {
+            let path = std::path::Path::new(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        let run = |lineage: &str| {
+            let script = logs_script(&log_files(base, lineage, "a-1"), "a-1", 2);
+            let out = std::process::Command::new("sh").arg("-c").arg(script).env("HOME", home.path()).output().unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        };
+        // Another repository's environment of the same name, on the same host.
+        write(&remote_log(base, "other", "a-1"), "theirs 1\ntheirs 2\n");
+        assert_eq!(run("ours"), "");
+        // A log an enact from before lineages wrote is read while there is no other.
+        write(&format!("{base}/logs/a-1.log"), "old 1\nold 2\nold 3\n");
+        assert_eq!(run("ours"), "old 2\nold 3\n");
+        // Ours, read on into its rotated file; the others are not.
+        write(&remote_log(base, "ours", "a-1"), "ours 3\n");
+        write(&format!("{}.1", remote_log(base, "ours", "a-1")), "ours 1\nours 2\n");
+        assert_eq!(run("ours"), "ours 2\nours 3\n");
+        assert_eq!(run("other"), "theirs 1\ntheirs 2\n");
     }
 
     #[test]
