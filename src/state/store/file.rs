@@ -200,6 +200,36 @@ impl FileStore {
         }
     }
 
+    /// The state of `env` for a command that does not write it: a large file mapped into memory
+    /// ([`super::mapped`]), a small one read.
+    fn read_mapped(&self, env: &str) -> Result<Option<State>> {
+        let path = self.path(env);
+        let file = match fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::Io { action: "read", path, source: e }),
+        };
+        let large = file.metadata().is_ok_and(|meta| meta.is_file() && meta.len() >= super::mapped::MAP_FROM_BYTES);
+        if !large {
+            return match self.read_text(env)? {
+                Some(text) => parse_state(&self.display(env), &text, env).map(Some),
+                None => Ok(None),
+            };
+        }
+        let mapped = super::mapped::Mapped::map(&file).map_err(|e| Error::Io {
+            action: "read",
+            path: path.clone(),
+            source: e,
+        })?;
+        // As `read_to_string` would refuse it.
+        let text = std::str::from_utf8(mapped.bytes()).map_err(|e| Error::Io {
+            action: "read",
+            path,
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
+        parse_state(&self.display(env), text, env).map(Some)
+    }
+
     /// The text of the state file with which file it is, if there is one.
     fn read_text_with_id(&self, env: &str) -> Result<Option<(String, FileId)>> {
         use std::io::Read as _;
@@ -285,10 +315,7 @@ impl FileStore {
 impl StateStore for FileStore {
     fn read(&self, env: &str) -> Result<Option<State>> {
         if !self.keep_text {
-            return match self.read_text(env)? {
-                Some(text) => parse_state(&self.display(env), &text, env).map(Some),
-                None => Ok(None),
-            };
+            return self.read_mapped(env);
         }
         let Some((text, id)) = self.read_text_with_id(env)? else { return Ok(None) };
         let state = parse_state(&self.display(env), &text, env)?;

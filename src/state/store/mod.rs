@@ -7,6 +7,7 @@
 
 mod backups;
 mod file;
+mod mapped;
 mod memory;
 mod read;
 mod write;
