@@ -290,8 +290,14 @@ fn diff_shows_promotable_and_environment_local_differences_apart() {
 #[test]
 fn scale_edits_the_overlay_and_shows_the_plan() {
     let repo = Repo::new();
-    let out = repo.ok(&["-e", "test", "scale", "api=5", "web=3"]);
+    let (code, out, err) = repo.enact(&["-e", "test", "scale", "api=5", "web=3"]);
+    assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("instances 0 → 5"), "{out}");
+    // Quick: it says that it looked at nothing running, and where a full look is.
+    assert!(
+        err.contains("takes the recorded state at its word; `enact -e test plan` also looks at what runs"),
+        "{err}"
+    );
     assert_eq!(repo.field("test", "api", "numberOfInstances"), json!(5));
     assert_eq!(repo.field("test", "web", "numberOfInstances"), json!(3));
     // Memory, set in test's overlay, is untouched.

@@ -120,8 +120,9 @@ fn a_deleted_journal_leaves_processes_that_status_names_and_destroy_stops() {
 
     let output = repo.enact_ok(&["destroy", "--auto-approve"], 0);
     let all = format!("{}{}", stdout(&output), stderr(&output));
-    assert!(all.contains("no record names them; destroy stops (or terminates) them"), "{all}");
-    assert!(all.contains("Stopped 4 untracked process(es)"), "{all}");
+    assert!(all.contains("- first stops 4 process(es) that carry env `dev`'s lineage but no record names"), "{all}");
+    assert!(all.contains("4 untracked to stop."), "{all}");
+    assert!(all.contains("stopped 4 untracked process(es) that this environment started"), "{all}");
     wait_dead(&running);
     assert!(processes_of(&repo.root).is_empty(), "destroy left processes running");
     repo.enact_ok(&["status"], 0);
@@ -162,10 +163,7 @@ fn a_process_whose_record_was_edited_away_is_named_by_plan_and_stopped_by_apply(
     state["services"]["airline"]["instances"] = json!(kept);
     repo.write_json("state/dev.json", &state);
     let out = stdout(&repo.enact_ok(&["plan"], 0));
-    assert!(
-        out.contains("- apply first stops 1 process(es) that carry env `dev`'s lineage but no record names"),
-        "{out}"
-    );
+    assert!(out.contains("- first stops 1 process(es) that carry env `dev`'s lineage but no record names"), "{out}");
     assert!(out.contains(&format!("pid {lost}")), "{out}");
     assert!(out.contains("1 untracked to stop."), "{out}");
     // The machine form counts it; stderr says it for whoever reads the terminal.
@@ -174,6 +172,12 @@ fn a_process_whose_record_was_edited_away_is_named_by_plan_and_stopped_by_apply(
     assert_eq!(plan["untracked"]["processes"], 1, "{plan}");
     assert_eq!(plan["untracked"]["ec2Instances"], 0, "{plan}");
     assert!(stderr(&output).contains("carry env `dev`'s lineage but no record names them"), "{}", describe(&output));
+    // An apply not approved changes nothing: the process runs on.
+    let output = repo.enact_ok(&["apply"], 1);
+    let plan = stdout(&output);
+    assert!(plan.contains("- first stops 1 process(es)") && plan.contains("1 untracked to stop."), "{plan}");
+    assert!(!stderr(&output).contains("stopped 1 untracked"), "{}", describe(&output));
+    assert!(process_alive(lost), "an apply refused stopped the untracked process");
     let output = repo.apply();
     assert!(
         stderr(&output).contains("stopped 1 untracked process(es) that this environment started and no record names"),

@@ -241,9 +241,9 @@ pub fn plan(ctx: &Context, args: &PlanArgs) -> Result<Outcome> {
     });
     let (effective, state) = (effective?, state?);
     let state = super::operate::leftovers(ctx, &repo, &env, state)?;
-    let observed = super::operate::refresh(ctx, &repo, &state, args.refresh);
+    let observed = crate::timing::phase("refresh", || super::operate::refresh(ctx, &repo, &state, args.refresh));
     let untracked = if args.refresh {
-        super::operate::plan_untracked(ctx, &repo, &env, &state, args.json)
+        crate::timing::phase("untracked sweep", || super::operate::plan_untracked(ctx, &repo, &env, &state, args.json))
     } else {
         plan::model::UntrackedSummary::default()
     };

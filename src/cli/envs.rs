@@ -506,5 +506,9 @@ pub fn scale(ctx: &Context, requests: &[String]) -> Result<Outcome> {
         observed: None,
     })?;
     ctx.printer.out(&plan::render::render(&planned.plan, ctx.printer.paint));
+    // Quick, for a monitoring hook: nothing running is looked at.
+    ctx.printer.info(&format!(
+        "This plan takes the recorded state at its word; `enact -e {env} plan` also looks at what runs."
+    ));
     Ok(Outcome::Success)
 }

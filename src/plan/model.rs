@@ -72,9 +72,9 @@ pub struct Plan {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub down: Vec<DownInstance>,
     /// What the refresh found carrying the environment's lineage that no record names (a
-    /// journal that lost it, a state edited by hand): apply stops these processes and
-    /// terminates these EC2 instances before it plans. Left out when there are none or without
-    /// a refresh.
+    /// journal that lost it, a state edited by hand): once the plan is approved, apply stops
+    /// these processes and terminates these EC2 instances before its steps. Left out when there
+    /// are none or without a refresh.
     #[serde(default, skip_serializing_if = "UntrackedSummary::is_empty")]
     pub untracked: UntrackedSummary,
 }

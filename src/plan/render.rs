@@ -109,7 +109,7 @@ fn untracked_line(out: &mut String, plan: &Plan, paint: Painter) -> String {
     let adopt = if u.ec2_instances > 0 { " (`enact state adopt` records the machines instead)" } else { "" };
     let _ = writeln!(
         out,
-        "{} apply first {} that carry env `{}`'s lineage but no record names: {}{adopt}",
+        "{} first {} that carry env `{}`'s lineage but no record names: {}{adopt}",
         paint.red("-"),
         what.join(" and "),
         plan.env,
@@ -376,7 +376,7 @@ mod tests {
         assert!(plan.has_changes(), "--detailed-exitcode says 2");
         let text = render(&plan, Painter::new(false));
         assert!(
-            text.contains("- apply first stops 2 process(es) and terminates 1 EC2 instance(s) that carry env `dev`'s lineage but no record names: pid 7 on this machine, i-1 (`enact state adopt` records the machines instead)"),
+            text.contains("- first stops 2 process(es) and terminates 1 EC2 instance(s) that carry env `dev`'s lineage but no record names: pid 7 on this machine, i-1 (`enact state adopt` records the machines instead)"),
             "{text}"
         );
         assert!(

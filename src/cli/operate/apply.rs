@@ -3,8 +3,9 @@
 
 use std::fmt::Write as _;
 
-use super::{open_session, options, refresh, stop_untracked, summarize};
+use super::{find_untracked, open_session, options, refresh, stop_untracked, summarize, untracked_summary};
 use crate::apply::executor::Options;
+use crate::apply::untracked::Untracked;
 use crate::cli::args::{ApplyArgs, DestroyArgs, RollbackArgs};
 use crate::cli::commands::read_plan;
 use crate::cli::{Ask, Context, Outcome, interrupt};
@@ -98,6 +99,7 @@ pub fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Outcome> {
         (session, effective)
     });
     let session = session?;
+    let mut untracked = Untracked::default();
     let (spec, planned, saved) = match (&args.planfile, effective) {
         (Some(file), _) => {
             let saved = read_plan(ctx, file)?;
@@ -109,11 +111,13 @@ pub fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Outcome> {
                 Some(loaded) => loaded?,
                 None => repo.load_deployable(&env)?,
             };
+            // What no record names is found now, shown in the plan, and stopped once it is
+            // approved: nothing changes before the answer.
             if args.refresh {
-                crate::timing::phase("untracked sweep", || stop_untracked(ctx, &repo, &session.state));
+                untracked = crate::timing::phase("untracked sweep", || find_untracked(ctx, &repo, &session.state));
             }
             let observed = crate::timing::phase("refresh", || refresh(ctx, &repo, &session.state, args.refresh));
-            let planned = plan::plan(PlanInput {
+            let mut planned = plan::plan(PlanInput {
                 env: &env,
                 spec: &effective.choreography,
                 state: &session.state,
@@ -121,6 +125,7 @@ pub fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Outcome> {
                 targets: &args.target,
                 observed: observed.as_ref(),
             })?;
+            planned.plan.untracked = untracked_summary(&untracked);
             (effective.choreography, planned, false)
         }
     };
@@ -132,10 +137,19 @@ pub fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Outcome> {
         let question = format!("\nApply these changes to env `{env}`?");
         ctx.printer.confirm(Ask::Change { question: &question, flag: "--auto-approve" }, args.auto_approve)?;
     }
+    let stopped_all = stop_untracked(ctx, &repo, &untracked);
+    if planned.plan.changes.is_empty() && !planned.plan.nodes.values().any(plan::model::NodeChanges::changes_something)
+    {
+        // Only what no record names had to go: the state stays as it is.
+        return Ok(if stopped_all { Outcome::Success } else { Outcome::Failed });
+    }
     let progress = ctx.printer.progress();
     let report = crate::timing::phase("apply", || session.apply(&spec, &planned, &progress, options))?;
     progress.finish();
-    let outcome = summarize(ctx, &report, "Apply");
+    let mut outcome = summarize(ctx, &report, "Apply");
+    if !stopped_all {
+        outcome = Outcome::Failed;
+    }
     // The process ends right after this: freeing the spec, the plan and the state one small
     // allocation at a time would take as long as writing the state.
     std::mem::forget((spec, planned, report));
@@ -160,7 +174,7 @@ pub fn destroy(ctx: &Context, args: &DestroyArgs) -> Result<Outcome> {
         service.paused = false;
     }
     let spec = Choreography::default();
-    let planned = plan::plan(PlanInput {
+    let mut planned = plan::plan(PlanInput {
         env: &env,
         spec: &spec,
         state: &unpaused,
@@ -170,51 +184,31 @@ pub fn destroy(ctx: &Context, args: &DestroyArgs) -> Result<Outcome> {
     })?;
     // Processes this environment started that no record names (a journal lost their records):
     // destroy stops them with the rest.
-    let untracked = crate::timing::phase("untracked sweep", || {
-        crate::apply::untracked::find(&repo.settings, &session.state, &ctx.provider_options(&repo))
-    });
-    for host in &untracked.unreachable {
-        ctx.printer.warn(&format!("could not look for processes or EC2 instances no record names on {host}"));
-    }
-    if !planned.plan.has_changes() && untracked.is_empty() {
+    let untracked = crate::timing::phase("untracked sweep", || find_untracked(ctx, &repo, &session.state));
+    planned.plan.untracked = untracked_summary(&untracked);
+    if !planned.plan.has_changes() {
         ctx.printer.out(&format!("Nothing to destroy: env `{env}` has no services and no nodes.\n"));
         return Ok(Outcome::Success);
     }
     ctx.printer.out(&plan::render::render(&planned.plan, ctx.printer.paint));
-    if !untracked.is_empty() {
-        ctx.printer.out(&format!(
-            "\n{} carry this environment's lineage but no record names them; destroy stops (or terminates) them: {}\n",
-            untracked.counted(),
-            untracked.summary()
-        ));
-    }
     // Legacy services run elsewhere: destroy forgets them but stops nothing of theirs.
     let (legacy, stopped): (Vec<&plan::Change>, Vec<&plan::Change>) =
         planned.plan.changes.iter().filter(|c| c.action == Action::Destroy).partition(|c| c.legacy);
     let mut question = format!("\nDestroy every service of env `{env}`? This stops {} service(s)", stopped.len());
-    if !legacy.is_empty() {
-        let _ = write!(question, " and forgets {} legacy service(s), which keep running elsewhere", legacy.len());
-    }
     if !untracked.is_empty() {
         let _ = write!(question, " and {}", untracked.counted_as("untracked "));
     }
+    if !legacy.is_empty() {
+        let _ = write!(question, ", and forgets {} legacy service(s), which keep running elsewhere", legacy.len());
+    }
     question.push('.');
     ctx.printer.confirm(Ask::Change { question: &question, flag: "--auto-approve" }, args.auto_approve)?;
-    // Stopped first, under the lock: they are in no record, so the apply does not see them.
-    let mut orphan_errors = Vec::new();
-    if !untracked.is_empty() {
-        orphan_errors = untracked.stop_all(&repo.settings, &ctx.provider_options(&repo));
-        let done = untracked.stopped_text();
-        ctx.printer.info(&format!("{}{}.", done[..1].to_uppercase(), &done[1..]));
-        for error in &orphan_errors {
-            ctx.printer.error(&format!("could not stop {error}"));
-        }
-    }
+    let stopped_all = stop_untracked(ctx, &repo, &untracked);
     let progress = ctx.printer.progress();
     let report = crate::timing::phase("destroy", || session.apply(&spec, &planned, &progress, options))?;
     progress.finish();
     let mut outcome = summarize(ctx, &report, "Destroy");
-    if !orphan_errors.is_empty() {
+    if !stopped_all {
         outcome = Outcome::Failed;
     }
     if report.state.services.is_empty() && report.state.nodes.is_empty() {

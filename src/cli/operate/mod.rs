@@ -139,8 +139,7 @@ pub(super) fn plan_untracked(
     state: &State,
     warn: bool,
 ) -> crate::plan::model::UntrackedSummary {
-    let untracked = crate::apply::untracked::find(&repo.settings, state, &ctx.provider_options(repo));
-    warn_unreachable(ctx, &untracked);
+    let untracked = find_untracked(ctx, repo, state);
     if warn && !untracked.is_empty() {
         ctx.printer.warn(&format!(
             "{} carry env `{env}`'s lineage but no record names them: {}; the next `enact apply` stops them{}",
@@ -149,11 +148,24 @@ pub(super) fn plan_untracked(
             untracked.adopt_hint()
         ));
     }
+    untracked_summary(&untracked)
+}
+
+/// What a plan says of `untracked` ([`crate::plan::model::Plan::untracked`]).
+fn untracked_summary(untracked: &crate::apply::untracked::Untracked) -> crate::plan::model::UntrackedSummary {
     crate::plan::model::UntrackedSummary {
         processes: untracked.orphans.len(),
         ec2_instances: untracked.nodes.len(),
         described: untracked.summary(),
     }
+}
+
+/// The processes and EC2 instances that carry `state`'s lineage but are in no record of it,
+/// with a warning for each place that could not be looked at.
+fn find_untracked(ctx: &Context, repo: &ConfigRepo, state: &State) -> crate::apply::untracked::Untracked {
+    let untracked = crate::apply::untracked::find(&repo.settings, state, &ctx.provider_options(repo));
+    warn_unreachable(ctx, &untracked);
+    untracked
 }
 
 /// Says where the sweep for what no record names could not look (a host that does not answer,
@@ -166,25 +178,23 @@ fn warn_unreachable(ctx: &Context, untracked: &crate::apply::untracked::Untracke
     }
 }
 
-/// Stops the processes that carry `env`'s lineage but are in no record of `state`, before an
-/// apply plans (under its lock), so that it converges instead of starting their like beside
-/// them. Says what it stopped; a process it could not stop is an error for the user to see.
-fn stop_untracked(ctx: &Context, repo: &ConfigRepo, state: &State) {
-    let options = ctx.provider_options(repo);
-    let untracked = crate::apply::untracked::find(&repo.settings, state, &options);
-    warn_unreachable(ctx, &untracked);
+/// Stops (or terminates) `untracked`, once the plan that names them is approved and before its
+/// steps run (under the lock: they are in no record, so the apply does not see them). Says what
+/// it stopped; what it could not stop is an error for the user to see, and makes it `false`.
+fn stop_untracked(ctx: &Context, repo: &ConfigRepo, untracked: &crate::apply::untracked::Untracked) -> bool {
     if untracked.is_empty() {
-        return;
+        return true;
     }
-    let errors = untracked.stop_all(&repo.settings, &options);
+    let errors = untracked.stop_all(&repo.settings, &ctx.provider_options(repo));
     ctx.printer.warn(&format!(
         "{} that this environment started and no record names: {}",
         untracked.stopped_text(),
         untracked.summary()
     ));
-    for error in errors {
+    for error in &errors {
         ctx.printer.error(&format!("could not stop {error}"));
     }
+    errors.is_empty()
 }
 
 /// Looks at every recorded instance of `state` when `on` (a refresh); `None` when off.

@@ -180,13 +180,13 @@ fn plan_from<'a>(
     digest: impl FnOnce() -> String,
     start: impl FnOnce() -> Start<'a>,
 ) -> Result<Planned, Vec<Diagnostic>> {
-    let entries = crate::timing::phase("plan: entries", || entries(input.spec, input.state));
+    let entries = crate::timing::phase("plan: services listed", || entries(input.spec, input.state));
 
     // The set of services the plan may touch.
     let scope = scope(input, &entries)?;
     let in_scope = |name: &str| scope.as_ref().is_none_or(|s| s.contains(name));
-    let mut compared = crate::timing::phase("plan: compared", || compare_entries(input, &entries, &in_scope));
-    crate::timing::phase("plan: rewired", || rewire(&entries, &in_scope, &mut compared));
+    let mut compared = crate::timing::phase("plan: services compared", || compare_entries(input, &entries, &in_scope));
+    crate::timing::phase("plan: consumers to rewire found", || rewire(&entries, &in_scope, &mut compared));
     let Compared { mut changes, paused, down, dead, .. } = compared;
     // In entry order (pass 2 appended its own after pass 1's).
     changes.sort_by_key(|(i, _)| *i);
@@ -195,14 +195,14 @@ fn plan_from<'a>(
     // Placement of the instances that start and stop.
     let demands = demands(&changed, &dead);
     let (placed, steps) =
-        crate::timing::phase("plan: placed and ordered", || place_and_order(input, &changed, &demands, start));
+        crate::timing::phase("plan: placement and step order", || place_and_order(input, &changed, &demands, start));
     let (rollouts, placement) = placed?;
     for (service, rollout) in rollouts {
         if let Ok(i) = changed.binary_search_by(|(entry, _)| entry.name.cmp(service)) {
             changed[i].1.rollout = Some(rollout);
         }
     }
-    let nodes = crate::timing::phase("plan: node changes", || node_changes(input.state, &placement));
+    let nodes = crate::timing::phase("plan: node changes counted", || node_changes(input.state, &placement));
     let changes: Vec<Change> = changed.into_iter().map(|(_, c)| c).collect();
     let summary = summarize(&changes);
     let plan = Plan {
@@ -212,7 +212,7 @@ fn plan_from<'a>(
             lineage: (!input.state.lineage.is_empty()).then(|| input.state.lineage.clone()),
             serial: input.state.serial,
         },
-        spec_digest: crate::timing::phase("plan: digest joined", digest),
+        spec_digest: crate::timing::phase("plan: spec digest (another thread) waited for", digest),
         changes,
         steps,
         nodes,
@@ -393,11 +393,12 @@ fn place_and_order<'a, 'd>(
                 .map(|s| s.cloud_account.as_deref().unwrap_or(&view.default_account));
             reservoir_accounts(&view, accounts)
         });
-        let start = crate::timing::phase("plan: start joined", start);
-        let placed =
-            crate::timing::phase("plan: placed", || place_from(&view, input.state, demands, start, reserve.as_ref()))
-                .and_then(|placement| Ok((rollouts(input, &view, demands, &placement)?, placement)));
-        let steps = crate::timing::phase("plan: steps joined", || {
+        let start = crate::timing::phase("plan: placement start (another thread) waited for", start);
+        let placed = crate::timing::phase("plan: instances placed", || {
+            place_from(&view, input.state, demands, start, reserve.as_ref())
+        })
+        .and_then(|placement| Ok((rollouts(input, &view, demands, &placement)?, placement)));
+        let steps = crate::timing::phase("plan: step order (another thread) waited for", || {
             steps_thread.and_then(|t| t.join().ok()).unwrap_or_else(|| steps(input, &actions))
         });
         (placed, steps)
