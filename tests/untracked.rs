@@ -178,7 +178,27 @@ fn a_process_whose_record_was_edited_away_is_named_by_plan_and_stopped_by_apply(
     assert!(plan.contains("- first stops 1 process(es)") && plan.contains("1 untracked to stop."), "{plan}");
     assert!(!stderr(&output).contains("stopped 1 untracked"), "{}", describe(&output));
     assert!(process_alive(lost), "an apply refused stopped the untracked process");
+    // A saved plan that says so stops it too.
+    repo.enact_ok(&["plan", "--out", "p.plan"], 0);
+    let output = repo.enact_ok(&["apply", "p.plan"], 0);
+    assert!(
+        stderr(&output).contains("stopped 1 untracked process(es) that this environment started and no record names"),
+        "{}",
+        describe(&output)
+    );
+    wait_dead(&[lost]);
+    let (running, recorded) = repo.running_and_recorded(&["airline"]);
+    assert_eq!(running, recorded, "{}", repo.state());
+    assert_eq!(recorded.len(), 2, "the apply converged to two instances again");
+
+    // Again, applied at once: approved, it stops the process and converges.
+    let mut state = repo.state();
+    let lost = pids(&instances(&state, "airline"))[0];
+    let kept: Vec<serde_json::Value> = instances(&state, "airline").into_iter().skip(1).collect();
+    state["services"]["airline"]["instances"] = json!(kept);
+    repo.write_json("state/dev.json", &state);
     let output = repo.apply();
+    assert!(stdout(&output).contains("1 untracked to stop."), "{}", describe(&output));
     assert!(
         stderr(&output).contains("stopped 1 untracked process(es) that this environment started and no record names"),
         "{}",

@@ -103,7 +103,12 @@ pub fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Outcome> {
     let (spec, planned, saved) = match (&args.planfile, effective) {
         (Some(file), _) => {
             let saved = read_plan(ctx, file)?;
-            let (spec, planned) = saved_plan(&repo, &env, &session.state, &saved)?;
+            let (spec, mut planned) = saved_plan(&repo, &env, &session.state, &saved)?;
+            // As the saved plan said: what no record names goes first (looked for again now).
+            if args.refresh {
+                untracked = crate::timing::phase("untracked sweep", || find_untracked(ctx, &repo, &session.state));
+            }
+            planned.plan.untracked = untracked_summary(&untracked);
             (spec, planned, true)
         }
         (None, effective) => {
