@@ -337,6 +337,23 @@ fn validate_checks_every_environment() {
 }
 
 #[test]
+fn logs_of_a_legacy_service_say_why_there_are_none() {
+    let repo = Repo::travel();
+    let state = serde_json::json!({
+        "formatVersion": 1, "lineage": "l", "serial": 1, "env": "dev",
+        "services": { "weather": { "kind": "legacy",
+            "spec": { "name": "weather", "roles": ["weather"], "nativeURIs": ["http://127.0.0.1:9/weather"] },
+            "instances": [] } },
+        "nodes": {}
+    });
+    repo.write("state/dev.json", &serde_json::to_string_pretty(&state).expect("json"));
+    let output = repo.run(&["-e", "dev", "logs", "weather"]);
+    assert_code(&output, 1);
+    let err = stderr(&output);
+    assert!(err.contains("`weather` is a legacy service: it runs elsewhere, and enact keeps no output of it"), "{err}");
+}
+
+#[test]
 fn validate_reports_the_spec_files_beside_an_invalid_enact_json() {
     let repo = Repo::travel();
     let settings = repo.read("enact.json").replacen('{', "{\n  \"bogus\": 1,", 1);

@@ -14,7 +14,8 @@ use crate::state::StateStore;
 /// `enact logs SERVICE`: the last `-n` lines of output of each of the service's instances.
 ///
 /// # Errors
-/// The repository, the state, a service the state does not have.
+/// The repository, the state, a service the state does not have or a legacy service (enact
+/// runs none of its instances).
 pub fn logs(ctx: &Context, args: &LogsArgs) -> Result<Outcome> {
     let (service, lines) = (args.service.as_str(), usize::try_from(args.lines).unwrap_or(usize::MAX));
     let repo = ctx.repo()?;
@@ -30,6 +31,14 @@ pub fn logs(ctx: &Context, args: &LogsArgs) -> Result<Outcome> {
             ))
             .into());
     };
+    if let crate::state::AppliedSpec::Legacy(_) = &recorded.spec {
+        return Err(Diagnostic::new(format!(
+            "`{service}` is a legacy service: it runs elsewhere, and enact keeps no output of it"
+        ))
+        .service(service)
+        .hint("read its logs where it runs; `enact status` shows whether its endpoints answer")
+        .into());
+    }
     if recorded.instances.is_empty() {
         ctx.printer.info(&format!("Service `{service}` has no instances in env `{env}`."));
         return Ok(Outcome::Success);
