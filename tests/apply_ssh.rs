@@ -525,7 +525,10 @@ fn a_process_no_record_names_is_found_on_its_host_and_destroy_stops_it() {
     assert!(untracked[0]["address"].as_str().is_some_and(|a| a.starts_with("127.0.0.4")), "{status}");
     let (code, out, err) = repo.enact(&["destroy", "--auto-approve"]);
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(format!("{out}{err}").contains("stopped 1 untracked process(es) that this environment started"), "{out}\n{err}");
+    assert!(
+        format!("{out}{err}").contains("stopped 1 untracked process(es) that this environment started"),
+        "{out}\n{err}"
+    );
     for _ in 0..100 {
         if !process_alive(lost[0]) {
             break;
