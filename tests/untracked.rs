@@ -151,17 +151,38 @@ fn a_torn_last_line_and_an_unreadable_first_line_are_recovered_all_the_same() {
     converges_and_destroys(&repo);
 }
 
+/// Drops the record of airline's first instance (a state edited by hand), whose process runs
+/// on; returns its pid.
+fn lose_first_airline_record(repo: &Repo) -> u32 {
+    let mut state = repo.state();
+    let lost = pids(&instances(&state, "airline"))[0];
+    let kept: Vec<serde_json::Value> = instances(&state, "airline").into_iter().skip(1).collect();
+    state["services"]["airline"]["instances"] = json!(kept);
+    repo.write_json("state/dev.json", &state);
+    lost
+}
+
+/// `output`, an apply, stopped the untracked process `lost`, and airline runs its two recorded
+/// instances again, and nothing else; returns their pids.
+fn stopped_and_converged(repo: &Repo, output: &std::process::Output, lost: u32) -> Vec<u32> {
+    assert!(
+        stderr(output).contains("stopped 1 untracked process(es) that this environment started and no record names"),
+        "{}",
+        describe(output)
+    );
+    wait_dead(&[lost]);
+    let (running, recorded) = repo.running_and_recorded(&["airline"]);
+    assert_eq!(running, recorded, "{}", repo.state());
+    assert_eq!(recorded.len(), 2, "the apply converged to two instances again");
+    running
+}
+
 #[test]
 fn a_process_whose_record_was_edited_away_is_named_by_plan_and_stopped_by_apply() {
     let repo =
         Repo::new(&json!({ "deployableServiceSpecs": [deployable("airline", "airline.py", "SOAP", 25800, 2)] }), None);
     repo.apply();
-    let mut state = repo.state();
-    let lost = pids(&instances(&state, "airline"))[0];
-    // The first instance's record is gone (a state edited by hand); its process runs on.
-    let kept: Vec<serde_json::Value> = instances(&state, "airline").into_iter().skip(1).collect();
-    state["services"]["airline"]["instances"] = json!(kept);
-    repo.write_json("state/dev.json", &state);
+    let lost = lose_first_airline_record(&repo);
     let out = stdout(&repo.enact_ok(&["plan"], 0));
     assert!(out.contains("- first stops 1 process(es) that carry env `dev`'s lineage but no record names"), "{out}");
     assert!(out.contains(&format!("pid {lost}")), "{out}");
@@ -181,33 +202,13 @@ fn a_process_whose_record_was_edited_away_is_named_by_plan_and_stopped_by_apply(
     // A saved plan that says so stops it too.
     repo.enact_ok(&["plan", "--out", "p.plan"], 0);
     let output = repo.enact_ok(&["apply", "p.plan"], 0);
-    assert!(
-        stderr(&output).contains("stopped 1 untracked process(es) that this environment started and no record names"),
-        "{}",
-        describe(&output)
-    );
-    wait_dead(&[lost]);
-    let (running, recorded) = repo.running_and_recorded(&["airline"]);
-    assert_eq!(running, recorded, "{}", repo.state());
-    assert_eq!(recorded.len(), 2, "the apply converged to two instances again");
+    stopped_and_converged(&repo, &output, lost);
 
     // Again, applied at once: approved, it stops the process and converges.
-    let mut state = repo.state();
-    let lost = pids(&instances(&state, "airline"))[0];
-    let kept: Vec<serde_json::Value> = instances(&state, "airline").into_iter().skip(1).collect();
-    state["services"]["airline"]["instances"] = json!(kept);
-    repo.write_json("state/dev.json", &state);
+    let lost = lose_first_airline_record(&repo);
     let output = repo.apply();
     assert!(stdout(&output).contains("1 untracked to stop."), "{}", describe(&output));
-    assert!(
-        stderr(&output).contains("stopped 1 untracked process(es) that this environment started and no record names"),
-        "{}",
-        describe(&output)
-    );
-    wait_dead(&[lost]);
-    let (running, recorded) = repo.running_and_recorded(&["airline"]);
-    assert_eq!(running, recorded, "{}", repo.state());
-    assert_eq!(recorded.len(), 2, "the apply converged to two instances again");
+    let running = stopped_and_converged(&repo, &output, lost);
     repo.enact_ok(&["status"], 0);
     repo.enact_ok(&["destroy", "--auto-approve"], 0);
     wait_dead(&running);
