@@ -22,8 +22,9 @@
 //! - [`apply`] carries a plan out through the providers in dependency order, journalling every
 //!   step so a killed apply can be resumed;
 //! - [`cli`] turns arguments into one of these operations and its output;
-//! - the leaves, used by all: [`diagnostic`] (located errors), [`error`], [`suggest`] ("did you
-//!   mean"), [`paint`] (colour), [`time`], [`timing`], and `process` (processes of this machine).
+//! - the leaves, used by all: [`diagnostic`] (located errors), [`error`], [`mapped`] (large
+//!   files mapped, not read), [`suggest`] ("did you mean"), [`paint`] (colour), [`time`],
+//!   [`timing`], and `process` (processes of this machine).
 //!
 //! # Who may use whom
 //!
@@ -50,6 +51,7 @@ pub mod diagnostic;
 pub mod env;
 pub mod error;
 pub mod graph;
+pub mod mapped;
 pub mod paint;
 pub mod plan;
 pub mod process;

@@ -33,11 +33,20 @@ pub fn mark(took: Option<Duration>, what: impl FnOnce() -> String) {
         return;
     }
     let since = START.get_or_init(Instant::now).elapsed().as_secs_f64();
+    let rss = resident_mib().map(|m| format!(" [rss {m:.1} MiB]")).unwrap_or_default();
     let line = match took {
-        Some(d) => format!("[timing +{since:.3} s] {} ({:.3} s)", what(), d.as_secs_f64()),
-        None => format!("[timing +{since:.3} s] {}", what()),
+        Some(d) => format!("[timing +{since:.3} s] {} ({:.3} s){rss}", what(), d.as_secs_f64()),
+        None => format!("[timing +{since:.3} s] {}{rss}", what()),
     };
     let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), format!("{line}\n").as_bytes());
+}
+
+/// The process's resident memory in MiB, from `/proc/self/statm` (its second field, in pages
+/// of 4 KiB); `None` where that file does not exist or does not parse.
+fn resident_mib() -> Option<f64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096.0 / (1024.0 * 1024.0))
 }
 
 /// Runs `work` and, when enabled, writes how long it took under `what`.

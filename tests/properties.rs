@@ -192,7 +192,7 @@ proptest! {
         // instances on one port.
         let mut used = std::collections::HashSet::new();
         for (name, service) in &after.services {
-            if let enact::state::AppliedSpec::Deployable(spec) = &service.spec {
+            if let enact::state::AppliedSpec::Deployable(spec) = &*service.spec {
                 prop_assert_eq!(service.instances.len() as u32, spec.instances(), "{}", name);
                 for instance in &service.instances {
                     prop_assert!(after.nodes.contains_key(&instance.node), "{} on unknown node", instance.id);
@@ -276,7 +276,7 @@ fn vm_limit_is_kept_or_refused(
                 }
                 let mut used = std::collections::HashSet::new();
                 for service in after.services.values() {
-                    if let enact::state::AppliedSpec::Deployable(s) = &service.spec {
+                    if let enact::state::AppliedSpec::Deployable(s) = &*service.spec {
                         for instance in &service.instances {
                             prop_assert!(
                                 used.insert((instance.node.clone(), s.port)),

@@ -172,7 +172,7 @@ fn listing_2_2_imports_as_a_state() {
     let mut listing = import("listing-2-1-chorspec.xml");
     listing.normalize();
     assert_eq!(recorded, listing);
-    assert!(matches!(&state.services["airline"].spec, AppliedSpec::Deployable(s) if s.port == Some(1234)));
+    assert!(matches!(&*state.services["airline"].spec, AppliedSpec::Deployable(s) if s.port == Some(1234)));
 
     // The state survives its own JSON form.
     let back: enact::state::State = serde_json::from_str(&state.to_json()).unwrap();

@@ -61,7 +61,7 @@ pub fn observe_with(
     // The instances of every node, with the port each listens on.
     let mut by_node: BTreeMap<&str, Vec<(&InstanceState, u16)>> = BTreeMap::new();
     for service in state.services.values().filter(|s| !s.paused) {
-        let AppliedSpec::Deployable(spec) = &service.spec else { continue };
+        let AppliedSpec::Deployable(spec) = &*service.spec else { continue };
         for instance in service.instances.iter().filter(|i| i.status == InstanceStatus::Running) {
             by_node.entry(instance.node.as_str()).or_default().push((instance, port_of(spec)));
         }

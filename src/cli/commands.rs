@@ -374,7 +374,7 @@ fn render_state(state: &State, ctx: &Context) -> String {
         let _ = writeln!(out, "\nThe environment is empty: no services and no nodes (`enact apply` deploys its spec).");
     }
     for (name, service) in &state.services {
-        match &service.spec {
+        match &*service.spec {
             AppliedSpec::Legacy(s) => {
                 let _ = writeln!(out, "\n{} (legacy)  {}", paint.bold(name), s.native_uris.join(" "));
             }

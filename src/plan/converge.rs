@@ -60,12 +60,12 @@ pub fn apply_model(prior: &State, spec: &Choreography, planned: &Planned) -> Sta
             continue;
         };
         let entry = state.services.entry(name.to_string()).or_insert_with(|| ServiceState {
-            spec: AppliedSpec::from_service(*service),
+            spec: Box::new(AppliedSpec::from_service(*service)),
             instances: Vec::new(),
             paused: false,
             incomplete: false,
         });
-        entry.spec = AppliedSpec::from_service(*service);
+        *entry.spec = AppliedSpec::from_service(*service);
         if let Some(stopped) = placement.stopped.get(name) {
             let stopped: BTreeSet<&str> = stopped.iter().map(String::as_str).collect();
             entry.instances.retain(|i| !stopped.contains(i.id.as_str()));

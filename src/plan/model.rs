@@ -476,7 +476,9 @@ impl Plan {
         };
         let (changes_at, steps_at) = (at(CHANGES)?, at(STEPS)?);
         let render = |items: &[Change], first: bool| {
-            let mut out = Vec::with_capacity(items.len() * 512);
+            // A change with both specs takes 2–3 KiB; room never written costs only address
+            // space, where growing copies the text written so far.
+            let mut out = Vec::with_capacity(items.len() * 4096);
             write_items(&mut out, items, first).map(|()| out)
         };
         std::thread::scope(|scope| {

@@ -151,7 +151,9 @@ impl<'a> Slots<'a> {
             Policy::RoundRobin | Policy::LimitedRoundRobin => Some(LoadIndex::default()),
         };
         Slots {
-            slots: Vec::with_capacity(capacity),
+            // Room for as many new nodes as there are nodes: room never used costs only address
+            // space, where growing copies every slot.
+            slots: Vec::with_capacity(capacity * 2),
             index: HashMap::with_capacity(capacity),
             load,
             spares: HashMap::new(),
@@ -407,7 +409,7 @@ impl<'a> Start<'a> {
             });
         }
         for service in state.services.values() {
-            let AppliedSpec::Deployable(spec) = &service.spec else {
+            let AppliedSpec::Deployable(spec) = &*service.spec else {
                 continue;
             };
             for instance in &service.instances {
@@ -498,7 +500,7 @@ impl<'a> Placer<'a> {
         for demand in demands {
             let recorded = state.services.get(demand.service);
             let instances = recorded.map(|s| s.instances.as_slice()).unwrap_or_default();
-            let recorded_port = match recorded.map(|s| &s.spec) {
+            let recorded_port = match recorded.map(|s| &*s.spec) {
                 Some(AppliedSpec::Deployable(s)) => Some(port_of(s)),
                 _ => None,
             };
@@ -575,7 +577,7 @@ impl<'a> Placer<'a> {
         let keep = released.keep_count.get(demand.service).copied().unwrap_or(0);
         let wanted = spec.instances() as usize;
         let (port, memory) = (port_of(spec), spec.memory());
-        let recorded_memory = match recorded.map(|s| &s.spec) {
+        let recorded_memory = match recorded.map(|s| &*s.spec) {
             Some(AppliedSpec::Deployable(s)) => Some(s.memory()),
             _ => None,
         };

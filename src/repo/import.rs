@@ -161,7 +161,7 @@ impl<'d, 'a> Importer<'d, 'a> {
         } else {
             self.state.services.insert(
                 name.clone(),
-                ServiceState { spec: AppliedSpec::Deployable(spec), instances, paused: false, incomplete },
+                ServiceState { spec: Box::new(AppliedSpec::Deployable(spec)), instances, paused: false, incomplete },
             );
         }
         self.doc.tag_service(mark, &name);
@@ -280,7 +280,7 @@ impl<'d, 'a> Importer<'d, 'a> {
             return;
         }
         let service = ServiceState {
-            spec: AppliedSpec::Legacy(spec.clone()),
+            spec: Box::new(AppliedSpec::Legacy(spec.clone())),
             instances: Vec::new(),
             paused: false,
             incomplete: false,
@@ -293,7 +293,7 @@ impl<'d, 'a> Importer<'d, 'a> {
     fn asked_legacy(&mut self, mut spec: LegacyServiceSpec) {
         spec.normalize();
         match self.state.services.get(&spec.name) {
-            Some(ServiceState { spec: AppliedSpec::Legacy(_), .. }) => {}
+            Some(ServiceState { spec, .. }) if matches!(**spec, AppliedSpec::Legacy(_)) => {}
             Some(_) => self.doc.push_unlocated(
                 Diagnostic::new("the choreography spec has it as a legacy service, but it was deployed")
                     .service(&spec.name),
@@ -301,7 +301,7 @@ impl<'d, 'a> Importer<'d, 'a> {
             None => {
                 let name = spec.name.clone();
                 let service = ServiceState {
-                    spec: AppliedSpec::Legacy(spec),
+                    spec: Box::new(AppliedSpec::Legacy(spec)),
                     instances: Vec::new(),
                     paused: false,
                     incomplete: false,
@@ -442,7 +442,7 @@ mod tests {
         // A node known only by host name is reached by it; without `<ram>` its size is unknown.
         let n2 = &state.nodes["imported-n2"];
         assert_eq!((n2.address.as_str(), n2.memory), ("node2.lab", None));
-        assert!(matches!(&state.services["w"].spec, AppliedSpec::Legacy(s) if s.native_uris == ["http://10.0.0.5/w"]));
+        assert!(matches!(&*state.services["w"].spec, AppliedSpec::Legacy(s) if s.native_uris == ["http://10.0.0.5/w"]));
     }
 
     #[test]

@@ -65,8 +65,10 @@ impl ConfigRepo {
     /// # Errors
     /// `chor.json` cannot be read; every problem of the spec with that overlay, located.
     pub fn load_with_overlay(&self, env: &str, overlay_text: Option<String>) -> Result<EffectiveSpec> {
-        let base_text = read_text(&self.root.join(SPEC_FILE))?;
-        self.load_texts(env, &base_text, overlay_text.as_deref())
+        // A large spec is mapped, not read: the fast path needs no copy of its text.
+        let path = self.root.join(SPEC_FILE);
+        crate::mapped::with_text(&path, |base_text| self.load_texts(env, base_text, overlay_text.as_deref()))
+            .map_err(crate::error::Error::io("read", &path))?
     }
 
     /// What [`Self::load`] does, on texts rather than files: `base_text` as `chor.json` and
@@ -326,6 +328,36 @@ mod tests {
         std::fs::write(dir.path().join(SPEC_FILE), BASE).unwrap();
         let repo = ConfigRepo::open(dir.path()).unwrap();
         (dir, repo)
+    }
+
+    /// A spec of a mebibyte or more is mapped rather than read: it loads as the same spec, and a
+    /// fault in it is still located at its line and column.
+    #[test]
+    fn a_large_spec_loads_as_read_and_its_faults_are_located() {
+        let services: Vec<String> = (0..13_000)
+            .map(|i| {
+                format!(r#"    {{"name": "svc-{i:05}", "roles": ["svc-{i:05}"], "packageUri": "s.py", "port": 9000}}"#)
+            })
+            .collect();
+        let text = format!("{{\n  \"deployableServiceSpecs\": [\n{}\n  ]\n}}\n", services.join(",\n"));
+        assert!(text.len() as u64 >= crate::mapped::MAP_FROM_BYTES, "{} bytes", text.len());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SPEC_FILE), &text).unwrap();
+        let repo = ConfigRepo::open(dir.path()).unwrap();
+        let loaded = repo.load("dev").unwrap();
+        assert_eq!(loaded.choreography.deployable_service_specs.len(), 13_000);
+        assert_eq!(loaded.choreography, repo.load_texts_located("dev", &text, None).unwrap().choreography);
+
+        // The last service's port, out of range: found, and placed on its line.
+        let broken = text.replacen(
+            r#""svc-12999"], "packageUri": "s.py", "port": 9000"#,
+            r#""svc-12999"], "packageUri": "s.py", "port": 0"#,
+            1,
+        );
+        std::fs::write(dir.path().join(SPEC_FILE), &broken).unwrap();
+        let error = repo.load("dev").unwrap_err().to_string();
+        assert!(error.contains(&format!("chor.json:{}:", 13_000 + 2)), "{error}");
+        assert!(error.contains("svc-12999"), "{error}");
     }
 
     /// The fast path and the located path give the same spec for every overlay the fast path

@@ -352,8 +352,14 @@ impl Choreography {
         for s in &mut self.legacy_service_specs {
             s.normalize();
         }
-        self.deployable_service_specs.sort_by(|a, b| a.name.cmp(&b.name));
-        self.legacy_service_specs.sort_by(|a, b| a.name.cmp(&b.name));
+        // Specs are usually in name order already: checking is one pass, where a stable sort
+        // takes a scratch buffer the size of the list.
+        if !self.deployable_service_specs.is_sorted_by(|a, b| a.name <= b.name) {
+            self.deployable_service_specs.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        if !self.legacy_service_specs.is_sorted_by(|a, b| a.name <= b.name) {
+            self.legacy_service_specs.sort_by(|a, b| a.name.cmp(&b.name));
+        }
     }
 
     /// The names of every service, for lookups that only need membership.

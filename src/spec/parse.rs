@@ -210,11 +210,93 @@ pub fn read_base_fast(text: &str) -> Option<Choreography> {
     if holds_null(text) {
         return None;
     }
-    let ObjectOnly(spec) = serde_json::from_str::<ObjectOnly<FastSpec>>(text).ok()?;
+    let mut reader = serde_json::Deserializer::from_str(text);
+    let spec = serde::de::DeserializeSeed::deserialize(FastSpecSeed { text_bytes: text.len() }, &mut reader).ok()?;
+    reader.end().ok()?;
     Some(Choreography {
-        deployable_service_specs: spec.deployable_service_specs.into_iter().map(|s| s.0).collect(),
-        legacy_service_specs: spec.legacy_service_specs.into_iter().map(|s| s.0).collect(),
+        deployable_service_specs: spec.deployable_service_specs.unwrap_or_default().into_iter().map(|s| s.0).collect(),
+        legacy_service_specs: spec.legacy_service_specs.unwrap_or_default().into_iter().map(|s| s.0).collect(),
     })
+}
+
+/// Reads a [`FastSpec`] whose lists start with room for as many services as a text of
+/// `text_bytes` bytes can hold (one per [`MIN_SERVICE_BYTES`]): a list grown one doubling at
+/// a time writes every service several times, where room reserved and never used costs only
+/// address space.
+struct FastSpecSeed {
+    text_bytes: usize,
+}
+
+/// The fewest bytes a service of a real spec takes, `{"name": "…", …}` with its neighbours'
+/// indentation: a bound for reserving room, not a limit.
+const MIN_SERVICE_BYTES: usize = 128;
+
+impl<'de> serde::de::DeserializeSeed<'de> for FastSpecSeed {
+    type Value = FastSpec;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<FastSpec, D::Error> {
+        use serde::de::{Error as _, MapAccess, Visitor};
+        struct Fields(usize);
+        impl<'de> Visitor<'de> for Fields {
+            type Value = FastSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FastSpec, A::Error> {
+                let mut spec = FastSpec { deployable_service_specs: None, legacy_service_specs: None };
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "deployableServiceSpecs" if spec.deployable_service_specs.is_none() => {
+                            spec.deployable_service_specs = Some(map.next_value_seed(Presized::new(self.0))?);
+                        }
+                        "legacyServiceSpecs" if spec.legacy_service_specs.is_none() => {
+                            spec.legacy_service_specs = Some(map.next_value()?);
+                        }
+                        other => return Err(A::Error::custom(format_args!("unknown or repeated field `{other}`"))),
+                    }
+                }
+                Ok(spec)
+            }
+        }
+        let capacity = self.text_bytes / MIN_SERVICE_BYTES;
+        deserializer.deserialize_map(Fields(capacity))
+    }
+}
+
+/// A list of objects read into a vector with room for `capacity` of them from the start.
+struct Presized<T> {
+    capacity: usize,
+    item: std::marker::PhantomData<T>,
+}
+
+impl<T> Presized<T> {
+    fn new(capacity: usize) -> Self {
+        Presized { capacity, item: std::marker::PhantomData }
+    }
+}
+
+impl<'de, T: serde::Deserialize<'de>> serde::de::DeserializeSeed<'de> for Presized<T> {
+    type Value = Vec<T>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Vec<T>, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Presized<T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON array")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let mut items = Vec::with_capacity(self.capacity);
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(items)
+    }
 }
 
 /// Whether a JSON text holds a `null` outside its strings (or is not JSON where it looks for
@@ -249,16 +331,13 @@ fn holds_null(text: &str) -> bool {
     false
 }
 
-/// The base spec as [`read_base_fast`] reads it: a [`Choreography`], except that the file and
-/// each of its services must be JSON objects, as the located checks require (serde alone also
-/// takes a struct written as an array of its fields, so `[]` would be an empty spec).
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+/// The base spec as [`read_base_fast`] reads it ([`FastSpecSeed`]): a [`Choreography`], except
+/// that the file and each of its services must be JSON objects, as the located checks require
+/// (serde alone also takes a struct written as an array of its fields, so `[]` would be an
+/// empty spec). A list left out is empty; any other key, or a key twice, is refused.
 struct FastSpec {
-    #[serde(default)]
-    deployable_service_specs: Vec<ObjectOnly<DeployableServiceSpec>>,
-    #[serde(default)]
-    legacy_service_specs: Vec<ObjectOnly<LegacyServiceSpec>>,
+    deployable_service_specs: Option<Vec<ObjectOnly<DeployableServiceSpec>>>,
+    legacy_service_specs: Option<Vec<ObjectOnly<LegacyServiceSpec>>>,
 }
 
 /// A `T` that deserializes from a JSON object only, never from an array.
@@ -367,5 +446,29 @@ mod tests {
         assert!(read_base_fast(r#"{"deployableServiceSpecs": [{"name": "a", "version": null}]}"#).is_none());
         assert!(read_base_fast("[]").is_none());
         assert!(read_base_fast(r#"{"deployableServiceSpecs": [["a"]]}"#).is_none());
+    }
+
+    #[test]
+    fn the_fast_read_refuses_what_the_located_path_must_explain_and_reads_the_rest_alike() {
+        // A key it does not know, a key twice, a list that is not one, trailing text: each is
+        // left to the located path, which names the problem.
+        for text in [
+            r#"{"deployableServiceSpecs": [], "legacyServiceSpec": []}"#,
+            r#"{"deployableServiceSpecs": [{"name": "a"}], "deployableServiceSpecs": []}"#,
+            r#"{"legacyServiceSpecs": [], "legacyServiceSpecs": []}"#,
+            r#"{"deployableServiceSpecs": {"name": "a"}}"#,
+            r#"{"deployableServiceSpecs": []} {}"#,
+        ] {
+            assert!(read_base_fast(text).is_none(), "{text}");
+            assert!(parse(text, FileKind::Base).is_err(), "{text}");
+        }
+        // Lists left out are empty; services come in file order, however many the text holds.
+        assert_eq!(read_base_fast("{}").unwrap(), Choreography::default());
+        let names: Vec<String> = (0..300).rev().map(|i| format!("s{i:03}")).collect();
+        let services: Vec<String> = names.iter().map(|n| format!(r#"{{"name":"{n}"}}"#)).collect();
+        let text = format!(r#"{{"deployableServiceSpecs":[{}]}}"#, services.join(","));
+        let chor = read_base_fast(&text).unwrap();
+        let read: Vec<&str> = chor.deployable_service_specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(read, names);
     }
 }

@@ -83,7 +83,7 @@ impl Provenance {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceState {
     /// The spec as applied, canonical.
-    pub spec: AppliedSpec,
+    pub spec: Box<AppliedSpec>,
     /// The instances that run it (none for a legacy service: it runs elsewhere).
     pub instances: Vec<InstanceState>,
     /// Instances stopped on purpose (`enact pause`) but not forgotten.
@@ -205,7 +205,7 @@ impl State {
     pub fn choreography(&self) -> Choreography {
         let mut chor = Choreography::default();
         for service in self.services.values() {
-            match &service.spec {
+            match &*service.spec {
                 AppliedSpec::Deployable(s) => chor.deployable_service_specs.push(s.clone()),
                 AppliedSpec::Legacy(s) => chor.legacy_service_specs.push(s.clone()),
             }
@@ -218,7 +218,7 @@ impl State {
     /// service's `nativeURIs`.
     pub fn endpoints(&self, service: &str) -> Vec<String> {
         match self.services.get(service) {
-            Some(ServiceState { spec: AppliedSpec::Legacy(s), .. }) => s.native_uris.clone(),
+            Some(ServiceState { spec, .. }) if let AppliedSpec::Legacy(s) = &**spec => s.native_uris.clone(),
             Some(s) => s
                 .instances
                 .iter()
@@ -276,7 +276,7 @@ enum Kind {
 
 impl Serialize for ServiceState {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let (kind, spec) = match &self.spec {
+        let (kind, spec) = match &*self.spec {
             AppliedSpec::Deployable(s) => (Kind::Deployable, SpecRef::Deployable(s)),
             AppliedSpec::Legacy(s) => (Kind::Legacy, SpecRef::Legacy(s)),
         };
@@ -341,7 +341,7 @@ impl<'de> Deserialize<'de> for ServiceState {
                     },
                     (None, None) => return Err(A::Error::missing_field("spec")),
                 };
-                Ok(ServiceState { spec, instances, paused, incomplete })
+                Ok(ServiceState { spec: Box::new(spec), instances, paused, incomplete })
             }
         }
         deserializer.deserialize_map(Fields)

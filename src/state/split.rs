@@ -301,7 +301,12 @@ mod tests {
                 .collect();
             state.services.insert(
                 name,
-                ServiceState { spec: AppliedSpec::Deployable(spec), instances, paused: false, incomplete: false },
+                ServiceState {
+                    spec: Box::new(AppliedSpec::Deployable(spec)),
+                    instances,
+                    paused: false,
+                    incomplete: false,
+                },
             );
         }
         state

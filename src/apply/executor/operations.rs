@@ -66,8 +66,8 @@ impl Executor<'_> {
         }
         let (spec, instances) = {
             let live = self.live();
-            match live.services.get(service) {
-                Some(ServiceState { spec: AppliedSpec::Deployable(spec), instances, .. }) => {
+            match live.services.get(service).map(|s| (&*s.spec, s)) {
+                Some((AppliedSpec::Deployable(spec), ServiceState { instances, .. })) => {
                     (spec.clone(), instances.clone())
                 }
                 _ => return Ok(()),

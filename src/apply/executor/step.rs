@@ -24,7 +24,7 @@ impl Executor<'_> {
             return Ok(());
         }
         let entry = desired.map(|s| ServiceState {
-            spec: AppliedSpec::from_service(s),
+            spec: Box::new(AppliedSpec::from_service(s)),
             instances: Vec::new(),
             paused,
             incomplete: false,

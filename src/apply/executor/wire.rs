@@ -109,7 +109,7 @@ impl PriorView {
         };
         let deps = recorded.spec.as_service().dependencies();
         self.dependencies.insert(consumer.to_string(), deps.to_vec());
-        match &recorded.spec {
+        match &*recorded.spec {
             AppliedSpec::Legacy(l) => {
                 self.known.extend(l.native_uris.iter().map(|u| (consumer.to_string(), u.clone())));
             }
@@ -223,7 +223,7 @@ fn served(
     serving: impl Fn(&str) -> bool,
 ) -> Vec<String> {
     match state.services.get(provider) {
-        Some(ServiceState { spec: AppliedSpec::Legacy(s), .. }) => {
+        Some(ServiceState { spec, .. }) if let AppliedSpec::Legacy(s) = &**spec => {
             legacy_uris.map_or_else(|| s.native_uris.clone(), <[String]>::to_vec)
         }
         Some(s) if s.paused => Vec::new(),

@@ -123,8 +123,12 @@ fn a_journal_left_by_a_killed_apply_is_replayed_and_recorded_when_the_next_sessi
     let (journals, locks) = (MemoryJournals::new(), MemoryLocks::new());
     let spec = spec();
     let p = spec.services().find(|s| s.name() == "p").expect("p");
-    let entry =
-        ServiceState { spec: AppliedSpec::from_service(p), instances: Vec::new(), paused: false, incomplete: false };
+    let entry = ServiceState {
+        spec: Box::new(AppliedSpec::from_service(p)),
+        instances: Vec::new(),
+        paused: false,
+        incomplete: false,
+    };
     let node = NodeState {
         account: "sim".into(),
         provider: "simulated".into(),

@@ -31,7 +31,7 @@ pub fn logs(ctx: &Context, args: &LogsArgs) -> Result<Outcome> {
             ))
             .into());
     };
-    if let crate::state::AppliedSpec::Legacy(_) = &recorded.spec {
+    if let crate::state::AppliedSpec::Legacy(_) = &*recorded.spec {
         return Err(Diagnostic::new(format!(
             "`{service}` is a legacy service: it runs elsewhere, and enact keeps no output of it"
         ))

@@ -66,7 +66,7 @@ pub fn pause(ctx: &Context, asked: &PauseOptions<'_>) -> Result<Outcome> {
         .state
         .services
         .iter()
-        .filter(|(_, s)| matches!(s.spec, AppliedSpec::Deployable(_)) && s.paused != pause)
+        .filter(|(_, s)| matches!(*s.spec, AppliedSpec::Deployable(_)) && s.paused != pause)
         .map(|(n, _)| n.clone())
         .collect();
     let services: Vec<String> = match service {
@@ -80,7 +80,7 @@ pub fn pause(ctx: &Context, asked: &PauseOptions<'_>) -> Result<Outcome> {
                     ))
                     .into());
             };
-            if matches!(s.spec, AppliedSpec::Legacy(_)) {
+            if matches!(*s.spec, AppliedSpec::Legacy(_)) {
                 return Err(Diagnostic::new(format!(
                     "`{name}` is a legacy service: enact does not run it, so it cannot {verb} it"
                 ))

@@ -144,13 +144,13 @@ fn views(state: &State, observed: &Observations) -> Seen {
     let (mut healthy, mut total) = (0, 0);
     for (name, service) in &state.services {
         let mut view = ServiceStatusView {
-            kind: if matches!(service.spec, AppliedSpec::Legacy(_)) { "legacy" } else { "deployable" },
+            kind: if matches!(*service.spec, AppliedSpec::Legacy(_)) { "legacy" } else { "deployable" },
             paused: service.paused,
             incomplete: service.incomplete,
             instances: Vec::new(),
             native_uris: Vec::new(),
         };
-        if let AppliedSpec::Legacy(l) = &service.spec {
+        if let AppliedSpec::Legacy(l) = &*service.spec {
             view.native_uris = l.native_uris.iter().map(|u| (u.clone(), answers(u))).collect();
         }
         for instance in &service.instances {
@@ -187,7 +187,7 @@ fn views(state: &State, observed: &Observations) -> Seen {
 /// none now).
 fn spares(settings: &Settings, env: &str, state: &State) -> BTreeMap<String, Vec<String>> {
     let view = settings.env_view(env);
-    let accounts = state.services.values().filter_map(|s| match &s.spec {
+    let accounts = state.services.values().filter_map(|s| match &*s.spec {
         AppliedSpec::Deployable(d) => Some(d.cloud_account.as_deref().unwrap_or(&view.default_account)),
         AppliedSpec::Legacy(_) => None,
     });

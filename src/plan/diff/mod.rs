@@ -189,7 +189,7 @@ fn plan_from<'a>(
     crate::timing::phase("plan: consumers to rewire found", || rewire(&entries, &in_scope, &mut compared));
     let Compared { mut changes, paused, down, dead, .. } = compared;
     // In entry order (pass 2 appended its own after pass 1's).
-    changes.sort_by_key(|(i, _)| *i);
+    changes.sort_unstable_by_key(|(i, _)| *i);
     let mut changed: Vec<(&Entry<'_>, Change)> = changes.into_iter().map(|(i, c)| (&entries[i], c)).collect();
 
     // Placement of the instances that start and stop.
@@ -350,7 +350,7 @@ fn demands<'a>(changed: &[(&Entry<'a>, Change)], dead: &HashMap<&'a str, Vec<&'a
                 Some(Service::Deployable(s)) => Some(s),
                 _ => None,
             };
-            if spec.is_none() && !matches!(entry.recorded.map(|s| &s.spec), Some(AppliedSpec::Deployable(_))) {
+            if spec.is_none() && !matches!(entry.recorded.map(|s| &*s.spec), Some(AppliedSpec::Deployable(_))) {
                 return None;
             }
             Some(Demand {

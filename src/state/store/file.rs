@@ -209,14 +209,14 @@ impl FileStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::Io { action: "read", path, source: e }),
         };
-        let large = file.metadata().is_ok_and(|meta| meta.is_file() && meta.len() >= super::mapped::MAP_FROM_BYTES);
+        let large = file.metadata().is_ok_and(|meta| meta.is_file() && meta.len() >= crate::mapped::MAP_FROM_BYTES);
         if !large {
             return match self.read_text(env)? {
                 Some(text) => parse_state(&self.display(env), &text, env).map(Some),
                 None => Ok(None),
             };
         }
-        let mapped = super::mapped::Mapped::map(&file).map_err(|e| Error::Io {
+        let mapped = crate::mapped::Mapped::map(&file).map_err(|e| Error::Io {
             action: "read",
             path: path.clone(),
             source: e,

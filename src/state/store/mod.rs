@@ -7,7 +7,6 @@
 
 mod backups;
 mod file;
-mod mapped;
 mod memory;
 mod read;
 mod write;

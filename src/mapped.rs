@@ -1,28 +1,46 @@
-//! A state file of [`MAP_FROM_BYTES`] or more is mapped into memory while it is parsed rather
-//! than read: the text is the page cache's own pages, so it is neither copied nor written into
-//! fresh memory the kernel must clear first. At 100,000 services (a 128 MB state) those two were
-//! a large part of a plan's time. The apply session does not map: it keeps the text it read for
-//! the backup.
+//! A large file enact reads — a state file, `chor.json` — is mapped into memory while it is
+//! parsed rather than read, from [`MAP_FROM_BYTES`] on: the text is the page cache's own pages,
+//! so it is neither copied nor written into fresh memory the kernel must clear first. At
+//! 100,000 services (a 128 MB state, a 44 MB spec) those two were a large part of a plan's
+//! time. The apply session does not map the state: it keeps the text it read for the backup.
 //!
 //! A mapped file that another program truncates while it is read raises SIGBUS when a page past
-//! its new end is touched. enact itself never rewrites a state file in place (it writes a new
-//! file and renames it over the old one, and the mapping keeps the old one), but an editor may:
-//! a handler installed before the first mapping then ends the process with a message and exit
-//! code 1 instead of a crash. The mapping lives only while the file is parsed, before the
-//! command has changed anything.
+//! its new end is touched. enact itself never rewrites a file in place (it writes a new file and
+//! renames it over the old one, and the mapping keeps the old one), but an editor may: a
+//! handler installed before the first mapping then ends the process with a message and exit
+//! code 1 instead of a crash. A mapping lives only while its file is parsed, before the command
+//! has changed anything. A leaf: depends on nothing of enact.
 
 use std::fs::File;
+use std::path::Path;
 use std::sync::Once;
 
-/// From this many bytes on, a state file is mapped rather than read (below it, reading is as
-/// cheap and needs no mapping).
+/// From this many bytes on, a file is mapped rather than read (below it, reading is as cheap
+/// and needs no mapping).
 pub const MAP_FROM_BYTES: u64 = 1 << 20;
 
-/// What the process says, on stderr, when a mapped state file was truncated under it.
-const TRUNCATED: &[u8] = b"error: the state file was rewritten in place by another program while enact read it; \
-nothing was changed: run the command again\n";
+/// What the process says, on stderr, when a mapped file was truncated under it.
+const TRUNCATED: &[u8] = b"error: a file enact was reading (the state or chor.json) was rewritten in place by another \
+program while enact read it; nothing was changed: run the command again\n";
 
-/// A state file mapped read-only into memory.
+/// Calls `work` with the text of the file at `path`, mapped ([`Mapped`]) from
+/// [`MAP_FROM_BYTES`] on and read below that.
+///
+/// # Errors
+/// What opening, mapping or reading the file returns (`NotFound` for a missing file), and
+/// `InvalidData` for a text that is not UTF-8, as [`std::fs::read_to_string`] refuses it.
+pub fn with_text<T>(path: &Path, work: impl FnOnce(&str) -> T) -> std::io::Result<T> {
+    let file = File::open(path)?;
+    if !file.metadata().is_ok_and(|meta| meta.is_file() && meta.len() >= MAP_FROM_BYTES) {
+        return std::fs::read_to_string(path).map(|text| work(&text));
+    }
+    let mapped = Mapped::map(&file)?;
+    let text =
+        std::str::from_utf8(mapped.bytes()).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    Ok(work(text))
+}
+
+/// A file mapped read-only into memory.
 #[derive(Debug)]
 pub struct Mapped(memmap2::Mmap);
 
@@ -49,8 +67,8 @@ impl Mapped {
 }
 
 /// Installs, once, a SIGBUS handler that writes [`TRUNCATED`] to stderr and ends the process
-/// with exit code 1 (both async-signal-safe calls). enact touches no other mapped file, so a
-/// SIGBUS in it can only be a mapped state file cut short.
+/// with exit code 1 (both async-signal-safe calls). enact maps no other file, so a SIGBUS in it
+/// can only be a mapped file cut short.
 #[allow(unsafe_code)]
 fn exit_on_sigbus() {
     static INSTALLED: Once = Once::new();
@@ -97,16 +115,32 @@ mod tests {
         file.write_all(&vec![b' '; 64 * 1024]).unwrap();
         drop(file);
         let output = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "state::store::mapped::tests::a_mapped_file_cut_short_ends_the_process_with_a_message_not_a_crash",
-            ])
+            .args(["--exact", "mapped::tests::a_mapped_file_cut_short_ends_the_process_with_a_message_not_a_crash"])
             .env(CHILD, &path)
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains("rewritten in place by another program while enact read it"), "{stderr}");
+    }
+
+    #[test]
+    fn a_large_file_is_mapped_and_reads_as_a_small_one_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (small, large) = (dir.path().join("small.json"), dir.path().join("large.json"));
+        std::fs::write(&small, "{\"é\": 1}\n").unwrap();
+        let big = "x".repeat(usize::try_from(MAP_FROM_BYTES).unwrap()) + "é\n";
+        std::fs::write(&large, &big).unwrap();
+        assert_eq!(with_text(&small, str::to_string).unwrap(), "{\"é\": 1}\n");
+        assert_eq!(with_text(&large, str::len).unwrap(), big.len());
+        assert!(with_text(&large, |text| text == big).unwrap());
+        // As read_to_string: a missing file is NotFound, a text that is not UTF-8 InvalidData.
+        let missing = with_text(&dir.path().join("none.json"), str::len).unwrap_err();
+        assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+        let mut bad = big.into_bytes();
+        bad.push(0xff);
+        std::fs::write(&large, &bad).unwrap();
+        assert_eq!(with_text(&large, str::len).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
     }
 
     #[test]
