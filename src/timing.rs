@@ -1,7 +1,8 @@
 //! Phase timings, to see where a command's time goes: with `ENACT_TIMINGS=1` in the environment,
 //! enact writes one line to stderr per phase and per remote operation,
-//! `[timing +1.234 s] what (0.056 s)`: the time since the command started, what was done, and
-//! how long it took. Off (and free: nothing is formatted) otherwise. A leaf: depends on nothing of
+//! `[timing +1.234 s] what (0.056 s) [rss 61.2 MiB]`: the time since the command started, what
+//! was done, how long it took, and the process's resident memory then (left out where
+//! `/proc/self/statm` does not exist). Off (and free: nothing is formatted) otherwise. A leaf: depends on nothing of
 //! enact.
 
 use std::sync::OnceLock;
