@@ -187,7 +187,7 @@ fn nodes_to_ask(settings: &Settings, state: &State) -> BTreeMap<String, Vec<Node
                 .entry(node.account.clone())
                 .or_default()
                 .entry(node.address.clone())
-                .or_insert_with(|| node.clone());
+                .or_insert_with(|| *node.clone());
         }
     }
     by_account.into_iter().map(|(account, nodes)| (account, nodes.into_values().collect())).collect()
@@ -324,7 +324,7 @@ pub fn adopt(settings: &Settings, state: &mut State, nodes: &[TaggedNode]) -> Ve
             .unwrap_or(Memory::Small);
         state.nodes.insert(
             id.clone(),
-            NodeState {
+            Box::new(NodeState {
                 account: node.account.clone(),
                 provider: account.map_or_else(|| "ec2".to_string(), |a| a.provider().to_string()),
                 address: node.address.clone(),
@@ -332,7 +332,7 @@ pub fn adopt(settings: &Settings, state: &mut State, nodes: &[TaggedNode]) -> Ve
                 size: Some(node.size.clone()),
                 provider_id: Some(node.provider_id.clone()),
                 spare: true,
-            },
+            }),
         );
         ids.push(id);
     }
@@ -445,7 +445,7 @@ mod tests {
             provider_id: Some("i-0".into()),
             spare: false,
         };
-        state.nodes.insert("aws-7".into(), taken.clone());
+        state.nodes.insert("aws-7".into(), Box::new(taken.clone()));
         let found = [
             tagged("i-1", Some("aws-3"), "t3.micro"),
             tagged("i-22", Some("aws-7"), "t3.medium"),
@@ -461,6 +461,6 @@ mod tests {
         );
         assert!(ids.iter().all(|id| state.nodes[id].spare && state.nodes[id].provider == "ec2"));
         assert_eq!(state.nodes["aws-9"].provider_id.as_deref(), Some("i-333"));
-        assert_eq!(state.nodes["aws-7"], taken, "the recorded node is untouched");
+        assert_eq!(state.nodes["aws-7"], Box::new(taken), "the recorded node is untouched");
     }
 }

@@ -47,7 +47,7 @@ pub fn apply_model(prior: &State, spec: &Choreography, planned: &Planned) -> Sta
         state.nodes.remove(id);
     }
     for node in &placement.new_nodes {
-        state.nodes.insert(node.id.clone(), model_node(node, false));
+        state.nodes.insert(node.id.clone(), Box::new(model_node(node, false)));
     }
     let desired: std::collections::HashMap<&str, Service<'_>> = spec.services().map(|s| (s.name(), s)).collect();
     for change in &planned.plan.changes {
@@ -101,7 +101,7 @@ pub fn apply_model(prior: &State, spec: &Choreography, planned: &Planned) -> Sta
         state.nodes.remove(id);
     }
     for node in &placement.new_spares {
-        state.nodes.insert(node.id.clone(), model_node(node, true));
+        state.nodes.insert(node.id.clone(), Box::new(model_node(node, true)));
     }
     state
 }

@@ -359,7 +359,7 @@ impl<'d, 'a> Importer<'d, 'a> {
         match self.state.nodes.get_mut(&key) {
             None => {
                 self.node_ids.insert(key.clone(), n.id.clone());
-                self.state.nodes.insert(key.clone(), node);
+                self.state.nodes.insert(key.clone(), Box::new(node));
             }
             Some(existing) => {
                 if self.node_ids.get(&key).is_some_and(|id| *id != n.id) {

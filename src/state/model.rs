@@ -34,7 +34,7 @@ pub struct State {
     pub services: BTreeMap<String, ServiceState>,
     /// The nodes that exist, by id (`<account>-<n>`, or `<account>-<address>` for ssh hosts).
     #[serde(default)]
-    pub nodes: BTreeMap<String, NodeState>,
+    pub nodes: BTreeMap<String, Box<NodeState>>,
     /// When this serial was written (RFC 3339, UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_at: Option<String>,

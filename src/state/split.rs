@@ -173,7 +173,7 @@ enum Job {
 enum Done {
     Skeleton(State),
     Services(Vec<(String, ServiceState)>),
-    Nodes(Vec<(String, NodeState)>),
+    Nodes(Vec<(String, Box<NodeState>)>),
 }
 
 /// Runs every job on up to `threads` threads; the results in the order of `jobs`, or `None`
@@ -278,7 +278,7 @@ mod tests {
                     let node = format!("local-{}", 2 * i + k);
                     state.nodes.insert(
                         node.clone(),
-                        NodeState {
+                        Box::new(NodeState {
                             account: "local".into(),
                             provider: "local".into(),
                             address: "127.0.0.2".into(),
@@ -286,7 +286,7 @@ mod tests {
                             size: None,
                             provider_id: None,
                             spare: false,
-                        },
+                        }),
                     );
                     InstanceState {
                         id: format!("{name}-{k}"),

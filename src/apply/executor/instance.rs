@@ -109,7 +109,7 @@ impl<'a> Executor<'a> {
         instance.start_time = started.start_time;
         self.record(Record::Started { service: name.to_string(), instance: instance.clone() })?;
         self.progress(name, format!("{} started on {} ({})", placed.id, placed.node, node.address));
-        Ok(Launched { instance, node, log })
+        Ok(Launched { instance, node: *node, log })
     }
 
     /// Waits until a started instance is healthy and ready; stops it if it never is.
@@ -170,7 +170,7 @@ impl<'a> Executor<'a> {
         let live = self.live();
         let instance = live.services.get(name)?.instances.iter().find(|i| i.id == id)?.clone();
         let node = live.nodes.get(&instance.node)?.clone();
-        Some((instance, node))
+        Some((instance, *node))
     }
 
     /// Stops an instance the plan takes away for good (replaced, scaled in, destroyed) and,

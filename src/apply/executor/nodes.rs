@@ -209,7 +209,7 @@ impl Executor<'_> {
         for id in ids {
             let Some(node) = self.live().nodes.get(&id).cloned() else { continue };
             match self.provider_of_node(&node) {
-                Ok(provider) => doomed.push((id, node, provider)),
+                Ok(provider) => doomed.push((id, *node, provider)),
                 Err(e) => errors.push(StepError::NodeFree { node: id, cause: Box::new(e) }),
             }
         }

@@ -193,7 +193,7 @@ impl Executor<'_> {
             instances
                 .iter()
                 .filter(|i| wanted.contains(i.id.as_str()))
-                .filter_map(|i| Some((i.clone(), live.nodes.get(&i.node)?.clone())))
+                .filter_map(|i| Some((i.clone(), (**live.nodes.get(&i.node)?).clone())))
                 .collect()
         };
         let intents: Vec<Record> = found

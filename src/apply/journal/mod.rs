@@ -297,7 +297,7 @@ pub fn apply_record(state: &mut State, record: &Record) {
         | Record::StartIntent { .. }
         | Record::StopIntent { .. } => {}
         Record::NodeCreated { node, state: node_state } => {
-            state.nodes.insert(node.clone(), node_state.clone());
+            state.nodes.insert(node.clone(), Box::new(node_state.clone()));
         }
         Record::NodeDestroyed { node } => {
             state.nodes.remove(node);
