@@ -337,6 +337,42 @@ fn validate_checks_every_environment() {
 }
 
 #[test]
+fn a_state_dir_outside_the_repository_and_its_git_work_tree_is_warned_about() {
+    // The config repository is `cfg/` inside the temporary directory.
+    let repo = Repo::empty();
+    let settings = |dir: &str| SETTINGS.replacen('{', &format!("{{\n  \"stateDir\": \"{dir}\","), 1);
+    repo.write("cfg/chor.json", ONE_SERVICE);
+    repo.write("cfg/services/airline.py", "#!/bin/sh\n");
+    let validate = || repo.cmd().current_dir(repo.file("cfg")).args(["--no-color", "validate"]).output().expect("run");
+    let outside = repo.file("outside").display().to_string();
+
+    for (dir, warned) in
+        [("../outside", true), ("./deep/../../outside", true), ("deep/state", false), ("state/../st", false)]
+    {
+        repo.write("cfg/enact.json", &settings(dir));
+        let output = validate();
+        assert_code(&output, 0);
+        let err = stderr(&output);
+        assert_eq!(err.contains("warning: `stateDir`"), warned, "{dir}: {err}");
+        if warned {
+            assert!(err.contains(&format!("(\"{dir}\") is {outside}, outside this repository")), "{err}");
+            assert!(err.contains("point `stateDir` inside the repository, or remove it to use state/"), "{err}");
+        }
+    }
+    // Beside the config repository but inside the git repository around it: versioned with it.
+    let git = std::process::Command::new("git").arg("init").arg("-q").arg(repo.path()).status().expect("git");
+    assert!(git.success());
+    repo.write("cfg/enact.json", &settings("../outside"));
+    let output = validate();
+    assert_code(&output, 0);
+    assert!(!stderr(&output).contains("warning"), "{}", stderr(&output));
+    // Out of the git work tree too: warned, naming both.
+    repo.write("cfg/enact.json", &settings("../../elsewhere"));
+    let err = stderr(&validate());
+    assert!(err.contains("outside this repository") && err.contains("and its git work tree"), "{err}");
+}
+
+#[test]
 fn logs_of_a_legacy_service_say_why_there_are_none() {
     let repo = Repo::travel();
     let state = serde_json::json!({

@@ -262,6 +262,10 @@ fn every_command_of_the_readme_runs() {
     // A scratch copy of the repository's examples and recorded state; every service goes to
     // the example's simulated account, so nothing is started.
     let scratch = tempfile::tempdir().expect("tempdir");
+    // A git work tree, as a clone of this repository is: the travel example's `stateDir`
+    // (`../../state`) stays inside it, which enact does not warn about.
+    let git = std::process::Command::new("git").args(["init", "-q"]).arg(scratch.path()).status().expect("git");
+    assert!(git.success(), "git init");
     copy_dir(&root().join("examples"), &scratch.path().join("examples"));
     copy_dir(&root().join("state"), &scratch.path().join("state"));
     fs::copy(root().join("tests/fixtures/xml/listing-2-1-chorspec.xml"), scratch.path().join("chorspec.xml"))

@@ -52,13 +52,19 @@ pub struct Context {
 }
 
 impl Context {
-    /// The config repository, found by walking up from the working directory.
+    /// The config repository, found by walking up from the working directory; a warning on
+    /// stderr when its `stateDir` leads out of it ([`ConfigRepo::state_dir_warning`]).
     ///
     /// # Errors
     /// No `chor.json` in the directory or above it, or its `enact.json` is not valid.
     pub fn repo(&self) -> Result<ConfigRepo> {
         let root = ConfigRepo::discover(&self.cwd)?;
-        ConfigRepo::open(&root)
+        let repo = ConfigRepo::open(&root)?;
+        if let Some(warning) = repo.state_dir_warning() {
+            self.printer
+                .warn(&format!("{warning}; point `stateDir` inside the repository, or remove it to use state/"));
+        }
+        Ok(repo)
     }
 
     /// The environment: `-e`, else the repository's default; it must exist

@@ -99,6 +99,30 @@ impl ConfigRepo {
         }
     }
 
+    /// A warning when `stateDir` leads out of this repository and out of the git work tree
+    /// around it (if any): states recorded there are not versioned with the spec, and a copy
+    /// of the repository would share them. `None` when `stateDir` is unset or stays inside.
+    /// The path is resolved lexically (`..` removes the component before it), so a directory
+    /// that does not exist yet is judged the same.
+    pub fn state_dir_warning(&self) -> Option<String> {
+        let written = self.settings.state_dir.as_deref()?;
+        let root = std::path::absolute(&self.root).map_or_else(|_| self.root.clone(), |r| lexical(&r));
+        let dir = lexical(&root.join(written));
+        // The git work tree around the repository, if any: a state directory beside the config
+        // repository but inside the same git repository is versioned with it.
+        let enclosing = root.ancestors().find(|a| a.join(".git").exists()).unwrap_or(&root);
+        if dir.starts_with(enclosing) {
+            return None;
+        }
+        Some(format!(
+            "`stateDir` (\"{written}\") is {}, outside this repository ({}){}: the states recorded there are not \
+             versioned with the spec, and every copy of the repository shares them",
+            dir.display(),
+            root.display(),
+            if enclosing == root { "" } else { " and its git work tree" },
+        ))
+    }
+
     /// The store of this repository's recorded states.
     pub fn store(&self) -> crate::state::FileStore {
         let display = self.settings.state_dir.clone().unwrap_or_else(|| STATE_DIR.to_string());
@@ -173,6 +197,23 @@ impl ConfigRepo {
                 .into())
         }
     }
+}
+
+/// `path` with `.` left out and each `..` taking away the component before it, without
+/// looking at the file system (an absolute path stays at its root).
+fn lexical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// The text of a file enact reads, a leading byte order mark dropped.
