@@ -408,6 +408,19 @@ fn validate_reports_the_spec_files_beside_an_invalid_enact_json() {
     assert!(at("enact.json:2:3: unknown field `bogus`") < at("chor.json:"), "{err}");
     assert!(err.contains("unknown field `prot`") && err.contains("envs/dev.json:1:"), "{err}");
     assert!(err.contains("3 problems found; nothing was changed"), "{err}");
+
+    // Files of the right shape: what the spec says wrong is reported too, whatever the
+    // settings are (a dependency on no service, an overlay's misspelt service).
+    repo.write("chor.json", &CHOR.replacen("\"serviceSpecName\": \"weather\"", "\"serviceSpecName\": \"wether\"", 1));
+    repo.write("envs/dev.json", "{\"deployableServiceSpecs\": [{\"name\": \"airlin\", \"numberOfInstances\": 1}]}");
+    let output = repo.run(&["validate"]);
+    assert_code(&output, 1);
+    let err = stderr(&output);
+    assert!(err.contains("enact.json:2:3: unknown field `bogus`"), "{err}");
+    assert!(err.contains("wether"), "the unknown dependency: {err}");
+    assert!(err.contains("airlin") && err.contains("did you mean `airline`"), "the misspelt service: {err}");
+    // The base's problem once, though every environment's merge shows it.
+    assert_eq!(err.lines().filter(|l| l.contains("depends on service `wether`")).count(), 1, "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------

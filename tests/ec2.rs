@@ -550,6 +550,16 @@ fn state_adopt_records_untracked_tagged_instances_as_spares_that_the_next_scale_
             && out.contains(", 2 untracked to stop."),
         "plan names both, counts them and says the way to adopt them:\n{out}\n{err}"
     );
+    // Its machine form lists them one by one.
+    let (_, out, err) = repo.enact(&["plan", "--json"]);
+    let plan: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
+    let listed: BTreeSet<String> = plan["untracked"]["found"]["ec2Instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["providerId"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(listed, outside, "{plan}");
     let (code, _, _) = repo.enact(&["status"]);
     assert_eq!(code, 1, "status fails while untracked instances run");
 

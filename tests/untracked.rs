@@ -192,6 +192,13 @@ fn a_process_whose_record_was_edited_away_is_named_by_plan_and_stopped_by_apply(
     let plan: serde_json::Value = serde_json::from_slice(&output.stdout).expect("plan JSON");
     assert_eq!(plan["untracked"]["processes"], 1, "{plan}");
     assert_eq!(plan["untracked"]["ec2Instances"], 0, "{plan}");
+    // And lists it, as `status --json` does.
+    let found = &plan["untracked"]["found"];
+    assert_eq!(found["processes"].as_array().map(Vec::len), Some(1), "{plan}");
+    assert_eq!(found["processes"][0]["pid"], json!(lost), "{plan}");
+    assert_eq!(found["processes"][0]["service"], "airline", "{plan}");
+    assert_eq!(found["processes"][0]["account"], "local", "{plan}");
+    assert_eq!(found["ec2Instances"], json!([]), "{plan}");
     assert!(stderr(&output).contains("carry env `dev`'s lineage but no record names them"), "{}", describe(&output));
     // An apply not approved changes nothing: the process runs on.
     let output = repo.enact_ok(&["apply"], 1);

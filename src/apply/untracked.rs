@@ -57,6 +57,35 @@ pub struct Untracked {
 }
 
 impl Untracked {
+    /// Every process and machine found, one by one, as plans and `status --json` list them.
+    pub fn found(&self) -> crate::plan::model::UntrackedFound {
+        use crate::plan::model::{UntrackedMachine, UntrackedProcess};
+        crate::plan::model::UntrackedFound {
+            processes: self
+                .orphans
+                .iter()
+                .map(|o| UntrackedProcess {
+                    pid: o.process.pid,
+                    instance: o.process.instance.clone(),
+                    service: o.process.service.clone(),
+                    address: o.node.address.clone(),
+                    account: o.account.clone(),
+                })
+                .collect(),
+            ec2_instances: self
+                .nodes
+                .iter()
+                .map(|n| UntrackedMachine {
+                    provider_id: n.provider_id.clone(),
+                    node: n.node.clone(),
+                    account: n.account.clone(),
+                    address: n.address.clone(),
+                    size: n.size.clone(),
+                })
+                .collect(),
+        }
+    }
+
     /// Whether the sweep found nothing to stop or free.
     pub fn is_empty(&self) -> bool {
         self.orphans.is_empty() && self.nodes.is_empty()

@@ -90,6 +90,9 @@ pub struct UntrackedSummary {
     /// The first few of them in words (`pid 4242 on 127.0.0.2 (airline-1)`, …), for people.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub described: String,
+    /// Every one of them, for programs: the same objects as `status --json` lists.
+    #[serde(default, skip_serializing_if = "UntrackedFound::is_empty")]
+    pub found: UntrackedFound,
 }
 
 impl UntrackedSummary {
@@ -97,6 +100,58 @@ impl UntrackedSummary {
     pub fn is_empty(&self) -> bool {
         self.processes == 0 && self.ec2_instances == 0
     }
+}
+
+/// What carries an environment's lineage but no record names, one by one
+/// ([`UntrackedSummary::found`], and `untracked` / `untrackedNodes` of `status --json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UntrackedFound {
+    /// The processes, in node then pid order.
+    #[serde(default)]
+    pub processes: Vec<UntrackedProcess>,
+    /// The EC2 instances, in account then id order.
+    #[serde(default)]
+    pub ec2_instances: Vec<UntrackedMachine>,
+}
+
+impl UntrackedFound {
+    /// Whether it lists nothing.
+    pub fn is_empty(&self) -> bool {
+        self.processes.is_empty() && self.ec2_instances.is_empty()
+    }
+}
+
+/// A process that carries an environment's lineage but is no recorded instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UntrackedProcess {
+    /// Its process id on its node.
+    pub pid: u32,
+    /// The instance id its environment names (empty when it names none).
+    pub instance: String,
+    /// The service its environment names (empty when it names none).
+    pub service: String,
+    /// The address of the node it runs on.
+    pub address: String,
+    /// The account of that node.
+    pub account: String,
+}
+
+/// A machine (an EC2 instance) made for an environment's lineage that no recorded node is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UntrackedMachine {
+    /// The provider's id of it (an EC2 instance id).
+    pub provider_id: String,
+    /// The node id it was made for, when its tags say.
+    pub node: Option<String>,
+    /// The account it was made in.
+    pub account: String,
+    /// The address enact would reach it on.
+    pub address: String,
+    /// Its size (an EC2 instance type).
+    pub size: String,
 }
 
 /// A recorded instance a refresh found down.
@@ -564,7 +619,12 @@ mod tests {
                 detail: String::new(),
                 replaced: true,
             }];
-            plan.untracked = UntrackedSummary { processes: 2, ec2_instances: 1, described: "pid 1 on h".into() };
+            plan.untracked = UntrackedSummary {
+                processes: 2,
+                ec2_instances: 1,
+                described: "pid 1 on h".into(),
+                ..Default::default()
+            };
         }
         plan
     }

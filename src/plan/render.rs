@@ -372,6 +372,7 @@ mod tests {
             processes: 2,
             ec2_instances: 1,
             described: "pid 7 on this machine, i-1".into(),
+            ..Default::default()
         };
         assert!(plan.has_changes(), "--detailed-exitcode says 2");
         let text = render(&plan, Painter::new(false));

@@ -93,6 +93,18 @@ impl ConfigRepo {
     /// # Errors
     /// Every problem of the two texts and of their merge, located.
     pub fn load_texts_located(&self, env: &str, base_text: &str, overlay_text: Option<&str>) -> Result<EffectiveSpec> {
+        self.load_texts_located_in(env, base_text, overlay_text, &self.settings)
+    }
+
+    /// [`Self::load_texts_located`], with the accounts and package types of `catalog` rather
+    /// than of `enact.json`.
+    fn load_texts_located_in(
+        &self,
+        env: &str,
+        base_text: &str,
+        overlay_text: Option<&str>,
+        catalog: &dyn crate::spec::validate::Catalog,
+    ) -> Result<EffectiveSpec> {
         let base_source = SourceFile::new(SPEC_FILE, without_bom(base_text).to_string());
         let mut errors = Vec::new();
         let base_value = parse_spec_file(&base_source, FileKind::Base).unwrap_or_else(|e| {
@@ -125,7 +137,7 @@ impl ConfigRepo {
         })?;
         let mut effective =
             EffectiveSpec { env: env.to_string(), choreography, base: (base_source, base_value), overlay };
-        let errors = validate(&effective.choreography, &self.settings, &|service, occurrence, path| {
+        let errors = validate(&effective.choreography, catalog, &|service, occurrence, path| {
             effective.locate_occurrence(service, occurrence, path)
         });
         if !errors.is_empty() {
@@ -160,9 +172,11 @@ impl ConfigRepo {
     /// What can be checked of the spec files of the repository at `root` without its settings:
     /// `chor.json` and every overlay `envs/<env>.json` (in name order), each parsed and its
     /// shape checked (syntax, unknown or mistyped fields, duplicate keys), located at
-    /// file:line:column. `validate` reports these beside the problems of an `enact.json` that
-    /// does not load, so one run shows the problems of every file. A file that cannot be read
-    /// is left out: loading the repository reports it.
+    /// file:line:column; when every file has its shape, what the spec says that holds whatever
+    /// the settings are (a dependency on no service, a name twice, an overlay's misspelt
+    /// service), for `chor.json` alone and with each overlay. `validate` reports these beside
+    /// the problems of an `enact.json` that does not load, so one run shows the problems of
+    /// every file. A file that cannot be read is left out: loading the repository reports it.
     pub fn spec_file_errors(root: &Path) -> Vec<Diagnostic> {
         let mut files = vec![(PathBuf::from(SPEC_FILE), FileKind::Base)];
         let mut overlays: Vec<PathBuf> = std::fs::read_dir(root.join(ENVS_DIR))
@@ -175,11 +189,41 @@ impl ConfigRepo {
         overlays.sort();
         files.extend(overlays.into_iter().map(|path| (path, FileKind::Overlay)));
         let mut errors = Vec::new();
+        let mut texts = Vec::new();
         for (path, kind) in files {
             let Ok(text) = std::fs::read_to_string(root.join(&path)) else { continue };
             let source = SourceFile::new(&path, without_bom(&text).to_string());
-            if let Err(e) = parse_spec_file(&source, kind) {
-                errors.extend(e);
+            match parse_spec_file(&source, kind) {
+                Ok(_) => texts.push((path, text)),
+                Err(e) => errors.extend(e),
+            }
+        }
+        if !errors.is_empty() {
+            return errors;
+        }
+        // Every file has its shape: what the spec says holds whatever the settings are (a
+        // dependency on no service, a name twice, an overlay's misspelt service), checked for
+        // chor.json alone and with each overlay, as if every account and package type existed.
+        let Some(base) = texts.iter().position(|(path, _)| path == Path::new(SPEC_FILE)).map(|i| texts.remove(i).1)
+        else {
+            return errors;
+        };
+        let repo = ConfigRepo { root: root.to_path_buf(), settings: crate::repo::settings::Settings::default() };
+        let overlays = texts.iter().map(|(path, text)| {
+            let env = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            (env, Some(text.as_str()))
+        });
+        let any = crate::spec::validate::AnyCatalog;
+        for (env, overlay) in std::iter::once((String::new(), None)).chain(overlays) {
+            let env = if env.is_empty() { "default".to_string() } else { env };
+            if let Err(crate::error::Error::Invalid(found)) = repo.load_texts_located_in(&env, &base, overlay, &any) {
+                // A problem of chor.json shows in every environment: once, as chor.json alone has it.
+                let bare = |d: &Diagnostic| Diagnostic { env: None, ..d.clone() };
+                for d in found.0 {
+                    if !errors.iter().any(|known| bare(known) == bare(&d)) {
+                        errors.push(d);
+                    }
+                }
             }
         }
         errors

@@ -157,6 +157,7 @@ fn untracked_summary(untracked: &crate::apply::untracked::Untracked) -> crate::p
         processes: untracked.orphans.len(),
         ec2_instances: untracked.nodes.len(),
         described: untracked.summary(),
+        found: untracked.found(),
     }
 }
 

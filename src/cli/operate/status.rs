@@ -210,22 +210,8 @@ fn status_json(
     untracked: &Untracked,
     unhealthy: usize,
 ) -> String {
-    let orphans: Vec<serde_json::Value> = untracked
-        .orphans
-        .iter()
-        .map(|o| {
-            serde_json::json!({ "pid": o.process.pid, "instance": o.process.instance, "service": o.process.service,
-                "address": o.node.address, "account": o.account })
-        })
-        .collect();
-    let machines: Vec<serde_json::Value> = untracked
-        .nodes
-        .iter()
-        .map(|n| {
-            serde_json::json!({ "providerId": n.provider_id, "node": n.node, "account": n.account, "address": n.address,
-                "size": n.size })
-        })
-        .collect();
+    let found = untracked.found();
+    let (orphans, machines) = (found.processes, found.ec2_instances);
     let spares: BTreeMap<&str, usize> = spares.iter().map(|(a, ids)| (a.as_str(), ids.len())).collect();
     let out = serde_json::json!({ "env": env, "serial": state.serial, "unhealthy": unhealthy, "services": seen.services,
         "spares": spares, "untracked": orphans, "untrackedNodes": machines, "unreachable": untracked.unreachable });
