@@ -631,12 +631,41 @@ fn a_remote_log_keeps_its_cap_on_every_contact_and_while_enact_is_away_and_goes_
     assert_eq!(watchers[0].1, pid, "in the instance's process group");
     assert!(!watchers[0].2.contains("ENACT_TOKEN"), "the watcher has no token");
 
+    // `logs --follow` from here: the last line, then what comes.
+    let followed = repo.root.join("follow.out");
+    let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_enact"))
+        .arg("-C")
+        .arg(&repo.root)
+        .args(["--no-color", "logs", "logchat", "-f", "-n", "1"])
+        .stdout(fs::File::create(&followed).expect("follow.out"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("enact logs -f");
+    let read_followed = || fs::read_to_string(&followed).unwrap_or_default();
+    wait_until("the last line, followed", 30, || read_followed().starts_with(last[1]));
+
     // 3 MB more while enact is away (nothing of enact contacts the host until the log is under
     // the cap again): the watcher rotates it.
     let uri = repo.uris("logchat").remove(0);
     let address = uri.trim_start_matches("http://").split('/').next().expect("address").to_string();
     assert!(get(&format!("http://{address}/burst")).starts_with("HTTP/1.0 200"));
     wait_until("the watcher to rotate the log", 60, || capped(&remote_logs("logchat-1")));
+    // Followed through the copy and truncation: every line whole and in order, up to the last.
+    wait_until("the burst's last line, followed", 60, || read_followed().contains("logchat-1 burst last "));
+    follow.kill().expect("kill");
+    let _ = follow.wait();
+    let text = read_followed();
+    let numbers: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("logchat-1 burst line "))
+        .filter_map(|r| r.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(numbers.len() > 1000 && numbers.windows(2).all(|w| w[1] > w[0]), "{} lines", numbers.len());
+    assert!(
+        text.lines().all(|l| l.starts_with("logchat-1 ") || l.starts_with("(enact: output rotated away")),
+        "whole lines only: {}",
+        &text[..text.len().min(400)]
+    );
     let (code, out, err) = repo.enact(&["logs", "logchat", "-n", "1"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("logchat-1 burst last "), "the newest line is kept: {out}");

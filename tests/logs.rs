@@ -25,6 +25,11 @@ fn chatty(port: u16, instances: u32, ticks: bool) -> Value {
 }
 
 fn repo(port: u16, instances: u32, ticks: bool) -> Repo {
+    repo_keeping(port, instances, ticks, KEEP)
+}
+
+/// [`repo`], its logs keeping `keep` rotated files.
+fn repo_keeping(port: u16, instances: u32, ticks: bool, keep: u32) -> Repo {
     let settings = json!({
         "defaultAccount": "local",
         "accounts": { "local": { "provider": "local" } },
@@ -32,7 +37,7 @@ fn repo(port: u16, instances: u32, ticks: bool) -> Repo {
             "CHATTY": { "start": "python3 {package}" },
             "TICKING": { "start": "python3 {package} --ticks" }
         },
-        "logs": { "maxBytes": MAX, "keep": KEEP }
+        "logs": { "maxBytes": MAX, "keep": keep }
     });
     let repo = Repo::new(&chatty(port, instances, ticks), Some(&settings));
     fs::write(repo.path("services/chatty.py"), common::CHATTY).expect("chatty.py");
@@ -222,4 +227,100 @@ fn a_service_whose_relay_is_killed_gets_sigpipe_and_is_replaced_by_the_next_appl
     assert_ne!(replaced[0], pid);
     assert_eq!(relays_under(&log_dir(&repo)).len(), 1, "the new instance has a relay");
     assert_all_healthy(&repo.status());
+}
+
+/// The numbers of the lines `[<instance>] <instance> <tag> line <n> …` in `text`, in order.
+fn followed_numbers(text: &str, instance: &str, tag: &str) -> Vec<u64> {
+    let prefix = format!("[{instance}] {instance} {tag} line ");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn logs_follow_prints_what_every_instance_writes_across_rotations_without_a_gap() {
+    let port = 26130;
+    // Room for what is written between two looks: 40 files of 256 KiB.
+    let mut repo = repo_keeping(port, 2, false, 40);
+    apply(&repo);
+    let starts = [wait_last_line(&repo, "chatty-1", "start"), wait_last_line(&repo, "chatty-2", "start")];
+    let pid = repo.spawn_enact(&["logs", "chatty", "-f", "-n", "1"], "follow");
+    let followed = || fs::read_to_string(repo.path("follow.out")).unwrap_or_default();
+    // First each instance's last line, after its name.
+    wait_for("the last line of both instances", Duration::from_secs(30), || {
+        let text = followed();
+        starts.iter().zip(["chatty-1", "chatty-2"]).all(|(last, id)| text.contains(&format!("[{id}] {last}\n")))
+    });
+    assert_eq!(followed().lines().count(), 2, "{}", followed());
+
+    // Then 3 MB more of instance 1: its log rotates a dozen times (256 KiB a file) while it is
+    // followed, and every line comes out once, in order.
+    let first = instances(&repo.state(), "chatty").into_iter().find(|i| i["id"] == "chatty-1").expect("chatty-1");
+    let uri = first["nativeUri"].as_str().expect("nativeUri").to_string();
+    let address = uri.trim_start_matches("http://").split('/').next().expect("address").to_string();
+    // It listens once it has printed its first burst: ask until it answers (once).
+    wait_for("chatty-1 to answer", Duration::from_secs(30), || {
+        http_get(&format!("http://{address}/burst")).is_ok_and(|(status, _)| status == 200)
+    });
+    let last = wait_last_line(&repo, "chatty-1", "burst");
+    wait_for("the burst's last line, followed", Duration::from_secs(60), || {
+        followed().contains(&format!("[chatty-1] {last}\n"))
+    });
+    assert!(process_alive(pid), "it follows on until interrupted");
+    unsafe_free_kill(pid);
+
+    let text = followed();
+    let numbers = followed_numbers(&text, "chatty-1", "burst");
+    let end: u64 = last.rsplit(' ').next().and_then(|n| n.parse().ok()).expect("the last line's number");
+    assert!(numbers.len() > 20_000, "{} lines", numbers.len());
+    assert_eq!(numbers.last(), Some(&end));
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "one line after another, none lost or repeated");
+    assert!(followed_numbers(&text, "chatty-2", "burst").is_empty());
+    // Whole lines only, each after its instance.
+    assert!(
+        text.lines().all(|l| l.starts_with("[chatty-1] chatty-1 ") || l.starts_with("[chatty-2] chatty-2 ")),
+        "{}",
+        &text[..text.len().min(300)]
+    );
+}
+
+#[test]
+fn logs_follow_says_when_output_was_rotated_away_before_it_was_read() {
+    // 1 MiB kept: a 3 MB burst rotates past it faster than `--follow` looks.
+    let port = 26140;
+    let mut repo = repo(port, 1, false);
+    apply(&repo);
+    let start = wait_last_line(&repo, "chatty-1", "start");
+    let pid = repo.spawn_enact(&["logs", "chatty", "--follow", "-n", "1"], "follow");
+    let followed = || fs::read_to_string(repo.path("follow.out")).unwrap_or_default();
+    wait_for("the last line", Duration::from_secs(30), || followed().contains(&format!("{start}\n")));
+    let uri = field(&instances(&repo.state(), "chatty"), "nativeUri").remove(0);
+    let address = uri.trim_start_matches("http://").split('/').next().expect("address").to_string();
+    // It listens once it has printed its first burst: ask until it answers (once).
+    wait_for("the service to answer", Duration::from_secs(30), || {
+        http_get(&format!("http://{address}/burst")).is_ok_and(|(status, _)| status == 200)
+    });
+    let last = wait_last_line(&repo, "chatty-1", "burst");
+    wait_for("the burst's last line", Duration::from_secs(60), || followed().contains(&format!("{last}\n")));
+    unsafe_free_kill(pid);
+    let text = followed();
+    // One instance: its lines as they are, no name before them.
+    assert!(text.starts_with(&format!("{start}\n")), "{}", &text[..text.len().min(300)]);
+    assert!(text.contains("(enact: output rotated away before it was read"), "{}", &text[..text.len().min(300)]);
+    // Around the gap, every line is whole and in order.
+    let numbers: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("chatty-1 burst line "))
+        .filter_map(|r| r.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[1] > w[0]), "in order");
+    assert!(numbers.len() < 27_000, "some were lost: {}", numbers.len());
+}
+
+/// Ends a process as Ctrl-C would (SIGINT), and waits for it.
+fn unsafe_free_kill(pid: u32) {
+    let status = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().expect("kill");
+    assert!(status.success());
+    wait_dead(&[pid]);
 }

@@ -218,6 +218,10 @@ pub struct LogsArgs {
     /// How many lines per instance (0–1000000).
     #[arg(short = 'n', long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=MAX_LOG_LINES))]
     pub lines: u64,
+    /// Keep printing what the instances write, as `tail -f` does (each line after `[instance]`
+    /// when there are several), until interrupted; logs rotated meanwhile are read on.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
 }
 
 /// The arguments of `enact rollback`.

@@ -544,14 +544,18 @@ impl Provider for LocalProvider {
         log: LogPlace<'_>,
         lines: usize,
     ) -> ProviderResult<String> {
-        let log = log.local;
-        super::logfile::tail(log, lines).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                ProviderError::new(format!("no log file at {}", log.display()))
-            } else {
-                ProviderError::new(format!("cannot read {}: {e}", log.display()))
-            }
-        })
+        super::logfile::tail(log.local, lines).map_err(|e| log_error(log.local, &e))
+    }
+
+    fn log_since(
+        &self,
+        _instance: &InstanceState,
+        _node: &NodeState,
+        log: LogPlace<'_>,
+        since: Option<super::LogMark>,
+        lines: usize,
+    ) -> ProviderResult<(String, super::LogMark)> {
+        super::logfile::read_since(log.local, since, lines).map_err(|e| log_error(log.local, &e))
     }
 
     fn remove_logs(&self, _instance: &InstanceState, _node: &NodeState, log: LogPlace<'_>) -> ProviderResult<()> {
@@ -587,6 +591,15 @@ impl Provider for LocalProvider {
             }
         }
         None
+    }
+}
+
+/// What a log on this machine that cannot be read is: missing, or why not.
+fn log_error(log: &Path, e: &std::io::Error) -> ProviderError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        ProviderError::new(format!("no log file at {}", log.display()))
+    } else {
+        ProviderError::new(format!("cannot read {}: {e}", log.display()))
     }
 }
 

@@ -375,6 +375,119 @@ pub fn tail(path: &Path, lines: usize) -> std::io::Result<String> {
     Ok(joined.join("\n"))
 }
 
+/// [`super::Provider::log_since`] for a log on this machine at `path`: what it gained since
+/// `since`, or (`None`) its last `lines` lines, with the mark to read on from; a log rotated
+/// since the mark is read on through the rotated files, back to the one the mark was in.
+/// Invalid UTF-8 is replaced.
+///
+/// # Errors
+/// `PATH` cannot be read (it does not exist, say).
+pub fn read_since(
+    path: &Path,
+    since: Option<super::LogMark>,
+    lines: usize,
+) -> std::io::Result<(String, super::LogMark)> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let now = super::LogMark { file: file.metadata()?.ino(), offset: len, head: head_of(&mut file, len)? };
+    let mut text = Vec::new();
+    let Some(mark) = since else {
+        // The last lines up to the mark exactly, so that the next call neither repeats nor
+        // skips a byte: from the current file, and from `PATH.1` when it has too few.
+        file.seek(SeekFrom::Start(0))?;
+        (&mut file).take(len).read_to_end(&mut text)?;
+        let found = lines_in(&text);
+        let kept = text.len() - last_lines_start(&text, lines);
+        let mut out = String::new();
+        if found < lines
+            && let Ok(earlier) = tail(&rotated(path, 1), lines - found)
+            && !earlier.is_empty()
+        {
+            out.push_str(&earlier);
+            out.push('\n');
+        }
+        out.push_str(&String::from_utf8_lossy(&text[text.len() - kept..]));
+        return Ok((out, now));
+    };
+    // Whether an open file is the one the mark was taken of: as long, and the same first bytes
+    // (an inode number alone can be reused by the next file).
+    let is_marked = |file: &mut File| -> std::io::Result<bool> {
+        let len = file.metadata()?.len();
+        Ok(len >= mark.offset && head_of(file, mark.offset)? == mark.head)
+    };
+    let mut from = mark.offset;
+    if now.file != mark.file || !is_marked(&mut file)? {
+        // Rotated since the mark: the file read is `PATH.k` now (renamed, as the log relay
+        // rotates, or a copy, as an ssh host's watcher makes). The rest of it, then
+        // `PATH.(k-1)` … `PATH.1` whole; when no kept file is it, it was rotated away unread.
+        let mut kept: Vec<(File, bool)> = Vec::new();
+        for n in 1..=MAX_FOLLOWED_ROTATIONS {
+            let Ok(mut old) = File::open(rotated(path, n)) else { break };
+            let marked = is_marked(&mut old)?;
+            let same_inode = old.metadata()?.ino() == mark.file;
+            kept.push((old, marked && same_inode));
+            if marked && same_inode {
+                break;
+            }
+        }
+        let k = kept.iter().position(|(_, exact)| *exact).or_else(|| {
+            // A copy has another inode: the first kept file that is otherwise the one.
+            kept.iter_mut().position(|(old, _)| is_marked(old).unwrap_or(false))
+        });
+        if k.is_none() {
+            text.extend_from_slice(LOST.as_bytes());
+        }
+        let newest_first = kept.len();
+        for (n, (old, _)) in kept.iter_mut().enumerate().take(k.map_or(newest_first, |k| k + 1)).rev() {
+            let offset = if Some(n) == k { mark.offset } else { 0 };
+            old.seek(SeekFrom::Start(offset))?;
+            let len = old.metadata()?.len();
+            old.take(len.saturating_sub(offset)).read_to_end(&mut text)?;
+        }
+        from = 0;
+    }
+    file.seek(SeekFrom::Start(from))?;
+    file.take(len - from).read_to_end(&mut text)?;
+    Ok((String::from_utf8_lossy(&text).into_owned(), now))
+}
+
+/// How many first bytes of a log say which file it is, with its inode ([`super::LogMark::head`]).
+const HEAD_BYTES: u64 = 64;
+
+/// A hash of the first `min(HEAD_BYTES, len)` bytes of `file`.
+fn head_of(file: &mut File, len: u64) -> std::io::Result<u64> {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut head = Vec::with_capacity(64);
+    file.seek(SeekFrom::Start(0))?;
+    file.take(len.min(HEAD_BYTES)).read_to_end(&mut head)?;
+    let mut hasher = std::hash::DefaultHasher::new();
+    head.hash(&mut hasher);
+    Ok(hasher.finish())
+}
+
+/// The line [`read_since`] gives where output was rotated away (past the files the cap keeps)
+/// before it could be read.
+pub const LOST: &str =
+    "(enact: output rotated away before it was read: the log cap keeps less than was written meanwhile)\n";
+
+/// The most rotated files [`read_since`] looks through for the file it was reading.
+const MAX_FOLLOWED_ROTATIONS: u32 = 100;
+
+/// How many lines `text` holds (a last one without its line end counts).
+fn lines_in(text: &[u8]) -> usize {
+    let ends = text.iter().filter(|b| **b == b'\n').count();
+    if text.last().is_some_and(|b| *b != b'\n') { ends + 1 } else { ends }
+}
+
+/// Where the last `lines` lines of `text` start (0 when it has no more).
+fn last_lines_start(text: &[u8], lines: usize) -> usize {
+    if lines == 0 {
+        return text.len();
+    }
+    let scan = text.strip_suffix(b"\n").unwrap_or(text);
+    scan.iter().enumerate().rev().filter(|(_, b)| **b == b'\n').nth(lines - 1).map_or(0, |(i, _)| i + 1)
+}
+
 /// The last `lines` lines of one file, read from its end, and how many there are (fewer when
 /// the file has fewer).
 fn last_lines(path: &Path, lines: usize) -> std::io::Result<(Vec<u8>, usize)> {

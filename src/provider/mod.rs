@@ -87,6 +87,19 @@ pub struct LogPlace<'a> {
     pub local: &'a std::path::Path,
 }
 
+/// How far `enact logs --follow` has read an instance's log ([`Provider::log_since`]): which
+/// file (its inode, on the machine that keeps it) and how many bytes of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogMark {
+    /// The inode of the log file read.
+    pub file: u64,
+    /// The bytes of it read.
+    pub offset: u64,
+    /// A hash of its first bytes (at most 64, and at most `offset`), in the provider's own
+    /// way: with `file`, which file it is, as an inode number can be reused by the next file.
+    pub head: u64,
+}
+
 /// Everything needed to start one instance.
 #[derive(Debug, Clone)]
 pub struct StartRequest<'a> {
@@ -262,6 +275,29 @@ pub trait Provider: Send + Sync {
         log: LogPlace<'_>,
         lines: usize,
     ) -> ProviderResult<String>;
+
+    /// What the instance's output gained since `since` (`None`: its last `lines` lines, as
+    /// [`Provider::logs`] gives them), and the mark to read on from: `enact logs --follow`
+    /// calls it again and again. A log rotated since the mark is read on from the mark in its
+    /// first rotated file (`LOG.1`), then from the start of the new one. The text may end in
+    /// the middle of a line, which the next call goes on with. The default, for a provider that
+    /// keeps no log to follow, gives [`Provider::logs`] once and nothing after.
+    ///
+    /// # Errors
+    /// The log cannot be read, or its host cannot be reached.
+    fn log_since(
+        &self,
+        instance: &InstanceState,
+        node: &NodeState,
+        log: LogPlace<'_>,
+        since: Option<LogMark>,
+        lines: usize,
+    ) -> ProviderResult<(String, LogMark)> {
+        match since {
+            None => Ok((self.logs(instance, node, log, lines)?, LogMark::default())),
+            Some(mark) => Ok((String::new(), mark)),
+        }
+    }
 
     /// Looks at instances of one node: whether each process runs and answers on its port
     /// (`port`, one per instance), in the order given. The default asks [`Provider::alive`] and

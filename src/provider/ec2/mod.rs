@@ -307,6 +307,17 @@ impl Provider for Ec2Provider {
         self.ssh.logs(instance, node, log, lines)
     }
 
+    fn log_since(
+        &self,
+        instance: &InstanceState,
+        node: &NodeState,
+        log: LogPlace<'_>,
+        since: Option<crate::provider::LogMark>,
+        lines: usize,
+    ) -> ProviderResult<(String, crate::provider::LogMark)> {
+        self.ssh.log_since(instance, node, log, since, lines)
+    }
+
     fn observe(&self, node: &NodeState, instances: &[(&InstanceState, u16)]) -> Vec<Health> {
         self.ssh.observe(node, instances)
     }

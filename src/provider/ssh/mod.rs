@@ -34,14 +34,15 @@ pub use shell::{Output, ShellError};
 pub use trust::{KeyProblem, Trusted, expand_path, forget_hosts, known_hosts_of};
 
 use super::{
-    LogPlace, NodeRequest, Provider, ProviderError, ProviderResult, StartRequest, Started, Tagged, port_answers,
+    LogMark, LogPlace, NodeRequest, Provider, ProviderError, ProviderResult, StartRequest, Started, Tagged,
+    port_answers,
 };
 use crate::repo::settings::{SshAccount, SshHost};
 use crate::state::observed::{DownReason, Health};
 use crate::state::{InstanceState, NewNode, NodeState};
 use remote_script::{
-    alive_check, find_script, kill_script, log_files, logs_script, observe_script, parse_tagged, port_of_uri,
-    remote_log, start_script, tagged_script, term_script,
+    alive_check, find_script, follow_script, kill_script, log_files, logs_script, observe_script, parse_follow,
+    parse_tagged, port_of_uri, remote_log, start_script, tagged_script, term_script,
 };
 use session::runtime;
 
@@ -407,6 +408,35 @@ impl Provider for SshProvider {
         let base = self.base(&host, log.env)?;
         let script = logs_script(&log_files(&base, log.lineage, &instance.id), &instance.id, lines);
         self.exec_ok(&host, &script, "reading the log")
+    }
+
+    fn log_since(
+        &self,
+        instance: &InstanceState,
+        node: &NodeState,
+        log: LogPlace<'_>,
+        since: Option<LogMark>,
+        lines: usize,
+    ) -> ProviderResult<(String, LogMark)> {
+        let host = self.host(&node.address)?;
+        let base = self.base(&host, log.env)?;
+        let script = follow_script(&log_files(&base, log.lineage, &instance.id), since, lines);
+        let output = self.run(&host, "following the log", &script)?;
+        match (output.status, parse_follow(&output.stdout)) {
+            (Some(0), Some((mark, text))) => Ok((text.to_string(), mark)),
+            (Some(3), _) => Err(ProviderError::new(format!(
+                "host {}: no log of {} (looked in {})",
+                self.describe(&host),
+                instance.id,
+                log_files(&base, log.lineage, &instance.id).join(", ")
+            ))),
+            (status, _) => Err(ProviderError::new(format!(
+                "host {}: following the log failed (exit {}): {}",
+                self.describe(&host),
+                status.map_or("?".to_string(), |s| s.to_string()),
+                output.stderr.trim()
+            ))),
+        }
     }
 
     fn tagged(&self, node: &NodeState, lineage: &str) -> ProviderResult<Vec<Tagged>> {

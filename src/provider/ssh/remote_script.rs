@@ -179,6 +179,56 @@ pub(super) fn logs_script(files: &[String], id: &str, lines: usize) -> String {
     )
 }
 
+/// The script behind [`super::super::Provider::log_since`] on a host: from the first of `files`
+/// ([`log_files`]) that exists, a first line `<inode> <size> <head>` (the new mark; `head` is
+/// the `cksum` of the first 64 bytes at most), then what the log gained since `since`, or with
+/// `None` its last `lines` lines up to that size (from `LOG.1` too when the log has fewer). A
+/// log rotated since the mark (copied to `LOG.1` and cut short, as the host's watcher does, so
+/// shorter than the mark or with other first bytes) is read on from the mark in `LOG.1`; when
+/// `LOG.1` is not that copy, [`crate::provider::logfile::LOST`] says output was lost and
+/// `LOG.1` follows whole. Exit 3 when there is no log. POSIX `sh` with `stat -c`, `head -c`
+/// and `tail -c`, as GNU coreutils and BusyBox have them.
+pub(super) fn follow_script(files: &[String], since: Option<crate::provider::LogMark>, lines: usize) -> String {
+    let files: Vec<String> = files.iter().map(|f| quote(f)).collect();
+    let head = format!(
+        "for f in {files}; do [ -f \"$f\" ] && break; done; [ -f \"$f\" ] || exit 3; \
+         hs() {{ head -c \"$2\" \"$1\" | cksum | cut -d' ' -f1; }}; sz() {{ wc -c < \"$1\" | tr -d ' '; }}; \
+         m=$(stat -c '%i %s' \"$f\") || exit 4; set -- $m; len=$2; h=$len; [ \"$h\" -gt 64 ] && h=64; \
+         printf '%s %s %s\\n' \"$1\" \"$len\" \"$(hs \"$f\" $h)\"; ",
+        files = files.join(" ")
+    );
+    let body = match since {
+        None => format!(
+            "n=$(head -c \"$len\" \"$f\" | wc -l); if [ \"$n\" -lt {lines} ] && [ -f \"$f.1\" ]; then \
+             tail -n $(({lines} - n)) \"$f.1\"; fi; head -c \"$len\" \"$f\" | tail -n {lines}; true"
+        ),
+        Some(mark) => format!(
+            "off={offset}; n=$off; [ \"$n\" -gt 64 ] && n=64; \
+             if [ \"$len\" -lt \"$off\" ] || [ \"$(hs \"$f\" $n)\" != {head} ]; then \
+             if [ -f \"$f.1\" ] && [ \"$(sz \"$f.1\")\" -ge \"$off\" ] && [ \"$(hs \"$f.1\" $n)\" = {head} ]; then \
+             o=$(sz \"$f.1\"); tail -c +$((off + 1)) \"$f.1\" | head -c $((o - off)); \
+             else printf '%s' {lost}; [ -f \"$f.1\" ] && cat \"$f.1\"; fi; off=0; fi; \
+             [ \"$len\" -gt \"$off\" ] && tail -c +$((off + 1)) \"$f\" | head -c $((len - off)); true",
+            offset = mark.offset,
+            head = mark.head,
+            lost = quote(crate::provider::logfile::LOST),
+        ),
+    };
+    head + &body
+}
+
+/// The mark and the text [`follow_script`] printed; `None` when its first line is not a mark.
+pub(super) fn parse_follow(out: &str) -> Option<(crate::provider::LogMark, &str)> {
+    let (first, text) = out.split_once('\n')?;
+    let mut fields = first.split(' ');
+    let mark = crate::provider::LogMark {
+        file: fields.next()?.parse().ok()?,
+        offset: fields.next()?.parse().ok()?,
+        head: fields.next()?.parse().ok()?,
+    };
+    Some((mark, text))
+}
+
 /// The script that lists the processes carrying `ENACT_LINEAGE=<lineage>`: `P <pid> <start
 /// time>` per session leader, then `/proc/<pid>/environ:NAME=value` for the variables that say
 /// what it is (read by [`parse_tagged`]). GNU grep reads the NUL-separated environ files itself
@@ -336,6 +386,58 @@ mod tests {
         write(&format!("{}.1", remote_log(base, "ours", "a-1")), "ours 1\nours 2\n");
         assert_eq!(run("ours"), "ours 2\nours 3\n");
         assert_eq!(run("other"), "theirs 1\ntheirs 2\n");
+    }
+
+    #[test]
+    fn the_follow_script_reads_on_from_its_mark_across_a_copy_and_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("x-1.log");
+        let files = [log.to_string_lossy().into_owned()];
+        let run = |since: Option<crate::provider::LogMark>, lines: usize| {
+            let out =
+                std::process::Command::new("sh").arg("-c").arg(follow_script(&files, since, lines)).output().unwrap();
+            assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+            let out = String::from_utf8(out.stdout).unwrap();
+            let (mark, text) = parse_follow(&out).unwrap_or_else(|| panic!("{out}"));
+            (text.to_string(), mark)
+        };
+        let append = |text: &str| {
+            use std::io::Write as _;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&log)
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        };
+        append("one\ntwo\nthree\n");
+        let (text, mark) = run(None, 2);
+        assert_eq!(text, "two\nthree\n");
+        assert_eq!(mark.offset, 14);
+        // Appended: only what is new, a line cut in the middle included.
+        append("four\nfi");
+        let (text, mark) = run(Some(mark), 2);
+        assert_eq!(text, "four\nfi");
+        // Copied and cut short, as the watcher rotates, then written on: the rest of the copy,
+        // then the new file.
+        append("ve\nsix\n");
+        std::fs::copy(&log, dir.path().join("x-1.log.1")).unwrap();
+        std::fs::write(&log, "seven\n").unwrap();
+        let (text, mark) = run(Some(mark), 2);
+        assert_eq!(text, "ve\nsix\nseven\n");
+        // Nothing new: nothing.
+        let (text, same) = run(Some(mark), 2);
+        assert_eq!((text.as_str(), same), ("", mark));
+        // Rotated twice before a look: the copy is not the file read, so the loss is said.
+        std::fs::write(dir.path().join("x-1.log.1"), "eight\n").unwrap();
+        std::fs::write(&log, "nine\n").unwrap();
+        let (text, _) = run(Some(mark), 2);
+        assert_eq!(text, format!("{}eight\nnine\n", crate::provider::logfile::LOST));
+        // No log: exit 3.
+        let none = [dir.path().join("none.log").to_string_lossy().into_owned()];
+        let out = std::process::Command::new("sh").arg("-c").arg(follow_script(&none, None, 2)).output().unwrap();
+        assert_eq!(out.status.code(), Some(3));
     }
 
     #[test]
