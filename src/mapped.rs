@@ -46,7 +46,7 @@ pub struct Mapped(memmap2::Mmap);
 
 impl Mapped {
     /// Maps `file` (opened for reading) into memory, after making sure a truncation under the
-    /// mapping ends the process cleanly ([`exit_on_sigbus`]).
+    /// mapping ends the process cleanly (a SIGBUS handler installed once).
     ///
     /// # Errors
     /// What mmap(2) returns.
