@@ -318,6 +318,46 @@ fn logs_follow_says_when_output_was_rotated_away_before_it_was_read() {
     assert!(numbers.len() < 27_000, "some were lost: {}", numbers.len());
 }
 
+#[test]
+fn logs_follow_ends_when_its_reader_goes_and_when_no_instance_is_left() {
+    let port = 26150;
+    let mut repo = repo(port, 1, false);
+    apply(&repo);
+    let start = wait_last_line(&repo, "chatty-1", "start");
+
+    // A reader that goes after the first line, while the instance writes nothing more: enact
+    // sees it gone without writing again, and ends.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_enact"))
+        .current_dir(&repo.root)
+        .args(["logs", "chatty", "-f", "-n", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("enact logs -f");
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().expect("stdout")), &mut first)
+        .expect("a line");
+    assert_eq!(first.trim_end(), start);
+    let mut ended = None;
+    wait_for("enact to end once its reader is gone", Duration::from_secs(10), || {
+        ended = child.try_wait().expect("wait");
+        ended.is_some()
+    });
+    assert_eq!(ended.and_then(|s| s.code()), Some(0));
+
+    // Following while the environment is destroyed: the instance is said gone, and enact ends.
+    let pid = repo.spawn_enact(&["logs", "chatty", "-f"], "follow");
+    wait_for("the follow to start", Duration::from_secs(30), || {
+        fs::read_to_string(repo.path("follow.out")).unwrap_or_default().contains(&start)
+    });
+    repo.enact_ok(&["destroy", "--auto-approve"], 0);
+    let status = repo.wait_child(pid, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0));
+    let err = fs::read_to_string(repo.path("follow.err")).unwrap_or_default();
+    assert!(err.contains("chatty-1: no longer recorded in env `dev`; not followed any more"), "{err}");
+    assert!(err.contains("No instance of `chatty` is left to follow."), "{err}");
+}
+
 /// Ends a process as Ctrl-C would (SIGINT), and waits for it.
 fn unsafe_free_kill(pid: u32) {
     let status = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().expect("kill");

@@ -547,6 +547,10 @@ impl Provider for LocalProvider {
         super::logfile::tail(log.local, lines).map_err(|e| log_error(log.local, &e))
     }
 
+    fn follows_logs(&self) -> bool {
+        true
+    }
+
     fn log_since(
         &self,
         _instance: &InstanceState,

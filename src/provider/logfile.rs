@@ -420,13 +420,32 @@ pub fn read_since(
         // Rotated since the mark: the file read is `PATH.k` now (renamed, as the log relay
         // rotates, or a copy, as an ssh host's watcher makes). The rest of it, then
         // `PATH.(k-1)` … `PATH.1` whole; when no kept file is it, it was rotated away unread.
+        // Every kept file, newest first, each once: a rotation under way renames them one by
+        // one (`PATH.k` to `PATH.(k+1)`, from the oldest), so a name can be missing for a moment
+        // and a file can be met twice; the file open as the log is read on its own.
+        // Renamed while this looks, a file can also move past the name just looked at: when
+        // the file read is not found, it looks again (a rotation takes microseconds).
         let mut kept: Vec<(File, bool)> = Vec::new();
-        for n in 1..=MAX_FOLLOWED_ROTATIONS {
-            let Ok(mut old) = File::open(rotated(path, n)) else { break };
-            let marked = is_marked(&mut old)?;
-            let same_inode = old.metadata()?.ino() == mark.file;
-            kept.push((old, marked && same_inode));
-            if marked && same_inode {
+        for attempt in 0..3 {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            kept.clear();
+            let mut seen = vec![now.file];
+            for n in 1..=MAX_FOLLOWED_ROTATIONS {
+                let Ok(mut old) = File::open(rotated(path, n)) else { continue };
+                let inode = old.metadata()?.ino();
+                if seen.contains(&inode) {
+                    continue;
+                }
+                seen.push(inode);
+                let exact = inode == mark.file && is_marked(&mut old)?;
+                kept.push((old, exact));
+                if exact {
+                    break;
+                }
+            }
+            if kept.iter().any(|(_, exact)| *exact) {
                 break;
             }
         }

@@ -276,6 +276,13 @@ pub trait Provider: Send + Sync {
         lines: usize,
     ) -> ProviderResult<String>;
 
+    /// Whether [`Provider::log_since`] follows a log (the instances' output is kept where the
+    /// provider can read it as it grows); `false`, the default, for a provider whose instances
+    /// write nothing (simulated ones), whose `logs` only says so.
+    fn follows_logs(&self) -> bool {
+        false
+    }
+
     /// What the instance's output gained since `since` (`None`: its last `lines` lines, as
     /// [`Provider::logs`] gives them), and the mark to read on from: `enact logs --follow`
     /// calls it again and again. A log rotated since the mark is read on from the mark in its

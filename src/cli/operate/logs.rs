@@ -45,7 +45,7 @@ pub fn logs(ctx: &Context, args: &LogsArgs) -> Result<Outcome> {
         return Ok(Outcome::Success);
     }
     if args.follow {
-        return follow(ctx, &repo, &env, &state, &providers, &recorded.instances, lines);
+        return follow(ctx, &repo, &env, &state, &providers, service, lines);
     }
     let mut out = String::new();
     for instance in &recorded.instances {
@@ -81,40 +81,62 @@ pub fn logs(ctx: &Context, args: &LogsArgs) -> Result<Outcome> {
 /// How long `logs --follow` waits between two looks at the logs.
 const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// How many looks at the logs between two readings of the state (to drop the instances an
+/// apply, `destroy` or a scale-in removed): every 2 s.
+const STATE_EVERY_LOOKS: u32 = 4;
+
 /// `enact logs --follow`: the last `lines` lines of each instance, then what they gain, look
 /// after look ([`crate::provider::Provider::log_since`]), whole lines only, each after
-/// `[instance] ` when there are several. Ends when interrupted, or (exit 0) when stdout closes.
-/// An instance whose log cannot be read is said once on stderr, and looked at again.
+/// `[instance] ` when there are several. An instance the state no longer records is said on
+/// stderr and left; the command ends (exit 0) when none is left to follow, when stdout's reader
+/// goes away, or when interrupted. Instances whose provider keeps no output (simulated ones)
+/// say so on stderr once. An instance whose log cannot be read is said once on stderr, and
+/// looked at again.
 fn follow(
     ctx: &Context,
     repo: &crate::repo::ConfigRepo,
     env: &str,
     state: &crate::state::State,
     providers: &std::collections::HashMap<String, Box<dyn crate::provider::Provider>>,
-    instances: &[crate::state::InstanceState],
+    service: &str,
     lines: usize,
 ) -> Result<Outcome> {
     use std::io::Write as _;
+    let instances: Vec<crate::state::InstanceState> =
+        state.services.get(service).map(|s| s.instances.clone()).unwrap_or_default();
     let prefixed = instances.len() > 1;
+    // Per instance: how far its log was read, a line begun but not ended, whether a failure
+    // was said already, and whether it is still followed.
     let mut marks: Vec<Option<crate::provider::LogMark>> = vec![None; instances.len()];
-    // A line begun but not ended, per instance, and whether a failure was said already.
     let mut partial: Vec<String> = vec![String::new(); instances.len()];
     let mut said: Vec<bool> = vec![false; instances.len()];
+    let mut followed: Vec<bool> = vec![true; instances.len()];
+    let store = repo.store();
+    let mut looks = 0_u32;
     loop {
         let mut out = String::new();
         for (i, instance) in instances.iter().enumerate() {
+            if !followed[i] {
+                continue;
+            }
             let Some(node) = state.nodes.get(&instance.node) else {
+                followed[i] = false;
                 continue;
             };
             let Some(provider) = providers.get(&node.account) else {
-                if !std::mem::replace(&mut said[i], true) {
-                    ctx.printer
-                        .warn(&format!("{}: account `{}` is not defined in enact.json", instance.id, node.account));
-                }
+                ctx.printer.warn(&format!("{}: account `{}` is not defined in enact.json", instance.id, node.account));
+                followed[i] = false;
                 continue;
             };
             let place =
                 LogPlace { env, lineage: &state.lineage, local: &log_path(&repo.state_dir(), env, &instance.id) };
+            if !provider.follows_logs() {
+                if let Ok(text) = provider.logs(instance, node, place, lines) {
+                    ctx.printer.info(text.trim_end());
+                }
+                followed[i] = false;
+                continue;
+            }
             match provider.log_since(instance, node, place, marks[i], lines) {
                 Ok((text, mark)) => {
                     // The first look gives whole lines; later ones may stop inside one.
@@ -142,13 +164,40 @@ fn follow(
                 }
             }
         }
-        if !out.is_empty() {
-            let mut stdout = std::io::stdout().lock();
-            if stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()).is_err() {
-                // Whoever read the output is gone (`| head`): nothing left to do.
-                return Ok(Outcome::Success);
+        let mut stdout = std::io::stdout().lock();
+        if (!out.is_empty() && stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()).is_err()) || reader_gone()
+        {
+            // Whoever read the output is gone (`| head`): nothing left to do.
+            return Ok(Outcome::Success);
+        }
+        drop(stdout);
+        looks += 1;
+        if looks.is_multiple_of(STATE_EVERY_LOOKS) {
+            // Instances an apply, `destroy` or a scale-in removed meanwhile are followed no more.
+            let now = store.read_or_empty(env)?;
+            let recorded = now.services.get(service);
+            for (i, instance) in instances.iter().enumerate() {
+                if followed[i] && !recorded.is_some_and(|s| s.instances.iter().any(|r| r.id == instance.id)) {
+                    followed[i] = false;
+                    ctx.printer
+                        .info(&format!("{}: no longer recorded in env `{env}`; not followed any more", instance.id));
+                }
             }
+        }
+        if !followed.contains(&true) {
+            ctx.printer.info(&format!("No instance of `{service}` is left to follow."));
+            return Ok(Outcome::Success);
         }
         std::thread::sleep(FOLLOW_EVERY);
     }
+}
+
+/// Whether stdout is a pipe or socket whose reader has gone away (poll(2) says so without a
+/// write).
+#[allow(unsafe_code)]
+fn reader_gone() -> bool {
+    let mut fd = libc::pollfd { fd: libc::STDOUT_FILENO, events: 0, revents: 0 };
+    // SAFETY: one valid pollfd, polled without waiting; poll only writes its `revents`.
+    let ready = unsafe { libc::poll(&raw mut fd, 1, 0) };
+    ready > 0 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }

@@ -307,6 +307,10 @@ impl Provider for Ec2Provider {
         self.ssh.logs(instance, node, log, lines)
     }
 
+    fn follows_logs(&self) -> bool {
+        true
+    }
+
     fn log_since(
         &self,
         instance: &InstanceState,

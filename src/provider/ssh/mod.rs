@@ -410,6 +410,10 @@ impl Provider for SshProvider {
         self.exec_ok(&host, &script, "reading the log")
     }
 
+    fn follows_logs(&self) -> bool {
+        true
+    }
+
     fn log_since(
         &self,
         instance: &InstanceState,
