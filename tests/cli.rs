@@ -373,6 +373,20 @@ fn a_state_dir_outside_the_repository_and_its_git_work_tree_is_warned_about() {
 }
 
 #[test]
+fn logs_of_a_service_declared_but_never_applied_say_so() {
+    let repo = Repo::travel();
+    let output = repo.run(&["-e", "prod", "logs", "airline"]);
+    assert_code(&output, 1);
+    let err = stderr(&output);
+    assert!(err.contains("env `prod` declares `airline`, but no apply has started it"), "{err}");
+    assert!(err.contains("`enact -e prod apply` starts it"), "{err}");
+    // A name the spec does not have is still said not to exist, with the names it has.
+    let output = repo.run(&["-e", "prod", "logs", "airlin"]);
+    assert_code(&output, 1);
+    assert!(stderr(&output).contains("env `prod` has no service `airlin`"), "{}", stderr(&output));
+}
+
+#[test]
 fn logs_of_a_legacy_service_say_why_there_are_none() {
     let repo = Repo::travel();
     let state = serde_json::json!({

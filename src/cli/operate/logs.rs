@@ -24,6 +24,16 @@ pub fn logs(ctx: &Context, args: &LogsArgs) -> Result<Outcome> {
     let state = repo.store().read_or_empty(&env)?;
     let providers = providers_of(ctx, &repo, &state);
     let Some(recorded) = state.services.get(service) else {
+        // Declared but never applied: say so, rather than that it does not exist.
+        let declared = repo.load(&env).is_ok_and(|e| e.choreography.services().any(|s| s.name() == service));
+        if declared {
+            return Err(Diagnostic::new(format!(
+                "env `{env}` declares `{service}`, but no apply has started it: it has no instances yet"
+            ))
+            .service(service)
+            .hint(format!("`enact -e {env} apply` starts it; `enact -e {env} plan` shows what that does"))
+            .into());
+        }
         return Err(Diagnostic::new(format!("env `{env}` has no service `{service}`"))
             .hint(crate::suggest::hint(
                 service,
