@@ -378,7 +378,7 @@ fn logs_of_a_service_declared_but_never_applied_say_so() {
     let output = repo.run(&["-e", "prod", "logs", "airline"]);
     assert_code(&output, 1);
     let err = stderr(&output);
-    assert!(err.contains("env `prod` declares `airline`, but no apply has started it"), "{err}");
+    assert!(err.contains("env `prod` declares `airline`, but records no instance of it (not applied yet"), "{err}");
     assert!(err.contains("`enact -e prod apply` starts it"), "{err}");
     // A name the spec does not have is still said not to exist, with the names it has.
     let output = repo.run(&["-e", "prod", "logs", "airlin"]);

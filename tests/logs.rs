@@ -200,7 +200,11 @@ fn logs_go_with_their_instances_unless_kept() {
     repo.enact_ok(&["destroy", "--auto-approve", "--keep-logs"], 0);
     assert!(!files_of(&repo, "chatty-2").is_empty());
     let output = repo.enact_ok(&["logs", "chatty"], 1);
-    assert!(stderr(&output).contains("no service `chatty`"), "{}", describe(&output));
+    assert!(
+        stderr(&output).contains("records no instance of it (not applied yet, or destroyed)"),
+        "{}",
+        describe(&output)
+    );
     apply(&repo);
     repo.enact_ok(&["destroy", "--auto-approve"], 0);
     assert!(!log_dir(&repo).exists(), "{:?} {:?}", files_of(&repo, "chatty-1"), files_of(&repo, "chatty-2"));

@@ -28,7 +28,7 @@ pub fn logs(ctx: &Context, args: &LogsArgs) -> Result<Outcome> {
         let declared = repo.load(&env).is_ok_and(|e| e.choreography.services().any(|s| s.name() == service));
         if declared {
             return Err(Diagnostic::new(format!(
-                "env `{env}` declares `{service}`, but no apply has started it: it has no instances yet"
+                "env `{env}` declares `{service}`, but records no instance of it (not applied yet, or destroyed)"
             ))
             .service(service)
             .hint(format!("`enact -e {env} apply` starts it; `enact -e {env} plan` shows what that does"))
