@@ -242,7 +242,7 @@ impl SourceFile {
 fn friendly(message: &str) -> String {
     message
         .replace("expected i64", "expected a whole number")
-        .replace("expected u64", "expected a whole number from 0 to 18446744073709551615")
+        .replace("expected u64", "expected a whole number, 0 or more")
         .replace("expected u32", "expected a whole number from 0 to 4294967295")
         .replace("expected f64", "expected a number")
         .replace("expected a sequence", "expected a list")

@@ -303,10 +303,60 @@ fn a_misspelt_service_name_in_an_overlay_is_named_with_the_one_meant() {
             ),
         "{err}"
     );
+    // Everything the misspelt service lacks follows from the one misspelling: one problem.
+    assert!(err.contains("has no `port`; has no `packageUri`"), "{err}");
+    assert_eq!(err.matches("did you mean").count(), 1, "{err}");
+    assert_eq!(err.matches("error: ").count(), 1, "{err}");
     // A new service with a name of its own gets no such hint.
     repo.write("envs/prod.json", r#"{"deployableServiceSpecs": [{"name": "hotel", "numberOfInstances": 3}]}"#);
     let err = String::from_utf8_lossy(&repo.run(&["validate", "-e", "prod"]).stderr).into_owned();
     assert!(err.contains("service `hotel`: has no `port`") && !err.contains("did you mean"), "{err}");
+}
+
+#[test]
+fn a_misspelt_provider_of_an_account_is_pointed_at_with_the_field_meant() {
+    let repo = Repo::travel();
+    let settings = repo.read("enact.json");
+    repo.write("enact.json", &settings.replacen("\"provider\": \"local\"", "\"provder\": \"local\"", 1));
+    let output = repo.run(&["validate"]);
+    assert_code(&output, 1);
+    let err = stderr(&output);
+    let line = repo.read("enact.json").lines().position(|l| l.contains("provder")).expect("the typo is there") + 1;
+    assert!(
+        err.contains(&format!("enact.json:{line}:"))
+            && err.contains("account `local`: missing field `provider`; `provder` is no field of an account")
+            && err.contains("help: did you mean `provider`?"),
+        "{err}"
+    );
+    // With no field close to it, the account itself is named.
+    repo.write("enact.json", &settings.replacen("\"provider\": \"local\"", "\"kind\": \"local\"", 1));
+    let err = stderr(&repo.run(&["validate"]));
+    assert!(err.contains("account `local`: missing field `provider`\n") && !err.contains("did you mean"), "{err}");
+}
+
+#[test]
+fn a_mistyped_account_field_is_helped_by_its_provider_s_schema() {
+    let repo = Repo::travel();
+    let settings = repo.read("enact.json").replacen(
+        "\"local\": { \"provider\": \"local\" }",
+        "\"local\": { \"provider\": \"local\" },\n    \"rehearsal\": { \"provider\": \"simulated\", \"latencyMs\": \"fast\" }",
+        1,
+    );
+    assert!(settings.contains("rehearsal"), "{settings}");
+    repo.write("enact.json", &settings);
+    let output = repo.run(&["validate"]);
+    assert_code(&output, 1);
+    let err = stderr(&output);
+    assert!(
+        err.contains(
+            "account `rehearsal`: /latencyMs: invalid type: string \"fast\", expected a whole number, 0 or more"
+        ) && err.contains("help: `enact schema enact.json` lists the fields of a `simulated` account"),
+        "{err}"
+    );
+    // What the help names exists and has the field.
+    let schema = repo.run(&["schema", "enact.json"]);
+    assert_code(&schema, 0);
+    assert!(stdout(&schema).contains("\"latencyMs\""));
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! nothing is wrong, and a located one that finds and places every problem at
 //! file:line:column.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -145,19 +146,29 @@ impl ConfigRepo {
             let errors: Vec<Diagnostic> = match &effective.overlay {
                 Some((_, overlay)) => {
                     let misnamed = misnamed_services(&effective.base.1, overlay);
-                    errors
-                        .into_iter()
-                        .map(|d| {
-                            let meant = d.service.as_deref().and_then(|s| misnamed.get(s));
-                            let d = match meant {
-                                Some((typed, meant)) => d.hint(format!(
-                                    "chor.json has no service `{typed}`, so the overlay adds it as a new one; did you mean `{meant}`?"
-                                )),
-                                None => d,
-                            };
-                            d.env(env)
-                        })
-                        .collect()
+                    // A misspelt service's problems (no `port`, no `packageUri`, …) have one
+                    // cause: they are one problem, at its first place, with the likely fix.
+                    let mut out: Vec<Diagnostic> = Vec::with_capacity(errors.len());
+                    let mut merged_into: BTreeMap<String, usize> = BTreeMap::new();
+                    for d in errors {
+                        let meant = d.service.as_deref().and_then(|s| misnamed.get(s));
+                        let Some((typed, meant)) = meant else {
+                            out.push(d.env(env));
+                            continue;
+                        };
+                        if let Some(&first) = merged_into.get(typed.as_str()) {
+                            out[first].message = format!("{}; {}", out[first].message, d.message);
+                            continue;
+                        }
+                        merged_into.insert(typed.clone(), out.len());
+                        out.push(
+                            d.hint(format!(
+                                "chor.json has no service `{typed}`, so the overlay adds it as a new one; did you mean `{meant}`?"
+                            ))
+                            .env(env),
+                        );
+                    }
+                    out
                 }
                 None => errors,
             };

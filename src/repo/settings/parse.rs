@@ -50,10 +50,7 @@ impl Settings {
                     }
                     Err(found) => {
                         for d in found {
-                            let hint = d.hint.clone().unwrap_or_else(|| {
-                                "an account needs `provider` (local, ssh, ec2 or simulated) and that provider's fields"
-                                    .to_string()
-                            });
+                            let hint = d.hint.clone().unwrap_or_else(|| account_hint(raw_account));
                             errors.push(
                                 Diagnostic { message: format!("account `{name}`: {}", d.message), ..d }.hint(hint),
                             );
@@ -77,6 +74,17 @@ impl Settings {
     }
 }
 
+/// The help for a problem of an account that has none of its own: what an account of its
+/// provider holds, or what every account needs when the provider is missing or unknown.
+fn account_hint(raw: &Value) -> String {
+    match raw.get("provider").and_then(Value::as_str) {
+        Some(provider @ ("local" | "ssh" | "ec2" | "simulated")) => {
+            format!("`enact schema enact.json` lists the fields of a `{provider}` account, each with its type")
+        }
+        _ => "an account needs `provider` (local, ssh, ec2 or simulated) and that provider's fields".to_string(),
+    }
+}
+
 /// One account: the `provider` tag picks the shape, so errors keep their exact place; every
 /// unknown field of the account is reported.
 fn parse_account(raw: &Value, source: &SourceFile, at: &[Segment]) -> Result<Account, Vec<Diagnostic>> {
@@ -92,7 +100,21 @@ fn parse_account(raw: &Value, source: &SourceFile, at: &[Segment]) -> Result<Acc
             return Err(vec![Diagnostic::new("`provider` must be a string").at(Some(source.locate(&here, false)))]);
         }
         None => {
-            return Err(vec![Diagnostic::new("missing field `provider`").at(Some(source.locate(at, false)))]);
+            // A misspelt `provider` is the likely cause: point at it rather than at the account.
+            let misspelt = raw.keys().find(|key| crate::suggest::closest(key, ["provider"]).is_some());
+            return Err(vec![match misspelt {
+                Some(key) => {
+                    let mut here = at.to_vec();
+                    here.push(Segment::Key(key.clone()));
+                    Diagnostic::new(format!(
+                        "missing field `provider`; `{}` is no field of an account",
+                        key.escape_debug()
+                    ))
+                    .at(Some(source.locate(&here, true)))
+                    .hint("did you mean `provider`? It is one of local, ssh, ec2, simulated")
+                }
+                None => Diagnostic::new("missing field `provider`").at(Some(source.locate(at, false))),
+            }]);
         }
     };
     match provider.as_str() {

@@ -1,0 +1,2 @@
+#!/bin/sh
+# a package of the bad-input corpus: never run
