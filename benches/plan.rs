@@ -7,8 +7,8 @@
 //! - in process, phase by phase, what `enact plan` does (median of 5 runs, 3 at 100,000 and more):
 //!   load (open + parse + merge + validate), reading the state file, the graph, the diff, and the
 //!   two renderings;
-//! - end to end, the release binary running `enact -C DIR plan --json > /dev/null` (median of 5
-//!   runs) and its peak RSS (`ru_maxrss` from `wait4`).
+//! - end to end, the release binary running `enact -C DIR plan --json > /dev/null` (median of 21
+//!   runs, 11 at 100,000 and more) and its peak RSS (`ru_maxrss` from `wait4`).
 //!
 //! It prints a Markdown table and checks two targets (printed, not asserted): `plan --json` at
 //! 10,000 services within 300 ms end to end, and 10× the services within 12× the time.
@@ -41,7 +41,16 @@ use enact::state::{FileStore, State, StateStore};
 
 const DEFAULT_SIZES: [usize; 3] = [1_000, 10_000, 100_000];
 const ENV: &str = "dev";
-const E2E_RUNS: usize = 5;
+/// Runs of `plan --json` end to end below 100,000 services (each about 50 ms at 10,000): enough
+/// that a median is not moved by the few slow runs a shared machine gives now and then.
+const E2E_RUNS: usize = 21;
+/// Runs end to end from 100,000 services on (each about half a second).
+const E2E_RUNS_LARGE: usize = 11;
+
+/// How many runs end to end at `n` services.
+fn e2e_runs(n: usize) -> usize {
+    if n >= 100_000 { E2E_RUNS_LARGE } else { E2E_RUNS }
+}
 /// `plan --json` at 10,000 services, end to end.
 const TARGET_10K_MS: f64 = 300.0;
 /// `plan --json` end to end at 10,000 and at 100,000 services: the targets of the third round.
@@ -87,7 +96,7 @@ fn run() -> BenchResult<()> {
         let hwm = vm_hwm_kib();
         eprintln!("N = {n}: in-process phases: {}", phases.describe());
         let e2e = match &binary {
-            Ok(bin) => Some(measure_end_to_end(bin, dir.path(), false)?),
+            Ok(bin) => Some(measure_end_to_end(bin, dir.path(), false, e2e_runs(n))?),
             Err(_) => None,
         };
         if let Some(e) = &e2e {
@@ -104,7 +113,7 @@ fn run() -> BenchResult<()> {
         }
         let side_by_side = match (&binary, &baseline) {
             (Ok(bin), Some(base)) => {
-                let (b, c) = measure_side_by_side(base, bin, dir.path())?;
+                let (b, c) = measure_side_by_side(base, bin, dir.path(), e2e_runs(n))?;
                 eprintln!(
                     "N = {n}: side by side, `plan --json`: baseline median {:.1} ms (CPU {:.1}), this build \
                      median {:.1} ms (CPU {:.1}); load average {}",
@@ -491,12 +500,12 @@ struct EndToEnd {
     max_rss_kib: u64,
 }
 
-/// `enact -C DIR plan --json > /dev/null`, `E2E_RUNS` times after one warm-up run.
-fn measure_end_to_end(binary: &Path, root: &Path, refresh: bool) -> BenchResult<EndToEnd> {
+/// `enact -C DIR plan --json > /dev/null`, `runs` times after one warm-up run.
+fn measure_end_to_end(binary: &Path, root: &Path, refresh: bool, runs: usize) -> BenchResult<EndToEnd> {
     let mut times = Vec::new();
     let mut cpu = Vec::new();
     let mut max_rss_kib = 0;
-    for run in 0..=E2E_RUNS {
+    for run in 0..=runs {
         let child = run_child(binary, root, refresh)?;
         if run > 0 {
             times.push(child.wall);
@@ -519,10 +528,15 @@ fn variants_wanted() -> bool {
 }
 
 /// `plan --json` end to end of the `baseline` binary and of `binary`, one run of each in turn
-/// (so both see the same load on the machine), `E2E_RUNS` each after one warm-up of each.
-fn measure_side_by_side(baseline: &Path, binary: &Path, root: &Path) -> BenchResult<(EndToEnd, EndToEnd)> {
+/// (so both see the same load on the machine), `count` each after one warm-up of each.
+fn measure_side_by_side(
+    baseline: &Path,
+    binary: &Path,
+    root: &Path,
+    count: usize,
+) -> BenchResult<(EndToEnd, EndToEnd)> {
     let mut runs: [Vec<ChildRun>; 2] = Default::default();
-    for run in 0..=E2E_RUNS {
+    for run in 0..=count {
         for (i, bin) in [baseline, binary].into_iter().enumerate() {
             let child = run_child(bin, root, false)?;
             if run > 0 {
@@ -590,7 +604,7 @@ fn measure_variants(binary: &Path, root: &Path, n: usize) -> BenchResult<Vec<(&'
             fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
         fs::write(&path, variant_file(variant, &spec)).map_err(|e| format!("write {file}: {e}"))?;
-        let e2e = measure_end_to_end(binary, root, refresh);
+        let e2e = measure_end_to_end(binary, root, refresh, e2e_runs(n));
         fs::remove_file(&path).map_err(|e| format!("remove {file}: {e}"))?;
         let e2e = e2e?;
         eprintln!("N = {n}: `plan --json` {variant}: median {:.1} ms, CPU {:.1} ms", ms(e2e.median), ms(e2e.cpu));
@@ -826,7 +840,7 @@ fn report(rows: &[Row], binary: &Result<PathBuf, String>, hwm_reset: bool) {
     println!(
         "In-process phases: median of 5 runs (3 at N ≥ 100,000); (parse) and (validate) are the two biggest \
          parts of load, timed again on their own. End to end: median of {E2E_RUNS} runs \
-         after one warm-up (wall time, and CPU time = user + system of the child, which other load \
+         ({E2E_RUNS_LARGE} at N ≥ 100,000) after one warm-up (wall time, and CPU time = user + system of the child, which other load \
          on the machine disturbs much less); peak RSS is the largest `ru_maxrss` of those runs. \
          Load average at the end: {}.",
         load_average()
@@ -900,7 +914,7 @@ fn report(rows: &[Row], binary: &Result<PathBuf, String>, hwm_reset: bool) {
         println!();
         println!(
             "Side by side (`ENACT_BENCH_BASELINE`), `plan --json` end to end, one run of each binary in \
-             turn, median of {E2E_RUNS} (min–max):"
+             turn, median of {E2E_RUNS} ({E2E_RUNS_LARGE} at N ≥ 100,000) (min–max):"
         );
         println!();
         println!(
