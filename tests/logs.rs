@@ -362,7 +362,34 @@ fn logs_follow_ends_when_its_reader_goes_and_when_no_instance_is_left() {
     assert!(err.contains("No instance of `chatty` is left to follow."), "{err}");
 }
 
-/// Ends a process as Ctrl-C would (SIGINT), and waits for it.
+#[test]
+fn logs_follow_takes_in_the_instances_a_scale_out_starts() {
+    let port = 26160;
+    let mut repo = repo(port, 1, false);
+    apply(&repo);
+    let start = wait_last_line(&repo, "chatty-1", "start");
+    let pid = repo.spawn_enact(&["logs", "chatty", "-f", "-n", "1"], "follow");
+    let followed = || fs::read_to_string(repo.path("follow.out")).unwrap_or_default();
+    wait_for("the follow to start", Duration::from_secs(30), || followed().contains(&format!("{start}\n")));
+    // One instance: its lines as they are.
+    assert!(followed().starts_with(&format!("{start}\n")), "{}", followed());
+
+    // A second instance while it follows: within a reading of the state it is followed too, its
+    // lines after its name.
+    repo.write_chor(&chatty(port, 2, false));
+    apply(&repo);
+    let second = wait_last_line(&repo, "chatty-2", "start");
+    wait_for("the new instance's last line, followed", Duration::from_secs(30), || {
+        followed().contains(&format!("[chatty-2] {second}\n"))
+    });
+    assert!(process_alive(pid), "it follows on until interrupted");
+    unsafe_free_kill(pid);
+    let err = fs::read_to_string(repo.path("follow.err")).unwrap_or_default();
+    assert!(err.contains("chatty-2: recorded in env `dev`; followed from now on"), "{err}");
+    assert!(!err.contains("chatty-1: no longer recorded"), "the first instance stays: {err}");
+}
+
+/// Ends a process as Ctrl-C would (SIGINT), and waits for it./// Ends a process as Ctrl-C would (SIGINT), and waits for it.
 fn unsafe_free_kill(pid: u32) {
     let status = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().expect("kill");
     assert!(status.success());

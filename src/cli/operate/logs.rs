@@ -92,16 +92,35 @@ pub fn logs(ctx: &Context, args: &LogsArgs) -> Result<Outcome> {
 const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How many looks at the logs between two readings of the state (to drop the instances an
-/// apply, `destroy` or a scale-in removed): every 2 s.
+/// apply, `destroy` or a scale-in removed, and to take in the ones a scale-out started): every
+/// 2 s.
 const STATE_EVERY_LOOKS: u32 = 4;
+
+/// One instance `logs --follow` looks at: how far its log was read, a line begun but not
+/// ended, whether a failure was said already, and whether it is still followed.
+#[derive(Debug)]
+struct Followed {
+    instance: crate::state::InstanceState,
+    mark: Option<crate::provider::LogMark>,
+    partial: String,
+    said: bool,
+    on: bool,
+}
+
+impl Followed {
+    fn new(instance: crate::state::InstanceState) -> Followed {
+        Followed { instance, mark: None, partial: String::new(), said: false, on: true }
+    }
+}
 
 /// `enact logs --follow`: the last `lines` lines of each instance, then what they gain, look
 /// after look ([`crate::provider::Provider::log_since`]), whole lines only, each after
-/// `[instance] ` when there are several. An instance the state no longer records is said on
-/// stderr and left; the command ends (exit 0) when none is left to follow, when stdout's reader
-/// goes away, or when interrupted. Instances whose provider keeps no output (simulated ones)
-/// say so on stderr once. An instance whose log cannot be read is said once on stderr, and
-/// looked at again.
+/// `[instance] ` once more than one instance is followed. The state is read again every 2 s:
+/// an instance it no longer records is said on stderr and left, and one it records anew (a
+/// scale-out, a replacement) is said and followed from its last `lines` lines. The command
+/// ends (exit 0) when none is left to follow, when stdout's reader goes away, or when
+/// interrupted. Instances whose provider keeps no output (simulated ones) say so on stderr
+/// once. An instance whose log cannot be read is said once on stderr, and looked at again.
 fn follow(
     ctx: &Context,
     repo: &crate::repo::ConfigRepo,
@@ -112,30 +131,25 @@ fn follow(
     lines: usize,
 ) -> Result<Outcome> {
     use std::io::Write as _;
-    let instances: Vec<crate::state::InstanceState> =
-        state.services.get(service).map(|s| s.instances.clone()).unwrap_or_default();
-    let prefixed = instances.len() > 1;
-    // Per instance: how far its log was read, a line begun but not ended, whether a failure
-    // was said already, and whether it is still followed.
-    let mut marks: Vec<Option<crate::provider::LogMark>> = vec![None; instances.len()];
-    let mut partial: Vec<String> = vec![String::new(); instances.len()];
-    let mut said: Vec<bool> = vec![false; instances.len()];
-    let mut followed: Vec<bool> = vec![true; instances.len()];
+    let mut followed: Vec<Followed> =
+        state.services.get(service).into_iter().flat_map(|s| s.instances.iter().cloned()).map(Followed::new).collect();
+    let mut prefixed = followed.len() > 1;
+    // The state last read: where new instances' nodes are found.
+    let mut latest: Option<crate::state::State> = None;
     let store = repo.store();
     let mut looks = 0_u32;
     loop {
+        let nodes = &latest.as_ref().unwrap_or(state).nodes;
         let mut out = String::new();
-        for (i, instance) in instances.iter().enumerate() {
-            if !followed[i] {
-                continue;
-            }
-            let Some(node) = state.nodes.get(&instance.node) else {
-                followed[i] = false;
+        for one in followed.iter_mut().filter(|f| f.on) {
+            let instance = &one.instance;
+            let Some(node) = nodes.get(&instance.node) else {
+                one.on = false;
                 continue;
             };
             let Some(provider) = providers.get(&node.account) else {
                 ctx.printer.warn(&format!("{}: account `{}` is not defined in enact.json", instance.id, node.account));
-                followed[i] = false;
+                one.on = false;
                 continue;
             };
             let place =
@@ -144,21 +158,21 @@ fn follow(
                 if let Ok(text) = provider.logs(instance, node, place, lines) {
                     ctx.printer.info(text.trim_end());
                 }
-                followed[i] = false;
+                one.on = false;
                 continue;
             }
-            match provider.log_since(instance, node, place, marks[i], lines) {
+            match provider.log_since(instance, node, place, one.mark, lines) {
                 Ok((text, mark)) => {
                     // The first look gives whole lines; later ones may stop inside one.
-                    let first = marks[i].is_none();
-                    marks[i] = Some(mark);
-                    said[i] = false;
-                    partial[i].push_str(&text);
-                    if first && !partial[i].is_empty() && !partial[i].ends_with('\n') {
-                        partial[i].push('\n');
+                    let first = one.mark.is_none();
+                    one.mark = Some(mark);
+                    one.said = false;
+                    one.partial.push_str(&text);
+                    if first && !one.partial.is_empty() && !one.partial.ends_with('\n') {
+                        one.partial.push('\n');
                     }
-                    let Some(end) = partial[i].rfind('\n') else { continue };
-                    let complete: String = partial[i].drain(..=end).collect();
+                    let Some(end) = one.partial.rfind('\n') else { continue };
+                    let complete: String = one.partial.drain(..=end).collect();
                     for line in complete.lines() {
                         if prefixed {
                             let _ = write!(out, "[{}] ", instance.id);
@@ -168,7 +182,7 @@ fn follow(
                     }
                 }
                 Err(e) => {
-                    if !std::mem::replace(&mut said[i], true) {
+                    if !std::mem::replace(&mut one.said, true) {
                         ctx.printer.warn(&format!("{}: {e}; looking again", instance.id));
                     }
                 }
@@ -183,18 +197,30 @@ fn follow(
         drop(stdout);
         looks += 1;
         if looks.is_multiple_of(STATE_EVERY_LOOKS) {
-            // Instances an apply, `destroy` or a scale-in removed meanwhile are followed no more.
             let now = store.read_or_empty(env)?;
-            let recorded = now.services.get(service);
-            for (i, instance) in instances.iter().enumerate() {
-                if followed[i] && !recorded.is_some_and(|s| s.instances.iter().any(|r| r.id == instance.id)) {
-                    followed[i] = false;
-                    ctx.printer
-                        .info(&format!("{}: no longer recorded in env `{env}`; not followed any more", instance.id));
+            let recorded: &[crate::state::InstanceState] =
+                now.services.get(service).map_or(&[], |s| s.instances.as_slice());
+            // Instances an apply, `destroy` or a scale-in removed meanwhile are followed no more.
+            for one in followed.iter_mut().filter(|f| f.on) {
+                if !recorded.iter().any(|r| r.id == one.instance.id) {
+                    one.on = false;
+                    ctx.printer.info(&format!(
+                        "{}: no longer recorded in env `{env}`; not followed any more",
+                        one.instance.id
+                    ));
                 }
             }
+            // Instances a scale-out or a replacement started meanwhile are followed from now on.
+            for instance in recorded {
+                if !followed.iter().any(|f| f.instance.id == instance.id) {
+                    ctx.printer.info(&format!("{}: recorded in env `{env}`; followed from now on", instance.id));
+                    followed.push(Followed::new(instance.clone()));
+                }
+            }
+            prefixed = prefixed || followed.len() > 1;
+            latest = Some(now);
         }
-        if !followed.contains(&true) {
+        if !followed.iter().any(|f| f.on) {
             ctx.printer.info(&format!("No instance of `{service}` is left to follow."));
             return Ok(Outcome::Success);
         }
