@@ -26,10 +26,13 @@ struct Counts {
     stops: AtomicUsize,
     in_flight: AtomicUsize,
     most: AtomicUsize,
+    /// The threads health waits and stops ran on.
+    threads: std::sync::Mutex<std::collections::HashSet<std::thread::ThreadId>>,
 }
 
 impl Counts {
     fn busy(&self) {
+        self.threads.lock().expect("threads").insert(std::thread::current().id());
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.most.fetch_max(now, Ordering::SeqCst);
         // Long enough for the others to overlap, if they may.
@@ -38,12 +41,17 @@ impl Counts {
     }
 }
 
+/// A provider that counts; `instant` says its operations return at once (as a simulation at
+/// 0 ms does).
 #[derive(Debug)]
-struct Counting(Arc<Counts>);
+struct Counting(Arc<Counts>, bool);
 
 impl Provider for Counting {
     fn kind(&self) -> &'static str {
         "counting"
+    }
+    fn is_instant(&self) -> bool {
+        self.1
     }
 
     fn create_nodes(&self, nodes: &[NewNode], _: &enact::provider::NodeRequest<'_>) -> ProviderResult<Vec<NodeState>> {
@@ -115,7 +123,14 @@ fn settings() -> Settings {
 
 /// Applies `spec` over `state` with the counting provider and a durable journal: the state, and
 /// how many times the journal was synced.
-fn apply(dir: &std::path::Path, name: &str, spec: &Choreography, state: State, counts: &Arc<Counts>) -> (State, usize) {
+fn apply(
+    dir: &std::path::Path,
+    name: &str,
+    spec: &Choreography,
+    state: State,
+    counts: &Arc<Counts>,
+    instant: bool,
+) -> (State, usize) {
     let settings = settings();
     let input = PlanInput { env: "dev", spec, state: &state, settings: &settings, targets: &[], observed: None };
     let planned = plan(input).expect("a plan");
@@ -123,16 +138,15 @@ fn apply(dir: &std::path::Path, name: &str, spec: &Choreography, state: State, c
     let mut executor =
         Executor::new(dir, dir, "dev", &settings, spec, &planned, state, &journal, &Silent, Options::default())
             .expect("an executor");
-    executor.use_provider("sim", Box::new(Counting(Arc::clone(counts))));
+    executor.use_provider("sim", Box::new(Counting(Arc::clone(counts), instant)));
     let report = executor.run();
     assert!(report.succeeded(), "{name}: {:?} {:?}", report.failed, report.node_errors);
     (report.state, journal.syncs())
 }
 
-#[test]
-fn many_instances_start_and_stop_on_a_bounded_number_of_threads_with_batched_intents() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    std::fs::write(dir.path().join("big.py"), "").expect("a package");
+/// One service of [`INSTANCES`] instances, its package written in `dir`.
+fn big_service(dir: &std::path::Path) -> Choreography {
+    std::fs::write(dir.join("big.py"), "").expect("a package");
     let mut spec = Choreography::default();
     spec.deployable_service_specs.push(DeployableServiceSpec {
         name: "big".into(),
@@ -143,19 +157,26 @@ fn many_instances_start_and_stop_on_a_bounded_number_of_threads_with_batched_int
         ..Default::default()
     });
     spec.normalize();
+    spec
+}
 
+#[test]
+fn many_instances_start_and_stop_on_a_bounded_number_of_threads_with_batched_intents() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let spec = big_service(dir.path());
     let created = Arc::new(Counts::default());
     let mut state = State::empty("dev");
     state.lineage = "scale".into();
-    let (state, _) = apply(dir.path(), "create", &spec, state, &created);
+    let (state, _) = apply(dir.path(), "create", &spec, state, &created, false);
     assert_eq!(created.starts.load(Ordering::SeqCst), INSTANCES);
     assert_eq!(state.services["big"].instances.len(), INSTANCES);
     assert_eq!(state.nodes.len(), INSTANCES);
     let most = created.most.load(Ordering::SeqCst);
     assert!(most <= INSTANCES_AT_ONCE, "{most} health waits at once (at most {INSTANCES_AT_ONCE})");
+    assert!(most > 1, "health waits that may block overlap");
 
     let destroyed = Arc::new(Counts::default());
-    let (state, syncs) = apply(dir.path(), "destroy", &Choreography::default(), state, &destroyed);
+    let (state, syncs) = apply(dir.path(), "destroy", &Choreography::default(), state, &destroyed, false);
     assert_eq!(destroyed.stops.load(Ordering::SeqCst), INSTANCES);
     assert!(state.services.is_empty() && state.nodes.is_empty(), "{state:?}");
     let most = destroyed.most.load(Ordering::SeqCst);
@@ -163,4 +184,26 @@ fn many_instances_start_and_stop_on_a_bounded_number_of_threads_with_batched_int
     // The start of the apply, the stop intents, the node intents, the final flush: not one per
     // instance or node.
     assert!(syncs <= 4, "{syncs} journal syncs to destroy {INSTANCES} instances on {INSTANCES} nodes");
+}
+
+#[test]
+fn the_instances_of_an_instant_provider_start_and_stop_on_their_step_s_thread() {
+    // Threads would only cost their making: one step's instances go one after another.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let spec = big_service(dir.path());
+    let created = Arc::new(Counts::default());
+    let mut state = State::empty("dev");
+    state.lineage = "instant".into();
+    let (state, _) = apply(dir.path(), "create", &spec, state, &created, true);
+    assert_eq!(created.starts.load(Ordering::SeqCst), INSTANCES);
+    assert_eq!(state.services["big"].instances.len(), INSTANCES);
+    assert_eq!(created.most.load(Ordering::SeqCst), 1, "one health wait at a time");
+    assert_eq!(created.threads.lock().expect("threads").len(), 1, "all on the step's thread");
+
+    let destroyed = Arc::new(Counts::default());
+    let (state, _) = apply(dir.path(), "destroy", &Choreography::default(), state, &destroyed, true);
+    assert_eq!(destroyed.stops.load(Ordering::SeqCst), INSTANCES);
+    assert!(state.services.is_empty(), "{state:?}");
+    assert_eq!(destroyed.most.load(Ordering::SeqCst), 1, "one stop at a time");
+    assert_eq!(destroyed.threads.lock().expect("threads").len(), 1, "all on the step's thread");
 }

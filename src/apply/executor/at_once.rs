@@ -43,6 +43,16 @@ pub(super) fn at_once<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> StepRe
         .collect()
 }
 
+/// [`at_once`] when `spread`; otherwise every item in turn on the calling thread (work that
+/// returns at once gains nothing from threads but the cost of making them).
+pub(super) fn at_once_if<T: Sync, R: Send>(
+    spread: bool,
+    items: &[T],
+    work: impl Fn(&T) -> StepResult<R> + Sync,
+) -> Vec<StepResult<R>> {
+    if spread { at_once(items, work) } else { items.iter().map(work).collect() }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
