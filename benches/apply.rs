@@ -6,8 +6,8 @@
 //!     services, a few back edges that make cycles, 1–3 instances, like `benches/plan.rs`) at
 //!     `latencyMs` 0, applied end to end (`enact apply --auto-approve`) from an empty state, then
 //!     a second apply that changes 10% of the services (a third each: instance count, version,
-//!     memory). Median of 3 runs of each. Target: the first apply ≤ 10 s (OpenTofu takes 32 s
-//!     for 10,000 resources). Where the time goes is read from the output as it comes (the
+//!     memory). Median of 3 runs of each. Targets: the first apply ≤ 10 s (OpenTofu takes 32 s
+//!     for 10,000 resources), and ≤ 2.5 s at 10,000 services. Where the time goes is read from the output as it comes (the
 //!     plan printed, the first and the last step done, the summary), beside `plan` alone on the
 //!     same inputs and `strace -c -f` of one run (when strace is installed).
 //! (b) Walk efficiency at `latencyMs` 50, `--parallelism 10`, one instance per service: a
@@ -52,6 +52,9 @@ const DEFAULT_N: usize = 10_000;
 const DEFAULT_RUNS: usize = 3;
 /// The first apply of 10,000 services, end to end.
 const TARGET_APPLY_S: f64 = 10.0;
+/// The first apply of 10,000 services, the later and tighter target (at 0 ms a simulated
+/// provider costs nothing: what is left is enact's own work).
+const TARGET_APPLY_FAST_S: f64 = 2.5;
 /// grid time / chain time.
 const TARGET_WALK_RATIO: f64 = 1.25;
 const WALK_LATENCY_MS: u64 = 50;
@@ -1065,6 +1068,13 @@ fn report(binary: &Path, scale: &Scale, walks: &[Walk]) {
         w.services,
         secs(first.total)
     );
+    if w.services == 10_000 {
+        println!(
+            "- {}: apply of 10000 services from an empty state ≤ {TARGET_APPLY_FAST_S} s: {:.2} s",
+            pass(secs(first.total) <= TARGET_APPLY_FAST_S),
+            secs(first.total)
+        );
+    }
     let chain = walks.iter().find(|w| w.shape == Shape::Chain);
     for grid in walks.iter().filter(|w| matches!(w.shape, Shape::Grid | Shape::GridOne)) {
         let Some(chain) = chain else { break };
