@@ -363,7 +363,7 @@ fn logs_follow_ends_when_its_reader_goes_and_when_no_instance_is_left() {
 }
 
 #[test]
-fn logs_follow_takes_in_the_instances_a_scale_out_starts() {
+fn logs_follow_takes_in_the_instances_a_scale_out_starts_and_leaves_the_ones_a_scale_in_stops() {
     let port = 26160;
     let mut repo = repo(port, 1, false);
     apply(&repo);
@@ -382,11 +382,20 @@ fn logs_follow_takes_in_the_instances_a_scale_out_starts() {
     wait_for("the new instance's last line, followed", Duration::from_secs(30), || {
         followed().contains(&format!("[chatty-2] {second}\n"))
     });
+    let err = || fs::read_to_string(repo.path("follow.err")).unwrap_or_default();
+    assert!(err().contains("chatty-2: recorded in env `dev`; followed from now on"), "{}", err());
+
+    // Back to one: the stop removes chatty-2's log before the apply writes the state; that is
+    // a scale-in, said as one, not a log that cannot be read.
+    repo.write_chor(&chatty(port, 1, false));
+    apply(&repo);
+    wait_for("the removed instance, said", Duration::from_secs(30), || {
+        err().contains("chatty-2: no longer recorded in env `dev`; not followed any more")
+    });
     assert!(process_alive(pid), "it follows on until interrupted");
     unsafe_free_kill(pid);
-    let err = fs::read_to_string(repo.path("follow.err")).unwrap_or_default();
-    assert!(err.contains("chatty-2: recorded in env `dev`; followed from now on"), "{err}");
-    assert!(!err.contains("chatty-1: no longer recorded"), "the first instance stays: {err}");
+    assert!(!err().contains("no log file"), "{}", err());
+    assert!(!err().contains("chatty-1: no longer recorded"), "the first instance stays: {}", err());
 }
 
 /// Ends a process as Ctrl-C would (SIGINT), and waits for it./// Ends a process as Ctrl-C would (SIGINT), and waits for it.

@@ -28,6 +28,10 @@ struct Counts {
     most: AtomicUsize,
     /// The threads health waits and stops ran on.
     threads: std::sync::Mutex<std::collections::HashSet<std::thread::ThreadId>>,
+    /// Wiring calls, and the most in flight at once.
+    wires: AtomicUsize,
+    wires_in_flight: AtomicUsize,
+    wires_most: AtomicUsize,
 }
 
 impl Counts {
@@ -92,6 +96,15 @@ impl Provider for Counting {
 
     fn alive(&self, _: &InstanceState, _: &NodeState) -> bool {
         true
+    }
+    fn wire(&self, _: &enact::provider::wire::WireCall<'_>) -> Result<(), enact::provider::wire::WireError> {
+        let counts = &self.0;
+        counts.wires.fetch_add(1, Ordering::SeqCst);
+        let now = counts.wires_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        counts.wires_most.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(1));
+        counts.wires_in_flight.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
     }
 
     fn logs(
@@ -206,4 +219,42 @@ fn the_instances_of_an_instant_provider_start_and_stop_on_their_step_s_thread() 
     assert!(state.services.is_empty(), "{state:?}");
     assert_eq!(destroyed.most.load(Ordering::SeqCst), 1, "one stop at a time");
     assert_eq!(destroyed.threads.lock().expect("threads").len(), 1, "all on the step's thread");
+}
+
+/// A provider `p` of one instance and a consumer `big` of [`INSTANCES`] instances calling it.
+fn consumer_of_one(dir: &std::path::Path) -> Choreography {
+    let mut spec = big_service(dir);
+    spec.deployable_service_specs[0].dependencies =
+        vec![enact::spec::ServiceDependency { service_spec_name: "p".into(), service_spec_role: "p".into() }];
+    spec.deployable_service_specs.push(DeployableServiceSpec {
+        name: "p".into(),
+        roles: vec!["p".into()],
+        package_uri: Some("big.py".into()),
+        port: Some(9000),
+        number_of_instances: Some(1),
+        ..Default::default()
+    });
+    spec.normalize();
+    spec
+}
+
+#[test]
+fn the_instances_of_a_consumer_are_wired_side_by_side_when_calls_may_block() {
+    for instant in [false, true] {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let spec = consumer_of_one(dir.path());
+        let counts = Arc::new(Counts::default());
+        let mut state = State::empty("dev");
+        state.lineage = "wires".into();
+        let (state, _) = apply(dir.path(), "create", &spec, state, &counts, instant);
+        assert_eq!(state.services["big"].instances.len(), INSTANCES);
+        // Every instance of the consumer is told the provider's endpoint once.
+        assert_eq!(counts.wires.load(Ordering::SeqCst), INSTANCES, "instant: {instant}");
+        let most = counts.wires_most.load(Ordering::SeqCst);
+        if instant {
+            assert_eq!(most, 1, "an instant provider's calls one after another");
+        } else {
+            assert!((2..=INSTANCES_AT_ONCE).contains(&most), "{most} wiring calls at once");
+        }
+    }
 }

@@ -14,8 +14,9 @@ pub struct SimulatedProvider {
 }
 
 impl SimulatedProvider {
-    /// A simulated provider whose every operation (the node batch, each start, stop and wiring
-    /// call) takes `latency` (the account's `latencyMs`); at zero, nothing waits.
+    /// A simulated provider whose every operation (a batch of nodes made or freed, each start,
+    /// stop and wiring call) takes `latency` (the account's `latencyMs`); at zero, nothing
+    /// waits.
     pub fn new(latency: Duration) -> Self {
         SimulatedProvider { latency }
     }
@@ -60,6 +61,14 @@ impl Provider for SimulatedProvider {
     fn destroy_node(&self, _id: &str, _node: &NodeState) -> ProviderResult<()> {
         self.pause();
         Ok(())
+    }
+
+    fn destroy_nodes(&self, nodes: &[(&str, &NodeState)]) -> Vec<ProviderResult<()>> {
+        // One call per batch, as a cloud API would take (ec2's `TerminateInstances`).
+        if !nodes.is_empty() {
+            self.pause();
+        }
+        nodes.iter().map(|_| Ok(())).collect()
     }
 
     fn start(&self, _request: &StartRequest<'_>) -> ProviderResult<Started> {

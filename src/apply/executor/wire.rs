@@ -26,6 +26,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use super::at_once::at_once_if;
 use super::{Executor, StepError, StepResult};
 use crate::provider::wire::WireCall;
 use crate::spec::{Service, ServiceDependency, ServiceType};
@@ -375,14 +376,14 @@ impl Executor<'_> {
             }
             (list, providers.join(","), targets)
         };
-        let mut errors = Vec::new();
-        let mut told = 0usize;
-        for target in &targets {
+        // Each instance of the consumer is told on its own: side by side when calls may block
+        // (500 instances of a consumer behind a 200 ms provider: one call's time, not 100 s).
+        let tell = |target: &Target| -> StepResult<bool> {
             let key = (consumer.to_string(), target.key.clone());
             let known = lock(&self.wiring.ledger).get(&key).and_then(|roles| roles.get(role).cloned());
             let known = known.unwrap_or_else(|| Known::List(self.held_before(consumer, &target.key, role)));
             if known == Known::List(list.clone()) {
-                continue;
+                return Ok(false);
             }
             let call = WireCall {
                 service_type: target.service_type,
@@ -395,8 +396,14 @@ impl Executor<'_> {
             let outcome = self.call(target.account.as_deref(), &call);
             let now = if outcome.is_ok() { Known::List(list.clone()) } else { Known::Unknown };
             lock(&self.wiring.ledger).entry(key).or_default().insert(role.to_string(), now);
+            outcome.map(|()| true)
+        };
+        let mut errors = Vec::new();
+        let mut told = 0usize;
+        for outcome in at_once_if(targets.len() > 1 && self.calls_block(), &targets, tell) {
             match outcome {
-                Ok(()) => told += 1,
+                Ok(true) => told += 1,
+                Ok(false) => {}
                 Err(e) => errors.push(e),
             }
         }

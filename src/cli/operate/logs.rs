@@ -120,7 +120,9 @@ impl Followed {
 /// scale-out, a replacement) is said and followed from its last `lines` lines. The command
 /// ends (exit 0) when none is left to follow, when stdout's reader goes away, or when
 /// interrupted. Instances whose provider keeps no output (simulated ones) say so on stderr
-/// once. An instance whose log cannot be read is said once on stderr, and looked at again.
+/// once. An instance whose log cannot be read is said once on stderr (unless a command holds
+/// the environment's lock, or the state no longer records it: a stop removed it), and looked at
+/// again.
 fn follow(
     ctx: &Context,
     repo: &crate::repo::ConfigRepo,
@@ -182,8 +184,25 @@ fn follow(
                     }
                 }
                 Err(e) => {
-                    if !std::mem::replace(&mut one.said, true) {
-                        ctx.printer.warn(&format!("{}: {e}; looking again", instance.id));
+                    // A stop removes the log with the instance. While a command holds the lock
+                    // (an apply that may be stopping it) nothing is said yet: the state it writes
+                    // settles it. Once the state no longer records the instance, it is left as a
+                    // scale-in leaves it; only a recorded instance's log is said unreadable.
+                    let busy = crate::state::lock::holder(&repo.state_dir(), env).ok().flatten().is_some();
+                    if !one.said && !busy {
+                        let recorded = store.read_or_empty(env).is_ok_and(|now| {
+                            now.services.get(service).is_some_and(|s| s.instances.iter().any(|r| r.id == instance.id))
+                        });
+                        if recorded {
+                            one.said = true;
+                            ctx.printer.warn(&format!("{}: {e}; looking again", instance.id));
+                        } else {
+                            one.on = false;
+                            ctx.printer.info(&format!(
+                                "{}: no longer recorded in env `{env}`; not followed any more",
+                                instance.id
+                            ));
+                        }
                     }
                 }
             }
