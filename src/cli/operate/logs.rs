@@ -111,6 +111,29 @@ impl Followed {
     fn new(instance: crate::state::InstanceState) -> Followed {
         Followed { instance, mark: None, partial: String::new(), said: false, on: true }
     }
+
+    /// Its log could not be read (`error`). A stop removes the log with the instance: while a
+    /// command holds the lock (an apply that may be stopping it) nothing is said yet, the state
+    /// it writes settles it. Once the state no longer records the instance, it is left as a
+    /// scale-in leaves it; only a recorded instance's log is said unreadable, once.
+    fn unreadable(&mut self, ctx: &Context, repo: &crate::repo::ConfigRepo, env: &str, service: &str, error: &str) {
+        let busy = crate::state::lock::holder(&repo.state_dir(), env).ok().flatten().is_some();
+        if self.said || busy {
+            return;
+        }
+        let id = &self.instance.id;
+        let recorded = repo
+            .store()
+            .read_or_empty(env)
+            .is_ok_and(|now| now.services.get(service).is_some_and(|s| s.instances.iter().any(|r| &r.id == id)));
+        if recorded {
+            self.said = true;
+            ctx.printer.warn(&format!("{id}: {error}; looking again"));
+        } else {
+            self.on = false;
+            ctx.printer.info(&format!("{id}: no longer recorded in env `{env}`; not followed any more"));
+        }
+    }
 }
 
 /// `enact logs --follow`: the last `lines` lines of each instance, then what they gain, look
@@ -183,28 +206,7 @@ fn follow(
                         out.push('\n');
                     }
                 }
-                Err(e) => {
-                    // A stop removes the log with the instance. While a command holds the lock
-                    // (an apply that may be stopping it) nothing is said yet: the state it writes
-                    // settles it. Once the state no longer records the instance, it is left as a
-                    // scale-in leaves it; only a recorded instance's log is said unreadable.
-                    let busy = crate::state::lock::holder(&repo.state_dir(), env).ok().flatten().is_some();
-                    if !one.said && !busy {
-                        let recorded = store.read_or_empty(env).is_ok_and(|now| {
-                            now.services.get(service).is_some_and(|s| s.instances.iter().any(|r| r.id == instance.id))
-                        });
-                        if recorded {
-                            one.said = true;
-                            ctx.printer.warn(&format!("{}: {e}; looking again", instance.id));
-                        } else {
-                            one.on = false;
-                            ctx.printer.info(&format!(
-                                "{}: no longer recorded in env `{env}`; not followed any more",
-                                instance.id
-                            ));
-                        }
-                    }
-                }
+                Err(e) => one.unreadable(ctx, repo, env, service, &e.to_string()),
             }
         }
         let mut stdout = std::io::stdout().lock();
