@@ -2,20 +2,24 @@
 //! enact writes one line to stderr per phase and per remote operation,
 //! `[timing +1.234 s] what (0.056 s) [rss 61.2 MiB] [cpu 80.3 ms]`: the time since the command
 //! started, what was done, how long it took, the process's resident memory then (left out where
-//! `/proc/self/statm` does not exist) and the CPU time all its threads have used so far. Off
-//! (and free: nothing is formatted) otherwise. A leaf: depends on nothing of enact.
+//! `/proc/self/statm` does not exist) and the CPU time all its threads have used since it
+//! started. Off (and free: nothing is formatted) otherwise. A leaf: depends on nothing of enact.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// When the command started (the first call to [`start`] or [`enabled`]).
 static START: OnceLock<Instant> = OnceLock::new();
+/// The process's CPU time then, in ms: the lines count CPU time from the same moment as wall
+/// time (loading the program before `main` is left out of both).
+static START_CPU: OnceLock<f64> = OnceLock::new();
 /// Whether `ENACT_TIMINGS` is set (to anything but empty or `0`).
 static ENABLED: OnceLock<bool> = OnceLock::new();
 
 /// Starts the clock the lines are relative to; call it first thing in `main`.
 pub fn start() {
     let _ = START.get_or_init(Instant::now);
+    let _ = START_CPU.get_or_init(|| process_cpu_ms().unwrap_or(0.0));
     let _ = enabled();
 }
 
@@ -51,11 +55,18 @@ fn resident_mib() -> Option<f64> {
     Some(pages * 4096.0 / (1024.0 * 1024.0))
 }
 
-/// The CPU time the process has used so far, every thread's user and system time together, in
-/// ms (`clock_gettime(CLOCK_PROCESS_CPUTIME_ID)`, POSIX); `None` if the clock cannot be read.
-/// Against the wall-clock offset of the same line it shows how many cores a phase kept busy.
-#[allow(unsafe_code)]
+/// The CPU time every thread of the process has used since [`start`], user and system time
+/// together, in ms; `None` if the clock cannot be read. Against the wall-clock offset of the
+/// same line it shows how many cores a phase kept busy.
 fn cpu_ms() -> Option<f64> {
+    let now = process_cpu_ms()?;
+    Some(now - START_CPU.get().copied().unwrap_or(0.0))
+}
+
+/// The CPU time the process has used since it began, in ms
+/// (`clock_gettime(CLOCK_PROCESS_CPUTIME_ID)`, POSIX); `None` if the clock cannot be read.
+#[allow(unsafe_code)]
+fn process_cpu_ms() -> Option<f64> {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a live, writable `timespec`, all the call writes to.
     let read = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
@@ -80,6 +91,7 @@ mod tests {
 
     #[test]
     fn the_cpu_clock_counts_the_work_done() {
+        start();
         let before = cpu_ms().expect("the process CPU clock reads");
         // About 20 ms of work on this thread, that the optimizer cannot drop.
         let until = Instant::now() + Duration::from_millis(20);
