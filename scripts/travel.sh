@@ -12,7 +12,7 @@ repo="$PWD/examples/travel"
 state=state
 weather_pid="$state/.weather.pid"
 
-echo "building enact (release; the first build takes about 4 minutes on 2 cores)…" >&2
+echo "building enact (release; the first build compiles a few hundred crates: about 12 minutes of CPU time, later ones seconds)…" >&2
 cargo build --release --quiet
 enact() { target/release/enact -C "$repo" -e "$env" "$@"; }
 
