@@ -244,6 +244,27 @@ mod tests {
     }
 
     #[test]
+    fn instances_are_recorded_in_id_order_whichever_started_first() {
+        let spec = crate::spec::DeployableServiceSpec { name: "a".into(), ..Default::default() };
+        let mut state = crate::state::State::empty("dev");
+        state.services.insert(
+            "a".into(),
+            crate::state::ServiceState {
+                spec: Box::new(crate::state::AppliedSpec::Deployable(spec)),
+                instances: Vec::new(),
+                paused: false,
+                incomplete: false,
+            },
+        );
+        // Side by side, a step's instances finish in any order; 10 after 9, not after 1.
+        for id in ["a-2", "a-10", "a-1", "a-9", "a-3"] {
+            super::super::apply_record(&mut state, &Record::Started { service: "a".into(), instance: instance(id) });
+        }
+        let ids: Vec<&str> = state.services["a"].instances.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["a-1", "a-2", "a-3", "a-9", "a-10"]);
+    }
+
+    #[test]
     fn records_round_trip_and_open_intents_are_found() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dev.journal");

@@ -318,7 +318,11 @@ pub fn apply_record(state: &mut State, record: &Record) {
             }
             if let Some(s) = state.services.get_mut(service) {
                 s.instances.retain(|i| i.id != instance.id);
-                s.instances.push(instance.clone());
+                // In id order, whichever of a step's instances started first: the state file
+                // is the same for the same apply.
+                let number = crate::plan::placement::id_number(&instance.id);
+                let at = s.instances.partition_point(|i| crate::plan::placement::id_number(&i.id) <= number);
+                s.instances.insert(at, instance.clone());
             }
         }
         Record::Stopped { service, instance } => {
