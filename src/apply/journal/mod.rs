@@ -320,9 +320,15 @@ pub fn apply_record(state: &mut State, record: &Record) {
                 s.instances.retain(|i| i.id != instance.id);
                 // In id order, whichever of a step's instances started first: the state file
                 // is the same for the same apply.
-                let number = crate::plan::placement::id_number(&instance.id);
-                let at = s.instances.partition_point(|i| crate::plan::placement::id_number(&i.id) <= number);
-                s.instances.insert(at, instance.clone());
+                let number = |id: &str| crate::plan::placement::id_number(id);
+                let new = number(&instance.id);
+                // Mostly the next in order: no search.
+                if s.instances.last().is_none_or(|last| number(&last.id) <= new) {
+                    s.instances.push(instance.clone());
+                } else {
+                    let at = s.instances.partition_point(|i| number(&i.id) <= new);
+                    s.instances.insert(at, instance.clone());
+                }
             }
         }
         Record::Stopped { service, instance } => {
