@@ -254,10 +254,11 @@ pub struct Change {
 /// the model's order, defaults left out.
 #[derive(Debug, Clone)]
 pub enum SpecValue {
-    /// A deployable service's spec, as planned.
-    Deployable(Box<DeployableServiceSpec>),
+    /// A deployable service's spec, as planned (shared: a change that only rewires has the
+    /// same spec before and after).
+    Deployable(std::sync::Arc<DeployableServiceSpec>),
     /// A legacy service's spec, as planned.
-    Legacy(Box<LegacyServiceSpec>),
+    Legacy(std::sync::Arc<LegacyServiceSpec>),
     /// As read from a saved plan.
     Json(Value),
 }
@@ -266,8 +267,8 @@ impl SpecValue {
     /// A copy of `service`'s spec.
     pub fn of(service: Service<'_>) -> SpecValue {
         match service {
-            Service::Deployable(s) => SpecValue::Deployable(Box::new(s.clone())),
-            Service::Legacy(s) => SpecValue::Legacy(Box::new(s.clone())),
+            Service::Deployable(s) => SpecValue::Deployable(std::sync::Arc::new(s.clone())),
+            Service::Legacy(s) => SpecValue::Legacy(std::sync::Arc::new(s.clone())),
         }
     }
 
@@ -581,7 +582,7 @@ mod tests {
             forced_by: Vec::new(),
             legacy: false,
             before: i.is_multiple_of(2).then(|| SpecValue::Json(serde_json::to_value(&spec).unwrap())),
-            after: Some(SpecValue::Deployable(Box::new(spec))),
+            after: Some(SpecValue::Deployable(std::sync::Arc::new(spec))),
             rollout: None,
             restart: Vec::new(),
         }

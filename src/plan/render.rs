@@ -344,7 +344,7 @@ mod tests {
                 rewire: vec!["a".into(), "b".into()],
                 forced_by: Vec::new(),
                 legacy: false,
-                before: Some(SpecValue::Deployable(Box::new(before))),
+                before: Some(SpecValue::Deployable(std::sync::Arc::new(before))),
                 after: Some(after),
                 rollout: None,
                 restart: Vec::new(),
@@ -396,7 +396,7 @@ mod tests {
         };
         let json = SpecValue::Json(serde_json::to_value(&after).unwrap());
         // As planned, and as read back from a saved plan.
-        for after in [SpecValue::Deployable(Box::new(after)), json] {
+        for after in [SpecValue::Deployable(std::sync::Arc::new(after)), json] {
             let text = render(&plan(after), Painter::new(false));
             assert!(text.contains("instances 1 → 2; rewired to a; told to stop calling b"), "{text}");
             assert!(!text.contains("rewired to a, b"), "{text}");

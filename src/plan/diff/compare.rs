@@ -209,6 +209,12 @@ fn diff_values(path: &str, before: &Value, after: &Value, out: &mut Vec<FieldCha
 /// An update of a service whose spec does not change (it is rewired, or dead instances of it
 /// are replaced).
 pub(super) fn unchanged(name: &str, before: &ServiceState, after: Option<Service<'_>>) -> Change {
+    let recorded = SpecValue::of(before.spec.as_service());
+    let same_as_recorded = |a: Service<'_>| match (a, before.spec.as_service()) {
+        (Service::Deployable(a), Service::Deployable(b)) => a == b,
+        (Service::Legacy(a), Service::Legacy(b)) => a == b,
+        _ => false,
+    };
     Change {
         service: name.to_string(),
         action: Action::Update,
@@ -218,8 +224,9 @@ pub(super) fn unchanged(name: &str, before: &ServiceState, after: Option<Service
         rewire: Vec::new(),
         forced_by: Vec::new(),
         legacy: after.is_some_and(Service::is_legacy),
-        before: Some(SpecValue::of(before.spec.as_service())),
-        after: after.map(SpecValue::of),
+        before: Some(recorded.clone()),
+        // The same spec both sides (as it normally is here): one copy, shared.
+        after: after.map(|a| if same_as_recorded(a) { recorded } else { SpecValue::of(a) }),
         rollout: None,
         restart: Vec::new(),
     }
