@@ -199,28 +199,6 @@ fn many_instances_start_and_stop_on_a_bounded_number_of_threads_with_batched_int
     assert!(syncs <= 4, "{syncs} journal syncs to destroy {INSTANCES} instances on {INSTANCES} nodes");
 }
 
-#[test]
-fn the_instances_of_an_instant_provider_start_and_stop_on_their_step_s_thread() {
-    // Threads would only cost their making: one step's instances go one after another.
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let spec = big_service(dir.path());
-    let created = Arc::new(Counts::default());
-    let mut state = State::empty("dev");
-    state.lineage = "instant".into();
-    let (state, _) = apply(dir.path(), "create", &spec, state, &created, true);
-    assert_eq!(created.starts.load(Ordering::SeqCst), INSTANCES);
-    assert_eq!(state.services["big"].instances.len(), INSTANCES);
-    assert_eq!(created.most.load(Ordering::SeqCst), 1, "one health wait at a time");
-    assert_eq!(created.threads.lock().expect("threads").len(), 1, "all on the step's thread");
-
-    let destroyed = Arc::new(Counts::default());
-    let (state, _) = apply(dir.path(), "destroy", &Choreography::default(), state, &destroyed, true);
-    assert_eq!(destroyed.stops.load(Ordering::SeqCst), INSTANCES);
-    assert!(state.services.is_empty(), "{state:?}");
-    assert_eq!(destroyed.most.load(Ordering::SeqCst), 1, "one stop at a time");
-    assert_eq!(destroyed.threads.lock().expect("threads").len(), 1, "all on the step's thread");
-}
-
 /// A provider `p` of one instance and a consumer `big` of [`INSTANCES`] instances calling it.
 fn consumer_of_one(dir: &std::path::Path) -> Choreography {
     let mut spec = big_service(dir);

@@ -481,3 +481,22 @@ proptest! {
         run(&initial, &ops, policy, vm_limit)?;
     }
 }
+
+/// A sequence proptest once found (a scale-out, a new dependency and a redeploy in one apply,
+/// after swaps): kept as a test of its own, so it runs every time.
+#[test]
+fn a_sequence_found_once_keeps_the_wiring_invariant() {
+    use Memory::Small;
+    let ops = vec![
+        vec![Op::AddDep(5, 2, false)],
+        vec![Op::Scale(1, 1), Op::Swap(0, 4), Op::Swap(6, 2)],
+        vec![Op::Scale(0, 3), Op::AddDep(4, 3, false), Op::Redeploy(7)],
+        vec![Op::MoveLegacy(6)],
+        vec![Op::MoveLegacy(0)],
+        vec![Op::Swap(0, 6), Op::Redeploy(4)],
+        vec![Op::Resize(3, Small), Op::Remove(5), Op::Scale(0, 1)],
+    ];
+    if let Err(e) = run(&[false, false], &ops, 246, 4) {
+        panic!("{e}");
+    }
+}

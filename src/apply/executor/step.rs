@@ -3,7 +3,7 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use super::at_once::at_once_if;
+use super::at_once::at_once;
 use super::{Executor, StepError, StepResult};
 use crate::apply::journal::Record;
 use crate::plan::placement::PlacedInstance;
@@ -163,14 +163,14 @@ impl Executor<'_> {
     ) -> StepResult<Vec<String>> {
         let mut errors = Vec::new();
         let mut launched = Vec::with_capacity(started.len());
-        for result in at_once_if(!self.instant(), started, |placed| self.launch(name, spec, placed)) {
+        for result in at_once(started, |placed| self.launch(name, spec, placed)) {
             match result {
                 Ok(instance) => launched.push(instance),
                 Err(e) => errors.push(e),
             }
         }
         let mut fresh = Vec::with_capacity(launched.len());
-        for result in at_once_if(!self.instant(), &launched, |instance| self.await_ready(name, spec, instance)) {
+        for result in at_once(&launched, |instance| self.await_ready(name, spec, instance)) {
             match result {
                 Ok(instance) => fresh.push(instance.id),
                 Err(e) => errors.push(e),
@@ -209,8 +209,7 @@ impl Executor<'_> {
             self.remove_log(name, instance, node);
             Ok(())
         };
-        let errors: Vec<StepError> =
-            at_once_if(!self.instant(), &found, stop).into_iter().filter_map(Result::err).collect();
+        let errors: Vec<StepError> = at_once(&found, stop).into_iter().filter_map(Result::err).collect();
         StepError::from_all(errors)
     }
 }
