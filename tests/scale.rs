@@ -26,8 +26,6 @@ struct Counts {
     stops: AtomicUsize,
     in_flight: AtomicUsize,
     most: AtomicUsize,
-    /// The threads health waits and stops ran on.
-    threads: std::sync::Mutex<std::collections::HashSet<std::thread::ThreadId>>,
     /// Wiring calls, and the most in flight at once.
     wires: AtomicUsize,
     wires_in_flight: AtomicUsize,
@@ -36,7 +34,6 @@ struct Counts {
 
 impl Counts {
     fn busy(&self) {
-        self.threads.lock().expect("threads").insert(std::thread::current().id());
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.most.fetch_max(now, Ordering::SeqCst);
         // Long enough for the others to overlap, if they may.
