@@ -283,6 +283,14 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
+    /// Whether every provider's operations return at once (simulations at 0 ms): then a step's
+    /// instances are started, waited for and stopped one after another on the step's own
+    /// thread, since threads of their own would only cost their creation (two per instance at
+    /// 10,000 services: a third of an apply's time).
+    fn instant(&self) -> bool {
+        self.providers.values().all(|p| p.is_instant())
+    }
+
     fn provider_of_node(&self, node: &NodeState) -> StepResult<&dyn Provider> {
         self.providers
             .get(&node.account)

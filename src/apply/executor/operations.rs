@@ -44,8 +44,7 @@ impl Executor<'_> {
             self.wiring.capture(&live, service);
         }
         let ids = self.instance_ids(service);
-        self.leave(&ids);
-        self.push(service)?;
+        self.push_leaving(service, &ids)?;
         for id in &ids {
             self.stop_instance_keeping(service, id)?;
         }

@@ -3,7 +3,7 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use super::at_once::at_once;
+use super::at_once::at_once_if;
 use super::{Executor, StepError, StepResult};
 use crate::apply::journal::Record;
 use crate::plan::placement::PlacedInstance;
@@ -85,14 +85,13 @@ impl Executor<'_> {
                 let fresh = self.start_all(name, spec, started)?;
                 self.wire_instances(name, &fresh)?;
             }
-            self.leave(stopped);
             let moved = change.fields.iter().any(|f| f.path == "/nativeURIs");
             if moved {
                 // A legacy service at new URIs: those hold nothing yet.
                 self.wire_service(name, None)?;
             }
             if !started.is_empty() || !stopped.is_empty() || moved {
-                self.push(name)?;
+                self.push_leaving(name, stopped)?;
             }
             self.stop_all(name, stopped)?;
         }
@@ -120,15 +119,13 @@ impl Executor<'_> {
         }
         if started.is_empty() && !stopped.is_empty() {
             // Everything goes: out of every consumer's list at once, then stopped together.
-            self.leave(stopped);
-            self.push(name)?;
+            self.push_leaving(name, stopped)?;
             return self.stop_all(name, stopped);
         }
         let mut remaining: VecDeque<&String> = stopped.iter().collect();
         // Takes an old instance out of every consumer's list, then stops it.
         let retire = |old: &String| -> StepResult {
-            self.leave(std::slice::from_ref(old));
-            self.push(name)?;
+            self.push_leaving(name, std::slice::from_ref(old))?;
             self.retire_instance(name, old)
         };
         for placed in started {
@@ -163,14 +160,14 @@ impl Executor<'_> {
     ) -> StepResult<Vec<String>> {
         let mut errors = Vec::new();
         let mut launched = Vec::with_capacity(started.len());
-        for result in at_once(started, |placed| self.launch(name, spec, placed)) {
+        for result in at_once_if(!self.instant(), started, |placed| self.launch(name, spec, placed)) {
             match result {
                 Ok(instance) => launched.push(instance),
                 Err(e) => errors.push(e),
             }
         }
         let mut fresh = Vec::with_capacity(launched.len());
-        for result in at_once(&launched, |instance| self.await_ready(name, spec, instance)) {
+        for result in at_once_if(!self.instant(), &launched, |instance| self.await_ready(name, spec, instance)) {
             match result {
                 Ok(instance) => fresh.push(instance.id),
                 Err(e) => errors.push(e),
@@ -209,7 +206,8 @@ impl Executor<'_> {
             self.remove_log(name, instance, node);
             Ok(())
         };
-        let errors: Vec<StepError> = at_once(&found, stop).into_iter().filter_map(Result::err).collect();
+        let errors: Vec<StepError> =
+            at_once_if(!self.instant(), &found, stop).into_iter().filter_map(Result::err).collect();
         StepError::from_all(errors)
     }
 }

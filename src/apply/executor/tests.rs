@@ -489,3 +489,66 @@ fn a_refill_the_vm_limit_leaves_no_room_for_yet_waits_for_the_nodes_the_apply_fr
     assert_eq!(world.state.nodes.len(), 3, "never more than vmLimit");
     assert_eq!(spare_nodes(&world.state).len(), 1);
 }
+
+/// While a service rolls to a new version, new before old, the list another step computes for
+/// its consumer at any moment holds every slot: each new instance is announced at the moment the
+/// old one it replaces leaves, never after (one instance and a cycle made that an empty list).
+#[test]
+fn a_list_computed_during_a_rolling_replacement_never_misses_a_slot() {
+    const N: usize = 64;
+    let mut world = World::new();
+    let created = world.apply(&choreography(vec![service("p", N as i64, 0, &[]), service("c", 1, 0, &["p"])]));
+    assert!(created.report.succeeded(), "{:?}", created.report.failed);
+    let spec = choreography(vec![service("p", N as i64, 1, &[]), service("c", 1, 0, &["p"])]);
+    let input = PlanInput {
+        env: "dev",
+        spec: &spec,
+        state: &world.state,
+        settings: &world.settings,
+        targets: &[],
+        observed: None,
+    };
+    let planned = plan(input).expect("a plan");
+    let change = planned.plan.changes.iter().find(|c| c.service == "p").expect("p changes");
+    let nowhere = Path::new("/nonexistent/enact-executor-tests");
+    let journal = MemoryJournal::new();
+    let silent = crate::apply::events::Silent;
+    let mut executor = Executor::new(
+        nowhere,
+        nowhere,
+        "dev",
+        &world.settings,
+        &spec,
+        &planned,
+        world.state.clone(),
+        &journal,
+        &silent,
+        Options::default(),
+    )
+    .expect("an executor");
+    executor.use_provider("sim", Box::new(world.fake.clone()));
+    assert!(executor.create_nodes().is_empty(), "the new nodes are made");
+    let consumer = executor.desired["c"];
+    let done = AtomicBool::new(false);
+    let (shortest, looks) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let (mut shortest, mut looks) = (usize::MAX, 0u64);
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let listed = executor.must_hold(&executor.live(), consumer, "p").0.len();
+                shortest = shortest.min(listed);
+                looks += 1;
+                // Room for the roll to take the locks the look held.
+                std::thread::sleep(Duration::from_micros(1));
+            }
+            (shortest, looks)
+        });
+        let rolled = executor.run_step(change);
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        rolled.expect("p rolled");
+        watcher.join().expect("the watcher")
+    });
+    assert!(looks > 0);
+    assert_eq!(shortest, N, "a list of {shortest} endpoints was computed during the roll ({looks} looks)");
+    let replaced = world.fake.take().iter().filter(|c| matches!(c, Call::Stopped { .. })).count();
+    assert_eq!(replaced, N, "every old instance was replaced");
+}

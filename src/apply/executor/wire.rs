@@ -199,13 +199,19 @@ impl Wiring {
         lock(&self.ledger).insert((service.to_string(), id.to_string()), HashMap::new());
     }
 
-    /// Announces every unannounced instance of `ids`: they become endpoints.
-    fn announce(&self, ids: impl Iterator<Item = String>) {
+    /// Announces every unannounced instance of `ids` (they become endpoints) and marks
+    /// `leaving` as leaving, at one moment: a list computed by another step in between would
+    /// hold neither the new endpoints nor the leaving ones, and could be empty while the
+    /// service serves.
+    fn hand_over(&self, ids: impl Iterator<Item = String>, leaving: &[String]) {
         let mut phases = lock(&self.phases);
         for id in ids {
             if phases.get(&id) == Some(&Phase::Unannounced) {
                 phases.remove(&id);
             }
+        }
+        for id in leaving {
+            phases.insert(id.clone(), Phase::Leaving);
         }
     }
 
@@ -267,7 +273,7 @@ impl Executor<'_> {
     }
 
     /// What `consumer` must hold for `role` now, and the provider names it is told with.
-    fn must_hold(&self, live: &State, consumer: Service<'_>, role: &str) -> (Vec<String>, Vec<String>) {
+    pub(super) fn must_hold(&self, live: &State, consumer: Service<'_>, role: &str) -> (Vec<String>, Vec<String>) {
         let phases = lock(&self.wiring.phases);
         let providers: BTreeSet<&str> = consumer
             .dependencies()
@@ -434,15 +440,19 @@ impl Executor<'_> {
         self.settings.wiring_of(consumer)
     }
 
-    /// Marks instances as leaving: from now on they are neither endpoints nor told anything.
-    pub(super) fn leave(&self, ids: &[String]) {
-        self.wiring.set_phase(ids, Phase::Leaving);
-    }
-
     /// Announces the ready instances of `service` and tells every consumer of it, in every role
     /// it calls `service` in, the list it must now hold.
     pub(super) fn push(&self, service: &str) -> StepResult {
-        self.wiring.announce(self.instance_ids(service).into_iter());
+        self.push_leaving(service, &[])
+    }
+
+    /// [`Executor::push`], with the instances `leaving` (ids of `service`) taken out of every
+    /// list at the moment the ready ones are announced: from then on they are neither endpoints
+    /// nor told anything. Both at once, never one after the other: a consumer whose list
+    /// another step computes in between would be told an empty list while `service` serves
+    /// (a rolling replacement in a dependency cycle).
+    pub(super) fn push_leaving(&self, service: &str, leaving: &[String]) -> StepResult {
+        self.wiring.hand_over(self.instance_ids(service).into_iter(), leaving);
         // Only consumers with something to tell (after the announce: a consumer instance that
         // becomes a target later computes its own list after it, and sees the new endpoints).
         let pairs: Vec<(String, String)> = {
