@@ -423,34 +423,76 @@ fn hostile_values_reach_the_host_as_text_and_never_run() {
     assert!(!Path::new(&format!("{m}6")).exists());
 }
 
-#[test]
-fn hosts_that_share_a_home_directory_take_one_package_from_many_writers_at_once() {
-    if !sshd::available() {
-        return;
-    }
-    // The loopback hosts share this machine's filesystem, like hosts on one NFS home: twelve
-    // instances of four services, one package, start at once on three hosts and upload it to the
-    // same remote path.
-    let hosts = SshHosts::start(3, 12, 2418);
+/// Twelve instances of four services, one package, start at once on three hosts that share this
+/// machine's filesystem (like hosts on one NFS home), so every writer uploads to the same remote
+/// path: the package is installed whole, once, with no partial file left. `padding` bytes of
+/// comment make the package larger, so that it goes over SFTP rather than inside a command.
+fn one_package_from_many_writers(first: u8, ssh_port: u16, service_port: u16, padding: usize) {
+    let hosts = SshHosts::start(3, first, ssh_port);
     let services: Vec<Value> = (0..4)
         .map(|i| {
             json!({ "name": format!("s{i}"), "roles": [format!("s{i}")], "packageType": "PYTHON",
-                         "packageUri": "services/shared.py", "port": 24800 + i, "numberOfInstances": 3 })
+                         "packageUri": "services/shared.py", "port": service_port + i, "numberOfInstances": 3 })
         })
         .collect();
     let repo = Repo::new(&hosts, &hosts.known_hosts(), &json!({ "deployableServiceSpecs": services }));
     // A package no other test uploads (its digest names the remote directory).
     let airline = fs::read_to_string(repo.root.join("services/airline.py")).expect("airline.py");
-    let unique = format!("{airline}\n# {:?}\n", std::time::SystemTime::now());
-    fs::write(repo.root.join("services/shared.py"), unique).expect("shared.py");
-    let (code, out, err) = repo.apply(&[]);
-    assert_eq!(code, 0, "{out}\n{err}");
+    let unique = format!("{airline}\n# {:?}\n{}\n", std::time::SystemTime::now(), "#".repeat(padding));
+    fs::write(repo.root.join("services/shared.py"), &unique).expect("shared.py");
+    // Timing lines (stderr) say which way the package went.
+    let output = Command::cargo_bin("enact")
+        .expect("enact binary")
+        .arg("-C")
+        .arg(&repo.root)
+        .args(["--no-color", "apply", "--auto-approve", "--health-timeout", "20"])
+        .env("ENACT_TIMINGS", "1")
+        .timeout(Duration::from_secs(120))
+        .output()
+        .expect("enact runs");
+    let (out, err) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(0), "{out}\n{err}");
     assert!(out.contains("Apply: 4 done, 0 failed, 0 skipped"), "{out}");
+    let over_sftp = err.contains("SFTP session opened");
+    assert_eq!(over_sftp, padding > 0, "over SFTP only when too large for a command:\n{err}");
+    assert_eq!(err.contains("package uploaded with the command"), padding == 0, "{err}");
     for i in 0..4 {
         assert_eq!(repo.uris(&format!("s{i}")).len(), 3);
     }
+    // The hosts' home is this machine's: the package is there, byte for byte, and alone.
+    let home = PathBuf::from(std::env::var("HOME").expect("HOME"));
+    let installed: Vec<PathBuf> = walk(&home.join(".enact/dev/packages"))
+        .into_iter()
+        .map(|dir| dir.join("shared.py"))
+        .filter(|p| fs::read_to_string(p).is_ok_and(|t| t == unique))
+        .collect();
+    assert_eq!(installed.len(), 1, "the package, byte for byte, once: {installed:?}");
+    let dir = installed[0].parent().expect("package directory");
+    let names: Vec<String> = fs::read_dir(dir)
+        .expect("package dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["shared.py"], "no partial upload is left beside the package");
     let (code, out, err) = repo.enact(&["destroy", "--auto-approve"]);
     assert_eq!(code, 0, "{out}\n{err}");
+}
+
+#[test]
+fn hosts_that_share_a_home_directory_take_one_package_from_many_writers_at_once() {
+    if !sshd::available() {
+        return;
+    }
+    // A small package travels inside the command that installs it.
+    one_package_from_many_writers(12, 2418, 24800, 0);
+}
+
+#[test]
+fn a_package_too_large_for_a_command_goes_over_sftp_from_many_writers_at_once() {
+    if !sshd::available() {
+        return;
+    }
+    // Over 64 KiB, the largest package that travels inside a command.
+    one_package_from_many_writers(50, 2450, 26800, 80 * 1024);
 }
 
 #[test]

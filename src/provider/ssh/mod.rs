@@ -1,6 +1,7 @@
 //! The ssh provider (the CHOReOS "fixed" cloud provider, done right): the account's hosts are
-//! the nodes; packages are uploaded over SFTP (or fetched by the host for http(s) URIs) and
-//! started detached by their package type's recipe; stop, health, status and logs go over SSH.
+//! the nodes; packages are uploaded (inside a command when small, else over SFTP; fetched by the
+//! host for http(s) URIs) and started detached by their package type's recipe; stop, health,
+//! status and logs go over SSH.
 //!
 //! - One SSH connection per host, made once per enact process and shared by every provider of
 //!   the process (the sweep for untracked processes, the refresh and the apply reuse it); hosts
@@ -20,6 +21,7 @@ mod remote_script;
 mod session;
 mod shell;
 mod stage;
+mod tcp;
 mod trust;
 
 use std::borrow::Cow;

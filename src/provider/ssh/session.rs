@@ -436,7 +436,11 @@ impl SshProvider {
             ..Default::default()
         });
         let who = self.describe(host);
-        let connecting = client::connect(config, (host.address.as_str(), port), verifier);
+        // Nagle off and quick ACKs (see `tcp`): commands and answers are small packets.
+        let connecting = async {
+            let stream = super::tcp::QuickAck::connect(&host.address, port).await.map_err(russh::Error::IO)?;
+            client::connect_stream(config, stream, verifier).await
+        };
         let mut handle = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
             Err(_) => return Err(ConnectError::Timeout { host: who, secs: CONNECT_TIMEOUT.as_secs() }),
             Ok(Err(e)) => {

@@ -1,6 +1,7 @@
-//! Packages on an ssh host: a file of this machine is uploaded over SFTP once per content and
-//! host (under `$HOME/.enact/<env>/packages/<digest>/`), an `http(s)://` package is fetched by
-//! the host itself (curl or wget); both are installed by an atomic rename, so hosts sharing a
+//! Packages on an ssh host: a file of this machine is uploaded once per content and host, under
+//! `$HOME/.enact/<env>/packages/<digest>/` (up to [`INLINE_MAX`] bytes as base64 inside the
+//! command that looks for it, larger ones over SFTP); an `http(s)://` package is fetched by the
+//! host itself (curl or wget); both are installed by an atomic rename, so hosts sharing a
 //! home directory never see half a package. Also where enact keeps its files on a host
 //! (`$HOME/.enact/<env>`).
 //!
@@ -22,6 +23,27 @@ use crate::repo::settings::SshHost;
 
 /// How long one package upload to a host may take, from connecting to installing it.
 pub const UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The largest package, in bytes, that goes to a host inside a shell command (base64, one round
+/// trip) rather than over SFTP (a session of its own and three round trips). Its base64 text,
+/// 4/3 as long, stays far below a shell's limits.
+pub const INLINE_MAX: usize = 64 * 1024;
+
+/// The `elif` branch of the command that looks for a package (run in the home directory): when
+/// the host has `base64`, writes `bytes` to `part` (a name of this writer's own), makes it
+/// executable, renames it to `relative` and prints `installed`; without `base64` it does nothing,
+/// so the package goes over SFTP. A failed write removes `part` and fails the command.
+fn inline_install(bytes: &[u8], relative: &str, part: &str) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let (p, r) = (quote(part), quote(relative));
+    // The base64 alphabet has no quote: the text goes to printf (a builtin) as one word.
+    format!(
+        " elif command -v base64 >/dev/null 2>&1; then \
+         if printf %s '{encoded}' | base64 -d > {p} && chmod 755 {p} && mv -f {p} {r}; then echo installed; \
+         else rm -f {p}; exit 1; fi;"
+    )
+}
 
 impl SshProvider {
     /// The directory enact keeps packages and logs in on a host: `$HOME/.enact/<env>`,
@@ -103,22 +125,36 @@ impl SshProvider {
         let upload = async {
             let connection = self.connection(host).await?;
             let begun = Instant::now();
-            // The SFTP session opens while the host looks for the package.
+            // Hosts may share a home directory (NFS), and so may applies of several environments
+            // or repositories: each writer uploads under a name of its own, and the rename that
+            // installs the package is atomic, so the last one wins with the same bytes.
+            let part_name = format!("{relative}.{}.part", crate::state::store::new_lineage());
+            // A small package travels inside the command that looks for it: one round trip, no
+            // SFTP session. A larger one (or a host without `base64`) goes over SFTP, which
+            // opens while the host looks for the package.
+            let inline = (bytes.len() <= INLINE_MAX).then(|| inline_install(&bytes, relative, &part_name));
             let prepare = format!(
-                "printf '%s\\n' \"$HOME\"; cd && mkdir -p {} && if test -f {}; then echo present; fi",
+                "printf '%s\\n' \"$HOME\"; cd && mkdir -p {} && if test -f {}; then echo present;{} fi",
                 quote(dir),
-                quote(relative)
+                quote(relative),
+                inline.as_deref().unwrap_or_default(),
             );
-            let (present, sftp) = tokio::join!(
-                self.run_async(host, "preparing the package directory", &prepare),
-                self.sftp(host, &connection)
-            );
+            let (present, sftp) = if inline.is_some() {
+                (self.run_async(host, "preparing the package directory", &prepare).await, None)
+            } else {
+                let (present, sftp) = tokio::join!(
+                    self.run_async(host, "preparing the package directory", &prepare),
+                    self.sftp(host, &connection)
+                );
+                (present, Some(sftp))
+            };
             let present = present?;
             let mut lines = present.stdout.lines();
             let home = lines.next().unwrap_or_default().trim_end_matches('/').to_string();
             if present.status != Some(0) {
                 return Err(ProviderError::new(format!(
-                    "host {who}: preparing the package directory failed (exit {}): {}",
+                    "host {who}: {} failed (exit {}): {}",
+                    if inline.is_some() { "installing the package" } else { "preparing the package directory" },
                     present.status.map_or("?".to_string(), |s| s.to_string()),
                     present.stderr.trim()
                 )));
@@ -128,35 +164,24 @@ impl SshProvider {
             }
             let _ = connection.home.set(home.clone());
             let remote = format!("{home}/{relative}");
-            if lines.next() == Some("present") {
-                return Ok(remote);
+            match lines.next() {
+                Some("present") => return Ok(remote),
+                Some("installed") => {
+                    crate::timing::mark(Some(begun.elapsed()), || {
+                        format!("ssh {who}: package uploaded with the command ({} bytes)", bytes.len())
+                    });
+                    return Ok(remote);
+                }
+                _ => {}
             }
-            // Hosts may share a home directory (NFS), and so may applies of several environments
-            // or repositories: each writer uploads under a name of its own, and the rename that
-            // installs the package is atomic, so the last one wins with the same bytes.
-            let partial = format!("{remote}.{}.part", crate::state::store::new_lineage());
-            let mut file = sftp?
-                .create(&partial)
-                .await
-                .map_err(|e| ProviderError::new(format!("host {who}: cannot create {partial}: {e}")))?;
-            file.write_all(&bytes)
-                .await
-                .map_err(|e| ProviderError::new(format!("host {who}: cannot upload {partial}: {e}")))?;
-            file.shutdown()
-                .await
-                .map_err(|e| ProviderError::new(format!("host {who}: cannot upload {partial}: {e}")))?;
+            let sftp = match sftp {
+                Some(sftp) => sftp,
+                None => self.sftp(host, &connection).await,
+            };
+            self.upload_over_sftp(host, sftp?, &bytes, &format!("{home}/{part_name}"), &remote).await?;
             crate::timing::mark(Some(begun.elapsed()), || {
                 format!("ssh {who}: package uploaded ({} bytes)", bytes.len())
             });
-            let install = format!("chmod 755 {p} && mv -f {p} {r}", p = quote(&partial), r = quote(&remote));
-            let installed = self.run_async(host, "installing the package", &install).await?;
-            if installed.status != Some(0) {
-                return Err(ProviderError::new(format!(
-                    "host {who}: installing the package failed (exit {}): {}",
-                    installed.status.map_or("?".to_string(), |s| s.to_string()),
-                    installed.stderr.trim()
-                )));
-            }
             Ok(remote)
         };
         // A host that stops answering half-way (an SFTP session that never opens, a write that
@@ -171,6 +196,40 @@ impl SshProvider {
         })?;
         self.uploaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key);
         Ok(remote)
+    }
+
+    /// Writes `bytes` over SFTP to `partial` (a name of this writer's own), then makes it
+    /// executable and renames it to `remote` (both absolute).
+    ///
+    /// # Errors
+    /// The file cannot be created, written or installed on the host.
+    async fn upload_over_sftp(
+        &self,
+        host: &SshHost,
+        sftp: &SftpSession,
+        bytes: &[u8],
+        partial: &str,
+        remote: &str,
+    ) -> ProviderResult<()> {
+        let who = self.describe(host);
+        let mut file = sftp
+            .create(partial)
+            .await
+            .map_err(|e| ProviderError::new(format!("host {who}: cannot create {partial}: {e}")))?;
+        file.write_all(bytes)
+            .await
+            .map_err(|e| ProviderError::new(format!("host {who}: cannot upload {partial}: {e}")))?;
+        file.shutdown().await.map_err(|e| ProviderError::new(format!("host {who}: cannot upload {partial}: {e}")))?;
+        let install = format!("chmod 755 {p} && mv -f {p} {r}", p = quote(partial), r = quote(remote));
+        let installed = self.run_async(host, "installing the package", &install).await?;
+        if installed.status != Some(0) {
+            return Err(ProviderError::new(format!(
+                "host {who}: installing the package failed (exit {}): {}",
+                installed.status.map_or("?".to_string(), |s| s.to_string()),
+                installed.stderr.trim()
+            )));
+        }
+        Ok(())
     }
 
     /// Puts the package on the host and returns its remote path.
