@@ -24,7 +24,8 @@
 //!     count changes and its `plan` and its `apply` are timed. Target: the apply ≤ 2× the plan
 //!     (`ENACT_BENCH_ONE_CHANGE_SIZES`, default `10000`; `10000,100000` for both sizes).
 //!     `ENACT_BENCH_BASELINE=PATH` runs another binary in turn with the measured one (each run:
-//!     one change planned and applied by each, the order alternating), for a side-by-side table;
+//!     one change planned and applied by each, the order alternating), for a side-by-side table
+//!     (in (a) too: its first apply, in turn with the measured one's);
 //!     `ENACT_BENCH_ONE_CHANGE_ONLY=1` skips (a) and (b).
 //!
 //! It prints Markdown tables and PASS/FAIL per target (printed, not asserted).
@@ -76,7 +77,8 @@ fn run() -> BenchResult<()> {
     eprintln!("binary: {}; load average {}", binary.display(), load_average());
 
     if std::env::var_os("ENACT_BENCH_ONE_CHANGE_ONLY").is_none_or(|v| v.is_empty() || v == "0") {
-        let scale = measure_scale(&binary, n, runs)?;
+        let baseline = std::env::var_os("ENACT_BENCH_BASELINE").map(PathBuf::from);
+        let scale = measure_scale(&binary, baseline.as_deref(), n, runs)?;
         let chain = measure_walk(&binary, Shape::Chain, runs)?;
         let grid = measure_walk(&binary, Shape::Grid, runs)?;
         let grid_one = measure_walk(&binary, Shape::GridOne, runs)?;
@@ -479,9 +481,11 @@ struct Scale {
     plan_second: Duration,
     state_bytes: u64,
     strace: Option<String>,
+    /// `ENACT_BENCH_BASELINE`'s first apply, run in turn with the measured one: (path, phases).
+    baseline_first: Option<(PathBuf, Vec<Phases>)>,
 }
 
-fn measure_scale(binary: &Path, n: usize, runs: usize) -> BenchResult<Scale> {
+fn measure_scale(binary: &Path, baseline: Option<&Path>, n: usize, runs: usize) -> BenchResult<Scale> {
     eprintln!("(a) {n} services at latencyMs 0: generating…");
     let dir = RepoDir::new(&format!("apply-{n}"))?;
     let root = dir.path();
@@ -514,12 +518,31 @@ fn measure_scale(binary: &Path, n: usize, runs: usize) -> BenchResult<Scale> {
     let mut second = Vec::new();
     let mut plan_second = Duration::ZERO;
     let mut state_bytes = 0;
+    let mut baseline_first = Vec::new();
     for run in 0..runs {
+        // The baseline's first apply, in turn with the measured one (the order alternating).
+        let mut baseline_run = |first_of_pair: bool| -> BenchResult<bool> {
+            let Some(baseline) = baseline.filter(|_| first_of_pair == (run % 2 == 0)) else {
+                return Ok(false);
+            };
+            clear_state(root)?;
+            write_chor(root, &first_spec)?;
+            let p = enact_phased(baseline, root, &apply)?;
+            eprintln!("(a) run {}: the baseline's first apply {:.2} s ({})", run + 1, secs(p.total), describe(&p));
+            baseline_first.push(p);
+            Ok(true)
+        };
+        baseline_run(true)?;
         clear_state(root)?;
         write_chor(root, &first_spec)?;
         let p = enact_phased(binary, root, &apply)?;
         eprintln!("(a) run {}: first apply {:.2} s ({})", run + 1, secs(p.total), describe(&p));
         first.push(p);
+        if baseline_run(false)? {
+            // The second apply starts from the measured binary's state.
+            clear_state(root)?;
+            enact(binary, root, &apply, 0)?;
+        }
         if run == 0 {
             enact(binary, root, &["plan", "--detailed-exitcode"], 0)
                 .map_err(|e| format!("the first apply did not converge: {e}"))?;
@@ -541,7 +564,8 @@ fn measure_scale(binary: &Path, n: usize, runs: usize) -> BenchResult<Scale> {
     clear_state(root)?;
     write_chor(root, &first_spec)?;
     let strace = strace_summary(binary, root)?;
-    Ok(Scale { workload, first, second, plan_first, plan_second, state_bytes, strace })
+    let baseline_first = baseline.map(|b| (b.to_path_buf(), baseline_first));
+    Ok(Scale { workload, first, second, plan_first, plan_second, state_bytes, strace, baseline_first })
 }
 
 /// (c) An apply that changes one service of an N-service environment, against the plan of the
@@ -1013,6 +1037,23 @@ fn report(binary: &Path, scale: &Scale, walks: &[Walk]) {
             secs(p.walk),
             secs(p.finish),
             secs(p.exit)
+        );
+    }
+    if let Some((path, runs)) = &scale.baseline_first {
+        let totals: Vec<Duration> = runs.iter().map(|p| p.total).collect();
+        let b = median_phases(runs.clone());
+        println!(
+            "| first, empty state: baseline `{}` (in turn) | {} | {} | {:.2} | {} | | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            path.display(),
+            w.services,
+            b.steps,
+            secs(b.total),
+            spread(&totals),
+            secs(b.plan),
+            secs(b.setup),
+            secs(b.walk),
+            secs(b.finish),
+            secs(b.exit)
         );
     }
     println!();

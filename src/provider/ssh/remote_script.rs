@@ -48,9 +48,10 @@ fn rotate_on_contact(instances: &[&str]) -> String {
 }
 
 /// The log watcher, run with `enact-logs PID LOG MAX KEEP EVERY`: rotates LOG every EVERY
-/// seconds while PID (the instance) runs. It is started from the instance's own process, so it
+/// seconds while PID (the instance) runs, the first time EVERY seconds after the start (the log
+/// is empty before; a start costs no `wc`). It is started from the instance's own process, so it
 /// is in the instance's process group (a stop ends it) and has a clean environment (no token).
-const WATCH: &str = r#"p=$1 f=$2 max=$3 keep=$4 every=$5; while :; do rot "$f" "$max" "$keep"; kill -0 "$p" 2>/dev/null || exit 0; sleep "$every"; done"#;
+const WATCH: &str = r#"p=$1 f=$2 max=$3 keep=$4 every=$5; while :; do sleep "$every"; kill -0 "$p" 2>/dev/null || exit 0; rot "$f" "$max" "$keep"; done"#;
 
 /// What runs as the instance, with `enact-instance WATCH LOG MAX KEEP EVERY ARGV…`: it starts the
 /// log watcher and then becomes the instance (exec), so the instance keeps its pid.
