@@ -8,7 +8,8 @@
 # random 0–1500 ms — with SIGKILL (kill), or with SIGINT, SIGTERM or SIGHUP and sometimes a
 # second SIGINT (signal) — then checks that the state parses, the next apply exits 0, the plan is
 # converged and the processes that run are exactly the instances the state records; a signalled
-# apply must exit 130 (or 0 if it finished), and after one signal leave no lock and no journal.
+# apply must exit 128 + its first signal (130, 143, 129; or 0 if it finished), and after one
+# signal leave no lock and no journal.
 # The full log is kept in target/crash-stress.log; the summary is printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -14,9 +14,14 @@ use serde_json::json;
 /// Runs `enact ARGS` in `dir` on a pseudo-terminal, sends SIGINT once `prompt` appears in its
 /// output, and returns (exit code, everything it printed).
 fn interrupt_at_prompt(dir: &std::path::Path, args: &[&str], prompt: &str) -> (i32, String) {
+    signal_at_prompt(dir, args, prompt, "SIGINT")
+}
+
+/// [`interrupt_at_prompt`] with another signal (`SIGTERM`, `SIGHUP`).
+fn signal_at_prompt(dir: &std::path::Path, args: &[&str], prompt: &str, signal: &str) -> (i32, String) {
     let script = r#"
 import os, pty, signal, sys, time
-enact, prompt, args = sys.argv[1], sys.argv[2].encode(), sys.argv[3:]
+enact, sig, prompt, args = sys.argv[1], getattr(signal, sys.argv[2]), sys.argv[3].encode(), sys.argv[4:]
 pid, fd = pty.fork()
 if pid == 0:
     os.environ["NO_COLOR"] = "1"
@@ -30,7 +35,7 @@ while prompt not in seen and time.time() < deadline:
     if not chunk:
         break
     seen += chunk
-os.kill(pid, signal.SIGINT)
+os.kill(pid, sig)
 while True:
     try:
         chunk = os.read(fd, 4096)
@@ -47,6 +52,7 @@ sys.exit(os.waitstatus_to_exitcode(status) & 0xff)
         .arg("-c")
         .arg(script)
         .arg(env!("CARGO_BIN_EXE_enact"))
+        .arg(signal)
         .arg(prompt)
         .args(args)
         .current_dir(dir)
@@ -84,6 +90,20 @@ fn ctrl_c_at_the_confirmation_prompt_changes_nothing_and_releases_the_lock() {
     assert_eq!(code, 130, "{out}");
     assert!(!repo.path("state/dev.lock").exists(), "the lock is left behind");
     assert_eq!(instances(&repo.state(), "airline").len(), 1, "destroy did nothing");
+}
+
+#[test]
+fn sigterm_and_sighup_at_the_prompt_change_nothing_and_exit_128_plus_their_number() {
+    let base = 23950;
+    let repo =
+        Repo::new(&json!({ "deployableServiceSpecs": [deployable("airline", "airline.py", "SOAP", base, 1)] }), None);
+    for (signal, code_expected) in [("SIGTERM", 143), ("SIGHUP", 129)] {
+        let (code, out) = signal_at_prompt(&repo.root, &["apply"], "Only 'yes' will be accepted", signal);
+        assert_eq!(code, code_expected, "{signal}: {out}");
+        assert!(out.contains("interrupted; nothing was changed"), "{signal}: {out}");
+        assert!(!repo.path("state/dev.lock").exists(), "{signal}: the lock is left behind");
+        assert!(!repo.path("state/dev.json").exists(), "{signal}: nothing was applied");
+    }
 }
 
 #[test]

@@ -2,17 +2,23 @@
 //! holds an environment's lock stops cleanly on the first signal: at a confirmation prompt it
 //! answers "no" (nothing changed, lock released); during an apply no new step starts, running
 //! steps finish within their timeouts, the state is written, the summary printed, the lock
-//! released, and enact exits 130. A second signal aborts at once: the journal already covers
-//! every side effect, and the next command recovers from it.
+//! released, and enact exits 128 + the signal's number, as a shell reports a process a signal
+//! ended (130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP). A second signal aborts at once with
+//! the first one's code: the journal already covers every side effect, and the next command
+//! recovers from it.
 
 use std::io::{BufRead, Write};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError, mpsc};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-/// The exit code of a command stopped by a signal (128 + SIGINT, as shells report it).
+/// The exit code of a command stopped by SIGINT (128 + 2, as shells report it); see
+/// [`exit_code`] for the others.
 pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// The first signal that arrived (0: none yet).
+static FIRST: AtomicI32 = AtomicI32::new(0);
 
 /// Set by the first signal: checked by the executor before it starts a step.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -44,6 +50,7 @@ pub fn install() {
 #[allow(clippy::print_stderr, reason = "a signal is answered on the terminal, whatever the command prints")]
 fn on_signal(signal: i32) {
     let n = COUNT.fetch_add(1, Ordering::SeqCst) + 1;
+    let _ = FIRST.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
     let name = match signal {
         SIGTERM => "SIGTERM",
         SIGHUP => "SIGHUP",
@@ -64,7 +71,17 @@ fn on_signal(signal: i32) {
     if GUARDED.load(Ordering::SeqCst) > 0 {
         eprintln!("\n{name} again: aborting; the journal covers what was started, the next command recovers it");
     }
-    std::process::exit(i32::from(EXIT_INTERRUPTED));
+    std::process::exit(i32::from(exit_code()));
+}
+
+/// The exit code of a command a signal stopped: 128 + the number of the first signal that came
+/// (the shells' convention: 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP), and
+/// [`EXIT_INTERRUPTED`] when none came (a prompt whose input ended, say).
+pub fn exit_code() -> u8 {
+    match FIRST.load(Ordering::SeqCst) {
+        0 => EXIT_INTERRUPTED,
+        signal => u8::try_from(128 + signal).unwrap_or(EXIT_INTERRUPTED),
+    }
 }
 
 /// While alive, the first signal asks the command to stop cleanly instead of ending the process.

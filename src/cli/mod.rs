@@ -1,6 +1,7 @@
 //! The command line: parse arguments, resolve the repository and environment once, run one
 //! command, print through one [`Printer`], and map the outcome to an exit code
-//! (0 success, 1 error, 2 changes present with `--detailed-exitcode`, 130 interrupted).
+//! (0 success, 1 error, 2 changes present with `--detailed-exitcode`, 128 + the signal when a
+//! signal stopped it: 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP).
 //!
 //! The top of the layering: may use every module of enact.
 
@@ -34,7 +35,7 @@ pub enum Outcome {
     Changes,
     /// The command ran but found a problem it already reported (`fmt --check`; exit 1).
     Failed,
-    /// A signal stopped the command cleanly after it changed something (exit 130).
+    /// A signal stopped the command cleanly after it changed something (exit 128 + the signal).
     Interrupted,
 }
 
@@ -136,10 +137,10 @@ pub fn main() -> ExitCode {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Changes) => ExitCode::from(2),
         Ok(Outcome::Failed) => ExitCode::from(1),
-        Ok(Outcome::Interrupted) => ExitCode::from(interrupt::EXIT_INTERRUPTED),
+        Ok(Outcome::Interrupted) => ExitCode::from(interrupt::exit_code()),
         Err(err @ Error::Interrupted) => {
             err_printer.error(&err.to_string());
-            ExitCode::from(interrupt::EXIT_INTERRUPTED)
+            ExitCode::from(interrupt::exit_code())
         }
         Err(err) => {
             err_printer.error(&err.to_string());
@@ -151,7 +152,7 @@ pub fn main() -> ExitCode {
 /// Runs one command.
 ///
 /// # Errors
-/// Whatever stops the command, for [`main`] to print (exit 1, or 130 when interrupted).
+/// Whatever stops the command, for [`main`] to print (exit 1, or 128 + the signal when interrupted).
 pub fn run(cli: Cli, printer: Printer) -> Result<Outcome> {
     let cwd = match &cli.directory {
         Some(dir) if dir.is_absolute() => dir.clone(),
