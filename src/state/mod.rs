@@ -10,6 +10,7 @@ pub mod lock;
 pub mod model;
 mod new_node;
 pub mod observed;
+mod pieces;
 mod split;
 pub mod store;
 

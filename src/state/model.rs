@@ -237,12 +237,19 @@ impl State {
         String::from_utf8(text).unwrap_or_default()
     }
 
-    /// Writes [`State::to_json`]'s text to `out` as it is made, without holding it whole.
+    /// Writes [`State::to_json`]'s text to `out` as it is made, without holding it whole (a
+    /// large state on several threads, a few pieces at a time: `pieces`).
     ///
     /// # Errors
     /// `out` refuses a write.
     pub fn write_json(&self, mut out: impl std::io::Write) -> std::io::Result<()> {
-        serde_json::to_writer_pretty(&mut out, self)?;
+        // A large state is serialized on several threads, to the same bytes (`pieces`).
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(8);
+        if threads > 1 && self.services.len() + self.nodes.len() >= super::pieces::MIN_ENTRIES {
+            super::pieces::write(self, &mut out, threads)?;
+        } else {
+            serde_json::to_writer_pretty(&mut out, self)?;
+        }
         out.write_all(b"\n")
     }
 }

@@ -313,6 +313,30 @@ mod tests {
     }
 
     #[test]
+    fn a_state_written_in_pieces_is_the_text_one_thread_writes() {
+        // Large (over the threshold), small, and with empty maps; in pieces on 2 and 3 threads.
+        let mut cases = vec![state(2100), state(3), State::empty("dev")];
+        let mut no_nodes = state(2500);
+        no_nodes.nodes.clear();
+        no_nodes.provenance = Some(crate::state::model::Provenance { commit: "abc".into(), dirty: true });
+        cases.push(no_nodes);
+        for state in cases {
+            let expected = serde_json::to_vec_pretty(&state).unwrap();
+            for threads in [2, 3] {
+                let mut written = Vec::new();
+                crate::state::pieces::write(&state, &mut written, threads).unwrap();
+                assert!(written == expected, "{threads} threads, {} services: the texts differ", state.services.len());
+            }
+            // And what `write_json` writes: the same text and a newline, whichever way it takes.
+            let mut json = Vec::new();
+            state.write_json(&mut json).unwrap();
+            assert_eq!(json.len(), expected.len() + 1);
+            assert!(json.starts_with(&expected) && json.ends_with(b"\n"));
+        }
+        assert!(state(2100).services.len() + state(2100).nodes.len() >= crate::state::pieces::MIN_ENTRIES);
+    }
+
+    #[test]
     fn a_state_as_written_parses_in_pieces_to_the_same_state() {
         let state = state(3000);
         let text = state.to_json();

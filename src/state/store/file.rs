@@ -331,7 +331,7 @@ impl StateStore for FileStore {
     }
 
     fn write_in_place(&self, state: &mut State) -> Result<()> {
-        let text = self.current_text(&state.env)?;
+        let text = crate::timing::phase("state write: the current state read", || self.current_text(&state.env))?;
         // What is replaced is checked by its lineage and serial; a file enact did not write
         // that way is read whole (and refused with its location if it is damaged).
         let current = match &text {
@@ -343,12 +343,14 @@ impl StateStore for FileStore {
         };
         let successor = Successor::of(current.as_ref(), state)?;
         if let (Some(current), Some(text)) = (&current, &text) {
-            self.back_up(&state.env, current, text)?;
+            crate::timing::phase("state write: backup started", || self.back_up(&state.env, current, text))?;
         }
         drop(text);
         let undo = successor.fill(state);
-        let written = write_atomic_with(&self.path(&state.env), |out| state.write_json(out));
-        match written.and_then(|()| self.prune(&state.env)) {
+        let written = crate::timing::phase("state write: the new state written", || {
+            write_atomic_with(&self.path(&state.env), |out| state.write_json(out))
+        });
+        match written.and_then(|()| crate::timing::phase("state write: backups pruned", || self.prune(&state.env))) {
             Ok(()) => Ok(()),
             Err(e) => {
                 undo.undo(state);
