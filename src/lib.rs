@@ -24,7 +24,8 @@
 //! - [`cli`] turns arguments into one of these operations and its output;
 //! - the leaves, used by all: [`diagnostic`] (located errors), [`error`], [`mapped`] (large
 //!   files mapped, not read), [`suggest`] ("did you mean"), [`paint`] (colour), [`time`],
-//!   [`timing`], and `process` (processes of this machine).
+//!   [`timing`], [`pages`] (huge pages for enact's own memory), and `process` (processes of
+//!   this machine).
 //!
 //! # Who may use whom
 //!
@@ -52,6 +53,7 @@ pub mod env;
 pub mod error;
 pub mod graph;
 pub mod mapped;
+pub mod pages;
 pub mod paint;
 pub mod plan;
 pub mod process;

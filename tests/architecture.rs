@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use syn::visit::Visit;
 
 /// The leaves: small utilities every layer may use. They may use each other.
-const LEAVES: &[&str] = &["diagnostic", "error", "mapped", "suggest", "paint", "time", "timing", "process"];
+const LEAVES: &[&str] = &["diagnostic", "error", "mapped", "pages", "suggest", "paint", "time", "timing", "process"];
 
 /// Each top-level module and the modules it may use besides itself and the leaves, top to
 /// bottom: the command line drives the operations, the operations use the planner and the

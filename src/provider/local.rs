@@ -403,7 +403,7 @@ impl Provider for LocalProvider {
         let marker_file = std::fs::File::create(&marker)
             .map_err(|e| ProviderError::new(format!("cannot create {}: {e}", marker.display())))?;
         let marker_fd = std::os::fd::AsRawFd::as_raw_fd(&marker_file);
-        // SAFETY: between fork and exec only async-signal-safe calls are made (setsid, pipe2,
+        // SAFETY: between fork and exec only async-signal-safe calls are made (prctl, setsid, pipe2,
         // fork, dup2, close, execve, _exit), on memory prepared before the fork (`relay`), and
         // nothing is allocated. setsid makes the instance a session leader so it outlives enact
         // and can be stopped as a group; the relay is forked from it, so it is in that session
@@ -412,6 +412,7 @@ impl Provider for LocalProvider {
         // marker open across exec (the original is close-on-exec).
         unsafe {
             command.pre_exec(move || {
+                crate::pages::restore_in_child();
                 if libc::setsid() == -1 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -422,6 +423,7 @@ impl Provider for LocalProvider {
                 match libc::fork() {
                     -1 => return Err(std::io::Error::last_os_error()),
                     0 => {
+                        crate::pages::off_in_child();
                         libc::close(marker_fd);
                         libc::dup2(pipe[0], 0);
                         libc::execve(relay.program(), relay.argv(), relay.envp());
