@@ -61,7 +61,7 @@ pub fn off_in_child() {
 /// does not say.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-pub fn thp_disable_flag() -> Option<bool> {
+fn thp_disable_flag() -> Option<bool> {
     // SAFETY: prctl(PR_GET_THP_DISABLE) reads a flag of the calling process; its other
     // arguments must be 0 and no memory is passed.
     let flag = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
