@@ -403,7 +403,7 @@ fn hostile_values_reach_the_host_as_text_and_never_run() {
         assert!(!Path::new(&format!("{m}{i}")).exists(), "a hostile value ran: {m}{i} exists");
     }
     // The file name's markers are relative: look wherever a shell could have run them.
-    let home = std::env::var("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = hosts.home();
     let mut places = vec![repo.root.clone(), std::env::current_dir().unwrap_or_default(), home.clone()];
     places.extend(walk(&home.join(".enact")));
     for place in places {
@@ -426,9 +426,13 @@ fn hostile_values_reach_the_host_as_text_and_never_run() {
 /// Twelve instances of four services, one package, start at once on three hosts that share this
 /// machine's filesystem (like hosts on one NFS home), so every writer uploads to the same remote
 /// path: the package is installed whole, once, with no partial file left. `padding` bytes of
-/// comment make the package larger, so that it goes over SFTP rather than inside a command.
-fn one_package_from_many_writers(first: u8, ssh_port: u16, service_port: u16, padding: usize) {
-    let hosts = SshHosts::start(3, first, ssh_port);
+/// comment make the package larger, so that it goes over SFTP rather than inside a command;
+/// hosts without `base64` (`base64` false) take even a small one over SFTP.
+fn one_package_from_many_writers(first: u8, ssh_port: u16, service_port: u16, padding: usize, base64: bool) {
+    // Without `base64`: the hosts' sessions get a PATH of every command of this machine but it.
+    let bin = tempfile::Builder::new().prefix("enact-path-").tempdir().expect("tempdir");
+    let path = if base64 { Vec::new() } else { vec![format!("PATH={}", path_without(bin.path(), "base64"))] };
+    let hosts = SshHosts::start_with(3, first, ssh_port, &path);
     let services: Vec<Value> = (0..4)
         .map(|i| {
             json!({ "name": format!("s{i}"), "roles": [format!("s{i}")], "packageType": "PYTHON",
@@ -453,15 +457,15 @@ fn one_package_from_many_writers(first: u8, ssh_port: u16, service_port: u16, pa
     let (out, err) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert_eq!(output.status.code(), Some(0), "{out}\n{err}");
     assert!(out.contains("Apply: 4 done, 0 failed, 0 skipped"), "{out}");
+    let inline = padding == 0 && base64;
     let over_sftp = err.contains("SFTP session opened");
-    assert_eq!(over_sftp, padding > 0, "over SFTP only when too large for a command:\n{err}");
-    assert_eq!(err.contains("package uploaded with the command"), padding == 0, "{err}");
+    assert_eq!(over_sftp, !inline, "over SFTP only when too large for a command or without base64:\n{err}");
+    assert_eq!(err.contains("package uploaded with the command"), inline, "{err}");
     for i in 0..4 {
         assert_eq!(repo.uris(&format!("s{i}")).len(), 3);
     }
-    // The hosts' home is this machine's: the package is there, byte for byte, and alone.
-    let home = PathBuf::from(std::env::var("HOME").expect("HOME"));
-    let installed: Vec<PathBuf> = walk(&home.join(".enact/dev/packages"))
+    // The hosts' home is a directory of this machine: the package is there, byte for byte, and alone.
+    let installed: Vec<PathBuf> = walk(&hosts.home().join(".enact/dev/packages"))
         .into_iter()
         .map(|dir| dir.join("shared.py"))
         .filter(|p| fs::read_to_string(p).is_ok_and(|t| t == unique))
@@ -483,7 +487,29 @@ fn hosts_that_share_a_home_directory_take_one_package_from_many_writers_at_once(
         return;
     }
     // A small package travels inside the command that installs it.
-    one_package_from_many_writers(12, 2418, 24800, 0);
+    one_package_from_many_writers(12, 2418, 24800, 0, true);
+}
+
+#[test]
+fn a_host_without_base64_takes_even_a_small_package_over_sftp_from_many_writers_at_once() {
+    if !sshd::available() {
+        return;
+    }
+    one_package_from_many_writers(53, 2453, 27800, 0, false);
+}
+
+/// A directory of links to every command of this machine's usual PATH but `missing`; its path.
+fn path_without(dir: &Path, missing: &str) -> String {
+    for from in ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
+        for entry in fs::read_dir(from).into_iter().flatten().flatten() {
+            let link = dir.join(entry.file_name());
+            if entry.file_name() != missing && !link.exists() {
+                std::os::unix::fs::symlink(entry.path(), link).expect("link a command");
+            }
+        }
+    }
+    assert!(dir.join("sh").exists() && !dir.join(missing).exists());
+    dir.display().to_string()
 }
 
 #[test]
@@ -492,7 +518,7 @@ fn a_package_too_large_for_a_command_goes_over_sftp_from_many_writers_at_once() 
         return;
     }
     // Over 64 KiB, the largest package that travels inside a command.
-    one_package_from_many_writers(50, 2450, 26800, 80 * 1024);
+    one_package_from_many_writers(50, 2450, 26800, 80 * 1024, true);
 }
 
 #[test]
@@ -581,9 +607,8 @@ fn a_process_no_record_names_is_found_on_its_host_and_destroy_stops_it() {
 }
 
 /// The log files of `instance` of the environment of state lineage `lineage` on the loopback
-/// hosts (they share this machine's home): name and size, the recorded cap left out.
-fn remote_logs(lineage: &str, instance: &str) -> Vec<(String, u64)> {
-    let home = std::env::var("HOME").map(PathBuf::from).unwrap_or_default();
+/// hosts (they share the home directory `home`): name and size, the recorded cap left out.
+fn remote_logs(home: &Path, lineage: &str, instance: &str) -> Vec<(String, u64)> {
     let dir = home.join(".enact/dev/logs").join(lineage);
     let mut files: Vec<(String, u64)> = fs::read_dir(dir)
         .into_iter()
@@ -653,7 +678,7 @@ fn a_remote_log_keeps_its_cap_on_every_contact_and_while_enact_is_away_and_goes_
     let (code, out, err) = repo.apply(&[]);
     assert_eq!(code, 0, "{out}\n{err}");
     let lineage = repo.state()["lineage"].as_str().expect("lineage").to_string();
-    let remote_logs = |instance: &str| remote_logs(&lineage, instance);
+    let remote_logs = |instance: &str| remote_logs(&hosts.home(), &lineage, instance);
     let watchers_of = |instance: &str| watchers_of(&lineage, instance);
     let (code, out, err) = repo.enact(&["status"]);
     assert_eq!(code, 0, "{out}\n{err}");
@@ -736,8 +761,7 @@ fn a_remote_log_keeps_its_cap_on_every_contact_and_while_enact_is_away_and_goes_
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(!process_alive(pid));
     assert_eq!(remote_logs("logchat-1"), Vec::<(String, u64)>::new());
-    let home = std::env::var("HOME").map(PathBuf::from).unwrap_or_default();
-    assert!(!home.join(".enact/dev/logs").join(&lineage).join("logchat-1.log.cap").exists());
+    assert!(!hosts.home().join(".enact/dev/logs").join(&lineage).join("logchat-1.log.cap").exists());
 }
 
 #[test]

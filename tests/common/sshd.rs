@@ -1,5 +1,10 @@
 //! Real OpenSSH servers on loopback addresses (127.0.0.X, one `sshd` each with its own host key)
 //! for the ssh provider's tests, with a generated client key. Stopped when dropped.
+//!
+//! The hosts of one [`SshHosts`] share a home directory of their own ([`SshHosts::home`], like
+//! hosts on one NFS home): their sessions get `HOME` set to it, so no test reads another's
+//! files, and no session runs this machine's own shell start-up files (a `~/.bashrc` that
+//! takes a lock, as pyenv's rehash does, stalls every session while another holds it).
 
 #![allow(dead_code)]
 
@@ -17,6 +22,8 @@ pub struct SshHosts {
     pub port: u16,
     pub client_key: PathBuf,
     pub host_keys: Vec<PathBuf>,
+    /// Variables every session gets besides `HOME` (`NAME=VALUE`, no spaces).
+    session_env: Vec<String>,
     children: Vec<Option<Child>>,
 }
 
@@ -59,6 +66,12 @@ fn answers(address: &str, port: u16) -> bool {
 impl SshHosts {
     /// Starts `n` sshds on 127.0.0.`first`, 127.0.0.`first+1`, … all on `port`.
     pub fn start(n: usize, first: u8, port: u16) -> SshHosts {
+        SshHosts::start_with(n, first, port, &[])
+    }
+
+    /// [`SshHosts::start`], with `session_env` (`NAME=VALUE` each, no spaces) set in every
+    /// session besides `HOME` (e.g. a `PATH` without some command).
+    pub fn start_with(n: usize, first: u8, port: u16, session_env: &[String]) -> SshHosts {
         std::fs::create_dir_all("/run/sshd").expect("create /run/sshd");
         let dir = tempfile::tempdir().expect("tempdir");
         let client_key = dir.path().join("client_ed25519");
@@ -66,8 +79,16 @@ impl SshHosts {
         let public = std::fs::read_to_string(pub_of(&client_key)).expect("client public key");
         let authorized = dir.path().join("authorized_keys");
         std::fs::write(&authorized, public).expect("write authorized_keys");
-        let mut hosts =
-            SshHosts { addresses: Vec::new(), port, client_key, host_keys: Vec::new(), children: Vec::new(), dir };
+        std::fs::create_dir(dir.path().join("home")).expect("the hosts' home directory");
+        let mut hosts = SshHosts {
+            addresses: Vec::new(),
+            port,
+            client_key,
+            host_keys: Vec::new(),
+            session_env: session_env.to_vec(),
+            children: Vec::new(),
+            dir,
+        };
         for i in 0..n {
             let address = format!("127.0.0.{}", usize::from(first) + i);
             let host_key = hosts.dir.path().join(format!("host_{address}"));
@@ -87,14 +108,23 @@ impl SshHosts {
             "ListenAddress {address}\nPort {}\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
              PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
              PermitRootLogin prohibit-password\nStrictModes no\nMaxSessions 100\nMaxStartups 100:30:200\n\
-             Subsystem sftp internal-sftp\n",
+             Subsystem sftp internal-sftp\nSetEnv HOME={}{}\n",
             self.port,
             self.host_keys[i].display(),
             self.dir.path().join(format!("sshd_{address}.pid")).display(),
             self.dir.path().join("authorized_keys").display(),
+            // One line: sshd keeps the first `SetEnv` only.
+            self.home().display(),
+            self.session_env.iter().map(|v| format!(" {v}")).collect::<String>(),
         );
         std::fs::write(&path, text).expect("write sshd config");
         path
+    }
+
+    /// The home directory every host's sessions share (`$HOME` there): enact keeps its
+    /// packages and logs under `.enact/` in it.
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
     }
 
     /// (Re)starts host `i` and waits until it accepts connections.
