@@ -285,6 +285,15 @@ fn diff_shows_promotable_and_environment_local_differences_apart() {
     let json: Value = serde_json::from_str(&repo.ok(&["diff", "test", "prod", "--json"])).expect("json");
     assert_eq!(json["differences"]["promotable"][0]["field"], json!("version"));
     assert_eq!(json["differences"]["environmentLocal"].as_array().map(Vec::len), Some(2));
+    // The machine form says the same: a field left out is `null`, with the default that holds.
+    let json: Value = serde_json::from_str(&repo.ok(&["diff", "test", "dev", "--json"])).expect("json");
+    let local = json["differences"]["environmentLocal"].as_array().cloned().unwrap_or_default();
+    let field = |name: &str| local.iter().find(|d| d["field"] == json!(name)).cloned().unwrap_or_default();
+    let instances = field("numberOfInstances");
+    assert_eq!((&instances["a"], &instances["b"], &instances["bDefault"]), (&json!(2), &Value::Null, &json!(1)));
+    assert!(instances.get("aDefault").is_none(), "a value that is set has no default beside it: {instances}");
+    let memory = field("resourceImpact");
+    assert_eq!(memory["bDefault"], json!({ "memory": "SMALL" }), "{memory}");
 }
 
 #[test]

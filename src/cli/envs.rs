@@ -397,7 +397,7 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
         }
         let _ = writeln!(out, "\n{title}:");
         for f in list {
-            let (va, vb) = (shown(&f.field, &f.a), shown(&f.field, &f.b));
+            let (va, vb) = (shown(&f.a, f.a_default.as_ref()), shown(&f.b, f.b_default.as_ref()));
             let _ = writeln!(out, "  {} {}: {va} → {vb}", f.service, f.field);
         }
     };
@@ -416,19 +416,12 @@ pub fn diff(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
 
 /// A field's value in `diff`'s text: a field left out of an effective spec holds its default
 /// (the spec is normalized: defaults are dropped), which is said, or else is not set.
-fn shown(field: &str, value: &Value) -> String {
-    if !value.is_null() {
-        return value.to_string();
+fn shown(value: &Value, default: Option<&Value>) -> String {
+    match default {
+        _ if !value.is_null() => value.to_string(),
+        Some(default) => format!("{default} (default)"),
+        None => "(not set)".to_string(),
     }
-    let default = match field {
-        "numberOfInstances" => "1",
-        "resourceImpact" => r#"{"memory":"SMALL"}"#,
-        "serviceType" => r#""SOAP""#,
-        "packageType" => r#""COMMAND_LINE""#,
-        "endpointName" => "the service's name",
-        _ => return "(not set)".to_string(),
-    };
-    format!("{default} (default)")
 }
 
 /// `scale SVC=N…`: the elasticity hook. Edits the overlay (no prompt: a monitoring daemon

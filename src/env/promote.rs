@@ -333,6 +333,28 @@ pub struct FieldDifference {
     pub a: Value,
     /// Its value in the second environment (`null` when absent).
     pub b: Value,
+    /// Where `a` is `null`, the default that holds there ([`default_of`]); left out of the
+    /// JSON otherwise, and for a field without a default (then `null` means "not set").
+    #[serde(rename = "aDefault", skip_serializing_if = "Option::is_none")]
+    pub a_default: Option<Value>,
+    /// Where `b` is `null`, the default that holds there, as [`FieldDifference::a_default`].
+    #[serde(rename = "bDefault", skip_serializing_if = "Option::is_none")]
+    pub b_default: Option<Value>,
+}
+
+/// The value field `field` of service `service` holds where an effective spec leaves it out
+/// (a normalized spec drops defaults): `numberOfInstances` 1, `resourceImpact`
+/// `{"memory":"SMALL"}`, `serviceType` `"SOAP"`, `packageType` `"COMMAND_LINE"`, `endpointName`
+/// the service's name (the defaults of docs/formats.md §2); `None` for a field without one.
+pub fn default_of(service: &str, field: &str) -> Option<Value> {
+    match field {
+        "numberOfInstances" => Some(Value::from(1)),
+        "resourceImpact" => Some(serde_json::json!({ "memory": "SMALL" })),
+        "serviceType" => Some(Value::from("SOAP")),
+        "packageType" => Some(Value::from("COMMAND_LINE")),
+        "endpointName" => Some(Value::from(service)),
+        _ => None,
+    }
 }
 
 /// How two environments' effective specs differ.
@@ -369,7 +391,10 @@ pub fn diff(a: &Choreography, b: &Choreography) -> EnvDiff {
             if va == vb {
                 continue;
             }
-            let difference = FieldDifference { service: name.to_string(), field: key.clone(), a: va, b: vb };
+            let default = |v: &Value| v.is_null().then(|| default_of(name, key)).flatten();
+            let (a_default, b_default) = (default(&va), default(&vb));
+            let difference =
+                FieldDifference { service: name.to_string(), field: key.clone(), a: va, b: vb, a_default, b_default };
             if promotable_fields(sa).contains(&key.as_str()) {
                 out.promotable.push(difference);
             } else if ENVIRONMENT_LOCAL.contains(&key.as_str()) {
@@ -484,5 +509,21 @@ mod tests {
         assert_eq!(d.promotable[0].field, "version");
         assert_eq!(d.environment_local[0].field, "numberOfInstances");
         assert_eq!((d.only_in_a, d.only_in_b), (vec!["x".to_string()], vec!["y".to_string()]));
+    }
+
+    #[test]
+    fn a_left_out_field_says_the_default_that_holds_and_only_then() {
+        let a = chor(json!({ "deployableServiceSpecs": [svc("api", "1.0", 3)] }));
+        let mut b_service = svc("api", "1.0", 1);
+        b_service["endpointName"] = json!("v2");
+        let b = chor(json!({ "deployableServiceSpecs": [b_service] }));
+        let d = diff(&a, &b);
+        let instances = &d.environment_local[0];
+        assert_eq!((&instances.a, &instances.b), (&json!(3), &Value::Null), "1 is the default, dropped: {d:?}");
+        assert_eq!((&instances.a_default, &instances.b_default), (&None, &Some(json!(1))));
+        let endpoint = d.promotable.iter().chain(&d.other).find(|f| f.field == "endpointName").expect("endpointName");
+        assert_eq!((endpoint.field.as_str(), &endpoint.a_default), ("endpointName", &Some(json!("api"))));
+        assert_eq!(endpoint.b_default, None);
+        assert_eq!(default_of("api", "desiredQoS"), None);
     }
 }
