@@ -404,6 +404,40 @@ fn logs_follow_takes_in_the_instances_a_scale_out_starts_and_leaves_the_ones_a_s
     assert!(!err().contains("chatty-1: no longer recorded"), "the first instance stays: {}", err());
 }
 
+#[test]
+fn logs_follow_prints_the_line_a_removed_instance_was_still_writing() {
+    let port = 26170;
+    let mut repo = repo(port, 1, false);
+    apply(&repo);
+    let start = wait_last_line(&repo, "chatty-1", "start");
+    let pid = repo.spawn_enact(&["logs", "chatty", "-f", "-n", "1"], "follow");
+    let out = repo.path("follow.out");
+    let followed = || fs::read_to_string(&out).unwrap_or_default();
+    wait_for("the follow to start", Duration::from_secs(30), || followed().contains(&format!("{start}\n")));
+    // The instance writes a line without its newline, and is destroyed (its log kept, so that
+    // only the missing newline stands between the follow and the text).
+    let uri = field(&instances(&repo.state(), "chatty"), "nativeUri").remove(0);
+    let address = uri.trim_start_matches("http://").split('/').next().expect("address").to_string();
+    wait_for("chatty-1 to take the request", Duration::from_secs(30), || {
+        http_get(&format!("http://{address}/partial")).is_ok_and(|(status, _)| status == 200)
+    });
+    let log = log_dir(&repo).join("chatty-1.log");
+    wait_for("the partial line in the log", Duration::from_secs(10), || {
+        fs::read_to_string(&log).unwrap_or_default().ends_with("chatty-1 partial, no newline")
+    });
+    // Two looks (0.5 s each) take it in, unfinished.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(!followed().contains("partial"), "a line is printed once whole: {}", followed());
+    repo.enact_ok(&["destroy", "--auto-approve", "--keep-logs"], 0);
+    let status = repo.wait_child(pid, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        followed().ends_with("chatty-1 partial, no newline\n"),
+        "the removed instance's last words are its last line: {}",
+        followed()
+    );
+}
+
 /// Ends a process as Ctrl-C would (SIGINT), and waits for it./// Ends a process as Ctrl-C would (SIGINT), and waits for it.
 fn unsafe_free_kill(pid: u32) {
     let status = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().expect("kill");

@@ -68,6 +68,10 @@ while True:
             request += chunk
         if request.startswith(b"GET /burst"):
             burst("burst")
+        elif request.startswith(b"GET /partial"):
+            with lock:
+                sys.stdout.write(f"{ID} partial, no newline")
+                sys.stdout.flush()
         conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
     except OSError:
         pass

@@ -112,14 +112,35 @@ impl Followed {
         Followed { instance, mark: None, partial: String::new(), said: false, on: true }
     }
 
+    /// Stops following it. The end of a line it was writing when last looked at is its last
+    /// output: it is returned as a whole line (after `[instance] ` when `prefixed`), else "".
+    fn leave(&mut self, prefixed: bool) -> String {
+        self.on = false;
+        let rest = std::mem::take(&mut self.partial);
+        match (rest.is_empty(), prefixed) {
+            (true, _) => rest,
+            (false, true) => format!("[{}] {rest}\n", self.instance.id),
+            (false, false) => format!("{rest}\n"),
+        }
+    }
+
     /// Its log could not be read (`error`). A stop removes the log with the instance: while a
     /// command holds the lock (an apply that may be stopping it) nothing is said yet, the state
     /// it writes settles it. Once the state no longer records the instance, it is left as a
     /// scale-in leaves it; only a recorded instance's log is said unreadable, once.
-    fn unreadable(&mut self, ctx: &Context, repo: &crate::repo::ConfigRepo, env: &str, service: &str, error: &str) {
+    /// What it had not finished writing, when it is left ([`Followed::leave`]).
+    fn unreadable(
+        &mut self,
+        ctx: &Context,
+        repo: &crate::repo::ConfigRepo,
+        env: &str,
+        service: &str,
+        error: &str,
+        prefixed: bool,
+    ) -> String {
         let busy = crate::state::lock::holder(&repo.state_dir(), env).ok().flatten().is_some();
         if self.said || busy {
-            return;
+            return String::new();
         }
         let id = &self.instance.id;
         let recorded = repo
@@ -129,9 +150,10 @@ impl Followed {
         if recorded {
             self.said = true;
             ctx.printer.warn(&format!("{id}: {error}; looking again"));
+            String::new()
         } else {
-            self.on = false;
             ctx.printer.info(&format!("{id}: no longer recorded in env `{env}`; not followed any more"));
+            self.leave(prefixed)
         }
     }
 }
@@ -139,7 +161,8 @@ impl Followed {
 /// `enact logs --follow`: the last `lines` lines of each instance, then what they gain, look
 /// after look ([`crate::provider::Provider::log_since`]), whole lines only, each after
 /// `[instance] ` once more than one instance is followed. The state is read again every 2 s:
-/// an instance it no longer records is said on stderr and left, and one it records anew (a
+/// an instance it no longer records is said on stderr and left (a line it was still writing,
+/// read without its newline, is printed as its last), and one it records anew (a
 /// scale-out, a replacement) is said and followed from its last `lines` lines. The command
 /// ends (exit 0) when none is left to follow, when stdout's reader goes away, or when
 /// interrupted. Instances whose provider keeps no output (simulated ones) say so on stderr
@@ -206,7 +229,7 @@ fn follow(
                         out.push('\n');
                     }
                 }
-                Err(e) => one.unreadable(ctx, repo, env, service, &e.to_string()),
+                Err(e) => out.push_str(&one.unreadable(ctx, repo, env, service, &e.to_string(), prefixed)),
             }
         }
         let mut stdout = std::io::stdout().lock();
@@ -221,16 +244,23 @@ fn follow(
             let now = store.read_or_empty(env)?;
             let recorded: &[crate::state::InstanceState] =
                 now.services.get(service).map_or(&[], |s| s.instances.as_slice());
-            // Instances an apply, `destroy` or a scale-in removed meanwhile are followed no more.
+            // Instances an apply, `destroy` or a scale-in removed meanwhile are followed no more;
+            // a line one was still writing is its last.
+            let mut last = String::new();
             for one in followed.iter_mut().filter(|f| f.on) {
                 if !recorded.iter().any(|r| r.id == one.instance.id) {
-                    one.on = false;
+                    last.push_str(&one.leave(prefixed));
                     ctx.printer.info(&format!(
                         "{}: no longer recorded in env `{env}`; not followed any more",
                         one.instance.id
                     ));
                 }
             }
+            let mut stdout = std::io::stdout().lock();
+            if !last.is_empty() && stdout.write_all(last.as_bytes()).and_then(|()| stdout.flush()).is_err() {
+                return Ok(Outcome::Success);
+            }
+            drop(stdout);
             // Instances a scale-out or a replacement started meanwhile are followed from now on.
             for instance in recorded {
                 if !followed.iter().any(|f| f.instance.id == instance.id) {
