@@ -13,8 +13,14 @@ state=state
 weather_pid="$state/.weather.pid"
 
 echo "building enact (release; the first build compiles a few hundred crates: about 12 minutes of CPU time, later ones seconds)…" >&2
-cargo build --release --quiet
-enact() { target/release/enact -C "$repo" -e "$env" "$@"; }
+cargo build --release --locked --quiet
+# Where cargo put it: target/, or CARGO_TARGET_DIR.
+bin="${CARGO_TARGET_DIR:-target}/release/enact"
+if [ ! -x "$bin" ]; then
+  echo "cargo built enact, but $bin is not there; is CARGO_TARGET_DIR set differently for cargo?" >&2
+  exit 1
+fi
+enact() { "$bin" -C "$repo" -e "$env" "$@"; }
 
 weather_up() {
   if [ -f "$weather_pid" ] && kill -0 "$(cat "$weather_pid")" 2>/dev/null; then return; fi
@@ -40,7 +46,7 @@ print(s[0]["nativeUri"] if s else "")')
     echo
     echo "The travel agency answers at $agency. Book a trip:"
     echo "  curl $agency/buyTrip"
-    echo "Then try: target/release/enact -C $repo -e $env status   (or: logs airline, plan, history)"
+    echo "Then try: $bin -C $repo -e $env status   (or: logs airline, plan, history)"
     echo "Tear it down with: scripts/travel.sh down"
     ;;
   down)
