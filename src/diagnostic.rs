@@ -251,6 +251,22 @@ fn friendly(message: &str) -> String {
         .replace("invalid type: map", "invalid type: object")
 }
 
+/// For serde's "invalid type: string \"abc\", expected a whole number" about `field` (the last
+/// segment of its path) in `source`: how to write it, and where every field's type is listed.
+pub fn type_hint(message: &str, field: Option<&Segment>, source: &SourceFile) -> Option<String> {
+    let (_, expected) = message.strip_prefix("invalid type: ")?.split_once(", expected ")?;
+    let field = match field {
+        Some(Segment::Key(field)) => format!("`{field}`"),
+        _ => "the value".to_string(),
+    };
+    let schema = if source.display.file_name().is_some_and(|f| f == "enact.json") {
+        "enact schema enact.json"
+    } else {
+        "enact schema"
+    };
+    Some(format!("write {field} as {expected} (`{schema}` gives every field's type)"))
+}
+
 /// serde_json appends " at line L column C"; the location is shown in front instead.
 pub fn strip_position(message: &str) -> String {
     match message.rfind(" at line ") {
@@ -599,6 +615,7 @@ pub fn from_value_located<T: serde::de::DeserializeOwned>(
         } else {
             None
         };
+        let type_hint = type_hint(&inner, segments.last(), source);
         let message = match &suggestion {
             Some((typed, meant)) if unknown => format!("unknown field `{typed}`: did you mean `{meant}`?"),
             _ if unknown => inner,
@@ -614,12 +631,15 @@ pub fn from_value_located<T: serde::de::DeserializeOwned>(
             None => inner,
         };
         let mut d = Diagnostic::new(message).at(Some(source.locate(&segments, unknown)));
+        let schema = if source.display.file_name().is_some_and(|f| f == "enact.json") {
+            "enact schema enact.json"
+        } else {
+            "enact schema"
+        };
+        if let Some(hint) = type_hint {
+            d = d.hint(hint);
+        }
         if unknown {
-            let schema = if source.display.file_name().is_some_and(|f| f == "enact.json") {
-                "enact schema enact.json"
-            } else {
-                "enact schema"
-            };
             d = d.hint(if suggestion.is_some() {
                 format!("fix its spelling, or remove the field (`{schema}` lists every field)")
             } else {

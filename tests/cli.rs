@@ -350,7 +350,9 @@ fn a_mistyped_account_field_is_helped_by_its_provider_s_schema() {
     assert!(
         err.contains(
             "account `rehearsal`: /latencyMs: invalid type: string \"fast\", expected a whole number, 0 or more"
-        ) && err.contains("help: `enact schema enact.json` lists the fields of a `simulated` account"),
+        ) && err.contains(
+            "help: write `latencyMs` as a whole number, 0 or more; `enact schema enact.json` lists the fields of a `simulated` account"
+        ),
         "{err}"
     );
     // What the help names exists and has the field.

@@ -50,7 +50,14 @@ impl Settings {
                     }
                     Err(found) => {
                         for d in found {
-                            let hint = d.hint.clone().unwrap_or_else(|| account_hint(raw_account));
+                            let hint = match d.hint.as_deref().and_then(|h| h.split_once(" (`")) {
+                                // How to write a mistyped value, and where this provider's
+                                // fields are listed.
+                                Some((write, _)) if write.starts_with("write ") => {
+                                    format!("{write}; {}", account_hint(raw_account))
+                                }
+                                _ => d.hint.clone().unwrap_or_else(|| account_hint(raw_account)),
+                            };
                             errors.push(
                                 Diagnostic { message: format!("account `{name}`: {}", d.message), ..d }.hint(hint),
                             );
