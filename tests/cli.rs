@@ -335,6 +335,29 @@ fn a_misspelt_provider_of_an_account_is_pointed_at_with_the_field_meant() {
 }
 
 #[test]
+fn outside_a_config_repository_the_help_names_the_init_that_makes_one_there() {
+    let repo = Repo::empty();
+    for (dir, shown) in [("fresh", "[REPO]/fresh"), ("with space's", r"'[REPO]/with space'\''s'")] {
+        let output = repo.run(&["-C", dir, "plan"]);
+        assert_code(&output, 1);
+        let err = stderr(&output);
+        let redacted = repo.redact(&err);
+        assert!(redacted.contains(&format!("no config repository: neither [REPO]/{dir} nor")), "{redacted}");
+        assert!(redacted.contains(&format!("help: `enact -C {shown} init` makes one there")), "{redacted}");
+        // The command the help gives, as a shell runs it, makes one where plan looked.
+        let command = err.split("help: `enact ").nth(1).and_then(|rest| rest.split('`').next()).expect("a command");
+        let init = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("\"$0\" {command}"))
+            .arg(env!("CARGO_BIN_EXE_enact"))
+            .output()
+            .expect("sh runs");
+        assert_code(&init, 0);
+        assert_code(&repo.run(&["-C", dir, "plan", "--refresh=false"]), 0);
+    }
+}
+
+#[test]
 fn a_mistyped_account_field_is_helped_by_its_provider_s_schema() {
     let repo = Repo::travel();
     let settings = repo.read("enact.json").replacen(

@@ -55,11 +55,18 @@ impl ConfigRepo {
             }
             dir = d.parent();
         }
+        // The command that makes one where enact looked, written as a shell takes it.
+        let shown = start.display().to_string();
+        let shown = if shown.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+,=:@".contains(c)) {
+            shown
+        } else {
+            format!("'{}'", shown.replace('\'', r"'\''"))
+        };
         Err(Diagnostic::new(format!(
             "no config repository: neither {} nor any parent directory holds {SPEC_FILE}",
             start.display()
         ))
-        .hint("run `enact init` to create one here, or pass `-C DIR`")
+        .hint(format!("`enact -C {shown} init` makes one there; or pass `-C` a directory of an existing one"))
         .into())
     }
 
