@@ -607,7 +607,8 @@ fn a_process_no_record_names_is_found_on_its_host_and_destroy_stops_it() {
 }
 
 /// The log files of `instance` of the environment of state lineage `lineage` on the loopback
-/// hosts (they share the home directory `home`): name and size, the recorded cap left out.
+/// hosts (they share the home directory `home`): name and size, the recorded cap and the
+/// rotation note (`LOG.1.at`) left out.
 fn remote_logs(home: &Path, lineage: &str, instance: &str) -> Vec<(String, u64)> {
     let dir = home.join(".enact/dev/logs").join(lineage);
     let mut files: Vec<(String, u64)> = fs::read_dir(dir)
@@ -617,7 +618,8 @@ fn remote_logs(home: &Path, lineage: &str, instance: &str) -> Vec<(String, u64)>
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let ours = name == format!("{instance}.log") || name.starts_with(&format!("{instance}.log."));
-            (ours && !name.ends_with(".cap")).then(|| (name, e.metadata().map_or(0, |m| m.len())))
+            (ours && !name.ends_with(".cap") && !name.ends_with(".at"))
+                .then(|| (name, e.metadata().map_or(0, |m| m.len())))
         })
         .collect();
     files.sort();

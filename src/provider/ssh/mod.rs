@@ -462,7 +462,8 @@ impl Provider for SshProvider {
     fn remove_logs(&self, instance: &InstanceState, node: &NodeState, log: LogPlace<'_>) -> ProviderResult<()> {
         let host = self.host(&node.address)?;
         let base = self.base(&host, log.env)?;
-        // The log, and what starts with `LOG.`: rotated files, the recorded cap, a cut left behind.
+        // The log, and what starts with `LOG.`: rotated files, the recorded cap, the rotation
+        // note, a cut left behind.
         let files: Vec<String> =
             log_files(&base, log.lineage, &instance.id).iter().map(|f| format!("{q} {q}.*", q = quote(f))).collect();
         self.exec_ok(&host, &format!("rm -f -- {}", files.join(" ")), "removing the log").map(drop)

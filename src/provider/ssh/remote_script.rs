@@ -27,8 +27,10 @@ pub const WATCH_EVERY_SECS: u32 = 5;
 /// one (the one past KEEP is dropped), FILE's newest MAX bytes become FILE.1 and FILE is emptied
 /// in place (copy and truncate: the instance keeps appending to it). Output the instance writes
 /// between the copy and the truncation is lost, and so is what it wrote beyond the newest MAX
-/// bytes since the last look.
-const ROTATE_FN: &str = r#"rot() { [ -f "$1" ] || return 0; rs=$(($(wc -c < "$1"))); [ "$rs" -gt "$2" ] || return 0; ri=$3; while [ "$ri" -gt 1 ]; do rj=$((ri-1)); [ -f "$1.$rj" ] && mv -f "$1.$rj" "$1.$ri"; ri=$rj; done; if [ "$3" -gt 0 ]; then tail -c "$2" "$1" > "$1.1.trim" && mv -f "$1.1.trim" "$1.1"; fi; : > "$1"; }"#;
+/// bytes since the last look. `FILE.1.at` says where FILE.1 began in FILE (`<offset> <cksum of
+/// FILE's first 64 bytes>`), so that a follower that read FILE up to some offset reads on from
+/// there in FILE.1 ([`follow_script`]) rather than again from FILE.1's start.
+const ROTATE_FN: &str = r#"rot() { [ -f "$1" ] || return 0; rs=$(($(wc -c < "$1"))); [ "$rs" -gt "$2" ] || return 0; ri=$3; while [ "$ri" -gt 1 ]; do rj=$((ri-1)); [ -f "$1.$rj" ] && mv -f "$1.$rj" "$1.$ri"; ri=$rj; done; if [ "$3" -gt 0 ]; then rc=$((rs - $2)); tail -c +$((rc + 1)) "$1" | head -c "$2" > "$1.1.trim" && printf '%s %s\n' "$rc" "$(head -c 64 "$1" | cksum | cut -d' ' -f1)" > "$1.1.at" && mv -f "$1.1.trim" "$1.1"; fi; : > "$1"; }"#;
 
 /// A shell snippet that rotates the logs of `instances` (ids) on a host, in every environment,
 /// each under the cap recorded beside it at start (`<log>.cap`: max bytes and rotated files
@@ -208,6 +210,8 @@ pub(super) fn follow_script(files: &[String], since: Option<crate::provider::Log
              if [ \"$len\" -lt \"$off\" ] || [ \"$(hs \"$f\" $n)\" != {head} ]; then \
              if [ -f \"$f.1\" ] && [ \"$(sz \"$f.1\")\" -ge \"$off\" ] && [ \"$(hs \"$f.1\" $n)\" = {head} ]; then \
              o=$(sz \"$f.1\"); tail -c +$((off + 1)) \"$f.1\" | head -c $((o - off)); \
+             elif [ \"$n\" -eq 64 ] && [ -f \"$f.1\" ] && [ -f \"$f.1.at\" ] && {{ read rc rh < \"$f.1.at\"; }} \
+             && [ \"$rh\" = {head} ] && [ \"$off\" -ge \"$rc\" ]; then tail -c +$((off - rc + 1)) \"$f.1\"; \
              else printf '%s' {lost}; [ -f \"$f.1\" ] && cat \"$f.1\"; fi; off=0; fi; \
              [ \"$len\" -gt \"$off\" ] && tail -c +$((off + 1)) \"$f\" | head -c $((len - off)); true",
             offset = mark.offset,
@@ -468,5 +472,59 @@ mod tests {
             (42, Some(1000), "web-1", "web", "10.0.0.5")
         );
         assert_eq!((found[1].pid, found[1].account.as_str(), found[1].instance.as_str()), (43, "lab", ""));
+    }
+
+    /// `follow_script` on this machine's `sh`: the mark after `text` was read, then `unread`
+    /// written, the log rotated as the host's watcher does (`rot LOG MAX 2`) and `more`
+    /// written: what the next look prints.
+    fn follow_across_rotation(text: &str, unread: &str, max: usize, more: &str) -> String {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("i.log").display().to_string();
+        let sh = |script: &str| {
+            let out = std::process::Command::new("sh").arg("-c").arg(script).output().expect("sh");
+            assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).expect("UTF-8")
+        };
+        std::fs::write(&log, text).expect("write the log");
+        let files = [log.clone()];
+        let first = sh(&follow_script(&files, None, 1));
+        let (mark, _) = parse_follow(&first).expect("a mark");
+        let (mark, read) = match parse_follow(&sh(&follow_script(&files, Some(mark), 1))) {
+            Some((m, t)) => (m, t.to_string()),
+            None => panic!("a mark"),
+        };
+        assert_eq!(read, "", "nothing new before the rotation");
+        let append = |text: &str| {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&log)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+                .expect("append");
+        };
+        append(unread);
+        sh(&format!("{ROTATE_FN}; rot {} {max} 2", quote(&log)));
+        append(more);
+        let out = sh(&follow_script(&files, Some(mark), 1));
+        parse_follow(&out).expect("a mark").1.to_string()
+    }
+
+    #[test]
+    fn a_follower_that_read_everything_sees_only_what_comes_after_a_capped_rotation() {
+        let lines: String = (0..5000).map(|i| format!("line {i:06} {}\n", "x".repeat(40))).collect();
+        // Rotated whole (under the cap) and cut to its newest 4 KiB (over it): either way the
+        // follower, which had read it all, is shown only the new line, once.
+        for max in [1 << 20, 4096] {
+            let next = follow_across_rotation(&lines, "", max, "after\n");
+            assert_eq!(next, "after\n", "max {max}: {} bytes again", next.len());
+        }
+        // What it had not read yet and the rotation kept comes first, once.
+        let next = follow_across_rotation(&lines, "unread\n", 4096, "after\n");
+        assert_eq!(next, "unread\nafter\n");
+        // More unread than the cap keeps: said lost, then what was kept, then what came.
+        let unread: String = (0..200).map(|i| format!("late {i:03} {}\n", "y".repeat(40))).collect();
+        let next = follow_across_rotation(&lines, &unread, 4096, "after\n");
+        assert!(next.starts_with(crate::provider::logfile::LOST), "{next}");
+        assert!(next.ends_with("late 199 yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy\nafter\n"), "{next}");
+        assert!(!next.contains("line "), "nothing read before comes again: {next}");
     }
 }
