@@ -53,6 +53,13 @@ fn log_dir(repo: &Repo) -> PathBuf {
     repo.path("state/.logs/dev")
 }
 
+/// Where instance `id` of `chatty` answers (`host:port`), as the state records it.
+fn address_of(repo: &Repo, id: &str) -> String {
+    let instance = instances(&repo.state(), "chatty").into_iter().find(|i| i["id"] == id).expect("the instance");
+    let uri = instance["nativeUri"].as_str().expect("nativeUri");
+    uri.trim_start_matches("http://").split('/').next().expect("address").to_string()
+}
+
 /// The log files of `instance` (`<id>.log`, `<id>.log.1`, …) with their sizes.
 fn files_of(repo: &Repo, instance: &str) -> Vec<(String, u64)> {
     let mut files: Vec<(String, u64)> = fs::read_dir(log_dir(repo))
@@ -121,8 +128,7 @@ fn a_service_printing_megabytes_keeps_the_cap_and_its_newest_lines_and_is_not_he
     assert_eq!(files.len(), KEEP as usize + 1, "{files:?}");
 
     // The service runs on, and prints 3 MB more on request while the cap holds.
-    let uri = field(&instances(&repo.state(), "chatty"), "nativeUri").remove(0);
-    let address = uri.trim_start_matches("http://").split('/').next().expect("address").to_string();
+    let address = address_of(&repo, "chatty-1");
     // Under load the client can see the connection reset while the burst is written: ask again,
     // a little later each time (other tests may hold both cores for a second).
     let burst = format!("http://{address}/burst");
@@ -266,9 +272,7 @@ fn logs_follow_prints_what_every_instance_writes_across_rotations_without_a_gap(
 
     // Then 3 MB more of instance 1: its log rotates a dozen times (256 KiB a file) while it is
     // followed, and every line comes out once, in order.
-    let first = instances(&repo.state(), "chatty").into_iter().find(|i| i["id"] == "chatty-1").expect("chatty-1");
-    let uri = first["nativeUri"].as_str().expect("nativeUri").to_string();
-    let address = uri.trim_start_matches("http://").split('/').next().expect("address").to_string();
+    let address = address_of(&repo, "chatty-1");
     // It listens once it has printed its first burst: ask until it answers (once).
     wait_for("chatty-1 to answer", Duration::from_secs(30), || {
         http_get(&format!("http://{address}/burst")).is_ok_and(|(status, _)| status == 200)
@@ -305,8 +309,7 @@ fn logs_follow_says_when_output_was_rotated_away_before_it_was_read() {
     let pid = repo.spawn_enact(&["logs", "chatty", "--follow", "-n", "1"], "follow");
     let followed = || fs::read_to_string(repo.path("follow.out")).unwrap_or_default();
     wait_for("the last line", Duration::from_secs(30), || followed().contains(&format!("{start}\n")));
-    let uri = field(&instances(&repo.state(), "chatty"), "nativeUri").remove(0);
-    let address = uri.trim_start_matches("http://").split('/').next().expect("address").to_string();
+    let address = address_of(&repo, "chatty-1");
     // It listens once it has printed its first burst: ask until it answers (once).
     wait_for("the service to answer", Duration::from_secs(30), || {
         http_get(&format!("http://{address}/burst")).is_ok_and(|(status, _)| status == 200)
@@ -416,8 +419,7 @@ fn logs_follow_prints_the_line_a_removed_instance_was_still_writing() {
     wait_for("the follow to start", Duration::from_secs(30), || followed().contains(&format!("{start}\n")));
     // The instance writes a line without its newline, and is destroyed (its log kept, so that
     // only the missing newline stands between the follow and the text).
-    let uri = field(&instances(&repo.state(), "chatty"), "nativeUri").remove(0);
-    let address = uri.trim_start_matches("http://").split('/').next().expect("address").to_string();
+    let address = address_of(&repo, "chatty-1");
     wait_for("chatty-1 to take the request", Duration::from_secs(30), || {
         http_get(&format!("http://{address}/partial")).is_ok_and(|(status, _)| status == 200)
     });
