@@ -251,20 +251,24 @@ fn friendly(message: &str) -> String {
         .replace("invalid type: map", "invalid type: object")
 }
 
+/// The command that prints the JSON Schema of `source`'s kind of file.
+fn schema_command(source: &SourceFile) -> &'static str {
+    if source.display.file_name().is_some_and(|f| f == "enact.json") {
+        "enact schema enact.json"
+    } else {
+        "enact schema"
+    }
+}
+
 /// For serde's "invalid type: string \"abc\", expected a whole number" about `field` (the last
 /// segment of its path) in `source`: how to write it, and where every field's type is listed.
-pub fn type_hint(message: &str, field: Option<&Segment>, source: &SourceFile) -> Option<String> {
+fn type_hint(message: &str, field: Option<&Segment>, source: &SourceFile) -> Option<String> {
     let (_, expected) = message.strip_prefix("invalid type: ")?.split_once(", expected ")?;
     let field = match field {
         Some(Segment::Key(field)) => format!("`{field}`"),
         _ => "the value".to_string(),
     };
-    let schema = if source.display.file_name().is_some_and(|f| f == "enact.json") {
-        "enact schema enact.json"
-    } else {
-        "enact schema"
-    };
-    Some(format!("write {field} as {expected} (`{schema}` gives every field's type)"))
+    Some(format!("write {field} as {expected} (`{}` gives every field's type)", schema_command(source)))
 }
 
 /// serde_json appends " at line L column C"; the location is shown in front instead.
@@ -631,15 +635,11 @@ pub fn from_value_located<T: serde::de::DeserializeOwned>(
             None => inner,
         };
         let mut d = Diagnostic::new(message).at(Some(source.locate(&segments, unknown)));
-        let schema = if source.display.file_name().is_some_and(|f| f == "enact.json") {
-            "enact schema enact.json"
-        } else {
-            "enact schema"
-        };
         if let Some(hint) = type_hint {
             d = d.hint(hint);
         }
         if unknown {
+            let schema = schema_command(source);
             d = d.hint(if suggestion.is_some() {
                 format!("fix its spelling, or remove the field (`{schema}` lists every field)")
             } else {

@@ -51,8 +51,8 @@ impl Settings {
                     Err(found) => {
                         for d in found {
                             let hint = match d.hint.as_deref().and_then(|h| h.split_once(" (`")) {
-                                // How to write a mistyped value, and where this provider's
-                                // fields are listed.
+                                // A mistyped value (the type hint of `from_value_located`):
+                                // how to write it, then where this provider's fields are listed.
                                 Some((write, _)) if write.starts_with("write ") => {
                                     format!("{write}; {}", account_hint(raw_account))
                                 }
